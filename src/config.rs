@@ -1,0 +1,291 @@
+//! Flags, in two stages: [`Cli`] as clap parses it, then [`Config`], validated and resolved.
+//! Request handlers only ever see a [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::engine::FsyncPolicy;
+
+/// `broker`: serve (no subcommand) or work on a log (`broker log …`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "broker",
+    version,
+    about = "A real-time backend in one binary: users, identity and events over Server-Sent Events, on an append-only log.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server flags.
+    #[command(flatten)]
+    pub serve: ServeFlags,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and maintain the log.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+/// `broker log …`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Read every segment and check headers, CRCs, records and cursor order; exit 1 on any fault.
+    Verify {
+        /// The data directory (the server's --db).
+        #[arg(long, env = "BROKER_DB", default_value = "db")]
+        db: PathBuf,
+    },
+}
+
+/// The server's flags: 15.x names and defaults, plus new ones with sensible defaults.
+/// Each can also be set as `BROKER_<FLAG>` in the environment.
+#[derive(Debug, Args)]
+pub struct ServeFlags {
+    /// Port to listen on [default: 8080, or 443 with --secure true].
+    #[arg(long, env = "BROKER_PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, env = "BROKER_LISTEN", default_value = "0.0.0.0")]
+    pub listen: IpAddr,
+    /// Allowed CORS origin (`*` for any).
+    #[arg(long, env = "BROKER_ORIGIN", default_value = "*")]
+    pub origin: String,
+    /// Lifetime of a JWT issued at login, in seconds.
+    #[arg(long, env = "BROKER_JWT_EXPIRY", default_value_t = 86_400)]
+    pub jwt_expiry: u64,
+    /// Secret for signing JWTs (HS256). Change it: the default is refused with --secure.
+    #[arg(
+        long,
+        env = "BROKER_JWT_SECRET",
+        default_value = "secret",
+        hide_env_values = true
+    )]
+    pub jwt_secret: String,
+    /// Serve HTTPS.
+    #[arg(long, env = "BROKER_SECURE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub secure: bool,
+    /// With --secure: obtain certificates automatically (ACME).
+    #[arg(long, env = "BROKER_AUTO_CERT", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_cert: bool,
+    /// With --secure and --auto_cert false: PEM private key.
+    #[arg(long, env = "BROKER_KEY_PATH", default_value = "certs/private_key.pem")]
+    pub key_path: PathBuf,
+    /// With --secure and --auto_cert false: PEM certificate chain.
+    #[arg(long, env = "BROKER_CERT_PATH", default_value = "certs/chain.pem")]
+    pub cert_path: PathBuf,
+    /// Directory for ACME account and certificate cache.
+    #[arg(long, env = "BROKER_CERTS", default_value = "certs")]
+    pub certs: PathBuf,
+    /// Data directory: the log lives in <db>/log.
+    #[arg(long, env = "BROKER_DB", default_value = "db")]
+    pub db: PathBuf,
+    /// Domain name for automatic certificates.
+    #[arg(long, env = "BROKER_DOMAIN")]
+    pub domain: Option<String>,
+    /// Token required by the admin endpoints. Change it: the default is refused with --secure.
+    #[arg(
+        long,
+        env = "BROKER_ADMIN_TOKEN",
+        default_value = "letmein",
+        hide_env_values = true
+    )]
+    pub admin_token: String,
+    /// Refuse weak passwords (zxcvbn score below 3).
+    #[arg(long, env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub password_checker: bool,
+    /// Validity of password-reset codes, in seconds.
+    #[arg(long, env = "BROKER_TOTP_DURATION", default_value_t = 300)]
+    pub totp_duration: u64,
+    /// When to fsync: `always` (before every acknowledgement, group commit), `interval:<ms>`
+    /// (acknowledge once written, fsync at most every <ms>), or `never` (tests only).
+    #[arg(long, env = "BROKER_FSYNC", default_value = "always")]
+    pub fsync: FsyncPolicy,
+    /// Start a new log segment once the active one passes this many bytes.
+    #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub segment_bytes: u64,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Send an SSE keep-alive comment after this many idle seconds.
+    #[arg(long, env = "BROKER_SSE_KEEPALIVE_SECS", default_value_t = 15)]
+    pub sse_keepalive_secs: u64,
+    /// The `retry:` (milliseconds) SSE clients are told to wait before reconnecting.
+    #[arg(long, env = "BROKER_SSE_RETRY_MS", default_value_t = 3000)]
+    pub sse_retry_ms: u64,
+    /// Recent events kept in memory per tenant for live subscribers; slower ones read the log.
+    #[arg(long, env = "BROKER_SSE_BUFFER", default_value_t = 1024)]
+    pub sse_buffer: usize,
+    /// Argon2 hashes computed at once (default: the number of cores).
+    #[arg(long, env = "BROKER_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+}
+
+/// A flag value that cannot be used, with a sentence saying what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Allowed CORS origin, `*` for any.
+    pub origin: String,
+    /// JWT lifetime in seconds.
+    pub jwt_expiry: u64,
+    /// JWT signing secret.
+    pub jwt_secret: Vec<u8>,
+    /// Admin token.
+    pub admin_token: String,
+    /// Data directory.
+    pub db: PathBuf,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// SSE keep-alive period.
+    pub sse_keepalive: Duration,
+    /// SSE `retry:` in milliseconds.
+    pub sse_retry_ms: u64,
+    /// Recent events per tenant in memory.
+    pub sse_buffer: usize,
+    /// Concurrent Argon2 computations.
+    pub hash_concurrency: usize,
+    /// zxcvbn check on passwords.
+    pub password_checker: bool,
+    /// Password-reset code validity in seconds.
+    pub totp_duration: u64,
+}
+
+impl Config {
+    /// The log directory inside the data directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.db.join("log")
+    }
+}
+
+impl ServeFlags {
+    /// Checks the flags and resolves defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.secure {
+            if self.jwt_secret == "secret" {
+                return Err(ConfigError(
+                    "--secure true with the default --jwt_secret: set --jwt_secret (or BROKER_JWT_SECRET) to a long random value".into(),
+                ));
+            }
+            if self.admin_token == "letmein" {
+                return Err(ConfigError(
+                    "--secure true with the default --admin_token: set --admin_token (or BROKER_ADMIN_TOKEN) to a long random value".into(),
+                ));
+            }
+            return Err(ConfigError(
+                "--secure true: this build serves plain HTTP only so far; put a TLS-terminating proxy in front and run without --secure".into(),
+            ));
+        }
+        if self.jwt_secret.is_empty() {
+            return Err(ConfigError("--jwt_secret must not be empty".into()));
+        }
+        if self.admin_token.is_empty() {
+            return Err(ConfigError("--admin_token must not be empty".into()));
+        }
+        if self.jwt_expiry == 0 {
+            return Err(ConfigError("--jwt_expiry must be at least 1 second".into()));
+        }
+        const MAX_BODY: usize = 16 * 1024 * 1024;
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY {
+            return Err(ConfigError(format!(
+                "--max_body_bytes must be between 1 and {MAX_BODY}"
+            )));
+        }
+        if self.segment_bytes < 4096 {
+            return Err(ConfigError("--segment_bytes must be at least 4096".into()));
+        }
+        if self.sse_keepalive_secs == 0 {
+            return Err(ConfigError(
+                "--sse_keepalive_secs must be at least 1".into(),
+            ));
+        }
+        let port = self.port.unwrap_or(if self.secure { 443 } else { 8080 });
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Config {
+            addr: SocketAddr::new(self.listen, port),
+            origin: self.origin,
+            jwt_expiry: self.jwt_expiry,
+            jwt_secret: self.jwt_secret.into_bytes(),
+            admin_token: self.admin_token,
+            db: self.db,
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            max_body_bytes: self.max_body_bytes,
+            sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
+            sse_retry_ms: self.sse_retry_ms,
+            sse_buffer: self.sse_buffer.max(1),
+            hash_concurrency: self.hash_concurrency.unwrap_or(cores).max(1),
+            password_checker: self.password_checker,
+            totp_duration: self.totp_duration,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("broker").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn both_flag_forms_and_defaults() {
+        let cli = parse(&["--port=9000", "--jwt_secret", "s3", "--secure", "false"]);
+        let config = cli.serve.validate().unwrap();
+        assert_eq!(config.addr.port(), 9000);
+        assert_eq!(config.jwt_secret, b"s3");
+        assert_eq!(config.admin_token, "letmein");
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        let config = parse(&[]).serve.validate().unwrap();
+        assert_eq!(config.addr.port(), 8080);
+        assert_eq!(config.jwt_expiry, 86_400);
+        assert_eq!(config.totp_duration, 300);
+    }
+
+    #[test]
+    fn default_secrets_refused_when_secure() {
+        let err = parse(&["--secure", "true"]).serve.validate().unwrap_err();
+        assert!(err.0.contains("--jwt_secret"), "{err}");
+        let err = parse(&["--secure", "--jwt_secret", "long-and-random"])
+            .serve
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("--admin_token"), "{err}");
+    }
+
+    #[test]
+    fn fsync_policies() {
+        assert_eq!(
+            parse(&["--fsync", "interval:5"]).serve.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(5))
+        );
+        assert!(Cli::try_parse_from(["broker", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn log_subcommand() {
+        let cli = parse(&["log", "verify", "--db", "/tmp/x"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Log(LogCommand::Verify { .. }))
+        ));
+    }
+}

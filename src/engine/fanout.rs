@@ -1,0 +1,163 @@
+//! Per-tenant fan-out: a subscriber is woken only by its own tenant's records.
+//!
+//! Each tenant with events or subscribers has a [`TenantFeed`]: a bounded ring of its
+//! recent frames and a `watch` of its newest cursor. The writer pushes each durable event
+//! into its tenant's ring and bumps that tenant's watch, so the cost of an insert is
+//! O(subscribers of that tenant). A subscriber that falls behind the ring reads the gap
+//! back from the log at its own cursor: the writer never waits for anyone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::sse_frame;
+use crate::log::Cursor;
+use crate::state::{Record, RecordKind};
+
+/// All tenant feeds, and the newest published cursor.
+pub struct Fanout {
+    // One std mutex for the map and the published cursor together: a feed created by a
+    // subscriber and a batch published by the writer are then ordered, so a new feed's
+    // "everything up to here is only in the log" mark is exact.
+    inner: Mutex<Feeds>,
+    capacity: usize,
+}
+
+struct Feeds {
+    by_tenant: HashMap<String, Arc<TenantFeed>>,
+    published: Cursor,
+}
+
+/// One tenant's recent frames and wake-up signal.
+pub struct TenantFeed {
+    // std mutex: held only to push or copy out a few `Bytes` handles.
+    recent: Mutex<Recent>,
+    newest: watch::Sender<Cursor>,
+}
+
+/// The recent frames of one tenant, oldest first.
+pub struct Recent {
+    frames: VecDeque<(Cursor, Bytes)>,
+    /// Every event of this tenant at or below this cursor may be missing from `frames`
+    /// and must be read from the log.
+    pub only_in_log_upto: Cursor,
+}
+
+/// What a subscriber at some cursor should do next.
+pub enum Next {
+    /// Frames with cursors above the subscriber's, and the cursor of the last one.
+    Frames(Bytes, Cursor),
+    /// The ring no longer covers the subscriber: read the log up to this cursor.
+    ReadLog(Cursor),
+    /// Nothing new.
+    Idle,
+}
+
+impl Fanout {
+    pub(crate) fn new(published: Cursor, capacity: usize) -> Self {
+        Fanout {
+            inner: Mutex::new(Feeds {
+                by_tenant: HashMap::new(),
+                published,
+            }),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The newest published cursor.
+    pub fn published(&self) -> Cursor {
+        self.inner.lock().expect("fanout lock").published
+    }
+
+    /// The feed of `tenant`, created if needed.
+    pub fn feed(&self, tenant: &str) -> Arc<TenantFeed> {
+        let mut feeds = self.inner.lock().expect("fanout lock");
+        let published = feeds.published;
+        Arc::clone(
+            feeds
+                .by_tenant
+                .entry(tenant.to_owned())
+                .or_insert_with(|| TenantFeed::new(published)),
+        )
+    }
+
+    /// Pushes durable records into their tenants' feeds and wakes those tenants only.
+    pub(crate) fn publish<'a>(&self, records: impl Iterator<Item = &'a Record>) {
+        let mut touched: Vec<(Arc<TenantFeed>, Cursor)> = Vec::new();
+        let mut feeds = self.inner.lock().expect("fanout lock");
+        let before = feeds.published;
+        let mut newest = before;
+        for record in records {
+            newest = newest.max(record.cursor);
+            let RecordKind::EventInserted(e) = &record.kind else {
+                continue;
+            };
+            let feed = feeds
+                .by_tenant
+                .entry(e.tenant.clone())
+                .or_insert_with(|| TenantFeed::new(before));
+            let frame = sse_frame::event(record.cursor, &e.event, &e.data);
+            {
+                let mut recent = feed.recent.lock().expect("feed lock");
+                if recent.frames.len() == self.capacity
+                    && let Some((evicted, _)) = recent.frames.pop_front()
+                {
+                    recent.only_in_log_upto = evicted;
+                }
+                recent.frames.push_back((record.cursor, frame));
+            }
+            match touched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, feed)) {
+                Some((_, cursor)) => *cursor = record.cursor,
+                None => touched.push((Arc::clone(feed), record.cursor)),
+            }
+        }
+        feeds.published = newest;
+        drop(feeds);
+        for (feed, cursor) in touched {
+            feed.newest.send_replace(cursor);
+        }
+    }
+}
+
+impl TenantFeed {
+    fn new(only_in_log_upto: Cursor) -> Arc<Self> {
+        Arc::new(TenantFeed {
+            recent: Mutex::new(Recent {
+                frames: VecDeque::new(),
+                only_in_log_upto,
+            }),
+            newest: watch::Sender::new(only_in_log_upto),
+        })
+    }
+
+    /// A receiver woken whenever this tenant gets a new event.
+    pub fn watch(&self) -> watch::Receiver<Cursor> {
+        self.newest.subscribe()
+    }
+
+    /// What a subscriber that has seen everything up to `after` should do next.
+    pub fn next_after(&self, after: Cursor, max_frames: usize) -> Next {
+        let recent = self.recent.lock().expect("feed lock");
+        if recent.only_in_log_upto > after {
+            return Next::ReadLog(recent.only_in_log_upto);
+        }
+        let start = recent.frames.partition_point(|(c, _)| *c <= after);
+        let end = recent.frames.len().min(start + max_frames);
+        match end - start {
+            0 => Next::Idle,
+            1 => {
+                let (cursor, frame) = &recent.frames[start];
+                Next::Frames(frame.clone(), *cursor)
+            }
+            _ => {
+                let mut out = bytes::BytesMut::new();
+                for (_, frame) in recent.frames.range(start..end) {
+                    out.extend_from_slice(frame);
+                }
+                Next::Frames(out.freeze(), recent.frames[end - 1].0)
+            }
+        }
+    }
+}

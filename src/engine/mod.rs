@@ -1,0 +1,273 @@
+//! The engine ties the log and the rules together.
+//!
+//! ```text
+//! submit(command) ─▶ writer thread: decide → append (group commit) → evolve → publish ─▶ reply
+//! subscribe(tenant) ─▶ snapshot from the published state, then frames from the tenant's feed
+//! ```
+//! Two states exist on purpose: the writer's *decision* state runs ahead of the disk (so a
+//! batch decides against every earlier command of the batch), while the *published* state
+//! readers see only ever holds durable records. A failed write resets the first from the
+//! second, so nothing unwritten is ever visible or acknowledged.
+
+pub mod fanout;
+pub mod sse_frame;
+pub mod subscription;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::log::{self, Cursor, LogError, LogReader, TailRepair};
+use crate::state::{Command, Record, Rejection, State, evolve};
+
+pub use fanout::Fanout;
+pub use subscription::{Start, Subscription};
+
+/// When the writer makes appended records durable before acknowledging them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fdatasync before every acknowledgement (one per batch: group commit).
+    Always,
+    /// Acknowledge once written to the OS; fdatasync at most this often.
+    Interval(Duration),
+    /// Never fsync (tests and throwaway data only): a power loss may lose acknowledged writes.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                _ => Err(format!(
+                    "{s:?} is not a fsync policy: use always, never or interval:<milliseconds>"
+                )),
+            },
+        }
+    }
+}
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The log directory.
+    pub dir: PathBuf,
+    /// Durability policy.
+    pub fsync: FsyncPolicy,
+    /// A new segment starts once the active one passes this size.
+    pub segment_bytes: u64,
+    /// Recent events kept in memory per tenant for live subscribers.
+    pub recent_per_tenant: usize,
+}
+
+/// What opening found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Records replayed into the projections.
+    pub records: u64,
+    /// The newest cursor.
+    pub cursor: Cursor,
+    /// Torn tails that recovery cut away.
+    pub repairs: Vec<TailRepair>,
+}
+
+/// Errors the engine returns to request handlers and to `main`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The command breaks a rule; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The log cannot write right now; nothing of the command was acknowledged.
+    #[error("the log cannot accept writes right now: {0}")]
+    Unavailable(String),
+    /// The server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The log could not be opened.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A record in the log does not decode although its frame is intact.
+    #[error("record at cursor {0} does not decode: {1}")]
+    BadRecord(Cursor, String),
+}
+
+/// The clock the writer stamps records with: milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+enum Msg {
+    Submit {
+        command: Command,
+        reply: oneshot::Sender<Result<Vec<Record>, EngineError>>,
+    },
+    /// Interval policy: fsync what was written since the last sync.
+    Sync,
+    /// Flush, fsync and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Bounded tokio channel: a burst of requests waits for room (backpressure) instead of
+    // growing memory, and the writer thread can block on it without a runtime.
+    tx: mpsc::Sender<Msg>,
+    // std RwLock, not tokio's: never held across an await, and the writer is a plain thread.
+    published: RwLock<State>,
+    fanout: Fanout,
+    log: LogReader,
+    // A watch, not a broadcast: every subscriber only needs to learn "stop now".
+    shutdown: watch::Sender<bool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens the log (recovering a torn tail), folds it, and starts the writer thread.
+    ///
+    /// Blocking: call it before serving or from `spawn_blocking`.
+    pub fn open(options: EngineOptions, clock: Clock) -> Result<(Engine, OpenReport), EngineError> {
+        let mut state = State::default();
+        let mut records = 0u64;
+        let mut bad: Option<(Cursor, String)> = None;
+        let recovered = log::open(
+            &options.dir,
+            Record::cursor_of,
+            options.segment_bytes,
+            |cursor, payload| match Record::decode(payload) {
+                Ok(record) => {
+                    evolve(&mut state, &record);
+                    records += 1;
+                }
+                Err(e) => {
+                    bad.get_or_insert((cursor, e.to_string()));
+                }
+            },
+        )?;
+        if let Some((cursor, why)) = bad {
+            return Err(EngineError::BadRecord(cursor, why));
+        }
+        let cursor = recovered.last_cursor.max(state.cursor);
+        state.cursor = cursor;
+        let (tx, rx) = mpsc::channel(8192);
+        let inner = Arc::new(Inner {
+            tx,
+            published: RwLock::new(state.clone()),
+            fanout: Fanout::new(cursor, options.recent_per_tenant),
+            log: recovered.reader,
+            shutdown: watch::Sender::new(false),
+            writer: Mutex::new(None),
+        });
+        let engine = Engine { inner };
+        let handle = writer::Writer::new(
+            engine.clone(),
+            recovered.writer,
+            state,
+            options.fsync,
+            clock,
+            rx,
+        )
+        .spawn()
+        .map_err(|e| LogError::io(&options.dir, e))?;
+        *engine.inner.writer.lock().expect("writer handle") = Some(handle);
+        if let FsyncPolicy::Interval(every) = options.fsync {
+            engine.spawn_interval_sync(every);
+        }
+        Ok((
+            engine,
+            OpenReport {
+                records,
+                cursor,
+                repairs: recovered.repairs,
+            },
+        ))
+    }
+
+    fn spawn_interval_sync(&self, every: Duration) {
+        let tx = self.inner.tx.clone();
+        let mut stop = self.inner.shutdown.subscribe();
+        // Needs a runtime; outside one (plain tests) the writer still syncs on shutdown.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => if tx.send(Msg::Sync).await.is_err() { return },
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Hands `command` to the writer; resolves once its records are durable (or refused).
+    pub async fn submit(&self, command: Command) -> Result<Vec<Record>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Submit { command, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Runs `f` on a consistent view of the published (durable) state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.inner.published.read().expect("published state lock"))
+    }
+
+    /// The newest durable cursor.
+    pub fn cursor(&self) -> Cursor {
+        self.inner.fanout.published()
+    }
+
+    /// A reader of the log.
+    pub fn log(&self) -> &LogReader {
+        &self.inner.log
+    }
+
+    /// Starts an SSE subscription to `tenant`'s events.
+    pub fn subscribe(&self, tenant: &str, start: Start) -> Subscription {
+        Subscription::new(self.clone(), tenant, start)
+    }
+
+    /// Ends every SSE subscription (first step of a graceful shutdown).
+    pub fn close_subscriptions(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Stops subscriptions, lets the writer finish queued commands, fsyncs and joins it.
+    pub async fn shutdown(&self) {
+        self.close_subscriptions();
+        let (done, wait) = oneshot::channel();
+        if self.inner.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+        let handle = self.inner.writer.lock().expect("writer handle").take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    /// A receiver that turns true when the engine shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub(crate) fn fanout(&self) -> &Fanout {
+        &self.inner.fanout
+    }
+
+    pub(crate) fn published(&self) -> &RwLock<State> {
+        &self.inner.published
+    }
+}

@@ -1,0 +1,36 @@
+//! The SSE wire form of an event, encoded once per event and shared by every subscriber.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::log::Cursor;
+
+/// `id: <cursor>\nevent: <name>\ndata: <json>\n\n`.
+///
+/// Event names carry no control characters and `data` is compact JSON (no raw newline),
+/// so each field stays on its one line.
+pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(name.len() + data.len() + 40);
+    out.put_slice(b"id: ");
+    out.put_slice(cursor.to_string().as_bytes());
+    out.put_slice(b"\nevent: ");
+    out.put_slice(name.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(data.as_bytes());
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// The frame that tells a client its resume point could not be honoured and a snapshot
+/// follows.
+pub fn reset(reason: &str, cursor: Cursor) -> Bytes {
+    let data = serde_json::json!({ "reason": reason, "cursor": cursor });
+    Bytes::from(format!("event: broker.reset\ndata: {data}\n\n"))
+}
+
+/// A comment line that keeps proxies from closing an idle stream.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// How long a client should wait before reconnecting, sent once at connect.
+pub fn retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}

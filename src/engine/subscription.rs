@@ -1,0 +1,161 @@
+//! One SSE subscriber: a cursor tailing its tenant's events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::fanout::{Next, TenantFeed};
+use super::{Engine, sse_frame};
+use crate::log::Cursor;
+use crate::state::{Record, RecordKind};
+
+/// Frames sent in one chunk at most, so one subscriber's catch-up stays incremental.
+const MAX_FRAMES_PER_CHUNK: usize = 512;
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The snapshot (latest event per name), then live.
+    Snapshot,
+    /// Every event after this cursor, then live (`Last-Event-ID`).
+    After(Cursor),
+    /// The client sent a resume point that is not a cursor: reset frame, then snapshot.
+    Invalid,
+}
+
+/// A live subscription; [`Subscription::next`] yields SSE bytes.
+pub struct Subscription {
+    engine: Engine,
+    tenant: String,
+    feed: Arc<TenantFeed>,
+    newest: watch::Receiver<Cursor>,
+    shutdown: watch::Receiver<bool>,
+    /// Every event of the tenant up to here has been sent (or superseded in the snapshot).
+    cursor: Cursor,
+    first: Option<Bytes>,
+}
+
+impl Subscription {
+    pub(super) fn new(engine: Engine, tenant: &str, start: Start) -> Self {
+        // Watch first, then read: an event published in between is then seen as a change.
+        let feed = engine.fanout().feed(tenant);
+        let newest = feed.watch();
+        let shutdown = engine.shutdown_signal();
+        let mut first = BytesMut::new();
+        let oldest_kept = engine.log().first_cursor().saturating_sub(1);
+        let cursor = match start {
+            Start::After(n) if n <= engine.cursor() && n >= oldest_kept => n,
+            other => {
+                let state = engine.published().read().expect("published state");
+                if other != Start::Snapshot {
+                    let reason = match other {
+                        Start::After(n) if n > state.cursor => {
+                            "last_event_id is newer than this log"
+                        }
+                        Start::After(_) => "last_event_id is older than what the log keeps",
+                        _ => "last_event_id is not a cursor",
+                    };
+                    first.extend_from_slice(&sse_frame::reset(reason, state.cursor));
+                }
+                for e in state.snapshot(tenant) {
+                    first.extend_from_slice(&sse_frame::event(e.cursor, &e.event, &e.data));
+                }
+                state.cursor
+            }
+        };
+        Subscription {
+            engine,
+            tenant: tenant.to_owned(),
+            feed,
+            newest,
+            shutdown,
+            cursor,
+            first: (!first.is_empty()).then(|| first.freeze()),
+        }
+    }
+
+    /// The cursor up to which this subscriber has everything.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// The next bytes to send: frames, or a keep-alive comment after `keep_alive` of
+    /// silence. `None` when the stream must end (server shutting down).
+    pub async fn next(&mut self, keep_alive: Duration) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            self.newest.borrow_and_update();
+            match self.feed.next_after(self.cursor, MAX_FRAMES_PER_CHUNK) {
+                Next::Frames(bytes, last) => {
+                    self.cursor = last;
+                    return Some(bytes);
+                }
+                Next::ReadLog(upto) => match self.read_log(upto).await {
+                    Some(bytes) if !bytes.is_empty() => return Some(bytes),
+                    Some(_) => continue,
+                    None => return None,
+                },
+                Next::Idle => {}
+            }
+            tokio::select! {
+                changed = self.newest.changed() => if changed.is_err() { return None },
+                _ = self.shutdown.changed() => return None,
+                _ = tokio::time::sleep(keep_alive) => return Some(Bytes::from_static(sse_frame::KEEP_ALIVE)),
+            }
+        }
+    }
+
+    /// Reads this tenant's events after our cursor, up to `upto`, from the segment files.
+    async fn read_log(&mut self, upto: Cursor) -> Option<Bytes> {
+        let log = self.engine.log().clone();
+        let tenant = self.tenant.clone();
+        let after = self.cursor;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = BytesMut::new();
+            let mut frames = 0;
+            let mut last_event = after;
+            let scanned = log.read_after(after, upto, |cursor, payload| {
+                let Ok(record) = Record::decode(payload) else {
+                    return true;
+                };
+                if let RecordKind::EventInserted(e) = &record.kind
+                    && e.tenant == tenant
+                {
+                    out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
+                    frames += 1;
+                    last_event = cursor;
+                }
+                frames < MAX_FRAMES_PER_CHUNK
+            });
+            scanned.map(|scanned| {
+                // Full chunk: resume right after the last event sent; otherwise everything
+                // up to the last record scanned has been looked at.
+                let reached = if frames >= MAX_FRAMES_PER_CHUNK {
+                    last_event
+                } else {
+                    scanned.max(upto)
+                };
+                (out.freeze(), reached)
+            })
+        })
+        .await;
+        match read {
+            Ok(Ok((bytes, reached))) => {
+                self.cursor = reached;
+                Some(bytes)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, tenant = %self.tenant, "reading the log for a subscriber failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The writer thread: the only place state changes.
+//!
+//! Group commit: the thread takes every command that queued up while the previous batch
+//! was being written and fsynced, decides them in order against its decision state,
+//! appends their records, and makes the whole batch durable with one write and one fsync.
+
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Clock, Engine, EngineError, FsyncPolicy, Msg};
+use crate::log::LogWriter;
+use crate::state::{Record, State, decide, evolve};
+
+/// The most commands decided and written as one batch.
+const MAX_BATCH: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Vec<Record>, EngineError>>;
+
+pub(super) struct Writer {
+    engine: Engine,
+    log: LogWriter,
+    /// Runs ahead of the disk within a batch; reset from the published state on failure.
+    decision: State,
+    fsync: FsyncPolicy,
+    clock: Clock,
+    rx: mpsc::Receiver<Msg>,
+    /// Written but not yet fsynced (interval policy).
+    dirty: bool,
+    last_sync: Instant,
+}
+
+impl Writer {
+    pub(super) fn new(
+        engine: Engine,
+        log: LogWriter,
+        decision: State,
+        fsync: FsyncPolicy,
+        clock: Clock,
+        rx: mpsc::Receiver<Msg>,
+    ) -> Self {
+        Writer {
+            engine,
+            log,
+            decision,
+            fsync,
+            clock,
+            rx,
+            dirty: false,
+            last_sync: Instant::now(),
+        }
+    }
+
+    pub(super) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("broker-writer".into())
+            .spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut stopping: Option<oneshot::Sender<()>> = None;
+        while stopping.is_none() {
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
+            let mut batch = Vec::new();
+            let mut sync_due = false;
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Submit { command, reply } => batch.push((command, reply)),
+                    Msg::Sync => sync_due = true,
+                    Msg::Shutdown(done) => stopping = Some(done),
+                }
+                next = if batch.len() < MAX_BATCH && stopping.is_none() {
+                    self.rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.write_batch(batch);
+            if sync_due && self.dirty {
+                self.sync();
+            }
+        }
+        // Refuse whatever is still queued: those requests were never acknowledged.
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Submit { reply, .. } = msg {
+                let _ = reply.send(Err(EngineError::ShuttingDown));
+            }
+        }
+        if self.dirty || self.fsync == FsyncPolicy::Never {
+            self.sync();
+        }
+        if let Some(done) = stopping {
+            let _ = done.send(());
+        }
+    }
+
+    fn sync(&mut self) {
+        match self.log.sync() {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_sync = Instant::now();
+            }
+            Err(e) => tracing::error!(error = %e, "fsync of the log failed"),
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<(crate::state::Command, Reply)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let at_ms = (self.clock)();
+        let mut accepted: Vec<(Reply, Vec<Record>)> = Vec::with_capacity(batch.len());
+        for (command, reply) in batch {
+            let records = match decide(&self.decision, command, at_ms) {
+                Ok(records) => records,
+                Err(rejection) => {
+                    let _ = reply.send(Err(rejection.into()));
+                    continue;
+                }
+            };
+            let mut appended = Ok(());
+            for record in &records {
+                appended = self.log.append(record.cursor, &record.encode());
+                if appended.is_err() {
+                    break;
+                }
+            }
+            if let Err(e) = appended {
+                // Only a segment rotation can fail here, and it happens before any frame of
+                // the batch is buffered, so nothing of this command is in the log.
+                tracing::error!(error = %e, "appending to the log failed");
+                let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
+                continue;
+            }
+            for record in &records {
+                evolve(&mut self.decision, record);
+            }
+            accepted.push((reply, records));
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let sync_now = match self.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            FsyncPolicy::Never => false,
+        };
+        if let Err(e) = self.log.flush(sync_now) {
+            tracing::error!(error = %e, records = accepted.len(), "writing a batch to the log failed; the batch is refused");
+            self.decision = self.engine.published().read().expect("published").clone();
+            for (reply, _) in accepted {
+                let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
+            }
+            return;
+        }
+        if sync_now {
+            self.dirty = false;
+            self.last_sync = Instant::now();
+        } else {
+            self.dirty = true;
+        }
+        self.publish(accepted);
+    }
+
+    /// Makes a durable batch visible: published state, then tenant feeds, then replies.
+    fn publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>) {
+        {
+            let mut published = self.engine.published().write().expect("published");
+            for (_, records) in &accepted {
+                for record in records {
+                    evolve(&mut published, record);
+                }
+            }
+        }
+        self.engine
+            .fanout()
+            .publish(accepted.iter().flat_map(|(_, records)| records.iter()));
+        for (reply, records) in accepted {
+            let _ = reply.send(Ok(records));
+        }
+    }
+}

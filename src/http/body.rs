@@ -1,0 +1,61 @@
+//! Request bodies: JSON whatever the Content-Type says (15.x clients and `curl -d` send form
+//! types), bounded by `--max_body_bytes`, and every failure a 4xx naming the problem.
+
+use poem::http::StatusCode;
+use poem::{FromRequest, Request, RequestBody};
+use serde::de::DeserializeOwned;
+
+use super::App;
+use super::error::ApiError;
+
+/// A JSON request body of type `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<'a, T: DeserializeOwned> FromRequest<'a> for JsonBody<T> {
+    async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let limit = req
+            .data::<App>()
+            .map_or(1024 * 1024, |app| app.config.max_body_bytes);
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(poem::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large().into());
+        }
+        let bytes = body
+            .take()
+            .map_err(|_| ApiError::bad_request("request body missing"))?
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|e| match e {
+                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+                other => ApiError::bad_request(format!("could not read the request body: {other}")),
+            })?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ApiError::bad_request("request body is not valid UTF-8"))?;
+        if text.trim().is_empty() {
+            return Err(ApiError::bad_request("request body is empty: send a JSON object").into());
+        }
+        serde_json::from_str(text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(describe(&e)).into())
+    }
+}
+
+/// serde_json's message, phrased for a client ("missing field `username`" and the like).
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => format!("invalid request body: {e}"),
+        Category::Syntax | Category::Eof => format!("malformed JSON in request body: {e}"),
+        Category::Io => format!("could not read the request body: {e}"),
+    }
+}

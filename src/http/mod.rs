@@ -1,0 +1,99 @@
+//! HTTP: one file per group of routes, errors mapped in [`error`], bodies in [`body`],
+//! authentication in [`authn`]. Handlers read as: authenticate → command → engine → reply.
+
+pub mod authn;
+pub mod body;
+pub mod error;
+mod events;
+mod health;
+mod session;
+mod sse;
+mod users;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::TcpAcceptor;
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, post};
+use tokio::sync::Semaphore;
+
+use crate::auth::Clock;
+use crate::config::Config;
+use crate::engine::Engine;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+/// The fields of [`App`].
+pub struct AppInner {
+    /// The engine: writer, projections, fan-out.
+    pub engine: Engine,
+    /// Validated flags.
+    pub config: Config,
+    /// NTP-corrected time.
+    pub clock: Clock,
+    // A tokio semaphore: waiting for a hashing slot must not hold a runtime thread.
+    hashing: Semaphore,
+    basic_cache: authn::BasicCache,
+    /// Random per process: cached Basic digests mean nothing outside this process.
+    cache_key: [u8; 16],
+}
+
+impl Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    /// Shares `engine` and `config` with the handlers.
+    pub fn new(engine: Engine, config: Config, clock: Clock) -> Self {
+        App(Arc::new(AppInner {
+            hashing: Semaphore::new(config.hash_concurrency),
+            engine,
+            config,
+            clock,
+            basic_cache: Default::default(),
+            cache_key: *uuid::Uuid::new_v4().as_bytes(),
+        }))
+    }
+}
+
+/// Every route, with CORS and JSON errors.
+pub fn router(app: App) -> impl Endpoint {
+    let cors = if app.config.origin == "*" {
+        Cors::new()
+    } else {
+        Cors::new()
+            .allow_origin(app.config.origin.as_str())
+            .allow_credentials(true)
+    }
+    .allow_methods(["GET", "HEAD", "POST", "OPTIONS"])
+    .allow_headers(["authorization", "content-type", "last-event-id"])
+    .max_age(600);
+    Route::new()
+        .at("/", get(health::health).head(health::health))
+        .at("/create_user", post(users::create_user))
+        .at("/login", post(session::login))
+        .at("/insert", post(events::insert))
+        .at("/sse", get(sse::sse))
+        .with(cors)
+        .data(app)
+        .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
+}
+
+/// Serves on `listener` until `stop` resolves, then drains requests (bounded) and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
+        .run_with_graceful_shutdown(router(app), stop, Some(Duration::from_secs(10)))
+        .await
+}

@@ -1,0 +1,66 @@
+//! `POST /login`: password (and TOTP code for two-factor users) in, JWT out.
+
+use poem::handler;
+use poem::web::{Data, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::App;
+use super::authn::DUMMY_HASH;
+use super::body::JsonBody;
+use super::error::ApiError;
+use crate::auth::{jwt, totp};
+
+/// `POST /login` body.
+#[derive(Debug, Deserialize)]
+pub struct Login {
+    username: String,
+    password: String,
+    #[serde(default)]
+    totp: Option<String>,
+}
+
+/// 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which.
+#[handler]
+pub async fn login(
+    app: Data<&App>,
+    JsonBody(body): JsonBody<Login>,
+) -> Result<Json<Value>, ApiError> {
+    let user = app.engine.read(|state| state.user(&body.username).cloned());
+    let hash = user
+        .as_ref()
+        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    let matches = app.verify_password(body.password, hash).await;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => return Err(ApiError::unauthorized("wrong username or password")),
+    };
+    if user.revoked {
+        return Err(ApiError::unauthorized("this user is revoked"));
+    }
+    if user.two_factor {
+        let code = body.totp.ok_or_else(|| {
+            ApiError::unauthorized(
+                "totp: this user has two-factor login; send the current code as totp",
+            )
+        })?;
+        if !totp::check_login_code(&user.totp_secret, &code, app.clock.now_s()) {
+            return Err(ApiError::unauthorized(
+                "totp: wrong or expired two-factor code",
+            ));
+        }
+    }
+    let now = app.clock.now_s();
+    let token = jwt::issue(
+        &app.config.jwt_secret,
+        &jwt::Claims {
+            sub: user.username,
+            iat: now,
+            exp: now + app.config.jwt_expiry,
+            iss: jwt::ISSUER.into(),
+            tenant: user.tenant,
+            epoch: user.credential_epoch,
+        },
+    );
+    Ok(Json(json!({ "jwt": token })))
+}

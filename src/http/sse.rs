@@ -1,0 +1,76 @@
+//! `GET /sse`: the caller's tenant's events as Server-Sent Events.
+
+use bytes::Bytes;
+use poem::web::Data;
+use poem::{Body, Request, Response, handler};
+
+use super::App;
+use super::authn::authenticate;
+use super::error::ApiError;
+use crate::engine::{Start, sse_frame};
+
+/// Where to start: `Last-Event-ID` header, else `?last_event_id=`, else the snapshot.
+fn start_of(req: &Request) -> Start {
+    let from_header = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let from_query = || {
+        req.uri().query().and_then(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == "last_event_id")
+                .map(|(_, v)| v.to_owned())
+        })
+    };
+    match from_header.or_else(from_query) {
+        None => Start::Snapshot,
+        Some(raw) => parse_last_event_id(&raw),
+    }
+}
+
+/// A cursor, or [`Start::Invalid`] for anything that is not one.
+pub fn parse_last_event_id(raw: &str) -> Start {
+    match raw.trim().parse::<u64>() {
+        Ok(cursor) => Start::After(cursor),
+        Err(_) => Start::Invalid,
+    }
+}
+
+/// Streams the snapshot (or the events after `Last-Event-ID`), then live events.
+#[handler]
+pub async fn sse(app: Data<&App>, req: &Request) -> Result<Response, ApiError> {
+    let caller = authenticate(&app, req).await?;
+    let subscription = app.engine.subscribe(&caller.tenant, start_of(req));
+    let keep_alive = app.config.sse_keepalive;
+    let retry = sse_frame::retry(app.config.sse_retry_ms);
+    let frames = futures_util::stream::unfold(
+        (Some(retry), subscription),
+        move |(first, mut sub)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<Bytes, std::io::Error>(first), (None, sub)));
+            }
+            let bytes = sub.next(keep_alive).await?;
+            Some((Ok(bytes), (None, sub)))
+        },
+    );
+    Ok(Response::builder()
+        .content_type("text/event-stream")
+        .header("cache-control", "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_bytes_stream(frames)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_values() {
+        assert_eq!(parse_last_event_id("42"), Start::After(42));
+        assert_eq!(parse_last_event_id(" 7 "), Start::After(7));
+        assert_eq!(parse_last_event_id("abc"), Start::Invalid);
+        assert_eq!(parse_last_event_id("-1"), Start::Invalid);
+        assert_eq!(parse_last_event_id(""), Start::Invalid);
+    }
+}

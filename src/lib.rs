@@ -1,0 +1,23 @@
+//! Broker: a real-time backend in one binary, event-sourced on an append-only log.
+//!
+//! Every write is a [`state::Record`] appended to the segmented [`log`]; the log folded by
+//! [`state::evolve`] is the state; SSE subscribers tail the log. A map of the crate:
+//!
+//! - [`log`] — bytes on disk: segments, frames, group-committed appends, recovery, reads.
+//! - [`state`] — the rules, no I/O: records, commands, `decide`, `evolve`, projections.
+//! - [`engine`] — the writer thread (decide → append → evolve → publish), the published
+//!   state, and per-tenant fan-out to subscribers.
+//! - [`auth`] — passwords, JWT, credentials, TOTP, clock: pure helpers, no routes.
+//! - [`http`] — the routes of API.md, one file per group; errors mapped in one place.
+//! - [`tool`] — `broker log …` subcommands.
+//! - [`config`] — flags → validated configuration.
+//!
+//! Dependencies point one way: `http`, `tool` → `engine` → `log`, `state`; `http` → `auth`.
+
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod log;
+pub mod state;
+pub mod tool;

@@ -1,0 +1,150 @@
+//! Reading records back from a cursor, concurrently with the writer.
+//!
+//! Readers open segment files on their own and only ask for cursors the writer has already
+//! made durable, so they never meet a half-written frame before the cursor they stop at.
+
+use std::fs::File;
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use super::frame::{self, FRAME_HEADER};
+use super::segment::HEADER_LEN;
+use super::{Codec, Cursor, LogError};
+
+/// What readers need to know of one segment.
+#[derive(Debug, Clone)]
+pub struct SegmentMeta {
+    /// Cursor of the first record the segment may hold (its name).
+    pub first: Cursor,
+    /// The file.
+    pub path: PathBuf,
+    /// Sparse index: every [`super::writer::INDEX_EVERY`]th frame's cursor and offset.
+    pub index: Vec<(Cursor, u64)>,
+}
+
+/// A cheap, cloneable handle for reading the log.
+#[derive(Clone)]
+pub struct LogReader {
+    dir: PathBuf,
+    codec: Codec,
+    // A std RwLock: held only to copy a segment's path and index offset, never across I/O.
+    segments: Arc<RwLock<Vec<SegmentMeta>>>,
+}
+
+impl LogReader {
+    pub(crate) fn new(dir: PathBuf, codec: Codec, segments: Arc<RwLock<Vec<SegmentMeta>>>) -> Self {
+        LogReader {
+            dir,
+            codec,
+            segments,
+        }
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The first cursor the oldest segment may hold.
+    pub fn first_cursor(&self) -> Cursor {
+        self.segments
+            .read()
+            .expect("segments lock")
+            .first()
+            .map_or(1, |s| s.first)
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentMeta> {
+        self.segments.read().expect("segments lock").clone()
+    }
+
+    /// Visits every record with `after < cursor <= upto`, in order, until `visit` returns false.
+    ///
+    /// Returns the cursor of the last record visited (or `after` if none).
+    pub fn read_after(
+        &self,
+        after: Cursor,
+        upto: Cursor,
+        mut visit: impl FnMut(Cursor, &[u8]) -> bool,
+    ) -> Result<Cursor, LogError> {
+        let mut last = after;
+        if upto <= after {
+            return Ok(last);
+        }
+        let plan: Vec<(PathBuf, u64)> = {
+            let segments = self.segments.read().expect("segments lock");
+            let start = segments
+                .partition_point(|s| s.first <= after + 1)
+                .saturating_sub(1);
+            segments[start..]
+                .iter()
+                .take_while(|s| s.first <= upto)
+                .enumerate()
+                .map(|(i, s)| {
+                    let offset = if i == 0 {
+                        let at = s.index.partition_point(|(c, _)| *c <= after + 1);
+                        at.checked_sub(1)
+                            .map_or(HEADER_LEN as u64, |j| s.index[j].1)
+                    } else {
+                        HEADER_LEN as u64
+                    };
+                    (s.path.clone(), offset)
+                })
+                .collect()
+        };
+        let mut payload = Vec::new();
+        for (path, offset) in plan {
+            let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
+            let mut file = BufReader::with_capacity(256 * 1024, file);
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| LogError::io(&path, e))?;
+            let mut at = offset;
+            loop {
+                let mut head = [0u8; FRAME_HEADER];
+                match file.read_exact(&mut head) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(LogError::io(&path, e)),
+                }
+                let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+                if len == 0 || len > frame::MAX_PAYLOAD {
+                    return Err(damaged(&path, at, format!("impossible frame length {len}")));
+                }
+                payload.resize(FRAME_HEADER + len, 0);
+                payload[..FRAME_HEADER].copy_from_slice(&head);
+                match file.read_exact(&mut payload[FRAME_HEADER..]) {
+                    Ok(()) => {}
+                    // A frame still being written: past anything a reader may ask for.
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(LogError::io(&path, e)),
+                }
+                let (body, _) =
+                    frame::decode(&payload).map_err(|f| damaged(&path, at, f.to_string()))?;
+                let cursor = (self.codec)(body)
+                    .ok_or_else(|| damaged(&path, at, "frame holds no valid record".into()))?;
+                at += (FRAME_HEADER + len) as u64;
+                if cursor <= after {
+                    continue;
+                }
+                if cursor > upto {
+                    return Ok(last);
+                }
+                last = cursor;
+                if !visit(cursor, body) {
+                    return Ok(last);
+                }
+            }
+        }
+        Ok(last)
+    }
+}
+
+fn damaged(path: &std::path::Path, offset: u64, reason: String) -> LogError {
+    LogError::Damaged {
+        path: path.to_owned(),
+        offset,
+        reason,
+    }
+}

@@ -1,0 +1,167 @@
+//! The single writer: appends frames to the active segment and makes them durable.
+//!
+//! Appends go to an in-memory batch; [`LogWriter::flush`] writes the batch with one
+//! `write` and, when asked, one `fdatasync` — that is where group commit happens. A failed
+//! write or fsync cuts the file back to its last durable length, so the records of a failed
+//! batch are never left half on disk and never reported as written.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use super::frame::{self, MAX_PAYLOAD};
+use super::reader::SegmentMeta;
+use super::recovery::create_segment;
+use super::{Cursor, LogError};
+
+/// One index entry every this many frames.
+pub const INDEX_EVERY: u64 = 512;
+
+/// The one writer of a log; owned by the engine's writer thread.
+pub struct LogWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Bytes of the active segment that are written (and, after a sync, durable).
+    len: u64,
+    frames: u64,
+    batch: Vec<u8>,
+    batch_frames: u64,
+    batch_index: Vec<(Cursor, u64)>,
+    segment_bytes: u64,
+    segments: Arc<RwLock<Vec<SegmentMeta>>>,
+    /// Set when a failed write could not be cut back; repaired before the next write.
+    needs_repair: bool,
+}
+
+impl LogWriter {
+    pub(crate) fn resume(
+        dir: PathBuf,
+        path: PathBuf,
+        _first: Cursor,
+        len: u64,
+        frames: u64,
+        segment_bytes: u64,
+        segments: Arc<RwLock<Vec<SegmentMeta>>>,
+    ) -> Result<Self, LogError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        Ok(LogWriter {
+            dir,
+            path,
+            file,
+            len,
+            frames,
+            batch: Vec::with_capacity(64 * 1024),
+            batch_frames: 0,
+            batch_index: Vec::new(),
+            segment_bytes: segment_bytes.max(4096),
+            segments,
+            needs_repair: false,
+        })
+    }
+
+    /// Adds one record to the current batch; nothing reaches the disk before [`Self::flush`].
+    pub fn append(&mut self, cursor: Cursor, payload: &[u8]) -> Result<(), LogError> {
+        if payload.is_empty() || payload.len() > MAX_PAYLOAD {
+            return Err(LogError::TooLarge(payload.len()));
+        }
+        if self.batch.is_empty() && self.len >= self.segment_bytes {
+            self.rotate(cursor)?;
+        }
+        if (self.frames + self.batch_frames) % INDEX_EVERY == 0 {
+            self.batch_index
+                .push((cursor, self.len + self.batch.len() as u64));
+        }
+        self.batch_frames += 1;
+        frame::encode_into(&mut self.batch, payload);
+        Ok(())
+    }
+
+    /// Whether records were appended since the last flush.
+    pub fn has_batch(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Writes the batch; with `sync`, also waits until it is on stable storage.
+    ///
+    /// On error the batch is discarded and the segment is cut back to what it held before.
+    pub fn flush(&mut self, sync: bool) -> Result<(), LogError> {
+        if self.needs_repair {
+            self.cut_back()?;
+        }
+        if self.batch.is_empty() {
+            return if sync { self.sync() } else { Ok(()) };
+        }
+        let written = self
+            .file
+            .write_all(&self.batch)
+            .and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            self.discard_batch();
+            // The fsync gate: after a failed write or fsync nothing of the batch may count as
+            // written, so the file goes back to its last known-good length.
+            self.needs_repair = true;
+            let _ = self.cut_back();
+            return Err(LogError::io(&self.path, e));
+        }
+        self.len += self.batch.len() as u64;
+        self.frames += self.batch_frames;
+        self.batch_frames = 0;
+        self.batch.clear();
+        if !self.batch_index.is_empty() {
+            let mut segments = self.segments.write().expect("segments lock");
+            if let Some(active) = segments.last_mut() {
+                active.index.append(&mut self.batch_index);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(&self.path, e))
+    }
+
+    fn discard_batch(&mut self) {
+        self.batch.clear();
+        self.batch_frames = 0;
+        self.batch_index.clear();
+    }
+
+    fn cut_back(&mut self) -> Result<(), LogError> {
+        self.file
+            .set_len(self.len)
+            .and_then(|_| self.file.sync_all())
+            .map_err(|e| LogError::io(&self.path, e))?;
+        self.needs_repair = false;
+        Ok(())
+    }
+
+    fn rotate(&mut self, first: Cursor) -> Result<(), LogError> {
+        self.sync()?;
+        let path = create_segment(&self.dir, first)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        self.segments
+            .write()
+            .expect("segments lock")
+            .push(SegmentMeta {
+                first,
+                path: path.clone(),
+                index: Vec::new(),
+            });
+        self.file = file;
+        self.path = path;
+        self.len = super::segment::HEADER_LEN as u64;
+        self.frames = 0;
+        Ok(())
+    }
+}

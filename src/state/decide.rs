@@ -1,0 +1,116 @@
+//! `decide`: what a command produces, or why it is refused. Pure: no clock, no I/O, no
+//! randomness; the writer calls it with the state as of every earlier record.
+
+use super::command::Command;
+use super::projection::State;
+use super::record::{EventInserted, Record, RecordKind, UserUpdated};
+use super::validate::{self, Invalid};
+
+/// Why a command was refused; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// A field holds a value that breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The username is already taken (in any tenant).
+    #[error("username: {0:?} is already taken")]
+    UsernameTaken(String),
+    /// No user has this username.
+    #[error("username: no user is called {0:?}")]
+    UnknownUser(String),
+    /// The acting user is revoked or their credentials were invalidated meanwhile.
+    #[error("the credentials of {0:?} are no longer valid")]
+    CredentialsInvalid(String),
+}
+
+/// The records `command` produces against `state`, with cursors following `state.cursor`
+/// and the given time.
+pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>, Rejection> {
+    let kinds = match command {
+        Command::CreateUser(user) => {
+            validate::username(&user.username)?;
+            validate::tenant(&user.tenant)?;
+            validate::scopes(&user.scopes)?;
+            if let Some(email) = &user.email {
+                validate::email(email)?;
+            }
+            if state.users.contains_key(&user.username) {
+                return Err(Rejection::UsernameTaken(user.username));
+            }
+            vec![RecordKind::UserCreated(user)]
+        }
+        Command::InsertEvent {
+            username,
+            credential_epoch,
+            id,
+            event,
+            data,
+        } => {
+            validate::event_name(&event)?;
+            let user = match state.users.get(&username) {
+                Some(u) if !u.revoked && u.credential_epoch == credential_epoch => u,
+                _ => return Err(Rejection::CredentialsInvalid(username)),
+            };
+            vec![RecordKind::EventInserted(EventInserted {
+                id,
+                tenant: user.tenant.clone(),
+                event,
+                data,
+                username,
+            })]
+        }
+        Command::UpdateUser(update) => {
+            known(state, &update.username)?;
+            check_update(&update)?;
+            vec![RecordKind::UserUpdated(update)]
+        }
+        Command::RevokeUser { username } => {
+            known(state, &username)?;
+            vec![RecordKind::UserRevoked { username }]
+        }
+        Command::UnrevokeUser { username } => {
+            known(state, &username)?;
+            vec![RecordKind::UserUnrevoked { username }]
+        }
+        Command::ChangePassword {
+            username,
+            password_hash,
+        } => {
+            known(state, &username)?;
+            vec![RecordKind::PasswordChanged {
+                username,
+                password_hash,
+            }]
+        }
+    };
+    Ok(kinds
+        .into_iter()
+        .zip(state.cursor + 1..)
+        .map(|(kind, cursor)| Record {
+            cursor,
+            at_ms,
+            kind,
+        })
+        .collect())
+}
+
+fn known(state: &State, username: &str) -> Result<(), Rejection> {
+    if state.users.contains_key(username) {
+        Ok(())
+    } else {
+        Err(Rejection::UnknownUser(username.to_owned()))
+    }
+}
+
+fn check_update(update: &UserUpdated) -> Result<(), Invalid> {
+    if let Some(tenant) = &update.tenant {
+        validate::tenant(tenant)?;
+    }
+    if let Some(Some(email)) = &update.email {
+        validate::email(email)?;
+    }
+    if let Some(scopes) = &update.scopes {
+        validate::scopes(scopes)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `evolve`: folds one record into the projections. Pure and total: a record that
+//! `decide` produced always applies; a record naming an unknown user (possible only in a
+//! hand-edited or foreign log) changes nothing but the cursor.
+
+use std::sync::Arc;
+
+use super::projection::{LatestEvent, State, User};
+use super::record::{Record, RecordKind};
+
+/// Applies `record` to `state`.
+pub fn evolve(state: &mut State, record: &Record) {
+    let cursor = record.cursor;
+    match &record.kind {
+        RecordKind::UserCreated(u) => {
+            state.users.insert(
+                u.username.clone(),
+                User {
+                    id: u.id,
+                    username: u.username.clone(),
+                    tenant: u.tenant.clone(),
+                    password_hash: u.password_hash.clone(),
+                    email: u.email.clone(),
+                    scopes: u.scopes.clone(),
+                    data: u.data.clone(),
+                    two_factor: u.two_factor,
+                    totp_secret: u.totp_secret.clone(),
+                    revoked: false,
+                    credential_epoch: cursor,
+                    version: cursor,
+                },
+            );
+        }
+        RecordKind::UserUpdated(update) => {
+            if let Some(user) = state.users.get_mut(&update.username) {
+                if let Some(tenant) = &update.tenant
+                    && *tenant != user.tenant
+                {
+                    user.tenant = tenant.clone();
+                    user.credential_epoch = cursor;
+                }
+                if let Some(email) = &update.email {
+                    user.email = email.clone();
+                }
+                if let Some(scopes) = &update.scopes {
+                    user.scopes = scopes.clone();
+                }
+                if let Some(data) = &update.data {
+                    user.data = data.clone();
+                }
+                if let Some(two_factor) = update.two_factor {
+                    user.two_factor = two_factor;
+                }
+                user.version = cursor;
+            }
+        }
+        RecordKind::UserRevoked { username } => {
+            if let Some(user) = state.users.get_mut(username) {
+                user.revoked = true;
+                user.credential_epoch = cursor;
+                user.version = cursor;
+            }
+        }
+        RecordKind::UserUnrevoked { username } => {
+            if let Some(user) = state.users.get_mut(username) {
+                user.revoked = false;
+                user.version = cursor;
+            }
+        }
+        RecordKind::PasswordChanged {
+            username,
+            password_hash,
+        } => {
+            if let Some(user) = state.users.get_mut(username) {
+                user.password_hash = password_hash.clone();
+                user.credential_epoch = cursor;
+                user.version = cursor;
+            }
+        }
+        RecordKind::EventInserted(e) => {
+            let latest = LatestEvent {
+                cursor,
+                id: e.id,
+                event: Arc::from(e.event.as_str()),
+                data: Arc::from(e.data.as_str()),
+            };
+            state
+                .latest
+                .entry(e.tenant.clone())
+                .or_default()
+                .insert(e.event.clone(), latest);
+        }
+    }
+    state.cursor = state.cursor.max(cursor);
+}

@@ -1,0 +1,18 @@
+//! The rules of Broker, with no I/O: record kinds, commands, `decide`, `evolve`, projections.
+//!
+//! `decide(&State, Command, now)` says which records a command produces or why it is refused;
+//! `evolve(&mut State, &Record)` folds one record into the projections. The server's writer,
+//! the log tool's replay, the tests and the fuzz targets all use these two functions.
+
+pub mod command;
+pub mod decide;
+pub mod evolve;
+pub mod projection;
+pub mod record;
+pub mod validate;
+
+pub use command::Command;
+pub use decide::{Rejection, decide};
+pub use evolve::evolve;
+pub use projection::{LatestEvent, State, User};
+pub use record::{Record, RecordKind};

@@ -1,0 +1,78 @@
+//! Projections: the log folded into what requests read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::log::Cursor;
+
+/// Everything the log says, folded: users by username, latest event per (tenant, name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// Users by username (usernames are unique across tenants).
+    pub users: HashMap<String, User>,
+    /// Per tenant, the latest event of each event name.
+    pub latest: HashMap<String, HashMap<String, LatestEvent>>,
+    /// The cursor of the last record folded in (0 before any).
+    pub cursor: Cursor,
+}
+
+/// A user as the projection holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Random UUID bytes.
+    pub id: [u8; 16],
+    /// Login name, unique across tenants.
+    pub username: String,
+    /// The tenant whose events the user reads and writes.
+    pub tenant: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Optional email.
+    pub email: Option<String>,
+    /// `resource:operation` pairs.
+    pub scopes: Vec<String>,
+    /// Free JSON text.
+    pub data: Option<String>,
+    /// Whether login requires a TOTP code.
+    pub two_factor: bool,
+    /// TOTP secret bytes.
+    pub totp_secret: Vec<u8>,
+    /// Revoked users cannot log in or act.
+    pub revoked: bool,
+    /// Cursor of the last record that invalidated the user's tokens (creation, password or
+    /// tenant change, revocation). A token carries the epoch it was issued in.
+    pub credential_epoch: Cursor,
+    /// Cursor of the last record that changed the user in any way.
+    pub version: Cursor,
+}
+
+/// The latest event of one name in one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestEvent {
+    /// Its cursor (SSE `id:`).
+    pub cursor: Cursor,
+    /// UUIDv7 bytes.
+    pub id: [u8; 16],
+    /// Event name.
+    pub event: Arc<str>,
+    /// Compact JSON text.
+    pub data: Arc<str>,
+}
+
+impl State {
+    /// The latest event of each name of `tenant`, oldest cursor first (the SSE snapshot).
+    pub fn snapshot(&self, tenant: &str) -> Vec<LatestEvent> {
+        let mut events: Vec<LatestEvent> = self
+            .latest
+            .get(tenant)
+            .map(|by_name| by_name.values().cloned().collect())
+            .unwrap_or_default();
+        events.sort_by_key(|e| e.cursor);
+        events
+    }
+
+    /// The user called `username`, if any.
+    pub fn user(&self, username: &str) -> Option<&User> {
+        self.users.get(username)
+    }
+}

@@ -1,0 +1,161 @@
+//! Record kinds: every fact Broker ever stores, as it is encoded in the log.
+//!
+//! Records are encoded with rkyv. **The order of [`RecordKind`]'s variants and of every
+//! field is part of the on-disk format** (`log-format/FORMAT.md`): add new kinds at the end,
+//! never reorder or change a field; a change to existing ones needs a format version and a
+//! step in `migrations/`.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::log::Cursor;
+
+/// One entry of the log: its cursor, when it was written, and what happened.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Position in the log; also the SSE `id:` of an event.
+    pub cursor: Cursor,
+    /// Milliseconds since the Unix epoch, by the server's clock, when the writer decided it.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: RecordKind,
+}
+
+/// What a record says happened.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A user was created.
+    UserCreated(UserCreated),
+    /// Some of a user's fields changed; absent fields stay as they were.
+    UserUpdated(UserUpdated),
+    /// A user may no longer log in or act; their credentials stop working.
+    UserRevoked {
+        /// Whose.
+        username: String,
+    },
+    /// A revoked user may log in again (earlier tokens stay invalid).
+    UserUnrevoked {
+        /// Whose.
+        username: String,
+    },
+    /// A user's password changed; earlier tokens stop working.
+    PasswordChanged {
+        /// Whose.
+        username: String,
+        /// Argon2id PHC string of the new password.
+        password_hash: String,
+    },
+    /// An event was inserted into a tenant.
+    EventInserted(EventInserted),
+}
+
+/// The fields of a new user.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct UserCreated {
+    /// Random UUID bytes.
+    pub id: [u8; 16],
+    /// Unique across all tenants.
+    pub username: String,
+    /// The tenant whose events the user reads and writes.
+    pub tenant: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Optional contact address.
+    pub email: Option<String>,
+    /// `resource:operation` pairs.
+    pub scopes: Vec<String>,
+    /// Free JSON attached by the admin, stored as compact JSON text.
+    pub data: Option<String>,
+    /// Whether login requires a TOTP code.
+    pub two_factor: bool,
+    /// TOTP secret bytes (two-factor login and password-reset codes).
+    pub totp_secret: Vec<u8>,
+}
+
+/// A partial update of a user: `None` leaves a field as it is.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserUpdated {
+    /// Whose.
+    pub username: String,
+    /// A new tenant; moving tenants invalidates earlier tokens.
+    pub tenant: Option<String>,
+    /// `Some(None)` clears the email.
+    pub email: Option<Option<String>>,
+    /// `Some(vec![])` clears the scopes.
+    pub scopes: Option<Vec<String>>,
+    /// `Some(None)` clears the data.
+    pub data: Option<Option<String>>,
+    /// A new two-factor setting.
+    pub two_factor: Option<bool>,
+}
+
+/// An inserted event.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EventInserted {
+    /// UUIDv7 bytes, returned to the inserting client.
+    pub id: [u8; 16],
+    /// The tenant it belongs to; only that tenant's subscribers see it.
+    pub tenant: String,
+    /// The event name (SSE `event:`).
+    pub event: String,
+    /// The event data as compact JSON text (SSE `data:`).
+    pub data: String,
+    /// Who inserted it.
+    pub username: String,
+}
+
+impl Record {
+    /// The rkyv bytes of this record: the payload of its log frame.
+    pub fn encode(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .expect("serializing plain owned data into memory cannot fail")
+            .into_vec()
+    }
+
+    /// Decodes and validates a frame payload; bytes from disk are untrusted.
+    pub fn decode(payload: &[u8]) -> Result<Record, rkyv::rancor::Error> {
+        // rkyv needs its root aligned; a slice read from a file has no such promise.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        rkyv::from_bytes::<Record, rkyv::rancor::Error>(&aligned)
+    }
+
+    /// The cursor of a valid payload, `None` for anything else: the log's codec.
+    pub fn cursor_of(payload: &[u8]) -> Option<Cursor> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let archived = rkyv::access::<ArchivedRecord, rkyv::rancor::Error>(&aligned).ok()?;
+        Some(archived.cursor.to_native())
+    }
+
+    /// The tenant an event record belongs to; `None` for user records.
+    pub fn tenant(&self) -> Option<&str> {
+        match &self.kind {
+            RecordKind::EventInserted(e) => Some(&e.tenant),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let r = Record {
+            cursor: 7,
+            at_ms: 1_700_000_000_000,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [9; 16],
+                tenant: "t".into(),
+                event: "e".into(),
+                data: "{\"a\":1}".into(),
+                username: "u".into(),
+            }),
+        };
+        let bytes = r.encode();
+        assert_eq!(Record::decode(&bytes).unwrap(), r);
+        assert_eq!(Record::cursor_of(&bytes), Some(7));
+        assert_eq!(Record::cursor_of(&bytes[1..]), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! `broker log …`: tools that work on a log directory.
+
+pub mod verify;
