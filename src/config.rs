@@ -48,6 +48,7 @@ pub enum LogCommand {
 /// The server's flags: 15.x names and defaults, plus new ones with sensible defaults.
 /// Each can also be set as `BROKER_<FLAG>` in the environment.
 #[derive(Debug, Args)]
+#[command(rename_all = "snake_case")]
 pub struct ServeFlags {
     /// Port to listen on [default: 8080, or 443 with --secure true].
     #[arg(long, env = "BROKER_PORT")]

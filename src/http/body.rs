@@ -44,18 +44,29 @@ impl<'a, T: DeserializeOwned> FromRequest<'a> for JsonBody<T> {
         if text.trim().is_empty() {
             return Err(ApiError::bad_request("request body is empty: send a JSON object").into());
         }
-        serde_json::from_str(text)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(describe(&e)).into())
+        let mut json = serde_json::Deserializer::from_str(text);
+        let value = serde_path_to_error::deserialize(&mut json)
+            .map_err(|e| ApiError::bad_request(describe(&e)))?;
+        json.end()
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON in request body: {e}")))?;
+        Ok(JsonBody(value))
     }
 }
 
-/// serde_json's message, phrased for a client ("missing field `username`" and the like).
-fn describe(e: &serde_json::Error) -> String {
+/// serde_json's message with the path of the field at fault, phrased for a client
+/// ("username: invalid type: integer `5`, expected a string").
+fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     use serde_json::error::Category;
-    match e.classify() {
-        Category::Data => format!("invalid request body: {e}"),
-        Category::Syntax | Category::Eof => format!("malformed JSON in request body: {e}"),
-        Category::Io => format!("could not read the request body: {e}"),
+    let inner = e.inner();
+    let path = e.path().to_string();
+    let at = if path == "." {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    match inner.classify() {
+        Category::Data => format!("invalid request body: {at}{inner}"),
+        Category::Syntax | Category::Eof => format!("malformed JSON in request body: {inner}"),
+        Category::Io => format!("could not read the request body: {inner}"),
     }
 }

@@ -1,0 +1,319 @@
+//! Shared test support: start the real `broker` binary on a loopback port with a fresh data
+//! directory, speak its HTTP API, and read raw SSE frames.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const ADMIN: &str = "letmein";
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub db: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Runs the binary with `args` to completion and returns (exit code, stdout, stderr).
+pub fn run_broker(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run broker");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Server {
+    /// Starts a server on `db` (kept across restarts by the caller) with extra flags.
+    pub fn start(db: &Path, extra: &[&str]) -> Server {
+        Self::try_start(db, extra)
+            .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+    }
+
+    /// Starts a server, or returns everything it printed to stderr if it exits instead.
+    pub fn try_start(db: &Path, extra: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn broker");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                // Let the stderr thread drain.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(stderr.lock().unwrap().join("\n"));
+            }
+            if let Some(url) = line.trim().strip_prefix("broker listening on ") {
+                let base = url.to_owned();
+                // Keep draining stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    while out.read_line(&mut sink).unwrap_or(0) > 0 {
+                        sink.clear();
+                    }
+                });
+                return Ok(Server {
+                    child,
+                    base,
+                    db: db.to_owned(),
+                    stderr,
+                });
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Everything the server printed to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POST `body` (as JSON text) and return status and parsed JSON body.
+pub async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    post_raw(c, url, body.to_string(), None).await
+}
+
+/// POST raw text with an optional Authorization header.
+pub async fn post_raw(
+    c: &reqwest::Client,
+    url: String,
+    body: String,
+    auth: Option<&str>,
+) -> (u16, Value) {
+    let mut req = c.post(url).body(body);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+pub async fn create_user(
+    c: &reqwest::Client,
+    s: &Server,
+    username: &str,
+    password: &str,
+    tenant: &str,
+) -> u16 {
+    post(
+        c,
+        s.url("/create_user"),
+        json!({"username": username, "password": password, "admin_token": ADMIN, "tenant_name": tenant}),
+    )
+    .await
+    .0
+}
+
+pub async fn login(c: &reqwest::Client, s: &Server, username: &str, password: &str) -> String {
+    let (status, body) = post(
+        c,
+        s.url("/login"),
+        json!({"username": username, "password": password}),
+    )
+    .await;
+    assert_eq!(status, 200, "login failed: {body}");
+    body["jwt"].as_str().unwrap().to_owned()
+}
+
+/// Inserts an event; returns (status, body).
+pub async fn insert(
+    c: &reqwest::Client,
+    s: &Server,
+    jwt: &str,
+    event: &str,
+    data: Value,
+) -> (u16, Value) {
+    post_raw(
+        c,
+        s.url("/insert"),
+        json!({"event": event, "data": data}).to_string(),
+        Some(&format!("Bearer {jwt}")),
+    )
+    .await
+}
+
+/// One SSE frame as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: bool,
+    pub retry: Option<String>,
+}
+
+impl Frame {
+    pub fn cursor(&self) -> u64 {
+        self.id.as_deref().unwrap().parse().unwrap()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+/// A raw SSE reader over one HTTP response.
+pub struct Sse {
+    pub resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    /// Opens `/sse` with a bearer token and optional `Last-Event-ID`.
+    pub async fn open(s: &Server, jwt: &str, last_event_id: Option<&str>) -> Sse {
+        let c = reqwest::Client::new();
+        let mut req = c
+            .get(s.url("/sse"))
+            .header("authorization", format!("Bearer {jwt}"));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.expect("sse request");
+        assert_eq!(resp.status(), 200, "sse refused");
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// Wraps a response already obtained.
+    pub fn from_response(resp: reqwest::Response) -> Sse {
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next frame (comments included), or None on end of stream or after `wait`.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut frame = Frame::default();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        frame.comment = true;
+                    } else if let Some((field, value)) = line.split_once(": ") {
+                        match field {
+                            "id" => frame.id = Some(value.to_owned()),
+                            "event" => frame.event = Some(value.to_owned()),
+                            "data" => data.push(value.to_owned()),
+                            "retry" => frame.retry = Some(value.to_owned()),
+                            other => panic!("unknown SSE field {other:?} in {block:?}"),
+                        }
+                    }
+                }
+                frame.data = data.join("\n");
+                return Some(frame);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .ok()?;
+            match chunk {
+                Ok(Some(bytes)) => self
+                    .buf
+                    .push_str(std::str::from_utf8(&bytes).expect("utf-8 sse")),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event frame (skipping comments and `retry:`), or None after `wait`.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<Frame> {
+        loop {
+            let frame = self.next_frame(wait).await?;
+            if frame.comment || (frame.event.is_none() && frame.id.is_none()) {
+                continue;
+            }
+            return Some(frame);
+        }
+    }
+
+    /// Collects `n` events, failing the test if they do not arrive within `wait` each.
+    pub async fn take(&mut self, n: usize, wait: Duration) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            match self.next_event(wait).await {
+                Some(f) => out.push(f),
+                None => panic!("only {i} of {n} events arrived: {out:?}"),
+            }
+        }
+        out
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);

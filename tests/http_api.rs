@@ -1,0 +1,323 @@
+//! The HTTP contract of API.md against the real binary: uniqueness under races, and every
+//! kind of bad input answered with the right 4xx and a JSON error while the server keeps serving.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn fifty_concurrent_creates_of_one_username_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let c = c.clone();
+        let url = s.url("/create_user");
+        tasks.push(tokio::spawn(async move {
+            post(
+                &c,
+                url,
+                json!({"username": "same", "password": format!("pw{i}"), "admin_token": ADMIN, "tenant_name": format!("t{i}")}),
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    let mut taken = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            400 => {
+                assert!(
+                    body["error"].as_str().unwrap().contains("already taken"),
+                    "{body}"
+                );
+                taken += 1
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((ok, taken), (1, 49));
+}
+
+#[tokio::test]
+async fn health_and_unknown_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let resp = c.get(s.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c.head(s.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c.get(s.url("/no/such/thing")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].is_string());
+    let resp = c.get(s.url("/insert")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test]
+async fn bodies_are_json_whatever_the_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let body =
+        json!({"username": "form", "password": "pw", "admin_token": ADMIN, "tenant_name": "t"});
+    let resp = c
+        .post(s.url("/create_user"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .post(s.url("/login"))
+        .body(json!({"username": "form", "password": "pw"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// Asserts a 4xx with a JSON `error` that mentions `needle`.
+async fn expect_error(resp: (u16, Value), status: u16, needle: &str) {
+    let (got, body) = resp;
+    assert_eq!(got, status, "body: {body}");
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no JSON error: {body}"));
+    assert!(
+        message.to_lowercase().contains(&needle.to_lowercase()),
+        "{message:?} does not mention {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--max_body_bytes", "4096", "--jwt_expiry", "1"],
+    );
+    let c = client();
+    assert_eq!(create_user(&c, &s, "eve", "pw", "t").await, 200);
+    let jwt = login(&c, &s, "eve", "pw").await;
+    let bearer = format!("Bearer {jwt}");
+    let insert_raw = |body: String, auth: Option<String>| {
+        let c = c.clone();
+        let url = s.url("/insert");
+        async move { post_raw(&c, url, body, auth.as_deref()).await }
+    };
+
+    // Malformed JSON, wrong types, missing fields, invalid UTF-8, empty body.
+    expect_error(
+        post_raw(&c, s.url("/login"), "{not json".into(), None).await,
+        400,
+        "malformed JSON",
+    )
+    .await;
+    expect_error(
+        post(&c, s.url("/login"), json!({"username": 5, "password": "x"})).await,
+        400,
+        "username",
+    )
+    .await;
+    expect_error(
+        post(&c, s.url("/login"), json!({"password": "x"})).await,
+        400,
+        "username",
+    )
+    .await;
+    expect_error(
+        post(
+            &c,
+            s.url("/create_user"),
+            json!({"username": "x", "password": "p", "admin_token": ADMIN}),
+        )
+        .await,
+        400,
+        "tenant_name",
+    )
+    .await;
+    expect_error(
+        post_raw(&c, s.url("/login"), String::new(), None).await,
+        400,
+        "empty",
+    )
+    .await;
+    let resp = c
+        .post(s.url("/login"))
+        .body(vec![b'"', 0xff, 0xfe, b'"'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    expect_error(
+        insert_raw(json!({"event": "e"}).to_string(), Some(bearer.clone())).await,
+        400,
+        "data",
+    )
+    .await;
+
+    // Oversize bodies: 413.
+    let big = json!({"event": "e", "data": "x".repeat(10_000)}).to_string();
+    expect_error(
+        insert_raw(big, Some(bearer.clone())).await,
+        413,
+        "larger than",
+    )
+    .await;
+
+    // Event names with newlines or control characters, empty or too long.
+    for bad in [
+        "a\nb",
+        "a\rb",
+        "tab\there",
+        "nul\u{0}",
+        "",
+        &"x".repeat(256),
+    ] {
+        expect_error(
+            insert_raw(
+                json!({"event": bad, "data": 1}).to_string(),
+                Some(bearer.clone()),
+            )
+            .await,
+            400,
+            "event",
+        )
+        .await;
+    }
+
+    // Invalid values at create.
+    for (body, field) in [
+        (
+            json!({"username": "", "password": "p", "admin_token": ADMIN, "tenant_name": "t"}),
+            "username",
+        ),
+        (
+            json!({"username": "a\nb", "password": "p", "admin_token": ADMIN, "tenant_name": "t"}),
+            "username",
+        ),
+        (
+            json!({"username": "ok", "password": "", "admin_token": ADMIN, "tenant_name": "t"}),
+            "password",
+        ),
+        (
+            json!({"username": "ok", "password": "p", "admin_token": ADMIN, "tenant_name": ""}),
+            "tenant_name",
+        ),
+        (
+            json!({"username": "ok", "password": "p", "admin_token": ADMIN, "tenant_name": "t", "scopes": ["a:b:c"]}),
+            "scopes",
+        ),
+        (
+            json!({"username": "ok", "password": "p", "admin_token": ADMIN, "tenant_name": "t", "email": "nope"}),
+            "email",
+        ),
+    ] {
+        expect_error(post(&c, s.url("/create_user"), body).await, 400, field).await;
+    }
+    expect_error(
+        post(
+            &c,
+            s.url("/create_user"),
+            json!({"username": "x", "password": "p", "admin_token": "wrong", "tenant_name": "t"}),
+        )
+        .await,
+        401,
+        "admin",
+    )
+    .await;
+
+    // Garbage Authorization headers.
+    let ok_body = json!({"event": "e", "data": 1}).to_string();
+    for auth in [
+        None,
+        Some("Bearer"),
+        Some("Bearer garbage"),
+        Some("Basic !!!"),
+        Some("Digest abc"),
+        Some("Basic ZXZlOndyb25n"),
+    ] {
+        let (status, body) = insert_raw(ok_body.clone(), auth.map(str::to_owned)).await;
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        assert!(body["error"].is_string());
+    }
+    let resp = c
+        .get(s.url("/sse"))
+        .header("authorization", "Bearer nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Wrong password and unknown user look the same.
+    expect_error(
+        post(
+            &c,
+            s.url("/login"),
+            json!({"username": "eve", "password": "nope"}),
+        )
+        .await,
+        401,
+        "wrong",
+    )
+    .await;
+    expect_error(
+        post(
+            &c,
+            s.url("/login"),
+            json!({"username": "nobody", "password": "nope"}),
+        )
+        .await,
+        401,
+        "wrong",
+    )
+    .await;
+
+    // A JWT signed with another key, an `alg: none` token.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = json!({"sub": "eve", "iat": 1, "exp": 9_999_999_999u64, "iss": "broker", "tenant": "t", "epoch": 1});
+    let header = b64.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string());
+    let payload = b64.encode(claims.to_string());
+    let forged = format!("{header}.{payload}.{}", b64.encode([7u8; 32]));
+    let none = format!(
+        "{}.{payload}.",
+        b64.encode(json!({"alg": "none", "typ": "JWT"}).to_string())
+    );
+    for token in [forged, none] {
+        expect_error(
+            insert_raw(ok_body.clone(), Some(format!("Bearer {token}"))).await,
+            401,
+            "invalid token",
+        )
+        .await;
+    }
+
+    // An expired JWT (jwt_expiry is 1 s here).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    expect_error(
+        insert_raw(ok_body.clone(), Some(bearer.clone())).await,
+        401,
+        "expired",
+    )
+    .await;
+
+    // Still serving, and nothing was stored by any of the above.
+    let fresh = login(&c, &s, "eve", "pw").await;
+    let (status, body) = insert(&c, &s, &fresh, "fine", json!(1)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["cursor"], 2,
+        "only the user and this event are in the log"
+    );
+}
