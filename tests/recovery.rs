@@ -1,0 +1,139 @@
+//! Recovery: a torn last frame is cut away with a warning; damage anywhere else refuses to
+//! start with a message naming file and offset, and `broker log verify` lists it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::json;
+
+/// Fills a log with a user and `events` inserts, then stops the server cleanly.
+async fn fill(db: &Path, events: usize, extra: &[&str]) {
+    let mut s = Server::start(db, extra);
+    let c = client();
+    assert_eq!(create_user(&c, &s, "u", "pw", "t").await, 200);
+    let jwt = login(&c, &s, "u", "pw").await;
+    for i in 0..events {
+        let (status, _) = insert(&c, &s, &jwt, "e", json!({"i": i, "pad": "x".repeat(40)})).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(s.terminate(), Some(0));
+}
+
+fn segments(db: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(db.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn cursors_present(s: &Server) -> Vec<u64> {
+    let c = client();
+    let jwt = login(&c, s, "u", "pw").await;
+    let (_, health) = post_raw(&c, s.url("/login"), "{}".into(), None).await;
+    let _ = health;
+    let newest: u64 = reqwest::get(s.url("/"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["cursor"]
+        .as_u64()
+        .unwrap();
+    let mut sse = Sse::open(s, &jwt, Some("0")).await;
+    let mut out = Vec::new();
+    while out.last().is_none_or(|c| *c < newest) {
+        out.push(sse.next_event(WAIT).await.expect("event").cursor());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_torn_last_frame_is_cut_away_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 20, &[]).await;
+    let last = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(len - 10).unwrap();
+    drop(file);
+
+    let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "verify must report the torn tail: {out}");
+    assert!(out.contains("torn tail"), "{out}");
+
+    let s = Server::start(dir.path(), &[]);
+    let warning = s.stderr();
+    assert!(
+        warning.contains("torn tail") && warning.contains("WARN"),
+        "{warning}"
+    );
+    // The user (cursor 1) and 19 of the 20 events remain.
+    assert_eq!(cursors_present(&s).await, (2..=20).collect::<Vec<_>>());
+    drop(s);
+    let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_middle_frame_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 20, &[]).await;
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let err = Server::try_start(dir.path(), &[])
+        .err()
+        .expect("the server must refuse to start");
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name), "message does not name the file: {err}");
+    assert!(
+        err.contains("offset"),
+        "message does not name the offset: {err}"
+    );
+    assert!(err.contains("broker log verify"), "{err}");
+
+    let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("damage") && out.contains(name), "{out}");
+    // Nothing was changed by the refused start.
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_torn_tail_in_an_older_segment_is_damage_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200, &["--segment_bytes", "4096"]).await;
+    let all = segments(dir.path());
+    assert!(all.len() >= 3);
+    let first = &all[0];
+    let len = std::fs::metadata(first).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let err = Server::try_start(dir.path(), &["--segment_bytes", "4096"])
+        .err()
+        .expect("must refuse");
+    assert!(
+        err.contains(first.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn restarts_with_small_segments_keep_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 150, &["--segment_bytes", "4096"]).await;
+    let s = Server::start(dir.path(), &["--segment_bytes", "4096"]);
+    assert_eq!(cursors_present(&s).await, (2..=151).collect::<Vec<_>>());
+}
