@@ -128,7 +128,7 @@ pub fn scan_segment(
     while offset < bytes.len() {
         match check_frame(&bytes[offset..], codec, scan.last_cursor) {
             Ok((cursor, payload, len)) => {
-                if scan.frames % INDEX_EVERY == 0 {
+                if scan.frames.is_multiple_of(INDEX_EVERY) {
                     scan.index.push((cursor, offset as u64));
                 }
                 visit(cursor, payload);

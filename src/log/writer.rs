@@ -72,7 +72,7 @@ impl LogWriter {
         if self.batch.is_empty() && self.len >= self.segment_bytes {
             self.rotate(cursor)?;
         }
-        if (self.frames + self.batch_frames) % INDEX_EVERY == 0 {
+        if (self.frames + self.batch_frames).is_multiple_of(INDEX_EVERY) {
             self.batch_index
                 .push((cursor, self.len + self.batch.len() as u64));
         }

@@ -42,11 +42,18 @@ impl Server {
     }
 
     /// Starts a server, or returns everything it printed to stderr if it exits instead.
+    // The child is waited for on every path: here on failure, in `Drop` otherwise.
+    #[allow(clippy::zombie_processes)]
     pub fn try_start(db: &Path, extra: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
             .arg("--db")
             .arg(db)
-            .args(["--listen", "127.0.0.1", "--port", "0"])
+            .args(["--listen", "127.0.0.1"])
+            .args(if extra.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -314,6 +321,15 @@ impl Sse {
         }
         out
     }
+}
+
+/// A loopback port that was free a moment ago (for tests that restart on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
