@@ -64,6 +64,33 @@ async fn health_and_unknown_routes() {
 }
 
 #[tokio::test]
+async fn openapi_document_and_swagger_ui_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let spec: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/", "/create_user", "/login", "/insert", "/sse"] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    let create = &spec["paths"]["/create_user"]["post"];
+    assert!(create["responses"]["400"].is_object());
+    assert!(create["requestBody"]["content"]["application/json"].is_object());
+    let docs = c.get(s.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("Swagger UI"));
+}
+
+#[tokio::test]
 async fn bodies_are_json_whatever_the_content_type() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);

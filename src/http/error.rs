@@ -130,3 +130,56 @@ impl From<EngineError> for ApiError {
         }
     }
 }
+
+/// The body of every error response.
+#[derive(Debug, poem_openapi::Object)]
+pub struct ErrorBody {
+    /// One sentence a person can act on; names the field at fault where there is one.
+    pub error: String,
+}
+
+impl poem_openapi::ApiResponse for ApiError {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses};
+        use poem_openapi::types::Type;
+        let statuses: [(u16, &'static str); 8] = [
+            (
+                400,
+                "malformed JSON, a missing or mistyped field, an invalid value, a taken username",
+            ),
+            (
+                401,
+                "missing or invalid credentials, wrong admin token, revoked user, expired or forged token",
+            ),
+            (404, "unknown username on an admin endpoint"),
+            (413, "body larger than --max_body_bytes"),
+            (429, "too many failed attempts"),
+            (500, "a server fault (I/O), logged with detail"),
+            (
+                503,
+                "the log cannot write right now, or the server is stopping; nothing was stored",
+            ),
+            (405, "method not allowed"),
+        ];
+        MetaResponses {
+            responses: statuses
+                .into_iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/json",
+                        schema: ErrorBody::schema_ref(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        use poem_openapi::types::Type;
+        ErrorBody::register(registry);
+    }
+}

@@ -1,9 +1,11 @@
 //! `POST /insert`: append an event to the caller's tenant.
 
-use poem::web::{Data, Json};
-use poem::{Request, handler};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::App;
 use super::authn::authenticate;
@@ -12,20 +14,42 @@ use super::error::ApiError;
 use crate::state::{Command, validate};
 
 /// `POST /insert` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Object)]
 pub struct Insert {
+    /// Event name: 1–255 bytes of UTF-8, no control characters.
     event: String,
+    /// Any JSON value.
     data: Value,
 }
 
-/// 200 `{"id": "<uuid>", "cursor": N}` once the event is durable.
-#[handler]
-pub async fn insert(
-    app: Data<&App>,
-    req: &Request,
-    JsonBody(body): JsonBody<Insert>,
-) -> Result<Json<Value>, ApiError> {
-    let caller = authenticate(&app, req).await?;
+/// Where the event went.
+#[derive(Debug, Object)]
+pub struct Inserted {
+    /// UUIDv7 of the event.
+    pub id: uuid::Uuid,
+    /// Its cursor: the SSE `id:` subscribers see.
+    pub cursor: u64,
+}
+
+/// Event routes.
+pub struct EventsApi;
+
+#[OpenApi]
+impl EventsApi {
+    /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable.
+    #[oai(path = "/insert", method = "post")]
+    async fn insert(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<Insert>,
+    ) -> Result<Json<Inserted>, ApiError> {
+        insert(&app, req, body.0).await
+    }
+}
+
+async fn insert(app: &App, req: &Request, body: Insert) -> Result<Json<Inserted>, ApiError> {
+    let caller = authenticate(app, req).await?;
     validate::event_name(&body.event)?;
     let id = uuid::Uuid::now_v7();
     let records = app
@@ -39,5 +63,5 @@ pub async fn insert(
         })
         .await?;
     let cursor = records.last().map_or(0, |r| r.cursor);
-    Ok(Json(json!({ "id": id, "cursor": cursor })))
+    Ok(Json(Inserted { id, cursor }))
 }

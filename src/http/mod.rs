@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
 use poem::middleware::Cors;
-use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, get, post};
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server};
+use poem_openapi::OpenApiService;
 use tokio::sync::Semaphore;
 
 use crate::auth::Clock;
@@ -76,15 +77,43 @@ pub fn router(app: App) -> impl Endpoint {
     .allow_methods(["GET", "HEAD", "POST", "OPTIONS"])
     .allow_headers(["authorization", "content-type", "last-event-id"])
     .max_age(600);
+    let api = api_service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
     Route::new()
-        .at("/", get(health::health).head(health::health))
-        .at("/create_user", post(users::create_user))
-        .at("/login", post(session::login))
-        .at("/insert", post(events::insert))
-        .at("/sse", get(sse::sse))
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
         .with(cors)
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
+}
+
+/// Every route of API.md, described for `/openapi.json`.
+pub fn api_service() -> OpenApiService<
+    (
+        health::HealthApi,
+        users::UsersApi,
+        session::SessionApi,
+        events::EventsApi,
+        sse::StreamApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (
+            health::HealthApi,
+            users::UsersApi,
+            session::SessionApi,
+            events::EventsApi,
+            sse::StreamApi,
+        ),
+        "Broker",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Users, identity and an insert-only event API over Server-Sent Events. Request bodies are JSON whatever their Content-Type; errors are {\"error\": \"...\"}.",
+    )
 }
 
 /// Serves on `listener` until `stop` resolves, then drains requests (bounded) and returns.

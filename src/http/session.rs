@@ -1,9 +1,9 @@
 //! `POST /login`: password (and TOTP code for two-factor users) in, JWT out.
 
-use poem::handler;
-use poem::web::{Data, Json};
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::App;
 use super::authn::DUMMY_HASH;
@@ -12,20 +12,41 @@ use super::error::ApiError;
 use crate::auth::{jwt, totp};
 
 /// `POST /login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Object)]
 pub struct Login {
+    /// Login name.
     username: String,
+    /// Password.
     password: String,
+    /// The current 6-digit code, for users with two-factor login.
     #[serde(default)]
     totp: Option<String>,
 }
 
-/// 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which.
-#[handler]
-pub async fn login(
-    app: Data<&App>,
-    JsonBody(body): JsonBody<Login>,
-) -> Result<Json<Value>, ApiError> {
+/// A session token.
+#[derive(Debug, Object)]
+pub struct Session {
+    /// HS256 JWT for `Authorization: Bearer`, valid for --jwt_expiry seconds.
+    pub jwt: String,
+}
+
+/// Session routes.
+pub struct SessionApi;
+
+#[OpenApi]
+impl SessionApi {
+    /// Logs in: 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which.
+    #[oai(path = "/login", method = "post")]
+    async fn login(
+        &self,
+        app: Data<&App>,
+        body: JsonBody<Login>,
+    ) -> Result<Json<Session>, ApiError> {
+        login(&app, body.0).await
+    }
+}
+
+async fn login(app: &App, body: Login) -> Result<Json<Session>, ApiError> {
     let user = app.engine.read(|state| state.user(&body.username).cloned());
     let hash = user
         .as_ref()
@@ -62,5 +83,5 @@ pub async fn login(
             epoch: user.credential_epoch,
         },
     );
-    Ok(Json(json!({ "jwt": token })))
+    Ok(Json(Session { jwt: token }))
 }

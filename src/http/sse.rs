@@ -2,7 +2,11 @@
 
 use bytes::Bytes;
 use poem::web::Data;
-use poem::{Body, Request, Response, handler};
+use poem::{Body, IntoResponse, Request, Response};
+use poem_openapi::registry::{
+    MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::{ApiResponse, OpenApi};
 
 use super::App;
 use super::authn::authenticate;
@@ -37,10 +41,50 @@ pub fn parse_last_event_id(raw: &str) -> Start {
     }
 }
 
-/// Streams the snapshot (or the events after `Last-Event-ID`), then live events.
-#[handler]
-pub async fn sse(app: Data<&App>, req: &Request) -> Result<Response, ApiError> {
-    let caller = authenticate(&app, req).await?;
+/// Event routes that stream.
+pub struct StreamApi;
+
+#[OpenApi]
+impl StreamApi {
+    /// Server-Sent Events of the caller's tenant (Bearer or Basic): the snapshot (latest
+    /// event per name) or, with `Last-Event-ID` / `?last_event_id=`, every event after that
+    /// cursor; then live events. Frames: `id: <cursor>`, `event: <name>`, `data: <json>`.
+    #[oai(path = "/sse", method = "get")]
+    async fn sse(&self, app: Data<&App>, req: &Request) -> Result<EventStream, ApiError> {
+        sse(&app, req).await
+    }
+}
+
+/// A `text/event-stream` response.
+pub struct EventStream(Response);
+
+impl IntoResponse for EventStream {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl ApiResponse for EventStream {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "an endless stream of SSE frames",
+                status: Some(200),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "text/event-stream",
+                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(_: &mut Registry) {}
+}
+
+async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
+    let caller = authenticate(app, req).await?;
     let subscription = app.engine.subscribe(&caller.tenant, start_of(req));
     let keep_alive = app.config.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse_retry_ms);
@@ -54,11 +98,13 @@ pub async fn sse(app: Data<&App>, req: &Request) -> Result<Response, ApiError> {
             Some((Ok(bytes), (None, sub)))
         },
     );
-    Ok(Response::builder()
-        .content_type("text/event-stream")
-        .header("cache-control", "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(Body::from_bytes_stream(frames)))
+    Ok(EventStream(
+        Response::builder()
+            .content_type("text/event-stream")
+            .header("cache-control", "no-cache")
+            .header("x-accel-buffering", "no")
+            .body(Body::from_bytes_stream(frames)),
+    ))
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Admin user endpoints: `POST /create_user`.
 
-use poem::handler;
-use poem::web::{Data, Json};
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::App;
 use super::body::JsonBody;
@@ -13,20 +14,35 @@ use crate::state::record::UserCreated;
 use crate::state::{Command, validate};
 
 /// `POST /create_user` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Object)]
 pub struct CreateUser {
+    /// Login name, unique across all tenants.
     username: String,
+    /// The password (hashed with Argon2id; never stored or returned in clear).
     password: String,
+    /// The server's --admin_token.
     admin_token: String,
+    /// The tenant whose events the user reads and writes.
     tenant_name: String,
+    /// Contact address.
     #[serde(default)]
     email: Option<String>,
+    /// Require a TOTP code at login.
     #[serde(default)]
     two_factor: Option<bool>,
+    /// `resource:operation` pairs.
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    /// Any JSON to keep with the user.
     #[serde(default)]
     data: Option<Value>,
+}
+
+/// The new user's id.
+#[derive(Debug, Object)]
+pub struct Created {
+    /// UUID of the user.
+    pub id: uuid::Uuid,
 }
 
 impl App {
@@ -40,12 +56,23 @@ impl App {
     }
 }
 
-/// Creates a user; 200 `{"id": "<uuid>"}`.
-#[handler]
-pub async fn create_user(
-    app: Data<&App>,
-    JsonBody(body): JsonBody<CreateUser>,
-) -> Result<Json<Value>, ApiError> {
+/// Admin user routes.
+pub struct UsersApi;
+
+#[OpenApi]
+impl UsersApi {
+    /// Creates a user (admin): 200 `{"id": "<uuid>"}`; 400 if the username is taken.
+    #[oai(path = "/create_user", method = "post")]
+    async fn create_user(
+        &self,
+        app: Data<&App>,
+        body: JsonBody<CreateUser>,
+    ) -> Result<Json<Created>, ApiError> {
+        create_user(&app, body.0).await
+    }
+}
+
+async fn create_user(app: &App, body: CreateUser) -> Result<Json<Created>, ApiError> {
     app.require_admin(&body.admin_token)?;
     // Cheap checks first, so a bad request never costs an Argon2 hash.
     validate::username(&body.username)?;
@@ -71,5 +98,5 @@ pub async fn create_user(
             totp_secret: totp::new_secret(),
         }))
         .await?;
-    Ok(Json(json!({ "id": id })))
+    Ok(Json(Created { id }))
 }
