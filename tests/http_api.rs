@@ -91,6 +91,48 @@ async fn openapi_document_and_swagger_ui_are_served() {
 }
 
 #[tokio::test]
+async fn flags_come_from_broker_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::try_start_env(dir.path(), &[], &[("BROKER_ADMIN_TOKEN", "from-env")]).unwrap();
+    let c = client();
+    let body = |token: &str| json!({"username": "envy", "password": "pw", "admin_token": token, "tenant_name": "t"});
+    assert_eq!(post(&c, s.url("/create_user"), body(ADMIN)).await.0, 401);
+    assert_eq!(
+        post(&c, s.url("/create_user"), body("from-env")).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn cors_follows_the_configured_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--origin", "https://app.example"]);
+    let c = client();
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, s.url("/insert"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
 async fn bodies_are_json_whatever_the_content_type() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);

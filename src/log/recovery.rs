@@ -249,13 +249,11 @@ pub fn open(
     }
     let active = metas.last().expect("at least one segment");
     let writer_path = active.path.clone();
-    let active_first = active.first;
     let segments = Arc::new(RwLock::new(metas));
     let reader = LogReader::new(dir.to_owned(), codec, Arc::clone(&segments));
     let writer = LogWriter::resume(
         dir.to_owned(),
         writer_path,
-        active_first,
         tail.1,
         tail.0,
         segment_bytes,

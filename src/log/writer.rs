@@ -39,7 +39,6 @@ impl LogWriter {
     pub(crate) fn resume(
         dir: PathBuf,
         path: PathBuf,
-        _first: Cursor,
         len: u64,
         frames: u64,
         segment_bytes: u64,

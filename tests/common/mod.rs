@@ -45,6 +45,16 @@ impl Server {
     // The child is waited for on every path: here on failure, in `Drop` otherwise.
     #[allow(clippy::zombie_processes)]
     pub fn try_start(db: &Path, extra: &[&str]) -> Result<Server, String> {
+        Self::try_start_env(db, extra, &[])
+    }
+
+    /// Like [`Server::try_start`], with extra environment variables.
+    #[allow(clippy::zombie_processes)]
+    pub fn try_start_env(
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
             .arg("--db")
             .arg(db)
@@ -56,6 +66,7 @@ impl Server {
             })
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
