@@ -124,9 +124,23 @@ pub struct ServeFlags {
     /// Recent events kept in memory per tenant for live subscribers; slower ones read the log.
     #[arg(long, env = "BROKER_SSE_BUFFER", default_value_t = 1024)]
     pub sse_buffer: usize,
-    /// Argon2 hashes computed at once (default: the number of cores).
+    /// Argon2 hashes computed at once (default: one less than the cores, at least 1, so a
+    /// flood of logins leaves a core for inserts and streams).
     #[arg(long, env = "BROKER_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Biscuit root private key (Ed25519, hex). Default: created on first start in
+    /// <db>/biscuit.key (mode 0600) and kept there.
+    #[arg(long, env = "BROKER_BISCUIT_PRIVATE_KEY", hide_env_values = true)]
+    pub biscuit_private_key: Option<String>,
+    /// Failed logins or password resets per username within --failure_window_secs before 429.
+    #[arg(long, env = "BROKER_MAX_FAILURES", default_value_t = 5)]
+    pub max_failures: usize,
+    /// Failed logins, resets or admin tokens per client address within the window before 429.
+    #[arg(long, env = "BROKER_MAX_FAILURES_PER_ADDRESS", default_value_t = 20)]
+    pub max_failures_per_address: usize,
+    /// The window, in seconds, in which failures count.
+    #[arg(long, env = "BROKER_FAILURE_WINDOW_SECS", default_value_t = 60)]
+    pub failure_window_secs: u64,
 }
 
 /// A flag value that cannot be used, with a sentence saying what to do.
@@ -135,7 +149,7 @@ pub struct ServeFlags {
 pub struct ConfigError(pub String);
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Where to listen.
     pub addr: SocketAddr,
@@ -167,12 +181,38 @@ pub struct Config {
     pub password_checker: bool,
     /// Password-reset code validity in seconds.
     pub totp_duration: u64,
+    /// Biscuit root private key in hex, if given by flag.
+    pub biscuit_private_key: Option<String>,
+    /// Failures allowed per username per window.
+    pub max_failures: usize,
+    /// Failures allowed per client address per window.
+    pub max_failures_per_address: usize,
+    /// The failure window.
+    pub failure_window: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // Secrets stay out of every log line, even a debug print of the whole config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("db", &self.db)
+            .field("fsync", &self.fsync)
+            .field("jwt_secret", &"***")
+            .field("admin_token", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
     /// The log directory inside the data directory.
     pub fn log_dir(&self) -> PathBuf {
         self.db.join("log")
+    }
+
+    /// Where the biscuit root key is kept unless given by flag.
+    pub fn biscuit_key_path(&self) -> PathBuf {
+        self.db.join("biscuit.key")
     }
 }
 
@@ -212,6 +252,11 @@ impl ServeFlags {
         if self.segment_bytes < 4096 {
             return Err(ConfigError("--segment_bytes must be at least 4096".into()));
         }
+        if self.totp_duration < 30 {
+            return Err(ConfigError(
+                "--totp_duration must be at least 30 seconds".into(),
+            ));
+        }
         if self.sse_keepalive_secs == 0 {
             return Err(ConfigError(
                 "--sse_keepalive_secs must be at least 1".into(),
@@ -232,9 +277,16 @@ impl ServeFlags {
             sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
             sse_retry_ms: self.sse_retry_ms,
             sse_buffer: self.sse_buffer.max(1),
-            hash_concurrency: self.hash_concurrency.unwrap_or(cores).max(1),
+            hash_concurrency: self
+                .hash_concurrency
+                .unwrap_or(cores.saturating_sub(1))
+                .max(1),
             password_checker: self.password_checker,
             totp_duration: self.totp_duration,
+            biscuit_private_key: self.biscuit_private_key,
+            max_failures: self.max_failures.max(1),
+            max_failures_per_address: self.max_failures_per_address.max(1),
+            failure_window: Duration::from_secs(self.failure_window_secs.max(1)),
         })
     }
 }

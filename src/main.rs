@@ -84,7 +84,12 @@ async fn run(config: Config) -> Result<(), String> {
     // Tests and scripts read this line to learn the port (with --port 0).
     println!("broker listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    let app = App::new(engine.clone(), config, clock);
+    let biscuit = match &config.biscuit_private_key {
+        Some(hex) => broker::auth::biscuit::key_from_hex(hex)
+            .map_err(|e| format!("--biscuit_private_key: {e}"))?,
+        None => broker::auth::biscuit::load_or_create(&config.biscuit_key_path())?,
+    };
+    let app = App::new(engine.clone(), config, clock, biscuit);
     let stopping = engine.clone();
     let stop = async move {
         wait_for_signal().await;

@@ -32,12 +32,14 @@ fn discriminant(kind: &RecordKind) -> u8 {
         RecordKind::UserUnrevoked { .. } => 3,
         RecordKind::PasswordChanged { .. } => 4,
         RecordKind::EventInserted(_) => 5,
+        RecordKind::LoginCodeUsed { .. } => 6,
+        RecordKind::PasswordReset { .. } => 7,
     }
 }
 
-const KINDS: u8 = 6;
+const KINDS: u8 = 8;
 
-/// One record of every kind, cursors 1..=6, with fixed times, ids and secrets.
+/// One record of every kind, cursors 1..=8, with fixed times, ids and secrets.
 fn expected_records() -> Vec<Record> {
     let at = |cursor: u64| 1_700_000_000_000 + cursor as i64 * 1_000;
     let kinds = vec![
@@ -83,6 +85,15 @@ fn expected_records() -> Vec<Record> {
             data: r#"{"msg":"héllo wörld ✓","n":1,"tags":["a","b"]}"#.into(),
             username: "alice".into(),
         }),
+        RecordKind::LoginCodeUsed {
+            username: "alice".into(),
+            step: 56_666_667,
+        },
+        RecordKind::PasswordReset {
+            username: "alice".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$cmVzZXRzYWx0cmVzZXQ$cmVzZXRoYXNocmVzZXRoYXNocmVzZXRoYXNocmVzZXQ".into(),
+            step: 5_666_667,
+        },
     ];
     kinds
         .into_iter()
@@ -215,7 +226,7 @@ fn golden_segment_opens_as_a_log() {
         },
     )
     .expect("golden log opens");
-    assert_eq!(recovered.last_cursor, 6);
+    assert_eq!(recovered.last_cursor, 8);
     assert!(
         recovered.repairs.is_empty(),
         "unexpected repairs: {:?}",
@@ -232,18 +243,18 @@ fn golden_segment_opens_as_a_log() {
 
     let report = broker::tool::verify::verify(&golden_dir()).expect("verify runs");
     assert_eq!(report.segments, 1);
-    assert_eq!(report.records, 6);
-    assert_eq!(report.last_cursor, 6);
+    assert_eq!(report.records, 8);
+    assert_eq!(report.last_cursor, 8);
     assert!(report.faults.is_empty(), "faults: {:?}", report.faults);
 }
 
 #[test]
-fn golden_segment_with_a_torn_last_frame_recovers_to_cursor_5() {
+fn golden_segment_with_a_torn_last_frame_recovers_to_cursor_7() {
     if std::env::var("BROKER_BLESS_GOLDEN").is_ok_and(|v| v == "1") {
         return;
     }
     let records = expected_records();
-    let last_frame_start = expected_bytes(&records[..5]).len() as u64;
+    let last_frame_start = expected_bytes(&records[..records.len() - 1]).len() as u64;
     let (tmp, copy) = golden_copy();
     let full = std::fs::metadata(&copy).unwrap().len();
     // Cut the last frame in the middle of its payload, as a crash during the write would.
@@ -260,8 +271,8 @@ fn golden_segment_with_a_torn_last_frame_recovers_to_cursor_5() {
         seen.push(cursor)
     })
     .expect("a torn tail is repaired, not refused");
-    assert_eq!(recovered.last_cursor, 5);
-    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert_eq!(recovered.last_cursor, 7);
+    assert_eq!(seen, (1..=7).collect::<Vec<u64>>());
     assert_eq!(
         recovered.repairs.len(),
         1,

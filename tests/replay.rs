@@ -21,6 +21,8 @@ enum Op {
     Password(usize),
     Move(usize, usize),
     Clear(usize),
+    LoginCode(usize, u64),
+    Reset(usize, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +35,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize).prop_map(Op::Password),
         (0..4usize, 0..3usize).prop_map(|(u, t)| Op::Move(u, t)),
         (0..4usize).prop_map(Op::Clear),
+        (0..4usize, 0..4u64).prop_map(|(u, s)| Op::LoginCode(u, s)),
+        (0..4usize, 0..4u64).prop_map(|(u, s)| Op::Reset(u, s)),
     ]
 }
 
@@ -67,19 +71,34 @@ fn command(op: &Op, state: &State) -> Command {
             username: NAMES[u].into(),
             password_hash: format!("new-hash-{u}"),
         },
-        Op::Move(u, t) => Command::UpdateUser(UserUpdated {
+        Op::Move(u, t) => Command::UpdateUser {
+            update: UserUpdated {
+                username: NAMES[u].into(),
+                tenant: Some(TENANTS[t].into()),
+                scopes: Some(vec![]),
+                ..Default::default()
+            },
+            password_hash: None,
+        },
+        Op::Clear(u) => Command::UpdateUser {
+            update: UserUpdated {
+                username: NAMES[u].into(),
+                email: Some(None),
+                data: Some(None),
+                two_factor: Some(false),
+                ..Default::default()
+            },
+            password_hash: Some(format!("cleared-{u}")),
+        },
+        Op::LoginCode(u, step) => Command::UseLoginCode {
             username: NAMES[u].into(),
-            tenant: Some(TENANTS[t].into()),
-            scopes: Some(vec![]),
-            ..Default::default()
-        }),
-        Op::Clear(u) => Command::UpdateUser(UserUpdated {
+            step,
+        },
+        Op::Reset(u, step) => Command::ResetPassword {
             username: NAMES[u].into(),
-            email: Some(None),
-            data: Some(None),
-            two_factor: Some(false),
-            ..Default::default()
-        }),
+            password_hash: format!("reset-{u}-{step}"),
+            step,
+        },
     }
 }
 

@@ -9,6 +9,7 @@
 //! readers see only ever holds durable records. A failed write resets the first from the
 //! second, so nothing unwritten is ever visible or acknowledged.
 
+pub mod credentials;
 pub mod fanout;
 pub mod sse_frame;
 pub mod subscription;
@@ -125,6 +126,7 @@ struct Inner {
     // std RwLock, not tokio's: never held across an await, and the writer is a plain thread.
     published: RwLock<State>,
     fanout: Fanout,
+    credentials: credentials::CredentialWatch,
     log: LogReader,
     // A watch, not a broadcast: every subscriber only needs to learn "stop now".
     shutdown: watch::Sender<bool>,
@@ -163,6 +165,7 @@ impl Engine {
             tx,
             published: RwLock::new(state.clone()),
             fanout: Fanout::new(cursor, options.recent_per_tenant),
+            credentials: Default::default(),
             log: recovered.reader,
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
@@ -235,9 +238,16 @@ impl Engine {
         &self.inner.log
     }
 
-    /// Starts an SSE subscription to `tenant`'s events.
-    pub fn subscribe(&self, tenant: &str, start: Start) -> Subscription {
-        Subscription::new(self.clone(), tenant, start)
+    /// Starts an SSE subscription to `tenant`'s events. With an `owner` (username and the
+    /// credential epoch they authenticated in), the stream ends as soon as that user's
+    /// credentials are invalidated.
+    pub fn subscribe(
+        &self,
+        tenant: &str,
+        start: Start,
+        owner: Option<(&str, Cursor)>,
+    ) -> Subscription {
+        Subscription::new(self.clone(), tenant, start, owner)
     }
 
     /// Ends every SSE subscription (first step of a graceful shutdown).
@@ -265,6 +275,10 @@ impl Engine {
 
     pub(crate) fn fanout(&self) -> &Fanout {
         &self.inner.fanout
+    }
+
+    pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {
+        &self.inner.credentials
     }
 
     pub(crate) fn published(&self) -> &RwLock<State> {

@@ -35,11 +35,34 @@ pub struct Subscription {
     /// Every event of the tenant up to here has been sent (or superseded in the snapshot).
     cursor: Cursor,
     first: Option<Bytes>,
+    /// Changes when the owner's credentials are invalidated: the stream then ends.
+    credentials: Option<watch::Receiver<Cursor>>,
 }
 
 impl Subscription {
-    pub(super) fn new(engine: Engine, tenant: &str, start: Start) -> Self {
-        // Watch first, then read: an event published in between is then seen as a change.
+    pub(super) fn new(
+        engine: Engine,
+        tenant: &str,
+        start: Start,
+        owner: Option<(&str, Cursor)>,
+    ) -> Self {
+        // Watch first, then read: a change published in between is then seen as a change.
+        let credentials = owner.map(|(username, epoch)| {
+            let mut current = None;
+            let mut rx = engine.credentials().watch(username, || {
+                current = engine.read(|s| {
+                    s.user(username)
+                        .filter(|u| !u.revoked)
+                        .map(|u| u.credential_epoch)
+                });
+                current.unwrap_or(Cursor::MAX)
+            });
+            if current != Some(epoch) {
+                // Invalidated between authentication and now: end at the first poll.
+                rx.mark_changed();
+            }
+            rx
+        });
         let feed = engine.fanout().feed(tenant);
         let newest = feed.watch();
         let shutdown = engine.shutdown_signal();
@@ -73,6 +96,7 @@ impl Subscription {
             shutdown,
             cursor,
             first: (!first.is_empty()).then(|| first.freeze()),
+            credentials,
         }
     }
 
@@ -88,7 +112,12 @@ impl Subscription {
             return Some(first);
         }
         loop {
-            if *self.shutdown.borrow() {
+            if *self.shutdown.borrow()
+                || self
+                    .credentials
+                    .as_ref()
+                    .is_some_and(|c| c.has_changed().unwrap_or(true))
+            {
                 return None;
             }
             self.newest.borrow_and_update();
@@ -104,9 +133,18 @@ impl Subscription {
                 },
                 Next::Idle => {}
             }
+            let invalidated = async {
+                match self.credentials.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = self.newest.changed() => if changed.is_err() { return None },
                 _ = self.shutdown.changed() => return None,
+                _ = invalidated => return None,
                 _ = tokio::time::sleep(keep_alive) => return Some(Bytes::from_static(sse_frame::KEEP_ALIVE)),
             }
         }

@@ -168,13 +168,22 @@ impl Writer {
 
     /// Makes a durable batch visible: published state, then tenant feeds, then replies.
     fn publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>) {
+        let mut invalidated = Vec::new();
         {
             let mut published = self.engine.published().write().expect("published");
             for (_, records) in &accepted {
                 for record in records {
                     evolve(&mut published, record);
+                    if let Some(user) = record.username().and_then(|u| published.user(u))
+                        && user.credential_epoch == record.cursor
+                    {
+                        invalidated.push((user.username.clone(), record.cursor));
+                    }
                 }
             }
+        }
+        for (username, epoch) in invalidated {
+            self.engine.credentials().invalidate(&username, epoch);
         }
         self.engine
             .fanout()

@@ -17,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The sentence sent as `error`.
     pub message: String,
+    /// Seconds for a `retry-after` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +27,19 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `retry-after`.
+    pub fn too_many(retry_after_ms: i64) -> Self {
+        let seconds = (retry_after_ms.max(1) as u64).div_ceil(1000);
+        ApiError {
+            retry_after: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed attempts; retry in {seconds} s"),
+            )
         }
     }
 
@@ -69,10 +84,13 @@ impl poem::error::ResponseError for ApiError {
 
     fn as_response(&self) -> Response {
         let body = serde_json::json!({ "error": self.message }).to_string();
-        Response::builder()
+        let mut response = Response::builder()
             .status(self.status)
-            .content_type("application/json")
-            .body(body)
+            .content_type("application/json");
+        if let Some(seconds) = self.retry_after {
+            response = response.header("retry-after", seconds.to_string());
+        }
+        response.body(body)
     }
 }
 
@@ -110,7 +128,9 @@ impl From<EngineError> for ApiError {
                 Rejection::UnknownUser(_) => {
                     ApiError::new(StatusCode::NOT_FOUND, rejection.to_string())
                 }
-                Rejection::CredentialsInvalid(_) => ApiError::unauthorized(rejection.to_string()),
+                Rejection::CredentialsInvalid(_) | Rejection::CodeReused => {
+                    ApiError::unauthorized(rejection.to_string())
+                }
                 Rejection::Invalid(_) | Rejection::UsernameTaken(_) => {
                     ApiError::bad_request(rejection.to_string())
                 }

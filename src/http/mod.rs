@@ -3,12 +3,15 @@
 
 pub mod authn;
 pub mod body;
+mod codes;
 pub mod error;
 mod events;
 mod health;
 mod session;
 mod sse;
+mod throttle;
 mod users;
+mod verify;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -42,6 +45,9 @@ pub struct AppInner {
     basic_cache: authn::BasicCache,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
+    /// Root key of the biscuits `/verify` hands out.
+    pub biscuit: biscuit_auth::KeyPair,
+    throttle: throttle::Throttles,
 }
 
 impl Deref for App {
@@ -52,10 +58,17 @@ impl Deref for App {
 }
 
 impl App {
-    /// Shares `engine` and `config` with the handlers.
-    pub fn new(engine: Engine, config: Config, clock: Clock) -> Self {
+    /// Shares `engine`, `config`, the clock and the biscuit root key with the handlers.
+    pub fn new(
+        engine: Engine,
+        config: Config,
+        clock: Clock,
+        biscuit: biscuit_auth::KeyPair,
+    ) -> Self {
         App(Arc::new(AppInner {
             hashing: Semaphore::new(config.hash_concurrency),
+            throttle: throttle::Throttles::new(&config),
+            biscuit,
             engine,
             config,
             clock,
@@ -89,22 +102,26 @@ pub fn router(app: App) -> impl Endpoint {
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
 }
 
+/// The route groups, one per file.
+pub type Apis = (
+    health::HealthApi,
+    users::UsersApi,
+    codes::CodesApi,
+    session::SessionApi,
+    verify::VerifyApi,
+    events::EventsApi,
+    sse::StreamApi,
+);
+
 /// Every route of API.md, described for `/openapi.json`.
-pub fn api_service() -> OpenApiService<
-    (
-        health::HealthApi,
-        users::UsersApi,
-        session::SessionApi,
-        events::EventsApi,
-        sse::StreamApi,
-    ),
-    (),
-> {
+pub fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             health::HealthApi,
             users::UsersApi,
+            codes::CodesApi,
             session::SessionApi,
+            verify::VerifyApi,
             events::EventsApi,
             sse::StreamApi,
         ),

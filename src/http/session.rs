@@ -1,5 +1,6 @@
 //! `POST /login`: password (and TOTP code for two-factor users) in, JWT out.
 
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -9,7 +10,9 @@ use super::App;
 use super::authn::DUMMY_HASH;
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::throttle::address;
 use crate::auth::{jwt, totp};
+use crate::state::Command;
 
 /// `POST /login` body.
 #[derive(Debug, Deserialize, Object)]
@@ -35,18 +38,22 @@ pub struct SessionApi;
 
 #[OpenApi]
 impl SessionApi {
-    /// Logs in: 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which.
+    /// Logs in: 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which;
+    /// 429 after too many failures for the username or the address.
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
         app: Data<&App>,
+        req: &Request,
         body: JsonBody<Login>,
     ) -> Result<Json<Session>, ApiError> {
-        login(&app, body.0).await
+        login(&app, &address(req), body.0).await
     }
 }
 
-async fn login(app: &App, body: Login) -> Result<Json<Session>, ApiError> {
+async fn login(app: &App, address: &str, body: Login) -> Result<Json<Session>, ApiError> {
+    // Checked before the password, so the attempt after the limit is refused even when right.
+    app.throttle_check(Some(&body.username), address)?;
     let user = app.engine.read(|state| state.user(&body.username).cloned());
     let hash = user
         .as_ref()
@@ -54,23 +61,44 @@ async fn login(app: &App, body: Login) -> Result<Json<Session>, ApiError> {
     let matches = app.verify_password(body.password, hash).await;
     let user = match user {
         Some(user) if matches => user,
-        _ => return Err(ApiError::unauthorized("wrong username or password")),
+        _ => {
+            app.throttle_fail(Some(&body.username), address);
+            return Err(ApiError::unauthorized("wrong username or password"));
+        }
     };
     if user.revoked {
         return Err(ApiError::unauthorized("this user is revoked"));
     }
     if user.two_factor {
-        let code = body.totp.ok_or_else(|| {
-            ApiError::unauthorized(
+        let Some(code) = body.totp else {
+            return Err(ApiError::unauthorized(
                 "totp: this user has two-factor login; send the current code as totp",
-            )
-        })?;
-        if !totp::check_login_code(&user.totp_secret, &code, app.clock.now_s()) {
+            ));
+        };
+        let Some(step) = totp::check_login_code(&user.totp_secret, code.trim(), app.clock.now_s())
+        else {
+            app.throttle_fail(Some(&body.username), address);
             return Err(ApiError::unauthorized(
                 "totp: wrong or expired two-factor code",
             ));
+        };
+        // A code logs in once: the writer refuses a step that was already accepted.
+        let used = app
+            .engine
+            .submit(Command::UseLoginCode {
+                username: user.username.clone(),
+                step,
+            })
+            .await;
+        if let Err(e) = used {
+            app.throttle_fail(Some(&body.username), address);
+            return Err(e.into());
         }
     }
+    app.throttle_clear(&body.username);
+    // The token carries the epoch the password was checked in: if a revocation or password
+    // change landed meanwhile, the token is already invalid at its first use.
+    let epoch = user.credential_epoch;
     let now = app.clock.now_s();
     let token = jwt::issue(
         &app.config.jwt_secret,
@@ -80,7 +108,7 @@ async fn login(app: &App, body: Login) -> Result<Json<Session>, ApiError> {
             exp: now + app.config.jwt_expiry,
             iss: jwt::ISSUER.into(),
             tenant: user.tenant,
-            epoch: user.credential_epoch,
+            epoch,
         },
     );
     Ok(Json(Session { jwt: token }))

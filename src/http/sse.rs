@@ -85,7 +85,11 @@ impl ApiResponse for EventStream {
 
 async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
     let caller = authenticate(app, req).await?;
-    let subscription = app.engine.subscribe(&caller.tenant, start_of(req));
+    let subscription = app.engine.subscribe(
+        &caller.tenant,
+        start_of(req),
+        Some((&caller.username, caller.credential_epoch)),
+    );
     let keep_alive = app.config.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse_retry_ms);
     let frames = futures_util::stream::unfold(

@@ -1,7 +1,10 @@
-//! Admin user endpoints: `POST /create_user`.
+//! Admin user endpoints: create, list, get, update, revoke, unrevoke. Every one takes the
+//! `admin_token` in the body; every change is a log record.
 
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
@@ -9,9 +12,9 @@ use serde_json::Value;
 use super::App;
 use super::body::JsonBody;
 use super::error::ApiError;
-use crate::auth::totp;
-use crate::state::record::UserCreated;
-use crate::state::{Command, validate};
+use crate::auth::{strength, totp};
+use crate::state::record::{UserCreated, UserUpdated};
+use crate::state::{Command, User, validate};
 
 /// `POST /create_user` body.
 #[derive(Debug, Deserialize, Object)]
@@ -24,7 +27,7 @@ pub struct CreateUser {
     admin_token: String,
     /// The tenant whose events the user reads and writes.
     tenant_name: String,
-    /// Contact address.
+    /// Contact address (syntax and throwaway domains are checked).
     #[serde(default)]
     email: Option<String>,
     /// Require a TOTP code at login.
@@ -45,13 +48,91 @@ pub struct Created {
     pub id: uuid::Uuid,
 }
 
-impl App {
-    /// 401 unless `token` is the admin token.
-    pub fn require_admin(&self, token: &str) -> Result<(), ApiError> {
-        if self.is_admin_token(token) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized("admin_token: wrong admin token"))
+/// A body with only the admin token.
+#[derive(Debug, Deserialize, Object)]
+pub struct AdminOnly {
+    /// The server's --admin_token.
+    admin_token: String,
+}
+
+/// A body naming one user.
+#[derive(Debug, Deserialize, Object)]
+pub struct AdminUser {
+    /// The server's --admin_token.
+    admin_token: String,
+    /// Whose.
+    username: String,
+}
+
+/// `POST /update_user` body: an absent field stays as it is; `null` clears `email`,
+/// `scopes` and `data`.
+#[derive(Debug, Deserialize, Object)]
+pub struct UpdateUser {
+    /// The server's --admin_token.
+    admin_token: String,
+    /// Whose.
+    username: String,
+    /// Move the user to another tenant (invalidates their tokens, closes their streams).
+    #[serde(default)]
+    tenant_name: Option<String>,
+    /// A new password (invalidates their tokens, closes their streams).
+    #[serde(default)]
+    password: Option<String>,
+    /// A new email, or `null` to clear it.
+    #[serde(default)]
+    email: MaybeUndefined<String>,
+    /// New scopes, or `null` to clear them.
+    #[serde(default)]
+    scopes: MaybeUndefined<Vec<String>>,
+    /// New data, or `null` to clear it.
+    #[serde(default)]
+    data: MaybeUndefined<Value>,
+    /// Turn two-factor login on or off.
+    #[serde(default)]
+    two_factor: Option<bool>,
+}
+
+/// A user as the admin API shows it: secrets masked.
+#[derive(Debug, Object)]
+pub struct UserView {
+    /// UUID.
+    pub id: uuid::Uuid,
+    /// Login name.
+    pub username: String,
+    /// Tenant.
+    pub tenant_name: String,
+    /// Email, if any.
+    pub email: Option<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Data, if any.
+    pub data: Option<Value>,
+    /// Two-factor login on.
+    pub two_factor: bool,
+    /// Revoked users cannot log in or act.
+    pub revoked: bool,
+    /// Always `***`: the hash never leaves the server.
+    pub password: String,
+    /// Always `***`: the TOTP secret never leaves the server (use /create_qr to enrol).
+    pub totp: String,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        UserView {
+            id: uuid::Uuid::from_bytes(user.id),
+            username: user.username.clone(),
+            tenant_name: user.tenant.clone(),
+            email: user.email.clone(),
+            scopes: user.scopes.clone(),
+            data: user
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str(d).ok()),
+            two_factor: user.two_factor,
+            revoked: user.revoked,
+            password: "***".into(),
+            totp: "***".into(),
         }
     }
 }
@@ -66,22 +147,134 @@ impl UsersApi {
     async fn create_user(
         &self,
         app: Data<&App>,
+        req: &Request,
         body: JsonBody<CreateUser>,
     ) -> Result<Json<Created>, ApiError> {
+        app.require_admin(&body.0.admin_token, req)?;
         create_user(&app, body.0).await
+    }
+
+    /// Lists every user (admin), secrets masked.
+    #[oai(path = "/list_users", method = "post")]
+    async fn list_users(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<AdminOnly>,
+    ) -> Result<Json<Vec<UserView>>, ApiError> {
+        app.require_admin(&body.0.admin_token, req)?;
+        let mut users: Vec<UserView> = app
+            .engine
+            .read(|s| s.users.values().map(UserView::from).collect());
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        Ok(Json(users))
+    }
+
+    /// One user (admin); 404 for an unknown username.
+    #[oai(path = "/get_user", method = "post")]
+    async fn get_user(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<AdminUser>,
+    ) -> Result<Json<UserView>, ApiError> {
+        app.require_admin(&body.0.admin_token, req)?;
+        app.user_view(&body.0.username).map(Json)
+    }
+
+    /// Changes the fields given (admin); absent fields stay, `null` clears. Returns the user.
+    #[oai(path = "/update_user", method = "post")]
+    async fn update_user(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<UpdateUser>,
+    ) -> Result<Json<UserView>, ApiError> {
+        app.require_admin(&body.0.admin_token, req)?;
+        update_user(&app, body.0).await
+    }
+
+    /// Revokes a user (admin): no more logins, earlier tokens refused, open streams closed.
+    #[oai(path = "/revoke_user", method = "post")]
+    async fn revoke_user(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<AdminUser>,
+    ) -> Result<Json<UserView>, ApiError> {
+        app.require_admin(&body.0.admin_token, req)?;
+        let username = body.0.username;
+        app.engine
+            .submit(Command::RevokeUser {
+                username: username.clone(),
+            })
+            .await?;
+        app.user_view(&username).map(Json)
+    }
+
+    /// Lets a revoked user log in again (admin); their earlier tokens stay invalid.
+    #[oai(path = "/unrevoke_user", method = "post")]
+    async fn unrevoke_user(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<AdminUser>,
+    ) -> Result<Json<UserView>, ApiError> {
+        app.require_admin(&body.0.admin_token, req)?;
+        let username = body.0.username;
+        app.engine
+            .submit(Command::UnrevokeUser {
+                username: username.clone(),
+            })
+            .await?;
+        app.user_view(&username).map(Json)
+    }
+}
+
+impl App {
+    /// The masked view of `username`, or 404.
+    pub(super) fn user_view(&self, username: &str) -> Result<UserView, ApiError> {
+        self.engine
+            .read(|s| s.user(username).map(UserView::from))
+            .ok_or_else(|| {
+                ApiError::new(
+                    poem::http::StatusCode::NOT_FOUND,
+                    format!("username: no user is called {username:?}"),
+                )
+            })
+    }
+
+    /// Email syntax and throwaway domains (mailchecker's list is policy of this build, so it
+    /// is checked here and not in `decide`, which replays old logs).
+    fn check_email(&self, email: &str) -> Result<(), ApiError> {
+        validate::email(email)?;
+        if !mailchecker::is_valid(email) {
+            return Err(ApiError::bad_request(format!(
+                "email: {email:?} is not accepted (invalid or a throwaway address)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Non-empty, bounded, and strong enough when --password_checker is on.
+    pub(super) fn check_password(&self, password: &str, username: &str) -> Result<(), ApiError> {
+        validate::password(password)?;
+        if self.config.password_checker {
+            strength::check(password, &[username]).map_err(ApiError::bad_request)?;
+        }
+        Ok(())
     }
 }
 
 async fn create_user(app: &App, body: CreateUser) -> Result<Json<Created>, ApiError> {
-    app.require_admin(&body.admin_token)?;
     // Cheap checks first, so a bad request never costs an Argon2 hash.
     validate::username(&body.username)?;
     validate::tenant(&body.tenant_name)?;
-    validate::password(&body.password)?;
+    app.check_password(&body.password, &body.username)?;
     let scopes = body.scopes.unwrap_or_default();
     validate::scopes(&scopes)?;
     if let Some(email) = &body.email {
-        validate::email(email)?;
+        app.check_email(email)?;
     }
     let password_hash = app.hash_password(body.password).await?;
     let id = uuid::Uuid::new_v4();
@@ -99,4 +292,45 @@ async fn create_user(app: &App, body: CreateUser) -> Result<Json<Created>, ApiEr
         }))
         .await?;
     Ok(Json(Created { id }))
+}
+
+async fn update_user(app: &App, body: UpdateUser) -> Result<Json<UserView>, ApiError> {
+    // 404 before any costly work.
+    app.user_view(&body.username)?;
+    if let Some(tenant) = &body.tenant_name {
+        validate::tenant(tenant)?;
+    }
+    if let MaybeUndefined::Value(email) = &body.email {
+        app.check_email(email)?;
+    }
+    let scopes: Option<Vec<String>> = match body.scopes {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(Vec::new()),
+        MaybeUndefined::Value(scopes) => Some(scopes),
+    };
+    if let Some(scopes) = &scopes {
+        validate::scopes(scopes)?;
+    }
+    let password_hash = match body.password {
+        Some(password) => {
+            app.check_password(&password, &body.username)?;
+            Some(app.hash_password(password).await?)
+        }
+        None => None,
+    };
+    let update = UserUpdated {
+        username: body.username.clone(),
+        tenant: body.tenant_name,
+        email: body.email.into(),
+        scopes,
+        data: Option::<Option<Value>>::from(body.data).map(|d| d.map(|v| v.to_string())),
+        two_factor: body.two_factor,
+    };
+    app.engine
+        .submit(Command::UpdateUser {
+            update,
+            password_hash,
+        })
+        .await?;
+    app.user_view(&body.username).map(Json)
 }

@@ -4,7 +4,7 @@
 use crate::log::Cursor;
 
 /// A request to change state, checked by [`super::decide`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Command {
     /// Create a user (password already hashed, id and TOTP secret already drawn).
     CreateUser(super::record::UserCreated),
@@ -22,8 +22,13 @@ pub enum Command {
         /// Compact JSON text.
         data: String,
     },
-    /// Change some fields of a user.
-    UpdateUser(super::record::UserUpdated),
+    /// Change some fields of a user, and optionally the password (already hashed).
+    UpdateUser {
+        /// The fields to change.
+        update: super::record::UserUpdated,
+        /// A new Argon2id PHC string, if the password changes too.
+        password_hash: Option<String>,
+    },
     /// Revoke a user.
     RevokeUser {
         /// Whose.
@@ -34,6 +39,23 @@ pub enum Command {
         /// Whose.
         username: String,
     },
+    /// Accept a two-factor login code of this TOTP step (refused if this step or a later
+    /// one was already used: a code logs in once).
+    UseLoginCode {
+        /// Whose.
+        username: String,
+        /// TOTP step of the code.
+        step: u64,
+    },
+    /// Reset the password with a reset code of this step (refused if already used).
+    ResetPassword {
+        /// Whose.
+        username: String,
+        /// Argon2id PHC string of the new password.
+        password_hash: String,
+        /// The reset code's step.
+        step: u64,
+    },
     /// Set a new (already hashed) password.
     ChangePassword {
         /// Whose.
@@ -41,4 +63,39 @@ pub enum Command {
         /// Argon2id PHC string.
         password_hash: String,
     },
+}
+
+impl std::fmt::Debug for Command {
+    // Password hashes never reach a log line; the rest names the command and its user.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::CreateUser(u) => write!(f, "CreateUser({u:?})"),
+            Command::InsertEvent {
+                username, event, ..
+            } => {
+                write!(f, "InsertEvent({username:?}, {event:?})")
+            }
+            Command::UpdateUser {
+                update,
+                password_hash,
+            } => write!(
+                f,
+                "UpdateUser({update:?}, password {})",
+                if password_hash.is_some() {
+                    "changed"
+                } else {
+                    "unchanged"
+                }
+            ),
+            Command::RevokeUser { username } => write!(f, "RevokeUser({username:?})"),
+            Command::UnrevokeUser { username } => write!(f, "UnrevokeUser({username:?})"),
+            Command::UseLoginCode { username, step } => {
+                write!(f, "UseLoginCode({username:?}, {step})")
+            }
+            Command::ResetPassword { username, step, .. } => {
+                write!(f, "ResetPassword({username:?}, {step})")
+            }
+            Command::ChangePassword { username, .. } => write!(f, "ChangePassword({username:?})"),
+        }
+    }
 }

@@ -21,6 +21,9 @@ pub enum Rejection {
     /// The acting user is revoked or their credentials were invalidated meanwhile.
     #[error("the credentials of {0:?} are no longer valid")]
     CredentialsInvalid(String),
+    /// A single-use code (two-factor login or password reset) was already used.
+    #[error("totp: this code was already used; wait for the next one")]
+    CodeReused,
 }
 
 /// The records `command` produces against `state`, with cursors following `state.cursor`
@@ -59,10 +62,46 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
                 username,
             })]
         }
-        Command::UpdateUser(update) => {
+        Command::UpdateUser {
+            update,
+            password_hash,
+        } => {
             known(state, &update.username)?;
             check_update(&update)?;
-            vec![RecordKind::UserUpdated(update)]
+            let username = update.username.clone();
+            let mut kinds = vec![RecordKind::UserUpdated(update)];
+            if let Some(password_hash) = password_hash {
+                kinds.push(RecordKind::PasswordChanged {
+                    username,
+                    password_hash,
+                });
+            }
+            kinds
+        }
+        Command::UseLoginCode { username, step } => {
+            let user = active(state, &username)?;
+            if step <= user.last_login_step {
+                return Err(Rejection::CodeReused);
+            }
+            vec![RecordKind::LoginCodeUsed { username, step }]
+        }
+        Command::ResetPassword {
+            username,
+            password_hash,
+            step,
+        } => {
+            let user = state
+                .users
+                .get(&username)
+                .ok_or_else(|| Rejection::UnknownUser(username.clone()))?;
+            if step <= user.last_reset_step {
+                return Err(Rejection::CodeReused);
+            }
+            vec![RecordKind::PasswordReset {
+                username,
+                password_hash,
+                step,
+            }]
         }
         Command::RevokeUser { username } => {
             known(state, &username)?;
@@ -92,6 +131,13 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
             kind,
         })
         .collect())
+}
+
+fn active<'a>(state: &'a State, username: &str) -> Result<&'a super::projection::User, Rejection> {
+    match state.users.get(username) {
+        Some(user) if !user.revoked => Ok(user),
+        _ => Err(Rejection::CredentialsInvalid(username.to_owned())),
+    }
 }
 
 fn known(state: &State, username: &str) -> Result<(), Rejection> {

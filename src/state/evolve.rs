@@ -27,6 +27,8 @@ pub fn evolve(state: &mut State, record: &Record) {
                     revoked: false,
                     credential_epoch: cursor,
                     version: cursor,
+                    last_login_step: 0,
+                    last_reset_step: 0,
                 },
             );
         }
@@ -72,6 +74,24 @@ pub fn evolve(state: &mut State, record: &Record) {
         } => {
             if let Some(user) = state.users.get_mut(username) {
                 user.password_hash = password_hash.clone();
+                user.credential_epoch = cursor;
+                user.version = cursor;
+            }
+        }
+        RecordKind::LoginCodeUsed { username, step } => {
+            if let Some(user) = state.users.get_mut(username) {
+                user.last_login_step = user.last_login_step.max(*step);
+                user.version = cursor;
+            }
+        }
+        RecordKind::PasswordReset {
+            username,
+            password_hash,
+            step,
+        } => {
+            if let Some(user) = state.users.get_mut(username) {
+                user.password_hash = password_hash.clone();
+                user.last_reset_step = user.last_reset_step.max(*step);
                 user.credential_epoch = cursor;
                 user.version = cursor;
             }

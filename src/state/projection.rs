@@ -17,7 +17,7 @@ pub struct State {
 }
 
 /// A user as the projection holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     /// Random UUID bytes.
     pub id: [u8; 16],
@@ -44,6 +44,25 @@ pub struct User {
     pub credential_epoch: Cursor,
     /// Cursor of the last record that changed the user in any way.
     pub version: Cursor,
+    /// TOTP step of the last accepted two-factor login code.
+    pub last_login_step: u64,
+    /// Step of the last used password-reset code.
+    pub last_reset_step: u64,
+}
+
+impl std::fmt::Debug for User {
+    // The hash and the TOTP secret never reach a log line, not even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("tenant", &self.tenant)
+            .field("revoked", &self.revoked)
+            .field("credential_epoch", &self.credential_epoch)
+            .field("version", &self.version)
+            .field("password_hash", &"***")
+            .field("totp_secret", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 /// The latest event of one name in one tenant.

@@ -46,10 +46,27 @@ pub enum RecordKind {
     },
     /// An event was inserted into a tenant.
     EventInserted(EventInserted),
+    /// A two-factor login code of this time step was accepted; codes of this or an earlier
+    /// step cannot log in again.
+    LoginCodeUsed {
+        /// Whose.
+        username: String,
+        /// The TOTP time step (Unix seconds / 30) of the accepted code.
+        step: u64,
+    },
+    /// The password was reset with a single-use reset code; earlier tokens stop working.
+    PasswordReset {
+        /// Whose.
+        username: String,
+        /// Argon2id PHC string of the new password.
+        password_hash: String,
+        /// The reset code's time step (Unix seconds / --totp_duration); never accepted again.
+        step: u64,
+    },
 }
 
 /// The fields of a new user.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct UserCreated {
     /// Random UUID bytes.
     pub id: [u8; 16],
@@ -69,6 +86,21 @@ pub struct UserCreated {
     pub two_factor: bool,
     /// TOTP secret bytes (two-factor login and password-reset codes).
     pub totp_secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for UserCreated {
+    // The hash and the TOTP secret never reach a log line, not even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreated")
+            .field("username", &self.username)
+            .field("tenant", &self.tenant)
+            .field("email", &self.email)
+            .field("scopes", &self.scopes)
+            .field("two_factor", &self.two_factor)
+            .field("password_hash", &"***")
+            .field("totp_secret", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A partial update of a user: `None` leaves a field as it is.
@@ -125,6 +157,20 @@ impl Record {
         aligned.extend_from_slice(payload);
         let archived = rkyv::access::<ArchivedRecord, rkyv::rancor::Error>(&aligned).ok()?;
         Some(archived.cursor.to_native())
+    }
+
+    /// The user a user record is about; `None` for events.
+    pub fn username(&self) -> Option<&str> {
+        match &self.kind {
+            RecordKind::UserCreated(u) => Some(&u.username),
+            RecordKind::UserUpdated(u) => Some(&u.username),
+            RecordKind::UserRevoked { username }
+            | RecordKind::UserUnrevoked { username }
+            | RecordKind::PasswordChanged { username, .. }
+            | RecordKind::LoginCodeUsed { username, .. }
+            | RecordKind::PasswordReset { username, .. } => Some(username),
+            RecordKind::EventInserted(_) => None,
+        }
     }
 
     /// The tenant an event record belongs to; `None` for user records.

@@ -1,0 +1,60 @@
+//! `GET /verify`: a biscuit for services that check Broker's users offline.
+
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::App;
+use super::authn::authenticate;
+use super::error::ApiError;
+use crate::auth::biscuit;
+
+/// What `/verify` returns.
+#[derive(Debug, Object)]
+pub struct Verified {
+    /// The biscuit root public key (Ed25519), as bytes.
+    pub key: Vec<u8>,
+    /// The biscuit, as bytes: facts `right(resource, operation)` per scope, `user(name)`,
+    /// `tenant(name)`, and a check that the time is before `expiry`.
+    pub token: Vec<u8>,
+    /// Expiry of the biscuit, Unix seconds.
+    pub expiry: u64,
+    /// Who.
+    pub username: String,
+    /// Their scopes.
+    pub scopes: Vec<String>,
+}
+
+/// Verification routes.
+pub struct VerifyApi;
+
+#[OpenApi]
+impl VerifyApi {
+    /// Checks the caller's credentials (Bearer or Basic) and returns a biscuit of their
+    /// scopes with the public key that verifies it.
+    #[oai(path = "/verify", method = "get")]
+    async fn verify(&self, app: Data<&App>, req: &Request) -> Result<Json<Verified>, ApiError> {
+        let caller = authenticate(&app, req).await?;
+        let scopes = app
+            .engine
+            .read(|s| s.user(&caller.username).map(|u| u.scopes.clone()))
+            .unwrap_or_default();
+        let expiry = app.clock.now_s() + app.config.jwt_expiry;
+        let token = biscuit::issue(
+            &app.biscuit,
+            &caller.username,
+            &caller.tenant,
+            &scopes,
+            expiry,
+        )
+        .map_err(ApiError::internal)?;
+        Ok(Json(Verified {
+            key: app.biscuit.public().to_bytes(),
+            token,
+            expiry,
+            username: caller.username,
+            scopes,
+        }))
+    }
+}
