@@ -210,6 +210,16 @@ impl Config {
         self.db.join("log")
     }
 
+    /// How to open the engine on this configuration's log.
+    pub fn engine_options(&self) -> crate::engine::EngineOptions {
+        crate::engine::EngineOptions {
+            dir: self.log_dir(),
+            fsync: self.fsync,
+            segment_bytes: self.segment_bytes,
+            recent_per_tenant: self.sse_buffer,
+        }
+    }
+
     /// Where the biscuit root key is kept unless given by flag.
     pub fn biscuit_key_path(&self) -> PathBuf {
         self.db.join("biscuit.key")

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use broker::auth::Clock;
 use broker::config::{Cli, Command, Config, LogCommand};
-use broker::engine::{Engine, EngineOptions};
+use broker::engine::Engine;
 use broker::http::{self, App};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -55,13 +55,7 @@ fn serve(config: Config) -> ExitCode {
 async fn run(config: Config) -> Result<(), String> {
     let clock = Clock::default();
     let stamp = clock.clone();
-    let options = EngineOptions {
-        dir: config.log_dir(),
-        fsync: config.fsync,
-        segment_bytes: config.segment_bytes,
-        recent_per_tenant: config.sse_buffer,
-    };
-    let (engine, report) = Engine::open(options, Arc::new(move || stamp.now_ms()))
+    let (engine, report) = Engine::open(config.engine_options(), Arc::new(move || stamp.now_ms()))
         .map_err(|e| format!("cannot open the log in {}: {e}", config.log_dir().display()))?;
     for repair in &report.repairs {
         tracing::warn!(

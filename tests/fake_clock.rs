@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use broker::auth::Clock;
 use broker::config::Cli;
-use broker::engine::{Engine, EngineOptions};
+use broker::engine::Engine;
 use broker::http::{self, App};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -26,13 +26,8 @@ async fn start(flags: &[&str]) -> Running {
     let config = Cli::try_parse_from(args).unwrap().serve.validate().unwrap();
     let clock = Clock::default();
     let stamp = clock.clone();
-    let options = EngineOptions {
-        dir: config.log_dir(),
-        fsync: config.fsync,
-        segment_bytes: config.segment_bytes,
-        recent_per_tenant: config.sse_buffer,
-    };
-    let (engine, _) = Engine::open(options, Arc::new(move || stamp.now_ms())).unwrap();
+    let (engine, _) =
+        Engine::open(config.engine_options(), Arc::new(move || stamp.now_ms())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = App::new(
