@@ -141,6 +141,70 @@ pub struct ServeFlags {
     /// The window, in seconds, in which failures count.
     #[arg(long, env = "BROKER_FAILURE_WINDOW_SECS", default_value_t = 60)]
     pub failure_window_secs: u64,
+    /// ACME directory URL. Let's Encrypt staging, for trials:
+    /// https://acme-staging-v02.api.letsencrypt.org/directory
+    #[arg(
+        long,
+        env = "BROKER_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub acme_directory: String,
+    /// Contact email given to the ACME server.
+    #[arg(long, env = "BROKER_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Extra PEM root certificates to trust for the ACME directory (a private ACME CA).
+    #[arg(long, env = "BROKER_ACME_CA_FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+    /// Learn the clock offset from NTP servers in the background.
+    #[arg(long, env = "BROKER_NTP", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ntp: bool,
+    /// NTP servers, comma-separated (`host`, `host:port`, `ip:port`), tried in order.
+    #[arg(
+        long,
+        env = "BROKER_NTP_SERVERS",
+        default_value = "time.cloudflare.com,pool.ntp.org",
+        value_delimiter = ','
+    )]
+    pub ntp_servers: Vec<String>,
+    /// Seconds between NTP synchronisations.
+    #[arg(long, env = "BROKER_NTP_INTERVAL_SECS", default_value_t = 1024)]
+    pub ntp_interval_secs: u64,
+    /// Log line format: `text` or `json`.
+    #[arg(long, env = "BROKER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Serve `/metrics` to requests bearing this token (`Authorization: Bearer <token>`).
+    #[arg(long, env = "BROKER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` on this separate address (plain HTTP, e.g. 127.0.0.1:9090).
+    #[arg(long, env = "BROKER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// How the server speaks TLS.
+#[derive(Debug, Clone)]
+pub enum Tls {
+    /// Plain HTTP.
+    Off,
+    /// A certificate and key from files, reloaded when they change or on SIGHUP.
+    Files {
+        /// PEM certificate chain.
+        cert_path: PathBuf,
+        /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+        key_path: PathBuf,
+    },
+    /// Certificates obtained and renewed by ACME (TLS-ALPN-01).
+    Acme {
+        /// Names to certify.
+        domains: Vec<String>,
+        /// ACME directory URL.
+        directory: String,
+        /// Contact email.
+        email: Option<String>,
+        /// Account and certificate cache directory.
+        cache: PathBuf,
+        /// Extra roots to trust for the directory.
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A flag value that cannot be used, with a sentence saying what to do.
@@ -189,6 +253,18 @@ pub struct Config {
     pub max_failures_per_address: usize,
     /// The failure window.
     pub failure_window: Duration,
+    /// TLS mode.
+    pub tls: Tls,
+    /// NTP servers, empty when NTP is off.
+    pub ntp_servers: Vec<String>,
+    /// Seconds between NTP synchronisations.
+    pub ntp_interval: Duration,
+    /// `json` or `text` log lines.
+    pub log_json: bool,
+    /// Bearer token for `/metrics` on the main listener.
+    pub metrics_token: Option<String>,
+    /// A separate listener for `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -240,9 +316,56 @@ impl ServeFlags {
                     "--secure true with the default --admin_token: set --admin_token (or BROKER_ADMIN_TOKEN) to a long random value".into(),
                 ));
             }
-            return Err(ConfigError(
-                "--secure true: this build serves plain HTTP only so far; put a TLS-terminating proxy in front and run without --secure".into(),
-            ));
+        }
+        let tls = if !self.secure {
+            Tls::Off
+        } else if self.auto_cert {
+            let domains: Vec<String> = self
+                .domain
+                .iter()
+                .flat_map(|d| d.split(','))
+                .map(|d| d.trim().to_owned())
+                .filter(|d| !d.is_empty())
+                .collect();
+            if domains.is_empty() {
+                return Err(ConfigError(
+                    "--secure true --auto_cert true needs --domain <name> (the name the certificate is for); or give a certificate with --auto_cert false --cert_path --key_path".into(),
+                ));
+            }
+            if let Some(ca) = &self.acme_ca_file
+                && !ca.is_file()
+            {
+                return Err(ConfigError(format!(
+                    "--acme_ca_file {}: no such file",
+                    ca.display()
+                )));
+            }
+            Tls::Acme {
+                domains,
+                directory: self.acme_directory.clone(),
+                email: self.acme_email.clone(),
+                cache: self.certs.clone(),
+                ca_file: self.acme_ca_file.clone(),
+            }
+        } else {
+            for (flag, path) in [
+                ("--cert_path", &self.cert_path),
+                ("--key_path", &self.key_path),
+            ] {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(ConfigError(format!(
+                        "{flag} {}: cannot read it ({e}); give a PEM file, or use --auto_cert true --domain <name>",
+                        path.display()
+                    )));
+                }
+            }
+            Tls::Files {
+                cert_path: self.cert_path.clone(),
+                key_path: self.key_path.clone(),
+            }
+        };
+        if self.metrics_token.as_deref() == Some("") {
+            return Err(ConfigError("--metrics_token must not be empty".into()));
         }
         if self.jwt_secret.is_empty() {
             return Err(ConfigError("--jwt_secret must not be empty".into()));
@@ -297,6 +420,16 @@ impl ServeFlags {
             max_failures: self.max_failures.max(1),
             max_failures_per_address: self.max_failures_per_address.max(1),
             failure_window: Duration::from_secs(self.failure_window_secs.max(1)),
+            tls,
+            ntp_servers: if self.ntp {
+                self.ntp_servers
+            } else {
+                Vec::new()
+            },
+            ntp_interval: Duration::from_secs(self.ntp_interval_secs.max(16)),
+            log_json: self.log_format == "json",
+            metrics_token: self.metrics_token,
+            metrics_addr: self.metrics_addr,
         })
     }
 }
@@ -332,6 +465,34 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.0.contains("--admin_token"), "{err}");
+    }
+
+    #[test]
+    fn tls_modes_and_their_errors() {
+        let secrets = ["--jwt_secret", "j-s", "--admin_token", "a-t"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = secrets.iter().chain(extra).copied().collect();
+            parse(&args).serve.validate()
+        };
+        let err = with(&["--secure", "true"]).unwrap_err();
+        assert!(err.0.contains("--domain"), "{err}");
+        let config = with(&["--secure", "true", "--domain", "example.com"]).unwrap();
+        assert_eq!(config.addr.port(), 443);
+        assert!(matches!(config.tls, Tls::Acme { ref domains, .. } if domains == &["example.com"]));
+        let err = with(&[
+            "--secure",
+            "true",
+            "--auto_cert",
+            "false",
+            "--cert_path",
+            "/nonexistent/chain.pem",
+        ])
+        .unwrap_err();
+        assert!(
+            err.0.contains("--cert_path /nonexistent/chain.pem"),
+            "{err}"
+        );
+        assert!(matches!(with(&[]).unwrap().tls, Tls::Off));
     }
 
     #[test]

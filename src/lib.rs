@@ -11,6 +11,7 @@
 //! - [`http`] — the routes of API.md, one file per group; errors mapped in one place.
 //! - [`tool`] — `broker log …` subcommands.
 //! - [`config`] — flags → validated configuration.
+//! - [`ntp`] — the background task that keeps the clock's offset right.
 //!
 //! Dependencies point one way: `http`, `tool` → `engine` → `log`, `state`; `http` → `auth`.
 
@@ -19,5 +20,6 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod log;
+pub mod ntp;
 pub mod state;
 pub mod tool;

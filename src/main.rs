@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use broker::auth::Clock;
-use broker::config::{Cli, Command, Config, LogCommand};
+use broker::config::{Cli, Command, Config, LogCommand, Tls};
 use broker::engine::Engine;
 use broker::http::{self, App};
 use clap::Parser;
@@ -12,12 +12,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // One crypto provider for every TLS user (server, ACME client), chosen before any is built.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.serve.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match cli.command {
         Some(Command::Log(LogCommand::Verify { db })) => {
             ExitCode::from(broker::tool::verify::run(&db) as u8)
@@ -76,21 +81,86 @@ async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts read this line to learn the port (with --port 0).
-    println!("broker listening on http://{addr}");
+    let scheme = if matches!(config.tls, Tls::Off) {
+        "http"
+    } else {
+        "https"
+    };
+    println!("broker listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
     let biscuit = match &config.biscuit_private_key {
         Some(hex) => broker::auth::biscuit::key_from_hex(hex)
             .map_err(|e| format!("--biscuit_private_key: {e}"))?,
         None => broker::auth::biscuit::load_or_create(&config.biscuit_key_path())?,
     };
+    if !config.ntp_servers.is_empty() {
+        broker::ntp::spawn(
+            clock.clone(),
+            config.ntp_servers.clone(),
+            config.ntp_interval,
+        );
+    }
+    let tls = config.tls.clone();
+    let metrics_addr = config.metrics_addr;
     let app = App::new(engine.clone(), config, clock, biscuit);
+    // Every listener stops on the same signal; SSE streams get their final frame first.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopping = engine.clone();
-    let stop = async move {
+    tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: closing streams, finishing requests, flushing the log");
         stopping.close_subscriptions();
+        let _ = stop_tx.send(true);
+    });
+    let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    let served = http::serve(listener, app, stop).await;
+    if let Some(metrics_addr) = metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| format!("cannot listen on --metrics_addr {metrics_addr}: {e}"))?;
+        tracing::info!(addr = %metrics_addr, "serving /metrics");
+        let acceptor =
+            poem::listener::TcpAcceptor::from_tokio(metrics_listener).map_err(|e| e.to_string())?;
+        tokio::spawn(http::serve_with(
+            acceptor,
+            http::metrics_router(app.clone()),
+            stop(stop_rx.clone()),
+        ));
+    }
+    let served = match tls {
+        Tls::Off => http::serve(listener, app, stop(stop_rx)).await,
+        Tls::Files {
+            cert_path,
+            key_path,
+        } => {
+            let files = http::tls::FileCert::load(cert_path, key_path)?;
+            files.watch();
+            http::serve_tls(
+                listener,
+                http::tls::CertSource::Files(files),
+                app,
+                stop(stop_rx),
+            )
+            .await
+        }
+        Tls::Acme {
+            domains,
+            directory,
+            email,
+            cache,
+            ca_file,
+        } => {
+            let source = http::tls::acme(
+                &domains,
+                &directory,
+                email.as_deref(),
+                &cache,
+                ca_file.as_deref(),
+            )?;
+            http::serve_tls(listener, source, app, stop(stop_rx)).await
+        }
+    };
     engine.shutdown().await;
     tracing::info!("stopped");
     served.map_err(|e| format!("server error: {e}"))

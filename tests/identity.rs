@@ -388,23 +388,6 @@ async fn verify_returns_a_biscuit_that_verifies_with_the_public_key_alone() {
     assert_eq!(again["key"], reply["key"]);
 }
 
-/// Reads the QR code of a base64 PNG and returns the text it encodes.
-fn read_qr(base64_png: &str) -> String {
-    let png_bytes = base64::engine::general_purpose::STANDARD
-        .decode(base64_png)
-        .unwrap();
-    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
-    let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Grayscale);
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
-    let grids = image.detect_grids();
-    assert_eq!(grids.len(), 1, "exactly one QR code");
-    grids[0].decode().unwrap().1
-}
-
 #[tokio::test]
 async fn two_factor_enrolment_by_qr_and_single_use_login_codes() {
     let dir = tempfile::tempdir().unwrap();

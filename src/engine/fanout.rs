@@ -71,6 +71,17 @@ impl Fanout {
         self.inner.lock().expect("fanout lock").published
     }
 
+    /// Open subscriptions, and tenants with at least one (scraped by `/metrics`).
+    pub fn subscribers(&self) -> (u64, u64) {
+        let feeds = self.inner.lock().expect("fanout lock");
+        feeds
+            .by_tenant
+            .values()
+            .map(|feed| feed.newest.receiver_count() as u64)
+            .filter(|n| *n > 0)
+            .fold((0, 0), |(subs, tenants), n| (subs + n, tenants + 1))
+    }
+
     /// The feed of `tenant`, created if needed.
     pub fn feed(&self, tenant: &str) -> Arc<TenantFeed> {
         let mut feeds = self.inner.lock().expect("fanout lock");

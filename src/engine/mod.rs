@@ -11,6 +11,7 @@
 
 pub mod credentials;
 pub mod fanout;
+pub mod metrics;
 pub mod sse_frame;
 pub mod subscription;
 mod writer;
@@ -127,6 +128,7 @@ struct Inner {
     published: RwLock<State>,
     fanout: Fanout,
     credentials: credentials::CredentialWatch,
+    metrics: metrics::EngineMetrics,
     log: LogReader,
     // A watch, not a broadcast: every subscriber only needs to learn "stop now".
     shutdown: watch::Sender<bool>,
@@ -166,6 +168,7 @@ impl Engine {
             published: RwLock::new(state.clone()),
             fanout: Fanout::new(cursor, options.recent_per_tenant),
             credentials: Default::default(),
+            metrics: Default::default(),
             log: recovered.reader,
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
@@ -275,6 +278,16 @@ impl Engine {
 
     pub(crate) fn fanout(&self) -> &Fanout {
         &self.inner.fanout
+    }
+
+    /// The writer's measurements.
+    pub fn metrics(&self) -> &metrics::EngineMetrics {
+        &self.inner.metrics
+    }
+
+    /// Open SSE subscriptions, and tenants with at least one.
+    pub fn subscribers(&self) -> (u64, u64) {
+        self.inner.fanout.subscribers()
     }
 
     pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {

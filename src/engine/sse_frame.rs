@@ -27,6 +27,15 @@ pub fn reset(reason: &str, cursor: Cursor) -> Bytes {
     Bytes::from(format!("event: broker.reset\ndata: {data}\n\n"))
 }
 
+/// The last frame of a stream when the server stops: `id:` is the subscriber's cursor, so an
+/// EventSource that reconnects (here or to another node) resumes exactly where it was.
+pub fn shutdown(cursor: Cursor) -> Bytes {
+    let data = serde_json::json!({ "reason": "server shutting down; reconnect", "cursor": cursor });
+    Bytes::from(format!(
+        "id: {cursor}\nevent: broker.shutdown\ndata: {data}\n\n"
+    ))
+}
+
 /// A comment line that keeps proxies from closing an idle stream.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 

@@ -37,6 +37,8 @@ pub struct Subscription {
     first: Option<Bytes>,
     /// Changes when the owner's credentials are invalidated: the stream then ends.
     credentials: Option<watch::Receiver<Cursor>>,
+    /// The final frame was sent.
+    ended: bool,
 }
 
 impl Subscription {
@@ -97,6 +99,7 @@ impl Subscription {
             cursor,
             first: (!first.is_empty()).then(|| first.freeze()),
             credentials,
+            ended: false,
         }
     }
 
@@ -106,17 +109,24 @@ impl Subscription {
     }
 
     /// The next bytes to send: frames, or a keep-alive comment after `keep_alive` of
-    /// silence. `None` when the stream must end (server shutting down).
+    /// silence. `None` when the stream must end: the owner's credentials were invalidated,
+    /// or the server is shutting down (then after one final `broker.shutdown` frame).
     pub async fn next(&mut self, keep_alive: Duration) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         if let Some(first) = self.first.take() {
             return Some(first);
         }
         loop {
-            if *self.shutdown.borrow()
-                || self
-                    .credentials
-                    .as_ref()
-                    .is_some_and(|c| c.has_changed().unwrap_or(true))
+            if *self.shutdown.borrow() {
+                self.ended = true;
+                return Some(sse_frame::shutdown(self.cursor));
+            }
+            if self
+                .credentials
+                .as_ref()
+                .is_some_and(|c| c.has_changed().unwrap_or(true))
             {
                 return None;
             }
@@ -143,7 +153,7 @@ impl Subscription {
             };
             tokio::select! {
                 changed = self.newest.changed() => if changed.is_err() { return None },
-                _ = self.shutdown.changed() => return None,
+                _ = self.shutdown.changed() => continue,
                 _ = invalidated => return None,
                 _ = tokio::time::sleep(keep_alive) => return Some(Bytes::from_static(sse_frame::KEEP_ALIVE)),
             }

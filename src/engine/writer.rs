@@ -149,7 +149,16 @@ impl Writer {
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
             FsyncPolicy::Never => false,
         };
-        if let Err(e) = self.log.flush(sync_now) {
+        let started = Instant::now();
+        let flushed = self.log.flush(sync_now);
+        let metrics = self.engine.metrics();
+        if sync_now && flushed.is_ok() {
+            metrics
+                .fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if let Err(e) = flushed {
+            metrics.write_failures.inc();
             tracing::error!(error = %e, records = accepted.len(), "writing a batch to the log failed; the batch is refused");
             self.decision = self.engine.published().read().expect("published").clone();
             for (reply, _) in accepted {
@@ -157,6 +166,15 @@ impl Writer {
             }
             return;
         }
+        let records = accepted.iter().map(|(_, r)| r.len()).sum::<usize>();
+        let inserts = accepted
+            .iter()
+            .flat_map(|(_, r)| r)
+            .filter(|r| r.tenant().is_some())
+            .count();
+        metrics.batch_records.observe(records as f64);
+        metrics.records.inc_by(records as u64);
+        metrics.inserts.inc_by(inserts as u64);
         if sync_now {
             self.dirty = false;
             self.last_sync = Instant::now();

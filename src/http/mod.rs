@@ -7,9 +7,11 @@ mod codes;
 pub mod error;
 mod events;
 mod health;
+pub mod metrics;
 mod session;
 mod sse;
 mod throttle;
+pub mod tls;
 mod users;
 mod verify;
 
@@ -48,6 +50,8 @@ pub struct AppInner {
     /// Root key of the biscuits `/verify` hands out.
     pub biscuit: biscuit_auth::KeyPair,
     throttle: throttle::Throttles,
+    /// Counters and gauges of `/metrics`.
+    pub metrics: Arc<metrics::HttpMetrics>,
 }
 
 impl Deref for App {
@@ -68,6 +72,7 @@ impl App {
         App(Arc::new(AppInner {
             hashing: Semaphore::new(config.hash_concurrency),
             throttle: throttle::Throttles::new(&config),
+            metrics: metrics::HttpMetrics::new(&engine),
             biscuit,
             engine,
             config,
@@ -93,11 +98,22 @@ pub fn router(app: App) -> impl Endpoint {
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let observed = Arc::clone(&app.metrics);
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/metrics", poem::get(metrics::metrics))
         .with(cors)
+        .data(app)
+        .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
+        .around(move |ep, req| metrics::observe(ep, req, Arc::clone(&observed)))
+}
+
+/// The `--metrics_addr` listener's routes: `/metrics` only, no token.
+pub fn metrics_router(app: App) -> impl Endpoint {
+    Route::new()
+        .at("/metrics", poem::get(metrics::open_metrics))
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
 }
@@ -133,13 +149,35 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// Serves on `listener` until `stop` resolves, then drains requests (bounded) and returns.
+/// Serves plain HTTP on `listener` until `stop` resolves, then drains requests (bounded).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?)
-        .run_with_graceful_shutdown(router(app), stop, Some(Duration::from_secs(10)))
+    serve_with(TcpAcceptor::from_tokio(listener)?, router(app), stop).await
+}
+
+/// Serves HTTPS on `listener` with certificates from `source`.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    source: tls::CertSource,
+    app: App,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_with(tls::TlsAcceptor::new(listener, source)?, router(app), stop).await
+}
+
+/// How long in-flight requests may run on after a shutdown signal.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves `endpoint` on `acceptor` until `stop`, then drains requests for at most [`DRAIN`].
+pub async fn serve_with(
+    acceptor: impl poem::listener::Acceptor + 'static,
+    endpoint: impl Endpoint + 'static,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(endpoint, stop, Some(DRAIN))
         .await
 }

@@ -41,15 +41,18 @@ impl App {
         let (users, addresses) = &mut *guard;
         let by_user = username.map_or(Ok(()), |u| users.check(u, now));
         let by_address = addresses.check(address, now);
-        match (by_user, by_address) {
-            (Ok(()), Ok(())) => Ok(()),
+        let verdict = match (by_user, by_address) {
+            (Ok(()), Ok(())) => return Ok(()),
             (Err(a), Err(b)) => Err(ApiError::too_many(a.max(b))),
             (Err(wait), _) | (_, Err(wait)) => Err(ApiError::too_many(wait)),
-        }
+        };
+        self.metrics.rate_limited.inc();
+        verdict
     }
 
     /// Counts a failure against `username` and `address`.
     pub(super) fn throttle_fail(&self, username: Option<&str>, address: &str) {
+        self.metrics.auth_failures.inc();
         let now = self.clock.now_ms();
         let mut guard = self.throttle.0.lock().expect("throttle lock");
         let (users, addresses) = &mut *guard;

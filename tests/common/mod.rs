@@ -64,6 +64,13 @@ impl Server {
             } else {
                 &["--port", "0"][..]
             })
+            // Test traffic stays on this machine: no NTP to public pools unless a test
+            // points it at its own responder.
+            .args(if extra.contains(&"--ntp_servers") {
+                &[][..]
+            } else {
+                &["--ntp", "false"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -117,6 +124,17 @@ impl Server {
     /// Everything the server printed to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts a server with extra environment variables.
+    pub fn start_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::try_start_env(db, extra, env)
+            .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -341,6 +359,36 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Reads the QR code of a base64 PNG and returns the text it encodes.
+pub fn read_qr(base64_png: &str) -> String {
+    use base64::Engine as _;
+    let png_bytes = base64::engine::general_purpose::STANDARD
+        .decode(base64_png)
+        .unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "exactly one QR code");
+    grids[0].decode().unwrap().1
+}
+
+/// Waits (bounded) until the server's stderr contains `needle`.
+pub async fn wait_for_log(s: &Server, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if s.stderr().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,236 @@
+//! `/metrics` in the Prometheus text format, and the per-request log line and counters.
+//!
+//! Gauges that describe state (subscribers, log size, users) are read at scrape time;
+//! counters and histograms are atomics bumped where things happen.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{Endpoint, IntoResponse, Request, Response, handler};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use subtle::ConstantTimeEq;
+
+use super::App;
+use super::error::ApiError;
+use crate::engine::Engine;
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+/// Everything `/metrics` shows.
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    /// Failed logins, password resets and admin tokens.
+    pub auth_failures: Counter,
+    /// Requests answered 429.
+    pub rate_limited: Counter,
+    subscribers: Gauge,
+    tenants_streaming: Gauge,
+    log_bytes: Gauge,
+    log_segments: Gauge,
+    cursor: Gauge,
+    users: Gauge,
+}
+
+impl HttpMetrics {
+    /// Registers our metrics and the engine's.
+    pub fn new(engine: &Engine) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("broker");
+        let m = HttpMetrics {
+            requests: Family::default(),
+            auth_failures: Counter::default(),
+            rate_limited: Counter::default(),
+            subscribers: Gauge::default(),
+            tenants_streaming: Gauge::default(),
+            log_bytes: Gauge::default(),
+            log_segments: Gauge::default(),
+            cursor: Gauge::default(),
+            users: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "failed logins, password resets and admin tokens",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "requests refused with 429",
+            m.rate_limited.clone(),
+        );
+        registry.register("sse_subscribers", "open SSE streams", m.subscribers.clone());
+        registry.register(
+            "sse_tenants",
+            "tenants with at least one open SSE stream",
+            m.tenants_streaming.clone(),
+        );
+        registry.register(
+            "log_bytes",
+            "bytes in the log's segment files",
+            m.log_bytes.clone(),
+        );
+        registry.register(
+            "log_segments",
+            "segment files in the log",
+            m.log_segments.clone(),
+        );
+        registry.register("log_cursor", "the newest durable cursor", m.cursor.clone());
+        registry.register("users", "users in the projection", m.users.clone());
+        let e = engine.metrics();
+        registry.register(
+            "fsync_seconds",
+            "seconds per log fdatasync",
+            e.fsync_seconds.clone(),
+        );
+        registry.register(
+            "commit_batch_records",
+            "records per group-commit batch",
+            e.batch_records.clone(),
+        );
+        registry.register(
+            "log_records",
+            "records written to the log",
+            e.records.clone(),
+        );
+        registry.register("inserts", "events inserted", e.inserts.clone());
+        registry.register(
+            "log_write_failures",
+            "batches refused because the log could not write",
+            e.write_failures.clone(),
+        );
+        Arc::new(HttpMetrics { registry, ..m })
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+    }
+
+    /// The text exposition, with state gauges read now.
+    pub fn render(&self, engine: &Engine) -> String {
+        let (subscribers, tenants) = engine.subscribers();
+        self.subscribers.set(subscribers as i64);
+        self.tenants_streaming.set(tenants as i64);
+        let segments = engine.log().segments();
+        let bytes: u64 = segments
+            .iter()
+            .filter_map(|s| std::fs::metadata(&s.path).ok())
+            .map(|m| m.len())
+            .sum();
+        self.log_bytes.set(bytes as i64);
+        self.log_segments.set(segments.len() as i64);
+        self.cursor.set(engine.cursor() as i64);
+        self.users.set(engine.read(|s| s.users.len()) as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The route label: our fixed paths, everything else `other` (bounded label values).
+pub fn route_label(path: &str) -> &'static str {
+    const ROUTES: [&str; 17] = [
+        "/",
+        "/create_user",
+        "/login",
+        "/insert",
+        "/sse",
+        "/verify",
+        "/list_users",
+        "/get_user",
+        "/update_user",
+        "/revoke_user",
+        "/unrevoke_user",
+        "/create_qr",
+        "/create_totp",
+        "/password_reset",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+    ];
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or(if path.starts_with("/docs") {
+            "/docs"
+        } else {
+            "other"
+        })
+}
+
+/// Logs one line per request (debug; warn for errors) and counts it. Only the path is
+/// logged: query strings and headers may carry credentials.
+pub async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    counters: Arc<HttpMetrics>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = route_label(req.uri().path());
+    let response = ep.get_response(req).await;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    counters.request(route, status);
+    if status >= 400 {
+        tracing::warn!(%method, route, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, route, status, micros, "request");
+    }
+    Ok(response)
+}
+
+/// `GET /metrics` on the main listener: needs `Authorization: Bearer <--metrics_token>`.
+#[handler]
+pub async fn metrics(app: Data<&App>, req: &Request) -> Response {
+    let Some(expected) = app.config.metrics_token.as_deref() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics are served with --metrics_token, or on --metrics_addr",
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return ApiError::unauthorized("metrics need Authorization: Bearer <--metrics_token>")
+            .into_response();
+    }
+    exposition(&app)
+}
+
+/// `GET /metrics` on the separate `--metrics_addr` listener.
+#[handler]
+pub async fn open_metrics(app: Data<&App>) -> Response {
+    exposition(&app)
+}
+
+fn exposition(app: &App) -> Response {
+    Response::builder()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(app.metrics.render(&app.engine))
+}

@@ -1,0 +1,299 @@
+//! TLS: one acceptor for both ways of getting a certificate.
+//!
+//! Each TCP connection is handshaken in its own task (bounded by a timeout, so a silent
+//! client cannot hold the accept loop): the ClientHello is read first, an ACME TLS-ALPN-01
+//! validation gets the challenge certificate, everyone else gets the served certificate —
+//! from files (reloaded when they change or on SIGHUP) or from ACME (rustls-acme, which
+//! orders, caches under `--certs` and renews).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use poem::http::uri::Scheme;
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+
+/// How long a client may take to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often certificate files are checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// A certificate and key read from PEM files, swapped in place when the files change.
+pub struct FileCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    // std RwLock: read once per handshake, written only on reload.
+    current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
+}
+
+impl fmt::Debug for FileCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileCert")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn modified(paths: [&Path; 2]) -> Option<SystemTime> {
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Reads a PEM chain and a PEM key (PKCS#8, PKCS#1 RSA or SEC1 EC) into a certified key.
+pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("--cert_path {}: {e}", cert_path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--cert_path {}: no PEM certificate in it",
+            cert_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| format!("--key_path {}: {e}", key_path.display()))?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
+        format!(
+            "{} and {} do not make a usable certificate: {e}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })
+}
+
+impl FileCert {
+    /// Loads the files; an error names the file and the problem.
+    pub fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Arc<Self>, String> {
+        let key = load_certified_key(&cert_path, &key_path)?;
+        let stamp = modified([&cert_path, &key_path]);
+        Ok(Arc::new(FileCert {
+            cert_path,
+            key_path,
+            current: RwLock::new((Arc::new(key), stamp)),
+        }))
+    }
+
+    /// Re-reads the files if they changed (or always, with `force`). A broken new pair is
+    /// reported and the served certificate kept.
+    pub fn reload(&self, force: bool) {
+        let stamp = modified([&self.cert_path, &self.key_path]);
+        if !force && stamp == self.current.read().expect("cert lock").1 {
+            return;
+        }
+        match load_certified_key(&self.cert_path, &self.key_path) {
+            Ok(key) => {
+                *self.current.write().expect("cert lock") = (Arc::new(key), stamp);
+                tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate not reloaded; still serving the previous one")
+            }
+        }
+    }
+
+    /// Watches the files (and SIGHUP) for the life of the process.
+    pub fn watch(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let forced = match hangup.as_mut() {
+                    Some(signal) => tokio::select! {
+                        _ = signal.recv() => true,
+                        _ = tokio::time::sleep(RELOAD_EVERY) => false,
+                    },
+                    None => {
+                        tokio::time::sleep(RELOAD_EVERY).await;
+                        false
+                    }
+                };
+                #[cfg(not(unix))]
+                let forced = {
+                    tokio::time::sleep(RELOAD_EVERY).await;
+                    false
+                };
+                me.reload(forced);
+            }
+        });
+    }
+}
+
+impl ResolvesServerCert for FileCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().expect("cert lock").0))
+    }
+}
+
+/// Where certificates come from.
+#[derive(Clone)]
+pub enum CertSource {
+    /// PEM files.
+    Files(Arc<FileCert>),
+    /// ACME: the certificate resolver and the TLS-ALPN-01 challenge configuration.
+    Acme {
+        /// Serves the obtained certificate.
+        resolver: Arc<dyn ResolvesServerCert>,
+        /// Answers validation handshakes.
+        challenge: Arc<ServerConfig>,
+    },
+}
+
+/// Starts ACME for `domains`: orders or loads a cached certificate, renews it, forever.
+pub fn acme(
+    domains: &[String],
+    directory: &str,
+    email: Option<&str>,
+    cache: &Path,
+    ca_file: Option<&Path>,
+) -> Result<CertSource, String> {
+    let mut config = rustls_acme::AcmeConfig::new(domains).directory(directory);
+    if let Some(email) = email {
+        config = config.contact_push(format!("mailto:{email}"));
+    }
+    if let Some(ca_file) = ca_file {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("--acme_ca_file {}: {e}", ca_file.display()))?
+        {
+            let cert = cert.map_err(|e| format!("--acme_ca_file {}: {e}", ca_file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--acme_ca_file {}: {e}", ca_file.display()))?;
+        }
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config = config.client_tls_config(Arc::new(client));
+    }
+    let mut state = config
+        .cache(rustls_acme::caches::DirCache::new(cache.to_owned()))
+        .state();
+    let resolver = state.resolver();
+    let challenge = state.challenge_rustls_config();
+    tokio::spawn(async move {
+        while let Some(event) = state.next().await {
+            match event {
+                Ok(ok) => tracing::info!(event = ?ok, "ACME"),
+                Err(err) => tracing::warn!(error = %err, "ACME"),
+            }
+        }
+    });
+    Ok(CertSource::Acme {
+        resolver,
+        challenge,
+    })
+}
+
+/// A poem acceptor yielding TLS streams handshaken by background tasks.
+pub struct TlsAcceptor {
+    incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsAcceptor {
+    /// Accepts on `listener`, serving certificates from `source`.
+    pub fn new(listener: TcpListener, source: CertSource) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let resolver: Arc<dyn ResolvesServerCert> = match &source {
+            CertSource::Files(files) => Arc::clone(files) as Arc<dyn ResolvesServerCert>,
+            CertSource::Acme { resolver, .. } => Arc::clone(resolver),
+        };
+        let mut served = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        served.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let served = Arc::new(served);
+        let challenge = match source {
+            CertSource::Acme { challenge, .. } => Some(challenge),
+            CertSource::Files(_) => None,
+        };
+        let (tx, incoming) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let (tx, served, challenge) = (tx.clone(), Arc::clone(&served), challenge.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, served, challenge))
+                        .await
+                    {
+                        Ok(Ok(Some(stream))) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsAcceptor { incoming, local })
+    }
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    served: Arc<ServerConfig>,
+    challenge: Option<Arc<ServerConfig>>,
+) -> io::Result<Option<TlsStream<TcpStream>>> {
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    if let Some(challenge) = challenge
+        && rustls_acme::is_tls_alpn_challenge(&start.client_hello())
+    {
+        let mut tls = start.into_stream(challenge).await?;
+        tokio::io::AsyncWriteExt::shutdown(&mut tls).await?;
+        return Ok(None);
+    }
+    start.into_stream(served).await.map(Some)
+}
+
+impl Acceptor for TlsAcceptor {
+    type Io = TlsStream<TcpStream>;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        vec![LocalAddr(self.local.into())]
+    }
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        match self.incoming.recv().await {
+            Some((io, peer)) => Ok((
+                io,
+                LocalAddr(self.local.into()),
+                RemoteAddr(peer.into()),
+                Scheme::HTTPS,
+            )),
+            None => Err(io::Error::other("the TLS accept loop stopped")),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Keeping the clock right: a background task learns the offset of local time from SNTP
+//! servers and stores it in the [`Clock`]. Requests only ever read the offset; they never
+//! wait on the network. Unreachable servers leave the offset as it was (0 at start) and are
+//! reported once, not on every attempt.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sntpc::{NtpContext, StdTimestampGen};
+use sntpc_net_tokio::UdpSocketWrapper;
+use tokio::net::UdpSocket;
+
+use crate::auth::Clock;
+
+/// How long one server may take to answer.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Queries `servers` now and then every `every`, until the process ends.
+pub fn spawn(clock: Clock, servers: Vec<String>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            match sync_once(&servers).await {
+                Ok((server, offset_ms)) => {
+                    clock.set_offset_ms(offset_ms);
+                    tracing::info!(%server, offset_ms, "clock synchronised with NTP");
+                    warned = false;
+                }
+                Err(why) if !warned => {
+                    tracing::warn!(reason = %why, "no NTP server answered; keeping the current clock offset");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// The offset, in milliseconds, reported by the first server that answers.
+pub async fn sync_once(servers: &[String]) -> Result<(String, i64), String> {
+    let mut failures = Vec::new();
+    for server in servers {
+        match tokio::time::timeout(QUERY_TIMEOUT * 2, query(server)).await {
+            Ok(Ok(offset_ms)) => return Ok((server.clone(), offset_ms)),
+            Ok(Err(e)) => failures.push(format!("{server}: {e}")),
+            Err(_) => failures.push(format!("{server}: timed out")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// `host`, `host:port`, `ip` or `ip:port`, with port 123 when none is given.
+fn target(server: &str) -> String {
+    if server.parse::<SocketAddr>().is_ok() {
+        return server.to_owned();
+    }
+    if let Ok(ip) = server.parse::<std::net::IpAddr>() {
+        return SocketAddr::new(ip, 123).to_string();
+    }
+    if server
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        return server.to_owned();
+    }
+    format!("{server}:123")
+}
+
+async fn query(server: &str) -> Result<i64, String> {
+    let addr = tokio::net::lookup_host(target(server))
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("literal address");
+    let socket = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
+    // A connected socket turns "port unreachable" into an immediate error instead of a wait.
+    socket.connect(addr).await.map_err(|e| e.to_string())?;
+    let socket = UdpSocketWrapper::from(socket);
+    let context = NtpContext::new(StdTimestampGen::default());
+    let result = tokio::time::timeout(QUERY_TIMEOUT, sntpc::get_time(addr, &socket, context))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(result.offset() / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn targets() {
+        assert_eq!(super::target("pool.ntp.org"), "pool.ntp.org:123");
+        assert_eq!(super::target("127.0.0.1:9123"), "127.0.0.1:9123");
+        assert_eq!(super::target("127.0.0.1"), "127.0.0.1:123");
+        assert_eq!(super::target("::1"), "[::1]:123");
+        assert_eq!(super::target("time.example:5000"), "time.example:5000");
+    }
+}

@@ -1,0 +1,495 @@
+//! Operations against the real binary: SIGTERM loses nothing and leaves a clean log, SSE
+//! streams get a final frame, HTTPS with a given certificate (curl as the client) and its
+//! reload, the clock following a skewed SNTP server, `/metrics` parsed as Prometheus text,
+//! JSON logs without secrets.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_inserts_loses_nothing_and_leaves_a_clean_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "w", "pw", "t").await;
+    let jwt = login(&c, &s, "w", "pw").await;
+    let mut stream = Sse::open(&s, &jwt, None).await;
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut writers = Vec::new();
+    for n in 0..8 {
+        let (c, url, jwt, acked) = (client(), s.url("/insert"), jwt.clone(), Arc::clone(&acked));
+        writers.push(tokio::spawn(async move {
+            for i in 0..100_000 {
+                let tag = format!("{n}-{i}");
+                let body = json!({"event": "e", "data": tag}).to_string();
+                let (status, reply) =
+                    post_raw(&c, url.clone(), body, Some(&format!("Bearer {jwt}"))).await;
+                if status != 200 {
+                    return;
+                }
+                acked
+                    .lock()
+                    .unwrap()
+                    .insert(reply["cursor"].as_u64().unwrap(), tag);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        s.terminate(),
+        Some(0),
+        "exit code after SIGTERM:\n{}",
+        s.stderr()
+    );
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    // The stream ended with a frame that says so and carries a resume cursor.
+    let mut last = None;
+    while let Some(frame) = stream.next_frame(Duration::from_secs(5)).await {
+        last = Some(frame);
+    }
+    let last = last.expect("frames before the end");
+    assert_eq!(last.event.as_deref(), Some("broker.shutdown"), "{last:?}");
+    assert!(last.id.is_some());
+
+    // Clean: verify finds nothing, and the next start cuts no tail.
+    let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let s = Server::start(dir.path(), &[]);
+    assert!(!s.stderr().contains("torn tail"), "{}", s.stderr());
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 10,
+        "only {} inserts before SIGTERM",
+        acked.len()
+    );
+    let jwt = login(&c, &s, "w", "pw").await;
+    let mut sse = Sse::open(&s, &jwt, Some("0")).await;
+    let newest = *acked.keys().last().unwrap();
+    let mut present = BTreeMap::new();
+    while present.keys().last().is_none_or(|c| *c < newest) {
+        let f = sse
+            .next_event(WAIT)
+            .await
+            .expect("every acknowledged insert");
+        present.insert(f.cursor(), f.json().as_str().unwrap().to_owned());
+    }
+    for (cursor, tag) in &acked {
+        assert_eq!(
+            present.get(cursor),
+            Some(tag),
+            "acknowledged cursor {cursor} lost"
+        );
+    }
+}
+
+/// A CA and a leaf certificate for `localhost` signed by it, written as PEM files.
+fn make_cert(dir: &Path, name: &str) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("test CA {name}"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}-chain.pem")),
+        leaf.pem() + &ca.pem(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{name}-key.pem")),
+        leaf_key.serialize_pem(),
+    )
+    .unwrap();
+    dir.join(format!("{name}-ca.pem"))
+}
+
+/// `curl` over HTTPS to `localhost:<port>` trusting only `ca`; returns (exit code, body).
+fn curl(port: u16, path: &str, ca: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(extra)
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("curl must be installed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn https_with_a_given_certificate_and_its_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let ca1 = make_cert(certs.path(), "one");
+    let ca2 = make_cert(certs.path(), "two");
+    let (chain, key) = (certs.path().join("chain.pem"), certs.path().join("key.pem"));
+    std::fs::copy(certs.path().join("one-chain.pem"), &chain).unwrap();
+    std::fs::copy(certs.path().join("one-key.pem"), &key).unwrap();
+
+    let secure = |chain: &Path, key: &Path| {
+        vec![
+            "--secure".to_owned(),
+            "true".to_owned(),
+            "--auto_cert".to_owned(),
+            "false".to_owned(),
+            "--cert_path".to_owned(),
+            chain.display().to_string(),
+            "--key_path".to_owned(),
+            key.display().to_string(),
+            "--jwt_secret".to_owned(),
+            "a-long-test-secret".to_owned(),
+            "--admin_token".to_owned(),
+            "test-admin".to_owned(),
+        ]
+    };
+    // A missing key is a clear error at start.
+    let missing = secure(&chain, &certs.path().join("nope.pem"));
+    let err = Server::try_start(
+        dir.path(),
+        &missing.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .err()
+    .expect("must refuse");
+    assert!(
+        err.contains("--key_path") && err.contains("nope.pem"),
+        "{err}"
+    );
+
+    let flags = secure(&chain, &key);
+    let s = Server::start(
+        dir.path(),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (code, body) = curl(port, "/", &ca1, &[]);
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    let (code, body) = curl(
+        port,
+        "/create_user",
+        &ca1,
+        &[
+            "-d",
+            r#"{"username":"tls","password":"pw","admin_token":"test-admin","tenant_name":"t"}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("\"id\""), "{body}");
+    let (code, _) = curl(port, "/", &ca2, &[]);
+    assert_ne!(
+        code, 0,
+        "a client trusting only the second CA must refuse the first certificate"
+    );
+
+    // Replace the files and send SIGHUP: the second certificate is served, without a restart.
+    std::fs::copy(certs.path().join("two-chain.pem"), &chain).unwrap();
+    std::fs::copy(certs.path().join("two-key.pem"), &key).unwrap();
+    let pid = s.pid().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let mut switched = false;
+    for _ in 0..100 {
+        if curl(port, "/", &ca2, &[]).0 == 0 {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        switched,
+        "the new certificate was not picked up:\n{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("TLS certificate reloaded"));
+}
+
+/// A minimal SNTP server on a loopback UDP port that reports local time + `skew_s`.
+async fn skewed_sntp_server(skew_s: u64) -> std::net::SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 128];
+        // Bounded: enough answers for any test, then the task ends.
+        for _ in 0..1000 {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            if n < 48 {
+                continue;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            let secs = (now.as_secs() + skew_s + 2_208_988_800) as u32;
+            let frac = ((now.subsec_nanos() as u64) << 32) / 1_000_000_000;
+            let mut stamp = [0u8; 8];
+            stamp[..4].copy_from_slice(&secs.to_be_bytes());
+            stamp[4..].copy_from_slice(&(frac as u32).to_be_bytes());
+            let mut reply = [0u8; 48];
+            reply[0] = 0x24; // LI 0, version 4, mode 4 (server)
+            reply[1] = 1; // stratum 1
+            reply[12..16].copy_from_slice(b"TEST");
+            reply[16..24].copy_from_slice(&stamp);
+            reply[24..32].copy_from_slice(&buf[40..48]); // origin = the client's transmit time
+            reply[32..40].copy_from_slice(&stamp);
+            reply[40..48].copy_from_slice(&stamp);
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_clock_follows_a_skewed_sntp_server() {
+    let day = 86_400;
+    let ntp = skewed_sntp_server(day).await.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--ntp_servers", &ntp]);
+    assert!(
+        wait_for_log(&s, "clock synchronised", Duration::from_secs(10)).await,
+        "{}",
+        s.stderr()
+    );
+    let c = client();
+    let body = json!({"username": "tick", "password": "pw", "admin_token": ADMIN, "tenant_name": "t", "two_factor": true});
+    assert_eq!(post(&c, s.url("/create_user"), body).await.0, 200);
+    let (_, qr) = post(
+        &c,
+        s.url("/create_qr"),
+        json!({"username": "tick", "issuer": "T", "admin_token": ADMIN}),
+    )
+    .await;
+    let app = totp_rs::Totp::from_url(read_qr(qr["qr"].as_str().unwrap())).unwrap();
+    let local_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let login = |code: String| json!({"username": "tick", "password": "pw", "totp": code});
+    let (status, _) = post(
+        &c,
+        s.url("/login"),
+        login(app.generate(local_now).to_string()),
+    )
+    .await;
+    assert_eq!(status, 401, "a code of the local time is refused");
+    let (status, reply) = post(
+        &c,
+        s.url("/login"),
+        login(app.generate(local_now + day).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    use base64::Engine as _;
+    let payload = reply["jwt"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let iat = claims["iat"].as_u64().unwrap();
+    assert!(
+        iat.abs_diff(local_now + day) <= 5,
+        "iat {iat} does not follow the skewed clock"
+    );
+    assert_eq!(claims["exp"].as_u64().unwrap(), iat + 86_400);
+}
+
+#[tokio::test]
+async fn unreachable_ntp_servers_warn_once_and_do_not_block_requests() {
+    // A loopback port with nothing behind it: ICMP port-unreachable, at once.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--ntp_servers", &closed, "--ntp_interval_secs", "16"],
+    );
+    assert!(
+        wait_for_log(&s, "no NTP server answered", Duration::from_secs(10)).await,
+        "{}",
+        s.stderr()
+    );
+    let c = client();
+    assert_eq!(create_user(&c, &s, "u", "pw", "t").await, 200);
+    login(&c, &s, "u", "pw").await;
+    assert_eq!(s.stderr().matches("no NTP server answered").count(), 1);
+}
+
+/// Parses a Prometheus text exposition into (metric name with labels) → value.
+fn scrape(text: &str) -> BTreeMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(h) => {
+                    h.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                prometheus_parse::Value::Summary(_) => f64::NAN,
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_are_protected_parse_as_prometheus_text_and_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--metrics_token",
+            "scrape-me",
+            "--metrics_addr",
+            &metrics_addr,
+        ],
+    );
+    let c = client();
+    let resp = c.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let get = |auth: bool| {
+        let mut req = c.get(s.url("/metrics"));
+        if auth {
+            req = req.bearer_auth("scrape-me");
+        }
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let before = scrape(&get(true).await);
+    create_user(&c, &s, "m", "pw", "t").await;
+    let jwt = login(&c, &s, "m", "pw").await;
+    let _stream = Sse::open(&s, &jwt, None).await;
+    for i in 0..3 {
+        insert(&c, &s, &jwt, "x", json!(i)).await;
+    }
+    post(
+        &c,
+        s.url("/login"),
+        json!({"username": "m", "password": "wrong"}),
+    )
+    .await;
+    let after = scrape(&get(true).await);
+    let v = |m: &BTreeMap<String, f64>, k: &str| {
+        *m.get(k).unwrap_or_else(|| panic!("{k} missing from {m:?}"))
+    };
+    assert_eq!(
+        v(&after, "broker_inserts_total{}") - v(&before, "broker_inserts_total{}"),
+        3.0
+    );
+    assert_eq!(
+        v(
+            &after,
+            "broker_http_requests_total{route=/insert,status=200}"
+        ),
+        3.0
+    );
+    assert_eq!(v(&after, "broker_auth_failures_total{}"), 1.0);
+    assert_eq!(v(&after, "broker_sse_subscribers{}"), 1.0);
+    assert_eq!(v(&after, "broker_users{}"), 1.0);
+    assert!(v(&after, "broker_log_cursor{}") >= 4.0);
+    assert!(v(&after, "broker_log_bytes{}") > 0.0);
+    assert_eq!(v(&after, "broker_log_segments{}"), 1.0);
+    assert!(
+        after.keys().any(|k| k.starts_with("broker_fsync_seconds")),
+        "no fsync histogram"
+    );
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("broker_commit_batch_records")),
+        "no batch histogram"
+    );
+    // The separate listener serves the same without a token.
+    let open = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    assert!(scrape(&open.text().await.unwrap()).contains_key("broker_inserts_total{}"));
+}
+
+#[tokio::test]
+async fn json_logs_carry_requests_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_env(
+        dir.path(),
+        &["--log_format", "json"],
+        &[("RUST_LOG", "debug,hyper=info,poem=info")],
+    );
+    let c = client();
+    create_user(&c, &s, "logged", "hunter2-secret", "t").await;
+    let jwt = login(&c, &s, "logged", "hunter2-secret").await;
+    post(
+        &c,
+        s.url("/login"),
+        json!({"username": "logged", "password": "wrong-secret-pw"}),
+    )
+    .await;
+    insert(&c, &s, &jwt, "e", json!(1)).await;
+    assert_eq!(s.terminate(), Some(0));
+    let logs = s.stderr();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["route"] == "/insert" && l["fields"]["status"] == 200),
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN" && l["fields"]["status"] == 401),
+        "{logs}"
+    );
+    for secret in [
+        "hunter2-secret",
+        "wrong-secret-pw",
+        "$argon2",
+        jwt.as_str(),
+        "letmein",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the log: {secret}");
+    }
+}
