@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test Broker has, on a fresh machine too: installs what the tests need when it is
-# missing (Node.js + npm for the real EventSource client, the npm packages, rustfmt, clippy),
-# then checks formatting and lints and runs the whole suite.
+# missing (Node.js + npm for the real EventSource client and its npm packages, pebble for
+# ACME, curl, rustfmt, clippy), then checks formatting and lints and runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,10 +15,19 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   say "installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  say "installing Node.js and npm (Debian packages)"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm; \
-  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm; fi
+# Debian packages the tests drive: Node.js + npm (EventSource client), pebble (ACME test
+# server), curl (the TLS client).
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (Debian packages)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}"
 fi
 if [ ! -d tests/js/node_modules/eventsource ]; then
   say "installing the npm SSE clients the tests drive (tests/js)"
@@ -31,8 +40,9 @@ cargo fmt --all -- --check
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
-# The npm-client tests must not skip themselves here.
+# The npm-client and ACME tests must not skip themselves here.
 export BROKER_REQUIRE_JS=1
+export BROKER_REQUIRE_PEBBLE=1
 say "test suite"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --all-targets --no-fail-fast
