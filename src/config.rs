@@ -43,6 +43,63 @@ pub enum LogCommand {
         #[arg(long, env = "BROKER_DB", default_value = "db")]
         db: PathBuf,
     },
+    /// Print records as JSON lines (secrets masked).
+    Dump {
+        /// The data directory (the server's --db).
+        #[arg(long, env = "BROKER_DB", default_value = "db")]
+        db: PathBuf,
+        /// First cursor to print.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last cursor to print.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events of this tenant (and user records of users in it).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this record kind (user_created, user_updated, user_revoked, user_unrevoked,
+        /// password_changed, event_inserted, login_code_used, password_reset).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Rebuild the projections from the log and print a summary.
+    Replay {
+        /// The data directory (the server's --db).
+        #[arg(long, env = "BROKER_DB", default_value = "db")]
+        db: PathBuf,
+        /// Stop after this cursor.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Compare with the newest checkpoint and report any difference (exit 1).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Shrink closed segments: keep users and the latest event per (tenant, name) below the
+    /// retain point, everything from it on. Offline, or through a running server with --url.
+    Compact {
+        /// The data directory (the server's --db), for offline compaction.
+        #[arg(long, env = "BROKER_DB", default_value = "db")]
+        db: PathBuf,
+        /// Keep everything younger than this age (7d, 12h, 30m) or from this cursor on.
+        #[arg(long)]
+        retain: String,
+        /// A running server to compact (its POST /compact), instead of the files.
+        #[arg(long)]
+        url: Option<String>,
+        /// The running server's admin token (with --url).
+        #[arg(
+            long = "admin_token",
+            env = "BROKER_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
+    },
+    /// Upgrade a log written by an older format version, in place, after a backup.
+    Migrate {
+        /// The data directory (the server's --db).
+        #[arg(long, env = "BROKER_DB", default_value = "db")]
+        db: PathBuf,
+    },
 }
 
 /// The server's flags: 15.x names and defaults, plus new ones with sensible defaults.
@@ -178,6 +235,12 @@ pub struct ServeFlags {
     /// Serve `/metrics` on this separate address (plain HTTP, e.g. 127.0.0.1:9090).
     #[arg(long, env = "BROKER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Store a checkpoint of the projections (in <db>/checkpoints) after this many records…
+    #[arg(long, env = "BROKER_CHECKPOINT_RECORDS", default_value_t = 100_000)]
+    pub checkpoint_records: u64,
+    /// …or after this many seconds with new records.
+    #[arg(long, env = "BROKER_CHECKPOINT_SECS", default_value_t = 300)]
+    pub checkpoint_secs: u64,
 }
 
 /// How the server speaks TLS.
@@ -265,6 +328,10 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// A separate listener for `/metrics`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Checkpoint after this many records.
+    pub checkpoint_records: u64,
+    /// Checkpoint after this much time.
+    pub checkpoint_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -293,6 +360,9 @@ impl Config {
             fsync: self.fsync,
             segment_bytes: self.segment_bytes,
             recent_per_tenant: self.sse_buffer,
+            checkpoints: Some(self.db.join("checkpoints")),
+            checkpoint_records: self.checkpoint_records,
+            checkpoint_interval: self.checkpoint_interval,
         }
     }
 
@@ -430,6 +500,8 @@ impl ServeFlags {
             log_json: self.log_format == "json",
             metrics_token: self.metrics_token,
             metrics_addr: self.metrics_addr,
+            checkpoint_records: self.checkpoint_records.max(1),
+            checkpoint_interval: Duration::from_secs(self.checkpoint_secs.max(1)),
         })
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use broker::auth::Clock;
-use broker::config::{Cli, Command, Config, LogCommand, Tls};
+use broker::config::{Cli, Command, Config, Tls};
 use broker::engine::Engine;
 use broker::http::{self, App};
 use clap::Parser;
@@ -14,9 +14,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for every TLS user (server, ACME client), chosen before any is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    // Colours only for a person at a terminal: journald, files and tests get plain text.
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
     if cli.serve.log_format == "json" {
         logs.json().init();
@@ -24,8 +27,8 @@ fn main() -> ExitCode {
         logs.init();
     }
     match cli.command {
-        Some(Command::Log(LogCommand::Verify { db })) => {
-            ExitCode::from(broker::tool::verify::run(&db) as u8)
+        Some(Command::Log(command)) => {
+            ExitCode::from(broker::tool::run(command).clamp(0, 255) as u8)
         }
         None => match cli.serve.validate() {
             Ok(config) => serve(config),
@@ -74,6 +77,7 @@ async fn run(config: Config) -> Result<(), String> {
     tracing::info!(
         records = report.records,
         cursor = report.cursor,
+        checkpoint = ?report.checkpoint,
         "log replayed"
     );
     let listener = tokio::net::TcpListener::bind(config.addr)

@@ -159,15 +159,17 @@ fn golden_segment_bytes_and_decoding() {
 
     // The header, checked byte by byte and through the library.
     assert_eq!(&golden[0..8], b"BRKRLOG\0");
-    assert_eq!(golden[8..12], 1u32.to_le_bytes(), "format version");
+    assert_eq!(golden[8..12], 2u32.to_le_bytes(), "format version");
     assert_eq!(golden[12..16], [0; 4], "flags");
     assert_eq!(golden[16..24], 1u64.to_le_bytes(), "first cursor");
+    assert_eq!(golden[24..32], [0; 8], "covers_upto");
+    assert_eq!(golden[32..40], [0; 8], "horizon");
     assert_eq!(
-        golden[24..28],
-        crc32c::crc32c(&golden[0..24]).to_le_bytes(),
+        golden[40..44],
+        crc32c::crc32c(&golden[0..40]).to_le_bytes(),
         "header crc"
     );
-    assert_eq!(golden[28..32], [0; 4], "reserved");
+    assert_eq!(golden[44..48], [0; 4], "reserved");
     let header = Header::decode(&golden).expect("header decodes");
     assert_eq!(header, Header::new(1));
     assert_eq!(header.version, segment::FORMAT_VERSION);
@@ -285,4 +287,23 @@ fn golden_segment_with_a_torn_last_frame_recovers_to_cursor_7() {
     assert_eq!(repair.removed, torn - last_frame_start);
     drop(recovered);
     assert_eq!(std::fs::metadata(&copy).unwrap().len(), last_frame_start);
+}
+
+#[test]
+fn a_migrated_fixture_equals_the_golden_segment() {
+    let fixture = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations/v1")
+            .join(GOLDEN_NAME),
+    )
+    .unwrap();
+    assert_eq!(Header::decode(&fixture).unwrap().version, 1);
+    let step = &broker::tool::migrate::steps::STEPS[0];
+    assert_eq!((step.from, step.to), (1, 2));
+    let migrated = (step.apply)(&fixture).expect("the v1 fixture migrates");
+    assert_eq!(
+        migrated,
+        std::fs::read(golden_path()).unwrap(),
+        "v1 fixture, migrated = the v2 golden segment"
+    );
 }

@@ -67,6 +67,7 @@ async fn a_torn_last_frame_is_cut_away_with_a_warning() {
     assert!(out.contains("torn tail"), "{out}");
 
     let s = Server::start(dir.path(), &[]);
+    assert!(wait_for_log(&s, "torn tail", std::time::Duration::from_secs(5)).await);
     let warning = s.stderr();
     assert!(
         warning.contains("torn tail") && warning.contains("WARN"),

@@ -9,6 +9,8 @@
 //! readers see only ever holds durable records. A failed write resets the first from the
 //! second, so nothing unwritten is ever visible or acknowledged.
 
+pub mod checkpoint;
+pub mod compaction;
 pub mod credentials;
 pub mod fanout;
 pub mod metrics;
@@ -66,13 +68,23 @@ pub struct EngineOptions {
     pub segment_bytes: u64,
     /// Recent events kept in memory per tenant for live subscribers.
     pub recent_per_tenant: usize,
+    /// Where checkpoints live (a fjall database); `None` replays the whole log at start.
+    pub checkpoints: Option<PathBuf>,
+    /// A checkpoint after this many records…
+    pub checkpoint_records: u64,
+    /// …or this much time with at least one record, whichever comes first.
+    pub checkpoint_interval: Duration,
 }
 
 /// What opening found.
 #[derive(Debug, Clone)]
 pub struct OpenReport {
-    /// Records replayed into the projections.
+    /// Records replayed into the projections (the tail after the checkpoint, if one was used).
     pub records: u64,
+    /// The cursor of the checkpoint the state started from, if one was used.
+    pub checkpoint: Option<Cursor>,
+    /// Why no checkpoint was used, when one existed but could not be.
+    pub checkpoint_ignored: Option<String>,
     /// The newest cursor.
     pub cursor: Cursor,
     /// Torn tails that recovery cut away.
@@ -98,6 +110,11 @@ pub enum EngineError {
     /// A record in the log does not decode although its frame is intact.
     #[error("record at cursor {0} does not decode: {1}")]
     BadRecord(Cursor, String),
+    /// Another process holds the log.
+    #[error(
+        "{0} is in use by another broker process: stop it first (a running server compacts through POST /compact, or `broker log compact --url`)"
+    )]
+    Locked(PathBuf),
 }
 
 /// The clock the writer stamps records with: milliseconds since the Unix epoch.
@@ -133,6 +150,25 @@ struct Inner {
     // A watch, not a broadcast: every subscriber only needs to learn "stop now".
     shutdown: watch::Sender<bool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the engine's life: one process per log.
+    _lock: std::fs::File,
+}
+
+/// Takes the log directory's lock file, so two processes never write one log.
+fn lock(dir: &std::path::Path) -> Result<std::fs::File, EngineError> {
+    std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(LogError::io(&path, e).into()),
+    }
 }
 
 impl Engine {
@@ -140,26 +176,75 @@ impl Engine {
     ///
     /// Blocking: call it before serving or from `spawn_blocking`.
     pub fn open(options: EngineOptions, clock: Clock) -> Result<(Engine, OpenReport), EngineError> {
-        let mut state = State::default();
-        let mut records = 0u64;
-        let mut bad: Option<(Cursor, String)> = None;
-        let recovered = log::open(
-            &options.dir,
-            Record::cursor_of,
-            options.segment_bytes,
-            |cursor, payload| match Record::decode(payload) {
-                Ok(record) => {
-                    evolve(&mut state, &record);
-                    records += 1;
+        let lock = lock(&options.dir)?;
+        let store = options.checkpoints.as_deref().and_then(|path| {
+            match checkpoint::Checkpoints::open(path) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(why) => {
+                    tracing::warn!(%why, "checkpoints unavailable; replaying the whole log");
+                    None
                 }
-                Err(e) => {
-                    bad.get_or_insert((cursor, e.to_string()));
-                }
-            },
-        )?;
-        if let Some((cursor, why)) = bad {
-            return Err(EngineError::BadRecord(cursor, why));
+            }
+        });
+        let mut checkpoint_ignored = None;
+        let mut start = match store.as_ref().map(|s| s.load()) {
+            Some(Ok(Some(loaded))) => Some(loaded),
+            Some(Err(why)) => {
+                checkpoint_ignored = Some(why);
+                None
+            }
+            _ => None,
+        };
+        let mut repairs = Vec::new();
+        let (recovered, state, records) = loop {
+            let (mut state, lengths) = start.clone().unwrap_or_default();
+            let skip_upto = state.cursor;
+            let mut records = 0u64;
+            let mut bad: Option<(Cursor, String)> = None;
+            let recovered = log::open_from(
+                &options.dir,
+                Record::cursor_of,
+                options.segment_bytes,
+                skip_upto,
+                &lengths,
+                |cursor, payload| {
+                    if cursor <= skip_upto {
+                        return;
+                    }
+                    match Record::decode(payload) {
+                        Ok(record) => {
+                            evolve(&mut state, &record);
+                            records += 1;
+                        }
+                        Err(e) => {
+                            bad.get_or_insert((cursor, e.to_string()));
+                        }
+                    }
+                },
+            )?;
+            if let Some((cursor, why)) = bad {
+                return Err(EngineError::BadRecord(cursor, why));
+            }
+            let mut recovered = recovered;
+            repairs.append(&mut recovered.repairs);
+            if recovered.last_cursor < skip_upto {
+                // The checkpoint is ahead of the log (the log was replaced or restored from an
+                // older backup): it describes records that are not there. Start over from 0.
+                checkpoint_ignored = Some(format!(
+                    "the checkpoint is at cursor {skip_upto} but the log ends at {}",
+                    recovered.last_cursor
+                ));
+                start = None;
+                drop(recovered);
+                continue;
+            }
+            break (recovered, state, records);
+        };
+        if let Some(why) = &checkpoint_ignored {
+            tracing::warn!(%why, "checkpoint ignored; the state was rebuilt from the log");
         }
+        let checkpoint = start.as_ref().map(|(s, _)| s.cursor);
+        let mut state = state;
         let cursor = recovered.last_cursor.max(state.cursor);
         state.cursor = cursor;
         let (tx, rx) = mpsc::channel(8192);
@@ -172,6 +257,7 @@ impl Engine {
             log: recovered.reader,
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
+            _lock: lock,
         });
         let engine = Engine { inner };
         let handle = writer::Writer::new(
@@ -181,6 +267,11 @@ impl Engine {
             options.fsync,
             clock,
             rx,
+            store.map(|store| writer::CheckpointPolicy {
+                store,
+                every_records: options.checkpoint_records.max(1),
+                every: options.checkpoint_interval,
+            }),
         )
         .spawn()
         .map_err(|e| LogError::io(&options.dir, e))?;
@@ -192,8 +283,10 @@ impl Engine {
             engine,
             OpenReport {
                 records,
+                checkpoint,
+                checkpoint_ignored,
                 cursor,
-                repairs: recovered.repairs,
+                repairs,
             },
         ))
     }

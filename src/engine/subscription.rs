@@ -69,7 +69,10 @@ impl Subscription {
         let newest = feed.watch();
         let shutdown = engine.shutdown_signal();
         let mut first = BytesMut::new();
-        let oldest_kept = engine.log().first_cursor().saturating_sub(1);
+        let log = engine.log();
+        // A resume is exact only from a cursor at or after the last one compaction may
+        // have dropped events before.
+        let oldest_kept = log.first_cursor().max(log.horizon()).saturating_sub(1);
         let cursor = match start {
             Start::After(n) if n <= engine.cursor() && n >= oldest_kept => n,
             other => {

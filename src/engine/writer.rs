@@ -17,6 +17,13 @@ const MAX_BATCH: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Vec<Record>, EngineError>>;
 
+/// When and where the writer stores checkpoints.
+pub(super) struct CheckpointPolicy {
+    pub(super) store: std::sync::Arc<super::checkpoint::Checkpoints>,
+    pub(super) every_records: u64,
+    pub(super) every: std::time::Duration,
+}
+
 pub(super) struct Writer {
     engine: Engine,
     log: LogWriter,
@@ -28,6 +35,11 @@ pub(super) struct Writer {
     /// Written but not yet fsynced (interval policy).
     dirty: bool,
     last_sync: Instant,
+    checkpoints: Option<CheckpointPolicy>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// A checkpoint being written in the background, if any.
+    checkpointing: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -38,6 +50,7 @@ impl Writer {
         fsync: FsyncPolicy,
         clock: Clock,
         rx: mpsc::Receiver<Msg>,
+        checkpoints: Option<CheckpointPolicy>,
     ) -> Self {
         Writer {
             engine,
@@ -48,7 +61,60 @@ impl Writer {
             rx,
             dirty: false,
             last_sync: Instant::now(),
+            checkpoints,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            checkpointing: None,
         }
+    }
+
+    /// Stores a checkpoint in the background when enough records or time went by. The state
+    /// is cloned here (the decision state equals the published one between batches); encoding
+    /// and the fsync happen on another thread, so the writer never waits for them.
+    fn maybe_checkpoint(&mut self, force: bool) {
+        let Some(policy) = &self.checkpoints else {
+            return;
+        };
+        let due = self.since_checkpoint >= policy.every_records
+            || (self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= policy.every);
+        if !(due || force && self.since_checkpoint > 0) {
+            return;
+        }
+        if self
+            .checkpointing
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            if !force {
+                return;
+            }
+            if let Some(running) = self.checkpointing.take() {
+                let _ = running.join();
+            }
+        }
+        let state = self.decision.clone();
+        let store = std::sync::Arc::clone(&policy.store);
+        let segments = self.engine.log().segments();
+        let save = move || {
+            let lengths = segments
+                .iter()
+                .filter_map(|s| std::fs::metadata(&s.path).ok().map(|m| (s.first, m.len())))
+                .collect();
+            match store.save(&state, lengths) {
+                Ok(()) => tracing::debug!(cursor = state.cursor, "checkpoint stored"),
+                Err(why) => tracing::warn!(%why, "checkpoint not stored (the log is unaffected)"),
+            }
+        };
+        if force {
+            save();
+        } else {
+            self.checkpointing = std::thread::Builder::new()
+                .name("broker-checkpoint".into())
+                .spawn(save)
+                .ok();
+        }
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
     }
 
     pub(super) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -82,6 +148,7 @@ impl Writer {
             if sync_due && self.dirty {
                 self.sync();
             }
+            self.maybe_checkpoint(false);
         }
         // Refuse whatever is still queued: those requests were never acknowledged.
         self.rx.close();
@@ -92,6 +159,11 @@ impl Writer {
         }
         if self.dirty || self.fsync == FsyncPolicy::Never {
             self.sync();
+        }
+        // A clean stop leaves a checkpoint at the last record: the next start replays nothing.
+        self.maybe_checkpoint(true);
+        if let Some(running) = self.checkpointing.take() {
+            let _ = running.join();
         }
         if let Some(done) = stopping {
             let _ = done.send(());
@@ -173,6 +245,7 @@ impl Writer {
             .filter(|r| r.tenant().is_some())
             .count();
         metrics.batch_records.observe(records as f64);
+        self.since_checkpoint += records as u64;
         metrics.records.inc_by(records as u64);
         metrics.inserts.inc_by(inserts as u64);
         if sync_now {

@@ -148,7 +148,8 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 17] = [
+    const ROUTES: [&str; 18] = [
+        "/compact",
         "/",
         "/create_user",
         "/login",

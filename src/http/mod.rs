@@ -7,6 +7,7 @@ mod codes;
 pub mod error;
 mod events;
 mod health;
+mod maintenance;
 pub mod metrics;
 mod session;
 mod sse;
@@ -127,6 +128,7 @@ pub type Apis = (
     verify::VerifyApi,
     events::EventsApi,
     sse::StreamApi,
+    maintenance::MaintenanceApi,
 );
 
 /// Every route of API.md, described for `/openapi.json`.
@@ -140,6 +142,7 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
             verify::VerifyApi,
             events::EventsApi,
             sse::StreamApi,
+            maintenance::MaintenanceApi,
         ),
         "Broker",
         env!("CARGO_PKG_VERSION"),

@@ -6,6 +6,7 @@
 //! the payload is well formed, only through the [`Codec`] its owner hands it, so it knows
 //! nothing of users or events. `log-format/FORMAT.md` documents every byte.
 
+pub mod compact;
 pub mod frame;
 pub mod reader;
 pub mod recovery;
@@ -15,7 +16,7 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use reader::LogReader;
-pub use recovery::{Recovered, TailRepair, open};
+pub use recovery::{Recovered, TailRepair, open, open_from};
 pub use writer::LogWriter;
 
 /// A record's position in the log: strictly increasing, starting at 1, never reused.
@@ -51,9 +52,21 @@ pub enum LogError {
         /// What is wrong there.
         reason: String,
     },
-    /// A segment written by a newer or unknown format version.
+    /// A segment written by an older format version: migrate it.
     #[error(
-        "{path} has log format version {found}, this broker reads version {supported}: run `broker log migrate --db <dir>` with a broker that knows version {found}, or use a newer broker"
+        "{path} has log format version {found}, this broker reads version {supported}: run `broker log migrate --db <dir>` (it keeps a backup) and start again"
+    )]
+    OldVersion {
+        /// The segment file.
+        path: PathBuf,
+        /// The version found in its header.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A segment written by a newer format version than this build knows.
+    #[error(
+        "{path} has log format version {found}, newer than this broker's {supported}: run a newer broker"
     )]
     UnsupportedVersion {
         /// The segment file.

@@ -30,15 +30,29 @@ pub struct LogReader {
     codec: Codec,
     // A std RwLock: held only to copy a segment's path and index offset, never across I/O.
     segments: Arc<RwLock<Vec<SegmentMeta>>>,
+    /// Events below this cursor may have been compacted away.
+    horizon: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogReader {
-    pub(crate) fn new(dir: PathBuf, codec: Codec, segments: Arc<RwLock<Vec<SegmentMeta>>>) -> Self {
+    pub(crate) fn new(
+        dir: PathBuf,
+        codec: Codec,
+        segments: Arc<RwLock<Vec<SegmentMeta>>>,
+        horizon: Cursor,
+    ) -> Self {
         LogReader {
             dir,
             codec,
             segments,
+            horizon: Arc::new(horizon.into()),
         }
+    }
+
+    /// Events below this cursor may have been dropped by compaction: a resume from an
+    /// earlier cursor cannot be exact.
+    pub fn horizon(&self) -> Cursor {
+        self.horizon.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The log's directory.
@@ -60,6 +74,17 @@ impl LogReader {
         self.segments.read().expect("segments lock").clone()
     }
 
+    /// Swaps `replaced` (consecutive segments, by first cursor) for `compacted` in the list
+    /// readers plan from, and raises the horizon. Called by compaction after the files moved.
+    pub(crate) fn swap_in(&self, replaced: &[Cursor], compacted: SegmentMeta, horizon: Cursor) {
+        let mut segments = self.segments.write().expect("segments lock");
+        segments.retain(|s| !replaced.contains(&s.first));
+        let at = segments.partition_point(|s| s.first < compacted.first);
+        segments.insert(at, compacted);
+        self.horizon
+            .fetch_max(horizon, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Visits every record with `after < cursor <= upto`, in order, until `visit` returns false.
     ///
     /// Returns the cursor of the last record visited (or `after` if none).
@@ -68,6 +93,32 @@ impl LogReader {
         after: Cursor,
         upto: Cursor,
         mut visit: impl FnMut(Cursor, &[u8]) -> bool,
+    ) -> Result<Cursor, LogError> {
+        // A compaction may swap segments between planning and reading; the swap is seen as
+        // a missing file or a frame that no longer fits the old index. Plan again once,
+        // from the last record visited: the new segments hold every record still needed.
+        let last = std::cell::Cell::new(after);
+        let stopped = std::cell::Cell::new(false);
+        let mut visit_tracked = |cursor: Cursor, payload: &[u8]| {
+            last.set(cursor);
+            let go_on = visit(cursor, payload);
+            stopped.set(!go_on);
+            go_on
+        };
+        match self.read_once(after, upto, &mut visit_tracked) {
+            Ok(reached) => Ok(reached),
+            Err(LogError::Damaged { .. } | LogError::Io { .. }) if !stopped.get() => {
+                self.read_once(last.get(), upto, &mut visit_tracked)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_once(
+        &self,
+        after: Cursor,
+        upto: Cursor,
+        visit: &mut impl FnMut(Cursor, &[u8]) -> bool,
     ) -> Result<Cursor, LogError> {
         let mut last = after;
         if upto <= after {

@@ -39,6 +39,9 @@ pub struct Recovered {
     pub last_cursor: Cursor,
     /// Tails cut away, for the caller to report.
     pub repairs: Vec<TailRepair>,
+    /// Segments removed because a compacted segment already covers them (the remains of an
+    /// interrupted compaction swap).
+    pub removed_leftovers: Vec<PathBuf>,
 }
 
 /// One fault found while scanning a segment.
@@ -85,7 +88,14 @@ pub fn scan_segment(
         offset: 0,
         reason: fault.to_string(),
     })?;
-    if header.version != FORMAT_VERSION {
+    if header.version < FORMAT_VERSION {
+        return Err(LogError::OldVersion {
+            path: path.to_owned(),
+            found: header.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if header.version > FORMAT_VERSION {
         return Err(LogError::UnsupportedVersion {
             path: path.to_owned(),
             found: header.version,
@@ -202,11 +212,27 @@ pub fn open(
     dir: &Path,
     codec: Codec,
     segment_bytes: u64,
+    visit: impl FnMut(Cursor, &[u8]),
+) -> Result<Recovered, LogError> {
+    open_from(dir, codec, segment_bytes, 0, &Default::default(), visit)
+}
+
+/// Like [`open`], for a caller that already has the state up to `skip_upto` (a
+/// checkpoint): segments holding only older records, whose length is still the one in
+/// `known_lengths`, get their header checked but are not read, so a restart costs the tail,
+/// not the whole log. (`broker log verify` reads everything.)
+pub fn open_from(
+    dir: &Path,
+    codec: Codec,
+    segment_bytes: u64,
+    skip_upto: Cursor,
+    known_lengths: &std::collections::HashMap<Cursor, u64>,
     mut visit: impl FnMut(Cursor, &[u8]),
 ) -> Result<Recovered, LogError> {
     fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
     remove_leftover_temp_files(dir)?;
     let mut listed = segment::list(dir).map_err(|e| LogError::io(dir, e))?;
+    let removed_leftovers = remove_covered_leftovers(dir, &mut listed)?;
     if listed.is_empty() {
         let path = create_segment(dir, 1)?;
         listed.push((1, path));
@@ -215,8 +241,28 @@ pub fn open(
     let mut repairs = Vec::new();
     let mut last_cursor: Cursor = 0;
     let mut tail = (0u64, 0u64);
+    let mut horizon = 0;
     let count = listed.len();
+    let firsts: Vec<Cursor> = listed.iter().map(|(first, _)| *first).collect();
     for (i, (first, path)) in listed.into_iter().enumerate() {
+        let unchanged = || {
+            fs::metadata(&path)
+                .ok()
+                .is_some_and(|m| known_lengths.get(&first) == Some(&m.len()))
+        };
+        let wholly_old =
+            firsts.get(i + 1).is_some_and(|next| *next <= skip_upto + 1) && unchanged();
+        if wholly_old {
+            let header = read_header(&path)?;
+            last_cursor = last_cursor.max(firsts[i + 1] - 1);
+            horizon = horizon.max(header.horizon);
+            metas.push(SegmentMeta {
+                first,
+                path,
+                index: Vec::new(),
+            });
+            continue;
+        }
         let bytes = fs::read(&path).map_err(|e| LogError::io(&path, e))?;
         let scan = scan_segment(&path, &bytes, codec, last_cursor, &mut visit)?;
         if let Some((fault, follows)) = scan.fault {
@@ -240,6 +286,7 @@ pub fn open(
             }
         }
         last_cursor = scan.last_cursor;
+        horizon = horizon.max(scan.header.horizon);
         tail = (scan.frames, scan.valid_len);
         metas.push(SegmentMeta {
             first,
@@ -250,7 +297,7 @@ pub fn open(
     let active = metas.last().expect("at least one segment");
     let writer_path = active.path.clone();
     let segments = Arc::new(RwLock::new(metas));
-    let reader = LogReader::new(dir.to_owned(), codec, Arc::clone(&segments));
+    let reader = LogReader::new(dir.to_owned(), codec, Arc::clone(&segments), horizon);
     let writer = LogWriter::resume(
         dir.to_owned(),
         writer_path,
@@ -264,7 +311,73 @@ pub fn open(
         reader,
         last_cursor,
         repairs,
+        removed_leftovers,
     })
+}
+
+/// A compacted segment replaces the segments up to its `covers_upto`: it is renamed over the
+/// first of them, then the others are deleted. A crash between the two leaves segments it
+/// covers; they hold nothing it lacks (only superseded events), so they are removed.
+fn remove_covered_leftovers(
+    dir: &Path,
+    listed: &mut Vec<(Cursor, PathBuf)>,
+) -> Result<Vec<PathBuf>, LogError> {
+    let mut covered_upto = 0;
+    let mut removed = Vec::new();
+    let mut kept = Vec::with_capacity(listed.len());
+    for (first, path) in listed.drain(..) {
+        if first <= covered_upto {
+            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            removed.push(path);
+            continue;
+        }
+        let mut head = [0u8; HEADER_LEN];
+        let read = fs::File::open(&path).and_then(|mut f| {
+            use std::io::Read;
+            f.read(&mut head)
+        });
+        if let Ok(n) = read
+            && let Ok(header) = Header::decode(&head[..n])
+            && header.flags & segment::FLAG_COMPACTED != 0
+        {
+            covered_upto = covered_upto.max(header.covers_upto);
+        }
+        kept.push((first, path));
+    }
+    *listed = kept;
+    if !removed.is_empty() {
+        segment::sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    }
+    Ok(removed)
+}
+
+/// Reads and checks a segment's header only.
+fn read_header(path: &Path) -> Result<Header, LogError> {
+    use std::io::Read;
+    let mut head = [0u8; HEADER_LEN];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| LogError::io(path, e))?;
+    let header = Header::decode(&head[..n]).map_err(|fault| LogError::Damaged {
+        path: path.to_owned(),
+        offset: 0,
+        reason: fault.to_string(),
+    })?;
+    if header.version < FORMAT_VERSION {
+        return Err(LogError::OldVersion {
+            path: path.to_owned(),
+            found: header.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if header.version > FORMAT_VERSION {
+        return Err(LogError::UnsupportedVersion {
+            path: path.to_owned(),
+            found: header.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(header)
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), LogError> {

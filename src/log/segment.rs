@@ -1,10 +1,23 @@
 //! Segment files: naming and the fixed header.
 //!
+//! Version 2 (current), 48 bytes:
 //! ```text
-//! magic "BRKRLOG\0" (8) | format version u32 LE | flags u32 LE (0) |
-//! first cursor u64 LE | header crc32c u32 LE (over the 24 bytes before) | reserved u32 (0)
+//! magic "BRKRLOG\0" (8) | format version u32 LE (2) | flags u32 LE |
+//! first cursor u64 LE | covers_upto u64 LE | horizon u64 LE |
+//! header crc32c u32 LE (over the 40 bytes before) | reserved u32 (0)
 //! ```
-//! 32 bytes in all; frames follow immediately.
+//! flags bit 0: the segment was written by compaction. `covers_upto`: the last cursor of the
+//! segments a compacted segment replaced (0 otherwise) — at open, a leftover segment it covers
+//! is the remains of an interrupted compaction swap and is removed. `horizon`: events below
+//! this cursor may have been dropped by compaction, so a resume from before it gets the
+//! snapshot (0 otherwise).
+//!
+//! Version 1 (first shipped), 32 bytes, read only to migrate it:
+//! ```text
+//! magic (8) | version u32 LE (1) | flags u32 (0) | first cursor u64 LE |
+//! header crc32c u32 LE (over the 24 bytes before) | reserved u32 (0)
+//! ```
+//! Frames follow the header immediately, in both versions.
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +27,16 @@ use super::Cursor;
 pub const MAGIC: [u8; 8] = *b"BRKRLOG\0";
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Size of the segment header in bytes.
-pub const HEADER_LEN: usize = 32;
+/// Size of the current segment header in bytes.
+pub const HEADER_LEN: usize = 48;
+
+/// Size of a version-1 segment header.
+pub const HEADER_LEN_V1: usize = 32;
+
+/// Header flag: written by compaction.
+pub const FLAG_COMPACTED: u32 = 1;
 
 /// File name suffix of a segment.
 pub const SUFFIX: &str = ".seg";
@@ -27,14 +46,20 @@ pub const SUFFIX: &str = ".seg";
 pub struct Header {
     /// Format version the segment was written with.
     pub version: u32,
+    /// Flags ([`FLAG_COMPACTED`]).
+    pub flags: u32,
     /// Cursor of the first record the segment may hold.
     pub first_cursor: Cursor,
+    /// For a compacted segment: the last cursor of the segments it replaced.
+    pub covers_upto: Cursor,
+    /// Events below this cursor may have been dropped by compaction.
+    pub horizon: Cursor,
 }
 
 /// Why a segment header cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderFault {
-    /// Fewer than [`HEADER_LEN`] bytes.
+    /// Fewer bytes than the header of its version.
     Short(usize),
     /// The magic bytes are wrong: not a broker segment.
     BadMagic,
@@ -45,51 +70,117 @@ pub enum HeaderFault {
 impl std::fmt::Display for HeaderFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HeaderFault::Short(n) => {
-                write!(f, "segment header cut short ({n} of {HEADER_LEN} bytes)")
-            }
+            HeaderFault::Short(n) => write!(f, "segment header cut short ({n} bytes)"),
             HeaderFault::BadMagic => write!(f, "not a broker segment (bad magic bytes)"),
             HeaderFault::BadCrc => write!(f, "segment header CRC mismatch"),
         }
     }
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
 impl Header {
-    /// The header of a segment of the current version starting at `first_cursor`.
+    /// The header of a plain segment of the current version starting at `first_cursor`.
     pub fn new(first_cursor: Cursor) -> Self {
         Header {
             version: FORMAT_VERSION,
+            flags: 0,
             first_cursor,
+            covers_upto: 0,
+            horizon: 0,
         }
     }
 
-    /// The 32 header bytes.
+    /// The header of a compacted segment.
+    pub fn compacted(first_cursor: Cursor, covers_upto: Cursor, horizon: Cursor) -> Self {
+        Header {
+            flags: FLAG_COMPACTED,
+            covers_upto,
+            horizon,
+            ..Header::new(first_cursor)
+        }
+    }
+
+    /// Bytes this header takes in its file (32 for version 1, 48 from version 2).
+    pub fn len(&self) -> usize {
+        if self.version == 1 {
+            HEADER_LEN_V1
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Never empty: a header always has its fixed size.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The 48 header bytes (current version).
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&self.version.to_le_bytes());
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[12..16].copy_from_slice(&self.flags.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_cursor.to_le_bytes());
-        let crc = crc32c::crc32c(&out[0..24]);
-        out[24..28].copy_from_slice(&crc.to_le_bytes());
+        out[24..32].copy_from_slice(&self.covers_upto.to_le_bytes());
+        out[32..40].copy_from_slice(&self.horizon.to_le_bytes());
+        let crc = crc32c::crc32c(&out[0..40]);
+        out[40..44].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Parses a header; the version is returned as found, for the caller to judge.
+    /// Parses a header of any known layout; the version is returned as found, for the
+    /// caller to judge (an unknown version is parsed as far as the magic and version go).
     pub fn decode(bytes: &[u8]) -> Result<Header, HeaderFault> {
-        if bytes.len() < HEADER_LEN {
+        if bytes.len() < 12 {
             return Err(HeaderFault::Short(bytes.len()));
         }
         if bytes[0..8] != MAGIC {
             return Err(HeaderFault::BadMagic);
         }
-        let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
-        if crc != crc32c::crc32c(&bytes[0..24]) {
+        let version = u32_at(bytes, 8);
+        let (len, crc_at) = if version == 1 {
+            (HEADER_LEN_V1, 24)
+        } else {
+            (HEADER_LEN, 40)
+        };
+        if bytes.len() < len {
+            return Err(HeaderFault::Short(bytes.len()));
+        }
+        if version > FORMAT_VERSION {
+            // A newer layout we cannot check: report the version, the caller refuses it.
+            return Ok(Header {
+                version,
+                ..Header::new(0)
+            });
+        }
+        if u32_at(bytes, crc_at) != crc32c::crc32c(&bytes[0..crc_at]) {
             return Err(HeaderFault::BadCrc);
         }
-        Ok(Header {
-            version: u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")),
-            first_cursor: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
-        })
+        let header = if version == 1 {
+            Header {
+                version,
+                flags: 0,
+                first_cursor: u64_at(bytes, 16),
+                covers_upto: 0,
+                horizon: 0,
+            }
+        } else {
+            Header {
+                version,
+                flags: u32_at(bytes, 12),
+                first_cursor: u64_at(bytes, 16),
+                covers_upto: u64_at(bytes, 24),
+                horizon: u64_at(bytes, 32),
+            }
+        };
+        Ok(header)
     }
 }
 
@@ -136,9 +227,10 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_faults() {
-        let h = Header::new(42);
+        let h = Header::compacted(42, 99, 77);
         let bytes = h.encode();
         assert_eq!(Header::decode(&bytes), Ok(h));
+        assert_eq!(Header::decode(&Header::new(5).encode()), Ok(Header::new(5)));
         let mut bad = bytes;
         bad[17] ^= 1;
         assert_eq!(Header::decode(&bad), Err(HeaderFault::BadCrc));
@@ -146,6 +238,19 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(Header::decode(&bad), Err(HeaderFault::BadMagic));
         assert_eq!(Header::decode(&bytes[..10]), Err(HeaderFault::Short(10)));
+        assert_eq!(Header::decode(&bytes[..40]), Err(HeaderFault::Short(40)));
+    }
+
+    #[test]
+    fn version_one_headers_still_decode() {
+        let mut v1 = [0u8; HEADER_LEN_V1];
+        v1[0..8].copy_from_slice(&MAGIC);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1[16..24].copy_from_slice(&7u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[0..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        let h = Header::decode(&v1).unwrap();
+        assert_eq!((h.version, h.first_cursor, h.len()), (1, 7, HEADER_LEN_V1));
     }
 
     #[test]

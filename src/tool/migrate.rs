@@ -1,0 +1,128 @@
+//! `broker log migrate`: upgrade a log written by an older format version, in place, after a
+//! backup. The steps live in `migrations/steps.rs`.
+
+use std::path::{Path, PathBuf};
+
+use crate::log::segment::{self, FORMAT_VERSION, Header};
+
+#[path = "../../migrations/steps.rs"]
+pub mod steps;
+
+/// What a migration did.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// Segments rewritten.
+    pub segments: usize,
+    /// Where the old segments were copied first.
+    pub backup: Option<PathBuf>,
+}
+
+/// Migrates every segment of `log_dir` to the current version. Segments already current
+/// are left alone, so an interrupted migration is finished by running it again.
+pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
+    let listed =
+        segment::list(log_dir).map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
+    let mut old = Vec::new();
+    for (_, path) in &listed {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let header = Header::decode(&bytes).map_err(|f| format!("{}: {f}", path.display()))?;
+        if header.version > FORMAT_VERSION {
+            return Err(format!(
+                "{}: version {} is newer than this broker's {FORMAT_VERSION}",
+                path.display(),
+                header.version
+            ));
+        }
+        if header.version < FORMAT_VERSION {
+            old.push((path.clone(), bytes, header.version));
+        }
+    }
+    let mut report = Migrated::default();
+    if old.is_empty() {
+        return Ok(report);
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let backup = log_dir.with_file_name(format!("log-backup-{stamp}"));
+    std::fs::create_dir_all(&backup).map_err(|e| format!("{}: {e}", backup.display()))?;
+    for (_, path) in &listed {
+        let to = backup.join(path.file_name().expect("segment file name"));
+        std::fs::copy(path, &to).map_err(|e| format!("backup to {}: {e}", to.display()))?;
+    }
+    segment::sync_dir(&backup).map_err(|e| format!("{}: {e}", backup.display()))?;
+    report.backup = Some(backup);
+    let bar = super::progress(
+        old.iter().map(|(_, b, _)| b.len() as u64).sum(),
+        "migrating",
+    );
+    for (path, mut bytes, mut version) in old {
+        bar.inc(bytes.len() as u64);
+        while version < FORMAT_VERSION {
+            let step = steps::STEPS
+                .iter()
+                .find(|s| s.from == version)
+                .ok_or_else(|| format!("no migration step from version {version}"))?;
+            bytes = (step.apply)(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            version = step.to;
+        }
+        let tmp = path.with_extension("seg.tmp");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        report.segments += 1;
+    }
+    segment::sync_dir(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Runs the subcommand.
+pub fn run(db: &Path) -> i32 {
+    let dir = db.join("log");
+    // The server must not run meanwhile: take its lock.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"));
+    match lock.as_ref().map(|f| f.try_lock()) {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            eprintln!(
+                "{} is in use by a running broker: stop it, then migrate",
+                dir.display()
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", dir.display());
+            return 2;
+        }
+    }
+    match migrate(&dir) {
+        Ok(done) if done.segments == 0 => {
+            println!(
+                "{}: already at format version {FORMAT_VERSION}; nothing to do",
+                dir.display()
+            );
+            0
+        }
+        Ok(done) => {
+            println!(
+                "{}: {} segments migrated to format version {FORMAT_VERSION}; the old segments are in {}",
+                dir.display(),
+                done.segments,
+                done.backup
+                    .map(|b| b.display().to_string())
+                    .unwrap_or_default()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("migration failed: {e}");
+            1
+        }
+    }
+}

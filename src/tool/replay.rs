@@ -1,0 +1,134 @@
+//! `broker log replay`: fold the log into the projections and print a summary; with
+//! `--check`, compare with the newest checkpoint.
+
+use std::path::Path;
+
+use crate::engine::checkpoint::Checkpoints;
+use crate::log::recovery::scan_segment;
+use crate::log::segment;
+use crate::state::{Record, State, evolve};
+
+/// Folds the records of `log_dir` up to `to` (read-only).
+pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
+    let listed =
+        segment::list(log_dir).map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
+    let bar = super::progress(super::log_bytes(log_dir), "replaying");
+    let mut state = State::default();
+    let (mut records, mut prev) = (0u64, 0);
+    let to = to.unwrap_or(u64::MAX);
+    for (_, path) in listed {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        bar.inc(bytes.len() as u64);
+        let mut bad = None;
+        let scan = scan_segment(&path, &bytes, Record::cursor_of, prev, |cursor, payload| {
+            if cursor > to {
+                return;
+            }
+            match Record::decode(payload) {
+                Ok(record) => {
+                    evolve(&mut state, &record);
+                    records += 1;
+                }
+                Err(e) => {
+                    bad.get_or_insert(format!("{} cursor {cursor}: {e}", path.display()));
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(bad) = bad {
+            return Err(bad);
+        }
+        prev = scan.last_cursor;
+        if prev >= to {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    Ok((state, records))
+}
+
+/// One line about a state.
+pub fn summary(state: &State) -> String {
+    let revoked = state.users.values().filter(|u| u.revoked).count();
+    let events: usize = state.latest.values().map(|by_name| by_name.len()).sum();
+    let mut tenants: std::collections::HashSet<&str> =
+        state.users.values().map(|u| u.tenant.as_str()).collect();
+    tenants.extend(state.latest.keys().map(String::as_str));
+    format!(
+        "cursor {}, {} users ({revoked} revoked), {} tenants, {events} latest events",
+        state.cursor,
+        state.users.len(),
+        tenants.len()
+    )
+}
+
+/// Runs the subcommand.
+pub fn run(db: &Path, to: Option<u64>, check: bool) -> i32 {
+    let dir = db.join("log");
+    if !check {
+        return match fold(&dir, to) {
+            Ok((state, records)) => {
+                println!(
+                    "{}: replayed {records} records: {}",
+                    dir.display(),
+                    summary(&state)
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("replay failed: {e}");
+                1
+            }
+        };
+    }
+    let checkpoint = match Checkpoints::open(&db.join("checkpoints")).and_then(|c| c.load()) {
+        Ok(Some((state, _))) => state,
+        Ok(None) => {
+            eprintln!("no checkpoint in {}", db.join("checkpoints").display());
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("the checkpoint cannot be used: {e}");
+            return 1;
+        }
+    };
+    match fold(&dir, Some(checkpoint.cursor)) {
+        Ok((mut replayed, _)) => {
+            replayed.cursor = replayed.cursor.max(checkpoint.cursor);
+            let differences = differences(&replayed, &checkpoint);
+            for d in &differences {
+                println!("difference: {d}");
+            }
+            println!(
+                "checkpoint at cursor {}: {} differences from the replayed log ({})",
+                checkpoint.cursor,
+                differences.len(),
+                summary(&replayed)
+            );
+            i32::from(!differences.is_empty())
+        }
+        Err(e) => {
+            eprintln!("replay failed: {e}");
+            1
+        }
+    }
+}
+
+/// What differs between two states, one line per user or (tenant, event).
+pub fn differences(a: &State, b: &State) -> Vec<String> {
+    let mut out = Vec::new();
+    let names: std::collections::BTreeSet<&String> = a.users.keys().chain(b.users.keys()).collect();
+    for name in names {
+        if a.users.get(name) != b.users.get(name) {
+            out.push(format!("user {name:?}"));
+        }
+    }
+    let tenants: std::collections::BTreeSet<&String> =
+        a.latest.keys().chain(b.latest.keys()).collect();
+    for tenant in tenants {
+        if a.latest.get(tenant) != b.latest.get(tenant) {
+            out.push(format!("latest events of tenant {tenant:?}"));
+        }
+    }
+    out
+}
