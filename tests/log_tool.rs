@@ -457,3 +457,68 @@ async fn migrate_upgrades_the_first_shipped_format() {
     assert_eq!(alice["tenant_name"], "acme");
     assert_eq!(alice["revoked"], false);
 }
+
+/// `broker_log_frames_read` from `/metrics`.
+async fn frames_read(s: &Server) -> f64 {
+    let text = client()
+        .get(s.url("/metrics"))
+        .bearer_auth("m")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("broker_log_frames_read "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no broker_log_frames_read in {text}"))
+}
+
+#[tokio::test]
+async fn a_quiet_tenant_resumes_through_its_index_without_scanning_the_busy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--checkpoint_records",
+        "500",
+        "--sse_buffer",
+        "1",
+        "--metrics_token",
+        "m",
+    ];
+    let mut s = Server::start(dir.path(), &flags);
+    let c = client();
+    create_user(&c, &s, "busy", "pw", "busy").await;
+    create_user(&c, &s, "quiet", "pw", "quiet").await;
+    let (busy, quiet) = (
+        login(&c, &s, "busy", "pw").await,
+        login(&c, &s, "quiet", "pw").await,
+    );
+    for i in 0..1500 {
+        if i % 500 == 7 {
+            insert(&c, &s, &quiet, "q", json!(i)).await;
+        }
+        insert(&c, &s, &busy, "b", json!(i)).await;
+    }
+    assert_eq!(
+        s.terminate(),
+        Some(0),
+        "a clean stop stores a final checkpoint"
+    );
+    let s = Server::start(dir.path(), &flags);
+    let before = frames_read(&s).await;
+    let mut sse = Sse::open(&s, &quiet, Some("0")).await;
+    let events = sse.take(3, WAIT).await;
+    assert_eq!(
+        events.iter().map(|f| f.json()).collect::<Vec<_>>(),
+        [json!(7), json!(507), json!(1007)]
+    );
+    let read = frames_read(&s).await - before;
+    assert!(
+        read < 300.0,
+        "{read} frames read to resume a tenant with 3 events among 1500"
+    );
+    // The busy tenant's own resume reads its records, of course.
+    let mut busy_sse = Sse::open(&s, &busy, Some("1400")).await;
+    assert_eq!(busy_sse.next_event(WAIT).await.unwrap().cursor(), 1401);
+}

@@ -1,7 +1,14 @@
-//! Checkpoints: the projections at some cursor, kept in fjall so that a restart replays only
-//! the tail of the log. A checkpoint is only an optimisation: one that is missing, corrupt,
-//! of another schema or ahead of the log is ignored (with a warning) and the log replayed in
-//! full. Deleting the checkpoint directory loses nothing.
+//! Checkpoints and indexes in fjall: what can be rebuilt from the log but is expensive to.
+//!
+//! - the projections at some cursor, so that a restart replays only the tail of the log;
+//! - each segment's sparse cursor → offset index, so the segments a restart does not read
+//!   can still be sought in;
+//! - per-tenant event cursors, so an SSE resume of a quiet tenant reads its own events
+//!   instead of scanning every tenant's records.
+//!
+//! Everything is written in one atomic fjall batch per checkpoint. It is only an
+//! optimisation: a store that is missing, corrupt, of another schema or ahead of the log is
+//! ignored (with a warning) and the log replayed in full. Deleting it loses nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +25,36 @@ pub const SCHEMA: u32 = 1;
 
 const KEY: &[u8] = b"newest";
 
-/// A loaded checkpoint: the state, and the segment lengths (by first cursor) it saw.
-pub type Loaded = (State, HashMap<Cursor, u64>);
+/// A segment as a checkpoint records it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Its first cursor (its name).
+    pub first: Cursor,
+    /// Its length when the checkpoint was taken.
+    pub len: u64,
+    /// Its sparse cursor → offset index.
+    pub index: Vec<(Cursor, u64)>,
+}
+
+/// A loaded checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The projections at the checkpoint's cursor.
+    pub state: State,
+    /// Segments by first cursor: length then, and sparse index.
+    pub segments: HashMap<Cursor, (u64, Vec<(Cursor, u64)>)>,
+    /// The per-tenant index holds every event in (index_base, state.cursor].
+    pub index_base: Cursor,
+}
+
+/// Key of one tenant event: tenant bytes, 0xFF (never in UTF-8), cursor big-endian.
+fn tenant_key(tenant: &str, cursor: Cursor) -> Vec<u8> {
+    let mut key = Vec::with_capacity(tenant.len() + 9);
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0xFF);
+    key.extend_from_slice(&cursor.to_be_bytes());
+    key
+}
 
 /// The state, as stored.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -32,6 +67,8 @@ struct Snapshot {
     /// skips reading an old segment only while its length is still the same, so a torn or
     /// truncated older segment is still found and refused at start.
     segments: Vec<(Cursor, u64)>,
+    /// The per-tenant index is complete for cursors above this one.
+    index_base: Cursor,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -62,9 +99,10 @@ struct LatestSnap {
 }
 
 impl Snapshot {
-    fn of(state: &State, segments: Vec<(Cursor, u64)>) -> Self {
+    fn of(state: &State, segments: Vec<(Cursor, u64)>, index_base: Cursor) -> Self {
         Snapshot {
             segments,
+            index_base,
             schema: SCHEMA,
             cursor: state.cursor,
             users: state
@@ -101,11 +139,6 @@ impl Snapshot {
                 })
                 .collect(),
         }
-    }
-
-    fn into_state(self) -> (State, HashMap<Cursor, u64>) {
-        let lengths = self.segments.iter().copied().collect();
-        (self.into_state_only(), lengths)
     }
 
     fn into_state_only(self) -> State {
@@ -156,8 +189,10 @@ impl Snapshot {
 /// The checkpoint store (a fjall database).
 pub struct Checkpoints {
     path: PathBuf,
-    _db: Database,
+    db: Database,
     keyspace: Keyspace,
+    tenants: Keyspace,
+    offsets: Keyspace,
 }
 
 impl Checkpoints {
@@ -166,29 +201,82 @@ impl Checkpoints {
         let db = Database::builder(path)
             .open()
             .map_err(|e| format!("cannot open checkpoints in {}: {e}", path.display()))?;
-        let keyspace = db
-            .keyspace("checkpoints", KeyspaceCreateOptions::default)
-            .map_err(|e| format!("cannot open checkpoints in {}: {e}", path.display()))?;
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(|e| format!("cannot open checkpoints in {}: {e}", path.display()))
+        };
+        let (keyspace, tenants, offsets) = (
+            open("checkpoints")?,
+            open("tenant_events")?,
+            open("segment_offsets")?,
+        );
         Ok(Checkpoints {
             path: path.to_owned(),
-            _db: db,
+            db,
             keyspace,
+            tenants,
+            offsets,
         })
     }
 
-    /// Stores `state` as the newest checkpoint, durably, with the current segment lengths.
-    pub fn save(&self, state: &State, segments: Vec<(Cursor, u64)>) -> Result<(), String> {
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&Snapshot::of(state, segments))
-            .map_err(|e| format!("encoding a checkpoint failed: {e}"))?;
+    /// Stores `state` as the newest checkpoint with the segments' lengths and indexes and
+    /// the tenant events since the last checkpoint — one atomic, durable batch.
+    pub fn save(
+        &self,
+        state: &State,
+        segments: Vec<SegmentInfo>,
+        tenant_events: &[(String, Cursor)],
+        index_base: Cursor,
+    ) -> Result<(), String> {
+        let lengths = segments.iter().map(|s| (s.first, s.len)).collect();
+        let bytes =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&Snapshot::of(state, lengths, index_base))
+                .map_err(|e| format!("encoding a checkpoint failed: {e}"))?;
         let mut value = Vec::with_capacity(bytes.len() + 4);
         value.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
         value.extend_from_slice(&bytes);
-        self.keyspace
-            .insert(KEY, value)
-            .map_err(|e| format!("writing a checkpoint failed: {e}"))?;
-        self._db
-            .persist(PersistMode::SyncAll)
-            .map_err(|e| format!("persisting a checkpoint failed: {e}"))
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for (tenant, cursor) in tenant_events {
+            batch.insert(&self.tenants, tenant_key(tenant, *cursor), Vec::<u8>::new());
+        }
+        for segment in &segments {
+            let mut encoded = Vec::with_capacity(segment.index.len() * 16);
+            for (cursor, offset) in &segment.index {
+                encoded.extend_from_slice(&cursor.to_le_bytes());
+                encoded.extend_from_slice(&offset.to_le_bytes());
+            }
+            batch.insert(&self.offsets, segment.first.to_be_bytes(), encoded);
+        }
+        batch.insert(&self.keyspace, KEY, value);
+        batch
+            .commit()
+            .map_err(|e| format!("writing a checkpoint failed: {e}"))
+    }
+
+    /// Cursors of `tenant`'s events in `(after, upto]`, at most `max`, from the index.
+    pub fn tenant_cursors(
+        &self,
+        tenant: &str,
+        after: Cursor,
+        upto: Cursor,
+        max: usize,
+    ) -> Result<Vec<Cursor>, String> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for guard in self
+            .tenants
+            .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
+            .take(max)
+        {
+            let key = guard
+                .key()
+                .map_err(|e| format!("reading the tenant index failed: {e}"))?;
+            let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
+            out.push(u64::from_be_bytes(tail));
+        }
+        Ok(out)
     }
 
     /// The newest checkpoint and the segment lengths it saw, or why there is none to use.
@@ -219,6 +307,31 @@ impl Checkpoints {
                 snapshot.schema
             ));
         }
-        Ok(Some(snapshot.into_state()))
+        let mut segments = HashMap::new();
+        for (first, len) in &snapshot.segments {
+            let index = self
+                .offsets
+                .get(first.to_be_bytes())
+                .map_err(|e| format!("reading segment offsets failed: {e}"))?
+                .map(|bytes| {
+                    bytes
+                        .chunks_exact(16)
+                        .map(|c| {
+                            (
+                                u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+                                u64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            segments.insert(*first, (*len, index));
+        }
+        let index_base = snapshot.index_base;
+        Ok(Some(Loaded {
+            state: snapshot.into_state_only(),
+            segments,
+            index_base,
+        }))
     }
 }

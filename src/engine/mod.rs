@@ -117,6 +117,9 @@ pub enum EngineError {
     Locked(PathBuf),
 }
 
+/// Tenant events of the replayed tail kept for the next checkpoint's index, at most.
+const MAX_TAIL_INDEX: usize = 1_000_000;
+
 /// The clock the writer stamps records with: milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -146,6 +149,14 @@ struct Inner {
     fanout: Fanout,
     credentials: credentials::CredentialWatch,
     metrics: metrics::EngineMetrics,
+    /// Checkpoints and the per-tenant index, when enabled.
+    store: Option<Arc<checkpoint::Checkpoints>>,
+    /// The per-tenant index holds every event in (index_base, index]; `index_base` is
+    /// `u64::MAX` until a first checkpoint makes the index usable.
+    index: std::sync::atomic::AtomicU64,
+    index_base: std::sync::atomic::AtomicU64,
+    /// The cursor of a checkpoint whose save failed (0: none pending).
+    index_failure: std::sync::atomic::AtomicU64,
     log: LogReader,
     // A watch, not a broadcast: every subscriber only needs to learn "stop now".
     shutdown: watch::Sender<bool>,
@@ -187,7 +198,7 @@ impl Engine {
             }
         });
         let mut checkpoint_ignored = None;
-        let mut start = match store.as_ref().map(|s| s.load()) {
+        let mut start: Option<checkpoint::Loaded> = match store.as_ref().map(|s| s.load()) {
             Some(Ok(Some(loaded))) => Some(loaded),
             Some(Err(why)) => {
                 checkpoint_ignored = Some(why);
@@ -196,9 +207,14 @@ impl Engine {
             _ => None,
         };
         let mut repairs = Vec::new();
-        let (recovered, state, records) = loop {
-            let (mut state, lengths) = start.clone().unwrap_or_default();
+        let (recovered, state, records, tail_events, index_base) = loop {
+            let loaded = start.clone().unwrap_or_default();
+            let (mut state, known, mut index_base) =
+                (loaded.state, loaded.segments, loaded.index_base);
             let skip_upto = state.cursor;
+            // Tenant events replayed here go into the next checkpoint's index — unless there
+            // are too many to hold, then the index starts after them.
+            let mut tail_events: Vec<(String, Cursor)> = Vec::new();
             let mut records = 0u64;
             let mut bad: Option<(Cursor, String)> = None;
             let recovered = log::open_from(
@@ -206,13 +222,21 @@ impl Engine {
                 Record::cursor_of,
                 options.segment_bytes,
                 skip_upto,
-                &lengths,
+                &known,
                 |cursor, payload| {
                     if cursor <= skip_upto {
                         return;
                     }
                     match Record::decode(payload) {
                         Ok(record) => {
+                            if let Some(tenant) = record.tenant() {
+                                if tail_events.len() < MAX_TAIL_INDEX {
+                                    tail_events.push((tenant.to_owned(), cursor));
+                                } else {
+                                    tail_events.clear();
+                                    index_base = cursor;
+                                }
+                            }
                             evolve(&mut state, &record);
                             records += 1;
                         }
@@ -238,12 +262,17 @@ impl Engine {
                 drop(recovered);
                 continue;
             }
-            break (recovered, state, records);
+            break (recovered, state, records, tail_events, index_base);
         };
         if let Some(why) = &checkpoint_ignored {
             tracing::warn!(%why, "checkpoint ignored; the state was rebuilt from the log");
         }
-        let checkpoint = start.as_ref().map(|(s, _)| s.cursor);
+        let checkpoint = start.as_ref().map(|l| l.state.cursor);
+        let indexed_upto = if store.is_some() {
+            checkpoint.unwrap_or(0)
+        } else {
+            0
+        };
         let mut state = state;
         let cursor = recovered.last_cursor.max(state.cursor);
         state.cursor = cursor;
@@ -254,6 +283,14 @@ impl Engine {
             fanout: Fanout::new(cursor, options.recent_per_tenant),
             credentials: Default::default(),
             metrics: Default::default(),
+            store: store.clone(),
+            index: std::sync::atomic::AtomicU64::new(indexed_upto),
+            index_base: std::sync::atomic::AtomicU64::new(if checkpoint.is_some() {
+                index_base
+            } else {
+                u64::MAX
+            }),
+            index_failure: std::sync::atomic::AtomicU64::new(0),
             log: recovered.reader,
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
@@ -271,6 +308,8 @@ impl Engine {
                 store,
                 every_records: options.checkpoint_records.max(1),
                 every: options.checkpoint_interval,
+                tenant_events: tail_events,
+                index_base,
             }),
         )
         .spawn()
@@ -381,6 +420,38 @@ impl Engine {
     /// Open SSE subscriptions, and tenants with at least one.
     pub fn subscribers(&self) -> (u64, u64) {
         self.inner.fanout.subscribers()
+    }
+
+    /// The per-tenant index and the range `(base, upto]` it covers, if usable.
+    pub(crate) fn tenant_index(&self) -> Option<(&checkpoint::Checkpoints, Cursor, Cursor)> {
+        use std::sync::atomic::Ordering;
+        let store = self.inner.store.as_deref()?;
+        let base = self.inner.index_base.load(Ordering::Acquire);
+        let upto = self.inner.index.load(Ordering::Acquire);
+        (base < upto).then_some((store, base, upto))
+    }
+
+    /// A checkpoint save failed: its events never reached the index, which must start over
+    /// above `upto`. The writer picks this up before its next checkpoint.
+    pub(crate) fn index_failed(&self, upto: Cursor) {
+        self.inner
+            .index_failure
+            .fetch_max(upto, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn take_index_failure(&self) -> Option<Cursor> {
+        let failed = self
+            .inner
+            .index_failure
+            .swap(0, std::sync::atomic::Ordering::AcqRel);
+        (failed > 0).then_some(failed)
+    }
+
+    /// After a checkpoint: the index covers `(base, upto]`.
+    pub(crate) fn index_stored(&self, base: Cursor, upto: Cursor) {
+        use std::sync::atomic::Ordering;
+        self.inner.index_base.store(base, Ordering::Release);
+        self.inner.index.store(upto, Ordering::Release);
     }
 
     pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {

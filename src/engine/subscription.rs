@@ -163,8 +163,62 @@ impl Subscription {
         }
     }
 
-    /// Reads this tenant's events after our cursor, up to `upto`, from the segment files.
+    /// Reads this tenant's events after our cursor, up to `upto`, from the segment files:
+    /// through the per-tenant index where it reaches (only this tenant's records are read),
+    /// by scanning the log beyond it.
     async fn read_log(&mut self, upto: Cursor) -> Option<Bytes> {
+        if let Some((_, base, indexed)) = self.engine.tenant_index()
+            && self.cursor >= base
+            && self.cursor < indexed
+        {
+            return self.read_indexed(upto.min(indexed)).await;
+        }
+        self.scan_log(upto).await
+    }
+
+    async fn read_indexed(&mut self, until: Cursor) -> Option<Bytes> {
+        let engine = self.engine.clone();
+        let tenant = self.tenant.clone();
+        let after = self.cursor;
+        let read = tokio::task::spawn_blocking(move || -> Result<(Bytes, Cursor), String> {
+            let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
+            let cursors = store.tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)?;
+            let mut out = BytesMut::new();
+            for &cursor in &cursors {
+                engine
+                    .log()
+                    .read_after(cursor - 1, cursor, |_, payload| {
+                        if let Ok(record) = Record::decode(payload)
+                            && let RecordKind::EventInserted(e) = &record.kind
+                        {
+                            out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
+                        }
+                        false
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            let reached = match cursors.last() {
+                Some(last) if cursors.len() == MAX_FRAMES_PER_CHUNK => *last,
+                _ => until,
+            };
+            Ok((out.freeze(), reached))
+        })
+        .await;
+        match read {
+            Ok(Ok((bytes, reached))) => {
+                self.cursor = reached;
+                Some(bytes)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, tenant = %self.tenant, "the tenant index failed; scanning the log");
+                self.scan_log(until).await
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Reads this tenant's events after our cursor, up to `upto`, scanning every record.
+    async fn scan_log(&mut self, upto: Cursor) -> Option<Bytes> {
         let log = self.engine.log().clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;

@@ -22,6 +22,10 @@ pub(super) struct CheckpointPolicy {
     pub(super) store: std::sync::Arc<super::checkpoint::Checkpoints>,
     pub(super) every_records: u64,
     pub(super) every: std::time::Duration,
+    /// Tenant events published since the last checkpoint, for its index.
+    pub(super) tenant_events: Vec<(String, crate::log::Cursor)>,
+    /// The index is complete above this cursor.
+    pub(super) index_base: crate::log::Cursor,
 }
 
 pub(super) struct Writer {
@@ -72,7 +76,7 @@ impl Writer {
     /// is cloned here (the decision state equals the published one between batches); encoding
     /// and the fsync happen on another thread, so the writer never waits for them.
     fn maybe_checkpoint(&mut self, force: bool) {
-        let Some(policy) = &self.checkpoints else {
+        let Some(policy) = &mut self.checkpoints else {
             return;
         };
         let due = self.since_checkpoint >= policy.every_records
@@ -95,14 +99,33 @@ impl Writer {
         let state = self.decision.clone();
         let store = std::sync::Arc::clone(&policy.store);
         let segments = self.engine.log().segments();
+        let events = std::mem::take(&mut policy.tenant_events);
+        let base = policy.index_base;
+        let engine = self.engine.clone();
         let save = move || {
-            let lengths = segments
-                .iter()
-                .filter_map(|s| std::fs::metadata(&s.path).ok().map(|m| (s.first, m.len())))
+            let infos = segments
+                .into_iter()
+                .filter_map(|s| {
+                    std::fs::metadata(&s.path)
+                        .ok()
+                        .map(|m| super::checkpoint::SegmentInfo {
+                            first: s.first,
+                            len: m.len(),
+                            index: s.index,
+                        })
+                })
                 .collect();
-            match store.save(&state, lengths) {
-                Ok(()) => tracing::debug!(cursor = state.cursor, "checkpoint stored"),
-                Err(why) => tracing::warn!(%why, "checkpoint not stored (the log is unaffected)"),
+            match store.save(&state, infos, &events, base) {
+                Ok(()) => {
+                    engine.index_stored(base, state.cursor);
+                    tracing::debug!(cursor = state.cursor, "checkpoint stored");
+                }
+                Err(why) => {
+                    // Its events never reached the index: the next checkpoint's index
+                    // starts above this one.
+                    engine.index_failed(state.cursor);
+                    tracing::warn!(%why, "checkpoint not stored (the log is unaffected)");
+                }
             }
         };
         if force {
@@ -275,6 +298,18 @@ impl Writer {
         }
         for (username, epoch) in invalidated {
             self.engine.credentials().invalidate(&username, epoch);
+        }
+        if let Some(policy) = &mut self.checkpoints {
+            if let Some(failed) = self.engine.take_index_failure() {
+                policy.index_base = policy.index_base.max(failed);
+            }
+            for record in accepted.iter().flat_map(|(_, r)| r) {
+                if let Some(tenant) = record.tenant() {
+                    policy
+                        .tenant_events
+                        .push((tenant.to_owned(), record.cursor));
+                }
+            }
         }
         self.engine
             .fanout()

@@ -41,6 +41,7 @@ pub struct HttpMetrics {
     log_segments: Gauge,
     cursor: Gauge,
     users: Gauge,
+    frames_read: Gauge,
 }
 
 impl HttpMetrics {
@@ -57,6 +58,7 @@ impl HttpMetrics {
             log_segments: Gauge::default(),
             cursor: Gauge::default(),
             users: Gauge::default(),
+            frames_read: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -92,6 +94,11 @@ impl HttpMetrics {
         );
         registry.register("log_cursor", "the newest durable cursor", m.cursor.clone());
         registry.register("users", "users in the projection", m.users.clone());
+        registry.register(
+            "log_frames_read",
+            "frames read back from segment files (catch-up)",
+            m.frames_read.clone(),
+        );
         let e = engine.metrics();
         registry.register(
             "fsync_seconds",
@@ -139,6 +146,7 @@ impl HttpMetrics {
         self.log_segments.set(segments.len() as i64);
         self.cursor.set(engine.cursor() as i64);
         self.users.set(engine.read(|s| s.users.len()) as i64);
+        self.frames_read.set(engine.log().frames_read() as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -16,7 +16,7 @@ pub mod writer;
 use std::path::PathBuf;
 
 pub use reader::LogReader;
-pub use recovery::{Recovered, TailRepair, open, open_from};
+pub use recovery::{KnownSegments, Recovered, TailRepair, open, open_from};
 pub use writer::LogWriter;
 
 /// A record's position in the log: strictly increasing, starting at 1, never reused.

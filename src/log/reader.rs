@@ -32,6 +32,8 @@ pub struct LogReader {
     segments: Arc<RwLock<Vec<SegmentMeta>>>,
     /// Events below this cursor may have been compacted away.
     horizon: Arc<std::sync::atomic::AtomicU64>,
+    /// Frames read back so far (for `/metrics`: how much catch-up reading costs).
+    frames_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogReader {
@@ -46,7 +48,13 @@ impl LogReader {
             codec,
             segments,
             horizon: Arc::new(horizon.into()),
+            frames_read: Default::default(),
         }
+    }
+
+    /// Frames read back from segment files since start.
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Events below this cursor may have been dropped by compaction: a resume from an
@@ -176,6 +184,8 @@ impl LogReader {
                 let cursor = (self.codec)(body)
                     .ok_or_else(|| damaged(&path, at, "frame holds no valid record".into()))?;
                 at += (FRAME_HEADER + len) as u64;
+                self.frames_read
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if cursor <= after {
                     continue;
                 }

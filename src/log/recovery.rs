@@ -217,16 +217,19 @@ pub fn open(
     open_from(dir, codec, segment_bytes, 0, &Default::default(), visit)
 }
 
+/// What a checkpoint knew of each segment, by first cursor: its length and sparse index.
+pub type KnownSegments = std::collections::HashMap<Cursor, (u64, Vec<(Cursor, u64)>)>;
+
 /// Like [`open`], for a caller that already has the state up to `skip_upto` (a
 /// checkpoint): segments holding only older records, whose length is still the one in
-/// `known_lengths`, get their header checked but are not read, so a restart costs the tail,
-/// not the whole log. (`broker log verify` reads everything.)
+/// `known`, get their header checked but are not read (their index comes from `known`),
+/// so a restart costs the tail, not the whole log. (`broker log verify` reads everything.)
 pub fn open_from(
     dir: &Path,
     codec: Codec,
     segment_bytes: u64,
     skip_upto: Cursor,
-    known_lengths: &std::collections::HashMap<Cursor, u64>,
+    known: &KnownSegments,
     mut visit: impl FnMut(Cursor, &[u8]),
 ) -> Result<Recovered, LogError> {
     fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
@@ -248,7 +251,7 @@ pub fn open_from(
         let unchanged = || {
             fs::metadata(&path)
                 .ok()
-                .is_some_and(|m| known_lengths.get(&first) == Some(&m.len()))
+                .is_some_and(|m| known.get(&first).is_some_and(|(len, _)| *len == m.len()))
         };
         let wholly_old =
             firsts.get(i + 1).is_some_and(|next| *next <= skip_upto + 1) && unchanged();
@@ -259,7 +262,10 @@ pub fn open_from(
             metas.push(SegmentMeta {
                 first,
                 path,
-                index: Vec::new(),
+                index: known
+                    .get(&first)
+                    .map(|(_, index)| index.clone())
+                    .unwrap_or_default(),
             });
             continue;
         }

@@ -16,7 +16,7 @@ use super::recovery::create_segment;
 use super::{Cursor, LogError};
 
 /// One index entry every this many frames.
-pub const INDEX_EVERY: u64 = 512;
+pub const INDEX_EVERY: u64 = 64;
 
 /// The one writer of a log; owned by the engine's writer thread.
 pub struct LogWriter {

@@ -82,7 +82,7 @@ pub fn run(db: &Path, to: Option<u64>, check: bool) -> i32 {
         };
     }
     let checkpoint = match Checkpoints::open(&db.join("checkpoints")).and_then(|c| c.load()) {
-        Ok(Some((state, _))) => state,
+        Ok(Some(loaded)) => loaded.state,
         Ok(None) => {
             eprintln!("no checkpoint in {}", db.join("checkpoints").display());
             return 1;
