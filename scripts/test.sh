@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Broker has, on a fresh machine too: installs what the tests need when it is
 # missing (Node.js + npm for the real EventSource client and its npm packages, pebble for
-# ACME, curl, rustfmt, clippy), then checks formatting and lints and runs the whole suite.
+# ACME, curl, schemathesis, cargo-fuzz, rustfmt, clippy), then checks formatting and lints,
+# runs the whole suite, fuzzes the API and runs every fuzz target for a short bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,14 +39,24 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
 
 # The npm-client and ACME tests must not skip themselves here.
 export BROKER_REQUIRE_JS=1
 export BROKER_REQUIRE_PEBBLE=1
 say "test suite"
+# fault-injection: a test-only feature; the disk-fault tests need it.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-targets --no-fail-fast
+  cargo nextest run --all-targets --features fault-injection --no-fail-fast
 else
-  cargo test --all-targets --no-fail-fast
+  cargo test --all-targets --features fault-injection --no-fail-fast
+fi
+
+say "API fuzzing (schemathesis against /openapi.json)"
+scripts/api-fuzz.sh "${BROKER_API_FUZZ_EXAMPLES:-30}"
+
+fuzz_secs="${BROKER_FUZZ_SECS:-20}"
+if [ "$fuzz_secs" != 0 ]; then
+  say "fuzz targets, ${fuzz_secs}s each (cargo-fuzz, libFuzzer)"
+  scripts/fuzz.sh "$fuzz_secs"
 fi

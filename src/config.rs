@@ -235,6 +235,19 @@ pub struct ServeFlags {
     /// Serve `/metrics` on this separate address (plain HTTP, e.g. 127.0.0.1:9090).
     #[arg(long, env = "BROKER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Open connections at most; more are closed at accept.
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// A new connection must have sent a complete first request within this many seconds
+    /// (slow headers or bodies are cut off).
+    #[arg(long, env = "BROKER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Connections with no traffic for this many seconds are closed (SSE keep-alives count).
+    #[arg(long, env = "BROKER_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+    /// Open SSE streams per user at most; more get 429.
+    #[arg(long, env = "BROKER_MAX_SSE_PER_USER", default_value_t = 100)]
+    pub max_sse_per_user: usize,
     /// Store a checkpoint of the projections (in <db>/checkpoints) after this many records…
     #[arg(long, env = "BROKER_CHECKPOINT_RECORDS", default_value_t = 100_000)]
     pub checkpoint_records: u64,
@@ -328,6 +341,14 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// A separate listener for `/metrics`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Deadline for a connection's first request.
+    pub request_timeout: Duration,
+    /// Idle connection timeout.
+    pub idle_timeout: Duration,
+    /// SSE streams per user.
+    pub max_sse_per_user: usize,
     /// Checkpoint after this many records.
     pub checkpoint_records: u64,
     /// Checkpoint after this much time.
@@ -460,6 +481,12 @@ impl ServeFlags {
                 "--totp_duration must be at least 30 seconds".into(),
             ));
         }
+        if self.idle_timeout_secs <= self.sse_keepalive_secs {
+            return Err(ConfigError(format!(
+                "--idle_timeout_secs ({}) must be longer than --sse_keepalive_secs ({}), or idle SSE streams would be cut",
+                self.idle_timeout_secs, self.sse_keepalive_secs
+            )));
+        }
         if self.sse_keepalive_secs == 0 {
             return Err(ConfigError(
                 "--sse_keepalive_secs must be at least 1".into(),
@@ -500,6 +527,10 @@ impl ServeFlags {
             log_json: self.log_format == "json",
             metrics_token: self.metrics_token,
             metrics_addr: self.metrics_addr,
+            max_connections: self.max_connections.max(1),
+            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_sse_per_user: self.max_sse_per_user.max(1),
             checkpoint_records: self.checkpoint_records.max(1),
             checkpoint_interval: Duration::from_secs(self.checkpoint_secs.max(1)),
         })

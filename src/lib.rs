@@ -18,6 +18,8 @@
 pub mod auth;
 pub mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod log;
 pub mod ntp;

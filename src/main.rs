@@ -130,6 +130,7 @@ async fn run(config: Config) -> Result<(), String> {
             acceptor,
             http::metrics_router(app.clone()),
             stop(stop_rx.clone()),
+            None,
         ));
     }
     let served = match tls {

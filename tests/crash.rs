@@ -1,5 +1,7 @@
-//! Crash safety: `kill -9` at random moments while 8 clients insert; every acknowledged
-//! insert survives with its cursor, cursors never repeat, and the log verifies clean.
+//! Crash loop: 20 times, start the server, drive concurrent inserts, user creations and SSE
+//! subscribers, and `kill -9` it at a random moment. Every acknowledged insert survives with
+//! its cursor, every acknowledged user exists, cursors never repeat, and the log verifies
+//! clean each time.
 
 mod common;
 
@@ -10,8 +12,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-const ROUNDS: usize = 5;
-const CLIENTS: usize = 8;
+const ROUNDS: usize = 20;
+const CLIENTS: usize = 6;
 
 /// A pseudo-random number from the clock: enough to vary the kill moment between runs.
 fn jitter(max: u64) -> u64 {
@@ -35,7 +37,35 @@ async fn kill_9_during_inserts_loses_no_acknowledged_write() {
         }
         let jwt = login(&c, &s, "w", "pw").await;
         let acked = Arc::new(Mutex::new(Vec::new()));
+        let created = Arc::new(Mutex::new(Vec::new()));
         let mut writers = Vec::new();
+        {
+            let (c, url, created) = (client(), s.url("/create_user"), Arc::clone(&created));
+            writers.push(tokio::spawn(async move {
+                for n in 0..10_000u32 {
+                    let name = format!("c{round}-{n}");
+                    let body = json!({"username": name, "password": "pw", "admin_token": ADMIN, "tenant_name": "crash"});
+                    if post(&c, url.clone(), body).await.0 != 200 {
+                        return;
+                    }
+                    created.lock().unwrap().push(name);
+                }
+            }));
+        }
+        for _ in 0..2 {
+            let (base, jwt) = (s.url("/sse"), jwt.clone());
+            writers.push(tokio::spawn(async move {
+                let Ok(mut resp) = reqwest::Client::new()
+                    .get(base)
+                    .bearer_auth(&jwt)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                while let Ok(Some(_)) = resp.chunk().await {}
+            }));
+        }
         for client_no in 0..CLIENTS {
             let (c, url, jwt, acked) =
                 (client(), s.url("/insert"), jwt.clone(), Arc::clone(&acked));
@@ -55,7 +85,7 @@ async fn kill_9_during_inserts_loses_no_acknowledged_write() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300 + jitter(900))).await;
+        tokio::time::sleep(Duration::from_millis(150 + jitter(600))).await;
         s.kill();
         for w in writers {
             let _ = tokio::time::timeout(Duration::from_secs(40), w).await;
@@ -99,6 +129,19 @@ async fn kill_9_during_inserts_loses_no_acknowledged_write() {
         }
         let unique: HashSet<&String> = present.values().collect();
         assert_eq!(unique.len(), present.len(), "an insert appears twice");
+        let (_, users) = post(&c, s.url("/list_users"), json!({"admin_token": ADMIN})).await;
+        let names: HashSet<&str> = users
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap())
+            .collect();
+        for name in created.lock().unwrap().iter() {
+            assert!(
+                names.contains(name.as_str()),
+                "round {round}: acknowledged user {name} lost"
+            );
+        }
         drop(sse);
         assert_eq!(s.terminate(), Some(0));
         let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);

@@ -39,6 +39,15 @@ impl CredentialWatch {
         sender.subscribe()
     }
 
+    /// How many streams of `username` are open (each holds one receiver).
+    pub fn open_streams(&self, username: &str) -> usize {
+        self.by_user
+            .lock()
+            .expect("credential watch lock")
+            .get(username)
+            .map_or(0, |sender| sender.receiver_count())
+    }
+
     /// Tells `username`'s streams that their credential epoch is now `epoch`.
     pub fn invalidate(&self, username: &str, epoch: Cursor) {
         let mut by_user = self.by_user.lock().expect("credential watch lock");

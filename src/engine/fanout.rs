@@ -45,6 +45,11 @@ pub struct Recent {
     pub only_in_log_upto: Cursor,
 }
 
+/// The most bytes of frames handed to one subscriber in one chunk. hyper queues up to 16
+/// chunks per connection while the client does not read, so this bounds what a stalled
+/// subscriber can pin in memory (16 × 4 KiB), whatever the event sizes and rates.
+pub const MAX_CHUNK_BYTES: usize = 4 * 1024;
+
 /// What a subscriber at some cursor should do next.
 pub enum Next {
     /// Frames with cursors above the subscriber's, and the cursor of the last one.
@@ -155,7 +160,16 @@ impl TenantFeed {
             return Next::ReadLog(recent.only_in_log_upto);
         }
         let start = recent.frames.partition_point(|(c, _)| *c <= after);
-        let end = recent.frames.len().min(start + max_frames);
+        let mut end = recent.frames.len().min(start + max_frames);
+        // Bound one chunk by bytes too: a client that stops reading holds at most one chunk.
+        let mut bytes = 0;
+        for (i, (_, frame)) in recent.frames.range(start..end).enumerate() {
+            bytes += frame.len();
+            if bytes > MAX_CHUNK_BYTES && i > 0 {
+                end = start + i;
+                break;
+            }
+        }
         match end - start {
             0 => Next::Idle,
             1 => {

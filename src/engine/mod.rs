@@ -117,6 +117,9 @@ pub enum EngineError {
     Locked(PathBuf),
 }
 
+/// Subscribers reading the segment files at once.
+const CATCH_UP_READERS: usize = 8;
+
 /// Tenant events of the replayed tail kept for the next checkpoint's index, at most.
 const MAX_TAIL_INDEX: usize = 1_000_000;
 
@@ -151,6 +154,9 @@ struct Inner {
     metrics: metrics::EngineMetrics,
     /// Checkpoints and the per-tenant index, when enabled.
     store: Option<Arc<checkpoint::Checkpoints>>,
+    // A tokio semaphore: subscribers catching up from the segment files wait their turn
+    // instead of each taking a blocking-pool thread and its read buffer at once.
+    catch_up: tokio::sync::Semaphore,
     /// The per-tenant index holds every event in (index_base, index]; `index_base` is
     /// `u64::MAX` until a first checkpoint makes the index usable.
     index: std::sync::atomic::AtomicU64,
@@ -284,6 +290,7 @@ impl Engine {
             credentials: Default::default(),
             metrics: Default::default(),
             store: store.clone(),
+            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READERS),
             index: std::sync::atomic::AtomicU64::new(indexed_upto),
             index_base: std::sync::atomic::AtomicU64::new(if checkpoint.is_some() {
                 index_base
@@ -417,6 +424,11 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// Open SSE streams of `username`.
+    pub fn streams_of(&self, username: &str) -> usize {
+        self.inner.credentials.open_streams(username)
+    }
+
     /// Open SSE subscriptions, and tenants with at least one.
     pub fn subscribers(&self) -> (u64, u64) {
         self.inner.fanout.subscribers()
@@ -452,6 +464,11 @@ impl Engine {
         use std::sync::atomic::Ordering;
         self.inner.index_base.store(base, Ordering::Release);
         self.inner.index.store(upto, Ordering::Release);
+    }
+
+    /// A turn to read the segment files for a subscriber.
+    pub(crate) async fn catch_up_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.catch_up.acquire().await.ok()
     }
 
     pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {

@@ -177,6 +177,8 @@ impl Subscription {
     }
 
     async fn read_indexed(&mut self, until: Cursor) -> Option<Bytes> {
+        let turns = self.engine.clone();
+        let _turn = turns.catch_up_turn().await?;
         let engine = self.engine.clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;
@@ -219,6 +221,8 @@ impl Subscription {
 
     /// Reads this tenant's events after our cursor, up to `upto`, scanning every record.
     async fn scan_log(&mut self, upto: Cursor) -> Option<Bytes> {
+        let turns = self.engine.clone();
+        let _turn = turns.catch_up_turn().await?;
         let log = self.engine.log().clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;
@@ -237,12 +241,14 @@ impl Subscription {
                     frames += 1;
                     last_event = cursor;
                 }
-                frames < MAX_FRAMES_PER_CHUNK
+                frames < MAX_FRAMES_PER_CHUNK && out.len() < super::fanout::MAX_CHUNK_BYTES
             });
             scanned.map(|scanned| {
                 // Full chunk: resume right after the last event sent; otherwise everything
                 // up to the last record scanned has been looked at.
-                let reached = if frames >= MAX_FRAMES_PER_CHUNK {
+                let reached = if frames >= MAX_FRAMES_PER_CHUNK
+                    || out.len() >= super::fanout::MAX_CHUNK_BYTES
+                {
                     last_event
                 } else {
                     scanned.max(upto)

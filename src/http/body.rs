@@ -72,10 +72,18 @@ async fn parse<T: DeserializeOwned>(req: &Request, body: &mut RequestBody) -> po
             poem::error::ReadBodyError::PayloadTooLarge => too_large(),
             other => ApiError::bad_request(format!("could not read the request body: {other}")),
         })?;
-    let text = std::str::from_utf8(&bytes)
+    Ok(parse_json(&bytes)?)
+}
+
+/// Parses a request body (already read and within the limit) as JSON of type `T`; every
+/// failure is a 400 that names the problem.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes)
         .map_err(|_| ApiError::bad_request("request body is not valid UTF-8"))?;
     if text.trim().is_empty() {
-        return Err(ApiError::bad_request("request body is empty: send a JSON object").into());
+        return Err(ApiError::bad_request(
+            "request body is empty: send a JSON object",
+        ));
     }
     let mut json = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut json)
@@ -83,6 +91,31 @@ async fn parse<T: DeserializeOwned>(req: &Request, body: &mut RequestBody) -> po
     json.end()
         .map_err(|e| ApiError::bad_request(format!("malformed JSON in request body: {e}")))?;
     Ok(value)
+}
+
+/// Feeds `bytes` to every request body type (fuzzing and its corpus tests): parsing must
+/// answer Ok or a 400, never panic. Returns how many types accepted the bytes.
+#[doc(hidden)]
+pub fn parse_every_body(bytes: &[u8]) -> usize {
+    fn ok<T: DeserializeOwned>(bytes: &[u8]) -> usize {
+        match parse_json::<T>(bytes) {
+            Ok(_) => 1,
+            Err(e) => {
+                assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                0
+            }
+        }
+    }
+    ok::<super::users::CreateUser>(bytes)
+        + ok::<super::users::UpdateUser>(bytes)
+        + ok::<super::users::AdminUser>(bytes)
+        + ok::<super::users::AdminOnly>(bytes)
+        + ok::<super::session::Login>(bytes)
+        + ok::<super::events::Insert>(bytes)
+        + ok::<super::codes::CreateQr>(bytes)
+        + ok::<super::codes::CreateTotp>(bytes)
+        + ok::<super::codes::PasswordReset>(bytes)
+        + ok::<super::maintenance::Compact>(bytes)
 }
 
 /// serde_json's message with the path of the field at fault, phrased for a client

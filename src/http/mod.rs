@@ -7,6 +7,7 @@ mod codes;
 pub mod error;
 mod events;
 mod health;
+pub mod limits;
 mod maintenance;
 pub mod metrics;
 mod session;
@@ -30,6 +31,8 @@ use crate::auth::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
 use error::ApiError;
+
+pub use sse::parse_last_event_id;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -158,7 +161,13 @@ pub async fn serve(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve_with(TcpAcceptor::from_tokio(listener)?, router(app), stop).await
+    let limited = limits::LimitedAcceptor::new(
+        TcpAcceptor::from_tokio(listener)?,
+        app.config.max_connections,
+        app.config.request_timeout,
+    );
+    let idle = app.config.idle_timeout;
+    serve_with(limited, router(app), stop, Some(idle)).await
 }
 
 /// Serves HTTPS on `listener` with certificates from `source`.
@@ -168,7 +177,13 @@ pub async fn serve_tls(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve_with(tls::TlsAcceptor::new(listener, source)?, router(app), stop).await
+    let limited = limits::LimitedAcceptor::new(
+        tls::TlsAcceptor::new(listener, source)?,
+        app.config.max_connections,
+        app.config.request_timeout,
+    );
+    let idle = app.config.idle_timeout;
+    serve_with(limited, router(app), stop, Some(idle)).await
 }
 
 /// How long in-flight requests may run on after a shutdown signal.
@@ -179,8 +194,14 @@ pub async fn serve_with(
     acceptor: impl poem::listener::Acceptor + 'static,
     endpoint: impl Endpoint + 'static,
     stop: impl std::future::Future<Output = ()> + Send,
+    idle_timeout: Option<Duration>,
 ) -> std::io::Result<()> {
-    Server::new_with_acceptor(acceptor)
+    let server = Server::new_with_acceptor(acceptor);
+    let server = match idle_timeout {
+        Some(idle) => server.idle_timeout(idle),
+        None => server,
+    };
+    server
         .run_with_graceful_shutdown(endpoint, stop, Some(DRAIN))
         .await
 }

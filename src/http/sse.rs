@@ -85,6 +85,19 @@ impl ApiResponse for EventStream {
 
 async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
     let caller = authenticate(app, req).await?;
+    if app.engine.streams_of(&caller.username) >= app.config.max_sse_per_user {
+        app.metrics.rate_limited.inc();
+        return Err(ApiError {
+            retry_after: Some(app.config.sse_retry_ms.div_ceil(1000).max(1)),
+            ..ApiError::new(
+                poem::http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this user already has {} open streams (--max_sse_per_user); close one first",
+                    app.config.max_sse_per_user
+                ),
+            )
+        });
+    }
     let subscription = app.engine.subscribe(
         &caller.tenant,
         start_of(req),

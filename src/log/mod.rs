@@ -7,6 +7,8 @@
 //! nothing of users or events. `log-format/FORMAT.md` documents every byte.
 
 pub mod compact;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod frame;
 pub mod reader;
 pub mod recovery;

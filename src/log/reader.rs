@@ -156,7 +156,7 @@ impl LogReader {
         let mut payload = Vec::new();
         for (path, offset) in plan {
             let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
-            let mut file = BufReader::with_capacity(256 * 1024, file);
+            let mut file = BufReader::with_capacity(64 * 1024, file);
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| LogError::io(&path, e))?;
             let mut at = offset;

@@ -95,10 +95,7 @@ impl LogWriter {
         if self.batch.is_empty() {
             return if sync { self.sync() } else { Ok(()) };
         }
-        let written = self
-            .file
-            .write_all(&self.batch)
-            .and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
+        let written = self.write_batch(sync);
         if let Err(e) = written {
             self.discard_batch();
             // The fsync gate: after a failed write or fsync nothing of the batch may count as
@@ -118,6 +115,46 @@ impl LogWriter {
             }
         }
         Ok(())
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn write_batch(&mut self, sync: bool) -> std::io::Result<()> {
+        self.file.write_all(&self.batch)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// The same, suffering the fault the test asks for (see [`super::fault`]).
+    #[cfg(feature = "fault-injection")]
+    fn write_batch(&mut self, sync: bool) -> std::io::Result<()> {
+        use super::fault::{Fault, current};
+        use std::io::{Error, ErrorKind};
+        match current() {
+            Some(Fault::ShortWrite) => {
+                self.file.write_all(&self.batch[..self.batch.len() / 2])?;
+                Err(Error::new(ErrorKind::WriteZero, "injected short write"))
+            }
+            Some(Fault::Eio) => Err(Error::from_raw_os_error(5)),
+            Some(Fault::NoSpace) => Err(Error::from_raw_os_error(28)),
+            Some(Fault::FsyncError) => {
+                self.file.write_all(&self.batch)?;
+                Err(Error::other("injected fsync failure"))
+            }
+            Some(Fault::CrashAfterWrite) => {
+                self.file.write_all(&self.batch)?;
+                eprintln!("injected crash between write and fsync");
+                std::process::abort();
+            }
+            None => {
+                self.file.write_all(&self.batch)?;
+                if sync {
+                    self.file.sync_data()?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Makes everything written so far durable.

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz targets: scripts/fuzz.sh [seconds per target, default 60] [target…]
+# Installs cargo-fuzz if missing. cargo-fuzz passes nightly flags; RUSTC_BOOTSTRAP=1 lets the
+# stable toolchain take them (set here only, never in the crate's own build).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+secs="${1:-60}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(decode_frame recover_segment decide_evolve request_inputs)
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+export RUSTC_BOOTSTRAP=1
+for target in "${targets[@]}"; do
+  echo "==> fuzzing $target for ${secs}s"
+  # A scratch copy of the seeds: the checked-in corpus stays small.
+  work="target/corpus-work/$target"
+  mkdir -p "$work"
+  cp -n "corpus/$target/"* "$work/" 2>/dev/null || true
+  log="target/fuzz-$target.log"
+  mkdir -p target
+  if ! cargo fuzz run "$target" "$work" -- -max_total_time="$secs" -rss_limit_mb=2048 >"$log" 2>&1; then
+    tail -40 "$log" >&2
+    echo "fuzz target $target failed (a crash leaves its input in fuzz/artifacts/$target/)" >&2
+    exit 1
+  fi
+  # libFuzzer's last status line: executions, coverage, corpus size.
+  grep -E "^#[0-9]+" "$log" | tail -1
+  grep -E "^Done [0-9]+ runs" "$log" || true
+done

@@ -1,0 +1,33 @@
+//! Fault injection for tests (cargo feature `fault-injection`, never in a release build).
+//!
+//! The file named by `BROKER_FAULT_FILE` holds the name of the fault the writer suffers at
+//! its next writes, until the file is emptied: `short_write`, `eio`, `enospc`,
+//! `fsync_error`, or `crash_after_write` (abort between the write and the fsync).
+
+/// A disk fault the writer can be made to suffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Half the batch reaches the file, then the write fails.
+    ShortWrite,
+    /// The write fails with EIO.
+    Eio,
+    /// The write fails with ENOSPC.
+    NoSpace,
+    /// The write succeeds, the fsync fails.
+    FsyncError,
+    /// The write succeeds, then the process dies before the fsync.
+    CrashAfterWrite,
+}
+
+/// The fault in force now, if any.
+pub fn current() -> Option<Fault> {
+    let path = std::env::var_os("BROKER_FAULT_FILE")?;
+    match std::fs::read_to_string(path).ok()?.trim() {
+        "short_write" => Some(Fault::ShortWrite),
+        "eio" => Some(Fault::Eio),
+        "enospc" => Some(Fault::NoSpace),
+        "fsync_error" => Some(Fault::FsyncError),
+        "crash_after_write" => Some(Fault::CrashAfterWrite),
+        _ => None,
+    }
+}
