@@ -136,17 +136,18 @@ pub type Apis = (
 
 /// Every route of API.md, described for `/openapi.json`.
 pub fn api_service() -> OpenApiService<Apis, ()> {
+    let apis: Apis = (
+        health::HealthApi,
+        users::UsersApi,
+        codes::CodesApi,
+        session::SessionApi,
+        verify::VerifyApi,
+        events::EventsApi,
+        sse::StreamApi,
+        maintenance::MaintenanceApi,
+    );
     OpenApiService::new(
-        (
-            health::HealthApi,
-            users::UsersApi,
-            codes::CodesApi,
-            session::SessionApi,
-            verify::VerifyApi,
-            events::EventsApi,
-            sse::StreamApi,
-            maintenance::MaintenanceApi,
-        ),
+        apis,
         "Broker",
         env!("CARGO_PKG_VERSION"),
     )

@@ -83,25 +83,7 @@ pub fn scan_segment(
     prev: Cursor,
     mut visit: impl FnMut(Cursor, &[u8]),
 ) -> Result<SegmentScan, LogError> {
-    let header = Header::decode(bytes).map_err(|fault| LogError::Damaged {
-        path: path.to_owned(),
-        offset: 0,
-        reason: fault.to_string(),
-    })?;
-    if header.version < FORMAT_VERSION {
-        return Err(LogError::OldVersion {
-            path: path.to_owned(),
-            found: header.version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if header.version > FORMAT_VERSION {
-        return Err(LogError::UnsupportedVersion {
-            path: path.to_owned(),
-            found: header.version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    let header = checked_header(path, bytes)?;
     let named = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -364,7 +346,12 @@ fn read_header(path: &Path) -> Result<Header, LogError> {
     let n = fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| LogError::io(path, e))?;
-    let header = Header::decode(&head[..n]).map_err(|fault| LogError::Damaged {
+    checked_header(path, &head[..n])
+}
+
+/// Decodes a header and refuses any version but the current one, saying what to do.
+fn checked_header(path: &Path, bytes: &[u8]) -> Result<Header, LogError> {
+    let header = Header::decode(bytes).map_err(|fault| LogError::Damaged {
         path: path.to_owned(),
         offset: 0,
         reason: fault.to_string(),
