@@ -62,7 +62,15 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, admin_token: Option<&str>
                 return 1;
             }
         };
+        let spinner = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bar = indicatif::ProgressBar::new_spinner().with_message("compacting");
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let outcome = engine.compact(retain_parsed, now()).await;
+        spinner.finish_and_clear();
         engine.shutdown().await;
         match outcome {
             Ok(report) => {

@@ -76,6 +76,7 @@ pub fn run(
         }
     };
     let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
+    let bar = super::progress(super::log_bytes(&dir), "dumping");
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut printed, mut prev) = (0u64, 0);
@@ -83,7 +84,10 @@ pub fn run(
     let mut tenant_users = std::collections::HashSet::new();
     for (_, path) in listed {
         let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+            Ok(b) => {
+                bar.inc(b.len() as u64);
+                b
+            }
             Err(e) => {
                 eprintln!("cannot read {}: {e}", path.display());
                 return 2;
@@ -124,6 +128,7 @@ pub fn run(
         }
     }
     let _ = out.flush();
+    bar.finish_and_clear();
     eprintln!("{}: {printed} records printed", dir.display());
     0
 }
