@@ -85,7 +85,7 @@ async fn kill_9_during_inserts_loses_no_acknowledged_write() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(150 + jitter(600))).await;
+        tokio::time::sleep(Duration::from_millis(300 + jitter(600))).await;
         s.kill();
         for w in writers {
             let _ = tokio::time::timeout(Duration::from_secs(40), w).await;

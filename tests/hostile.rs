@@ -31,7 +31,7 @@ async fn still_serving(s: &Server) {
     let resp = client().get(s.url("/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "slow: {:?}",
         started.elapsed()
     );
