@@ -137,8 +137,7 @@ async fn bodies_are_json_whatever_the_content_type() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let c = client();
-    let body =
-        json!({"username": "form", "password": "pw", "admin_token": ADMIN, "tenant_name": "t"});
+    let body = json!({"username": "form", "password": "pw", "admin_token": ADMIN, "tenant_name": "t", "unknown_field": [1, 2]});
     let resp = c
         .post(s.url("/create_user"))
         .header("content-type", "application/x-www-form-urlencoded")
