@@ -69,6 +69,7 @@ pub struct Done {
 }
 
 /// Code routes.
+#[derive(Default)]
 pub struct CodesApi;
 
 #[OpenApi]

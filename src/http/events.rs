@@ -32,6 +32,7 @@ pub struct Inserted {
 }
 
 /// Event routes.
+#[derive(Default)]
 pub struct EventsApi;
 
 #[OpenApi]

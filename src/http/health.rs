@@ -16,6 +16,7 @@ pub struct Health {
 }
 
 /// Health routes.
+#[derive(Default)]
 pub struct HealthApi;
 
 #[OpenApi]

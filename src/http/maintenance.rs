@@ -39,6 +39,7 @@ pub struct Compacted {
 }
 
 /// Maintenance routes.
+#[derive(Default)]
 pub struct MaintenanceApi;
 
 #[OpenApi]

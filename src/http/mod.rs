@@ -136,18 +136,8 @@ pub type Apis = (
 
 /// Every route of API.md, described for `/openapi.json`.
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    let apis: Apis = (
-        health::HealthApi,
-        users::UsersApi,
-        codes::CodesApi,
-        session::SessionApi,
-        verify::VerifyApi,
-        events::EventsApi,
-        sse::StreamApi,
-        maintenance::MaintenanceApi,
-    );
     OpenApiService::new(
-        apis,
+        Apis::default(),
         "Broker",
         env!("CARGO_PKG_VERSION"),
     )
@@ -162,13 +152,7 @@ pub async fn serve(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let limited = limits::LimitedAcceptor::new(
-        TcpAcceptor::from_tokio(listener)?,
-        app.config.max_connections,
-        app.config.request_timeout,
-    );
-    let idle = app.config.idle_timeout;
-    serve_with(limited, router(app), stop, Some(idle)).await
+    serve_limited(TcpAcceptor::from_tokio(listener)?, app, stop).await
 }
 
 /// Serves HTTPS on `listener` with certificates from `source`.
@@ -178,8 +162,17 @@ pub async fn serve_tls(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_limited(tls::TlsAcceptor::new(listener, source)?, app, stop).await
+}
+
+/// Every route on `acceptor`, behind the connection limits and the idle timeout.
+async fn serve_limited(
+    acceptor: impl poem::listener::Acceptor + 'static,
+    app: App,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let limited = limits::LimitedAcceptor::new(
-        tls::TlsAcceptor::new(listener, source)?,
+        acceptor,
         app.config.max_connections,
         app.config.request_timeout,
     );

@@ -34,6 +34,7 @@ pub struct Session {
 }
 
 /// Session routes.
+#[derive(Default)]
 pub struct SessionApi;
 
 #[OpenApi]

@@ -42,6 +42,7 @@ pub fn parse_last_event_id(raw: &str) -> Start {
 }
 
 /// Event routes that stream.
+#[derive(Default)]
 pub struct StreamApi;
 
 #[OpenApi]

@@ -138,6 +138,7 @@ impl From<&User> for UserView {
 }
 
 /// Admin user routes.
+#[derive(Default)]
 pub struct UsersApi;
 
 #[OpenApi]
@@ -204,12 +205,13 @@ impl UsersApi {
     ) -> Result<Json<UserView>, ApiError> {
         app.require_admin(&body.0.admin_token, req)?;
         let username = body.0.username;
-        app.engine
-            .submit(Command::RevokeUser {
+        app.change_user(
+            Command::RevokeUser {
                 username: username.clone(),
-            })
-            .await?;
-        app.user_view(&username).map(Json)
+            },
+            &username,
+        )
+        .await
     }
 
     /// Lets a revoked user log in again (admin); their earlier tokens stay invalid.
@@ -222,16 +224,27 @@ impl UsersApi {
     ) -> Result<Json<UserView>, ApiError> {
         app.require_admin(&body.0.admin_token, req)?;
         let username = body.0.username;
-        app.engine
-            .submit(Command::UnrevokeUser {
+        app.change_user(
+            Command::UnrevokeUser {
                 username: username.clone(),
-            })
-            .await?;
-        app.user_view(&username).map(Json)
+            },
+            &username,
+        )
+        .await
     }
 }
 
 impl App {
+    /// Hands an admin change of `username` to the writer and returns the user as it is now.
+    async fn change_user(
+        &self,
+        command: Command,
+        username: &str,
+    ) -> Result<Json<UserView>, ApiError> {
+        self.engine.submit(command).await?;
+        self.user_view(username).map(Json)
+    }
+
     /// The masked view of `username`, or 404.
     pub(super) fn user_view(&self, username: &str) -> Result<UserView, ApiError> {
         self.engine
@@ -326,11 +339,12 @@ async fn update_user(app: &App, body: UpdateUser) -> Result<Json<UserView>, ApiE
         data: Option::<Option<Value>>::from(body.data).map(|d| d.map(|v| v.to_string())),
         two_factor: body.two_factor,
     };
-    app.engine
-        .submit(Command::UpdateUser {
+    app.change_user(
+        Command::UpdateUser {
             update,
             password_hash,
-        })
-        .await?;
-    app.user_view(&body.username).map(Json)
+        },
+        &body.username,
+    )
+    .await
 }

@@ -27,6 +27,7 @@ pub struct Verified {
 }
 
 /// Verification routes.
+#[derive(Default)]
 pub struct VerifyApi;
 
 #[OpenApi]
