@@ -4,6 +4,7 @@
 pub mod authn;
 pub mod body;
 mod codes;
+pub mod direct;
 pub mod error;
 mod events;
 mod health;
@@ -21,7 +22,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
+use poem::listener::{Acceptor, TcpAcceptor};
 use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server};
 use poem_openapi::OpenApiService;
@@ -176,8 +177,31 @@ async fn serve_limited(
         app.config.max_connections,
         app.config.request_timeout,
     );
+    let local = limited.local_addr();
     let idle = app.config.idle_timeout;
-    serve_with(limited, router(app), stop, Some(idle)).await
+    let endpoint = Arc::new(router(app).map_to_response());
+    // Streams are served by `direct`, everything else by hyper: one router for both.
+    let (to_hyper, handed_off) = tokio::sync::mpsc::channel(1024);
+    let (stopped, stopping) = tokio::sync::watch::channel(false);
+    let accepting = tokio::spawn(direct::accept_loop(
+        limited,
+        to_hyper,
+        Arc::clone(&endpoint),
+        stopping,
+    ));
+    let stop = async move {
+        stop.await;
+        let _ = stopped.send(true);
+    };
+    let served = serve_with(
+        direct::HandOff::new(handed_off, local),
+        endpoint,
+        stop,
+        Some(idle),
+    )
+    .await;
+    accepting.abort();
+    served
 }
 
 /// How long in-flight requests may run on after a shutdown signal.
