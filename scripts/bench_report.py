@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Renders broker-bench's JSON lines (scripts/bench.sh) as bench/results.md: the figures of
+every scenario, each issue-7 target marked met or not, and the machine, date and commit."""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def sh(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = f"{kib / 1048576:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{os.cpu_count()} cores ({model}), {mem} RAM, Linux {platform.release()}, {sh('rustc', '--version')}"
+
+
+def table(rows):
+    cols = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join("-" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
+    return "\n".join(out)
+
+
+def find(rows, **want):
+    for r in rows:
+        if all(str(r.get(k)) == str(v) if not callable(v) else v(r.get(k)) for k, v in want.items()):
+            return r
+    return None
+
+
+def mark(ok):
+    return "**met**" if ok else "**not met**"
+
+
+def targets(s):
+    """(target, figure, met) for every target of issue 7 the run measured."""
+    t = []
+    ins = s.get("insert", [])
+    always = find(ins, server="broker fsync=always")
+    never = find(ins, server="broker fsync=never")
+    if always:
+        t.append(("Durable inserts (fsync always, 64 conns) ≥ 50 % of ceiling and ≥ 20,000/s",
+                  f"{always['inserts_per_s']}/s = {always.get('of_ceiling')} of ceiling",
+                  always["inserts_per_s"] >= 20000 and (always.get("of_ceiling") or 0) >= 0.5))
+    if never:
+        t.append(("Inserts with fsync never ≥ 70 % of ceiling",
+                  f"{never['inserts_per_s']}/s = {never.get('of_ceiling')} of ceiling",
+                  (never.get("of_ceiling") or 0) >= 0.7))
+    fan = s.get("fanout", [])
+    for subs, rate in ((200, 200), (1000, 20)):
+        r = find(fan, server="broker fsync=always", subscribers=subs, rate=rate)
+        if r:
+            ok = r["p99_ms"] <= 5 and r["max_ms"] <= 50 and r["lost"] == 0 and r["duplicated"] == 0
+            t.append((f"Fan-out {subs} subscribers at {rate}/s: p99 ≤ 5 ms, max ≤ 50 ms, 0 lost, 0 duplicated",
+                      f"p99 {r['p99_ms']} ms, max {r['max_ms']} ms, lost {r['lost']}, duplicated {r['duplicated']}",
+                      ok))
+    ramp = find(fan, server="broker fsync=always", max_deliveries_per_s=lambda v: v is not None)
+    cramp = find(fan, server="ceiling", max_deliveries_per_s=lambda v: v is not None)
+    if ramp and cramp:
+        t.append(("Fan-out delivery rate at p99 ≤ 50 ms ≥ 80 % of ceiling's",
+                  f"{ramp['max_deliveries_per_s']}/s vs ceiling {cramp['max_deliveries_per_s']}/s = {ramp.get('of_ceiling')}",
+                  (ramp.get("of_ceiling") or 0) >= 0.8))
+    idle = find(s.get("idle", []), server=lambda v: str(v).startswith("broker"))
+    if idle:
+        t.append(("Idle: 10,000 SSE connections held", f"{idle['held']} held", idle["held"] >= 10000 * 0.99))
+        t.append(("Idle: ≤ 8 KiB server RSS per connection", f"{idle['bytes_per_conn']} B",
+                  idle["bytes_per_conn"] <= 8192))
+        t.append(("Idle: 0 % CPU while idle", f"{idle['idle_cpu_pct']} %", idle["idle_cpu_pct"] <= 0.5))
+        t.append(("Idle: every socket freed when its client goes", f"{idle['fds_left_after_close']} left",
+                  idle["fds_left_after_close"] == 0))
+    res = (s.get("resume") or [None])[0]
+    if res:
+        t.append(("Resume ≥ 200,000 events/s to one catching-up subscriber",
+                  f"{res['events_per_s']} events/s, {res['out_of_order']} out of order",
+                  res["events_per_s"] >= 200000 and res["out_of_order"] == 0))
+    rs = s.get("restart", [])
+    full = find(rs, start="full replay")
+    ck = find(rs, start="from checkpoint")
+    if full and ck:
+        n = ck["records"]
+        t.append((f"Restart with a checkpoint, {n:,} records: serving in ≤ 1 s",
+                  f"{ck['serving_after_s']} s", ck["serving_after_s"] <= 1.0 and n >= 10_000_000))
+        t.append(("Full replay ≥ 2,000,000 records/s", f"{full['records_per_s']} records/s",
+                  full["records_per_s"] >= 2_000_000))
+    ten = s.get("tenants", [])
+    if ten:
+        worst_ins = min(r.get("inserts_vs_first", 1) for r in ten)
+        worst_p99 = max(r.get("fanout_p99_vs_first", 1) for r in ten)
+        t.append(("Flat cost: 10,000 tenants / 100,000 users within 10 % of 1 tenant",
+                  f"worst insert rate {worst_ins}× of first, worst fan-out p99 {worst_p99}× of first",
+                  worst_ins >= 0.9 and worst_p99 <= 1.1))
+    lg = s.get("login", [])
+    if len(lg) == 2:
+        a, b = lg
+        ratio = b.get("inserts_vs_without", 0)
+        p99 = b["fanout_p99_ms"] / max(a["fanout_p99_ms"], 1e-9)
+        t.append(("100 logins/s slow inserts and SSE delivery by ≤ 10 %",
+                  f"inserts {ratio}× of without; fan-out p99 {a['fanout_p99_ms']} → {b['fanout_p99_ms']} ms",
+                  ratio >= 0.9 and p99 <= 1.1))
+    return t
+
+
+def main():
+    scenarios = {}
+    with open(sys.argv[1]) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                d = json.loads(line)
+                scenarios[d["scenario"]] = d["rows"]
+    commit = sh("git", "rev-parse", "--short", "HEAD")
+    if sh("git", "status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    print("# Benchmark results\n")
+    print(f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"- Commit: {commit}")
+    print(f"- Machine: {machine()}; the load generator shares it with the server.")
+    print("- Method: `scripts/bench.sh` (release build, loopback, one TCP connection per client);")
+    print("  every figure is the median of its runs (`runs` column); `of_ceiling` is the figure")
+    print("  over the same load against `ceiling`, a minimal hyper server started in the same run.\n")
+    print("## Targets (issue 7)\n")
+    print("| target | measured | |\n|---|---|---|")
+    for name, figure, ok in targets(scenarios):
+        print(f"| {name} | {figure} | {mark(ok)} |")
+    print()
+    for name, rows in scenarios.items():
+        print(f"## {name}\n")
+        print(table(rows))
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+//! `fanout`: S subscribers of one tenant, a publisher at R inserts/s whose events carry their
+//! send time; publish-to-delivery latency and an exact account of what each subscriber got.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, watch};
+
+use crate::client::{Conn, SseStream};
+use crate::report::Row;
+use crate::stats::Latencies;
+use crate::{Ctx, now_micros};
+
+/// The event name the publisher uses; subscribers ignore every other.
+const EVENT: &str = "fan";
+
+/// One fan-out load.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Subscribers (one connection each).
+    pub subscribers: usize,
+    /// Inserts per second.
+    pub rate: u64,
+    /// How long to publish.
+    pub duration: Duration,
+}
+
+/// What a fan-out load measured.
+#[derive(Default)]
+pub struct FanoutResult {
+    /// Inserts acknowledged.
+    pub published: u64,
+    /// Inserts that failed.
+    pub publish_errors: u64,
+    /// Acknowledged events × subscribers.
+    pub expected: u64,
+    /// Distinct acknowledged events received, over all subscribers.
+    pub delivered: u64,
+    /// Acknowledged events some subscriber never received.
+    pub lost: u64,
+    /// Events received twice (same sequence, or an `id:` not above the previous one).
+    pub duplicated: u64,
+    /// Publish-to-delivery latencies.
+    pub latencies: Latencies,
+    /// How long publishing took.
+    pub elapsed: Duration,
+}
+
+impl FanoutResult {
+    /// The table row.
+    pub fn row(mut self, server: &str, load: Load) -> Row {
+        let (p50, p99, max) = self.latencies.summary();
+        Row::default()
+            .with("server", server)
+            .with("subscribers", load.subscribers)
+            .with("rate", load.rate)
+            .with("published", self.published)
+            .with("expected", self.expected)
+            .with("delivered", self.delivered)
+            .with("lost", self.lost)
+            .with("duplicated", self.duplicated)
+            .with(
+                "deliveries_per_s",
+                self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            )
+            .with("p50_ms", p50)
+            .with("p99_ms", p99)
+            .with("max_ms", max)
+            .with("publish_errors", self.publish_errors)
+    }
+}
+
+struct Tally {
+    seen: Vec<u8>,
+    count: u64,
+    duplicated: u64,
+    latencies: Latencies,
+}
+
+/// Subscribes, publishes at the load's rate, waits (bounded) for every acknowledged event
+/// to reach every subscriber, and accounts for each.
+pub async fn load(
+    addr: SocketAddr,
+    sub_token: &str,
+    pub_token: &str,
+    load: Load,
+) -> Result<FanoutResult, String> {
+    let run = uuid::Uuid::new_v4().as_u128() as u64 >> 12;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let progress: Arc<Vec<AtomicU64>> =
+        Arc::new((0..load.subscribers).map(|_| AtomicU64::new(0)).collect());
+    let auth = format!("Bearer {sub_token}");
+    let mut subs = Vec::with_capacity(load.subscribers);
+    // Connect in waves so the listen backlog is never what is being measured.
+    for wave in (0..load.subscribers).collect::<Vec<_>>().chunks(100) {
+        let mut opening = Vec::new();
+        for _ in wave {
+            let auth = auth.clone();
+            opening.push(tokio::spawn(async move {
+                SseStream::open(addr, "/sse", &[("authorization", auth.as_str())]).await
+            }));
+        }
+        for task in opening {
+            let stream = task
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("subscribing: {e}"))?;
+            subs.push(stream);
+        }
+    }
+    let mut tallies = Vec::with_capacity(subs.len());
+    for (i, stream) in subs.into_iter().enumerate() {
+        let stop = stop_rx.clone();
+        let progress = progress.clone();
+        tallies.push(tokio::spawn(subscriber(stream, run, stop, progress, i)));
+    }
+    // Subscriptions are live once their response head arrived; a short settle lets the
+    // snapshot frames of every stream drain before the clock starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let publishers = (load.rate / 50).clamp(1, 32);
+    let total = load.rate * load.duration.as_secs_f64() as u64;
+    let start = Instant::now();
+    let mut pubs = Vec::new();
+    for k in 0..publishers {
+        let auth = format!("Bearer {pub_token}");
+        let acked = acked.clone();
+        let errors = errors.clone();
+        pubs.push(tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            let mut seq = k;
+            while seq < total {
+                let due = start + Duration::from_secs_f64(seq as f64 / load.rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                if conn.is_none() {
+                    conn = Conn::connect(addr).await.ok();
+                }
+                let Some(c) = conn.as_mut() else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    seq += publishers;
+                    continue;
+                };
+                let body = format!(
+                    r#"{{"event":"{EVENT}","data":{{"run":{run},"seq":{seq},"t":{}}}}}"#,
+                    now_micros()
+                );
+                let headers = [
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                match c
+                    .request("POST", "/insert", &headers, body.as_bytes())
+                    .await
+                {
+                    Ok(r) if r.status == 200 => acked.lock().await.push(seq),
+                    Ok(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        conn = None;
+                    }
+                }
+                seq += publishers;
+            }
+        }));
+    }
+    for p in pubs {
+        p.await.map_err(|e| e.to_string())?;
+    }
+    let elapsed = start.elapsed();
+    let acked = std::mem::take(&mut *acked.lock().await);
+    let published = acked.len() as u64;
+    // Bounded wait for the stragglers: every subscriber must have seen every acked event.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && progress
+            .iter()
+            .any(|p| p.load(Ordering::Relaxed) < published)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut result = FanoutResult {
+        published,
+        publish_errors: errors.load(Ordering::Relaxed),
+        expected: published * load.subscribers as u64,
+        elapsed,
+        ..Default::default()
+    };
+    for t in tallies {
+        let tally = t.await.map_err(|e| e.to_string())?;
+        for seq in &acked {
+            if tally.seen.get(*seq as usize).copied().unwrap_or(0) == 0 {
+                result.lost += 1;
+            } else {
+                result.delivered += 1;
+            }
+        }
+        result.duplicated += tally.duplicated;
+        result.latencies.merge(tally.latencies);
+    }
+    Ok(result)
+}
+
+async fn subscriber(
+    mut stream: SseStream,
+    run: u64,
+    mut stop: watch::Receiver<bool>,
+    progress: Arc<Vec<AtomicU64>>,
+    me: usize,
+) -> Tally {
+    let mut tally = Tally {
+        seen: Vec::new(),
+        count: 0,
+        duplicated: 0,
+        latencies: Latencies::default(),
+    };
+    let mut last_id = 0u64;
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => e,
+            _ = stop.changed() => break,
+        };
+        let Ok(Some(event)) = event else { break };
+        if event.event != EVENT {
+            continue;
+        }
+        let now = now_micros();
+        let Ok(data) = serde_json::from_str::<serde_json::Value>(&event.data) else {
+            continue;
+        };
+        if data["run"].as_u64() != Some(run) {
+            continue;
+        }
+        if let Some(id) = event.id {
+            if id <= last_id {
+                tally.duplicated += 1;
+                continue;
+            }
+            last_id = id;
+        }
+        let (Some(seq), Some(t)) = (data["seq"].as_u64(), data["t"].as_u64()) else {
+            continue;
+        };
+        let seq = seq as usize;
+        if seq >= tally.seen.len() {
+            tally.seen.resize((seq + 1).next_power_of_two(), 0);
+        }
+        if tally.seen[seq] != 0 {
+            tally.duplicated += 1;
+            continue;
+        }
+        tally.seen[seq] = 1;
+        tally.count += 1;
+        tally
+            .latencies
+            .push(Duration::from_micros(now.saturating_sub(t)));
+        progress[me].store(tally.count, Ordering::Relaxed);
+    }
+    tally
+}
+
+/// The scenario: each (subscribers, rate) pair against the baseline and Broker, then, with
+/// `ramp`, rates raised until p99 passes 50 ms.
+pub async fn scenario(
+    ctx: &Ctx,
+    pairs: &[(usize, u64)],
+    ramp: Option<usize>,
+) -> Result<Vec<Row>, String> {
+    let mut runs = Vec::new();
+    for _ in 0..ctx.runs {
+        let mut rows = Vec::new();
+        for &(subscribers, rate) in pairs {
+            let l = Load {
+                subscribers,
+                rate,
+                duration: ctx.duration,
+            };
+            let ceiling = ctx.ceiling()?;
+            let r = load(ceiling.addr(), "ceiling", "ceiling", l).await?;
+            rows.push(r.row("ceiling", l));
+            drop(ceiling);
+            for fsync in &ctx.fsync {
+                let server = ctx.broker(fsync, &[])?;
+                let token = server.jwt_for_new_user("t0").await?;
+                let r = load(server.addr(), &token, &token, l).await?;
+                rows.push(r.row(&server.label(), l));
+            }
+        }
+        runs.push(rows);
+    }
+    let mut rows = crate::report::medians(runs);
+    if let Some(subscribers) = ramp {
+        let ceiling = ctx.ceiling()?;
+        rows.push(ramp_up(ceiling.addr(), "ceiling", "ceiling", subscribers).await?);
+        drop(ceiling);
+        for fsync in &ctx.fsync {
+            let server = ctx.broker(fsync, &[])?;
+            let token = server.jwt_for_new_user("t0").await?;
+            rows.push(ramp_up(server.addr(), &server.label(), &token, subscribers).await?);
+        }
+        rows = crate::with_fraction(rows, "max_deliveries_per_s");
+    }
+    Ok(rows)
+}
+
+/// Doubles the rate (then refines between the last good and first bad) until publish-to-
+/// delivery p99 passes 50 ms or events are lost; reports the best delivery rate below that.
+async fn ramp_up(
+    addr: SocketAddr,
+    label: &str,
+    token: &str,
+    subscribers: usize,
+) -> Result<Row, String> {
+    let step = Duration::from_secs(3);
+    let mut good: Option<(u64, FanoutResult)> = None;
+    let mut bad: Option<u64> = None;
+    let mut rate = 50u64;
+    for _ in 0..10 {
+        let l = Load {
+            subscribers,
+            rate,
+            duration: step,
+        };
+        let mut r = load(addr, token, token, l).await?;
+        let p99 = r.latencies.quantile_ms(0.99);
+        let ok = p99 <= 50.0 && r.lost == 0 && r.duplicated == 0 && r.publish_errors == 0;
+        if ok {
+            good = Some((rate, r));
+        } else {
+            bad = Some(rate);
+        }
+        rate = match (good.as_ref().map(|g| g.0), bad) {
+            (Some(g), None) => g * 2,
+            (Some(g), Some(b)) if b > g + g / 8 => (g + b) / 2,
+            (None, Some(b)) if b > 10 => b / 2,
+            _ => break,
+        };
+    }
+    let (best_rate, mut best) = good.ok_or("even the lowest rate missed p99 ≤ 50 ms")?;
+    let (_, p99, max) = best.latencies.summary();
+    let delivered = best.delivered as f64 / best.elapsed.as_secs_f64().max(1e-9);
+    Ok(Row::default()
+        .with("server", label)
+        .with("subscribers", subscribers)
+        .with("rate", best_rate)
+        .with("max_deliveries_per_s", delivered)
+        .with("p99_ms", p99)
+        .with("max_ms", max)
+        .with(
+            "first_failing_rate",
+            bad.map(|b| b as f64).unwrap_or(f64::NAN),
+        ))
+}
