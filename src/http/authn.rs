@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::App;
 use super::error::ApiError;
-use crate::auth::{Credentials, credentials, jwt, password};
+use crate::auth::{Credentials, credentials, password};
 use crate::log::Cursor;
 
 /// How long a verified Basic credential is trusted without Argon2.
@@ -52,7 +52,7 @@ pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiErro
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     match credentials::parse(header)? {
         Credentials::Bearer(token) => {
-            let claims = jwt::verify(&app.config.jwt_secret, &token, app.clock.now_s())?;
+            let claims = app.jwt_key.verify(&token, app.clock.now_s())?;
             app.engine.read(|state| match state.user(&claims.sub) {
                 Some(user) if !user.revoked && user.credential_epoch == claims.epoch => {
                     Ok(Principal {

@@ -1,13 +1,13 @@
 //! Connection limits against hostile clients: a cap on open connections and a deadline for a
-//! new connection's first request (slow-loris headers or bodies), for plain and TLS alike.
-//! Idle connections are closed by poem's idle timeout; bodies are bounded by
-//! `--max_body_bytes`; SSE streams per user by `--max_sse_per_user`.
+//! new connection's first request (slow-loris headers or bodies), for plain and TLS alike,
+//! and the idle timeout. Bodies are bounded by `--max_body_bytes`; SSE streams per user by
+//! `--max_sse_per_user`.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
@@ -16,21 +16,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
-/// Wraps an acceptor: at most `max` connections at once (more are closed at accept), and each
-/// must have started its first response within `first_response`.
+/// Wraps an acceptor: at most `max` connections at once (more are closed at accept), each
+/// must have started its first response within `first_response`, and one without reads or
+/// writes for `idle` is closed.
 pub struct LimitedAcceptor<A> {
     inner: A,
     slots: Arc<Semaphore>,
     first_response: Duration,
+    idle: Duration,
 }
 
 impl<A: Acceptor> LimitedAcceptor<A> {
     /// Limits `inner`.
-    pub fn new(inner: A, max: usize, first_response: Duration) -> Self {
+    pub fn new(inner: A, max: usize, first_response: Duration, idle: Duration) -> Self {
         LimitedAcceptor {
             inner,
             slots: Arc::new(Semaphore::new(max.max(1))),
             first_response,
+            idle,
         }
     }
 }
@@ -54,6 +57,11 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
                 inner: io,
                 _permit: permit,
                 deadline: Some(Box::pin(tokio::time::sleep(self.first_response))),
+                idle: Idle {
+                    after: self.idle,
+                    last: Instant::now(),
+                    timer: None,
+                },
             };
             return Ok((io, local, remote, scheme));
         }
@@ -66,6 +74,39 @@ pub struct Limited<T> {
     _permit: OwnedSemaphorePermit,
     /// Until the first response byte is written.
     deadline: Option<Pin<Box<Sleep>>>,
+    idle: Idle,
+}
+
+/// The idle timeout, checked lazily: every read and write only notes the time; the timer is
+/// armed while a read waits and, when it fires early (there was traffic since), moved
+/// forward once. (poem's own idle timeout wakes a second task on every read and write.)
+struct Idle {
+    after: Duration,
+    last: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Idle {
+    /// Ready(()) when the connection has been idle for `after`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let due = self.last + self.after;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
+            if timer.deadline() != due.into() {
+                timer.as_mut().reset(due.into());
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if Instant::now() >= self.last + self.after => {
+                    return Poll::Ready(());
+                }
+                // Traffic moved `last` on while the timer ran: re-arm at the new due time.
+                Poll::Ready(()) => continue,
+            }
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
@@ -82,7 +123,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
                 "no complete request within --request_timeout_secs",
             )));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.idle.last = Instant::now();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match self.idle.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle for --idle_timeout_secs",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -95,6 +152,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             self.deadline = None;
+            self.idle.last = Instant::now();
         }
         written
     }
@@ -110,6 +168,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             self.deadline = None;
+            self.idle.last = Instant::now();
         }
         written
     }

@@ -52,6 +52,8 @@ pub struct AppInner {
     basic_cache: authn::BasicCache,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
+    /// `--jwt_secret`'s verification key, prepared once.
+    pub jwt_key: crate::auth::jwt::JwtKey,
     /// Root key of the biscuits `/verify` hands out.
     pub biscuit: biscuit_auth::KeyPair,
     throttle: throttle::Throttles,
@@ -77,6 +79,7 @@ impl App {
         App(Arc::new(AppInner {
             hashing: Semaphore::new(config.hash_concurrency),
             throttle: throttle::Throttles::new(&config),
+            jwt_key: crate::auth::jwt::JwtKey::new(&config.jwt_secret),
             metrics: metrics::HttpMetrics::new(&engine),
             biscuit,
             engine,
@@ -176,9 +179,9 @@ async fn serve_limited(
         acceptor,
         app.config.max_connections,
         app.config.request_timeout,
+        app.config.idle_timeout,
     );
     let local = limited.local_addr();
-    let idle = app.config.idle_timeout;
     let endpoint = Arc::new(router(app).map_to_response());
     // Streams are served by `direct`, everything else by hyper: one router for both.
     let (to_hyper, handed_off) = tokio::sync::mpsc::channel(1024);
@@ -197,7 +200,8 @@ async fn serve_limited(
         direct::HandOff::new(handed_off, local),
         endpoint,
         stop,
-        Some(idle),
+        // The idle timeout is `limits`' (cheaper than poem's, and it covers streams too).
+        None,
     )
     .await;
     accepting.abort();

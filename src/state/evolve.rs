@@ -2,6 +2,7 @@
 //! `decide` produced always applies; a record naming an unknown user (possible only in a
 //! hand-edited or foreign log) changes nothing but the cursor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::projection::{LatestEvent, State, User};
@@ -97,17 +98,34 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::EventInserted(e) => {
-            let latest = LatestEvent {
-                cursor,
-                id: e.id,
-                event: Arc::from(e.event.as_str()),
-                data: Arc::from(e.data.as_str()),
-            };
-            state
+            // Most events replace the latest of a name the tenant already has: update in
+            // place, allocating the tenant and name keys only when they are new (replay
+            // and the writer both run this once per event).
+            if !state.latest.contains_key(e.tenant.as_str()) {
+                state.latest.insert(e.tenant.clone(), HashMap::new());
+            }
+            let names = state
                 .latest
-                .entry(e.tenant.clone())
-                .or_default()
-                .insert(e.event.clone(), latest);
+                .get_mut(e.tenant.as_str())
+                .expect("inserted above");
+            match names.get_mut(e.event.as_str()) {
+                Some(slot) => {
+                    slot.cursor = cursor;
+                    slot.id = e.id;
+                    slot.data = Arc::from(e.data.as_str());
+                }
+                None => {
+                    names.insert(
+                        e.event.clone(),
+                        LatestEvent {
+                            cursor,
+                            id: e.id,
+                            event: Arc::from(e.event.as_str()),
+                            data: Arc::from(e.data.as_str()),
+                        },
+                    );
+                }
+            }
         }
     }
     state.cursor = state.cursor.max(cursor);
