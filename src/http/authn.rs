@@ -51,21 +51,22 @@ const REVOKED_OR_CHANGED: &str = "credentials no longer valid: the user was revo
 pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     match credentials::parse(header)? {
-        Credentials::Bearer(token) => {
-            let claims = jwt::verify(&app.config.jwt_secret, &token, app.clock.now_s())?;
-            app.engine.read(|state| match state.user(&claims.sub) {
-                Some(user) if !user.revoked && user.credential_epoch == claims.epoch => {
-                    Ok(Principal {
-                        username: user.username.clone(),
-                        tenant: user.tenant.clone(),
-                        credential_epoch: user.credential_epoch,
-                    })
-                }
-                _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
-            })
-        }
+        Credentials::Bearer(token) => bearer(app, &token),
         Credentials::Basic { username, password } => basic(app, username, password).await,
     }
+}
+
+/// Authenticates a JWT (from `Authorization: Bearer` or the session cookie).
+pub(super) fn bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
+    let claims = jwt::verify(&app.config.jwt_secret, token, app.clock.now_s())?;
+    app.engine.read(|state| match state.user(&claims.sub) {
+        Some(user) if !user.revoked && user.credential_epoch == claims.epoch => Ok(Principal {
+            username: user.username.clone(),
+            tenant: user.tenant.clone(),
+            credential_epoch: user.credential_epoch,
+        }),
+        _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
+    })
 }
 
 async fn basic(app: &App, username: String, password: String) -> Result<Principal, ApiError> {

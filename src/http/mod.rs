@@ -4,6 +4,8 @@
 pub mod authn;
 pub mod body;
 mod codes;
+mod console;
+pub mod cors;
 pub mod error;
 mod events;
 mod health;
@@ -13,6 +15,7 @@ pub mod metrics;
 mod session;
 mod sse;
 mod throttle;
+mod ticket;
 pub mod tls;
 mod users;
 mod verify;
@@ -22,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
-use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server};
 use poem_openapi::OpenApiService;
 use tokio::sync::Semaphore;
@@ -54,6 +56,9 @@ pub struct AppInner {
     /// Root key of the biscuits `/verify` hands out.
     pub biscuit: biscuit_auth::KeyPair,
     throttle: throttle::Throttles,
+    tickets: ticket::Tickets,
+    /// When this process started serving (the console shows the uptime).
+    pub started: std::time::Instant,
     /// Counters and gauges of `/metrics`.
     pub metrics: Arc<metrics::HttpMetrics>,
 }
@@ -82,6 +87,8 @@ impl App {
             config,
             clock,
             basic_cache: Default::default(),
+            tickets: Default::default(),
+            started: std::time::Instant::now(),
             cache_key: *uuid::Uuid::new_v4().as_bytes(),
         }))
     }
@@ -89,16 +96,8 @@ impl App {
 
 /// Every route, with CORS and JSON errors.
 pub fn router(app: App) -> impl Endpoint {
-    let cors = if app.config.origin == "*" {
-        Cors::new()
-    } else {
-        Cors::new()
-            .allow_origin(app.config.origin.as_str())
-            .allow_credentials(true)
-    }
-    .allow_methods(["GET", "HEAD", "POST", "OPTIONS"])
-    .allow_headers(["authorization", "content-type", "last-event-id"])
-    .max_age(600);
+    let policy = Arc::new(cors::CorsPolicy::from_flag(&app.config.origin));
+    let secure = !matches!(app.config.tls, crate::config::Tls::Off);
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -106,9 +105,10 @@ pub fn router(app: App) -> impl Endpoint {
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
+        .nest("/console", console::routes())
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(metrics::metrics))
-        .with(cors)
+        .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), secure))
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
         .around(move |ep, req| metrics::observe(ep, req, Arc::clone(&observed)))
@@ -131,6 +131,7 @@ pub type Apis = (
     verify::VerifyApi,
     events::EventsApi,
     sse::StreamApi,
+    ticket::TicketApi,
     maintenance::MaintenanceApi,
 );
 

@@ -9,8 +9,9 @@ use poem_openapi::registry::{
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::App;
-use super::authn::authenticate;
+use super::authn::{authenticate, bearer};
 use super::error::ApiError;
+use super::ticket::{Holder, owner_of};
 use crate::engine::{Start, sse_frame};
 
 /// Where to start: `Last-Event-ID` header, else `?last_event_id=`, else the snapshot.
@@ -19,17 +20,54 @@ fn start_of(req: &Request) -> Start {
         .headers()
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("").to_owned());
-    let from_query = || {
-        req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| *k == "last_event_id")
-                .map(|(_, v)| v.to_owned())
-        })
-    };
-    match from_header.or_else(from_query) {
+    match from_header.or_else(|| query_param(req, "last_event_id")) {
         None => Start::Snapshot,
         Some(raw) => parse_last_event_id(&raw),
+    }
+}
+
+/// The first value of `name` in the query string (our values are never percent-encoded:
+/// cursors are digits, tickets URL-safe base64).
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    })
+}
+
+/// The session cookie `POST /login {"session_cookie": true}` sets: a JWT, sent by browsers
+/// only to `/sse` (its `Path`) and only from same-site pages (`SameSite=Strict`).
+pub const SESSION_COOKIE: &str = "broker_session";
+
+fn session_cookie(req: &Request) -> Option<&str> {
+    req.headers()
+        .get_all(poem::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Who opens the stream: `Authorization` (Bearer or Basic), a ticket from `POST /sse_ticket`,
+/// or the session cookie, in that order of precedence — but never a header and a ticket at
+/// once, which would leave it unclear whose stream it is.
+async fn holder_of(app: &App, req: &Request) -> Result<Holder, ApiError> {
+    let has_header = req
+        .headers()
+        .contains_key(poem::http::header::AUTHORIZATION);
+    match (query_param(req, "ticket"), has_header) {
+        (Some(_), true) => Err(ApiError::bad_request(
+            "send either an Authorization header or ?ticket=, not both",
+        )),
+        (Some(ticket), false) => app.redeem_ticket(&ticket),
+        (None, false) if session_cookie(req).is_some() => {
+            bearer(app, session_cookie(req).unwrap_or_default()).map(Holder::User)
+        }
+        (None, _) => authenticate(app, req).await.map(Holder::User),
     }
 }
 
@@ -47,9 +85,12 @@ pub struct StreamApi;
 
 #[OpenApi]
 impl StreamApi {
-    /// Server-Sent Events of the caller's tenant (Bearer or Basic): the snapshot (latest
-    /// event per name) or, with `Last-Event-ID` / `?last_event_id=`, every event after that
-    /// cursor; then live events. Frames: `id: <cursor>`, `event: <name>`, `data: <json>`.
+    /// Server-Sent Events of the caller's tenant: the snapshot (latest event per name) or,
+    /// with `Last-Event-ID` / `?last_event_id=`, every event after that cursor; then live
+    /// events. Frames: `id: <cursor>`, `event: <name>`, `data: <json>`. Authenticated by
+    /// Bearer or Basic, or — for browsers' `EventSource` — by `?ticket=` (from
+    /// `POST /sse_ticket`, single use) or the `broker_session` cookie (from `POST /login`
+    /// with `session_cookie: true`).
     #[oai(path = "/sse", method = "get")]
     async fn sse(&self, app: Data<&App>, req: &Request) -> Result<EventStream, ApiError> {
         sse(&app, req).await
@@ -85,8 +126,14 @@ impl ApiResponse for EventStream {
 }
 
 async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
-    let caller = authenticate(app, req).await?;
-    if app.engine.streams_of(&caller.username) >= app.config.max_sse_per_user {
+    let holder = holder_of(app, req).await?;
+    let tenant = match &holder {
+        Holder::User(caller) => caller.tenant.as_str(),
+        Holder::Admin { tenant } => tenant.as_str(),
+    };
+    if let Holder::User(caller) = &holder
+        && app.engine.streams_of(&caller.username) >= app.config.max_sse_per_user
+    {
         app.metrics.rate_limited.inc();
         return Err(ApiError {
             retry_after: Some(app.config.sse_retry_ms.div_ceil(1000).max(1)),
@@ -99,11 +146,9 @@ async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
             )
         });
     }
-    let subscription = app.engine.subscribe(
-        &caller.tenant,
-        start_of(req),
-        Some((&caller.username, caller.credential_epoch)),
-    );
+    let subscription = app
+        .engine
+        .subscribe(tenant, start_of(req), owner_of(&holder));
     let keep_alive = app.config.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse_retry_ms);
     let frames = futures_util::stream::unfold(

@@ -52,7 +52,7 @@ pub struct Created {
 #[derive(Debug, Deserialize, Object)]
 pub struct AdminOnly {
     /// The server's --admin_token.
-    admin_token: String,
+    pub(super) admin_token: String,
 }
 
 /// A body naming one user.
