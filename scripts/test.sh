@@ -36,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # npm ci when node_modules was not installed from exactly this lock file (the copy kept in
 # node_modules after each install tells).
-for dir in tests/js; do
+for dir in tests/js clients/js; do
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json" 2>/dev/null; then
     say "installing the npm packages the tests use ($dir)"
     (cd "$dir" && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock.json)

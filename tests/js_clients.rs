@@ -6,7 +6,8 @@
 //!   option);
 //! - `@microsoft/fetch-event-source` (fetch with headers: broker-client's technique);
 //! - Chromium's native `EventSource` in headless Chromium (playwright-core), from a page of
-//!   another origin: one subscriber with single-use tickets, one with the session cookie.
+//!   another origin: one subscriber with single-use tickets, one with the session cookie;
+//!   and broker-client (`clients/js`) in the same page.
 //!
 //! `scripts/test.sh` installs the packages (`tests/js/node_modules`) and Chromium and sets
 //! `BROKER_REQUIRE_JS=1` and `BROKER_REQUIRE_CHROMIUM=1`, so there these tests cannot skip.
@@ -59,6 +60,31 @@ pub fn chromium() -> Option<PathBuf> {
     None
 }
 
+/// Compiles `clients/js` (tsc) and returns its `dist/`, or None (skip) when its packages are
+/// missing and not required.
+fn ts_client_dist() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/js");
+    if !dir.join("node_modules/typescript").is_dir() {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_JS").is_none(),
+            "clients/js/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
+        );
+        eprintln!("skipped: clients/js dependencies not installed");
+        return None;
+    }
+    let build = Command::new("node")
+        .args(["node_modules/typescript/bin/tsc", "-p", "."])
+        .current_dir(&dir)
+        .output()
+        .expect("node must be installed");
+    assert!(
+        build.status.success(),
+        "tsc failed: {}",
+        String::from_utf8_lossy(&build.stdout)
+    );
+    Some(dir.join("dist"))
+}
+
 /// A node script's JSON lines, one per event.
 struct Client {
     node: Child,
@@ -66,10 +92,11 @@ struct Client {
 }
 
 impl Client {
-    fn spawn(script: &Path, args: &[&str]) -> Client {
+    fn spawn(script: &Path, args: &[&str], dist: Option<&Path>) -> Client {
         let mut node = Command::new("node")
             .arg(script)
             .args(args)
+            .envs(dist.map(|d| ("BROKER_CLIENT_DIST", d)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -110,6 +137,12 @@ impl Drop for Client {
 /// by `--origin`); the port is chosen here so that the server knows it before the page exists.
 async fn restart_scenario(script: &str, clients: &[&str], page_origin: bool) {
     let Some(js) = js_dir() else { return };
+    let dist = if page_origin {
+        let Some(dist) = ts_client_dist() else { return };
+        Some(dist)
+    } else {
+        None
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
     let page_port = free_port().to_string();
@@ -128,6 +161,7 @@ async fn restart_scenario(script: &str, clients: &[&str], page_origin: bool) {
     let client = Client::spawn(
         &js.join(script),
         &[&s.base, &jwt, "7", "90000", "js", "pw", &page_port],
+        dist.as_deref(),
     );
     let mut seen = BTreeMap::new();
     client.until(&mut seen, clients, 1);
@@ -189,5 +223,10 @@ async fn chromium_native_eventsource_with_ticket_and_cookie_resumes_after_restar
     if chromium().is_none() {
         return;
     }
-    restart_scenario("chromium_eventsource.mjs", &["ticket", "cookie"], true).await;
+    restart_scenario(
+        "chromium_eventsource.mjs",
+        &["ticket", "cookie", "broker-client"],
+        true,
+    )
+    .await;
 }

@@ -1,15 +1,18 @@
 // Chromium's native EventSource against Broker, from a page of another origin (CORS), in
-// headless Chromium driven by playwright-core. Two subscribers run side by side:
+// headless Chromium driven by playwright-core. Three subscribers run side by side:
 //  - "ticket": POST /sse_ticket with the JWT, then EventSource('/sse?ticket=…'); when the
 //    browser's own reconnection is refused (a ticket works once), a new ticket resumes with
 //    ?last_event_id=;
 //  - "cookie": POST /login {session_cookie: true} with credentials, then
 //    EventSource('/sse', {withCredentials: true}); the browser reconnects by itself, sending
-//    the cookie and Last-Event-ID.
+//    the cookie and Last-Event-ID;
+//  - "broker-client": clients/js (its compiled dist/, served with the page) in the browser,
+//    fetch with the Authorization header, resuming by itself.
 // Prints one JSON line per event: {client, id, event, data}.
 // Usage: node chromium_eventsource.mjs <base-url> <jwt> <count> <timeout-ms> <username> <password> <page-port>
+// with $BROKER_CLIENT_DIST naming clients/js/dist.
 import http from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -20,7 +23,14 @@ const names = ['greeting', 'counter'];
 
 // The page's origin: a different port is a different origin (so CORS applies) on the same
 // site (so the SameSite=Strict cookie may be sent).
-const pages = http.createServer((_, res) => {
+const dist = process.env.BROKER_CLIENT_DIST;
+if (!dist) throw new Error('set BROKER_CLIENT_DIST to clients/js/dist');
+const pages = http.createServer((req, res) => {
+  if (req.url === '/broker-client/index.js') {
+    res.writeHead(200, { 'content-type': 'text/javascript' });
+    res.end(readFileSync(join(dist, 'index.js')));
+    return;
+  }
   res.writeHead(200, { 'content-type': 'text/html' });
   res.end('<!doctype html><title>app</title><p>app');
 });
@@ -33,7 +43,7 @@ const browser = await chromium.launchPersistentContext(profile, {
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
-const counts = { ticket: 0, cookie: 0 };
+const counts = { ticket: 0, cookie: 0, 'broker-client': 0 };
 let finished = false;
 async function finish(code, why) {
   if (finished) return;
@@ -53,7 +63,7 @@ await page.exposeFunction('report', (line) => {
   const event = JSON.parse(line);
   console.log(line);
   counts[event.client] += 1;
-  if (counts.ticket === want && counts.cookie === want) {
+  if (Object.values(counts).every((n) => n === want)) {
     clearTimeout(timer);
     finish(0);
   }
@@ -98,5 +108,13 @@ await page.evaluate(async ({ base, jwt, username, password, names }) => {
   if (!login.ok) throw new Error(`login ${login.status}`);
   const source = new EventSource(`${base}/sse`, { withCredentials: true });
   for (const name of names) source.addEventListener(name, (e) => emit('cookie', e));
+
+  // broker-client, as a page would use it.
+  const { Broker } = await import('/broker-client/index.js');
+  const sub = new Broker(base, { jwt }).subscribe({ minRetryMs: 100, maxRetryMs: 500 });
+  for (const name of names) {
+    sub.on(name, (data, { id, event }) =>
+      window.report(JSON.stringify({ client: 'broker-client', id, event, data })));
+  }
 }, { base, jwt, username, password, names });
 console.error('subscribed');
