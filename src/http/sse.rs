@@ -3,13 +3,16 @@
 use bytes::Bytes;
 use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response};
+use poem_openapi::param::Query;
 use poem_openapi::registry::{
     MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::App;
-use super::authn::{authenticate, bearer};
+use super::authn::{
+    BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, bearer, register_header_schemes,
+};
 use super::error::ApiError;
 use super::ticket::{Holder, owner_of};
 use crate::engine::{Start, sse_frame};
@@ -83,6 +86,69 @@ pub fn parse_last_event_id(raw: &str) -> Start {
 #[derive(Default)]
 pub struct StreamApi;
 
+/// OpenAPI name of `?ticket=` (a single-use ticket from `POST /sse_ticket`).
+const TICKET_SCHEME: &str = "sse_ticket";
+/// OpenAPI name of the `broker_session` cookie.
+const COOKIE_SCHEME: &str = "session_cookie";
+
+/// Whoever opens a stream: by `Authorization`, `?ticket=` or the session cookie (see
+/// [`holder_of`]); the OpenAPI document lists the four schemes.
+pub struct StreamCaller(Holder);
+
+impl<'a> poem_openapi::ApiExtractor<'a> for StreamCaller {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        use poem_openapi::registry::MetaSecurityScheme;
+        register_header_schemes(registry);
+        registry.create_security_scheme(
+            TICKET_SCHEME,
+            MetaSecurityScheme {
+                ty: "apiKey",
+                description: Some(
+                    "A ticket from POST /sse_ticket or POST /admin_sse_ticket: 256 random bits, valid 30 s, single use; for browsers' EventSource, which cannot send headers.",
+                ),
+                name: Some("ticket"),
+                key_in: Some("query"),
+                scheme: None,
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+        registry.create_security_scheme(
+            COOKIE_SCHEME,
+            MetaSecurityScheme {
+                ty: "apiKey",
+                description: Some(
+                    "The JWT as the broker_session cookie, set by POST /login with session_cookie: true (HttpOnly, SameSite=Strict, Path=/sse).",
+                ),
+                name: Some(SESSION_COOKIE),
+                key_in: Some("cookie"),
+                scheme: None,
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME, BASIC_SCHEME, TICKET_SCHEME, COOKIE_SCHEME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _: &mut poem::RequestBody,
+        _: poem_openapi::ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        Ok(StreamCaller(holder_of(app_of(req)?, req).await?))
+    }
+}
+
 #[OpenApi]
 impl StreamApi {
     /// Server-Sent Events of the caller's tenant: the snapshot (latest event per name) or,
@@ -92,8 +158,17 @@ impl StreamApi {
     /// `POST /sse_ticket`, single use) or the `broker_session` cookie (from `POST /login`
     /// with `session_cookie: true`).
     #[oai(path = "/sse", method = "get")]
-    async fn sse(&self, app: Data<&App>, req: &Request) -> Result<EventStream, ApiError> {
-        sse(&app, req).await
+    async fn sse(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        caller: StreamCaller,
+        /// Resume after this cursor, like the `Last-Event-ID` header (which wins when both
+        /// are sent); a value that is not a cursor gets `broker.reset` and the snapshot.
+        #[oai(name = "last_event_id")]
+        _last_event_id: Query<Option<String>>,
+    ) -> Result<EventStream, ApiError> {
+        sse(&app, req, caller.0).await
     }
 }
 
@@ -125,8 +200,7 @@ impl ApiResponse for EventStream {
     fn register(_: &mut Registry) {}
 }
 
-async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
-    let holder = holder_of(app, req).await?;
+async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, ApiError> {
     let tenant = match &holder {
         Holder::User(caller) => caller.tenant.as_str(),
         Holder::Admin { tenant } => tenant.as_str(),

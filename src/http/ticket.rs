@@ -27,7 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::App;
-use super::authn::{Principal, authenticate};
+use super::authn::{Caller, Principal};
 use super::body::JsonBody;
 use super::error::ApiError;
 use crate::log::Cursor;
@@ -177,10 +177,9 @@ impl TicketApi {
     async fn sse_ticket(
         &self,
         app: Data<&App>,
-        req: &Request,
+        caller: Caller,
     ) -> Result<Json<SseTicket>, ApiError> {
-        let caller: Principal = authenticate(&app, req).await?;
-        let ticket = app.tickets.issue(Holder::User(caller))?;
+        let ticket = app.tickets.issue(Holder::User(caller.0))?;
         Ok(Json(SseTicket {
             ticket,
             expires_in: TICKET_TTL.as_secs(),
