@@ -37,6 +37,9 @@ use crate::state::validate;
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Outstanding tickets at most; past it, issuing answers 429 until some expire.
 const MAX_TICKETS: usize = 100_000;
+/// Outstanding tickets per user (or per watched tenant for the admin), so that one caller
+/// cannot use up [`MAX_TICKETS`] for everybody.
+const MAX_TICKETS_PER_HOLDER: u32 = 64;
 /// Expired tickets are swept at most this often (sweeping is a pass over the map).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -50,6 +53,16 @@ pub enum Holder {
         /// The tenant to watch.
         tenant: String,
     },
+}
+
+impl Holder {
+    /// Whom the per-holder limit counts against.
+    fn key(&self) -> String {
+        match self {
+            Holder::User(p) => format!("user:{}", p.username),
+            Holder::Admin { tenant } => format!("admin:{tenant}"),
+        }
+    }
 }
 
 struct Ticket {
@@ -68,7 +81,39 @@ pub(super) struct Tickets {
 #[derive(Default)]
 struct TicketMap {
     by_digest: HashMap<[u8; 32], Ticket>,
+    /// Outstanding tickets per [`Holder::key`] (expired ones until the next sweep).
+    per_holder: HashMap<String, u32>,
     last_sweep: Option<Instant>,
+}
+
+impl TicketMap {
+    fn sweep(&mut self, now: Instant) {
+        self.by_digest.retain(|_, t| t.expires > now);
+        self.per_holder.clear();
+        for ticket in self.by_digest.values() {
+            *self.per_holder.entry(ticket.holder.key()).or_default() += 1;
+        }
+        self.last_sweep = Some(now);
+    }
+
+    fn take(&mut self, digest: &[u8; 32]) -> Option<Ticket> {
+        let ticket = self.by_digest.remove(digest)?;
+        let key = ticket.holder.key();
+        if let Some(n) = self.per_holder.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_holder.remove(&key);
+            }
+        }
+        Some(ticket)
+    }
+}
+
+fn too_many(message: &str) -> ApiError {
+    ApiError {
+        retry_after: Some(TICKET_TTL.as_secs()),
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
 }
 
 impl Tickets {
@@ -80,18 +125,20 @@ impl Tickets {
         let now = Instant::now();
         let mut map = self.inner.lock().expect("ticket lock");
         if map.last_sweep.is_none_or(|at| now - at >= SWEEP_EVERY) {
-            map.by_digest.retain(|_, t| t.expires > now);
-            map.last_sweep = Some(now);
+            map.sweep(now);
         }
         if map.by_digest.len() >= MAX_TICKETS {
-            return Err(ApiError {
-                retry_after: Some(TICKET_TTL.as_secs()),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many SSE tickets outstanding; redeem the ones issued or retry later",
-                )
-            });
+            return Err(too_many(
+                "too many SSE tickets outstanding on this server; retry later",
+            ));
         }
+        let key = holder.key();
+        if map.per_holder.get(&key).copied().unwrap_or(0) >= MAX_TICKETS_PER_HOLDER {
+            return Err(too_many(&format!(
+                "{MAX_TICKETS_PER_HOLDER} SSE tickets are already waiting to be used; open a stream with one of them, or retry when they expire"
+            )));
+        }
+        *map.per_holder.entry(key).or_default() += 1;
         map.by_digest.insert(
             digest(&ticket),
             Ticket {
@@ -108,8 +155,7 @@ impl Tickets {
             .inner
             .lock()
             .expect("ticket lock")
-            .by_digest
-            .remove(&digest(ticket))?;
+            .take(&digest(ticket))?;
         (taken.expires > Instant::now()).then_some(taken.holder)
     }
 }
@@ -240,6 +286,24 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(tickets.redeem("not-a-ticket"), None);
         assert_eq!(tickets.redeem(""), None);
+    }
+
+    #[test]
+    fn one_holder_cannot_hoard_tickets() {
+        let tickets = Tickets::default();
+        let mine: Vec<String> = (0..MAX_TICKETS_PER_HOLDER)
+            .map(|_| tickets.issue(holder()).unwrap())
+            .collect();
+        let refused = tickets.issue(holder()).unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.message.contains("already waiting"), "{refused}");
+        // Others are unaffected, and redeeming one frees a place.
+        let other = Holder::Admin {
+            tenant: "other".into(),
+        };
+        tickets.issue(other).unwrap();
+        assert_eq!(tickets.redeem(&mine[0]), Some(holder()));
+        tickets.issue(holder()).unwrap();
     }
 
     #[test]
