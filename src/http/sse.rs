@@ -62,15 +62,13 @@ async fn holder_of(app: &App, req: &Request) -> Result<Holder, ApiError> {
     let has_header = req
         .headers()
         .contains_key(poem::http::header::AUTHORIZATION);
-    match (query_param(req, "ticket"), has_header) {
-        (Some(_), true) => Err(ApiError::bad_request(
+    match (query_param(req, "ticket"), has_header, session_cookie(req)) {
+        (Some(_), true, _) => Err(ApiError::bad_request(
             "send either an Authorization header or ?ticket=, not both",
         )),
-        (Some(ticket), false) => app.redeem_ticket(&ticket),
-        (None, false) if session_cookie(req).is_some() => {
-            bearer(app, session_cookie(req).unwrap_or_default()).map(Holder::User)
-        }
-        (None, _) => authenticate(app, req).await.map(Holder::User),
+        (Some(ticket), false, _) => app.redeem_ticket(&ticket),
+        (None, false, Some(jwt)) => bearer(app, jwt).map(Holder::User),
+        (None, _, _) => authenticate(app, req).await.map(Holder::User),
     }
 }
 
