@@ -86,8 +86,11 @@ try {
   await page.getByRole('button', { name: 'Show QR code' }).click();
   const qr = page.locator('#qr-image');
   await qr.waitFor({ state: 'visible' });
-  const width = await qr.evaluate((img) => img.decode().then(() => img.naturalWidth));
-  if (!width) throw new Error('the QR image did not load');
+  // Polled: the data: URL decodes asynchronously, and decode() rejects spuriously here.
+  await page.waitForFunction(() => {
+    const img = document.getElementById('qr-image');
+    return img.complete && img.naturalWidth >= 100;
+  });
   await shot('4-qr');
   await page.getByRole('button', { name: 'Close' }).click();
 
