@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::App;
 use super::authn::{Caller, Principal};
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{ApiError, InsertErrors};
 use crate::state::{Command, validate};
 
 /// `POST /insert` body.
@@ -43,8 +43,8 @@ impl EventsApi {
         app: Data<&App>,
         body: JsonBody<Insert>,
         caller: Caller,
-    ) -> Result<Json<Inserted>, ApiError> {
-        insert(&app, caller.0, body.0).await
+    ) -> Result<Json<Inserted>, InsertErrors> {
+        Ok(insert(&app, caller.0, body.0).await?)
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::App;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{AdminReadErrors, ApiError, WriteErrors};
 use super::users::AdminOnly;
 use crate::engine::compaction::Retain;
 
@@ -83,7 +83,7 @@ impl MaintenanceApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<Compact>,
-    ) -> Result<Json<Compacted>, ApiError> {
+    ) -> Result<Json<Compacted>, WriteErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         let retain: Retain = body.0.retain.parse().map_err(ApiError::bad_request)?;
         let r = app.engine.compact(retain, app.clock.now_ms()).await?;
@@ -111,7 +111,7 @@ impl MaintenanceApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<AdminOnly>,
-    ) -> Result<Json<ServerStats>, ApiError> {
+    ) -> Result<Json<ServerStats>, AdminReadErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         let segments = app.engine.log().segments();
         let log_bytes = segments

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::App;
 use super::authn::DUMMY_HASH;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{ApiError, WriteErrors};
 use super::throttle::address;
 use crate::auth::{jwt, totp};
 use crate::state::Command;
@@ -87,7 +87,7 @@ impl SessionApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<Login>,
-    ) -> Result<LoginReply, ApiError> {
+    ) -> Result<LoginReply, WriteErrors> {
         let wants_cookie = body.0.session_cookie == Some(true);
         let session = login(&app, &address(req), body.0).await?;
         let cookie =

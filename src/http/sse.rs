@@ -13,7 +13,7 @@ use super::App;
 use super::authn::{
     BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, bearer, register_header_schemes,
 };
-use super::error::ApiError;
+use super::error::{ApiError, StreamErrors};
 use super::ticket::{Holder, owner_of};
 use crate::engine::{Start, sse_frame};
 
@@ -165,8 +165,8 @@ impl StreamApi {
         /// are sent); a value that is not a cursor gets `broker.reset` and the snapshot.
         #[oai(name = "last_event_id")]
         _last_event_id: Query<Option<String>>,
-    ) -> Result<EventStream, ApiError> {
-        sse(&app, req, caller.0).await
+    ) -> Result<EventStream, StreamErrors> {
+        Ok(sse(&app, req, caller.0).await?)
     }
 }
 

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use super::App;
 use super::authn::{Caller, Principal};
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{AdminReadErrors, ApiError, TicketErrors};
 use crate::log::Cursor;
 use crate::state::validate;
 
@@ -224,7 +224,7 @@ impl TicketApi {
         &self,
         app: Data<&App>,
         caller: Caller,
-    ) -> Result<Json<SseTicket>, ApiError> {
+    ) -> Result<Json<SseTicket>, TicketErrors> {
         let ticket = app.tickets.issue(Holder::User(caller.0))?;
         Ok(Json(SseTicket {
             ticket,
@@ -240,7 +240,7 @@ impl TicketApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<AdminSseTicket>,
-    ) -> Result<Json<SseTicket>, ApiError> {
+    ) -> Result<Json<SseTicket>, AdminReadErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         validate::tenant(&body.0.tenant_name)?;
         let ticket = app.tickets.issue(Holder::Admin {

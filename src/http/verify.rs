@@ -6,7 +6,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::App;
 use super::authn::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, AuthErrors};
 use crate::auth::biscuit;
 
 /// What `/verify` returns.
@@ -34,7 +34,7 @@ impl VerifyApi {
     /// Checks the caller's credentials (Bearer or Basic) and returns a biscuit of their
     /// scopes with the public key that verifies it.
     #[oai(path = "/verify", method = "get")]
-    async fn verify(&self, app: Data<&App>, caller: Caller) -> Result<Json<Verified>, ApiError> {
+    async fn verify(&self, app: Data<&App>, caller: Caller) -> Result<Json<Verified>, AuthErrors> {
         let caller = caller.0;
         let scopes = app
             .engine
