@@ -7,7 +7,7 @@
 //! - `@microsoft/fetch-event-source` (fetch with headers: broker-client's technique);
 //! - Chromium's native `EventSource` in headless Chromium (playwright-core), from a page of
 //!   another origin: one subscriber with single-use tickets, one with the session cookie;
-//!   and broker-client (`clients/js`) in the same page.
+//!   and broker-client (`clients/js`) in the same page, with each of its two transports.
 //!
 //! `scripts/test.sh` installs the packages (`tests/js/node_modules`) and Chromium and sets
 //! `BROKER_REQUIRE_JS=1` and `BROKER_REQUIRE_CHROMIUM=1`, so there these tests cannot skip.
@@ -225,7 +225,7 @@ async fn chromium_native_eventsource_with_ticket_and_cookie_resumes_after_restar
     }
     restart_scenario(
         "chromium_eventsource.mjs",
-        &["ticket", "cookie", "broker-client"],
+        &["ticket", "cookie", "broker-client", "broker-client-es"],
         true,
     )
     .await;

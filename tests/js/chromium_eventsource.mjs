@@ -1,5 +1,5 @@
 // Chromium's native EventSource against Broker, from a page of another origin (CORS), in
-// headless Chromium driven by playwright-core. Three subscribers run side by side:
+// headless Chromium driven by playwright-core. Four subscribers run side by side:
 //  - "ticket": POST /sse_ticket with the JWT, then EventSource('/sse?ticket=…'); when the
 //    browser's own reconnection is refused (a ticket works once), a new ticket resumes with
 //    ?last_event_id=;
@@ -7,7 +7,9 @@
 //    EventSource('/sse', {withCredentials: true}); the browser reconnects by itself, sending
 //    the cookie and Last-Event-ID;
 //  - "broker-client": clients/js (its compiled dist/, served with the page) in the browser,
-//    fetch with the Authorization header, resuming by itself.
+//    fetch with the Authorization header, resuming by itself;
+//  - "broker-client-es": the same client's `eventsource` transport (Chromium's EventSource,
+//    a fresh ticket per connection), logged in by the client itself.
 // Prints one JSON line per event: {client, id, event, data}.
 // Usage: node chromium_eventsource.mjs <base-url> <jwt> <count> <timeout-ms> <username> <password> <page-port>
 // with $BROKER_CLIENT_DIST naming clients/js/dist.
@@ -43,7 +45,7 @@ const browser = await chromium.launchPersistentContext(profile, {
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
-const counts = { ticket: 0, cookie: 0, 'broker-client': 0 };
+const counts = { ticket: 0, cookie: 0, 'broker-client': 0, 'broker-client-es': 0 };
 let finished = false;
 async function finish(code, why) {
   if (finished) return;
@@ -115,6 +117,12 @@ await page.evaluate(async ({ base, jwt, username, password, names }) => {
   for (const name of names) {
     sub.on(name, (data, { id, event }) =>
       window.report(JSON.stringify({ client: 'broker-client', id, event, data })));
+  }
+  const own = await Broker.login(base, username, password, { sessionCookie: true });
+  const es = own.subscribe({ transport: 'eventsource', minRetryMs: 100, maxRetryMs: 500 });
+  for (const name of names) {
+    es.on(name, (data, { id, event }) =>
+      window.report(JSON.stringify({ client: 'broker-client-es', id, event, data })));
   }
 }, { base, jwt, username, password, names });
 console.error('subscribed');
