@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Broker has, on a fresh machine too: installs what the tests need when it is
-# missing (Node.js + npm for the real EventSource client and its npm packages, pebble for
-# ACME, curl, schemathesis, cargo-fuzz, rustfmt, clippy), then checks formatting and lints,
+# missing (Node.js + npm for the real SSE clients and their npm packages, Chromium for the
+# browser and console tests, pebble for ACME, curl, schemathesis, cargo-fuzz, rustfmt,
+# clippy), then checks formatting and lints,
 # runs the whole suite, fuzzes the API and runs every fuzz target for a short bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,14 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   say "installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
-# Debian packages the tests drive: Node.js + npm (EventSource client), pebble (ACME test
-# server), curl (the TLS client).
+# Debian packages the tests drive: Node.js + npm (SSE clients, the TypeScript client),
+# Chromium (native EventSource and the console, driven by playwright-core: never
+# `playwright install`, which downloads browsers), pebble (ACME test server), curl (the TLS
+# client).
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,10 +34,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}"
 fi
-if [ ! -d tests/js/node_modules/eventsource ]; then
-  say "installing the npm SSE clients the tests drive (tests/js)"
-  (cd tests/js && npm ci --no-audit --no-fund)
-fi
+# npm ci when node_modules was not installed from exactly this lock file (the copy kept in
+# node_modules after each install tells).
+for dir in tests/js clients/js; do
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json" 2>/dev/null; then
+    say "installing the npm packages the tests use ($dir)"
+    (cd "$dir" && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock.json)
+  fi
+done
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -41,8 +49,9 @@ cargo fmt --all -- --check
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
 
-# The npm-client and ACME tests must not skip themselves here.
+# The npm-client, browser and ACME tests must not skip themselves here.
 export BROKER_REQUIRE_JS=1
+export BROKER_REQUIRE_CHROMIUM=1
 export BROKER_REQUIRE_PEBBLE=1
 say "test suite"
 # fault-injection: a test-only feature; the disk-fault tests need it.

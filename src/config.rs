@@ -455,6 +455,7 @@ impl ServeFlags {
                 key_path: self.key_path.clone(),
             }
         };
+        check_origin(&self.origin)?;
         if self.metrics_token.as_deref() == Some("") {
             return Err(ConfigError("--metrics_token must not be empty".into()));
         }
@@ -537,6 +538,37 @@ impl ServeFlags {
     }
 }
 
+/// `--origin` is `*` or a comma-separated list of origins as browsers send them
+/// (`scheme://host[:port]`, no path): anything else would silently never match.
+fn check_origin(flag: &str) -> Result<(), ConfigError> {
+    if flag.trim() == "*" {
+        return Ok(());
+    }
+    let mut any = false;
+    for origin in flag.split(',').map(|o| o.trim().trim_end_matches('/')) {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        match host {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '*']) => {
+                any = true;
+            }
+            _ => {
+                return Err(ConfigError(format!(
+                    "--origin: {origin:?} is not an origin; use * or a comma-separated list like https://app.example,http://localhost:3000"
+                )));
+            }
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(ConfigError(
+            "--origin must not be empty: use * or a list of origins".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +589,27 @@ mod tests {
         assert_eq!(config.addr.port(), 8080);
         assert_eq!(config.jwt_expiry, 86_400);
         assert_eq!(config.totp_duration, 300);
+    }
+
+    #[test]
+    fn origins_must_be_origins() {
+        for ok in [
+            "*",
+            "https://app.example",
+            "http://localhost:3000, https://a.example/",
+        ] {
+            assert!(parse(&["--origin", ok]).serve.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "app.example",
+            "https://a.example/path",
+            "ftp://x",
+            "",
+            "https://",
+        ] {
+            let err = parse(&["--origin", bad]).serve.validate().unwrap_err();
+            assert!(err.0.contains("--origin"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -85,6 +85,83 @@ async fn openapi_document_and_swagger_ui_are_served() {
     let create = &spec["paths"]["/create_user"]["post"];
     assert!(create["responses"]["400"].is_object());
     assert!(create["requestBody"]["content"]["application/json"].is_object());
+    // Every authentication scheme is declared, and each route names the ones it takes.
+    let schemes = &spec["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["basic"]["scheme"], "basic");
+    assert_eq!(schemes["sse_ticket"]["in"], "query");
+    assert_eq!(schemes["session_cookie"]["in"], "cookie");
+    let security = |path: &str, method: &str| -> Vec<String> {
+        spec["paths"][path][method]["security"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .flat_map(|r| r.as_object().unwrap().keys().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (path, method) in [
+        ("/insert", "post"),
+        ("/verify", "get"),
+        ("/sse_ticket", "post"),
+    ] {
+        assert_eq!(security(path, method), ["bearer", "basic"], "{path}");
+    }
+    assert_eq!(
+        security("/sse", "get"),
+        ["bearer", "basic", "sse_ticket", "session_cookie"]
+    );
+    // Every error status documents the {"error": …} body.
+    let mut errors = 0;
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    errors += 1;
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(errors > 80, "{errors}");
+    // Each route lists the errors it can answer, not every error there is.
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        spec["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|s| *s != "200")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(statuses("/verify", "get"), ["401", "500"]);
+    assert_eq!(statuses("/sse", "get"), ["400", "401", "429", "500"]);
+    assert_eq!(statuses("/sse_ticket", "post"), ["401", "429", "500"]);
+    assert_eq!(
+        statuses("/insert", "post"),
+        ["400", "401", "413", "500", "503"]
+    );
+    assert_eq!(
+        statuses("/get_user", "post"),
+        ["400", "401", "404", "413", "429", "500"]
+    );
+    assert_eq!(
+        statuses("/revoke_user", "post"),
+        ["400", "401", "404", "413", "429", "500", "503"]
+    );
+    assert!(statuses("/", "get").is_empty());
+    assert!(
+        spec["paths"]["/login"]["post"]["responses"]["429"]["headers"]["retry-after"].is_object()
+    );
+    assert_eq!(
+        spec["components"]["schemas"]["ErrorBody"]["required"],
+        json!(["error"])
+    );
     let docs = c.get(s.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("Swagger UI"));

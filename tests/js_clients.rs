@@ -1,15 +1,23 @@
-//! Real npm SSE clients against the real binary: the `eventsource` package (what apps use)
-//! receives the snapshot and live events, and after a server restart reconnects by itself
-//! with `Last-Event-ID`, missing and repeating nothing.
+//! Real SSE clients against the real binary, each through the same scenario: the snapshot,
+//! live events, then a server restart after which the client resumes by itself with
+//! `Last-Event-ID`, missing and repeating nothing.
 //!
-//! `scripts/test.sh` installs the packages (`tests/js/node_modules`) and sets
-//! `BROKER_REQUIRE_JS=1`, so there these tests cannot be skipped.
+//! - the npm `eventsource` package (a standard EventSource for Node; JWT through its `fetch`
+//!   option);
+//! - `@microsoft/fetch-event-source` (fetch with headers: broker-client's technique);
+//! - Chromium's native `EventSource` in headless Chromium (playwright-core), from a page of
+//!   another origin: one subscriber with single-use tickets, one with the session cookie;
+//!   and broker-client (`clients/js`) in the same page, with each of its two transports.
+//!
+//! `scripts/test.sh` installs the packages (`tests/js/node_modules`) and Chromium and sets
+//! `BROKER_REQUIRE_JS=1` and `BROKER_REQUIRE_CHROMIUM=1`, so there these tests cannot skip.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,23 +26,131 @@ use serde_json::{Value, json};
 
 fn js_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    if dir.join("node_modules/eventsource").is_dir() {
+    let installed = [
+        "eventsource",
+        "@microsoft/fetch-event-source",
+        "playwright-core",
+    ]
+    .iter()
+    .all(|p| dir.join("node_modules").join(p).is_dir());
+    if installed {
         return Some(dir);
     }
     assert!(
         std::env::var_os("BROKER_REQUIRE_JS").is_none(),
-        "tests/js/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
+        "tests/js/node_modules is incomplete: run scripts/test.sh (it runs npm ci there)"
     );
     eprintln!("skipped: npm clients not installed (scripts/test.sh installs them)");
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn npm_eventsource_gets_snapshot_live_and_resumes_after_restart() {
+/// The Chromium binary, or None (skip) when it is missing and not required.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("BROKER_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("BROKER_REQUIRE_CHROMIUM").is_none(),
+        "{} is missing: run scripts/test.sh (it installs Debian's chromium)",
+        path.display()
+    );
+    eprintln!("skipped: no Chromium at {}", path.display());
+    None
+}
+
+/// Compiles `clients/js` (tsc) and returns its `dist/`, or None (skip) when its packages are
+/// missing and not required.
+fn ts_client_dist() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/js");
+    if !dir.join("node_modules/typescript").is_dir() {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_JS").is_none(),
+            "clients/js/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
+        );
+        eprintln!("skipped: clients/js dependencies not installed");
+        return None;
+    }
+    let build = Command::new("node")
+        .args(["node_modules/typescript/bin/tsc", "-p", "."])
+        .current_dir(&dir)
+        .output()
+        .expect("node must be installed");
+    assert!(
+        build.status.success(),
+        "tsc failed: {}",
+        String::from_utf8_lossy(&build.stdout)
+    );
+    Some(dir.join("dist"))
+}
+
+/// A node script's JSON lines, one per event.
+struct Client {
+    node: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Client {
+    fn spawn(script: &Path, args: &[&str], dist: Option<&Path>) -> Client {
+        let mut node = Command::new("node")
+            .arg(script)
+            .args(args)
+            .envs(dist.map(|d| ("BROKER_CLIENT_DIST", d)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed (scripts/test.sh installs it)");
+        let (tx, lines) = mpsc::channel::<Value>();
+        let out = node.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap());
+            }
+        });
+        Client { node, lines }
+    }
+
+    /// Collects events until every client named in `clients` has `n` of them.
+    fn until(&self, seen: &mut BTreeMap<String, Vec<Value>>, clients: &[&str], n: usize) {
+        while clients.iter().any(|c| seen.get(*c).map_or(0, Vec::len) < n) {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(45))
+                .unwrap_or_else(|_| panic!("the clients stopped at {seen:?}, expected {n} each"));
+            let client = line["client"].as_str().unwrap_or("default").to_owned();
+            seen.entry(client).or_default().push(line);
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.node.kill();
+        let _ = self.node.wait();
+    }
+}
+
+/// Snapshot, 3 live events, a restart, 3 more: every client in `clients` must see exactly
+/// the latest greeting and then counters 0..6 in cursor order.
+/// With `page_origin`, the client's page is served on its own port (another origin, allowed
+/// by `--origin`); the port is chosen here so that the server knows it before the page exists.
+async fn restart_scenario(script: &str, clients: &[&str], page_origin: bool) {
     let Some(js) = js_dir() else { return };
+    let dist = if page_origin {
+        let Some(dist) = ts_client_dist() else { return };
+        Some(dist)
+    } else {
+        None
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
-    let flags = ["--port", port.as_str(), "--sse_retry_ms", "200"];
+    let page_port = free_port().to_string();
+    let origin = format!("http://127.0.0.1:{page_port}");
+    let mut flags = vec!["--port", port.as_str(), "--sse_retry_ms", "200"];
+    if page_origin {
+        flags.extend(["--origin", origin.as_str()]);
+    }
     let mut s = Server::start(dir.path(), &flags);
     let c = client();
     create_user(&c, &s, "js", "pw", "web").await;
@@ -42,61 +158,75 @@ async fn npm_eventsource_gets_snapshot_live_and_resumes_after_restart() {
     insert(&c, &s, &jwt, "greeting", json!("old hello")).await;
     insert(&c, &s, &jwt, "greeting", json!({"text": "hello"})).await;
 
-    let mut node = Command::new("node")
-        .arg(js.join("eventsource_client.mjs"))
-        .args([&s.base, &jwt, "7", "30000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node must be installed (scripts/test.sh installs it)");
-    let (tx, rx) = mpsc::channel::<Value>();
-    let out = node.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(serde_json::from_str(&line).unwrap());
-        }
-    });
-    let next = |what: &str| {
-        rx.recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("the npm client did not receive {what}"))
-    };
-    // Snapshot: only the latest greeting.
-    let snap = next("the snapshot");
-    assert_eq!(
-        (snap["event"].as_str(), &snap["data"]),
-        (Some("greeting"), &json!({"text": "hello"}))
+    let client = Client::spawn(
+        &js.join(script),
+        &[&s.base, &jwt, "7", "90000", "js", "pw", &page_port],
+        dist.as_deref(),
     );
-    // Live.
+    let mut seen = BTreeMap::new();
+    client.until(&mut seen, clients, 1);
     for i in 0..3 {
         insert(&c, &s, &jwt, "counter", json!(i)).await;
     }
-    let mut seen: Vec<Value> = (0..3).map(|_| next("live events")).collect();
+    client.until(&mut seen, clients, 4);
 
-    // Restart on the same port; the client reconnects with Last-Event-ID on its own.
+    // Restart on the same port; the clients reconnect with Last-Event-ID on their own.
     assert_eq!(s.terminate(), Some(0));
     let s = Server::start(dir.path(), &flags);
     for i in 3..6 {
         let (status, _) = insert(&c, &s, &jwt, "counter", json!(i)).await;
         assert_eq!(status, 200);
     }
-    seen.extend((3..6).map(|_| next("events after the restart")));
-    let data: Vec<&Value> = seen.iter().map(|e| &e["data"]).collect();
-    assert_eq!(
-        data,
-        (0..6)
-            .map(|i| json!(i))
-            .collect::<Vec<_>>()
+    client.until(&mut seen, clients, 7);
+
+    for name in clients {
+        let events = &seen[*name];
+        assert_eq!(events.len(), 7, "{name}: {events:?}");
+        assert_eq!(
+            (events[0]["event"].as_str(), &events[0]["data"]),
+            (Some("greeting"), &json!({"text": "hello"})),
+            "{name}: the snapshot holds only the latest greeting"
+        );
+        let data: Vec<&Value> = events[1..].iter().map(|e| &e["data"]).collect();
+        let expected: Vec<Value> = (0..6).map(|i| json!(i)).collect();
+        assert_eq!(
+            data,
+            expected.iter().collect::<Vec<_>>(),
+            "{name}: every counter once, in order"
+        );
+        let ids: Vec<u64> = events
             .iter()
-            .collect::<Vec<_>>()
-    );
-    let ids: Vec<u64> = seen
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    let status = node.wait().unwrap();
+            .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{name}: {ids:?}");
+    }
+    let mut client = client;
+    let status = client.node.wait().unwrap();
     assert!(
         status.success(),
-        "the npm client saw more events than were inserted"
+        "the client saw more events than were inserted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_eventsource_gets_snapshot_live_and_resumes_after_restart() {
+    restart_scenario("eventsource_client.mjs", &["default"], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_event_source_gets_snapshot_live_and_resumes_after_restart() {
+    restart_scenario("fetch_event_source_client.mjs", &["default"], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_native_eventsource_with_ticket_and_cookie_resumes_after_restart() {
+    if chromium().is_none() {
+        return;
+    }
+    restart_scenario(
+        "chromium_eventsource.mjs",
+        &["ticket", "cookie", "broker-client", "broker-client-es"],
+        true,
+    )
+    .await;
 }

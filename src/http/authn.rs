@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use poem::Request;
 use poem::http::header::AUTHORIZATION;
+use poem::{Request, RequestBody};
+use poem_openapi::registry::{MetaSecurityScheme, Registry};
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -35,6 +37,78 @@ pub struct Principal {
     pub credential_epoch: Cursor,
 }
 
+/// OpenAPI name of `Authorization: Bearer <jwt>`.
+pub const BEARER_SCHEME: &str = "bearer";
+/// OpenAPI name of `Authorization: Basic <base64 user:password>`.
+pub const BASIC_SCHEME: &str = "basic";
+
+/// Registers the two header schemes with the OpenAPI document.
+pub(super) fn register_header_schemes(registry: &mut Registry) {
+    registry.create_security_scheme(
+        BEARER_SCHEME,
+        MetaSecurityScheme {
+            ty: "http",
+            description: Some(
+                "The JWT from POST /login (HS256, valid --jwt_expiry seconds, void once the user is revoked or their password or tenant changes).",
+            ),
+            name: None,
+            key_in: None,
+            scheme: Some("bearer"),
+            bearer_format: Some("JWT"),
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
+    registry.create_security_scheme(
+        BASIC_SCHEME,
+        MetaSecurityScheme {
+            ty: "http",
+            description: Some(
+                "Username and password (not for two-factor users; Argon2 is paid once a minute per credential).",
+            ),
+            name: None,
+            key_in: None,
+            scheme: Some("basic"),
+            bearer_format: None,
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
+}
+
+/// The authenticated caller of a route that takes `Authorization: Bearer` or `Basic`; the
+/// OpenAPI document lists both schemes for every route that extracts it.
+pub struct Caller(pub Principal);
+
+impl<'a> ApiExtractor<'a> for Caller {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_header_schemes(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME, BASIC_SCHEME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _: &mut RequestBody,
+        _: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let app = app_of(req)?;
+        Ok(Caller(authenticate(app, req).await?))
+    }
+}
+
+/// The shared [`App`] every route is given.
+pub(super) fn app_of(req: &Request) -> Result<&App, ApiError> {
+    req.data::<App>()
+        .ok_or_else(|| ApiError::internal("the router was built without its App"))
+}
+
 /// A remembered successful Basic verification.
 pub(super) struct CachedBasic {
     digest: [u8; 32],
@@ -51,21 +125,22 @@ const REVOKED_OR_CHANGED: &str = "credentials no longer valid: the user was revo
 pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     match credentials::parse(header)? {
-        Credentials::Bearer(token) => {
-            let claims = app.jwt_key.verify(&token, app.clock.now_s())?;
-            app.engine.read(|state| match state.user(&claims.sub) {
-                Some(user) if !user.revoked && user.credential_epoch == claims.epoch => {
-                    Ok(Principal {
-                        username: user.username.clone(),
-                        tenant: user.tenant.clone(),
-                        credential_epoch: user.credential_epoch,
-                    })
-                }
-                _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
-            })
-        }
+        Credentials::Bearer(token) => bearer(app, &token),
         Credentials::Basic { username, password } => basic(app, username, password).await,
     }
+}
+
+/// Authenticates a JWT (from `Authorization: Bearer` or the session cookie).
+pub(super) fn bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
+    let claims = app.jwt_key.verify(token, app.clock.now_s())?;
+    app.engine.read(|state| match state.user(&claims.sub) {
+        Some(user) if !user.revoked && user.credential_epoch == claims.epoch => Ok(Principal {
+            username: user.username.clone(),
+            tenant: user.tenant.clone(),
+            credential_epoch: user.credential_epoch,
+        }),
+        _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
+    })
 }
 
 async fn basic(app: &App, username: String, password: String) -> Result<Principal, ApiError> {

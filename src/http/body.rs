@@ -116,6 +116,7 @@ pub fn parse_every_body(bytes: &[u8]) -> usize {
         + ok::<super::codes::CreateTotp>(bytes)
         + ok::<super::codes::PasswordReset>(bytes)
         + ok::<super::maintenance::Compact>(bytes)
+        + ok::<super::ticket::AdminSseTicket>(bytes)
 }
 
 /// serde_json's message with the path of the field at fault, phrased for a client

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::App;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{AdminLookupErrors, ApiError, WriteErrors};
 use super::throttle::address;
 use crate::auth::{qr, totp};
 use crate::engine::EngineError;
@@ -81,7 +81,7 @@ impl CodesApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<CreateQr>,
-    ) -> Result<Json<Qr>, ApiError> {
+    ) -> Result<Json<Qr>, AdminLookupErrors> {
         let body = body.0;
         app.require_admin(&body.admin_token, req)?;
         let secret = app.secret_of(&body.username)?;
@@ -100,7 +100,7 @@ impl CodesApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<CreateTotp>,
-    ) -> Result<Json<ResetCode>, ApiError> {
+    ) -> Result<Json<ResetCode>, AdminLookupErrors> {
         let body = body.0;
         app.require_admin(&body.admin_token, req)?;
         let secret = app.secret_of(&body.username)?;
@@ -117,10 +117,9 @@ impl CodesApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<PasswordReset>,
-    ) -> Result<Json<Done>, ApiError> {
-        password_reset(&app, &address(req), body.0)
-            .await
-            .map(|()| Json(Done { ok: true }))
+    ) -> Result<Json<Done>, WriteErrors> {
+        password_reset(&app, &address(req), body.0).await?;
+        Ok(Json(Done { ok: true }))
     }
 }
 

@@ -158,48 +158,142 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-impl poem_openapi::ApiResponse for ApiError {
+/// The statuses an operation can answer with an error, as a bit set: each route declares
+/// its own, so that `/openapi.json` lists exactly the errors it can return.
+pub mod status {
+    /// 400: malformed or invalid input.
+    pub const BAD_REQUEST: u16 = 1;
+    /// 401: credentials refused.
+    pub const UNAUTHORIZED: u16 = 1 << 1;
+    /// 404: unknown username.
+    pub const NOT_FOUND: u16 = 1 << 2;
+    /// 413: body over --max_body_bytes.
+    pub const TOO_LARGE: u16 = 1 << 3;
+    /// 429: too many failures, streams or tickets.
+    pub const TOO_MANY: u16 = 1 << 4;
+    /// 500: a server fault.
+    pub const INTERNAL: u16 = 1 << 5;
+    /// 503: the log cannot write, or the server is stopping.
+    pub const UNAVAILABLE: u16 = 1 << 6;
+}
+
+/// An [`ApiError`] from a route that can answer only the statuses in `SET` (see [`status`]).
+#[derive(Debug)]
+pub struct Errors<const SET: u16>(pub ApiError);
+
+impl<const SET: u16> From<ApiError> for Errors<SET> {
+    fn from(e: ApiError) -> Self {
+        Errors(e)
+    }
+}
+
+impl<const SET: u16> From<EngineError> for Errors<SET> {
+    fn from(e: EngineError) -> Self {
+        Errors(e.into())
+    }
+}
+
+impl<const SET: u16> From<Invalid> for Errors<SET> {
+    fn from(e: Invalid) -> Self {
+        Errors(e.into())
+    }
+}
+
+// Into poem's error as the ApiError itself, so that `ApiError::from_poem` finds it again
+// (status, sentence and retry-after intact).
+impl<const SET: u16> From<Errors<SET>> for poem::Error {
+    fn from(e: Errors<SET>) -> Self {
+        poem::Error::from(e.0)
+    }
+}
+
+impl<const SET: u16> poem_openapi::ApiResponse for Errors<SET> {
     fn meta() -> poem_openapi::registry::MetaResponses {
-        use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses};
-        use poem_openapi::types::Type;
-        let statuses: [(u16, &'static str); 8] = [
-            (
-                400,
-                "malformed JSON, a missing or mistyped field, an invalid value, a taken username",
-            ),
-            (
-                401,
-                "missing or invalid credentials, wrong admin token, revoked user, expired or forged token",
-            ),
-            (404, "unknown username on an admin endpoint"),
-            (413, "body larger than --max_body_bytes"),
-            (429, "too many failed attempts"),
-            (500, "a server fault (I/O), logged with detail"),
-            (
-                503,
-                "the log cannot write right now, or the server is stopping; nothing was stored",
-            ),
-            (405, "method not allowed"),
-        ];
-        MetaResponses {
-            responses: statuses
-                .into_iter()
-                .map(|(status, description)| MetaResponse {
-                    description,
-                    status: Some(status),
-                    status_range: None,
-                    content: vec![MetaMediaType {
-                        content_type: "application/json",
-                        schema: ErrorBody::schema_ref(),
-                    }],
-                    headers: vec![],
-                })
-                .collect(),
-        }
+        error_responses(SET)
     }
 
     fn register(registry: &mut poem_openapi::registry::Registry) {
         use poem_openapi::types::Type;
         ErrorBody::register(registry);
+    }
+}
+
+use status::*;
+
+/// Admin routes: bad input, wrong token, unknown user, big body, throttled, faults.
+pub type AdminErrors = Errors<
+    { BAD_REQUEST | UNAUTHORIZED | NOT_FOUND | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE },
+>;
+/// Admin routes that read one user (or a secret of one).
+pub type AdminLookupErrors =
+    Errors<{ BAD_REQUEST | UNAUTHORIZED | NOT_FOUND | TOO_LARGE | TOO_MANY | INTERNAL }>;
+/// Admin routes that name no user and write nothing.
+pub type AdminReadErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL }>;
+/// Routes with a body that write but find no named user: create_user, login (a used
+/// two-factor code), password_reset (unknown users are 401), compact.
+pub type WriteErrors =
+    Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+/// `/insert`: bad input, credentials, body size, the log.
+pub type InsertErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | INTERNAL | UNAVAILABLE }>;
+/// Routes without a body that only check credentials.
+pub type AuthErrors = Errors<{ UNAUTHORIZED | INTERNAL }>;
+/// `/sse_ticket`: credentials and the waiting-ticket limit.
+pub type TicketErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL }>;
+/// `/sse`: a header and a ticket at once, credentials, the streams-per-user limit.
+pub type StreamErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_MANY | INTERNAL }>;
+
+fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
+    use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses};
+    use poem_openapi::types::Type;
+    let statuses: [(u16, u16, &'static str); 7] = [
+        (
+            BAD_REQUEST,
+            400,
+            "malformed JSON, a missing or mistyped field, an invalid value, a taken username",
+        ),
+        (
+            UNAUTHORIZED,
+            401,
+            "missing or invalid credentials, wrong admin token, revoked user, expired or forged token, spent ticket",
+        ),
+        (NOT_FOUND, 404, "unknown username on an admin endpoint"),
+        (TOO_LARGE, 413, "body larger than --max_body_bytes"),
+        (
+            TOO_MANY,
+            429,
+            "too many failed attempts, open streams or waiting tickets; retry after retry-after seconds",
+        ),
+        (INTERNAL, 500, "a server fault (I/O), logged with detail"),
+        (
+            UNAVAILABLE,
+            503,
+            "the log cannot write right now, or the server is stopping; nothing was stored",
+        ),
+    ];
+    MetaResponses {
+        responses: statuses
+            .into_iter()
+            .filter(|(bit, _, _)| set & bit != 0)
+            .map(|(_, status, description)| MetaResponse {
+                description,
+                status: Some(status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/json",
+                    schema: ErrorBody::schema_ref(),
+                }],
+                headers: if status == 429 {
+                    vec![MetaHeader {
+                        name: "retry-after".into(),
+                        description: Some("seconds to wait before retrying".into()),
+                        required: true,
+                        deprecated: false,
+                        schema: u64::schema_ref(),
+                    }]
+                } else {
+                    vec![]
+                },
+            })
+            .collect(),
     }
 }

@@ -1,6 +1,5 @@
 //! `POST /insert`: append an event to the caller's tenant.
 
-use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -8,9 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::App;
-use super::authn::authenticate;
+use super::authn::{Caller, Principal};
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{ApiError, InsertErrors};
 use crate::state::{Command, validate};
 
 /// `POST /insert` body.
@@ -42,15 +41,14 @@ impl EventsApi {
     async fn insert(
         &self,
         app: Data<&App>,
-        req: &Request,
         body: JsonBody<Insert>,
-    ) -> Result<Json<Inserted>, ApiError> {
-        insert(&app, req, body.0).await
+        caller: Caller,
+    ) -> Result<Json<Inserted>, InsertErrors> {
+        Ok(insert(&app, caller.0, body.0).await?)
     }
 }
 
-async fn insert(app: &App, req: &Request, body: Insert) -> Result<Json<Inserted>, ApiError> {
-    let caller = authenticate(app, req).await?;
+async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inserted>, ApiError> {
     validate::event_name(&body.event)?;
     let id = uuid::Uuid::now_v7();
     let records = app

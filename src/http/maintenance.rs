@@ -1,5 +1,6 @@
-//! `POST /compact` (admin): compaction inside the running server, which keeps serving and
-//! swaps in the compacted segments under its readers' lock.
+//! Admin maintenance: `POST /compact` — compaction inside the running server, which keeps
+//! serving and swaps in the compacted segments under its readers' lock — and
+//! `POST /server_stats`, what the console's health panel shows.
 
 use poem::Request;
 use poem::web::Data;
@@ -9,7 +10,8 @@ use serde::Deserialize;
 
 use super::App;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{AdminReadErrors, ApiError, WriteErrors};
+use super::users::AdminOnly;
 use crate::engine::compaction::Retain;
 
 /// `POST /compact` body.
@@ -38,6 +40,35 @@ pub struct Compacted {
     pub horizon: u64,
 }
 
+/// What the server holds, for the console's health panel.
+#[derive(Debug, Object)]
+pub struct ServerStats {
+    /// Always `ok` when the server answers.
+    pub status: String,
+    /// Broker's version.
+    pub version: String,
+    /// Seconds since this process started.
+    pub uptime_secs: u64,
+    /// The newest durable cursor.
+    pub cursor: u64,
+    /// Users, revoked ones included.
+    pub users: u64,
+    /// Revoked users.
+    pub revoked_users: u64,
+    /// Tenants with at least one user or event.
+    pub tenants: u64,
+    /// Bytes in the log's segment files.
+    pub log_bytes: u64,
+    /// Segment files.
+    pub log_segments: u64,
+    /// `Last-Event-ID` resumes from this cursor on are exact; older ones get the snapshot.
+    pub resume_horizon: u64,
+    /// Open SSE streams.
+    pub sse_subscribers: u64,
+    /// Tenants with at least one open SSE stream.
+    pub sse_tenants: u64,
+}
+
 /// Maintenance routes.
 #[derive(Default)]
 pub struct MaintenanceApi;
@@ -52,7 +83,7 @@ impl MaintenanceApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<Compact>,
-    ) -> Result<Json<Compacted>, ApiError> {
+    ) -> Result<Json<Compacted>, WriteErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         let retain: Retain = body.0.retain.parse().map_err(ApiError::bad_request)?;
         let r = app.engine.compact(retain, app.clock.now_ms()).await?;
@@ -69,6 +100,53 @@ impl MaintenanceApi {
             bytes_before: r.bytes_before,
             bytes_after: r.bytes_after,
             horizon: r.horizon,
+        }))
+    }
+
+    /// Health and size of the server (admin): users, tenants, log bytes and segments,
+    /// open streams, uptime.
+    #[oai(path = "/server_stats", method = "post")]
+    async fn server_stats(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<AdminOnly>,
+    ) -> Result<Json<ServerStats>, AdminReadErrors> {
+        app.require_admin(&body.0.admin_token, req)?;
+        let segments = app.engine.log().segments();
+        let log_bytes = segments
+            .iter()
+            .filter_map(|s| std::fs::metadata(&s.path).ok())
+            .map(|m| m.len())
+            .sum();
+        let (users, revoked_users, tenants) = app.engine.read(|s| {
+            let tenants: std::collections::HashSet<&str> = s
+                .users
+                .values()
+                .map(|u| u.tenant.as_str())
+                .chain(s.latest.keys().map(String::as_str))
+                .collect();
+            (
+                s.users.len() as u64,
+                s.users.values().filter(|u| u.revoked).count() as u64,
+                tenants.len() as u64,
+            )
+        });
+        let (sse_subscribers, sse_tenants) = app.engine.subscribers();
+        let log = app.engine.log();
+        Ok(Json(ServerStats {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: app.started.elapsed().as_secs(),
+            cursor: app.engine.cursor(),
+            users,
+            revoked_users,
+            tenants,
+            log_bytes,
+            log_segments: segments.len() as u64,
+            resume_horizon: log.first_cursor().max(log.horizon()),
+            sse_subscribers,
+            sse_tenants,
         }))
     }
 }

@@ -156,7 +156,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 18] = [
+    const ROUTES: [&str; 22] = [
         "/compact",
         "/",
         "/create_user",
@@ -175,6 +175,10 @@ pub fn route_label(path: &str) -> &'static str {
         "/metrics",
         "/openapi.json",
         "/docs",
+        "/sse_ticket",
+        "/admin_sse_ticket",
+        "/logout",
+        "/server_stats",
     ];
     ROUTES
         .iter()
@@ -182,6 +186,8 @@ pub fn route_label(path: &str) -> &'static str {
         .copied()
         .unwrap_or(if path.starts_with("/docs") {
             "/docs"
+        } else if path == "/console" || path.starts_with("/console/") {
+            "/console"
         } else {
             "other"
         })

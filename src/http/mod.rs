@@ -4,6 +4,8 @@
 pub mod authn;
 pub mod body;
 mod codes;
+mod console;
+pub mod cors;
 pub mod direct;
 pub mod error;
 mod events;
@@ -14,6 +16,7 @@ pub mod metrics;
 mod session;
 mod sse;
 mod throttle;
+mod ticket;
 pub mod tls;
 mod users;
 mod verify;
@@ -23,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, TcpAcceptor};
-use poem::middleware::Cors;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server};
 use poem_openapi::OpenApiService;
 use tokio::sync::Semaphore;
@@ -57,6 +59,9 @@ pub struct AppInner {
     /// Root key of the biscuits `/verify` hands out.
     pub biscuit: biscuit_auth::KeyPair,
     throttle: throttle::Throttles,
+    tickets: ticket::Tickets,
+    /// When this process started serving (the console shows the uptime).
+    pub started: std::time::Instant,
     /// Counters and gauges of `/metrics`.
     pub metrics: Arc<metrics::HttpMetrics>,
 }
@@ -86,6 +91,8 @@ impl App {
             config,
             clock,
             basic_cache: Default::default(),
+            tickets: Default::default(),
+            started: std::time::Instant::now(),
             cache_key: *uuid::Uuid::new_v4().as_bytes(),
         }))
     }
@@ -93,16 +100,8 @@ impl App {
 
 /// Every route, with CORS and JSON errors.
 pub fn router(app: App) -> impl Endpoint {
-    let cors = if app.config.origin == "*" {
-        Cors::new()
-    } else {
-        Cors::new()
-            .allow_origin(app.config.origin.as_str())
-            .allow_credentials(true)
-    }
-    .allow_methods(["GET", "HEAD", "POST", "OPTIONS"])
-    .allow_headers(["authorization", "content-type", "last-event-id"])
-    .max_age(600);
+    let policy = Arc::new(cors::CorsPolicy::from_flag(&app.config.origin));
+    let secure = !matches!(app.config.tls, crate::config::Tls::Off);
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -110,9 +109,10 @@ pub fn router(app: App) -> impl Endpoint {
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
+        .nest("/console", console::routes())
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(metrics::metrics))
-        .with(cors)
+        .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), secure))
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
         .around(move |ep, req| metrics::observe(ep, req, Arc::clone(&observed)))
@@ -135,6 +135,7 @@ pub type Apis = (
     verify::VerifyApi,
     events::EventsApi,
     sse::StreamApi,
+    ticket::TicketApi,
     maintenance::MaintenanceApi,
 );
 

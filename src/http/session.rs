@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::App;
 use super::authn::DUMMY_HASH;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{ApiError, WriteErrors};
 use super::throttle::address;
 use crate::auth::{jwt, totp};
 use crate::state::Command;
@@ -24,6 +24,10 @@ pub struct Login {
     /// The current 6-digit code, for users with two-factor login.
     #[serde(default)]
     totp: Option<String>,
+    /// Also set the `broker_session` cookie (HttpOnly, SameSite=Strict, Path=/sse), so that
+    /// a same-site page's `EventSource` is authenticated, reconnections included.
+    #[serde(default)]
+    session_cookie: Option<bool>,
 }
 
 /// A session token.
@@ -33,6 +37,40 @@ pub struct Session {
     pub jwt: String,
 }
 
+/// `POST /login`'s answer: the token, and the cookie when asked for.
+#[derive(poem_openapi::ApiResponse)]
+pub enum LoginReply {
+    /// Logged in.
+    #[oai(status = 200)]
+    Ok(
+        Json<Session>,
+        /// `broker_session=<jwt>; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=<--jwt_expiry>`
+        /// (and `Secure` with --secure), when `session_cookie` was true.
+        #[oai(header = "set-cookie")]
+        Option<String>,
+    ),
+}
+
+/// `POST /logout`'s answer: the cookie, expired.
+#[derive(poem_openapi::ApiResponse)]
+pub enum LogoutReply {
+    /// The browser forgets its session cookie.
+    #[oai(status = 200)]
+    Ok(
+        Json<LoggedOut>,
+        /// `broker_session=; Path=/sse; Max-Age=0` (and the same attributes as at login).
+        #[oai(header = "set-cookie")]
+        String,
+    ),
+}
+
+/// Acknowledges `POST /logout`.
+#[derive(Debug, Object)]
+pub struct LoggedOut {
+    /// Always true.
+    pub ok: bool,
+}
+
 /// Session routes.
 #[derive(Default)]
 pub struct SessionApi;
@@ -40,16 +78,45 @@ pub struct SessionApi;
 #[OpenApi]
 impl SessionApi {
     /// Logs in: 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which;
-    /// 429 after too many failures for the username or the address.
+    /// 429 after too many failures for the username or the address. With
+    /// `session_cookie: true` also sets the `broker_session` cookie that authenticates
+    /// `GET /sse` (and nothing else) from same-site pages.
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
         app: Data<&App>,
         req: &Request,
         body: JsonBody<Login>,
-    ) -> Result<Json<Session>, ApiError> {
-        login(&app, &address(req), body.0).await
+    ) -> Result<LoginReply, WriteErrors> {
+        let wants_cookie = body.0.session_cookie == Some(true);
+        let session = login(&app, &address(req), body.0).await?;
+        let cookie =
+            wants_cookie.then(|| session_cookie(&app, &session.0.jwt, app.config.jwt_expiry));
+        Ok(LoginReply::Ok(session, cookie))
     }
+
+    /// Ends the browser's cookie session: expires the `broker_session` cookie. (The JWT
+    /// itself stays valid until it expires; revoke the user or change the password to end
+    /// every session at once.)
+    #[oai(path = "/logout", method = "post")]
+    async fn logout(&self, app: Data<&App>) -> LogoutReply {
+        LogoutReply::Ok(Json(LoggedOut { ok: true }), session_cookie(&app, "", 0))
+    }
+}
+
+/// The `Set-Cookie` value of the session cookie. `Path=/sse` keeps it off every other
+/// route, so no write can ever be made with it (no cross-site request forgery), and
+/// `SameSite=Strict` keeps other sites' pages from streaming with it.
+fn session_cookie(app: &App, jwt: &str, max_age: u64) -> String {
+    format!(
+        "{}={jwt}; Path=/sse; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        super::sse::SESSION_COOKIE,
+        if matches!(app.config.tls, crate::config::Tls::Off) {
+            ""
+        } else {
+            "; Secure"
+        }
+    )
 }
 
 async fn login(app: &App, address: &str, body: Login) -> Result<Json<Session>, ApiError> {

@@ -3,14 +3,18 @@
 use bytes::Bytes;
 use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response};
+use poem_openapi::param::Query;
 use poem_openapi::registry::{
     MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::App;
-use super::authn::authenticate;
-use super::error::ApiError;
+use super::authn::{
+    BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, bearer, register_header_schemes,
+};
+use super::error::{ApiError, StreamErrors};
+use super::ticket::{Holder, owner_of};
 use crate::engine::{Start, sse_frame};
 
 /// Where to start: `Last-Event-ID` header, else `?last_event_id=`, else the snapshot.
@@ -19,17 +23,52 @@ fn start_of(req: &Request) -> Start {
         .headers()
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("").to_owned());
-    let from_query = || {
-        req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| *k == "last_event_id")
-                .map(|(_, v)| v.to_owned())
-        })
-    };
-    match from_header.or_else(from_query) {
+    match from_header.or_else(|| query_param(req, "last_event_id")) {
         None => Start::Snapshot,
         Some(raw) => parse_last_event_id(&raw),
+    }
+}
+
+/// The first value of `name` in the query string (our values are never percent-encoded:
+/// cursors are digits, tickets URL-safe base64).
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    })
+}
+
+/// The session cookie `POST /login {"session_cookie": true}` sets: a JWT, sent by browsers
+/// only to `/sse` (its `Path`) and only from same-site pages (`SameSite=Strict`).
+pub const SESSION_COOKIE: &str = "broker_session";
+
+fn session_cookie(req: &Request) -> Option<&str> {
+    req.headers()
+        .get_all(poem::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Who opens the stream: `Authorization` (Bearer or Basic), a ticket from `POST /sse_ticket`,
+/// or the session cookie, in that order of precedence — but never a header and a ticket at
+/// once, which would leave it unclear whose stream it is.
+async fn holder_of(app: &App, req: &Request) -> Result<Holder, ApiError> {
+    let has_header = req
+        .headers()
+        .contains_key(poem::http::header::AUTHORIZATION);
+    match (query_param(req, "ticket"), has_header, session_cookie(req)) {
+        (Some(_), true, _) => Err(ApiError::bad_request(
+            "send either an Authorization header or ?ticket=, not both",
+        )),
+        (Some(ticket), false, _) => app.redeem_ticket(&ticket),
+        (None, false, Some(jwt)) => bearer(app, jwt).map(Holder::User),
+        (None, _, _) => authenticate(app, req).await.map(Holder::User),
     }
 }
 
@@ -45,14 +84,89 @@ pub fn parse_last_event_id(raw: &str) -> Start {
 #[derive(Default)]
 pub struct StreamApi;
 
+/// OpenAPI name of `?ticket=` (a single-use ticket from `POST /sse_ticket`).
+const TICKET_SCHEME: &str = "sse_ticket";
+/// OpenAPI name of the `broker_session` cookie.
+const COOKIE_SCHEME: &str = "session_cookie";
+
+/// Whoever opens a stream: by `Authorization`, `?ticket=` or the session cookie (see
+/// [`holder_of`]); the OpenAPI document lists the four schemes.
+pub struct StreamCaller(Holder);
+
+impl<'a> poem_openapi::ApiExtractor<'a> for StreamCaller {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        use poem_openapi::registry::MetaSecurityScheme;
+        register_header_schemes(registry);
+        registry.create_security_scheme(
+            TICKET_SCHEME,
+            MetaSecurityScheme {
+                ty: "apiKey",
+                description: Some(
+                    "A ticket from POST /sse_ticket or POST /admin_sse_ticket: 256 random bits, valid 30 s, single use; for browsers' EventSource, which cannot send headers.",
+                ),
+                name: Some("ticket"),
+                key_in: Some("query"),
+                scheme: None,
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+        registry.create_security_scheme(
+            COOKIE_SCHEME,
+            MetaSecurityScheme {
+                ty: "apiKey",
+                description: Some(
+                    "The JWT as the broker_session cookie, set by POST /login with session_cookie: true (HttpOnly, SameSite=Strict, Path=/sse).",
+                ),
+                name: Some(SESSION_COOKIE),
+                key_in: Some("cookie"),
+                scheme: None,
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME, BASIC_SCHEME, TICKET_SCHEME, COOKIE_SCHEME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _: &mut poem::RequestBody,
+        _: poem_openapi::ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        Ok(StreamCaller(holder_of(app_of(req)?, req).await?))
+    }
+}
+
 #[OpenApi]
 impl StreamApi {
-    /// Server-Sent Events of the caller's tenant (Bearer or Basic): the snapshot (latest
-    /// event per name) or, with `Last-Event-ID` / `?last_event_id=`, every event after that
-    /// cursor; then live events. Frames: `id: <cursor>`, `event: <name>`, `data: <json>`.
+    /// Server-Sent Events of the caller's tenant: the snapshot (latest event per name) or,
+    /// with `Last-Event-ID` / `?last_event_id=`, every event after that cursor; then live
+    /// events. Frames: `id: <cursor>`, `event: <name>`, `data: <json>`. Authenticated by
+    /// Bearer or Basic, or — for browsers' `EventSource` — by `?ticket=` (from
+    /// `POST /sse_ticket`, single use) or the `broker_session` cookie (from `POST /login`
+    /// with `session_cookie: true`).
     #[oai(path = "/sse", method = "get")]
-    async fn sse(&self, app: Data<&App>, req: &Request) -> Result<EventStream, ApiError> {
-        sse(&app, req).await
+    async fn sse(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        caller: StreamCaller,
+        /// Resume after this cursor, like the `Last-Event-ID` header (which wins when both
+        /// are sent); a value that is not a cursor gets `broker.reset` and the snapshot.
+        #[oai(name = "last_event_id")]
+        _last_event_id: Query<Option<String>>,
+    ) -> Result<EventStream, StreamErrors> {
+        Ok(sse(&app, req, caller.0).await?)
     }
 }
 
@@ -84,9 +198,14 @@ impl ApiResponse for EventStream {
     fn register(_: &mut Registry) {}
 }
 
-async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
-    let caller = authenticate(app, req).await?;
-    if app.engine.streams_of(&caller.username) >= app.config.max_sse_per_user {
+async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, ApiError> {
+    let tenant = match &holder {
+        Holder::User(caller) => caller.tenant.as_str(),
+        Holder::Admin { tenant } => tenant.as_str(),
+    };
+    if let Holder::User(caller) = &holder
+        && app.engine.streams_of(&caller.username) >= app.config.max_sse_per_user
+    {
         app.metrics.rate_limited.inc();
         return Err(ApiError {
             retry_after: Some(app.config.sse_retry_ms.div_ceil(1000).max(1)),
@@ -99,11 +218,9 @@ async fn sse(app: &App, req: &Request) -> Result<EventStream, ApiError> {
             )
         });
     }
-    let subscription = app.engine.subscribe(
-        &caller.tenant,
-        start_of(req),
-        Some((&caller.username, caller.credential_epoch)),
-    );
+    let subscription = app
+        .engine
+        .subscribe(tenant, start_of(req), owner_of(&holder));
     let keep_alive = app.config.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse_retry_ms);
     let frames = futures_util::stream::unfold(

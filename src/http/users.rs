@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::App;
 use super::body::JsonBody;
-use super::error::ApiError;
+use super::error::{AdminErrors, AdminLookupErrors, AdminReadErrors, ApiError, WriteErrors};
 use crate::auth::{strength, totp};
 use crate::state::record::{UserCreated, UserUpdated};
 use crate::state::{Command, User, validate};
@@ -52,7 +52,7 @@ pub struct Created {
 #[derive(Debug, Deserialize, Object)]
 pub struct AdminOnly {
     /// The server's --admin_token.
-    admin_token: String,
+    pub(super) admin_token: String,
 }
 
 /// A body naming one user.
@@ -150,9 +150,9 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<CreateUser>,
-    ) -> Result<Json<Created>, ApiError> {
+    ) -> Result<Json<Created>, WriteErrors> {
         app.require_admin(&body.0.admin_token, req)?;
-        create_user(&app, body.0).await
+        Ok(create_user(&app, body.0).await?)
     }
 
     /// Lists every user (admin), secrets masked.
@@ -162,7 +162,7 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<AdminOnly>,
-    ) -> Result<Json<Vec<UserView>>, ApiError> {
+    ) -> Result<Json<Vec<UserView>>, AdminReadErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         let mut users: Vec<UserView> = app
             .engine
@@ -178,9 +178,9 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<AdminUser>,
-    ) -> Result<Json<UserView>, ApiError> {
+    ) -> Result<Json<UserView>, AdminLookupErrors> {
         app.require_admin(&body.0.admin_token, req)?;
-        app.user_view(&body.0.username).map(Json)
+        Ok(app.user_view(&body.0.username).map(Json)?)
     }
 
     /// Changes the fields given (admin); absent fields stay, `null` clears. Returns the user.
@@ -190,9 +190,9 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<UpdateUser>,
-    ) -> Result<Json<UserView>, ApiError> {
+    ) -> Result<Json<UserView>, AdminErrors> {
         app.require_admin(&body.0.admin_token, req)?;
-        update_user(&app, body.0).await
+        Ok(update_user(&app, body.0).await?)
     }
 
     /// Revokes a user (admin): no more logins, earlier tokens refused, open streams closed.
@@ -202,16 +202,17 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<AdminUser>,
-    ) -> Result<Json<UserView>, ApiError> {
+    ) -> Result<Json<UserView>, AdminErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         let username = body.0.username;
-        app.change_user(
-            Command::RevokeUser {
-                username: username.clone(),
-            },
-            &username,
-        )
-        .await
+        Ok(app
+            .change_user(
+                Command::RevokeUser {
+                    username: username.clone(),
+                },
+                &username,
+            )
+            .await?)
     }
 
     /// Lets a revoked user log in again (admin); their earlier tokens stay invalid.
@@ -221,16 +222,17 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<AdminUser>,
-    ) -> Result<Json<UserView>, ApiError> {
+    ) -> Result<Json<UserView>, AdminErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         let username = body.0.username;
-        app.change_user(
-            Command::UnrevokeUser {
-                username: username.clone(),
-            },
-            &username,
-        )
-        .await
+        Ok(app
+            .change_user(
+                Command::UnrevokeUser {
+                    username: username.clone(),
+                },
+                &username,
+            )
+            .await?)
     }
 }
 

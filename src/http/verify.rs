@@ -1,13 +1,12 @@
 //! `GET /verify`: a biscuit for services that check Broker's users offline.
 
-use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::App;
-use super::authn::authenticate;
-use super::error::ApiError;
+use super::authn::Caller;
+use super::error::{ApiError, AuthErrors};
 use crate::auth::biscuit;
 
 /// What `/verify` returns.
@@ -35,8 +34,8 @@ impl VerifyApi {
     /// Checks the caller's credentials (Bearer or Basic) and returns a biscuit of their
     /// scopes with the public key that verifies it.
     #[oai(path = "/verify", method = "get")]
-    async fn verify(&self, app: Data<&App>, req: &Request) -> Result<Json<Verified>, ApiError> {
-        let caller = authenticate(&app, req).await?;
+    async fn verify(&self, app: Data<&App>, caller: Caller) -> Result<Json<Verified>, AuthErrors> {
+        let caller = caller.0;
         let scopes = app
             .engine
             .read(|s| s.user(&caller.username).map(|u| u.scopes.clone()))

@@ -1,0 +1,97 @@
+//! The admin console at `/console`, end to end in headless Chromium (playwright-core,
+//! `tests/js/console_e2e.mjs`): sign in, create, find, edit and revoke a user, show its QR
+//! enrolment, watch an inserted event arrive live with its cursor. Screenshots are kept in
+//! `target/test-artifacts/console/`.
+//!
+//! `scripts/test.sh` installs Chromium and the npm packages and sets
+//! `BROKER_REQUIRE_CHROMIUM=1` and `BROKER_REQUIRE_JS=1`, so there this test cannot skip.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+fn requirements() -> Option<PathBuf> {
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let chromium = std::env::var_os("BROKER_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    let missing = if !js.join("node_modules/playwright-core").is_dir() {
+        Some("tests/js/node_modules/playwright-core (npm ci in tests/js)".to_owned())
+    } else if !chromium.is_file() {
+        Some(format!("Chromium at {}", chromium.display()))
+    } else {
+        None
+    };
+    let Some(missing) = missing else {
+        return Some(js);
+    };
+    assert!(
+        std::env::var_os("BROKER_REQUIRE_CHROMIUM").is_none()
+            && std::env::var_os("BROKER_REQUIRE_JS").is_none(),
+        "{missing} is missing: run scripts/test.sh (it installs both)"
+    );
+    eprintln!("skipped: {missing} is missing");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_signs_in_manages_users_and_watches_events_live() {
+    let Some(js) = requirements() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/console");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let base = s.base.clone();
+    let script = js.join("console_e2e.mjs");
+    let out_dir = artifacts.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args([base.as_str(), ADMIN, out_dir.to_str().unwrap()])
+            .output()
+            .expect("node must be installed (scripts/test.sh installs it)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "console e2e failed (screenshots in {}):\n{stderr}",
+        artifacts.display()
+    );
+    assert!(stdout.contains("\"ok\":true"), "{stdout}");
+
+    // What the console did is what the server holds.
+    let c = client();
+    let (status, carol) = post(
+        &c,
+        s.url("/get_user"),
+        json!({"admin_token": ADMIN, "username": "carol"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(carol["revoked"], true);
+    assert_eq!(carol["tenant_name"], "acme");
+    assert_eq!(carol["email"], "carol@example.org");
+    assert_eq!(carol["scopes"], json!(["news:get", "news:put"]));
+    assert_eq!(carol["data"], json!({"team": "blue"}));
+    for shot in [
+        "1-signed-in",
+        "2-user-created",
+        "3-user-revoked",
+        "4-qr",
+        "5-live-event",
+    ] {
+        let path = artifacts.join(format!("{shot}.png"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("{} missing", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+    }
+}
