@@ -223,3 +223,127 @@ async fn basic_auth_subscribes_too() {
     assert_eq!(status, 200);
     assert_eq!(sse.next_event(WAIT).await.unwrap().json(), json!(true));
 }
+
+/// Open streams as `/server_stats` counts them.
+async fn open_streams(c: &reqwest::Client, s: &Server) -> u64 {
+    let stats: serde_json::Value = c
+        .post(s.url("/server_stats"))
+        .json(&json!({"admin_token": ADMIN}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["sse_subscribers"].as_u64().expect("sse_subscribers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_frees_its_stream_at_once_not_at_the_next_keepalive() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // Keep-alives far apart: only noticing the close itself can free the stream in time.
+    let s = Server::start(dir.path(), &["--sse_keepalive_secs", "60"]);
+    let c = client();
+    create_user(&c, &s, "leaver", "pw", "t").await;
+    let jwt = login(&c, &s, "leaver", "pw").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut raw = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        raw,
+        "GET /sse HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {jwt}\r\n\r\n"
+    )
+    .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 512];
+    let n = raw.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert_eq!(open_streams(&c, &s).await, 1);
+    drop(raw);
+    let mut left = 1;
+    for _ in 0..50 {
+        left = open_streams(&c, &s).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the departed client's stream is still open");
+}
+
+#[tokio::test]
+async fn refused_streams_get_a_json_error_and_other_requests_share_the_port() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    // A stream without credentials is answered whole, as JSON, and the connection closed.
+    let mut raw = std::net::TcpStream::connect(&addr).unwrap();
+    raw.write_all(b"GET /sse HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer}"
+    );
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let error: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(error["error"].as_str().is_some(), "{body}");
+    // Two pipelined requests starting with /sse-like paths still reach hyper intact.
+    let mut raw = std::net::TcpStream::connect(&addr).unwrap();
+    raw.write_all(b"GET /ssex HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout_but_streams_are_not() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--idle_timeout_secs", "2", "--sse_keepalive_secs", "1"],
+    );
+    let c = client();
+    create_user(&c, &s, "idler", "pw", "t").await;
+    let jwt = login(&c, &s, "idler", "pw").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(idle.read(&mut buf).unwrap() > 0);
+    let stream = Sse::open(&s, &jwt, None).await;
+    let started = std::time::Instant::now();
+    // The idle one is closed by the server (EOF) within the timeout plus slack...
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        match idle.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "an idle keep-alive connection outlived --idle_timeout_secs"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // ...while the stream, kept busy by keep-alive comments, is still open. (A new client:
+    // the old one's pooled connection was idle too, and is gone.)
+    assert_eq!(open_streams(&client(), &s).await, 1);
+    drop(stream.resp);
+}

@@ -93,7 +93,9 @@ pub async fn scenario(ctx: &Ctx, n: usize, idle: Duration) -> Result<Vec<Row>, S
         let pid = ceiling.pid().ok_or("no pid for the baseline")?;
         rows.push(measure(ceiling.addr(), pid, "ceiling", n, idle, "ceiling").await?);
         drop(ceiling);
-        let server = ctx.broker(&ctx.fsync[0], &[])?;
+        // Keep-alive comments (every 15 s by default) are traffic, not idling: space them
+        // beyond the measured window so it sees the connections idle.
+        let server = ctx.broker(&ctx.fsync[0], &["--sse_keepalive_secs".into(), "60".into()])?;
         let pid = server
             .pid()
             .ok_or("pass --server-pid for an external server")?;

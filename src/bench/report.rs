@@ -12,7 +12,12 @@ pub struct Row(pub Vec<(String, Value)>);
 impl Row {
     /// Adds a column.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Row {
-        self.set(key, value.into());
+        let value = value.into();
+        let value = match value.as_f64() {
+            Some(x) if value.is_f64() => round(x),
+            _ => value,
+        };
+        self.set(key, value);
         self
     }
 
