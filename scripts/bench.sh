@@ -2,8 +2,9 @@
 # Runs Broker's benchmark suite at sizes that fit a 2-core machine in under 10 minutes and
 # writes bench/results.md (figures, targets met or not, machine, date, commit).
 #
-#   scripts/bench.sh            # the suite
-#   BENCH_QUICK=1 scripts/bench.sh   # one run of each, short: a smoke test of the tooling
+#   scripts/bench.sh                  # the suite
+#   scripts/bench.sh restart idle     # only these scenarios, replacing their earlier figures
+#   BENCH_QUICK=1 scripts/bench.sh    # one run of each, short: a smoke test of the tooling
 #
 # Every scenario measures its baseline (`broker-bench ceiling`, a minimal hyper server) in
 # the same run, so figures from noisy machines compare as fractions of it.
@@ -14,7 +15,18 @@ cargo build --release --bins
 bin=target/release/broker-bench
 out=bench/results.jsonl
 mkdir -p bench
-: > "$out"
+only=" $* "
+if [ $# -eq 0 ]; then
+    : > "$out"
+else
+    touch "$out"
+    for name in "$@"; do
+        grep -v "\"scenario\":\"$name\"" "$out" > "$out.tmp" || true
+        mv "$out.tmp" "$out"
+    done
+fi
+commit=$(git rev-parse --short HEAD)
+[ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+"
 
 runs=3
 dur=5
@@ -27,20 +39,27 @@ fi
 # The idle scenario holds 10,000 sockets on each side.
 ulimit -n "$(ulimit -Hn)" || true
 
+# run SCENARIO [broker-bench arguments…]: skipped unless selected (or nothing was).
 run() {
+    local name=$1
+    shift
+    if [ "$only" != "  " ] && [[ "$only" != *" $name "* ]]; then
+        return
+    fi
     echo "--- broker-bench $*" >&2
     local started=$SECONDS
-    "$bin" --json --runs "$runs" "$@" >> "$out"
+    # Each line records the commit it measured.
+    "$bin" --json --runs "$runs" "$@" | sed "s/^{/{\"commit\":\"$commit\",/" >> "$out"
     echo "    ($((SECONDS - started)) s)" >&2
 }
 
-run --duration "$dur" insert --connections 64 --fsync always,never
-run --duration "$dur" fanout --subscribers 200,1000 --rate 200,20 --ramp 200
-run idle --connections 10000 --idle-secs 5
-run resume --events 200000
-run restart --records "$restart_records"
-run --duration 3 tenants --tenants 1,100,10000 --users 10,100000
-run --duration "$dur" login --rate 100
+run insert --duration "$dur" insert --connections 64 --fsync always,never
+run fanout --duration "$dur" fanout --subscribers 200,1000 --rate 200,20 --ramp 200
+run idle idle --connections 10000 --idle-secs 5
+run resume resume --events 200000
+run restart restart --records "$restart_records"
+run tenants --duration 3 tenants --tenants 1,100,10000 --users 10,100000
+run login --duration "$dur" login --rate 100
 
 python3 scripts/bench_report.py "$out" > bench/results.md
 echo "wrote bench/results.md" >&2

@@ -130,12 +130,14 @@ def targets(s):
 
 def main():
     scenarios = {}
+    commits = {}
     with open(sys.argv[1]) as f:
         for line in f:
             line = line.strip()
             if line:
                 d = json.loads(line)
                 scenarios[d["scenario"]] = d["rows"]
+                commits[d["scenario"]] = d.get("commit", "?")
     commit = sh("git", "rev-parse", "--short", "HEAD")
     if sh("git", "status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
@@ -153,6 +155,7 @@ def main():
     print()
     for name, rows in scenarios.items():
         print(f"## {name}\n")
+        print(f"Measured at commit {commits[name]} (`+`: with uncommitted changes).\n")
         print(table(rows))
         print()
 

@@ -244,7 +244,17 @@ async fn checkpoints_make_restarts_replay_only_the_tail_and_a_corrupt_one_is_ign
     drop(s);
     // Deleting the store loses nothing either.
     std::fs::remove_dir_all(dir.path().join("checkpoints")).unwrap();
+    let mut s = Server::start(dir.path(), &flags);
+    assert_eq!(observed(&s, &jwt).await, before);
+    // That start replayed the whole log, so it stores a checkpoint at once: even killed
+    // before any write or clean stop, the next start replays nothing.
+    assert!(wait_for_log_file(dir.path()).await);
+    s.kill();
     let s = Server::start(dir.path(), &flags);
+    assert!(wait_for_log(&s, "log replayed", Duration::from_secs(5)).await);
+    let log = s.stderr();
+    let line = log.lines().find(|l| l.contains("log replayed")).unwrap();
+    assert!(line.contains("records=0 "), "{line}");
     assert_eq!(observed(&s, &jwt).await, before);
 }
 

@@ -317,6 +317,7 @@ impl Engine {
                 every: options.checkpoint_interval,
                 tenant_events: tail_events,
                 index_base,
+                replayed: records,
             }),
         )
         .spawn()

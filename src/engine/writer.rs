@@ -26,6 +26,8 @@ pub(super) struct CheckpointPolicy {
     pub(super) tenant_events: Vec<(String, crate::log::Cursor)>,
     /// The index is complete above this cursor.
     pub(super) index_base: crate::log::Cursor,
+    /// Records the start replayed beyond the last checkpoint.
+    pub(super) replayed: u64,
 }
 
 pub(super) struct Writer {
@@ -56,6 +58,9 @@ impl Writer {
         rx: mpsc::Receiver<Msg>,
         checkpoints: Option<CheckpointPolicy>,
     ) -> Self {
+        // Records replayed at start count: a start that replayed a long tail stores a
+        // checkpoint at once, so the next start does not replay it again.
+        let since_checkpoint = checkpoints.as_ref().map_or(0, |c| c.replayed);
         Writer {
             engine,
             log,
@@ -66,7 +71,7 @@ impl Writer {
             dirty: false,
             last_sync: Instant::now(),
             checkpoints,
-            since_checkpoint: 0,
+            since_checkpoint,
             last_checkpoint: Instant::now(),
             checkpointing: None,
         }
@@ -147,6 +152,7 @@ impl Writer {
     }
 
     fn run(mut self) {
+        self.maybe_checkpoint(false);
         let mut stopping: Option<oneshot::Sender<()>> = None;
         while stopping.is_none() {
             let Some(first) = self.rx.blocking_recv() else {
