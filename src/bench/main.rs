@@ -139,6 +139,21 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         fanout_rate: u64,
     },
+    /// Writes a log of seeded users and events into a new data directory (to try restarts,
+    /// compaction or the log tool on a big log).
+    Seed {
+        /// The data directory to create (must not exist).
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        users: u64,
+        #[arg(long, default_value_t = 100)]
+        tenants: u64,
+        #[arg(long, default_value_t = 64)]
+        names: u64,
+    },
     /// Runs the baseline server (what the scenarios start as `ceiling`).
     #[command(hide = true)]
     ServeCeiling {
@@ -392,6 +407,29 @@ async fn run(cli: Cli) -> Result<(), String> {
             "login",
             login::scenario(&ctx, rate, connections, (subscribers, fanout_rate)).await?,
         ),
+        Scenario::Seed {
+            db,
+            events,
+            users,
+            tenants,
+            names,
+        } => {
+            if db.exists() {
+                return Err(format!(
+                    "{} exists; seed writes a new data directory",
+                    db.display()
+                ));
+            }
+            let seed = seed::Seed {
+                users,
+                tenants,
+                events,
+                names,
+            };
+            let last = seed::write(&db, seed)?;
+            println!("seeded {} with {last} records", db.display());
+            return Ok(());
+        }
         Scenario::ServeCeiling { .. } => unreachable!("handled before the runtime starts"),
     };
     if cli.json {
