@@ -48,6 +48,9 @@ pub struct Loaded {
 }
 
 /// Key of one tenant event: tenant bytes, 0xFF (never in UTF-8), cursor big-endian.
+/// Index writes at least this big are ingested as a table instead of journaled.
+const INGEST_FROM: usize = 4096;
+
 fn tenant_key(tenant: &str, cursor: Cursor) -> Vec<u8> {
     let mut key = Vec::with_capacity(tenant.len() + 9);
     key.extend_from_slice(tenant.as_bytes());
@@ -236,8 +239,28 @@ impl Checkpoints {
         value.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
         value.extend_from_slice(&bytes);
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for (tenant, cursor) in tenant_events {
-            batch.insert(&self.tenants, tenant_key(tenant, *cursor), Vec::<u8>::new());
+        if tenant_events.len() >= INGEST_FROM {
+            // Bulk-loaded straight into a table: through the journal, a start's index of up
+            // to a million entries made every later start replay it (1.6 s of a 1.8 s start
+            // of a 10 M-record log, measured with broker-bench restart). Entries ingested
+            // for a checkpoint that then fails to commit are harmless: readers use the index
+            // only up to the cursor a stored checkpoint vouches for.
+            let mut keys: Vec<Vec<u8>> = tenant_events
+                .iter()
+                .map(|(tenant, cursor)| tenant_key(tenant, *cursor))
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let fail = |e: fjall::Error| format!("writing the tenant index failed: {e}");
+            let mut ingestion = self.tenants.start_ingestion().map_err(fail)?;
+            for key in keys {
+                ingestion.write(key, Vec::<u8>::new()).map_err(fail)?;
+            }
+            ingestion.finish().map_err(fail)?;
+        } else {
+            for (tenant, cursor) in tenant_events {
+                batch.insert(&self.tenants, tenant_key(tenant, *cursor), Vec::<u8>::new());
+            }
         }
         for segment in &segments {
             let mut encoded = Vec::with_capacity(segment.index.len() * 16);
@@ -333,5 +356,41 @@ impl Checkpoints {
             segments,
             index_base,
         }))
+    }
+}
+
+#[cfg(test)]
+mod ingestion_tests {
+    use super::*;
+
+    #[test]
+    fn a_large_index_is_ingested_and_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints");
+        let state = State {
+            cursor: 3 * INGEST_FROM as Cursor,
+            ..State::default()
+        };
+        // Two tenants interleaved, unsorted by key, one entry repeated.
+        let mut events: Vec<(String, Cursor)> = (1..=state.cursor)
+            .map(|c| (if c % 2 == 0 { "even" } else { "odd" }.to_owned(), c))
+            .collect();
+        events.push(("odd".into(), 1));
+        {
+            let store = Checkpoints::open(&path).unwrap();
+            store.save(&state, Vec::new(), &events, 0).unwrap();
+            // A small save after it goes through the journal, as before.
+            let more = vec![("odd".to_owned(), state.cursor + 1)];
+            store.save(&state, Vec::new(), &more, 0).unwrap();
+        }
+        let store = Checkpoints::open(&path).unwrap();
+        let odd = store
+            .tenant_cursors("odd", 0, Cursor::MAX, usize::MAX)
+            .unwrap();
+        let expected: Vec<Cursor> = (1..=state.cursor + 1).filter(|c| c % 2 == 1).collect();
+        assert_eq!(odd, expected);
+        let even = store.tenant_cursors("even", 100, 110, 3).unwrap();
+        assert_eq!(even, vec![102, 104, 106]);
+        assert!(store.load().unwrap().is_some());
     }
 }
