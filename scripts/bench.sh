@@ -59,7 +59,7 @@ run idle idle --connections 10000 --idle-secs 5
 run resume resume --events 200000
 run restart restart --records "$restart_records"
 run tenants --duration 3 tenants --tenants 1,100,10000 --users 10,100000
-run login --duration "$dur" login --rate 100
+run login --duration 3 login --rate 100
 
 python3 scripts/bench_report.py "$out" > bench/results.md
 echo "wrote bench/results.md" >&2

@@ -226,15 +226,8 @@ async fn basic_auth_subscribes_too() {
 
 /// Open streams as `/server_stats` counts them.
 async fn open_streams(c: &reqwest::Client, s: &Server) -> u64 {
-    let stats: serde_json::Value = c
-        .post(s.url("/server_stats"))
-        .json(&json!({"admin_token": ADMIN}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, stats) = post(c, s.url("/server_stats"), json!({"admin_token": ADMIN})).await;
+    assert_eq!(status, 200, "{stats}");
     stats["sse_subscribers"].as_u64().expect("sse_subscribers")
 }
 

@@ -29,9 +29,9 @@ pub async fn measure(
     let fds_before = proc::fds(pid).ok_or("cannot read the server's descriptors")?;
     let mut streams = Vec::with_capacity(n);
     let started = Instant::now();
-    for wave in 0..n.div_ceil(200) {
+    for wave in 0..n.div_ceil(500) {
         let mut opening = Vec::new();
-        for _ in 0..(n - wave * 200).min(200) {
+        for _ in 0..(n - wave * 500).min(500) {
             let auth = auth.clone();
             opening.push(tokio::spawn(async move { open(addr, &auth).await }));
         }
