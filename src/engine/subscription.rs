@@ -11,6 +11,10 @@ use super::{Engine, sse_frame};
 use crate::log::Cursor;
 use crate::state::{Record, RecordKind};
 
+/// Indexed cursors at most this far apart are read in one pass rather than seeked to one by
+/// one (the log's sparse index has an entry every 64 frames).
+const CLOSE_CURSORS: Cursor = 64;
+
 /// Frames sent in one chunk at most, so one subscriber's catch-up stays incremental.
 const MAX_FRAMES_PER_CHUNK: usize = 512;
 
@@ -186,16 +190,25 @@ impl Subscription {
             let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
             let cursors = store.tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)?;
             let mut out = BytesMut::new();
-            for &cursor in &cursors {
+            // Cursors close together are read in one pass (skipping the records between
+            // undecoded); far apart, each is a seek. One read per cursor made a busy
+            // tenant's catch-up 7x slower than scanning (broker-bench resume).
+            for run in cursors.chunk_by(|a, b| b - a <= CLOSE_CURSORS) {
+                let (first, last) = (run[0], run[run.len() - 1]);
+                let mut wanted = run.iter().peekable();
                 engine
                     .log()
-                    .read_after(cursor - 1, cursor, |_, payload| {
+                    .read_after(first - 1, last, |cursor, payload| {
+                        if wanted.peek() != Some(&&cursor) {
+                            return true;
+                        }
+                        wanted.next();
                         if let Ok(record) = Record::decode(payload)
                             && let RecordKind::EventInserted(e) = &record.kind
                         {
                             out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
                         }
-                        false
+                        wanted.peek().is_some()
                     })
                     .map_err(|e| e.to_string())?;
             }
