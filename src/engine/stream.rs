@@ -212,7 +212,13 @@ impl StreamLog {
                 None
             } else {
                 let last = self.last_on(&subject).await?;
-                engine.committed(last).await?;
+                tokio::time::timeout(FOLD_WAIT, engine.committed(last))
+                    .await
+                    .map_err(|_| {
+                        EngineError::Unavailable(format!(
+                            "this node has not folded the stream up to {last} yet"
+                        ))
+                    })??;
                 Some(last)
             };
             let records = engine.read(|state| decide(state, command.clone(), at_ms))?;
@@ -230,7 +236,6 @@ impl StreamLog {
             }
             if lost {
                 // Another node wrote to this user meanwhile: fold it, decide again.
-                engine.metrics().write_failures.inc();
                 continue;
             }
             if let Some(last) = stored.last() {
