@@ -433,3 +433,33 @@ async fn follow_from(
     }
     Err("the stream's consumer ended".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_valid_subject_tokens() {
+        // `.`, `*`, `>` and spaces would split or widen a subject; hex never does.
+        assert_eq!(hex("bob"), "626f62");
+        assert_eq!(hex("a.b *>"), "612e62202a3e");
+        assert_eq!(hex("é"), "c3a9");
+        assert_eq!(hex(""), "");
+    }
+
+    #[test]
+    fn every_command_names_its_user() {
+        let revoke = Command::RevokeUser {
+            username: "eve".into(),
+        };
+        assert_eq!(user_of(&revoke), "eve");
+        let update = Command::UpdateUser {
+            update: crate::state::record::UserUpdated {
+                username: "ann".into(),
+                ..Default::default()
+            },
+            password_hash: None,
+        };
+        assert_eq!(user_of(&update), "ann");
+    }
+}
