@@ -20,13 +20,14 @@ fi
 # Debian packages the tests drive: Node.js + npm (SSE clients, the TypeScript client),
 # Chromium (native EventSource and the console, driven by playwright-core: never
 # `playwright install`, which downloads browsers), pebble (ACME test server), curl (the TLS
-# client).
+# client), nats-server (the multi-node tests' JetStream cluster).
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (Debian packages)"
   sudo=""
@@ -49,10 +50,11 @@ cargo fmt --all -- --check
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
 
-# The npm-client, browser and ACME tests must not skip themselves here.
+# The npm-client, browser, ACME and multi-node (NATS) tests must not skip themselves here.
 export BROKER_REQUIRE_JS=1
 export BROKER_REQUIRE_CHROMIUM=1
 export BROKER_REQUIRE_PEBBLE=1
+export BROKER_REQUIRE_NATS=1
 say "test suite"
 # fault-injection: a test-only feature; the disk-fault tests need it.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -166,6 +166,16 @@ pub struct ServeFlags {
     /// (acknowledge once written, fsync at most every <ms>), or `never` (tests only).
     #[arg(long, env = "BROKER_FSYNC", default_value = "always")]
     pub fsync: FsyncPolicy,
+    /// The log: `embedded` (the segmented log under --db) or `nats://host:4222[,nats://…]`,
+    /// a NATS JetStream stream several broker nodes share (--db then holds this node's copy).
+    #[arg(long, env = "BROKER_LOG", default_value = "embedded")]
+    pub log: String,
+    /// The JetStream stream's name with `--log nats://…` (its subjects are `<name>.>`).
+    #[arg(long, env = "BROKER_LOG_STREAM", default_value = "broker")]
+    pub log_stream: String,
+    /// Replicas of the stream when this node creates it (3 on a NATS cluster; at most 5).
+    #[arg(long, env = "BROKER_LOG_REPLICAS", default_value_t = 1)]
+    pub log_replicas: usize,
     /// Start a new log segment once the active one passes this many bytes.
     #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
@@ -307,6 +317,8 @@ pub struct Config {
     pub fsync: FsyncPolicy,
     /// Segment size.
     pub segment_bytes: u64,
+    /// The shared JetStream stream, when several nodes share one log.
+    pub shared_log: Option<crate::engine::StreamOptions>,
     /// Body limit.
     pub max_body_bytes: usize,
     /// SSE keep-alive period.
@@ -378,8 +390,15 @@ impl Config {
     pub fn engine_options(&self) -> crate::engine::EngineOptions {
         crate::engine::EngineOptions {
             dir: self.log_dir(),
-            fsync: self.fsync,
+            // With a shared log the stream is the durable copy (a write is acknowledged after
+            // JetStream's ack); the local copy is a cache refetched after a crash.
+            fsync: if self.shared_log.is_some() {
+                FsyncPolicy::Interval(Duration::from_secs(1))
+            } else {
+                self.fsync
+            },
             segment_bytes: self.segment_bytes,
+            shared: self.shared_log.is_some(),
             recent_per_tenant: self.sse_buffer,
             checkpoints: Some(self.db.join("checkpoints")),
             checkpoint_records: self.checkpoint_records,
@@ -474,6 +493,7 @@ impl ServeFlags {
                 "--max_body_bytes must be between 1 and {MAX_BODY}"
             )));
         }
+        let shared_log = shared_log(&self.log, &self.log_stream, self.log_replicas)?;
         if self.segment_bytes < 4096 {
             return Err(ConfigError("--segment_bytes must be at least 4096".into()));
         }
@@ -504,6 +524,7 @@ impl ServeFlags {
             db: self.db,
             fsync: self.fsync,
             segment_bytes: self.segment_bytes,
+            shared_log,
             max_body_bytes: self.max_body_bytes,
             sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
             sse_retry_ms: self.sse_retry_ms,
@@ -536,6 +557,48 @@ impl ServeFlags {
             checkpoint_interval: Duration::from_secs(self.checkpoint_secs.max(1)),
         })
     }
+}
+
+/// `--log`: `embedded`, or a comma-separated list of `nats://host:port` URLs.
+fn shared_log(
+    log: &str,
+    stream: &str,
+    replicas: usize,
+) -> Result<Option<crate::engine::StreamOptions>, ConfigError> {
+    if log == "embedded" {
+        return Ok(None);
+    }
+    let servers: Vec<String> = log.split(',').map(|s| s.trim().to_owned()).collect();
+    for server in &servers {
+        let rest = server.strip_prefix("nats://").ok_or_else(|| {
+            ConfigError(format!(
+                "--log: {server:?} is neither `embedded` nor a nats://host:port URL"
+            ))
+        })?;
+        if rest.is_empty() || rest.contains('/') {
+            return Err(ConfigError(format!(
+                "--log: {server:?} must be nats://host:port"
+            )));
+        }
+    }
+    let valid = !stream.is_empty()
+        && stream.len() <= 64
+        && stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(ConfigError(format!(
+            "--log_stream: {stream:?} must be 1-64 letters, digits, '-' or '_'"
+        )));
+    }
+    if !(1..=5).contains(&replicas) {
+        return Err(ConfigError("--log_replicas must be between 1 and 5".into()));
+    }
+    Ok(Some(crate::engine::StreamOptions {
+        servers,
+        name: stream.to_owned(),
+        replicas,
+    }))
 }
 
 /// `--origin` is `*` or a comma-separated list of origins as browsers send them
@@ -649,6 +712,42 @@ mod tests {
             "{err}"
         );
         assert!(matches!(with(&[]).unwrap().tls, Tls::Off));
+    }
+
+    #[test]
+    fn shared_log_flags() {
+        let with = |extra: &[&str]| parse(extra).serve.validate();
+        assert!(with(&[]).unwrap().shared_log.is_none());
+        let config = with(&[
+            "--log",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+            "--log_stream",
+            "events-1",
+            "--log_replicas",
+            "3",
+        ])
+        .unwrap();
+        let shared = config.shared_log.clone().unwrap();
+        assert_eq!(shared.servers.len(), 2);
+        assert_eq!((shared.name.as_str(), shared.replicas), ("events-1", 3));
+        let options = config.engine_options();
+        assert!(options.shared);
+        assert_eq!(options.fsync, FsyncPolicy::Interval(Duration::from_secs(1)));
+        for (flags, needle) in [
+            (&["--log", "kafka://x:1"][..], "--log"),
+            (&["--log", "nats://"][..], "--log"),
+            (
+                &["--log", "nats://h:1", "--log_stream", "a.b"][..],
+                "--log_stream",
+            ),
+            (
+                &["--log", "nats://h:1", "--log_replicas", "0"][..],
+                "--log_replicas",
+            ),
+        ] {
+            let err = with(flags).unwrap_err();
+            assert!(err.0.contains(needle), "{flags:?}: {err}");
+        }
     }
 
     #[test]

@@ -80,6 +80,19 @@ async fn run(config: Config) -> Result<(), String> {
         checkpoint = ?report.checkpoint,
         "log replayed"
     );
+    if let Some(shared) = &config.shared_log {
+        // Listen only once this node has folded everything the stream held: a login on any
+        // node then sees every user created before it started.
+        engine
+            .attach_stream(shared)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            stream = %shared.name,
+            cursor = engine.cursor(),
+            "following the shared JetStream log"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;

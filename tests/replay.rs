@@ -116,6 +116,7 @@ fn open_with(dir: &std::path::Path, checkpoints: bool) -> Engine {
         checkpoints: checkpoints.then(|| dir.join("checkpoints")),
         checkpoint_records: 5,
         checkpoint_interval: std::time::Duration::from_secs(3600),
+        shared: false,
     };
     Engine::open(options, Arc::new(|| 1_700_000_000_000))
         .unwrap()

@@ -49,6 +49,11 @@ struct Cli {
     /// The broker binary to start (default: the one beside this binary).
     #[arg(long, global = true)]
     broker: Option<PathBuf>,
+    /// An extra flag for every Broker this starts (repeatable), e.g.
+    /// `--broker_arg=--log=nats://127.0.0.1:4222`; `{n}` becomes a number unique to each
+    /// start (`--broker_arg=--log_stream=bench{n}`: a fresh stream per run).
+    #[arg(long, global = true, allow_hyphen_values = true)]
+    broker_arg: Vec<String>,
     /// The fsync policies to run Broker with, comma-separated.
     #[arg(long, global = true, default_value = "always", value_delimiter = ',')]
     fsync: Vec<String>,
@@ -166,6 +171,7 @@ enum Scenario {
 pub struct Ctx {
     external: Option<(SocketAddr, Option<u32>, String)>,
     broker_bin: PathBuf,
+    broker_args: Vec<String>,
     fsync: Vec<String>,
     runs: usize,
     duration: Duration,
@@ -238,6 +244,37 @@ impl Ctx {
         })
     }
 
+    /// `extra` and the `--broker_arg` flags, `{n}` replaced by a number unique to this call.
+    fn with_broker_args(&self, extra: &[String]) -> Vec<String> {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let unique = format!("{}x{n}", std::process::id());
+        extra
+            .iter()
+            .cloned()
+            .chain(self.broker_args.iter().map(|a| a.replace("{n}", &unique)))
+            .collect()
+    }
+
+    fn label(&self, fsync: &str) -> String {
+        match self
+            .broker_args
+            .iter()
+            .find_map(|a| a.strip_prefix("--log="))
+        {
+            Some(log) if log.starts_with("nats://") => {
+                let replicas = self
+                    .broker_args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("--log_replicas="))
+                    .unwrap_or("1");
+                let servers = log.split(',').count();
+                format!("broker log=nats R{replicas} ({servers} NATS servers)")
+            }
+            _ => format!("broker fsync={fsync}"),
+        }
+    }
+
     /// Broker with `fsync`, on a fresh data directory (or the `--url` server).
     pub fn broker(&self, fsync: &str, extra: &[String]) -> Result<Server, String> {
         if let Some((addr, pid, token)) = &self.external {
@@ -248,10 +285,10 @@ impl Ctx {
             });
         }
         let dir = ScratchDir::new(self.scratch.as_deref(), "db").map_err(|e| e.to_string())?;
-        let args = target::broker_args(&dir.0, fsync, extra);
+        let args = target::broker_args(&dir.0, fsync, &self.with_broker_args(extra));
         Ok(Server {
             target: Target::spawn(&self.broker_bin, &args)?,
-            label: format!("broker fsync={fsync}"),
+            label: self.label(fsync),
             _dir: Some(dir),
         })
     }
@@ -268,10 +305,10 @@ impl Ctx {
         }
         let dir = ScratchDir::new(self.scratch.as_deref(), "db").map_err(|e| e.to_string())?;
         seed::write(&dir.0, seed)?;
-        let args = target::broker_args(&dir.0, fsync, extra);
+        let args = target::broker_args(&dir.0, fsync, &self.with_broker_args(extra));
         Ok(Server {
             target: Target::spawn(&self.broker_bin, &args)?,
-            label: format!("broker fsync={fsync}"),
+            label: self.label(fsync),
             _dir: Some(dir),
         })
     }
@@ -352,6 +389,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let ctx = Ctx {
         external,
         broker_bin: cli.broker.clone().unwrap_or_else(target::default_broker),
+        broker_args: cli.broker_arg.clone(),
         fsync: cli.fsync.clone(),
         runs: cli.runs.max(1),
         duration: Duration::from_secs_f64(cli.duration.max(0.1)),

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod fanout;
 pub mod metrics;
 pub mod sse_frame;
+pub mod stream;
 pub mod subscription;
 mod writer;
 
@@ -28,6 +29,7 @@ use crate::log::{self, Cursor, LogError, LogReader, TailRepair};
 use crate::state::{Command, Record, Rejection, State, evolve};
 
 pub use fanout::Fanout;
+pub use stream::{StreamError, StreamOptions};
 pub use subscription::{Start, Subscription};
 
 /// When the writer makes appended records durable before acknowledging them.
@@ -74,6 +76,9 @@ pub struct EngineOptions {
     pub checkpoint_records: u64,
     /// …or this much time with at least one record, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// Several nodes share one JetStream stream (see [`stream`]): the directory then holds
+    /// this node's local copy of it, and writes go through [`Engine::attach_stream`].
+    pub shared: bool,
 }
 
 /// What opening found.
@@ -131,6 +136,12 @@ enum Msg {
         command: Command,
         reply: oneshot::Sender<Result<Vec<Record>, EngineError>>,
     },
+    /// Shared log: records read from the stream (cursors = stream sequences), to append to
+    /// the local copy and fold.
+    Fold {
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Vec<Record>, EngineError>>,
+    },
     /// Interval policy: fsync what was written since the last sync.
     Sync,
     /// Flush, fsync and stop.
@@ -150,6 +161,12 @@ struct Inner {
     // std RwLock, not tokio's: never held across an await, and the writer is a plain thread.
     published: RwLock<State>,
     fanout: Fanout,
+    // A watch: any number of requests wait for "committed up to N" without polling.
+    committed: watch::Sender<Cursor>,
+    /// Writes go through the shared stream (set once attached) instead of the writer.
+    shared: bool,
+    stream: std::sync::OnceLock<Arc<stream::StreamLog>>,
+    clock: Clock,
     credentials: credentials::CredentialWatch,
     metrics: metrics::EngineMetrics,
     /// Checkpoints and the per-tenant index, when enabled.
@@ -287,6 +304,10 @@ impl Engine {
             tx,
             published: RwLock::new(state.clone()),
             fanout: Fanout::new(cursor, options.recent_per_tenant),
+            committed: watch::Sender::new(cursor),
+            shared: options.shared,
+            stream: std::sync::OnceLock::new(),
+            clock: Arc::clone(&clock),
             credentials: Default::default(),
             metrics: Default::default(),
             store: store.clone(),
@@ -357,6 +378,12 @@ impl Engine {
 
     /// Hands `command` to the writer; resolves once its records are durable (or refused).
     pub async fn submit(&self, command: Command) -> Result<Vec<Record>, EngineError> {
+        if self.inner.shared {
+            let stream = self.inner.stream.get().ok_or_else(|| {
+                EngineError::Unavailable("not connected to the shared stream yet".into())
+            })?;
+            return stream.submit(self, command, (self.inner.clock)()).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
@@ -364,6 +391,55 @@ impl Engine {
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Connects a shared-log engine to its JetStream stream and catches up with it; writes
+    /// are accepted from then on.
+    pub async fn attach_stream(&self, options: &StreamOptions) -> Result<(), StreamError> {
+        let stream = stream::attach(self, options).await?;
+        let _ = self.inner.stream.set(stream);
+        Ok(())
+    }
+
+    /// Hands records read from the shared stream to the writer; resolves once folded.
+    pub(crate) async fn fold(&self, records: Vec<Record>) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Fold { records, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        answer
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?
+            .map(drop)
+    }
+
+    /// Resolves once every record up to `cursor` is durable and visible on this node.
+    pub async fn committed(&self, cursor: Cursor) -> Result<(), EngineError> {
+        let mut rx = self.inner.committed.subscribe();
+        let mut stop = self.inner.shutdown.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= cursor {
+                return Ok(());
+            }
+            if *stop.borrow_and_update() {
+                return Err(EngineError::ShuttingDown);
+            }
+            tokio::select! {
+                changed = rx.changed() => changed.map_err(|_| EngineError::ShuttingDown)?,
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// The newest cursor durable and visible on this node.
+    pub(crate) fn committed_cursor(&self) -> Cursor {
+        *self.inner.committed.borrow()
+    }
+
+    pub(crate) fn mark_committed(&self, cursor: Cursor) {
+        self.inner.committed.send_replace(cursor);
     }
 
     /// Runs `f` on a consistent view of the published (durable) state.

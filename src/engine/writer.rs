@@ -159,11 +159,13 @@ impl Writer {
                 break;
             };
             let mut batch = Vec::new();
+            let mut folds = Vec::new();
             let mut sync_due = false;
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
                     Msg::Submit { command, reply } => batch.push((command, reply)),
+                    Msg::Fold { records, reply } => folds.push((records, reply)),
                     Msg::Sync => sync_due = true,
                     Msg::Shutdown(done) => stopping = Some(done),
                 }
@@ -174,6 +176,9 @@ impl Writer {
                 };
             }
             self.write_batch(batch);
+            for (records, reply) in folds {
+                self.fold(records, reply);
+            }
             if sync_due && self.dirty {
                 self.sync();
             }
@@ -182,8 +187,11 @@ impl Writer {
         // Refuse whatever is still queued: those requests were never acknowledged.
         self.rx.close();
         while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Submit { reply, .. } = msg {
-                let _ = reply.send(Err(EngineError::ShuttingDown));
+            match msg {
+                Msg::Submit { reply, .. } | Msg::Fold { reply, .. } => {
+                    let _ = reply.send(Err(EngineError::ShuttingDown));
+                }
+                Msg::Sync | Msg::Shutdown(_) => {}
             }
         }
         if self.dirty || self.fsync == FsyncPolicy::Never {
@@ -211,6 +219,15 @@ impl Writer {
 
     fn write_batch(&mut self, batch: Vec<(crate::state::Command, Reply)>) {
         if batch.is_empty() {
+            return;
+        }
+        if self.engine.inner.shared {
+            // Decided by a node against the shared stream, never here.
+            for (_, reply) in batch {
+                let _ = reply.send(Err(EngineError::Unavailable(
+                    "writes go through the shared stream".into(),
+                )));
+            }
             return;
         }
         let at_ms = (self.clock)();
@@ -250,6 +267,52 @@ impl Writer {
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
             FsyncPolicy::Never => false,
         };
+        self.flush_and_publish(accepted, sync_now);
+    }
+
+    /// Shared log: appends records read from the stream to the local copy and folds them.
+    /// Records at or below the local cursor (a consumer restarted) are skipped.
+    fn fold(&mut self, records: Vec<Record>, reply: Reply) {
+        let mut folded = Vec::with_capacity(records.len());
+        let mut failed = None;
+        for record in records {
+            if record.cursor <= self.decision.cursor {
+                continue;
+            }
+            // As in `write_batch`: only a rotation fails, before the frame is buffered.
+            if let Err(e) = self.log.append(record.cursor, &record.encode()) {
+                tracing::error!(error = %e, "appending to the local copy failed");
+                failed = Some(e.to_string());
+                break;
+            }
+            evolve(&mut self.decision, &record);
+            folded.push(record);
+        }
+        if folded.is_empty() {
+            let _ = reply.send(match failed {
+                Some(why) => Err(EngineError::Unavailable(why)),
+                None => Ok(Vec::new()),
+            });
+            return;
+        }
+        let sync_now = match self.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            FsyncPolicy::Never => false,
+        };
+        match failed {
+            None => self.flush_and_publish(vec![(reply, folded)], sync_now),
+            Some(why) => {
+                // What was appended is folded; the follower learns of the failure and
+                // resumes after it.
+                let (done, _) = tokio::sync::oneshot::channel();
+                self.flush_and_publish(vec![(done, folded)], sync_now);
+                let _ = reply.send(Err(EngineError::Unavailable(why)));
+            }
+        }
+    }
+
+    fn flush_and_publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>, sync_now: bool) {
         let started = Instant::now();
         let flushed = self.log.flush(sync_now);
         let metrics = self.engine.metrics();
@@ -320,6 +383,9 @@ impl Writer {
         self.engine
             .fanout()
             .publish(accepted.iter().flat_map(|(_, records)| records.iter()));
+        if let Some(last) = accepted.iter().flat_map(|(_, r)| r).next_back() {
+            self.engine.mark_committed(last.cursor);
+        }
         for (reply, records) in accepted {
             let _ = reply.send(Ok(records));
         }

@@ -47,6 +47,7 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, admin_token: Option<&str>
         checkpoints: None,
         checkpoint_records: u64::MAX,
         checkpoint_interval: std::time::Duration::MAX,
+        shared: false,
     };
     options.segment_bytes = 64 * 1024 * 1024;
     runtime.block_on(async {

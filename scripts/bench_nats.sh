@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The JetStream backend (`--log nats://…`) measured by the same broker-bench scenarios as the
+# embedded log, in one run: insert throughput and publish-to-delivery latency with the
+# embedded log, one NATS server (R1), and a 3-server NATS cluster (R3 stream).
+#
+#   scripts/bench_nats.sh [OUT.jsonl]     # default bench/results-nats.jsonl; appends
+#
+# Needs nats-server (apt-get install nats-server) and a release build (cargo build --release
+# --bins). NATS servers listen on loopback ports 14250-14252 (routes 16250-16252) and keep
+# their data in a temporary directory removed at exit. Each broker start gets a fresh stream.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="${1:-bench/results-nats.jsonl}"
+bin=target/release/broker-bench
+nats=$(command -v nats-server || echo /usr/sbin/nats-server)
+[ -x "$nats" ] || { echo "nats-server is not installed (apt-get install nats-server)" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
+runs="${BENCH_RUNS:-3}"
+dur="${BENCH_DURATION:-5}"
+mkdir -p "$(dirname "$out")"
+
+scratch=$(mktemp -d)
+pids=()
+stop_nats() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
+}
+trap 'stop_nats; rm -rf "$scratch"' EXIT
+
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nats-server did not listen on $1" >&2
+    exit 1
+}
+
+start_cluster() { # $1: servers (1 or 3)
+    local routes=""
+    for i in $(seq 0 $(($1 - 1))); do routes+="${routes:+,}nats://127.0.0.1:$((16250 + i))"; done
+    for i in $(seq 0 $(($1 - 1))); do
+        local cluster=()
+        [ "$1" -gt 1 ] && cluster=(--cluster_name bench --cluster "nats://127.0.0.1:$((16250 + i))" --routes "$routes")
+        "$nats" -a 127.0.0.1 -p $((14250 + i)) -n "n$i" "${cluster[@]}" -js -sd "$scratch/nats-$1-$i" \
+            >"$scratch/nats-$1-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in $(seq 0 $(($1 - 1))); do wait_port $((14250 + i)); done
+    urls=""
+    for i in $(seq 0 $(($1 - 1))); do urls+="${urls:+,}nats://127.0.0.1:$((14250 + i))"; done
+}
+
+bench() {
+    echo "--- broker-bench $*" >&2
+    "$bin" --json --runs "$runs" "$@" >> "$out"
+}
+
+scenarios() {
+    bench --duration "$dur" "$@" insert --connections 64
+    bench --duration "$dur" "$@" fanout --subscribers 200 --rate 200
+}
+
+scenarios --fsync always
+
+start_cluster 1
+scenarios --broker_arg="--log=$urls" --broker_arg="--log_stream=bench{n}"
+stop_nats
+
+start_cluster 3
+scenarios --broker_arg="--log=$urls" --broker_arg="--log_stream=bench{n}" --broker_arg=--log_replicas=3
+stop_nats
+
+echo "appended to $out" >&2

@@ -1,0 +1,465 @@
+//! Several broker nodes on one NATS JetStream stream (`--log nats://…`).
+//!
+//! The log interface the engine needs has three operations: append records and learn their
+//! cursors; read records from a cursor; await "committed up to N". The embedded segmented log
+//! serves all three on one machine. With `--log nats://…` a **JetStream stream** is the log
+//! every node shares, and the three operations map onto it like this:
+//!
+//! - **Append**: a node publishes each record (the same rkyv encoding as on disk) to the
+//!   stream and acknowledges the request only after JetStream's publish ack, which with
+//!   replicas means a quorum of NATS servers stored it. The **stream sequence is the cursor**:
+//!   the cursor written inside the published bytes is a placeholder, replaced by the sequence
+//!   when the record is folded.
+//! - **Read / committed**: every node follows the stream with an ordered consumer, in
+//!   sequence order, and hands what it reads to its engine's writer thread, which appends it
+//!   to a **local copy** (the ordinary segmented log under `<db>/log`, cursors = stream
+//!   sequences), folds it with the same `evolve` into the node's projections and publishes it
+//!   to the SSE fan-out. Logins, SSE snapshots, catch-up reads and checkpoints then work on
+//!   every node exactly as on one: the local copy is a cache of the stream, never a second
+//!   truth. A node that restarts replays its local copy from its checkpoint and asks the
+//!   stream only for what came after its last local cursor.
+//! - **Decide across nodes**: `decide` runs on the node's folded state, which may lag the
+//!   stream by the replication delay, so state checks are made safe by a compare-and-set in
+//!   JetStream itself. Every record about a user goes to that user's subject
+//!   `<stream>.user.<hex(username)>`; the first record of a command is published with
+//!   `Nats-Expected-Last-Subject-Sequence` = the last sequence on that subject, after the
+//!   node has folded at least up to it. If another node wrote to that user in between,
+//!   JetStream refuses the publish (wrong last sequence) and the node folds the newer records
+//!   and decides again. Two nodes creating `bob` both expect "no record on bob's subject";
+//!   exactly one publish wins and the other re-decides into `UsernameTaken`. The same holds
+//!   for single-use codes (login and reset steps).
+//! - Events go to `<stream>.event.<hex(tenant)>` without a compare-and-set, so inserts from
+//!   many nodes never contend. The price: an insert decided on one node in the same
+//!   instant another node revokes its user (or changes the password) may still be stored,
+//!   ordered just after the revocation, as if the request had arrived a moment earlier.
+//! - A command of two records (an update that also sets a password) publishes its second
+//!   record after the first without a compare-and-set; users are never deleted, so what the
+//!   first record's check established still holds for the second.
+//!
+//! A reply waits for the node's own fold to reach the record, so a client sees its write on
+//! the node that took it (read-your-writes per node); other nodes see it after their
+//! consumer delivers it, typically within a millisecond on a LAN.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind};
+use futures_util::StreamExt;
+
+use super::{Engine, EngineError};
+use crate::log::Cursor;
+use crate::state::{Command, Record, RecordKind, decide};
+
+/// How a node reaches the shared stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// NATS server URLs (`nats://host:4222`); the client fails over between them.
+    pub servers: Vec<String>,
+    /// The JetStream stream's name; its subjects are `<name>.>`.
+    pub name: String,
+    /// Replicas when this node creates the stream (an existing stream keeps its own).
+    pub replicas: usize,
+}
+
+/// Errors of attaching to the stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// No NATS server answered.
+    #[error("cannot connect to NATS at {servers}: {why}")]
+    Connect {
+        /// The servers tried.
+        servers: String,
+        /// What the client said.
+        why: String,
+    },
+    /// JetStream refused to create or describe the stream.
+    #[error("JetStream stream {name:?}: {why} (is JetStream enabled on the servers?)")]
+    Stream {
+        /// The stream.
+        name: String,
+        /// What the server said.
+        why: String,
+    },
+    /// The local copy holds records the stream does not: another stream, or it was recreated.
+    #[error(
+        "the local copy in {dir} (up to cursor {local}) does not match stream {name:?} (last sequence {stream}): it was made from another stream, or the stream was recreated; move the data directory away and start again (the node refetches everything from the stream)"
+    )]
+    Diverged {
+        /// The local log directory.
+        dir: String,
+        /// The stream.
+        name: String,
+        /// The local copy's newest cursor.
+        local: Cursor,
+        /// The stream's last sequence.
+        stream: Cursor,
+    },
+}
+
+/// Attempts at a compare-and-set before the command is refused as contended.
+const MAX_ATTEMPTS: usize = 32;
+
+/// How long a reply waits for its own records to be folded on this node.
+const FOLD_WAIT: Duration = Duration::from_secs(10);
+
+/// Silence after which the follower checks that the stream holds nothing newer.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+/// Records handed to the writer at once, at most.
+const FOLD_BATCH: usize = 1024;
+
+/// A node's connection to the shared stream.
+pub(super) struct StreamLog {
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    name: String,
+}
+
+/// Subject tokens may not hold `.`, `*`, `>` or spaces: names are hex-encoded.
+fn hex(name: &str) -> String {
+    use std::fmt::Write;
+    name.bytes()
+        .fold(String::with_capacity(name.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The user a command is about: every command names exactly one.
+fn user_of(command: &Command) -> &str {
+    match command {
+        Command::CreateUser(user) => &user.username,
+        Command::InsertEvent { username, .. }
+        | Command::RevokeUser { username }
+        | Command::UnrevokeUser { username }
+        | Command::UseLoginCode { username, .. }
+        | Command::ResetPassword { username, .. }
+        | Command::ChangePassword { username, .. } => username,
+        Command::UpdateUser { update, .. } => &update.username,
+    }
+}
+
+impl StreamLog {
+    fn user_subject(&self, username: &str) -> String {
+        format!("{}.user.{}", self.name, hex(username))
+    }
+
+    fn subject_of(&self, record: &Record) -> String {
+        match &record.kind {
+            RecordKind::EventInserted(e) => format!("{}.event.{}", self.name, hex(&e.tenant)),
+            _ => self.user_subject(record.username().unwrap_or_default()),
+        }
+    }
+
+    /// The last sequence stored on `subject`, 0 if none.
+    async fn last_on(&self, subject: &str) -> Result<Cursor, EngineError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(message.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(EngineError::Unavailable(format!("JetStream: {e}"))),
+        }
+    }
+
+    /// Publishes one record; `Ok(None)` when the compare-and-set lost.
+    async fn publish(
+        &self,
+        record: &Record,
+        id: &str,
+        expected: Option<Cursor>,
+    ) -> Result<Option<Cursor>, EngineError> {
+        let subject = self.subject_of(record);
+        let payload = bytes::Bytes::from(record.encode());
+        let mut last_error = String::new();
+        // A lost ack is retried with the same message id: JetStream's duplicate window
+        // stores the record once however often it arrives.
+        for _ in 0..3 {
+            let mut message = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(id);
+            if let Some(seq) = expected {
+                message = message.expected_last_subject_sequence(seq);
+            }
+            let acked = match self.js.send_publish(subject.clone(), message).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => return Ok(Some(ack.sequence)),
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "JetStream did not acknowledge: {last_error}"
+        )))
+    }
+
+    /// Decides `command` on the node's folded state and stores its records in the stream;
+    /// resolves once they are acknowledged and folded here.
+    pub(super) async fn submit(
+        &self,
+        engine: &Engine,
+        command: Command,
+        at_ms: i64,
+    ) -> Result<Vec<Record>, EngineError> {
+        let insert = matches!(command, Command::InsertEvent { .. });
+        let subject = self.user_subject(user_of(&command));
+        let id = uuid::Uuid::new_v4();
+        for _ in 0..MAX_ATTEMPTS {
+            let expected = if insert {
+                None
+            } else {
+                let last = self.last_on(&subject).await?;
+                tokio::time::timeout(FOLD_WAIT, engine.committed(last))
+                    .await
+                    .map_err(|_| {
+                        EngineError::Unavailable(format!(
+                            "this node has not folded the stream up to {last} yet"
+                        ))
+                    })??;
+                Some(last)
+            };
+            let records = engine.read(|state| decide(state, command.clone(), at_ms))?;
+            let mut stored = Vec::with_capacity(records.len());
+            let mut lost = false;
+            for (i, record) in records.into_iter().enumerate() {
+                let check = if i == 0 { expected } else { None };
+                match self.publish(&record, &format!("{id}-{i}"), check).await? {
+                    Some(cursor) => stored.push(Record { cursor, ..record }),
+                    None => {
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+            if lost {
+                // Another node wrote to this user meanwhile: fold it, decide again.
+                continue;
+            }
+            if let Some(last) = stored.last() {
+                // The write is durable (acknowledged by JetStream) whatever happens now; the
+                // wait only gives read-your-writes on this node, so it is bounded: a
+                // consumer re-created after a lost NATS server may take a moment.
+                let folded = tokio::time::timeout(FOLD_WAIT, engine.committed(last.cursor));
+                if folded.await.is_err() {
+                    tracing::warn!(
+                        cursor = last.cursor,
+                        "acknowledged by JetStream but not yet folded on this node"
+                    );
+                }
+            }
+            return Ok(stored);
+        }
+        Err(EngineError::Unavailable(
+            "too many concurrent changes to this user; try again".into(),
+        ))
+    }
+}
+
+/// Connects to the stream (creating it if needed), starts following it from the local copy's
+/// newest cursor, and returns once the node has folded everything the stream held at start.
+pub(super) async fn attach(
+    engine: &Engine,
+    options: &StreamOptions,
+) -> Result<Arc<StreamLog>, StreamError> {
+    let servers = options.servers.join(",");
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(options.servers.as_slice());
+    let client = tokio::time::timeout(Duration::from_secs(30), client)
+        .await
+        .map_err(|_| StreamError::Connect {
+            servers: servers.clone(),
+            why: "no server answered within 30 s".into(),
+        })?
+        .map_err(|e| StreamError::Connect {
+            servers: servers.clone(),
+            why: e.to_string(),
+        })?;
+    let js = jetstream::new(client);
+    let stream_error = |e: &dyn std::fmt::Display| StreamError::Stream {
+        name: options.name.clone(),
+        why: e.to_string(),
+    };
+    let config = jetstream::stream::Config {
+        name: options.name.clone(),
+        subjects: vec![format!("{}.>", options.name)],
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: options.replicas.max(1),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    // A cluster that is still starting has no JetStream leader yet: wait for it, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => break stream,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(why = %e, "the JetStream stream is not available yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(stream_error(&e)),
+        }
+    };
+    let last = stream
+        .info()
+        .await
+        .map_err(|e| stream_error(&e))?
+        .state
+        .last_sequence;
+    let local = engine.committed_cursor();
+    if local > last {
+        return Err(StreamError::Diverged {
+            dir: engine.log().dir().display().to_string(),
+            name: options.name.clone(),
+            local,
+            stream: last,
+        });
+    }
+    if local > 0 && !same_record(engine, &stream, local).await {
+        return Err(StreamError::Diverged {
+            dir: engine.log().dir().display().to_string(),
+            name: options.name.clone(),
+            local,
+            stream: last,
+        });
+    }
+    tokio::spawn(follow(engine.clone(), stream.clone()));
+    if last > local {
+        tracing::info!(from = local, to = last, "catching up from the stream");
+    }
+    engine.committed(last).await.map_err(|e| stream_error(&e))?;
+    Ok(Arc::new(StreamLog {
+        js,
+        stream,
+        name: options.name.clone(),
+    }))
+}
+
+/// Whether the local copy's record at `cursor` is the stream's: a copy made from another
+/// stream, or from one since deleted and recreated, must not be continued.
+async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor: Cursor) -> bool {
+    let Ok(theirs) = stream.get_raw_message(cursor).await else {
+        return false;
+    };
+    let mut ours = None;
+    let _ = engine.log().read_after(cursor - 1, cursor, |_, payload| {
+        ours = Record::decode(payload).ok();
+        false
+    });
+    match (ours, Record::decode(&theirs.payload)) {
+        (Some(ours), Ok(theirs)) => ours == Record { cursor, ..theirs },
+        // Compaction dropped our copy of it: nothing to compare.
+        (None, _) => true,
+        (Some(_), Err(_)) => false,
+    }
+}
+
+/// Folds the stream into the engine, in sequence order, for as long as the engine runs.
+/// An ordered consumer re-creates itself after a gap or a lost server; anything else
+/// (the local copy refusing a write) restarts from the newest folded cursor.
+async fn follow(engine: Engine, stream: jetstream::stream::Stream) {
+    let mut stop = engine.shutdown_signal();
+    loop {
+        let from = engine.committed_cursor() + 1;
+        let outcome = tokio::select! {
+            outcome = follow_from(&engine, &stream, from) => outcome,
+            _ = stop.changed() => return,
+        };
+        if let Err(why) = outcome {
+            tracing::error!(%why, from, "following the stream failed; retrying in 1 s");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn follow_from(
+    engine: &Engine,
+    stream: &jetstream::stream::Stream,
+    from: Cursor,
+) -> Result<(), String> {
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut chunks = std::pin::pin!(messages.ready_chunks(FOLD_BATCH));
+    let mut probe = stream.clone();
+    let mut suspect = None;
+    loop {
+        let chunk = match tokio::time::timeout(IDLE_CHECK, chunks.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                // Quiet: fine if the stream is quiet too. A consumer silent through two checks
+                // while the stream holds newer records (its NATS server lost) is replaced.
+                let last = probe.info().await.map_err(|e| e.to_string())?;
+                let last = last.state.last_sequence;
+                let here = engine.committed_cursor();
+                if last <= here {
+                    suspect = None;
+                } else if suspect == Some(here) {
+                    return Err(format!(
+                        "the consumer stalled at {here} with the stream at {last}"
+                    ));
+                } else {
+                    suspect = Some(here);
+                }
+                continue;
+            }
+        };
+        suspect = None;
+        let mut records = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            let message = message.map_err(|e| e.to_string())?;
+            let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
+            let record = Record::decode(&message.payload)
+                .map_err(|e| format!("the record at sequence {cursor} does not decode: {e}"))?;
+            records.push(Record { cursor, ..record });
+        }
+        engine.fold(records).await.map_err(|e| e.to_string())?;
+    }
+    Err("the stream's consumer ended".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_valid_subject_tokens() {
+        // `.`, `*`, `>` and spaces would split or widen a subject; hex never does.
+        assert_eq!(hex("bob"), "626f62");
+        assert_eq!(hex("a.b *>"), "612e62202a3e");
+        assert_eq!(hex("é"), "c3a9");
+        assert_eq!(hex(""), "");
+    }
+
+    #[test]
+    fn every_command_names_its_user() {
+        let revoke = Command::RevokeUser {
+            username: "eve".into(),
+        };
+        assert_eq!(user_of(&revoke), "eve");
+        let update = Command::UpdateUser {
+            update: crate::state::record::UserUpdated {
+                username: "ann".into(),
+                ..Default::default()
+            },
+            password_hash: None,
+        };
+        assert_eq!(user_of(&update), "ann");
+    }
+}

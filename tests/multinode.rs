@@ -1,0 +1,300 @@
+//! Several broker nodes on one NATS JetStream log (`--log nats://…`): a real 3-node NATS
+//! cluster with JetStream on loopback ports, and two or three real broker processes.
+//!
+//! `scripts/test.sh` installs nats-server (Debian package) and sets `BROKER_REQUIRE_NATS=1`:
+//! there these tests fail, never skip, when nats-server cannot run.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn nats_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            Command::new("nats-server")
+                .arg("--version")
+                .output()
+                .ok()
+                .map(|_| PathBuf::from("nats-server"))
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_NATS").is_none(),
+            "nats-server is not installed: scripts/test.sh installs it (apt-get install nats-server)"
+        );
+        eprintln!("skipped: nats-server not installed (scripts/test.sh installs it)");
+    }
+    found
+}
+
+/// One nats-server process of the cluster.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Nats {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-node NATS cluster with JetStream, on loopback ports, data under `dir`.
+struct Cluster {
+    nodes: Vec<Nats>,
+}
+
+impl Cluster {
+    fn start(binary: &Path, dir: &Path) -> Cluster {
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..3)
+            .map(|i| {
+                let store = dir.join(format!("nats-{i}"));
+                std::fs::create_dir_all(&store).unwrap();
+                let child = Command::new(binary)
+                    .args(["-a", "127.0.0.1", "-p", &clients[i].to_string()])
+                    .args(["-n", &format!("n{i}"), "--cluster_name", "broker-test"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                    .args(["--routes", &all_routes])
+                    .args(["-js", "-sd", store.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start nats-server");
+                Nats {
+                    child: Some(child),
+                    port: clients[i],
+                }
+            })
+            .collect::<Vec<_>>();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
+                assert!(Instant::now() < deadline, "nats-server did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Cluster { nodes }
+    }
+
+    /// `--log` for a broker node: every server of the cluster.
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A broker node on the cluster's stream `stream` with `replicas`.
+fn node(dir: &Path, name: &str, cluster: &Cluster, stream: &str, replicas: &str) -> Server {
+    Server::start(
+        &dir.join(name),
+        &[
+            "--log",
+            &cluster.urls(),
+            "--log_stream",
+            stream,
+            "--log_replicas",
+            replicas,
+        ],
+    )
+}
+
+/// Logs in on `s`, waiting (bounded) until the node has folded the user.
+async fn login_when_known(c: &reqwest::Client, s: &Server, username: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = post(
+            c,
+            s.url("/login"),
+            json!({"username": username, "password": "pw"}),
+        )
+        .await;
+        if status == 200 {
+            return body["jwt"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "login on {} failed: {body}",
+            s.base
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Inserts, retrying (bounded) while the log is unavailable (a NATS leader election);
+/// returns the cursor.
+async fn insert_retrying(c: &reqwest::Client, s: &Server, jwt: &str, i: usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Ok((status, body)) = tokio::time::timeout(
+            Duration::from_secs(20),
+            insert(c, s, jwt, "tick", json!({ "i": i })),
+        )
+        .await
+        else {
+            panic!(
+                "insert {i} got no answer in 20 s; the node said:\n{}",
+                s.stderr()
+            );
+        };
+        if status == 200 {
+            return body["cursor"].as_u64().unwrap();
+        }
+        assert_eq!(status, 503, "insert {i}: {body}");
+        assert!(Instant::now() < deadline, "insert {i} kept failing: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_made_on_one_node_logs_in_and_streams_on_another() {
+    let Some(binary) = nats_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&binary, dir.path());
+    let a = node(dir.path(), "a", &cluster, "share", "3");
+    let b = node(dir.path(), "b", &cluster, "share", "3");
+    let c = client();
+
+    assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
+    let on_b = login_when_known(&c, &b, "bob").await;
+    let on_a = login(&c, &a, "bob", "pw").await;
+
+    let mut sse = Sse::open(&b, &on_b, None).await;
+    let mut cursors = Vec::new();
+    for i in 0..20 {
+        // Inserts on both nodes: B's subscriber sees all of them, in cursor order.
+        let (jwt, s) = if i % 3 == 0 { (&on_b, &b) } else { (&on_a, &a) };
+        let (status, body) = insert(&c, s, jwt, "tick", json!({ "i": i })).await;
+        assert_eq!(status, 200, "{body}");
+        cursors.push(body["cursor"].as_u64().unwrap());
+    }
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+    let frames = sse.take(20, WAIT).await;
+    let seen: Vec<u64> = frames.iter().map(Frame::cursor).collect();
+    assert_eq!(seen, cursors);
+    for (i, frame) in frames.iter().enumerate() {
+        assert_eq!(frame.json()["i"], i);
+    }
+
+    // A third node started later catches up with everything from the stream.
+    let late = node(dir.path(), "late", &cluster, "share", "3");
+    let jwt = login(&c, &late, "bob", "pw").await;
+    let mut sse = Sse::open(&late, &jwt, Some("0")).await;
+    let replayed: Vec<u64> = sse.take(20, WAIT).await.iter().map(Frame::cursor).collect();
+    assert_eq!(replayed, cursors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_username_on_two_nodes_let_exactly_one_win() {
+    let Some(binary) = nats_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&binary, dir.path());
+    let a = node(dir.path(), "a", &cluster, "unique", "3");
+    let b = node(dir.path(), "b", &cluster, "unique", "3");
+    let c = client();
+    for round in 0..25 {
+        let username = format!("bob{round}");
+        let create = |s: &Server| {
+            post(
+                &c,
+                s.url("/create_user"),
+                json!({"username": username, "password": "pw", "admin_token": ADMIN, "tenant_name": "t"}),
+            )
+        };
+        let ((on_a, body_a), (on_b, body_b)) = tokio::join!(create(&a), create(&b));
+        let mut statuses = [on_a, on_b];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "round {round}: {body_a} / {body_b}");
+        let loser = if on_a == 400 { &body_a } else { &body_b };
+        assert!(
+            loser.to_string().contains("already taken"),
+            "round {round}: {loser}"
+        );
+        // Both nodes agree on the one user: its password works on each.
+        login_when_known(&c, &a, &username).await;
+        login_when_known(&c, &b, &username).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_nats_node_or_a_broker_node_loses_nothing() {
+    let Some(binary) = nats_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&binary, dir.path());
+    let a = node(dir.path(), "a", &cluster, "durable", "3");
+    let mut b = node(dir.path(), "b", &cluster, "durable", "3");
+    let c = client();
+    assert_eq!(create_user(&c, &a, "eve", "pw", "north").await, 200);
+    let on_a = login(&c, &a, "eve", "pw").await;
+    let on_b = login_when_known(&c, &b, "eve").await;
+
+    let mut sse = Sse::open(&b, &on_b, None).await;
+    let mut written = Vec::new();
+    for i in 0..10 {
+        written.push(insert_retrying(&c, &a, &on_a, i).await);
+    }
+    // One NATS server of three goes away: the R3 stream keeps a quorum and keeps writing.
+    cluster.nodes[0].kill();
+    for i in 10..30 {
+        written.push(insert_retrying(&c, &a, &on_a, i).await);
+    }
+    let mut seen: Vec<u64> = sse.take(15, WAIT).await.iter().map(Frame::cursor).collect();
+
+    // The broker node the subscriber was on dies; it resumes on the other node from the
+    // last id it received, while writes go on.
+    b.kill();
+    for i in 30..40 {
+        written.push(insert_retrying(&c, &a, &on_a, i).await);
+    }
+    let last = seen.last().unwrap().to_string();
+    let mut resumed = Sse::open(&a, &on_a, Some(&last)).await;
+    let rest = written.len() - seen.len();
+    seen.extend(
+        resumed
+            .take(rest, Duration::from_secs(30))
+            .await
+            .iter()
+            .map(Frame::cursor),
+    );
+    assert_eq!(seen, written, "every event once, in order");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
+
+    // The killed node restarts on its own data and catches up from its local copy's cursor.
+    let b = node(dir.path(), "b", &cluster, "durable", "3");
+    let jwt = login_when_known(&c, &b, "eve").await;
+    let mut replay = Sse::open(&b, &jwt, Some("0")).await;
+    let replayed: Vec<u64> = replay
+        .take(written.len(), WAIT)
+        .await
+        .iter()
+        .map(Frame::cursor)
+        .collect();
+    assert_eq!(replayed, written);
+}
