@@ -66,11 +66,11 @@ scenarios() {
 scenarios --fsync always
 
 start_cluster 1
-scenarios --broker_arg="--log=$urls" --broker_arg="--log_stream=bench{n}"
+scenarios --broker-arg="--log=$urls" --broker-arg="--log_stream=bench{n}"
 stop_nats
 
 start_cluster 3
-scenarios --broker_arg="--log=$urls" --broker_arg="--log_stream=bench{n}" --broker_arg=--log_replicas=3
+scenarios --broker-arg="--log=$urls" --broker-arg="--log_stream=bench{n}" --broker-arg=--log_replicas=3
 stop_nats
 
 echo "appended to $out" >&2

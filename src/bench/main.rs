@@ -50,8 +50,8 @@ struct Cli {
     #[arg(long, global = true)]
     broker: Option<PathBuf>,
     /// An extra flag for every Broker this starts (repeatable), e.g.
-    /// `--broker_arg=--log=nats://127.0.0.1:4222`; `{n}` becomes a number unique to each
-    /// start (`--broker_arg=--log_stream=bench{n}`: a fresh stream per run).
+    /// `--broker-arg=--log=nats://127.0.0.1:4222`; `{n}` becomes a number unique to each
+    /// start (`--broker-arg=--log_stream=bench{n}`: a fresh stream per run).
     #[arg(long, global = true, allow_hyphen_values = true)]
     broker_arg: Vec<String>,
     /// The fsync policies to run Broker with, comma-separated.
@@ -244,7 +244,7 @@ impl Ctx {
         })
     }
 
-    /// `extra` and the `--broker_arg` flags, `{n}` replaced by a number unique to this call.
+    /// `extra` and the `--broker-arg` flags, `{n}` replaced by a number unique to this call.
     fn with_broker_args(&self, extra: &[String]) -> Vec<String> {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -269,7 +269,8 @@ impl Ctx {
                     .find_map(|a| a.strip_prefix("--log_replicas="))
                     .unwrap_or("1");
                 let servers = log.split(',').count();
-                format!("broker log=nats R{replicas} ({servers} NATS servers)")
+                let plural = if servers == 1 { "" } else { "s" };
+                format!("broker log=nats R{replicas} ({servers} NATS server{plural})")
             }
             _ => format!("broker fsync={fsync}"),
         }
