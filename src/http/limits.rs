@@ -91,19 +91,17 @@ impl Idle {
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let due = self.last + self.after;
+            // Armed once; `last` only moves on, so the timer is never late, only early.
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
-            if timer.deadline() != due.into() {
-                timer.as_mut().reset(due.into());
-            }
             match timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) if Instant::now() >= self.last + self.after => {
                     return Poll::Ready(());
                 }
                 // Traffic moved `last` on while the timer ran: re-arm at the new due time.
-                Poll::Ready(()) => continue,
+                Poll::Ready(()) => timer.as_mut().reset(due.into()),
             }
         }
     }
