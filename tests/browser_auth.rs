@@ -382,6 +382,7 @@ async fn the_console_is_embedded_with_a_strict_policy_and_stats_are_admin_only()
     assert_eq!(stats["users"], 1);
     assert_eq!(stats["tenants"], 1);
     assert_eq!(stats["cursor"], 2);
+    assert_eq!(stats["log"], "embedded");
     assert!(stats["log_bytes"].as_u64().unwrap() > 0);
     assert_eq!(stats["log_segments"], 1);
 }

@@ -7,34 +7,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-fn nats_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .or_else(|| {
-            Command::new("nats-server")
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|_| PathBuf::from("nats-server"))
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_NATS").is_none(),
-            "nats-server is not installed: scripts/test.sh installs it (apt-get install nats-server)"
-        );
-        eprintln!("skipped: nats-server not installed (scripts/test.sh installs it)");
-    }
-    found
-}
 
 /// One nats-server process of the cluster.
 struct Nats {
@@ -184,6 +162,12 @@ async fn a_user_made_on_one_node_logs_in_and_streams_on_another() {
 
     assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
     let on_b = login_when_known(&c, &b, "bob").await;
+    let (status, stats) = post(&c, b.url("/server_stats"), json!({"admin_token": ADMIN})).await;
+    assert_eq!(
+        (status, stats["log"].as_str()),
+        (200, Some("jetstream")),
+        "{stats}"
+    );
     let on_a = login(&c, &a, "bob", "pw").await;
 
     let mut sse = Sse::open(&b, &on_b, None).await;

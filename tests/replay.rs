@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use broker::engine::{Engine, EngineOptions, FsyncPolicy};
 use broker::state::record::{UserCreated, UserUpdated};
-use broker::state::{Command, State, decide, evolve};
+use broker::state::{Command, State, decide, evolve, recheck};
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["ann", "ben", "cy", "dee"];
@@ -141,7 +141,12 @@ proptest! {
                     Ok(records) => {
                         let written = outcome.expect("engine refused what decide accepts");
                         assert_eq!(written, records);
-                        for r in &records { evolve(&mut pure, r); }
+                        // What one writer decided always holds where it is stored: a
+                        // shared log's fold never drops it (`recheck`).
+                        for r in &records {
+                            assert_eq!(recheck(&pure, r), Ok(()));
+                            evolve(&mut pure, r);
+                        }
                     }
                     Err(rejection) => assert!(outcome.is_err(), "engine accepted what decide refuses: {rejection}"),
                 }

@@ -99,6 +99,13 @@ impl Fanout {
         )
     }
 
+    /// Moves the published cursor past records no subscriber sees: a shared log's records
+    /// that the fold dropped (`state::recheck`).
+    pub(crate) fn advance(&self, cursor: Cursor) {
+        let mut feeds = self.inner.lock().expect("fanout lock");
+        feeds.published = feeds.published.max(cursor);
+    }
+
     /// Pushes durable records into their tenants' feeds and wakes those tenants only.
     pub(crate) fn publish<'a>(&self, records: impl Iterator<Item = &'a Record>) {
         let mut touched: Vec<(Arc<TenantFeed>, Cursor)> = Vec::new();

@@ -9,6 +9,7 @@
 //! readers see only ever holds durable records. A failed write resets the first from the
 //! second, so nothing unwritten is ever visible or acknowledged.
 
+pub mod backend;
 pub mod checkpoint;
 pub mod compaction;
 pub mod credentials;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::log::{self, Cursor, LogError, LogReader, TailRepair};
 use crate::state::{Command, Record, Rejection, State, evolve};
 
+pub use backend::LogBackend;
 pub use fanout::Fanout;
 pub use stream::{StreamError, StreamOptions};
 pub use subscription::{Start, Subscription};
@@ -163,9 +165,14 @@ struct Inner {
     fanout: Fanout,
     // A watch: any number of requests wait for "committed up to N" without polling.
     committed: watch::Sender<Cursor>,
-    /// Writes go through the shared stream (set once attached) instead of the writer.
+    /// Several nodes share the log: the writer only folds what the stream delivers.
     shared: bool,
-    stream: std::sync::OnceLock<Arc<stream::StreamLog>>,
+    /// The log commands are appended to: the embedded one from the start, or the shared
+    /// stream once [`Engine::attach_stream`] connected it.
+    backend: std::sync::OnceLock<Arc<dyn LogBackend>>,
+    /// Shared log: cursors of recent records `state::recheck` dropped when folding, so the
+    /// node that published one can refuse its request.
+    dropped: Mutex<std::collections::VecDeque<Cursor>>,
     clock: Clock,
     credentials: credentials::CredentialWatch,
     metrics: metrics::EngineMetrics,
@@ -306,7 +313,8 @@ impl Engine {
             fanout: Fanout::new(cursor, options.recent_per_tenant),
             committed: watch::Sender::new(cursor),
             shared: options.shared,
-            stream: std::sync::OnceLock::new(),
+            backend: std::sync::OnceLock::new(),
+            dropped: Mutex::new(std::collections::VecDeque::new()),
             clock: Arc::clone(&clock),
             credentials: Default::default(),
             metrics: Default::default(),
@@ -324,6 +332,15 @@ impl Engine {
             writer: Mutex::new(None),
             _lock: lock,
         });
+        if !options.shared {
+            let embedded = backend::Embedded::new(
+                inner.tx.clone(),
+                inner.log.clone(),
+                inner.committed.subscribe(),
+                inner.shutdown.subscribe(),
+            );
+            let _ = inner.backend.set(Arc::new(embedded));
+        }
         let engine = Engine { inner };
         let handle = writer::Writer::new(
             engine.clone(),
@@ -376,29 +393,50 @@ impl Engine {
         }
     }
 
-    /// Hands `command` to the writer; resolves once its records are durable (or refused).
+    /// Appends `command` to the log; resolves once its records are durable and visible on
+    /// this node (or refused, with nothing stored).
     pub async fn submit(&self, command: Command) -> Result<Vec<Record>, EngineError> {
-        if self.inner.shared {
-            let stream = self.inner.stream.get().ok_or_else(|| {
-                EngineError::Unavailable("not connected to the shared stream yet".into())
-            })?;
-            return stream.submit(self, command, (self.inner.clock)()).await;
-        }
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Msg::Submit { command, reply })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        answer.await.map_err(|_| EngineError::ShuttingDown)?
+        self.backend()?.append(self, command).await
+    }
+
+    /// The log this engine writes to; a shared-log engine has none until it is attached.
+    pub fn backend(&self) -> Result<&Arc<dyn LogBackend>, EngineError> {
+        self.inner.backend.get().ok_or_else(|| {
+            EngineError::Unavailable("not connected to the shared stream yet".into())
+        })
     }
 
     /// Connects a shared-log engine to its JetStream stream and catches up with it; writes
     /// are accepted from then on.
     pub async fn attach_stream(&self, options: &StreamOptions) -> Result<(), StreamError> {
         let stream = stream::attach(self, options).await?;
-        let _ = self.inner.stream.set(stream);
+        let _ = self.inner.backend.set(stream);
         Ok(())
+    }
+
+    /// The clock records are stamped with (milliseconds since the Unix epoch).
+    pub(crate) fn now_ms(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    /// Shared log: the fold dropped the record at `cursor` (see `state::recheck`).
+    pub(crate) fn note_dropped(&self, cursor: Cursor) {
+        let mut dropped = self.inner.dropped.lock().expect("dropped cursors");
+        // Only a request waiting right now asks; racing inserts are rare, so a short memory
+        // is plenty.
+        if dropped.len() == 1024 {
+            dropped.pop_front();
+        }
+        dropped.push_back(cursor);
+    }
+
+    /// Shared log: whether the fold dropped the record at `cursor`.
+    pub(crate) fn was_dropped(&self, cursor: Cursor) -> bool {
+        self.inner
+            .dropped
+            .lock()
+            .expect("dropped cursors")
+            .contains(&cursor)
     }
 
     /// Hands records read from the shared stream to the writer; resolves once folded.

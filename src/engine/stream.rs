@@ -1,9 +1,9 @@
 //! Several broker nodes on one NATS JetStream stream (`--log nats://…`).
 //!
-//! The log interface the engine needs has three operations: append records and learn their
-//! cursors; read records from a cursor; await "committed up to N". The embedded segmented log
-//! serves all three on one machine. With `--log nats://…` a **JetStream stream** is the log
-//! every node shares, and the three operations map onto it like this:
+//! [`JetStream`] is the second implementation of the engine's log interface
+//! ([`LogBackend`]: append → cursors; read from a cursor; await "committed up to N"); the
+//! embedded segmented log is the first. With `--log nats://…` a **JetStream stream** is the
+//! log every node shares, and the three operations map onto it like this:
 //!
 //! - **Append**: a node publishes each record (the same rkyv encoding as on disk) to the
 //!   stream and acknowledges the request only after JetStream's publish ack, which with
@@ -29,12 +29,17 @@
 //!   exactly one publish wins and the other re-decides into `UsernameTaken`. The same holds
 //!   for single-use codes (login and reset steps).
 //! - Events go to `<stream>.event.<hex(tenant)>` without a compare-and-set, so inserts from
-//!   many nodes never contend. The price: an insert decided on one node in the same
-//!   instant another node revokes its user (or changes the password) may still be stored,
-//!   ordered just after the revocation, as if the request had arrived a moment earlier.
+//!   many nodes never contend. An insert decided on one node in the same instant another
+//!   node revokes its author (or moves them to another tenant) may therefore be stored after
+//!   the revocation. Every node folds the stream through `state::recheck`, which drops such
+//!   an insert: no projection, local copy or subscriber ever has it, on any node, and the
+//!   node that published it answers the request with the revocation's 401. A password
+//!   change racing an insert is not caught this way (the insert does not carry the epoch it
+//!   was authenticated in): it is stored, as if the request had come a moment earlier.
 //! - A command of two records (an update that also sets a password) publishes its second
-//!   record after the first without a compare-and-set; users are never deleted, so what the
-//!   first record's check established still holds for the second.
+//!   record after the first without a compare-and-set: users are never deleted, so what the
+//!   first record's check established still holds for the second. The second is retried for
+//!   up to 30 s (same message id, stored once), since by then the first is stored.
 //!
 //! A reply waits for the node's own fold to reach the record, so a client sees its write on
 //! the node that took it (read-your-writes per node); other nodes see it after their
@@ -46,9 +51,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind};
 use futures_util::StreamExt;
 
+use super::backend::{Batches, BoxFuture, LogBackend, READ_BATCH};
 use super::{Engine, EngineError};
 use crate::log::Cursor;
-use crate::state::{Command, Record, RecordKind, decide};
+use crate::state::{Command, Record, RecordKind, Rejection, decide};
 
 /// How a node reaches the shared stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,17 +109,22 @@ const MAX_ATTEMPTS: usize = 32;
 /// How long a reply waits for its own records to be folded on this node.
 const FOLD_WAIT: Duration = Duration::from_secs(10);
 
-/// Silence after which the follower checks that the stream holds nothing newer.
-const IDLE_CHECK: Duration = Duration::from_secs(2);
+/// Silence after which the reader checks that the stream holds nothing newer; a consumer
+/// silent through two checks while the stream grew is replaced.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Records handed to the writer at once, at most.
-const FOLD_BATCH: usize = 1024;
+/// How long the later records of a two-record command are retried: the first is stored
+/// already, so giving up early would leave the command half done.
+const LATER_RECORD_WAIT: Duration = Duration::from_secs(30);
 
-/// A node's connection to the shared stream.
-pub(super) struct StreamLog {
+/// A node's connection to the shared stream: the JetStream implementation of [`LogBackend`].
+pub struct JetStream {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     name: String,
+    /// Woken when the client reconnects (to the same or another server): a consumer on a
+    /// lost server is then replaced at once instead of after the idle checks.
+    reconnected: Arc<tokio::sync::Notify>,
 }
 
 /// Subject tokens may not hold `.`, `*`, `>` or spaces: names are hex-encoded.
@@ -140,7 +151,7 @@ fn user_of(command: &Command) -> &str {
     }
 }
 
-impl StreamLog {
+impl JetStream {
     fn user_subject(&self, username: &str) -> String {
         format!("{}.user.{}", self.name, hex(username))
     }
@@ -162,19 +173,21 @@ impl StreamLog {
         }
     }
 
-    /// Publishes one record; `Ok(None)` when the compare-and-set lost.
+    /// Publishes one record; `Ok(None)` when the compare-and-set lost. A failed publish is
+    /// retried with the same message id until `patience` runs out: JetStream's duplicate
+    /// window stores the record once however often it arrives.
     async fn publish(
         &self,
         record: &Record,
         id: &str,
         expected: Option<Cursor>,
+        patience: Duration,
     ) -> Result<Option<Cursor>, EngineError> {
         let subject = self.subject_of(record);
         let payload = bytes::Bytes::from(record.encode());
-        let mut last_error = String::new();
-        // A lost ack is retried with the same message id: JetStream's duplicate window
-        // stores the record once however often it arrives.
-        for _ in 0..3 {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut attempt = 0u32;
+        loop {
             let mut message = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(id);
@@ -185,25 +198,24 @@ impl StreamLog {
                 Ok(ack) => ack.await,
                 Err(e) => Err(e),
             };
-            match acked {
+            let why = match acked {
                 Ok(ack) => return Ok(Some(ack.sequence)),
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
-                Err(e) => last_error = e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            attempt += 1;
+            if attempt >= 3 && tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!(
+                    "JetStream did not acknowledge: {why}"
+                )));
             }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(5)))).await;
         }
-        Err(EngineError::Unavailable(format!(
-            "JetStream did not acknowledge: {last_error}"
-        )))
     }
 
     /// Decides `command` on the node's folded state and stores its records in the stream;
     /// resolves once they are acknowledged and folded here.
-    pub(super) async fn submit(
-        &self,
-        engine: &Engine,
-        command: Command,
-        at_ms: i64,
-    ) -> Result<Vec<Record>, EngineError> {
+    async fn submit(&self, engine: &Engine, command: Command) -> Result<Vec<Record>, EngineError> {
         let insert = matches!(command, Command::InsertEvent { .. });
         let subject = self.user_subject(user_of(&command));
         let id = uuid::Uuid::new_v4();
@@ -221,17 +233,39 @@ impl StreamLog {
                     })??;
                 Some(last)
             };
+            let at_ms = engine.now_ms();
             let records = engine.read(|state| decide(state, command.clone(), at_ms))?;
             let mut stored = Vec::with_capacity(records.len());
             let mut lost = false;
             for (i, record) in records.into_iter().enumerate() {
-                let check = if i == 0 { expected } else { None };
-                match self.publish(&record, &format!("{id}-{i}"), check).await? {
-                    Some(cursor) => stored.push(Record { cursor, ..record }),
-                    None => {
+                // Only the first record is compared-and-set: once it is stored, what it
+                // checked holds for the rest (users are never deleted), and a later record
+                // must be stored whatever another node wrote to this user meanwhile.
+                let (check, patience) = if i == 0 {
+                    (expected, Duration::ZERO)
+                } else {
+                    (None, LATER_RECORD_WAIT)
+                };
+                match self
+                    .publish(&record, &format!("{id}-{i}"), check, patience)
+                    .await
+                {
+                    Ok(Some(cursor)) => stored.push(Record { cursor, ..record }),
+                    Ok(None) => {
                         lost = true;
                         break;
                     }
+                    Err(e) if i > 0 => {
+                        tracing::error!(
+                            error = %e,
+                            stored = stored.len(),
+                            "a command was only partly stored in the stream"
+                        );
+                        return Err(EngineError::Unavailable(format!(
+                            "{e}; only the first {i} record(s) of this change were stored: send the request again"
+                        )));
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             if lost {
@@ -240,14 +274,19 @@ impl StreamLog {
             }
             if let Some(last) = stored.last() {
                 // The write is durable (acknowledged by JetStream) whatever happens now; the
-                // wait only gives read-your-writes on this node, so it is bounded: a
-                // consumer re-created after a lost NATS server may take a moment.
+                // wait gives read-your-writes on this node, and the verdict of
+                // `state::recheck`, so it is bounded: a consumer re-created after a lost
+                // NATS server may take a moment.
                 let folded = tokio::time::timeout(FOLD_WAIT, engine.committed(last.cursor));
                 if folded.await.is_err() {
                     tracing::warn!(
                         cursor = last.cursor,
                         "acknowledged by JetStream but not yet folded on this node"
                     );
+                } else if insert && engine.was_dropped(last.cursor) {
+                    // Stored in the stream, but after its author was revoked or moved: every
+                    // node drops it when folding, so it never happened.
+                    return Err(Rejection::CredentialsInvalid(user_of(&command).to_owned()).into());
                 }
             }
             return Ok(stored);
@@ -258,17 +297,74 @@ impl StreamLog {
     }
 }
 
+impl LogBackend for JetStream {
+    fn kind(&self) -> &'static str {
+        "jetstream"
+    }
+
+    fn append<'a>(
+        &'a self,
+        engine: &'a Engine,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Vec<Record>, EngineError>> {
+        Box::pin(self.submit(engine, command))
+    }
+
+    fn read_from(&self, after: Cursor) -> Batches {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let stream = self.stream.clone();
+        let reconnected = Arc::clone(&self.reconnected);
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                outcome = consume(&stream, after, &tx) => outcome,
+                _ = tx.closed() => return,
+                _ = reconnected.notified() => Err("reconnected to NATS".to_owned()),
+            };
+            if let Err(why) = outcome {
+                let _ = tx.send(Err(EngineError::Unavailable(why))).await;
+            }
+        });
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    fn committed(&self, upto: Cursor) -> BoxFuture<'_, Result<Cursor, EngineError>> {
+        Box::pin(async move {
+            let mut stream = self.stream.clone();
+            loop {
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| EngineError::Unavailable(format!("JetStream: {e}")))?;
+                if info.state.last_sequence >= upto {
+                    return Ok(info.state.last_sequence);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+}
+
 /// Connects to the stream (creating it if needed), starts following it from the local copy's
 /// newest cursor, and returns once the node has folded everything the stream held at start.
 pub(super) async fn attach(
     engine: &Engine,
     options: &StreamOptions,
-) -> Result<Arc<StreamLog>, StreamError> {
+) -> Result<Arc<JetStream>, StreamError> {
     let servers = options.servers.join(",");
+    let reconnected = Arc::new(tokio::sync::Notify::new());
+    let on_event = Arc::clone(&reconnected);
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .retry_on_initial_connect()
         .max_reconnects(None)
+        .event_callback(move |event| {
+            let on_event = Arc::clone(&on_event);
+            async move {
+                if matches!(event, async_nats::Event::Connected) {
+                    on_event.notify_waiters();
+                }
+            }
+        })
         .connect(options.servers.as_slice());
     let client = tokio::time::timeout(Duration::from_secs(30), client)
         .await
@@ -295,7 +391,7 @@ pub(super) async fn attach(
     };
     // A cluster that is still starting has no JetStream leader yet: wait for it, bounded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut stream = loop {
+    let stream = loop {
         match js.get_or_create_stream(config.clone()).await {
             Ok(stream) => break stream,
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -305,14 +401,15 @@ pub(super) async fn attach(
             Err(e) => return Err(stream_error(&e)),
         }
     };
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| stream_error(&e))?
-        .state
-        .last_sequence;
+    let log = Arc::new(JetStream {
+        js,
+        stream,
+        name: options.name.clone(),
+        reconnected,
+    });
+    let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
     let local = engine.committed_cursor();
-    if local > last {
+    if local > last || (local > 0 && !same_record(engine, &log.stream, local).await) {
         return Err(StreamError::Diverged {
             dir: engine.log().dir().display().to_string(),
             name: options.name.clone(),
@@ -320,24 +417,13 @@ pub(super) async fn attach(
             stream: last,
         });
     }
-    if local > 0 && !same_record(engine, &stream, local).await {
-        return Err(StreamError::Diverged {
-            dir: engine.log().dir().display().to_string(),
-            name: options.name.clone(),
-            local,
-            stream: last,
-        });
-    }
-    tokio::spawn(follow(engine.clone(), stream.clone()));
+    let backend: Arc<dyn LogBackend> = log.clone();
+    tokio::spawn(super::backend::follow(engine.clone(), backend));
     if last > local {
         tracing::info!(from = local, to = last, "catching up from the stream");
     }
     engine.committed(last).await.map_err(|e| stream_error(&e))?;
-    Ok(Arc::new(StreamLog {
-        js,
-        stream,
-        name: options.name.clone(),
-    }))
+    Ok(log)
 }
 
 /// Whether the local copy's record at `cursor` is the stream's: a copy made from another
@@ -353,50 +439,33 @@ async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor
     });
     match (ours, Record::decode(&theirs.payload)) {
         (Some(ours), Ok(theirs)) => ours == Record { cursor, ..theirs },
-        // Compaction dropped our copy of it: nothing to compare.
+        // Compaction dropped our copy of it, or the fold dropped the record itself
+        // (`state::recheck`): nothing to compare.
         (None, _) => true,
         (Some(_), Err(_)) => false,
     }
 }
 
-/// Folds the stream into the engine, in sequence order, for as long as the engine runs.
-/// An ordered consumer re-creates itself after a gap or a lost server; anything else
-/// (the local copy refusing a write) restarts from the newest folded cursor.
-async fn follow(engine: Engine, stream: jetstream::stream::Stream) {
-    let mut stop = engine.shutdown_signal();
-    loop {
-        let from = engine.committed_cursor() + 1;
-        let outcome = tokio::select! {
-            outcome = follow_from(&engine, &stream, from) => outcome,
-            _ = stop.changed() => return,
-        };
-        if let Err(why) = outcome {
-            tracing::error!(%why, from, "following the stream failed; retrying in 1 s");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-async fn follow_from(
-    engine: &Engine,
+/// Reads the stream after `after` with an ordered consumer and sends what it reads, in
+/// batches, until the consumer ends or stalls.
+async fn consume(
     stream: &jetstream::stream::Stream,
-    from: Cursor,
+    after: Cursor,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<Record>, EngineError>>,
 ) -> Result<(), String> {
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from,
+                start_sequence: after + 1,
             },
             ..Default::default()
         })
         .await
         .map_err(|e| e.to_string())?;
     let messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    let mut chunks = std::pin::pin!(messages.ready_chunks(FOLD_BATCH));
+    let mut chunks = std::pin::pin!(messages.ready_chunks(READ_BATCH));
     let mut probe = stream.clone();
+    let mut here = after;
     let mut suspect = None;
     loop {
         let chunk = match tokio::time::timeout(IDLE_CHECK, chunks.next()).await {
@@ -407,7 +476,6 @@ async fn follow_from(
                 // while the stream holds newer records (its NATS server lost) is replaced.
                 let last = probe.info().await.map_err(|e| e.to_string())?;
                 let last = last.state.last_sequence;
-                let here = engine.committed_cursor();
                 if last <= here {
                     suspect = None;
                 } else if suspect == Some(here) {
@@ -429,7 +497,12 @@ async fn follow_from(
                 .map_err(|e| format!("the record at sequence {cursor} does not decode: {e}"))?;
             records.push(Record { cursor, ..record });
         }
-        engine.fold(records).await.map_err(|e| e.to_string())?;
+        if let Some(last) = records.last() {
+            here = last.cursor;
+        }
+        if tx.send(Ok(records)).await.is_err() {
+            return Ok(());
+        }
     }
     Err("the stream's consumer ended".into())
 }

@@ -10,7 +10,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Clock, Engine, EngineError, FsyncPolicy, Msg};
 use crate::log::LogWriter;
-use crate::state::{Record, State, decide, evolve};
+use crate::state::{Record, State, decide, evolve, recheck};
+
+/// Whether a batch handed to [`Writer::flush_and_publish`] was published (or was empty).
+fn folded_ok(mut outcome: oneshot::Receiver<Result<Vec<Record>, EngineError>>) -> bool {
+    match outcome.try_recv() {
+        Ok(result) => result.is_ok(),
+        // Nothing was sent: the batch was empty.
+        Err(_) => true,
+    }
+}
 
 /// The most commands decided and written as one batch.
 const MAX_BATCH: usize = 4096;
@@ -271,12 +280,22 @@ impl Writer {
     }
 
     /// Shared log: appends records read from the stream to the local copy and folds them.
-    /// Records at or below the local cursor (a consumer restarted) are skipped.
+    /// Records at or below the local cursor (a consumer restarted) are skipped, and so are
+    /// records that no longer hold where the stream put them (`state::recheck`): every node
+    /// drops the same ones, and the local copy never holds them.
     fn fold(&mut self, records: Vec<Record>, reply: Reply) {
         let mut folded = Vec::with_capacity(records.len());
         let mut failed = None;
+        let mut dropped_upto = None;
         for record in records {
             if record.cursor <= self.decision.cursor {
+                continue;
+            }
+            if let Err(why) = recheck(&self.decision, &record) {
+                tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's revocation");
+                self.engine.note_dropped(record.cursor);
+                self.decision.cursor = record.cursor;
+                dropped_upto = Some(record.cursor);
                 continue;
             }
             // As in `write_batch`: only a rotation fails, before the frame is buffered.
@@ -288,28 +307,33 @@ impl Writer {
             evolve(&mut self.decision, &record);
             folded.push(record);
         }
-        if folded.is_empty() {
-            let _ = reply.send(match failed {
-                Some(why) => Err(EngineError::Unavailable(why)),
-                None => Ok(Vec::new()),
-            });
-            return;
-        }
         let sync_now = match self.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
             FsyncPolicy::Never => false,
         };
-        match failed {
-            None => self.flush_and_publish(vec![(reply, folded)], sync_now),
-            Some(why) => {
-                // What was appended is folded; the follower learns of the failure and
-                // resumes after it.
-                let (done, _) = tokio::sync::oneshot::channel();
-                self.flush_and_publish(vec![(done, folded)], sync_now);
-                let _ = reply.send(Err(EngineError::Unavailable(why)));
-            }
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        if !folded.is_empty() {
+            self.flush_and_publish(vec![(done, folded)], sync_now);
         }
+        let published = folded_ok(outcome);
+        // A dropped record after the last folded one still moves the cursor: the request
+        // that published it waits for it, and a restarted reader must not fetch it again.
+        if published
+            && let Some(dropped) = dropped_upto
+            && dropped == self.decision.cursor
+        {
+            self.engine.published().write().expect("published").cursor = dropped;
+            self.engine.fanout().advance(dropped);
+            self.engine.mark_committed(dropped);
+        }
+        let _ = reply.send(match failed {
+            Some(why) => Err(EngineError::Unavailable(why)),
+            None if published => Ok(Vec::new()),
+            None => Err(EngineError::Unavailable(
+                "writing to the local copy failed".into(),
+            )),
+        });
     }
 
     fn flush_and_publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>, sync_now: bool) {

@@ -57,7 +57,9 @@ pub struct ServerStats {
     pub revoked_users: u64,
     /// Tenants with at least one user or event.
     pub tenants: u64,
-    /// Bytes in the log's segment files.
+    /// The log this node writes to: `embedded`, or `jetstream` (`--log nats://…`).
+    pub log: String,
+    /// Bytes in the log's segment files (a JetStream node's local copy).
     pub log_bytes: u64,
     /// Segment files.
     pub log_segments: u64,
@@ -142,6 +144,11 @@ impl MaintenanceApi {
             users,
             revoked_users,
             tenants,
+            log: app
+                .engine
+                .backend()
+                .map_or("jetstream (not attached yet)", |b| b.kind())
+                .into(),
             log_bytes,
             log_segments: segments.len() as u64,
             resume_horizon: log.first_cursor().max(log.horizon()),

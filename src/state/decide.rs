@@ -133,6 +133,24 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
         .collect())
 }
 
+/// Whether `record`, decided on a view that may lag the log, still holds at the place the log
+/// gave it. Only a shared log (several nodes, see `engine::stream`) ever stores such records:
+/// inserts there are published without a compare-and-set so that nodes never contend on them,
+/// so an insert decided on one node can land just after another node revoked its author or
+/// moved them to another tenant. Every node folds the same records in the same order and
+/// runs this same check, so all of them drop the same inserts; the node that took the
+/// request answers it with the rejection. Records of one writer (the embedded log) always
+/// hold, since `decide` ran against every earlier record.
+pub fn recheck(state: &State, record: &Record) -> Result<(), Rejection> {
+    match &record.kind {
+        RecordKind::EventInserted(e) => match state.users.get(&e.username) {
+            Some(user) if !user.revoked && user.tenant == e.tenant => Ok(()),
+            _ => Err(Rejection::CredentialsInvalid(e.username.clone())),
+        },
+        _ => Ok(()),
+    }
+}
+
 fn active<'a>(state: &'a State, username: &str) -> Result<&'a super::projection::User, Rejection> {
     match state.users.get(username) {
         Some(user) if !user.revoked => Ok(user),

@@ -12,7 +12,7 @@ pub mod record;
 pub mod validate;
 
 pub use command::Command;
-pub use decide::{Rejection, decide};
+pub use decide::{Rejection, decide, recheck};
 pub use evolve::evolve;
 pub use projection::{LatestEvent, State, User};
 pub use record::{Record, RecordKind};

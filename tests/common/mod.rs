@@ -392,3 +392,27 @@ pub async fn wait_for_log(s: &Server, needle: &str, within: Duration) -> bool {
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// nats-server, if installed; `BROKER_REQUIRE_NATS` (set by scripts/test.sh) turns its
+/// absence into a failure instead of a skip.
+pub fn nats_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            Command::new("nats-server")
+                .arg("--version")
+                .output()
+                .ok()
+                .map(|_| PathBuf::from("nats-server"))
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("BROKER_REQUIRE_NATS").is_none(),
+            "nats-server is not installed: scripts/test.sh installs it (apt-get install nats-server)"
+        );
+        eprintln!("skipped: nats-server not installed (scripts/test.sh installs it)");
+    }
+    found
+}

@@ -1,0 +1,233 @@
+//! The one narrow interface between the engine and the log it writes to (DESIGN.md, "Scale
+//! beyond one machine"), and its embedded implementation.
+//!
+//! The engine needs three operations from a log, whatever the log is:
+//!
+//! 1. **append**: store what a command decides to and learn the records' cursors;
+//! 2. **read from a cursor**: every committed record after a cursor, in order, following the
+//!    log as it grows;
+//! 3. **await "committed up to N"**.
+//!
+//! Two logs implement them: [`Embedded`], the segmented log on this machine (the default), and
+//! [`super::stream::JetStream`], a NATS JetStream stream several nodes share. Where `decide`
+//! runs is the one thing they do differently, because it is where each log can make a check
+//! safe: the embedded log has a single writer, so the writer thread decides each command
+//! against every earlier record of its group commit; a shared log has many writers, so a node
+//! decides on its folded view and the stream's compare-and-set refuses the record if that
+//! view was stale. `append` therefore takes the command, not finished records.
+//!
+//! Everything else — the projections, SSE fan-out, checkpoints, catch-up reads — is the same
+//! code for both: a JetStream node folds the stream into a local segmented log, read through
+//! [`Engine::log`], exactly as a single node reads its own.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Engine, EngineError, Msg};
+use crate::log::{Cursor, LogReader};
+use crate::state::{Command, Record};
+
+/// A boxed future: the trait is used as `dyn LogBackend`, chosen at start by `--log`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Batches of committed records in cursor order; it ends when the engine stops, and after an
+/// error the reader starts again from the last cursor it took.
+pub type Batches = Pin<Box<dyn Stream<Item = Result<Vec<Record>, EngineError>> + Send>>;
+
+/// The most records one batch of [`LogBackend::read_from`] holds.
+pub const READ_BATCH: usize = 1024;
+
+/// What the engine needs from a log (see the module documentation).
+pub trait LogBackend: Send + Sync {
+    /// What this log is, for logs and `/server_stats`: `"embedded"` or `"jetstream"`.
+    fn kind(&self) -> &'static str;
+
+    /// Stores the records `command` decides to (deciding where this log makes the decision
+    /// safe) and resolves with them, cursors set, once they are committed and this node has
+    /// folded them; a refusal stores nothing.
+    fn append<'a>(
+        &'a self,
+        engine: &'a Engine,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Vec<Record>, EngineError>>;
+
+    /// Every committed record with a cursor above `after`, in order, in batches of at most
+    /// [`READ_BATCH`], waiting for new ones once it has read them all.
+    fn read_from(&self, after: Cursor) -> Batches;
+
+    /// Resolves with the log's newest committed cursor once it is at least `upto`
+    /// (`committed(0)` is the log's head now).
+    fn committed(&self, upto: Cursor) -> BoxFuture<'_, Result<Cursor, EngineError>>;
+}
+
+/// The segmented log on this machine, written by the engine's writer thread.
+pub struct Embedded {
+    tx: mpsc::Sender<Msg>,
+    reader: LogReader,
+    committed: watch::Receiver<Cursor>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Embedded {
+    pub(super) fn new(
+        tx: mpsc::Sender<Msg>,
+        reader: LogReader,
+        committed: watch::Receiver<Cursor>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Embedded {
+            tx,
+            reader,
+            committed,
+            shutdown,
+        }
+    }
+}
+
+/// Waits until `committed` reaches `upto`; `None` once the engine stops.
+async fn wait_for(
+    committed: &mut watch::Receiver<Cursor>,
+    shutdown: &mut watch::Receiver<bool>,
+    upto: Cursor,
+) -> Option<Cursor> {
+    loop {
+        let head = *committed.borrow_and_update();
+        if head >= upto {
+            return Some(head);
+        }
+        if *shutdown.borrow_and_update() {
+            return None;
+        }
+        tokio::select! {
+            changed = committed.changed() => changed.ok()?,
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+impl LogBackend for Embedded {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn append<'a>(
+        &'a self,
+        _engine: &'a Engine,
+        command: Command,
+    ) -> BoxFuture<'a, Result<Vec<Record>, EngineError>> {
+        Box::pin(async move {
+            // The writer decides, appends (group commit), folds and publishes; it answers
+            // once the records are durable and visible.
+            let (reply, answer) = oneshot::channel();
+            self.tx
+                .send(Msg::Submit { command, reply })
+                .await
+                .map_err(|_| EngineError::ShuttingDown)?;
+            answer.await.map_err(|_| EngineError::ShuttingDown)?
+        })
+    }
+
+    fn read_from(&self, after: Cursor) -> Batches {
+        let state = (
+            self.reader.clone(),
+            self.committed.clone(),
+            self.shutdown.clone(),
+            after,
+        );
+        Box::pin(futures_util::stream::unfold(
+            Some(state),
+            |state| async move {
+                let (reader, mut committed, mut shutdown, after) = state?;
+                // Only what the writer published is read: a frame on disk above the
+                // committed cursor may belong to a batch whose flush is still failing.
+                let head = wait_for(&mut committed, &mut shutdown, after + 1).await?;
+                let read = {
+                    let reader = reader.clone();
+                    tokio::task::spawn_blocking(move || read_batch(&reader, after, head)).await
+                };
+                match read {
+                    Ok(Ok((records, reached))) => {
+                        Some((Ok(records), Some((reader, committed, shutdown, reached))))
+                    }
+                    Ok(Err(e)) => Some((Err(e), None)),
+                    Err(_) => Some((Err(EngineError::ShuttingDown), None)),
+                }
+            },
+        ))
+    }
+
+    fn committed(&self, upto: Cursor) -> BoxFuture<'_, Result<Cursor, EngineError>> {
+        let (mut committed, mut shutdown) = (self.committed.clone(), self.shutdown.clone());
+        Box::pin(async move {
+            wait_for(&mut committed, &mut shutdown, upto)
+                .await
+                .ok_or(EngineError::ShuttingDown)
+        })
+    }
+}
+
+/// Reads up to [`READ_BATCH`] records in `(after, head]`; returns them and the cursor reached
+/// (`head` when compaction left nothing in the range).
+fn read_batch(
+    reader: &LogReader,
+    after: Cursor,
+    head: Cursor,
+) -> Result<(Vec<Record>, Cursor), EngineError> {
+    let mut records = Vec::new();
+    let mut bad = None;
+    reader.read_after(after, head, |cursor, payload| {
+        match Record::decode(payload) {
+            Ok(record) => records.push(record),
+            Err(e) => bad = Some(EngineError::BadRecord(cursor, e.to_string())),
+        }
+        bad.is_none() && records.len() < READ_BATCH
+    })?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    let reached = if records.len() < READ_BATCH {
+        head
+    } else {
+        records.last().map_or(head, |r| r.cursor)
+    };
+    Ok((records, reached))
+}
+
+/// Folds a shared log into the engine, in cursor order, for as long as the engine runs:
+/// read from the newest folded cursor, hand each batch to the writer (which appends it to
+/// the local copy and folds it), and after any failure start again from where the fold got.
+pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) {
+    use futures_util::StreamExt;
+    let mut stop = engine.shutdown_signal();
+    loop {
+        let from = engine.committed_cursor();
+        let mut batches = log.read_from(from);
+        let why = loop {
+            let batch = tokio::select! {
+                batch = batches.next() => batch,
+                _ = stop.changed() => return,
+            };
+            match batch {
+                Some(Ok(records)) => {
+                    if let Err(e) = engine.fold(records).await {
+                        break e.to_string();
+                    }
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "the log's reader ended".to_owned(),
+            }
+        };
+        drop(batches);
+        if *stop.borrow() {
+            return;
+        }
+        tracing::warn!(%why, from, "following the shared log failed; starting again");
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

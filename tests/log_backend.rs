@@ -1,0 +1,399 @@
+//! The log interface (`engine::LogBackend`: append → cursors, read from a cursor, await
+//! "committed up to N") keeps one contract on both of its logs: the embedded segmented log,
+//! and a NATS JetStream stream (a real nats-server on a loopback port). The same checks run
+//! against each; a shared stream is then checked for what only several writers can do: an
+//! insert that the stream ordered after its author's revocation is dropped by every node.
+//!
+//! `scripts/test.sh` sets `BROKER_REQUIRE_NATS=1`: there the JetStream half fails, never
+//! skips, when nats-server cannot run.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::engine::{Engine, EngineError, EngineOptions, FsyncPolicy, Start, StreamOptions};
+use broker::log::Cursor;
+use broker::state::record::{EventInserted, UserCreated};
+use broker::state::{Command, Record, RecordKind, Rejection, State};
+use futures_util::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn open(dir: &Path, shared: bool) -> Engine {
+    let options = EngineOptions {
+        dir: dir.join("log"),
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 4096,
+        recent_per_tenant: 16,
+        checkpoints: Some(dir.join("checkpoints")),
+        checkpoint_records: 1000,
+        checkpoint_interval: Duration::from_secs(3600),
+        shared,
+    };
+    Engine::open(options, Arc::new(|| 1_700_000_000_000))
+        .unwrap()
+        .0
+}
+
+fn create(username: &str, tenant: &str) -> Command {
+    Command::CreateUser(UserCreated {
+        id: [7; 16],
+        username: username.into(),
+        tenant: tenant.into(),
+        password_hash: "$argon2id$not-used-here".into(),
+        email: None,
+        scopes: vec![],
+        data: None,
+        two_factor: false,
+        totp_secret: vec![1; 20],
+    })
+}
+
+fn insert(engine: &Engine, username: &str, i: u8) -> Command {
+    Command::InsertEvent {
+        username: username.into(),
+        credential_epoch: engine.read(|s| s.user(username).map(|u| u.credential_epoch).unwrap()),
+        id: [i; 16],
+        event: "tick".into(),
+        data: format!("{{\"i\":{i}}}"),
+    }
+}
+
+/// Every record of the log above `after` that `read_from` yields before `upto` is reached.
+async fn read_upto(engine: &Engine, after: Cursor, upto: Cursor) -> Vec<Record> {
+    let mut batches = engine.backend().unwrap().read_from(after);
+    let mut records: Vec<Record> = Vec::new();
+    while records.last().map_or(after, |r| r.cursor) < upto {
+        let batch = tokio::time::timeout(WAIT, batches.next())
+            .await
+            .expect("read_from stalled")
+            .expect("read_from ended")
+            .expect("read_from failed");
+        records.extend(batch);
+    }
+    records
+}
+
+/// The contract both logs keep. `engine` writes to a log that holds nothing of `prefix`'s
+/// users yet.
+async fn contract(engine: &Engine, prefix: &str) {
+    let log = engine.backend().unwrap();
+    let ann = format!("{prefix}ann");
+    let start = log.committed(0).await.unwrap();
+
+    // Append: each command's records come back with cursors, strictly increasing.
+    let mut written = engine.submit(create(&ann, "acme")).await.unwrap();
+    for i in 0..5 {
+        written.extend(engine.submit(insert(engine, &ann, i)).await.unwrap());
+    }
+    assert_eq!(written.len(), 6);
+    assert!(written[0].cursor > start);
+    assert!(written.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    let last = written.last().unwrap().cursor;
+
+    // A refusal stores nothing.
+    let refused = engine.submit(create(&ann, "other")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(EngineError::Rejected(Rejection::UsernameTaken(_)))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(log.committed(0).await.unwrap(), last);
+
+    // Committed: reached at once for what is stored; read: exactly what append returned.
+    assert_eq!(
+        tokio::time::timeout(WAIT, log.committed(last))
+            .await
+            .unwrap()
+            .unwrap(),
+        last
+    );
+    assert_eq!(read_upto(engine, start, last).await, written);
+    assert_eq!(
+        read_upto(engine, written[2].cursor, last).await,
+        written[3..]
+    );
+
+    // Read and committed wait for what is not written yet, and see it once it is.
+    let mut tail = log.read_from(last);
+    let waiting = log.committed(last + 1);
+    tokio::pin!(waiting);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+            .await
+            .is_err(),
+        "committed({}) resolved before anything was written",
+        last + 1
+    );
+    let next = engine.submit(insert(engine, &ann, 9)).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap(),
+        next[0].cursor
+    );
+    let batch = tokio::time::timeout(WAIT, tail.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch, next);
+
+    // The projections hold what was appended.
+    let latest = engine.read(|s| s.latest["acme"]["tick"].data.to_string());
+    assert_eq!(latest, "{\"i\":9}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_log_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), false);
+    assert_eq!(engine.backend().unwrap().kind(), "embedded");
+    contract(&engine, "").await;
+    engine.shutdown().await;
+}
+
+/// One nats-server with JetStream on a loopback port.
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Nats {
+    fn start(binary: &Path, dir: &Path) -> Nats {
+        let port = common::free_port();
+        let child = Process::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-js", "-sd", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn attached(dir: &Path, nats: &Nats, stream: &str) -> Engine {
+    let engine = open(dir, true);
+    assert!(
+        engine.backend().is_err(),
+        "a shared-log engine writes nowhere before it is attached"
+    );
+    let options = StreamOptions {
+        servers: vec![nats.url.clone()],
+        name: stream.into(),
+        replicas: 1,
+    };
+    engine.attach_stream(&options).await.unwrap();
+    assert_eq!(engine.backend().unwrap().kind(), "jetstream");
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_ordered_after_a_revocation() {
+    let Some(binary) = common::nats_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&binary, &dir.path().join("nats"));
+    let a = attached(&dir.path().join("a"), &nats, "contract").await;
+    contract(&a, "").await;
+
+    // A second node on the same stream sees the same records, and keeps the contract too.
+    let b = attached(&dir.path().join("b"), &nats, "contract").await;
+    let head = a.backend().unwrap().committed(0).await.unwrap();
+    assert_eq!(b.cursor(), head);
+    assert_eq!(read_upto(&b, 0, head).await, read_upto(&a, 0, head).await);
+    contract(&b, "b-").await;
+
+    // An insert decided on a stale view — here written straight to the stream after its
+    // author's revocation, as a node that had not yet folded the revocation would — is
+    // stored by JetStream but dropped by every node's fold: no projection, no local copy,
+    // no subscriber ever sees it.
+    let revoked = a
+        .submit(Command::RevokeUser {
+            username: "ann".into(),
+        })
+        .await
+        .unwrap()[0]
+        .cursor;
+    tokio::time::timeout(WAIT, b.committed(revoked))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut sse = b.subscribe("acme", Start::After(revoked), None);
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stale = Record {
+        cursor: 0,
+        at_ms: 1_700_000_000_000,
+        kind: RecordKind::EventInserted(EventInserted {
+            id: [42; 16],
+            tenant: "acme".into(),
+            event: "tick".into(),
+            data: "{\"stale\":true}".into(),
+            username: "ann".into(),
+        }),
+    };
+    let seq = js
+        .publish(
+            format!("contract.event.{}", hex("acme")),
+            stale.encode().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    assert_eq!(seq, revoked + 1);
+    // A later, valid insert by another user proves both nodes read past it.
+    let bob = a.submit(create("bob", "acme")).await.unwrap()[0].cursor;
+    let after = a.submit(insert(&a, "bob", 1)).await.unwrap()[0].cursor;
+    for node in [&a, &b] {
+        tokio::time::timeout(WAIT, node.committed(after))
+            .await
+            .unwrap()
+            .unwrap();
+        let (data, cursor) = node.read(|s: &State| {
+            let latest = &s.latest["acme"]["tick"];
+            (latest.data.to_string(), latest.cursor)
+        });
+        assert_eq!((data.as_str(), cursor), ("{\"i\":1}", after));
+        let mut local = Vec::new();
+        node.log()
+            .read_after(revoked, after, |c, _| {
+                local.push(c);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            local,
+            [bob, after],
+            "the local copy holds the dropped insert"
+        );
+    }
+    let mut text = String::new();
+    while !text.contains("id: ") {
+        let chunk = tokio::time::timeout(WAIT, sse.next(Duration::from_secs(600)))
+            .await
+            .expect("no frame reached the subscriber")
+            .expect("the subscription ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("stale"), "{text}");
+    assert!(text.contains(&format!("id: {after}")), "{text}");
+
+    // A node started afterwards folds the stream from the beginning and drops it too.
+    let late = attached(&dir.path().join("late"), &nats, "contract").await;
+    assert_eq!(
+        late.read(|s| s.latest["acme"]["tick"].cursor),
+        after,
+        "a late node kept the dropped insert"
+    );
+    for node in [a, b, late] {
+        node.shutdown().await;
+    }
+}
+
+fn hex(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_racing_a_revocation_on_another_node_is_stored_only_if_ordered_before_it() {
+    let Some(binary) = common::nats_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&binary, &dir.path().join("nats"));
+    let a = attached(&dir.path().join("a"), &nats, "race").await;
+    let b = attached(&dir.path().join("b"), &nats, "race").await;
+    let (mut stored, mut refused) = (0, 0);
+    let mut revocations = Vec::new();
+    for round in 0..100 {
+        let username = format!("u{round}");
+        let created = a.submit(create(&username, "acme")).await.unwrap()[0].cursor;
+        tokio::time::timeout(WAIT, b.committed(created))
+            .await
+            .unwrap()
+            .unwrap();
+        let command = insert(&a, &username, round as u8);
+        let (revoke, inserted) = tokio::join!(
+            b.submit(Command::RevokeUser {
+                username: username.clone()
+            }),
+            async {
+                // Staggered so that the insert lands before, during and after the
+                // revocation's round trips in different rounds.
+                tokio::time::sleep(Duration::from_micros(200 * (round % 12))).await;
+                a.submit(command).await
+            }
+        );
+        let revoked = revoke.unwrap()[0].cursor;
+        match inserted {
+            Ok(records) => {
+                assert!(
+                    records[0].cursor < revoked,
+                    "round {round}: an insert at {} was acknowledged after the revocation at {revoked}",
+                    records[0].cursor
+                );
+                stored += 1;
+            }
+            Err(EngineError::Rejected(Rejection::CredentialsInvalid(who))) => {
+                assert_eq!(who, username);
+                refused += 1;
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        revocations.push((username, revoked));
+    }
+    eprintln!("{stored} inserts ordered before their revocation, {refused} refused");
+    // Every node holds the same inserts, and none after its author's revocation.
+    let head = a.backend().unwrap().committed(0).await.unwrap();
+    let mut seen = Vec::new();
+    for node in [&a, &b] {
+        tokio::time::timeout(WAIT, node.committed(head))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut inserts = Vec::new();
+        node.log()
+            .read_after(0, head, |cursor, payload| {
+                if let RecordKind::EventInserted(e) = Record::decode(payload).unwrap().kind {
+                    inserts.push((e.username, cursor));
+                }
+                true
+            })
+            .unwrap();
+        for (username, cursor) in &inserts {
+            let revoked = revocations.iter().find(|(u, _)| u == username).unwrap().1;
+            assert!(
+                cursor < &revoked,
+                "{username}'s insert at {cursor} follows its revocation at {revoked}"
+            );
+        }
+        assert_eq!(inserts.len(), stored);
+        seen.push(inserts);
+    }
+    assert_eq!(seen[0], seen[1]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
