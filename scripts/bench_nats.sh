@@ -3,7 +3,11 @@
 # embedded log, in one run: insert throughput and publish-to-delivery latency with the
 # embedded log, one NATS server (R1), and a 3-server NATS cluster (R3 stream).
 #
-#   scripts/bench_nats.sh [OUT.jsonl]     # default bench/results-nats.jsonl; appends
+#   scripts/bench_nats.sh [OUT.jsonl]     # default bench/results-nats.jsonl (replaced)
+#
+# Every figure is the median of BENCH_RUNS runs (3) of BENCH_DURATION seconds (5), and each
+# scenario measures the `ceiling` baseline in the same run. With the default output,
+# bench/results.md is then rendered again with a section for these figures.
 #
 # Needs nats-server (apt-get install nats-server) and a release build (cargo build --release
 # --bins). NATS servers listen on loopback ports 14250-14252 (routes 16250-16252) and keep
@@ -19,6 +23,9 @@ nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 runs="${BENCH_RUNS:-3}"
 dur="${BENCH_DURATION:-5}"
 mkdir -p "$(dirname "$out")"
+: > "$out"
+commit=$(git rev-parse --short HEAD)
+[ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+"
 
 scratch=$(mktemp -d)
 pids=()
@@ -55,7 +62,7 @@ start_cluster() { # $1: servers (1 or 3)
 
 bench() {
     echo "--- broker-bench $*" >&2
-    "$bin" --json --runs "$runs" "$@" >> "$out"
+    "$bin" --json --runs "$runs" "$@" | sed "s/^{/{\"commit\":\"$commit\",/" >> "$out"
 }
 
 scenarios() {
@@ -73,4 +80,8 @@ start_cluster 3
 scenarios --broker-arg="--log=$urls" --broker-arg="--log_stream=bench{n}" --broker-arg=--log_replicas=3
 stop_nats
 
-echo "appended to $out" >&2
+echo "wrote $out" >&2
+if [ "$out" = bench/results-nats.jsonl ] && [ -f bench/results.jsonl ]; then
+    python3 scripts/bench_report.py bench/results.jsonl bench/results-nats.jsonl > bench/results.md
+    echo "wrote bench/results.md" >&2
+fi

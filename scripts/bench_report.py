@@ -128,6 +128,41 @@ def targets(s):
     return t
 
 
+def jetstream(lines):
+    """The JetStream section: inserts and publish-to-delivery latency for each log, side by
+    side, from scripts/bench_nats.sh's lines (insert and fanout per log, in one run)."""
+    logs = {}
+    commit = "?"
+    for d in lines:
+        commit = d.get("commit", commit)
+        ceiling = find(d["rows"], server="ceiling")
+        for r in d["rows"]:
+            if r["server"] == "ceiling":
+                continue
+            name = r["server"].removeprefix("broker ")
+            if name.startswith("fsync="):
+                name = f"embedded ({name})"
+            entry = logs.setdefault(r["server"], {"log": name})
+            if d["scenario"] == "insert":
+                entry["inserts/s (64 conns)"] = r["inserts_per_s"]
+                entry["of ceiling"] = r.get("of_ceiling")
+                entry["ceiling inserts/s"] = ceiling and ceiling["inserts_per_s"]
+                entry["insert p50 / p99 ms"] = f"{r['p50_ms']} / {r['p99_ms']}"
+            elif d["scenario"] == "fanout":
+                entry["delivery p50 / p99 ms (200 subs, 200/s)"] = f"{r['p50_ms']} / {r['p99_ms']}"
+                entry["ceiling delivery p99 ms"] = ceiling and ceiling["p99_ms"]
+                entry["lost / duplicated"] = f"{r['lost']} / {r['duplicated']}"
+            entry.pop("runs", None)
+            entry["runs"] = r.get("runs")
+    print("## Several nodes: the JetStream log (issue 9)\n")
+    print(f"Measured at commit {commit} by `scripts/bench_nats.sh`, all rows in one run: the embedded")
+    print("log (`--fsync always`), one NATS server (R1 stream), and a 3-server NATS cluster (R3")
+    print("stream), every NATS server on this same machine. Delivery latency is from the insert's")
+    print("publish to its arrival at each subscriber.\n")
+    print(table(list(logs.values())))
+    print()
+
+
 def main():
     scenarios = {}
     commits = {}
@@ -153,6 +188,9 @@ def main():
     for name, figure, ok in targets(scenarios):
         print(f"| {name} | {figure} | {mark(ok)} |")
     print()
+    if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+        with open(sys.argv[2]) as f:
+            jetstream([json.loads(line) for line in f if line.strip()])
     for name, rows in scenarios.items():
         print(f"## {name}\n")
         print(f"Measured at commit {commits[name]} (`+`: with uncommitted changes).\n")
