@@ -216,6 +216,7 @@ pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) 
                         break e.to_string();
                     }
                 }
+                Some(Err(EngineError::Unavailable(why))) => break why,
                 Some(Err(e)) => break e.to_string(),
                 None => break "the log's reader ended".to_owned(),
             }
@@ -224,7 +225,8 @@ pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) 
         if *stop.borrow() {
             return;
         }
-        tracing::warn!(%why, from, "following the shared log failed; starting again");
+        let at = engine.committed_cursor();
+        tracing::warn!(%why, from, at, "reading the shared log failed; reading again from `at`");
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
             _ = stop.changed() => return,

@@ -113,6 +113,9 @@ const FOLD_WAIT: Duration = Duration::from_secs(10);
 /// silent through two checks while the stream grew is replaced.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// How long creating the stream's reader may take before it is tried again.
+const CREATE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long the later records of a two-record command are retried: the first is stored
 /// already, so giving up early would leave the command half done.
 const LATER_RECORD_WAIT: Duration = Duration::from_secs(30);
@@ -453,16 +456,25 @@ async fn consume(
     after: Cursor,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Record>, EngineError>>,
 ) -> Result<(), String> {
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+    // While a lost server's leadership is being re-elected, creating a consumer hangs until
+    // the client's request timeout; a short one lets the next attempt (250 ms later) land
+    // soon after the election instead of up to a full timeout after it.
+    let consumer = tokio::time::timeout(
+        CREATE_WAIT,
+        stream.create_consumer(jetstream::consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: after + 1,
             },
             ..Default::default()
-        })
+        }),
+    )
+    .await
+    .map_err(|_| "creating a consumer timed out (a NATS election in progress?)".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let messages = tokio::time::timeout(CREATE_WAIT, consumer.messages())
         .await
+        .map_err(|_| "starting the consumer timed out".to_owned())?
         .map_err(|e| e.to_string())?;
-    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let mut chunks = std::pin::pin!(messages.ready_chunks(READ_BATCH));
     let mut probe = stream.clone();
     let mut here = after;
