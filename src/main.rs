@@ -61,6 +61,14 @@ fn serve(config: Config) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    if config.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {
+        // Writing to it alone would fork the shared history: the copy would grow records no
+        // other node has, under cursors the stream gives to other records.
+        return Err(format!(
+            "{} is a node's local copy of a shared JetStream stream: start with the same --log nats://… and --log_stream, or move the directory away to start a standalone log",
+            config.log_dir().display()
+        ));
+    }
     let clock = Clock::default();
     let stamp = clock.clone();
     let (engine, report) = Engine::open(config.engine_options(), Arc::new(move || stamp.now_ms()))

@@ -311,6 +311,34 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_ordered_af
     for node in [a, b, late] {
         node.shutdown().await;
     }
+
+    // `broker log verify` accepts the skipped cursor in each local copy: not a lost record.
+    for name in ["a", "b", "late"] {
+        let copy = dir.path().join(name).join("log");
+        let (code, out, err) = common::run_broker(&[
+            "log",
+            "verify",
+            "--db",
+            dir.path().join(name).to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{}: {out}{err}", copy.display());
+        assert!(
+            out.contains("local copy of a shared JetStream stream"),
+            "{out}"
+        );
+    }
+    // A local copy never starts as a standalone log: it would fork the shared history.
+    let (code, _, err) = common::run_broker(&[
+        "--db",
+        dir.path().join("a").to_str().unwrap(),
+        "--port",
+        "0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("local copy of a shared JetStream stream"),
+        "{err}"
+    );
 }
 
 fn hex(name: &str) -> String {

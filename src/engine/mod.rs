@@ -218,6 +218,9 @@ impl Engine {
     /// Blocking: call it before serving or from `spawn_blocking`.
     pub fn open(options: EngineOptions, clock: Clock) -> Result<(Engine, OpenReport), EngineError> {
         let lock = lock(&options.dir)?;
+        if options.shared {
+            log::mark_shared(&options.dir)?;
+        }
         let store = options.checkpoints.as_deref().and_then(|path| {
             match checkpoint::Checkpoints::open(path) {
                 Ok(store) => Some(Arc::new(store)),

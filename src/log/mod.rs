@@ -21,6 +21,28 @@ pub use reader::LogReader;
 pub use recovery::{KnownSegments, Recovered, TailRepair, open, open_from};
 pub use writer::LogWriter;
 
+/// The file whose presence marks a log directory as a node's local copy of a shared stream
+/// (`log-format/FORMAT.md`): its cursors are the stream's sequences and may skip.
+pub const SHARED_MARKER: &str = "SHARED";
+
+/// Marks `dir` as a shared stream's local copy; a no-op if it already is.
+pub fn mark_shared(dir: &std::path::Path) -> Result<(), LogError> {
+    let path = dir.join(SHARED_MARKER);
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::write(
+        &path,
+        "This log is a broker node's local copy of a shared JetStream stream (--log nats://...).\n",
+    )
+    .map_err(|e| LogError::io(&path, e))
+}
+
+/// Whether `dir` is a shared stream's local copy.
+pub fn is_shared(dir: &std::path::Path) -> bool {
+    dir.join(SHARED_MARKER).exists()
+}
+
 /// A record's position in the log: strictly increasing, starting at 1, never reused.
 pub type Cursor = u64;
 
