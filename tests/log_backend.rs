@@ -393,7 +393,10 @@ async fn an_insert_racing_a_revocation_on_another_node_is_stored_only_if_ordered
         }
         revocations.push((username, revoked));
     }
-    eprintln!("{stored} inserts ordered before their revocation, {refused} refused");
+    eprintln!(
+        "{stored} inserts ordered before their revocation, {refused} refused ({} dropped by the fold)",
+        a.metrics().dropped_inserts.get()
+    );
     // Every node holds the same inserts, and none after its author's revocation.
     let head = a.backend().unwrap().committed(0).await.unwrap();
     let mut seen = Vec::new();

@@ -16,6 +16,9 @@ pub struct EngineMetrics {
     pub inserts: Counter,
     /// Batches refused because the log could not write.
     pub write_failures: Counter,
+    /// Shared log: inserts the fold dropped because the stream ordered them after their
+    /// author's revocation (`state::recheck`).
+    pub dropped_inserts: Counter,
 }
 
 impl Default for EngineMetrics {
@@ -28,6 +31,7 @@ impl Default for EngineMetrics {
             records: Counter::default(),
             inserts: Counter::default(),
             write_failures: Counter::default(),
+            dropped_inserts: Counter::default(),
         }
     }
 }

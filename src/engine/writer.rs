@@ -294,6 +294,7 @@ impl Writer {
             if let Err(why) = recheck(&self.decision, &record) {
                 tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's revocation");
                 self.engine.note_dropped(record.cursor);
+                self.engine.metrics().dropped_inserts.inc();
                 self.decision.cursor = record.cursor;
                 dropped_upto = Some(record.cursor);
                 continue;

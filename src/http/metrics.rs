@@ -121,6 +121,11 @@ impl HttpMetrics {
             "batches refused because the log could not write",
             e.write_failures.clone(),
         );
+        registry.register(
+            "shared_log_dropped_inserts",
+            "inserts a shared log ordered after their author's revocation, dropped by the fold",
+            e.dropped_inserts.clone(),
+        );
         Arc::new(HttpMetrics { registry, ..m })
     }
 
