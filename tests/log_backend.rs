@@ -2,7 +2,8 @@
 //! "committed up to N") keeps one contract on both of its logs: the embedded segmented log,
 //! and a NATS JetStream stream (a real nats-server on a loopback port). The same checks run
 //! against each; a shared stream is then checked for what only several writers can do: an
-//! insert that the stream ordered after its author's revocation is dropped by every node.
+//! insert that the stream ordered after its author's revocation or password change is dropped
+//! by every node.
 //!
 //! `scripts/test.sh` sets `BROKER_REQUIRE_NATS=1`: there the JetStream half fails, never
 //! skips, when nats-server cannot run.
@@ -72,7 +73,7 @@ async fn read_upto(engine: &Engine, after: Cursor, upto: Cursor) -> Vec<Record> 
             .expect("read_from stalled")
             .expect("read_from ended")
             .expect("read_from failed");
-        records.extend(batch);
+        records.extend(batch.into_iter().map(|entry| entry.record));
     }
     records
 }
@@ -140,6 +141,7 @@ async fn contract(engine: &Engine, prefix: &str) {
         .unwrap()
         .unwrap()
         .unwrap();
+    let batch: Vec<Record> = batch.into_iter().map(|e| e.record).collect();
     assert_eq!(batch, next);
 
     // The projections hold what was appended.
@@ -208,7 +210,8 @@ async fn attached(dir: &Path, nats: &Nats, stream: &str) -> Engine {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_ordered_after_a_revocation() {
+async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_outdated_credentials()
+ {
     let Some(binary) = common::nats_binary() else {
         return;
     };
@@ -301,13 +304,79 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_ordered_af
     assert!(!text.contains("stale"), "{text}");
     assert!(text.contains(&format!("id: {after}")), "{text}");
 
-    // A node started afterwards folds the stream from the beginning and drops it too.
+    // A password change: an insert authenticated before it (its epoch travels beside the
+    // record as a message header) is dropped; one authenticated after it is kept.
+    let old_epoch = a.read(|s| s.user("bob").unwrap().credential_epoch);
+    let changed = a
+        .submit(Command::ChangePassword {
+            username: "bob".into(),
+            password_hash: "$argon2id$another".into(),
+        })
+        .await
+        .unwrap()[0]
+        .cursor;
+    let mut published = Vec::new();
+    for (epoch, data) in [(old_epoch, "{\"old\":true}"), (changed, "{\"new\":true}")] {
+        let record = Record {
+            kind: RecordKind::EventInserted(EventInserted {
+                username: "bob".into(),
+                data: data.into(),
+                ..match &stale.kind {
+                    RecordKind::EventInserted(e) => e.clone(),
+                    _ => unreachable!(),
+                }
+            }),
+            ..stale.clone()
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Broker-Credential-Epoch", epoch.to_string().as_str());
+        let seq = js
+            .publish_with_headers(
+                format!("contract.event.{}", hex("acme")),
+                headers,
+                record.encode().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence;
+        published.push(seq);
+    }
+    let kept = published[1];
+    for node in [&a, &b] {
+        tokio::time::timeout(WAIT, node.committed(kept))
+            .await
+            .unwrap()
+            .unwrap();
+        let latest = node.read(|s| {
+            let l = &s.latest["acme"]["tick"];
+            (l.cursor, l.data.to_string())
+        });
+        assert_eq!(latest, (kept, "{\"new\":true}".to_owned()));
+        let mut local = Vec::new();
+        node.log()
+            .read_after(after, kept, |c, _| {
+                local.push(c);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            local,
+            [changed, kept],
+            "the local copy holds the dropped insert"
+        );
+    }
+    assert_eq!(a.metrics().dropped_inserts.get(), 2);
+
+    // A node started afterwards folds the stream from the beginning and drops both too.
     let late = attached(&dir.path().join("late"), &nats, "contract").await;
     assert_eq!(
         late.read(|s| s.latest["acme"]["tick"].cursor),
-        after,
-        "a late node kept the dropped insert"
+        kept,
+        "a late node kept a dropped insert"
     );
+    assert_eq!(late.metrics().dropped_inserts.get(), 2);
     for node in [a, b, late] {
         node.shutdown().await;
     }
@@ -346,7 +415,8 @@ fn hex(name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_insert_racing_a_revocation_on_another_node_is_stored_only_if_ordered_before_it() {
+async fn an_insert_racing_a_revocation_or_password_change_on_another_node_is_stored_only_if_ordered_before_it()
+ {
     let Some(binary) = common::nats_binary() else {
         return;
     };
@@ -364,17 +434,24 @@ async fn an_insert_racing_a_revocation_on_another_node_is_stored_only_if_ordered
             .unwrap()
             .unwrap();
         let command = insert(&a, &username, round as u8);
-        let (revoke, inserted) = tokio::join!(
-            b.submit(Command::RevokeUser {
-                username: username.clone()
-            }),
-            async {
-                // Staggered so that the insert lands before, during and after the
-                // revocation's round trips in different rounds.
-                tokio::time::sleep(Duration::from_micros(200 * (round % 12))).await;
-                a.submit(command).await
+        // Even rounds revoke the author, odd rounds change their password: either way the
+        // token the insert was made with stops being valid.
+        let change = if round % 2 == 0 {
+            Command::RevokeUser {
+                username: username.clone(),
             }
-        );
+        } else {
+            Command::ChangePassword {
+                username: username.clone(),
+                password_hash: "$argon2id$changed".into(),
+            }
+        };
+        let (revoke, inserted) = tokio::join!(b.submit(change), async {
+            // Staggered so that the insert lands before, during and after the
+            // revocation's round trips in different rounds.
+            tokio::time::sleep(Duration::from_micros(200 * (round % 12))).await;
+            a.submit(command).await
+        });
         let revoked = revoke.unwrap()[0].cursor;
         match inserted {
             Ok(records) => {

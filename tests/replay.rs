@@ -136,6 +136,10 @@ proptest! {
             for op in &ops {
                 let cmd = command(op, &engine.read(State::clone));
                 let outcome = engine.submit(cmd.clone()).await;
+                let epoch = match &cmd {
+                    Command::InsertEvent { credential_epoch, .. } => Some(*credential_epoch),
+                    _ => None,
+                };
                 // The pure fold decides the same way.
                 match decide(&pure, cmd, 1_700_000_000_000) {
                     Ok(records) => {
@@ -144,7 +148,7 @@ proptest! {
                         // What one writer decided always holds where it is stored: a
                         // shared log's fold never drops it (`recheck`).
                         for r in &records {
-                            assert_eq!(recheck(&pure, r), Ok(()));
+                            assert_eq!(recheck(&pure, r, epoch), Ok(()));
                             evolve(&mut pure, r);
                         }
                     }

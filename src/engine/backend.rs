@@ -35,7 +35,18 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Batches of committed records in cursor order; it ends when the engine stops, and after an
 /// error the reader starts again from the last cursor it took.
-pub type Batches = Pin<Box<dyn Stream<Item = Result<Vec<Record>, EngineError>> + Send>>;
+pub type Batches = Pin<Box<dyn Stream<Item = Result<Vec<Entry>, EngineError>> + Send>>;
+
+/// A record as a log hands it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The record, its cursor set.
+    pub record: Record,
+    /// For an insert in a shared log: the credential epoch its author authenticated in on the
+    /// node that decided it, which the fold checks again (`state::recheck`). Not stored in the
+    /// record: it travels beside it, and only until the record is folded.
+    pub credential_epoch: Option<Cursor>,
+}
 
 /// The most records one batch of [`LogBackend::read_from`] holds.
 pub const READ_BATCH: usize = 1024;
@@ -150,7 +161,14 @@ impl LogBackend for Embedded {
                 };
                 match read {
                     Ok(Ok((records, reached))) => {
-                        Some((Ok(records), Some((reader, committed, shutdown, reached))))
+                        let entries = records
+                            .into_iter()
+                            .map(|record| Entry {
+                                record,
+                                credential_epoch: None,
+                            })
+                            .collect();
+                        Some((Ok(entries), Some((reader, committed, shutdown, reached))))
                     }
                     Ok(Err(e)) => Some((Err(e), None)),
                     Err(_) => Some((Err(EngineError::ShuttingDown), None)),
@@ -211,8 +229,8 @@ pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) 
                 _ = stop.changed() => return,
             };
             match batch {
-                Some(Ok(records)) => {
-                    if let Err(e) = engine.fold(records).await {
+                Some(Ok(entries)) => {
+                    if let Err(e) = engine.fold(entries).await {
                         break e.to_string();
                     }
                 }

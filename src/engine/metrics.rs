@@ -17,7 +17,7 @@ pub struct EngineMetrics {
     /// Batches refused because the log could not write.
     pub write_failures: Counter,
     /// Shared log: inserts the fold dropped because the stream ordered them after their
-    /// author's revocation (`state::recheck`).
+    /// author's revocation or password change (`state::recheck`).
     pub dropped_inserts: Counter,
 }
 

@@ -141,7 +141,7 @@ enum Msg {
     /// Shared log: records read from the stream (cursors = stream sequences), to append to
     /// the local copy and fold.
     Fold {
-        records: Vec<Record>,
+        entries: Vec<backend::Entry>,
         reply: oneshot::Sender<Result<Vec<Record>, EngineError>>,
     },
     /// Interval policy: fsync what was written since the last sync.
@@ -443,11 +443,11 @@ impl Engine {
     }
 
     /// Hands records read from the shared stream to the writer; resolves once folded.
-    pub(crate) async fn fold(&self, records: Vec<Record>) -> Result<(), EngineError> {
+    pub(crate) async fn fold(&self, entries: Vec<backend::Entry>) -> Result<(), EngineError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
-            .send(Msg::Fold { records, reply })
+            .send(Msg::Fold { entries, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         answer

@@ -30,12 +30,13 @@
 //!   for single-use codes (login and reset steps).
 //! - Events go to `<stream>.event.<hex(tenant)>` without a compare-and-set, so inserts from
 //!   many nodes never contend. An insert decided on one node in the same instant another
-//!   node revokes its author (or moves them to another tenant) may therefore be stored after
-//!   the revocation. Every node folds the stream through `state::recheck`, which drops such
-//!   an insert: no projection, local copy or subscriber ever has it, on any node, and the
-//!   node that published it answers the request with the revocation's 401. A password
-//!   change racing an insert is not caught this way (the insert does not carry the epoch it
-//!   was authenticated in): it is stored, as if the request had come a moment earlier.
+//!   node revokes its author, changes their password or moves them to another tenant may
+//!   therefore be stored after that change. The insert is published with the credential
+//!   epoch its author authenticated in, as the `Broker-Credential-Epoch` header (beside the
+//!   record, so the on-disk format is unchanged), and every node folds the stream through
+//!   `state::recheck`, which drops an insert whose epoch is no longer the author's: no
+//!   projection, local copy or subscriber ever has it, on any node, and the node that
+//!   published it answers the request 401, exactly as one node would have.
 //! - A command of two records (an update that also sets a password) publishes its second
 //!   record after the first without a compare-and-set: users are never deleted, so what the
 //!   first record's check established still holds for the second. The second is retried for
@@ -51,7 +52,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind};
 use futures_util::StreamExt;
 
-use super::backend::{Batches, BoxFuture, LogBackend, READ_BATCH};
+use super::backend::{Batches, BoxFuture, Entry, LogBackend, READ_BATCH};
 use super::{Engine, EngineError};
 use crate::log::Cursor;
 use crate::state::{Command, Record, RecordKind, Rejection, decide};
@@ -112,6 +113,10 @@ const FOLD_WAIT: Duration = Duration::from_secs(10);
 /// Silence after which the reader checks that the stream holds nothing newer; a consumer
 /// silent through two checks while the stream grew is replaced.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The message header carrying an insert's credential epoch beside its record (see
+/// [`Entry::credential_epoch`]).
+const EPOCH_HEADER: &str = "Broker-Credential-Epoch";
 
 /// How long creating the stream's reader may take before it is tried again.
 const CREATE_WAIT: Duration = Duration::from_secs(2);
@@ -185,6 +190,7 @@ impl JetStream {
         id: &str,
         expected: Option<Cursor>,
         patience: Duration,
+        credential_epoch: Option<Cursor>,
     ) -> Result<Option<Cursor>, EngineError> {
         let subject = self.subject_of(record);
         let payload = bytes::Bytes::from(record.encode());
@@ -196,6 +202,9 @@ impl JetStream {
                 .message_id(id);
             if let Some(seq) = expected {
                 message = message.expected_last_subject_sequence(seq);
+            }
+            if let Some(epoch) = credential_epoch {
+                message = message.header(EPOCH_HEADER, epoch.to_string().as_str());
             }
             let acked = match self.js.send_publish(subject.clone(), message).await {
                 Ok(ack) => ack.await,
@@ -220,6 +229,12 @@ impl JetStream {
     /// resolves once they are acknowledged and folded here.
     async fn submit(&self, engine: &Engine, command: Command) -> Result<Vec<Record>, EngineError> {
         let insert = matches!(command, Command::InsertEvent { .. });
+        let credential_epoch = match &command {
+            Command::InsertEvent {
+                credential_epoch, ..
+            } => Some(*credential_epoch),
+            _ => None,
+        };
         let subject = self.user_subject(user_of(&command));
         let id = uuid::Uuid::new_v4();
         for _ in 0..MAX_ATTEMPTS {
@@ -250,7 +265,13 @@ impl JetStream {
                     (None, LATER_RECORD_WAIT)
                 };
                 match self
-                    .publish(&record, &format!("{id}-{i}"), check, patience)
+                    .publish(
+                        &record,
+                        &format!("{id}-{i}"),
+                        check,
+                        patience,
+                        credential_epoch,
+                    )
                     .await
                 {
                     Ok(Some(cursor)) => stored.push(Record { cursor, ..record }),
@@ -454,7 +475,7 @@ async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor
 async fn consume(
     stream: &jetstream::stream::Stream,
     after: Cursor,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<Record>, EngineError>>,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
 ) -> Result<(), String> {
     // While a lost server's leadership is being re-elected, creating a consumer hangs until
     // the client's request timeout; a short one lets the next attempt (250 ms later) land
@@ -507,10 +528,19 @@ async fn consume(
             let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
             let record = Record::decode(&message.payload)
                 .map_err(|e| format!("the record at sequence {cursor} does not decode: {e}"))?;
-            records.push(Record { cursor, ..record });
+            // A header that does not parse is ignored: the fold then checks what it can.
+            let credential_epoch = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(EPOCH_HEADER))
+                .and_then(|v| v.as_str().parse().ok());
+            records.push(Entry {
+                record: Record { cursor, ..record },
+                credential_epoch,
+            });
         }
         if let Some(last) = records.last() {
-            here = last.cursor;
+            here = last.record.cursor;
         }
         if tx.send(Ok(records)).await.is_err() {
             return Ok(());

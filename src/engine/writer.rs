@@ -174,7 +174,7 @@ impl Writer {
             while let Some(msg) = next {
                 match msg {
                     Msg::Submit { command, reply } => batch.push((command, reply)),
-                    Msg::Fold { records, reply } => folds.push((records, reply)),
+                    Msg::Fold { entries, reply } => folds.push((entries, reply)),
                     Msg::Sync => sync_due = true,
                     Msg::Shutdown(done) => stopping = Some(done),
                 }
@@ -185,8 +185,8 @@ impl Writer {
                 };
             }
             self.write_batch(batch);
-            for (records, reply) in folds {
-                self.fold(records, reply);
+            for (entries, reply) in folds {
+                self.fold(entries, reply);
             }
             if sync_due && self.dirty {
                 self.sync();
@@ -283,16 +283,20 @@ impl Writer {
     /// Records at or below the local cursor (a consumer restarted) are skipped, and so are
     /// records that no longer hold where the stream put them (`state::recheck`): every node
     /// drops the same ones, and the local copy never holds them.
-    fn fold(&mut self, records: Vec<Record>, reply: Reply) {
-        let mut folded = Vec::with_capacity(records.len());
+    fn fold(&mut self, entries: Vec<super::backend::Entry>, reply: Reply) {
+        let mut folded = Vec::with_capacity(entries.len());
         let mut failed = None;
         let mut dropped_upto = None;
-        for record in records {
+        for super::backend::Entry {
+            record,
+            credential_epoch,
+        } in entries
+        {
             if record.cursor <= self.decision.cursor {
                 continue;
             }
-            if let Err(why) = recheck(&self.decision, &record) {
-                tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's revocation");
+            if let Err(why) = recheck(&self.decision, &record, credential_epoch) {
+                tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
                 self.engine.note_dropped(record.cursor);
                 self.engine.metrics().dropped_inserts.inc();
                 self.decision.cursor = record.cursor;

@@ -123,7 +123,7 @@ impl HttpMetrics {
         );
         registry.register(
             "shared_log_dropped_inserts",
-            "inserts a shared log ordered after their author's revocation, dropped by the fold",
+            "inserts a shared log ordered after their author's credentials changed, dropped by the fold",
             e.dropped_inserts.clone(),
         );
         Arc::new(HttpMetrics { registry, ..m })

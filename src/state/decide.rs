@@ -136,15 +136,29 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
 /// Whether `record`, decided on a view that may lag the log, still holds at the place the log
 /// gave it. Only a shared log (several nodes, see `engine::stream`) ever stores such records:
 /// inserts there are published without a compare-and-set so that nodes never contend on them,
-/// so an insert decided on one node can land just after another node revoked its author or
-/// moved them to another tenant. Every node folds the same records in the same order and
-/// runs this same check, so all of them drop the same inserts; the node that took the
-/// request answers it with the rejection. Records of one writer (the embedded log) always
-/// hold, since `decide` ran against every earlier record.
-pub fn recheck(state: &State, record: &Record) -> Result<(), Rejection> {
+/// so an insert decided on one node can land just after another node revoked its author,
+/// changed their password or moved them to another tenant. Every node folds the same records
+/// in the same order and runs this same check, so all of them drop the same inserts; the node
+/// that took the request answers it with the rejection. Records of one writer (the embedded
+/// log) always hold, since `decide` ran against every earlier record.
+///
+/// `credential_epoch` is the epoch the insert's author authenticated in, when the log carries
+/// it beside the record (a shared log does, as a message header); the check is then exactly
+/// `decide`'s. Without it, revocation and tenant are checked.
+pub fn recheck(
+    state: &State,
+    record: &Record,
+    credential_epoch: Option<u64>,
+) -> Result<(), Rejection> {
     match &record.kind {
         RecordKind::EventInserted(e) => match state.users.get(&e.username) {
-            Some(user) if !user.revoked && user.tenant == e.tenant => Ok(()),
+            Some(user)
+                if !user.revoked
+                    && user.tenant == e.tenant
+                    && credential_epoch.is_none_or(|epoch| epoch == user.credential_epoch) =>
+            {
+                Ok(())
+            }
             _ => Err(Rejection::CredentialsInvalid(e.username.clone())),
         },
         _ => Ok(()),
