@@ -416,14 +416,19 @@ pub(super) async fn attach(
     // A cluster that is still starting has no JetStream leader yet: wait for it, bounded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let stream = loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(stream) => break stream,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(why = %e, "the JetStream stream is not available yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(stream_error(&e)),
+        // Until the cluster has elected its metadata leader a request hangs for the client's
+        // whole timeout (10 s); a short wait per attempt starts the node soon after it.
+        let attempt = tokio::time::timeout(CREATE_WAIT, js.get_or_create_stream(config.clone()));
+        let why = match attempt.await {
+            Ok(Ok(stream)) => break stream,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 2 s".to_owned(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(stream_error(&why));
         }
+        tracing::info!(%why, "the JetStream stream is not available yet; retrying");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let log = Arc::new(JetStream {
         js,
