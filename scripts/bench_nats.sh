@@ -23,9 +23,10 @@ nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 runs="${BENCH_RUNS:-3}"
 dur="${BENCH_DURATION:-5}"
 mkdir -p "$(dirname "$out")"
-: > "$out"
+# Before the output is emptied: a results file being rewritten is not a code change.
 commit=$(git rev-parse --short HEAD)
 [ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+"
+: > "$out"
 
 scratch=$(mktemp -d)
 pids=()
