@@ -24,6 +24,10 @@ use futures_util::StreamExt;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn open(dir: &Path, shared: bool) -> Engine {
+    open_reporting(dir, shared).0
+}
+
+fn open_reporting(dir: &Path, shared: bool) -> (Engine, broker::engine::OpenReport) {
     let options = EngineOptions {
         dir: dir.join("log"),
         fsync: FsyncPolicy::Always,
@@ -34,9 +38,7 @@ fn open(dir: &Path, shared: bool) -> Engine {
         checkpoint_interval: Duration::from_secs(3600),
         shared,
     };
-    Engine::open(options, Arc::new(|| 1_700_000_000_000))
-        .unwrap()
-        .0
+    Engine::open(options, Arc::new(|| 1_700_000_000_000)).unwrap()
 }
 
 fn create(username: &str, tenant: &str) -> Command {
@@ -377,6 +379,26 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
         "a late node kept a dropped insert"
     );
     assert_eq!(late.metrics().dropped_inserts.get(), 2);
+
+    // The stream's newest record is one every node drops: the local copies end before it,
+    // and the checkpoints stored at shutdown are at it.
+    let last = js
+        .publish(
+            format!("contract.event.{}", hex("acme")),
+            stale.encode().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    for node in [&a, &b, &late] {
+        tokio::time::timeout(WAIT, node.committed(last))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.cursor(), last);
+    }
     for node in [a, b, late] {
         node.shutdown().await;
     }
@@ -408,6 +430,21 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
         err.contains("local copy of a shared JetStream stream"),
         "{err}"
     );
+
+    // A restart still starts from that checkpoint (no replay), and goes on from the stream.
+    let (a, report) = open_reporting(&dir.path().join("a"), true);
+    assert_eq!(report.checkpoint, Some(last), "{report:?}");
+    assert_eq!(report.checkpoint_ignored, None);
+    assert_eq!(report.records, 0);
+    let options = StreamOptions {
+        servers: vec![nats.url.clone()],
+        name: "contract".into(),
+        replicas: 1,
+    };
+    a.attach_stream(&options).await.unwrap();
+    let next = a.submit(insert(&a, "bob", 3)).await.unwrap()[0].cursor;
+    assert_eq!(next, last + 1);
+    a.shutdown().await;
 }
 
 fn hex(name: &str) -> String {

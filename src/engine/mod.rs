@@ -195,6 +195,18 @@ struct Inner {
     _lock: std::fs::File,
 }
 
+/// Whether every segment a checkpoint knew is still there, at least as long as it was then.
+fn segments_intact(dir: &std::path::Path, known: &log::KnownSegments) -> bool {
+    let Ok(listed) = log::segment::list(dir) else {
+        return false;
+    };
+    known.iter().all(|(first, (len, _))| {
+        listed
+            .iter()
+            .any(|(f, path)| f == first && std::fs::metadata(path).is_ok_and(|m| m.len() >= *len))
+    })
+}
+
 /// Takes the log directory's lock file, so two processes never write one log.
 fn lock(dir: &std::path::Path) -> Result<std::fs::File, EngineError> {
     std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
@@ -284,7 +296,11 @@ impl Engine {
             }
             let mut recovered = recovered;
             repairs.append(&mut recovered.repairs);
-            if recovered.last_cursor < skip_upto {
+            // A shared stream's local copy skips the records its fold dropped, so its
+            // checkpoint may be ahead of its last record; as long as every segment the
+            // checkpoint saw is still at least as long, nothing it describes is missing.
+            let skipped_drops = options.shared && segments_intact(&options.dir, &known);
+            if recovered.last_cursor < skip_upto && !skipped_drops {
                 // The checkpoint is ahead of the log (the log was replaced or restored from an
                 // older backup): it describes records that are not there. Start over from 0.
                 checkpoint_ignored = Some(format!(
