@@ -195,20 +195,46 @@ impl Drop for Nats {
     }
 }
 
+fn stream_options(nats: &Nats, stream: &str) -> StreamOptions {
+    StreamOptions {
+        servers: vec![nats.url.clone()],
+        name: stream.into(),
+        replicas: 1,
+    }
+}
+
 async fn attached(dir: &Path, nats: &Nats, stream: &str) -> Engine {
     let engine = open(dir, true);
     assert!(
         engine.backend().is_err(),
         "a shared-log engine writes nowhere before it is attached"
     );
-    let options = StreamOptions {
-        servers: vec![nats.url.clone()],
-        name: stream.into(),
-        replicas: 1,
-    };
-    engine.attach_stream(&options).await.unwrap();
+    engine
+        .attach_stream(&stream_options(nats, stream))
+        .await
+        .unwrap();
     assert_eq!(engine.backend().unwrap().kind(), "jetstream");
     engine
+}
+
+/// Publishes `record` straight to the `contract` stream, as a node that decided it on a
+/// stale view would (with the credential epoch header when given); returns its sequence.
+async fn publish_raw(
+    js: &async_nats::jetstream::Context,
+    record: &Record,
+    epoch: Option<Cursor>,
+) -> Cursor {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(epoch) = epoch {
+        headers.insert("Broker-Credential-Epoch", epoch.to_string().as_str());
+    }
+    let subject = format!("contract.event.{}", hex("acme"));
+    js.publish_with_headers(subject, headers, record.encode().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,16 +284,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
             username: "ann".into(),
         }),
     };
-    let seq = js
-        .publish(
-            format!("contract.event.{}", hex("acme")),
-            stale.encode().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let seq = publish_raw(&js, &stale, None).await;
     assert_eq!(seq, revoked + 1);
     // A later, valid insert by another user proves both nodes read past it.
     let bob = a.submit(create("bob", "acme")).await.unwrap()[0].cursor;
@@ -330,20 +347,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
             }),
             ..stale.clone()
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Broker-Credential-Epoch", epoch.to_string().as_str());
-        let seq = js
-            .publish_with_headers(
-                format!("contract.event.{}", hex("acme")),
-                headers,
-                record.encode().into(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap()
-            .sequence;
-        published.push(seq);
+        published.push(publish_raw(&js, &record, Some(epoch)).await);
     }
     let kept = published[1];
     for node in [&a, &b] {
@@ -382,16 +386,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
 
     // The stream's newest record is one every node drops: the local copies end before it,
     // and the checkpoints stored at shutdown are at it.
-    let last = js
-        .publish(
-            format!("contract.event.{}", hex("acme")),
-            stale.encode().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let last = publish_raw(&js, &stale, None).await;
     for node in [&a, &b, &late] {
         tokio::time::timeout(WAIT, node.committed(last))
             .await
@@ -436,12 +431,9 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     assert_eq!(report.checkpoint, Some(last), "{report:?}");
     assert_eq!(report.checkpoint_ignored, None);
     assert_eq!(report.records, 0);
-    let options = StreamOptions {
-        servers: vec![nats.url.clone()],
-        name: "contract".into(),
-        replicas: 1,
-    };
-    a.attach_stream(&options).await.unwrap();
+    a.attach_stream(&stream_options(&nats, "contract"))
+        .await
+        .unwrap();
     let next = a.submit(insert(&a, "bob", 3)).await.unwrap()[0].cursor;
     assert_eq!(next, last + 1);
     a.shutdown().await;
