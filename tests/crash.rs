@@ -85,7 +85,17 @@ async fn kill_9_during_inserts_loses_no_acknowledged_write() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300 + jitter(600))).await;
+        // Kill at a random moment while inserts flow: after the first acknowledgement (a busy
+        // machine may take a while to get there), then up to 600 ms more.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no insert was acknowledged within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(jitter(600))).await;
         s.kill();
         for w in writers {
             let _ = tokio::time::timeout(Duration::from_secs(40), w).await;
