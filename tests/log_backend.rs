@@ -217,6 +217,22 @@ async fn attached(dir: &Path, nats: &Nats, stream: &str) -> Engine {
     engine
 }
 
+/// An insert into tenant `acme` by `username`, as a node would publish it (cursor 0: the
+/// stream's sequence becomes its cursor).
+fn raw_insert(username: &str, data: &str) -> Record {
+    Record {
+        cursor: 0,
+        at_ms: 1_700_000_000_000,
+        kind: RecordKind::EventInserted(EventInserted {
+            id: [42; 16],
+            tenant: "acme".into(),
+            event: "tick".into(),
+            data: data.into(),
+            username: username.into(),
+        }),
+    }
+}
+
 /// Publishes `record` straight to the `contract` stream, as a node that decided it on a
 /// stale view would (with the credential epoch header when given); returns its sequence.
 async fn publish_raw(
@@ -273,17 +289,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     let mut sse = b.subscribe("acme", Start::After(revoked), None);
     let client = async_nats::connect(&nats.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let stale = Record {
-        cursor: 0,
-        at_ms: 1_700_000_000_000,
-        kind: RecordKind::EventInserted(EventInserted {
-            id: [42; 16],
-            tenant: "acme".into(),
-            event: "tick".into(),
-            data: "{\"stale\":true}".into(),
-            username: "ann".into(),
-        }),
-    };
+    let stale = raw_insert("ann", "{\"stale\":true}");
     let seq = publish_raw(&js, &stale, None).await;
     assert_eq!(seq, revoked + 1);
     // A later, valid insert by another user proves both nodes read past it.
@@ -336,18 +342,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
         .cursor;
     let mut published = Vec::new();
     for (epoch, data) in [(old_epoch, "{\"old\":true}"), (changed, "{\"new\":true}")] {
-        let record = Record {
-            kind: RecordKind::EventInserted(EventInserted {
-                username: "bob".into(),
-                data: data.into(),
-                ..match &stale.kind {
-                    RecordKind::EventInserted(e) => e.clone(),
-                    _ => unreachable!(),
-                }
-            }),
-            ..stale.clone()
-        };
-        published.push(publish_raw(&js, &record, Some(epoch)).await);
+        published.push(publish_raw(&js, &raw_insert("bob", data), Some(epoch)).await);
     }
     let kept = published[1];
     for node in [&a, &b] {

@@ -299,8 +299,9 @@ impl Engine {
             // A shared stream's local copy skips the records its fold dropped, so its
             // checkpoint may be ahead of its last record; as long as every segment the
             // checkpoint saw is still at least as long, nothing it describes is missing.
-            let skipped_drops = options.shared && segments_intact(&options.dir, &known);
-            if recovered.last_cursor < skip_upto && !skipped_drops {
+            if recovered.last_cursor < skip_upto
+                && !(options.shared && segments_intact(&options.dir, &known))
+            {
                 // The checkpoint is ahead of the log (the log was replaced or restored from an
                 // older backup): it describes records that are not there. Start over from 0.
                 checkpoint_ignored = Some(format!(

@@ -228,7 +228,7 @@ impl JetStream {
     /// Decides `command` on the node's folded state and stores its records in the stream;
     /// resolves once they are acknowledged and folded here.
     async fn submit(&self, engine: &Engine, command: Command) -> Result<Vec<Record>, EngineError> {
-        let insert = matches!(command, Command::InsertEvent { .. });
+        // Only inserts carry one; they alone skip the compare-and-set.
         let credential_epoch = match &command {
             Command::InsertEvent {
                 credential_epoch, ..
@@ -238,7 +238,7 @@ impl JetStream {
         let subject = self.user_subject(user_of(&command));
         let id = uuid::Uuid::new_v4();
         for _ in 0..MAX_ATTEMPTS {
-            let expected = if insert {
+            let expected = if credential_epoch.is_some() {
                 None
             } else {
                 let last = self.last_on(&subject).await?;
@@ -307,7 +307,7 @@ impl JetStream {
                         cursor = last.cursor,
                         "acknowledged by JetStream but not yet folded on this node"
                     );
-                } else if insert && engine.was_dropped(last.cursor) {
+                } else if credential_epoch.is_some() && engine.was_dropped(last.cursor) {
                     // Stored in the stream, but after its author was revoked or moved: every
                     // node drops it when folding, so it never happened.
                     return Err(Rejection::CredentialsInvalid(user_of(&command).to_owned()).into());
