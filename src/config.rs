@@ -2,6 +2,7 @@
 //! Request handlers only ever see a [`Config`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,7 +59,8 @@ pub enum LogCommand {
         #[arg(long)]
         tenant: Option<String>,
         /// Only this record kind (user_created, user_updated, user_revoked, user_unrevoked,
-        /// password_changed, event_inserted, login_code_used, password_reset).
+        /// password_changed, event_inserted, login_code_used, password_reset,
+        /// reset_code_issued, reset_code_failed).
         #[arg(long)]
         kind: Option<String>,
     },
@@ -110,16 +112,30 @@ pub struct ServeFlags {
     /// Port to listen on [default: 8080, or 443 with --secure true].
     #[arg(long, env = "BROKER_PORT")]
     pub port: Option<u16>,
-    /// Address to listen on.
-    #[arg(long, env = "BROKER_LISTEN", default_value = "0.0.0.0")]
+    /// Address to listen on. The default serves this machine only; `0.0.0.0` (or `::`) serves
+    /// the network and requires a real --admin_token and --jwt_secret.
+    #[arg(long, env = "BROKER_LISTEN", default_value = "127.0.0.1")]
     pub listen: IpAddr,
-    /// Allowed CORS origin (`*` for any).
+    /// Origins whose pages may call from a browser: `*` for any (never the admin routes,
+    /// never with cookies), or a comma-separated list (`https://app.example,…`).
     #[arg(long, env = "BROKER_ORIGIN", default_value = "*")]
     pub origin: String,
+    /// This server's own origin(s) as browsers reach it (`https://broker.example`,
+    /// comma-separated): pages served from it (the console) are same-origin. A browser that
+    /// names another host in `Host` is refused (DNS rebinding); IP addresses and `localhost`
+    /// are always known.
+    #[arg(long, env = "BROKER_PUBLIC_ORIGIN")]
+    pub public_origin: Option<String>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` are
+    /// believed (comma-separated addresses or CIDR blocks, e.g. `127.0.0.1,10.0.0.0/8`).
+    /// Headers from anyone else are ignored.
+    #[arg(long, env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
     /// Lifetime of a JWT issued at login, in seconds.
     #[arg(long, env = "BROKER_JWT_EXPIRY", default_value_t = 86_400)]
     pub jwt_expiry: u64,
-    /// Secret for signing JWTs (HS256). Change it: the default is refused with --secure.
+    /// Secret for signing JWTs (HS256), at least 32 bytes off loopback (`openssl rand -hex 32`).
+    /// The default is refused off loopback and with --secure.
     #[arg(
         long,
         env = "BROKER_JWT_SECRET",
@@ -148,7 +164,8 @@ pub struct ServeFlags {
     /// Domain name for automatic certificates.
     #[arg(long, env = "BROKER_DOMAIN")]
     pub domain: Option<String>,
-    /// Token required by the admin endpoints. Change it: the default is refused with --secure.
+    /// Token required by the admin endpoints (`openssl rand -hex 32`). The default is refused
+    /// off loopback and with --secure.
     #[arg(
         long,
         env = "BROKER_ADMIN_TOKEN",
@@ -199,12 +216,22 @@ pub struct ServeFlags {
     /// <db>/biscuit.key (mode 0600) and kept there.
     #[arg(long, env = "BROKER_BISCUIT_PRIVATE_KEY", hide_env_values = true)]
     pub biscuit_private_key: Option<String>,
-    /// Failed logins or password resets per username within --failure_window_secs before 429.
+    /// Failed passwords or reset codes per (username, client address) within
+    /// --failure_window_secs before 429.
     #[arg(long, env = "BROKER_MAX_FAILURES", default_value_t = 5)]
     pub max_failures: usize,
-    /// Failed logins, resets or admin tokens per client address within the window before 429.
+    /// Failed passwords or reset codes per username from all addresses within the window
+    /// before 429 (higher than --max_failures, so one attacker cannot lock a user out).
+    #[arg(long, env = "BROKER_MAX_FAILURES_PER_USER", default_value_t = 50)]
+    pub max_failures_per_user: usize,
+    /// Failed passwords or reset codes per client address within the window before 429;
+    /// wrong admin tokens count in a bucket of their own with the same limit.
     #[arg(long, env = "BROKER_MAX_FAILURES_PER_ADDRESS", default_value_t = 20)]
     pub max_failures_per_address: usize,
+    /// Password checks (Argon2) allowed to wait for a hashing slot; beyond it, 503 with
+    /// retry-after instead of an unbounded queue.
+    #[arg(long, env = "BROKER_HASH_QUEUE", default_value_t = 128)]
+    pub hash_queue: usize,
     /// The window, in seconds, in which failures count.
     #[arg(long, env = "BROKER_FAILURE_WINDOW_SECS", default_value_t = 60)]
     pub failure_window_secs: u64,
@@ -266,6 +293,60 @@ pub struct ServeFlags {
     pub checkpoint_secs: u64,
 }
 
+/// An address block such as `10.0.0.0/8`, `::1/128` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or CIDR block (like 10.0.0.0/8)"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0-{max}"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside this block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How the server speaks TLS.
 #[derive(Debug, Clone)]
 pub enum Tls {
@@ -305,6 +386,15 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Allowed CORS origin, `*` for any.
     pub origin: String,
+    /// This server's own origins (`--public_origin`).
+    pub public_origins: Vec<String>,
+    /// Host names (no port) browsers may use to reach this server besides IP literals and
+    /// `localhost`: those of `--public_origin` and `--domain`.
+    pub known_hosts: Vec<String>,
+    /// `--trusted_proxies`.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The secret flags left at their well-known defaults (allowed on loopback only).
+    pub default_secrets: Vec<&'static str>,
     /// JWT lifetime in seconds.
     pub jwt_expiry: u64,
     /// JWT signing secret.
@@ -337,8 +427,12 @@ pub struct Config {
     pub biscuit_private_key: Option<String>,
     /// Failures allowed per username per window.
     pub max_failures: usize,
+    /// Failures allowed per username from all addresses per window.
+    pub max_failures_per_user: usize,
     /// Failures allowed per client address per window.
     pub max_failures_per_address: usize,
+    /// Argon2 checks that may wait for a slot.
+    pub hash_queue: usize,
     /// The failure window.
     pub failure_window: Duration,
     /// TLS mode.
@@ -416,12 +510,12 @@ impl ServeFlags {
     /// Checks the flags and resolves defaults.
     pub fn validate(self) -> Result<Config, ConfigError> {
         if self.secure {
-            if self.jwt_secret == "secret" {
+            if self.jwt_secret == DEFAULT_JWT_SECRET {
                 return Err(ConfigError(
                     "--secure true with the default --jwt_secret: set --jwt_secret (or BROKER_JWT_SECRET) to a long random value".into(),
                 ));
             }
-            if self.admin_token == "letmein" {
+            if self.admin_token == DEFAULT_ADMIN_TOKEN {
                 return Err(ConfigError(
                     "--secure true with the default --admin_token: set --admin_token (or BROKER_ADMIN_TOKEN) to a long random value".into(),
                 ));
@@ -474,7 +568,28 @@ impl ServeFlags {
                 key_path: self.key_path.clone(),
             }
         };
-        check_origin(&self.origin)?;
+        check_origin("--origin", &self.origin)?;
+        let public_origins = match &self.public_origin {
+            Some(flag) if flag.trim() == "*" => {
+                return Err(ConfigError(
+                    "--public_origin must name this server's origin (like https://broker.example), not *".into(),
+                ));
+            }
+            Some(flag) => {
+                check_origin("--public_origin", flag)?;
+                origins(flag)
+            }
+            None => Vec::new(),
+        };
+        let mut known_hosts: Vec<String> = public_origins
+            .iter()
+            .filter_map(|o| o.split_once("://"))
+            .map(|(_, host)| host_without_port(host).to_ascii_lowercase())
+            .collect();
+        if let Tls::Acme { domains, .. } = &tls {
+            known_hosts.extend(domains.iter().map(|d| d.to_ascii_lowercase()));
+        }
+        let default_secrets = check_secrets(&self)?;
         if self.metrics_token.as_deref() == Some("") {
             return Err(ConfigError("--metrics_token must not be empty".into()));
         }
@@ -518,6 +633,10 @@ impl ServeFlags {
         Ok(Config {
             addr: SocketAddr::new(self.listen, port),
             origin: self.origin,
+            public_origins,
+            known_hosts,
+            trusted_proxies: self.trusted_proxies,
+            default_secrets,
             jwt_expiry: self.jwt_expiry,
             jwt_secret: self.jwt_secret.into_bytes(),
             admin_token: self.admin_token,
@@ -537,7 +656,9 @@ impl ServeFlags {
             totp_duration: self.totp_duration,
             biscuit_private_key: self.biscuit_private_key,
             max_failures: self.max_failures.max(1),
+            max_failures_per_user: self.max_failures_per_user.max(1),
             max_failures_per_address: self.max_failures_per_address.max(1),
+            hash_queue: self.hash_queue,
             failure_window: Duration::from_secs(self.failure_window_secs.max(1)),
             tls,
             ntp_servers: if self.ntp {
@@ -601,9 +722,61 @@ fn shared_log(
     }))
 }
 
+/// The well-known defaults of the secret flags: anyone can forge tokens or act as the admin
+/// with them, so they are allowed on loopback only.
+const DEFAULT_JWT_SECRET: &str = "secret";
+const DEFAULT_ADMIN_TOKEN: &str = "letmein";
+/// The shortest `--jwt_secret` accepted off loopback: HS256's key is as strong as its length.
+const MIN_JWT_SECRET: usize = 32;
+
+/// Refuses default or short secrets where the network can reach them; returns the flags
+/// still at their defaults (on loopback, where they are only warned about).
+fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
+    let mut defaults = Vec::new();
+    if flags.jwt_secret == DEFAULT_JWT_SECRET {
+        defaults.push("--jwt_secret");
+    }
+    if flags.admin_token == DEFAULT_ADMIN_TOKEN {
+        defaults.push("--admin_token");
+    }
+    let make = "make one with `openssl rand -hex 32`";
+    if !flags.listen.is_loopback() {
+        if let Some(flag) = defaults.first() {
+            return Err(ConfigError(format!(
+                "--listen {} serves the network, but {flag} is still the well-known default: set {flag} (or BROKER_{}) to a long random value ({make}), or listen on 127.0.0.1",
+                flags.listen,
+                flag.trim_start_matches('-').to_ascii_uppercase()
+            )));
+        }
+        if flags.jwt_secret.len() < MIN_JWT_SECRET {
+            return Err(ConfigError(format!(
+                "--jwt_secret is {} bytes; off loopback it must be at least {MIN_JWT_SECRET} ({make})",
+                flags.jwt_secret.len()
+            )));
+        }
+    }
+    Ok(defaults)
+}
+
+/// `localhost:8080` → `localhost`, `[::1]:8080` → `[::1]`.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// The origins of a checked origin list, normalised as browsers send them.
+fn origins(flag: &str) -> Vec<String> {
+    flag.split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
 /// `--origin` is `*` or a comma-separated list of origins as browsers send them
 /// (`scheme://host[:port]`, no path): anything else would silently never match.
-fn check_origin(flag: &str) -> Result<(), ConfigError> {
+fn check_origin(name: &str, flag: &str) -> Result<(), ConfigError> {
     if flag.trim() == "*" {
         return Ok(());
     }
@@ -618,7 +791,7 @@ fn check_origin(flag: &str) -> Result<(), ConfigError> {
             }
             _ => {
                 return Err(ConfigError(format!(
-                    "--origin: {origin:?} is not an origin; use * or a comma-separated list like https://app.example,http://localhost:3000"
+                    "{name}: {origin:?} is not an origin; use a comma-separated list like https://app.example,http://localhost:3000"
                 )));
             }
         }
@@ -626,9 +799,9 @@ fn check_origin(flag: &str) -> Result<(), ConfigError> {
     if any {
         Ok(())
     } else {
-        Err(ConfigError(
-            "--origin must not be empty: use * or a list of origins".into(),
-        ))
+        Err(ConfigError(format!(
+            "{name} must not be empty: give a list of origins"
+        )))
     }
 }
 
@@ -652,6 +825,63 @@ mod tests {
         assert_eq!(config.addr.port(), 8080);
         assert_eq!(config.jwt_expiry, 86_400);
         assert_eq!(config.totp_duration, 300);
+    }
+
+    #[test]
+    fn default_or_short_secrets_are_refused_off_loopback() {
+        let config = parse(&[]).serve.validate().unwrap();
+        assert!(config.addr.ip().is_loopback(), "loopback by default");
+        assert_eq!(config.default_secrets, ["--jwt_secret", "--admin_token"]);
+        let long = "0123456789abcdef0123456789abcdef";
+        for (args, needle) in [
+            (&["--listen", "0.0.0.0"][..], "--jwt_secret"),
+            (
+                &["--listen", "0.0.0.0", "--jwt_secret", long][..],
+                "--admin_token",
+            ),
+            (
+                &["--listen", "::", "--jwt_secret", "short", "--admin_token", "x"][..],
+                "at least 32",
+            ),
+        ] {
+            let err = parse(args).serve.validate().unwrap_err();
+            assert!(err.0.contains(needle), "{args:?}: {err}");
+            assert!(err.0.contains("openssl rand -hex 32"), "{err}");
+        }
+        let ok = parse(&["--listen", "0.0.0.0", "--jwt_secret", long, "--admin_token", "t"])
+            .serve
+            .validate()
+            .unwrap();
+        assert!(ok.default_secrets.is_empty());
+        // On loopback a short secret is allowed (tests, trials) but still reported.
+        assert!(parse(&["--jwt_secret", "s"]).serve.validate().is_ok());
+    }
+
+    #[test]
+    fn public_origins_and_trusted_proxies() {
+        let config = parse(&[
+            "--public_origin",
+            "https://Broker.example, http://10.0.0.5:8080",
+            "--trusted_proxies",
+            "127.0.0.1,10.0.0.0/8",
+        ])
+        .serve
+        .validate()
+        .unwrap();
+        assert_eq!(config.known_hosts, ["broker.example", "10.0.0.5"]);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(
+            parse(&["--public_origin", "*"])
+                .serve
+                .validate()
+                .unwrap_err()
+                .0
+                .contains("--public_origin")
+        );
+        assert!(Cli::try_parse_from(["broker", "--trusted_proxies", "10.0.0.0/40"]).is_err());
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("a.example:80"), "a.example");
+        assert_eq!(host_without_port("a.example"), "a.example");
     }
 
     #[test]

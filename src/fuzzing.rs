@@ -84,7 +84,7 @@ pub fn decide_evolve(data: &[u8]) {
         let (kind, a, b) = (op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0));
         let user = NAMES[a as usize % NAMES.len()].to_owned();
         let epoch = live.user(&user).map_or(0, |u| u.credential_epoch);
-        let command = match kind % 8 {
+        let command = match kind % 10 {
             0 => Command::CreateUser(UserCreated {
                 id: [a; 16],
                 username: user.clone(),
@@ -121,10 +121,19 @@ pub fn decide_evolve(data: &[u8]) {
                 },
                 password_hash: None,
             },
+            7 => Command::IssueResetCode {
+                username: user.clone(),
+                code_hash: [b; 32],
+                expires_ms: i64::from(b) * 3,
+            },
+            8 => Command::FailResetCode {
+                username: user.clone(),
+                code: u64::from(b),
+            },
             _ => Command::ResetPassword {
                 username: user.clone(),
                 password_hash: "r".into(),
-                step: u64::from(b),
+                code: u64::from(b),
             },
         };
         let was_revoked = live.user(&user).is_some_and(|u| u.revoked);

@@ -61,6 +61,13 @@ fn serve(config: Config) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    if !config.default_secrets.is_empty() {
+        // Off loopback these are refused at validation; here only this machine can call.
+        tracing::warn!(
+            flags = %config.default_secrets.join(", "),
+            "serving with well-known default secrets: fine on this machine only; set them (openssl rand -hex 32) before listening on the network"
+        );
+    }
     if config.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {
         // Writing to it alone would fork the shared history: the copy would grow records no
         // other node has, under cursors the stream gives to other records.

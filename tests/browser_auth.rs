@@ -208,12 +208,14 @@ async fn the_session_cookie_opens_streams_and_nothing_else() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(
-        set_cookie,
-        format!("broker_session={jwt}; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=86400")
-    );
+    // The cookie holds a stream-only token, not the login JWT.
+    let token = set_cookie
+        .strip_prefix("broker_session=")
+        .and_then(|rest| rest.strip_suffix("; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=86400"))
+        .unwrap_or_else(|| panic!("{set_cookie}"));
+    assert_ne!(token, jwt);
     insert(&c, &s, &jwt, "hello", json!("cookie")).await;
-    let cookie = format!("other=1; broker_session={jwt}");
+    let cookie = format!("other=1; broker_session={token}");
     let stream = c
         .get(s.url("/sse"))
         .header("cookie", &cookie)

@@ -23,6 +23,8 @@ enum Op {
     Clear(usize),
     LoginCode(usize, u64),
     Reset(usize, u64),
+    IssueCode(usize, i64),
+    FailCode(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,6 +39,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize).prop_map(Op::Clear),
         (0..4usize, 0..4u64).prop_map(|(u, s)| Op::LoginCode(u, s)),
         (0..4usize, 0..4u64).prop_map(|(u, s)| Op::Reset(u, s)),
+        (0..4usize, 0..200i64).prop_map(|(u, e)| Op::IssueCode(u, e)),
+        (0..4usize).prop_map(Op::FailCode),
     ]
 }
 
@@ -94,12 +98,30 @@ fn command(op: &Op, state: &State) -> Command {
             username: NAMES[u].into(),
             step,
         },
-        Op::Reset(u, step) => Command::ResetPassword {
+        // Half the resets name the live code, half a guess.
+        Op::Reset(u, guess) => Command::ResetPassword {
             username: NAMES[u].into(),
-            password_hash: format!("reset-{u}-{step}"),
-            step,
+            password_hash: format!("reset-{u}-{guess}"),
+            code: live_code(state, u).filter(|_| guess % 2 == 0).unwrap_or(guess),
+        },
+        Op::IssueCode(u, expires_ms) => Command::IssueResetCode {
+            username: NAMES[u].into(),
+            code_hash: [u as u8; 32],
+            expires_ms,
+        },
+        Op::FailCode(u) => Command::FailResetCode {
+            username: NAMES[u].into(),
+            code: live_code(state, u).unwrap_or(0),
         },
     }
+}
+
+/// The cursor of user `u`'s live reset code, if any.
+fn live_code(state: &State, u: usize) -> Option<u64> {
+    state
+        .user(NAMES[u])
+        .and_then(|user| user.reset_code.as_ref())
+        .map(|code| code.issued)
 }
 
 fn open(dir: &std::path::Path) -> Engine {

@@ -55,12 +55,13 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// A biscuit whose authority block says who the user is and what they may do:
 /// `right("<resource>", "<operation>")` per scope, `user("<name>")`, `tenant("<name>")`,
-/// and `check if time($t), $t <= <expiry>`.
+/// `epoch(<credential epoch>)`, and `check if time($t), $t <= <expiry>`.
 pub fn issue(
     root: &KeyPair,
     username: &str,
     tenant: &str,
     scopes: &[String],
+    epoch: u64,
     expiry_s: u64,
 ) -> Result<Vec<u8>, String> {
     let fail = |e: biscuit_auth::error::Token| format!("building the biscuit failed: {e}");
@@ -76,6 +77,13 @@ pub fn issue(
         .fact(fact("user", &[string(username)]))
         .map_err(fail)?
         .fact(fact("tenant", &[string(tenant)]))
+        .map_err(fail)?
+        .fact(fact(
+            "epoch",
+            &[biscuit_auth::builder::int(
+                i64::try_from(epoch).unwrap_or(i64::MAX),
+            )],
+        ))
         .map_err(fail)?;
     let params = HashMap::from([(
         "expiry".to_owned(),

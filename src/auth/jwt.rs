@@ -27,7 +27,17 @@ pub struct Claims {
     /// The user's credential epoch when issued; a later password or tenant change or a
     /// revocation moves the epoch and so invalidates the token.
     pub epoch: u64,
+    /// [`STREAM_AUDIENCE`] for a token that may only open `/sse` (the session cookie's);
+    /// absent on the login JWT, which every route takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
+
+/// The audience of stream-only tokens.
+pub const STREAM_AUDIENCE: &str = "broker-sse";
+
+/// How far in the future an `iat` may lie (clock differences between nodes), seconds.
+pub const MAX_IAT_SKEW_S: u64 = 60;
 
 /// Why a bearer token is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +48,10 @@ pub enum JwtError {
     /// Past its `exp`.
     #[error("expired token")]
     Expired,
+    /// Issued more than [`MAX_IAT_SKEW_S`] in the future: made with a stolen key or a clock
+    /// far off; either way not to be trusted for longer than it says.
+    #[error("token issued in the future")]
+    FromTheFuture,
 }
 
 /// Signs `claims` with `secret`.
@@ -113,6 +127,9 @@ impl JwtKey {
         if claims.exp <= now_s {
             return Err(JwtError::Expired);
         }
+        if claims.iat > now_s.saturating_add(MAX_IAT_SKEW_S) {
+            return Err(JwtError::FromTheFuture);
+        }
         Ok(claims)
     }
 }
@@ -129,7 +146,16 @@ mod tests {
             iss: ISSUER.into(),
             tenant: "t".into(),
             epoch: 1,
+            aud: None,
         }
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let token = issue(b"k", &Claims { iat: 1_000 + 3_600, ..claims(10_000) });
+        assert_eq!(verify(b"k", &token, 1_000), Err(JwtError::FromTheFuture));
+        let skewed = issue(b"k", &Claims { iat: 1_000 + 60, ..claims(10_000) });
+        assert!(verify(b"k", &skewed, 1_000).is_ok(), "a minute of clock skew is fine");
     }
 
     #[test]

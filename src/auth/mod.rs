@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod jwt;
 pub mod password;
 pub mod qr;
+pub mod reset_code;
 pub mod strength;
 pub mod throttle;
 pub mod totp;

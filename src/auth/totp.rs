@@ -1,6 +1,6 @@
-//! TOTP codes (RFC 6238, SHA-1, 6 digits) for two-factor login.
+//! TOTP codes (RFC 6238, SHA-1, 6 digits) for two-factor login. Password-reset codes are
+//! not TOTPs: see [`super::reset_code`].
 
-use sha2::{Digest, Sha256};
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
 /// A fresh random 160-bit TOTP secret.
@@ -56,31 +56,6 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// The password-reset key: derived from the TOTP secret but separate from it, so that a
-/// login code never works as a reset code or the other way round.
-fn reset_secret(secret: &[u8]) -> Vec<u8> {
-    let mut hasher = Sha256::new();
-    hasher.update(b"broker password reset\0");
-    hasher.update(secret);
-    hasher.finalize().to_vec()
-}
-
-/// The password-reset code of the current `duration_s`-long step.
-pub fn reset_code(secret: &[u8], duration_s: u64, now_s: u64) -> Option<String> {
-    totp(reset_secret(secret), duration_s.max(1), 0).map(|t| t.generate(now_s).to_string())
-}
-
-/// The step of a valid reset code: the current step or the one before, so a code stays
-/// valid at least `duration_s` seconds (and at most twice that).
-pub fn check_reset_code(secret: &[u8], code: &str, duration_s: u64, now_s: u64) -> Option<u64> {
-    let duration = duration_s.max(1);
-    let t = totp(reset_secret(secret), duration, 0)?;
-    let current = now_s / duration;
-    [current, current.saturating_sub(1)]
-        .into_iter()
-        .find(|step| t.generate(step * duration).to_string() == code)
-}
-
 /// The current login code for `secret` (used by tests and the admin tools).
 pub fn login_code(secret: &[u8], now_s: u64) -> Option<String> {
     totp(secret.to_vec(), LOGIN_STEP, 1).map(|t| t.generate(now_s).to_string())
@@ -99,27 +74,6 @@ mod tests {
         assert!(super::check_login_code(&secret, &code, 1_000_029).is_some());
         assert!(super::check_login_code(&secret, &code, 1_000_200).is_none());
         assert!(super::check_login_code(&secret, "12345x", 1_000_000).is_none());
-    }
-
-    #[test]
-    fn reset_codes_last_at_least_their_duration_and_differ_from_login_codes() {
-        let secret = super::new_secret();
-        let code = super::reset_code(&secret, 300, 1_000_000).unwrap();
-        let step = 1_000_000 / 300;
-        assert_eq!(
-            super::check_reset_code(&secret, &code, 300, 1_000_000),
-            Some(step)
-        );
-        assert_eq!(
-            super::check_reset_code(&secret, &code, 300, 1_000_299),
-            Some(step)
-        );
-        assert_eq!(
-            super::check_reset_code(&secret, &code, 300, 1_000_000 + 600),
-            None
-        );
-        let login = super::login_code(&secret, 1_000_000).unwrap();
-        assert_ne!(login, code);
     }
 
     #[test]

@@ -18,10 +18,10 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::log::Cursor;
-use crate::state::{LatestEvent, State, User};
+use crate::state::{LatestEvent, ResetCode, State, User};
 
 /// Bumped whenever [`Snapshot`] changes shape: older checkpoints are then ignored.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 const KEY: &[u8] = b"newest";
 
@@ -90,6 +90,8 @@ struct UserSnap {
     version: Cursor,
     last_login_step: u64,
     last_reset_step: u64,
+    /// (issued, code_hash, expires_ms, failures) of the live reset code.
+    reset_code: Option<(Cursor, [u8; 32], i64, u8)>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,10 @@ impl Snapshot {
                     version: u.version,
                     last_login_step: u.last_login_step,
                     last_reset_step: u.last_reset_step,
+                    reset_code: u
+                        .reset_code
+                        .as_ref()
+                        .map(|c| (c.issued, c.code_hash, c.expires_ms, c.failures)),
                 })
                 .collect(),
             latest: state
@@ -179,6 +185,14 @@ impl Snapshot {
                             version: u.version,
                             last_login_step: u.last_login_step,
                             last_reset_step: u.last_reset_step,
+                            reset_code: u.reset_code.map(
+                                |(issued, code_hash, expires_ms, failures)| ResetCode {
+                                    issued,
+                                    code_hash,
+                                    expires_ms,
+                                    failures,
+                                },
+                            ),
                         },
                     )
                 })

@@ -154,6 +154,8 @@ fn user_of(command: &Command) -> &str {
         | Command::UnrevokeUser { username }
         | Command::UseLoginCode { username, .. }
         | Command::ResetPassword { username, .. }
+        | Command::IssueResetCode { username, .. }
+        | Command::FailResetCode { username, .. }
         | Command::ChangePassword { username, .. } => username,
         Command::UpdateUser { update, .. } => &update.username,
     }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use poem::http::header::AUTHORIZATION;
@@ -18,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 use super::App;
 use super::error::ApiError;
-use crate::auth::{Credentials, credentials, password};
+use crate::auth::{Credentials, credentials, jwt, password};
 use crate::log::Cursor;
 
 /// How long a verified Basic credential is trusted without Argon2.
@@ -35,6 +36,9 @@ pub struct Principal {
     pub tenant: String,
     /// The credential epoch they authenticated in (see [`crate::state::User`]).
     pub credential_epoch: Cursor,
+    /// When the credential stops working, Unix seconds: a JWT's `exp`; for Basic, now +
+    /// `--jwt_expiry`. Anything derived from it (a biscuit) expires no later.
+    pub expires: u64,
 }
 
 /// OpenAPI name of `Authorization: Bearer <jwt>`.
@@ -126,47 +130,81 @@ pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiErro
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     match credentials::parse(header)? {
         Credentials::Bearer(token) => bearer(app, &token),
-        Credentials::Basic { username, password } => basic(app, username, password).await,
+        Credentials::Basic { username, password } => basic(app, req, username, password).await,
     }
 }
 
-/// Authenticates a JWT (from `Authorization: Bearer` or the session cookie).
+/// Authenticates a JWT from `Authorization: Bearer`. A stream-only token (the session
+/// cookie's) is refused: it may open `/sse` and do nothing else.
 pub(super) fn bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
     let claims = app.jwt_key.verify(token, app.clock.now_s())?;
+    if claims.aud.is_some() {
+        return Err(ApiError::unauthorized(
+            "this token only opens /sse; use the JWT from /login",
+        ));
+    }
+    principal_of(app, &claims)
+}
+
+/// Authenticates a JWT that opens a stream: a login JWT or a stream-only one.
+pub(super) fn stream_bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
+    let claims = app.jwt_key.verify(token, app.clock.now_s())?;
+    match claims.aud.as_deref() {
+        None | Some(jwt::STREAM_AUDIENCE) => principal_of(app, &claims),
+        Some(_) => Err(ApiError::unauthorized("invalid token: log in again")),
+    }
+}
+
+fn principal_of(app: &App, claims: &jwt::Claims) -> Result<Principal, ApiError> {
     app.engine.read(|state| match state.user(&claims.sub) {
         Some(user) if !user.revoked && user.credential_epoch == claims.epoch => Ok(Principal {
             username: user.username.clone(),
             tenant: user.tenant.clone(),
             credential_epoch: user.credential_epoch,
+            expires: claims.exp,
         }),
         _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
     })
 }
 
-async fn basic(app: &App, username: String, password: String) -> Result<Principal, ApiError> {
+/// Every Basic failure reads the same — unknown user, wrong password, revoked, two-factor —
+/// and costs the same Argon2 check, so Basic is no oracle for which passwords are right.
+const BASIC_REFUSED: &str = "wrong username or password";
+
+async fn basic(
+    app: &App,
+    req: &Request,
+    username: String,
+    password: String,
+) -> Result<Principal, ApiError> {
     let digest = app.password_digest(&password);
     let user = app.engine.read(|state| state.user(&username).cloned());
-    let Some(user) = user else {
-        // Same work as for a real user, so timing does not reveal which usernames exist.
-        app.verify_password(password, DUMMY_HASH.clone()).await;
-        return Err(ApiError::unauthorized("wrong username or password"));
-    };
-    let cached = {
-        let cache = app.basic_cache.lock().expect("basic cache");
+    let usable = |u: &crate::state::User| !u.revoked && !u.two_factor;
+    let cached = user.as_ref().filter(|u| usable(u)).is_some_and(|user| {
+        let cache = app.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.get(&username).is_some_and(|c| {
             c.version == user.version
                 && c.expires > Instant::now()
                 && bool::from(c.digest.ct_eq(&digest))
         })
-    };
+    });
     if !cached {
-        if !app
-            .verify_password(password, user.password_hash.clone())
-            .await
-        {
-            return Err(ApiError::unauthorized("wrong username or password"));
+        // Only a cache miss costs Argon2, so only a miss is an attempt worth counting.
+        let attempt = app.attempt(&username, req);
+        app.throttle_check(&attempt)?;
+        // Same work for unknown users as for real ones: timing tells no usernames apart.
+        let hash = user
+            .as_ref()
+            .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+        let matches = app.verify_password(password, hash).await?;
+        match &user {
+            Some(user) if matches && usable(user) => app.throttle_clear(&attempt),
+            _ => {
+                app.throttle_fail(&attempt);
+                return Err(ApiError::unauthorized(BASIC_REFUSED));
+            }
         }
-        let mut cache = app.basic_cache.lock().expect("basic cache");
+        let mut cache = app.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= BASIC_CACHE_MAX {
             cache.clear();
         }
@@ -174,24 +212,27 @@ async fn basic(app: &App, username: String, password: String) -> Result<Principa
             username,
             CachedBasic {
                 digest,
-                version: user.version,
+                version: user.as_ref().map_or(0, |u| u.version),
                 expires: Instant::now() + BASIC_CACHE_TTL,
             },
         );
     }
-    if user.revoked {
-        return Err(ApiError::unauthorized(REVOKED_OR_CHANGED));
-    }
-    if user.two_factor {
-        return Err(ApiError::unauthorized(
-            "two-factor users cannot use HTTP Basic: log in at /login with a TOTP code and use the JWT",
-        ));
-    }
+    let user = user.ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?;
     Ok(Principal {
         username: user.username,
         tenant: user.tenant,
         credential_epoch: user.credential_epoch,
+        expires: app.clock.now_s() + app.config.jwt_expiry,
     })
+}
+
+/// A held place in the password-check queue, given back on drop.
+struct HashingSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for HashingSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A valid hash of a random password, verified against for unknown usernames.
@@ -200,23 +241,42 @@ pub(super) static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 });
 
 impl App {
-    /// Argon2 verification on the blocking pool, at most `--hash_concurrency` at once.
-    pub async fn verify_password(&self, password: String, phc: String) -> bool {
-        let Ok(_permit) = self.hashing.acquire().await else {
-            return false;
-        };
-        tokio::task::spawn_blocking(move || password::verify(&password, &phc))
-            .await
-            .unwrap_or(false)
+    /// Argon2 verification on the blocking pool, at most `--hash_concurrency` at once and
+    /// at most `--hash_queue` waiting (503 beyond).
+    pub async fn verify_password(&self, password: String, phc: String) -> Result<bool, ApiError> {
+        let _slot = self.hashing_slot()?;
+        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
+        Ok(
+            tokio::task::spawn_blocking(move || password::verify(&password, &phc))
+                .await
+                .unwrap_or(false),
+        )
     }
 
-    /// Argon2 hashing on the blocking pool, at most `--hash_concurrency` at once.
+    /// Argon2 hashing on the blocking pool, bounded like [`App::verify_password`].
     pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        let _slot = self.hashing_slot()?;
         let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(move || password::hash(&password))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)
+    }
+
+    /// A place among the password checks running or waiting, or 503 when they are full: a
+    /// flood of logins gets a quick refusal instead of an ever longer wait.
+    fn hashing_slot(&self) -> Result<HashingSlot<'_>, ApiError> {
+        let limit = self.config.hash_concurrency + self.config.hash_queue;
+        let load = &self.hashing_load;
+        if load.fetch_add(1, Ordering::AcqRel) >= limit {
+            load.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.rate_limited.inc();
+            return Err(ApiError::busy(
+                "too many password checks are waiting; retry shortly",
+                1,
+            ));
+        }
+        Ok(HashingSlot(load))
     }
 
     fn password_digest(&self, password: &str) -> [u8; 32] {

@@ -10,9 +10,8 @@ use serde::Deserialize;
 
 use super::App;
 use super::body::JsonBody;
-use super::error::{AdminLookupErrors, ApiError, WriteErrors};
-use super::throttle::address;
-use crate::auth::{qr, totp};
+use super::error::{AdminErrors, AdminLookupErrors, ApiError, WriteErrors};
+use crate::auth::{qr, reset_code, totp};
 use crate::engine::EngineError;
 use crate::state::{Command, Rejection};
 
@@ -46,7 +45,8 @@ pub struct CreateTotp {
 /// A password-reset code.
 #[derive(Debug, Object)]
 pub struct ResetCode {
-    /// Six digits, valid at least --totp_duration seconds, usable once.
+    /// Eight random digits, valid --totp_duration seconds, usable once; it replaces any
+    /// earlier code of the user, and five wrong tries void it.
     pub totp: String,
 }
 
@@ -93,19 +93,26 @@ impl CodesApi {
         }))
     }
 
-    /// A password-reset code for the user (admin), to hand over out of band.
+    /// Issues a password-reset code for the user (admin), to hand over out of band. The
+    /// code is random; the log keeps only its digest and expiry.
     #[oai(path = "/create_totp", method = "post")]
     async fn create_totp(
         &self,
         app: Data<&App>,
         req: &Request,
         body: JsonBody<CreateTotp>,
-    ) -> Result<Json<ResetCode>, AdminLookupErrors> {
+    ) -> Result<Json<ResetCode>, AdminErrors> {
         let body = body.0;
         app.require_admin(&body.admin_token, req)?;
-        let secret = app.secret_of(&body.username)?;
-        let code = totp::reset_code(&secret, app.config.totp_duration, app.clock.now_s())
-            .ok_or_else(|| ApiError::internal("the TOTP secret is unusable"))?;
+        let code = reset_code::generate();
+        let expires_ms = app.clock.now_ms() + (app.config.totp_duration as i64) * 1000;
+        app.engine
+            .submit(Command::IssueResetCode {
+                code_hash: reset_code::digest(&body.username, &code),
+                username: body.username,
+                expires_ms,
+            })
+            .await?;
         Ok(Json(ResetCode { totp: code }))
     }
 
@@ -118,7 +125,7 @@ impl CodesApi {
         req: &Request,
         body: JsonBody<PasswordReset>,
     ) -> Result<Json<Done>, WriteErrors> {
-        password_reset(&app, &address(req), body.0).await?;
+        password_reset(&app, req, body.0).await?;
         Ok(Json(Done { ok: true }))
     }
 }
@@ -137,42 +144,56 @@ impl App {
     }
 }
 
-const WRONG_CODE: &str = "wrong username or reset code (codes expire and work once)";
+const WRONG_CODE: &str =
+    "wrong username or reset code (codes expire, work once, and five wrong tries void them)";
 
-async fn password_reset(app: &App, address: &str, body: PasswordReset) -> Result<(), ApiError> {
-    app.throttle_check(Some(&body.username), address)?;
+async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result<(), ApiError> {
+    let attempt = app.attempt(&body.username, req);
+    app.throttle_check(&attempt)?;
     app.check_password(&body.password, &body.username)?;
-    let secret = app
-        .engine
-        .read(|s| s.user(&body.username).map(|u| u.totp_secret.clone()));
-    let step = secret.and_then(|secret| {
-        totp::check_reset_code(
-            &secret,
-            body.totp.trim(),
-            app.config.totp_duration,
-            app.clock.now_s(),
-        )
+    let now_ms = app.clock.now_ms();
+    let live = app.engine.read(|s| {
+        s.user(&body.username)
+            .and_then(|u| u.reset_code.clone())
+            .filter(|code| now_ms < code.expires_ms)
     });
-    let Some(step) = step else {
-        app.throttle_fail(Some(&body.username), address);
+    let Some(live) = live else {
+        app.throttle_fail(&attempt);
         return Err(ApiError::unauthorized(WRONG_CODE));
     };
+    if !reset_code::matches(&body.username, &body.totp, &live.code_hash) {
+        app.throttle_fail(&attempt);
+        // On record, so that the fifth wrong try voids the code on every node and after a
+        // restart; a refusal only means the code changed meanwhile.
+        let counted = app
+            .engine
+            .submit(Command::FailResetCode {
+                username: body.username.clone(),
+                code: live.issued,
+            })
+            .await;
+        return match counted {
+            Ok(_) | Err(EngineError::Rejected(_)) => Err(ApiError::unauthorized(WRONG_CODE)),
+            Err(other) => Err(other.into()),
+        };
+    }
     let password_hash = app.hash_password(body.password).await?;
     let outcome = app
         .engine
         .submit(Command::ResetPassword {
             username: body.username.clone(),
             password_hash,
-            step,
+            code: live.issued,
         })
         .await;
     match outcome {
         Ok(_) => {
-            app.throttle_clear(&body.username);
+            app.throttle_clear(&attempt);
             Ok(())
         }
-        Err(EngineError::Rejected(Rejection::CodeReused | Rejection::UnknownUser(_))) => {
-            app.throttle_fail(Some(&body.username), address);
+        // Used or replaced by a concurrent request since it was read.
+        Err(EngineError::Rejected(Rejection::ResetCodeInvalid | Rejection::UnknownUser(_))) => {
+            app.throttle_fail(&attempt);
             Err(ApiError::unauthorized(WRONG_CODE))
         }
         Err(other) => Err(other.into()),

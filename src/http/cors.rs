@@ -4,13 +4,24 @@
 //! itself (the console's own `fetch` calls carry one) whenever `--origin` names another site,
 //! and it accepted a preflight if *any* requested header was allowed rather than all.
 //!
-//! - No `Origin`, or the server's own origin: not a cross-origin request; nothing added.
+//! - A browser (a request with `Origin` or `Sec-Fetch-Site`) must name a known host in `Host`:
+//!   an IP address, `localhost`, or a host of `--public_origin` / `--domain`. Anything else
+//!   is 403: a DNS-rebinding page (evil.example resolving to this machine) is same-origin in
+//!   the browser's eyes and would otherwise read every answer.
+//! - No `Origin`, or the server's own origin (`--public_origin`, or `scheme://Host` when
+//!   `Host` is an IP address or `localhost`): not a cross-origin request; nothing added.
+//!   `Host` alone never makes a name same-origin.
 //! - `--origin *`: any origin, answered with `Access-Control-Allow-Origin: *` and never with
-//!   credentials (browsers refuse credentials with `*`, and cookies must not ride along).
+//!   credentials (browsers refuse credentials with `*`, and cookies must not ride along) —
+//!   and never on the admin routes ([`refuse_foreign_admin`]).
 //! - `--origin https://a.example[,https://b.example]`: only those, echoed exactly, with
 //!   `Access-Control-Allow-Credentials: true` (the session cookie and `withCredentials`
 //!   streams work from them) and `Vary: Origin`.
-//! - Any other origin gets 403 with a JSON error, for the preflight and the request itself.
+//! - Any other origin gets 403 with a JSON error that does not disclose the allowed list.
+//! - A `POST` with a body and an `Origin` must say `Content-Type: application/json` (or
+//!   `…+json`), else 415. A browser can send `text/plain` cross-site without asking first (a
+//!   CORS "simple request"); JSON forces a preflight, which `--origin` then decides. Requests
+//!   without `Origin` (curl, servers, 15.x clients) keep the any-Content-Type rule.
 
 use std::sync::Arc;
 
@@ -65,30 +76,155 @@ impl CorsPolicy {
     }
 }
 
+/// What the browser rules need to know of this server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Site {
+    /// `--public_origin`: this server's own origins.
+    pub own_origins: Vec<String>,
+    /// Host names browsers may use besides IP literals and `localhost`.
+    pub known_hosts: Vec<String>,
+}
+
+impl Site {
+    /// From the validated configuration.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Site {
+            own_origins: config.public_origins.clone(),
+            known_hosts: config.known_hosts.clone(),
+        }
+    }
+
+    /// Whether a browser may use `host` (a `Host` header value, port included).
+    fn knows(&self, host: &str) -> bool {
+        let name = crate::config::host_without_port(host).to_ascii_lowercase();
+        is_literal(&name) || self.known_hosts.contains(&name)
+    }
+}
+
+/// An IP address or `localhost`: names no other site can point at this server.
+fn is_literal(name: &str) -> bool {
+    name == "localhost"
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// How a request's `Origin` was admitted; routes read it from the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// No `Origin`, or this server's own.
+    Own,
+    /// An origin `--origin` lists by name.
+    Listed,
+    /// Any origin, through `--origin *`.
+    Wildcard,
+}
+
+/// 403 for an admin route called by a page that only `--origin *` admits: an admin token in
+/// a page of any site is one XSS or one malicious page away from everyone's data.
+pub fn refuse_foreign_admin(req: &Request) -> Result<(), ApiError> {
+    match req.extensions().get::<Admitted>() {
+        Some(Admitted::Wildcard) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin routes do not answer pages of other sites unless --origin names their origin",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the request comes from a browser page (only browsers send these).
+fn from_browser(req: &Request) -> bool {
+    req.headers().contains_key(header::ORIGIN) || req.headers().contains_key("sec-fetch-site")
+}
+
+/// A body whose type a browser could send cross-site without a preflight.
+fn forgeable_body(req: &Request) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    // Without a body nothing can be forged (bodyless POSTs: /logout, /sse_ticket).
+    has_body && !is_json(req)
+}
+
+fn is_json(req: &Request) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
+}
+
 /// The middleware: wraps every route (see the module comment for the rules).
 pub async fn cors<E: Endpoint>(
     ep: Arc<E>,
-    req: Request,
+    mut req: Request,
     policy: Arc<CorsPolicy>,
-    secure: bool,
+    site: Arc<Site>,
 ) -> poem::Result<Response> {
+    if from_browser(&req) {
+        // HTTP/2 carries the host as the URI's authority instead of a Host header.
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_owned();
+        if !site.knows(&host) {
+            return Ok(refuse(format!(
+                "this server does not answer browsers that reach it as {host:?}; its operator names its public origin with --public_origin"
+            )));
+        }
+    }
     let Some(origin) = req
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
+        req.extensions_mut().insert(Admitted::Own);
         return ep.call(req).await.map(IntoResponse::into_response);
     };
-    if is_same_origin(&origin, &req, secure) {
+    if forgeable_body(&req) {
+        return Ok(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type: a browser must send request bodies as application/json",
+        )
+        .into_response());
+    }
+    if is_same_origin(&origin, &req, &site) {
+        req.extensions_mut().insert(Admitted::Own);
         return ep.call(req).await.map(IntoResponse::into_response);
     }
     if !policy.allows(&origin) {
         return Ok(refuse(format!(
-            "origin {origin:?} may not call this server from a browser (allowed by --origin: {})",
-            describe(&policy)
+            "origin {origin:?} may not call this server from a browser"
         )));
     }
+    req.extensions_mut().insert(match &*policy {
+        CorsPolicy::Any => Admitted::Wildcard,
+        CorsPolicy::Only(_) => Admitted::Listed,
+    });
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
@@ -186,27 +322,30 @@ fn preflight_answer(req: &Request) -> Result<Response, String> {
     Ok(response)
 }
 
-/// Whether `origin` is this server as the browser reached it (scheme and `Host`).
-fn is_same_origin(origin: &str, req: &Request, secure: bool) -> bool {
-    let scheme = if secure { "https" } else { "http" };
+/// Whether `origin` is this server: one of `--public_origin`, or the scheme and `Host` the
+/// browser used when `Host` is an IP address or `localhost` (a name no other site controls).
+fn is_same_origin(origin: &str, req: &Request, site: &Site) -> bool {
+    if site.own_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let scheme = if super::client::of(req).https {
+        "https"
+    } else {
+        "http"
+    };
     let Some(host) = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
     else {
         return false;
     };
-    origin
-        .strip_prefix(scheme)
-        .and_then(|rest| rest.strip_prefix("://"))
-        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
-}
-
-fn describe(policy: &CorsPolicy) -> String {
-    match policy {
-        CorsPolicy::Any => "*".into(),
-        CorsPolicy::Only(list) => list.join(", "),
-    }
+    is_literal(&crate::config::host_without_port(host).to_ascii_lowercase())
+        && origin
+            .strip_prefix(scheme)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
 }
 
 fn refuse(message: String) -> Response {
@@ -227,10 +366,17 @@ mod tests {
     /// Calls a route behind the middleware with `flag` as `--origin`.
     async fn call(flag: &str, method: Method, headers: &[(&str, &str)]) -> Response {
         let policy = Arc::new(CorsPolicy::from_flag(flag));
+        let site = Arc::new(Site {
+            own_origins: vec!["https://broker.example".into()],
+            known_hosts: vec!["broker.example".into()],
+        });
         let ep = poem::Route::new()
             .at("/x", poem::get(ok).post(ok))
-            .around(move |ep, req| cors(ep, req, Arc::clone(&policy), false));
+            .around(move |ep, req| cors(ep, req, Arc::clone(&policy), Arc::clone(&site)));
         let mut req = Request::builder().method(method).uri_str("/x");
+        if !headers.iter().any(|(name, _)| *name == "host") {
+            req = req.header("host", "127.0.0.1:8080");
+        }
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -320,16 +466,80 @@ mod tests {
 
     #[tokio::test]
     async fn the_servers_own_origin_passes_untouched() {
+        for (host, origin) in [
+            ("broker.example", "https://broker.example"),
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("localhost:8080", "http://localhost:8080"),
+        ] {
+            let r = call(
+                "https://app.example",
+                Method::POST,
+                &[("host", host), ("origin", origin)],
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::OK, "{origin}");
+            assert_eq!(header(&r, "access-control-allow-origin"), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn host_alone_never_makes_a_name_same_origin() {
+        // DNS rebinding: evil.example resolves to this server; the page is same-origin in
+        // the browser's eyes, so its fetch carries Origin = Host = evil.example.
+        for method in [Method::GET, Method::POST] {
+            let r = call(
+                "*",
+                method.clone(),
+                &[
+                    ("host", "evil.example:8080"),
+                    ("origin", "http://evil.example:8080"),
+                ],
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method}");
+        }
+        // A same-origin GET carries no Origin, but Sec-Fetch-Site gives the browser away.
+        let r = call(
+            "*",
+            Method::GET,
+            &[("host", "evil.example"), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        // curl with any Host is no browser: untouched.
+        let r = call("*", Method::GET, &[("host", "evil.example")]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn browser_bodies_must_be_json_and_errors_hide_the_allowlist() {
+        let post = |content_type: &'static str| async move {
+            call(
+                "https://app.example",
+                Method::POST,
+                &[
+                    ("origin", "https://app.example"),
+                    ("content-type", content_type),
+                    ("content-length", "2"),
+                ],
+            )
+            .await
+        };
+        assert_eq!(post("text/plain").await.status(), 415);
+        assert_eq!(post("application/x-www-form-urlencoded").await.status(), 415);
+        assert_eq!(post("application/json; charset=utf-8").await.status(), 200);
+        assert_eq!(post("application/merge-patch+json").await.status(), 200);
+        // Without Origin (curl, 15.x clients) any type still goes.
         let r = call(
             "https://app.example",
             Method::POST,
-            &[
-                ("host", "broker.example:8080"),
-                ("origin", "http://broker.example:8080"),
-            ],
+            &[("content-type", "text/plain"), ("content-length", "2")],
         )
         .await;
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(header(&r, "access-control-allow-origin"), None);
+        assert_eq!(r.status(), 200);
+        let r = call("https://app.example", Method::GET, &[("origin", "https://evil.example")]).await;
+        assert_eq!(r.status(), 403);
+        let body = r.into_body().into_string().await.unwrap();
+        assert!(!body.contains("app.example"), "{body}");
     }
 }

@@ -43,6 +43,14 @@ impl ApiError {
         }
     }
 
+    /// 503 with `retry-after`: a bounded queue is full.
+    pub fn busy(message: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_s),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -117,6 +125,9 @@ impl From<JwtError> for ApiError {
         ApiError::unauthorized(match e {
             JwtError::Invalid => "invalid token: log in again",
             JwtError::Expired => "expired token: log in again",
+            JwtError::FromTheFuture => {
+                "invalid token: issued in the future (are the servers' clocks right?)"
+            }
         })
     }
 }
@@ -128,7 +139,9 @@ impl From<EngineError> for ApiError {
                 Rejection::UnknownUser(_) => {
                     ApiError::new(StatusCode::NOT_FOUND, rejection.to_string())
                 }
-                Rejection::CredentialsInvalid(_) | Rejection::CodeReused => {
+                Rejection::CredentialsInvalid(_)
+                | Rejection::CodeReused
+                | Rejection::ResetCodeInvalid => {
                     ApiError::unauthorized(rejection.to_string())
                 }
                 Rejection::Invalid(_) | Rejection::UsernameTaken(_) => {
@@ -233,14 +246,15 @@ pub type AdminReadErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO
 /// two-factor code), password_reset (unknown users are 401), compact.
 pub type WriteErrors =
     Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE }>;
-/// `/insert`: bad input, credentials, body size, the log.
-pub type InsertErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | INTERNAL | UNAVAILABLE }>;
-/// Routes without a body that only check credentials.
-pub type AuthErrors = Errors<{ UNAUTHORIZED | INTERNAL }>;
+/// `/insert`: bad input, credentials (Basic: throttled, hash queue), body size, the log.
+pub type InsertErrors =
+    Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+/// Routes without a body that only check credentials (Basic: throttled, hash queue).
+pub type AuthErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 /// `/sse_ticket`: credentials and the waiting-ticket limit.
-pub type TicketErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL }>;
+pub type TicketErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 /// `/sse`: a header and a ticket at once, credentials, the streams-per-user limit.
-pub type StreamErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_MANY | INTERNAL }>;
+pub type StreamErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 
 fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
     use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses};
@@ -267,7 +281,7 @@ fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
         (
             UNAVAILABLE,
             503,
-            "the log cannot write right now, or the server is stopping; nothing was stored",
+            "the log cannot write right now, the server is stopping, or too many password checks are waiting; nothing was stored",
         ),
     ];
     MetaResponses {
@@ -282,11 +296,11 @@ fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
                     content_type: "application/json",
                     schema: ErrorBody::schema_ref(),
                 }],
-                headers: if status == 429 {
+                headers: if status == 429 || status == 503 {
                     vec![MetaHeader {
                         name: "retry-after".into(),
                         description: Some("seconds to wait before retrying".into()),
-                        required: true,
+                        required: status == 429,
                         deprecated: false,
                         schema: u64::schema_ref(),
                     }]

@@ -1,8 +1,10 @@
 //! HTTP: one file per group of routes, errors mapped in [`error`], bodies in [`body`],
 //! authentication in [`authn`]. Handlers read as: authenticate → command → engine → reply.
 
+pub mod audit;
 pub mod authn;
 pub mod body;
+pub mod client;
 mod codes;
 mod console;
 pub mod cors;
@@ -51,6 +53,10 @@ pub struct AppInner {
     pub clock: Clock,
     // A tokio semaphore: waiting for a hashing slot must not hold a runtime thread.
     hashing: Semaphore,
+    /// Password checks running or waiting for a slot; bounded by `--hash_queue`.
+    hashing_load: std::sync::atomic::AtomicUsize,
+    /// Refused requests, logged with their client (rate-limited).
+    pub audit: Arc<audit::Audit>,
     basic_cache: authn::BasicCache,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
@@ -83,6 +89,8 @@ impl App {
     ) -> Self {
         App(Arc::new(AppInner {
             hashing: Semaphore::new(config.hash_concurrency),
+            hashing_load: Default::default(),
+            audit: Default::default(),
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.jwt_secret),
             metrics: metrics::HttpMetrics::new(&engine),
@@ -98,24 +106,29 @@ impl App {
     }
 }
 
-/// Every route, with CORS and JSON errors.
+/// Every route, with the client resolved, browser rules, JSON errors, the audit log and
+/// metrics (the last `around` runs first).
 pub fn router(app: App) -> impl Endpoint {
     let policy = Arc::new(cors::CorsPolicy::from_flag(&app.config.origin));
-    let secure = !matches!(app.config.tls, crate::config::Tls::Off);
+    let site = Arc::new(cors::Site::of(&app.config));
+    let trusted = Arc::new(client::TrustedProxies(app.config.trusted_proxies.clone()));
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let observed = Arc::clone(&app.metrics);
+    let audit = Arc::clone(&app.audit);
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .nest("/console", console::routes())
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(metrics::metrics))
-        .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), secure))
+        .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), Arc::clone(&site)))
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
+        .around(move |ep, req| audit::observe(ep, req, Arc::clone(&audit)))
         .around(move |ep, req| metrics::observe(ep, req, Arc::clone(&observed)))
+        .around(move |ep, req| client::resolve(ep, req, Arc::clone(&trusted)))
 }
 
 /// The `--metrics_addr` listener's routes: `/metrics` only, no token.
@@ -147,7 +160,7 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
         env!("CARGO_PKG_VERSION"),
     )
     .description(
-        "Users, identity and an insert-only event API over Server-Sent Events. Request bodies are JSON whatever their Content-Type; errors are {\"error\": \"...\"}.",
+        "Users, identity and an insert-only event API over Server-Sent Events. Request bodies are JSON whatever their Content-Type (from a browser, one with an Origin header, they must say application/json: 415 otherwise); errors are {\"error\": \"...\"}.",
     )
 }
 

@@ -10,7 +10,6 @@ use super::App;
 use super::authn::DUMMY_HASH;
 use super::body::JsonBody;
 use super::error::{ApiError, WriteErrors};
-use super::throttle::address;
 use crate::auth::{jwt, totp};
 use crate::state::Command;
 
@@ -24,8 +23,9 @@ pub struct Login {
     /// The current 6-digit code, for users with two-factor login.
     #[serde(default)]
     totp: Option<String>,
-    /// Also set the `broker_session` cookie (HttpOnly, SameSite=Strict, Path=/sse), so that
-    /// a same-site page's `EventSource` is authenticated, reconnections included.
+    /// Also set the session cookie (HttpOnly, SameSite=Strict; a stream-only token that
+    /// opens `/sse` and nothing else), so that a same-site page's `EventSource` is
+    /// authenticated, reconnections included.
     #[serde(default)]
     session_cookie: Option<bool>,
 }
@@ -44,8 +44,9 @@ pub enum LoginReply {
     #[oai(status = 200)]
     Ok(
         Json<Session>,
-        /// `broker_session=<jwt>; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=<--jwt_expiry>`
-        /// (and `Secure` with --secure), when `session_cookie` was true.
+        /// `broker_session=<stream-only jwt>; Path=/sse; HttpOnly; SameSite=Strict;
+        /// Max-Age=<--jwt_expiry>`, or over TLS (direct or through a trusted proxy)
+        /// `__Host-broker_session=…; Path=/; Secure; …`, when `session_cookie` was true.
         #[oai(header = "set-cookie")]
         Option<String>,
     ),
@@ -89,9 +90,16 @@ impl SessionApi {
         body: JsonBody<Login>,
     ) -> Result<LoginReply, WriteErrors> {
         let wants_cookie = body.0.session_cookie == Some(true);
-        let session = login(&app, &address(req), body.0).await?;
-        let cookie =
-            wants_cookie.then(|| session_cookie(&app, &session.0.jwt, app.config.jwt_expiry));
+        let https = super::client::of(req).https;
+        let (session, claims) = login(&app, req, body.0).await?;
+        let cookie = wants_cookie.then(|| {
+            let stream_only = jwt::Claims {
+                aud: Some(jwt::STREAM_AUDIENCE.into()),
+                ..claims
+            };
+            let token = jwt::issue(&app.config.jwt_secret, &stream_only);
+            session_cookie(https, &token, app.config.jwt_expiry)
+        });
         Ok(LoginReply::Ok(session, cookie))
     }
 
@@ -99,38 +107,48 @@ impl SessionApi {
     /// itself stays valid until it expires; revoke the user or change the password to end
     /// every session at once.)
     #[oai(path = "/logout", method = "post")]
-    async fn logout(&self, app: Data<&App>) -> LogoutReply {
-        LogoutReply::Ok(Json(LoggedOut { ok: true }), session_cookie(&app, "", 0))
+    async fn logout(&self, req: &Request) -> LogoutReply {
+        let https = super::client::of(req).https;
+        LogoutReply::Ok(Json(LoggedOut { ok: true }), session_cookie(https, "", 0))
     }
 }
 
-/// The `Set-Cookie` value of the session cookie. `Path=/sse` keeps it off every other
-/// route, so no write can ever be made with it (no cross-site request forgery), and
-/// `SameSite=Strict` keeps other sites' pages from streaming with it.
-fn session_cookie(app: &App, jwt: &str, max_age: u64) -> String {
-    format!(
-        "{}={jwt}; Path=/sse; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        super::sse::SESSION_COOKIE,
-        if matches!(app.config.tls, crate::config::Tls::Off) {
-            ""
-        } else {
-            "; Secure"
-        }
-    )
+/// The `Set-Cookie` value of the session cookie. Its token is stream-only (every route but
+/// `/sse` refuses it), so no write can ever be made with it, and `SameSite=Strict` keeps
+/// other sites' pages from streaming with it. Over TLS it is `Secure` with the `__Host-`
+/// prefix (no other host or plain-HTTP page can set or shadow it), which requires `Path=/`;
+/// on plain HTTP `Path=/sse` keeps it off the other routes' requests.
+fn session_cookie(https: bool, jwt: &str, max_age: u64) -> String {
+    if https {
+        format!(
+            "{}={jwt}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}",
+            super::sse::SECURE_SESSION_COOKIE
+        )
+    } else {
+        format!(
+            "{}={jwt}; Path=/sse; HttpOnly; SameSite=Strict; Max-Age={max_age}",
+            super::sse::SESSION_COOKIE
+        )
+    }
 }
 
-async fn login(app: &App, address: &str, body: Login) -> Result<Json<Session>, ApiError> {
+async fn login(
+    app: &App,
+    req: &Request,
+    body: Login,
+) -> Result<(Json<Session>, jwt::Claims), ApiError> {
     // Checked before the password, so the attempt after the limit is refused even when right.
-    app.throttle_check(Some(&body.username), address)?;
+    let attempt = app.attempt(&body.username, req);
+    app.throttle_check(&attempt)?;
     let user = app.engine.read(|state| state.user(&body.username).cloned());
     let hash = user
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
-    let matches = app.verify_password(body.password, hash).await;
+    let matches = app.verify_password(body.password, hash).await?;
     let user = match user {
         Some(user) if matches => user,
         _ => {
-            app.throttle_fail(Some(&body.username), address);
+            app.throttle_fail(&attempt);
             return Err(ApiError::unauthorized("wrong username or password"));
         }
     };
@@ -145,7 +163,7 @@ async fn login(app: &App, address: &str, body: Login) -> Result<Json<Session>, A
         };
         let Some(step) = totp::check_login_code(&user.totp_secret, code.trim(), app.clock.now_s())
         else {
-            app.throttle_fail(Some(&body.username), address);
+            app.throttle_fail(&attempt);
             return Err(ApiError::unauthorized(
                 "totp: wrong or expired two-factor code",
             ));
@@ -159,25 +177,24 @@ async fn login(app: &App, address: &str, body: Login) -> Result<Json<Session>, A
             })
             .await;
         if let Err(e) = used {
-            app.throttle_fail(Some(&body.username), address);
+            app.throttle_fail(&attempt);
             return Err(e.into());
         }
     }
-    app.throttle_clear(&body.username);
+    app.throttle_clear(&attempt);
     // The token carries the epoch the password was checked in: if a revocation or password
     // change landed meanwhile, the token is already invalid at its first use.
     let epoch = user.credential_epoch;
     let now = app.clock.now_s();
-    let token = jwt::issue(
-        &app.config.jwt_secret,
-        &jwt::Claims {
-            sub: user.username,
-            iat: now,
-            exp: now + app.config.jwt_expiry,
-            iss: jwt::ISSUER.into(),
-            tenant: user.tenant,
-            epoch,
-        },
-    );
-    Ok(Json(Session { jwt: token }))
+    let claims = jwt::Claims {
+        sub: user.username,
+        iat: now,
+        exp: now + app.config.jwt_expiry,
+        iss: jwt::ISSUER.into(),
+        tenant: user.tenant,
+        epoch,
+        aud: None,
+    };
+    let token = jwt::issue(&app.config.jwt_secret, &claims);
+    Ok((Json(Session { jwt: token }), claims))
 }

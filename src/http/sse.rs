@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::App;
 use super::authn::{
-    BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, bearer, register_header_schemes,
+    BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, register_header_schemes, stream_bearer,
 };
 use super::error::{ApiError, StreamErrors};
 use super::ticket::{Holder, owner_of};
@@ -40,9 +40,12 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
     })
 }
 
-/// The session cookie `POST /login {"session_cookie": true}` sets: a JWT, sent by browsers
-/// only to `/sse` (its `Path`) and only from same-site pages (`SameSite=Strict`).
+/// The session cookie `POST /login {"session_cookie": true}` sets on plain HTTP: a
+/// stream-only JWT, sent by browsers only to `/sse` (its `Path`) and only from same-site pages
+/// (`SameSite=Strict`).
 pub const SESSION_COOKIE: &str = "broker_session";
+/// The same cookie over TLS: `Secure`, and `__Host-` so no other host can set it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-broker_session";
 
 fn session_cookie(req: &Request) -> Option<&str> {
     req.headers()
@@ -51,7 +54,7 @@ fn session_cookie(req: &Request) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == SESSION_COOKIE || *k == SECURE_SESSION_COOKIE)
         .map(|(_, v)| v)
 }
 
@@ -67,7 +70,7 @@ async fn holder_of(app: &App, req: &Request) -> Result<Holder, ApiError> {
             "send either an Authorization header or ?ticket=, not both",
         )),
         (Some(ticket), false, _) => app.redeem_ticket(&ticket),
-        (None, false, Some(jwt)) => bearer(app, jwt).map(Holder::User),
+        (None, false, Some(jwt)) => stream_bearer(app, jwt).map(Holder::User),
         (None, _, _) => authenticate(app, req).await.map(Holder::User),
     }
 }

@@ -1,85 +1,174 @@
-//! Brute-force protection at the HTTP edge: failures per username and per client address.
+//! One brute-force policy for every password path (`/login`, HTTP Basic on a cache miss,
+//! `/password_reset`) and a separate one for admin tokens.
+//!
+//! Failures are counted in four buckets, each a [`Throttle`]:
+//! - per (username, address), the hard limit `--max_failures`: a guesser at one address
+//!   gets a handful of tries per user;
+//! - per username across all addresses, `--max_failures_per_user` (higher), so that one
+//!   attacker cannot lock a user out from the user's own address, while a distributed
+//!   guess at one account is still stopped;
+//! - per address, `--max_failures_per_address`, whatever the usernames;
+//! - admin tokens per address, apart, so that wrong admin tokens never lock out logins.
+//!
+//! Keys are keyed digests (a per-process salt): fixed size whatever the attacker sends.
+//! An IPv6 client is counted by its /64, the block one machine usually holds.
 
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use poem::Request;
+use sha2::{Digest, Sha256};
 
 use super::App;
+use super::client::{self, Client};
 use super::error::ApiError;
-use crate::auth::throttle::Throttle;
+use crate::auth::throttle::{Key, Throttle};
 use crate::config::Config;
 
-/// The two throttles, behind one std mutex: every operation is a few map lookups.
-pub(super) struct Throttles(Mutex<(Throttle, Throttle)>);
+/// Keys per bucket at most (~40 bytes each).
+const MAX_KEYS: usize = 100_000;
+
+/// The buckets, behind one std mutex: every operation is a few map lookups.
+pub(super) struct Throttles {
+    salt: [u8; 16],
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    pair: Throttle,
+    user: Throttle,
+    address: Throttle,
+    admin: Throttle,
+}
+
+/// What one password attempt counts against.
+pub(super) struct Attempt {
+    pair: Option<Key>,
+    user: Option<Key>,
+    address: Key,
+}
 
 impl Throttles {
     pub(super) fn new(config: &Config) -> Self {
         let window = config.failure_window.as_millis() as i64;
-        Throttles(Mutex::new((
-            Throttle::new(config.max_failures, window),
-            Throttle::new(config.max_failures_per_address, window),
-        )))
+        Throttles {
+            salt: *uuid::Uuid::new_v4().as_bytes(),
+            buckets: Mutex::new(Buckets {
+                pair: Throttle::new(config.max_failures, window, MAX_KEYS),
+                user: Throttle::new(config.max_failures_per_user, window, MAX_KEYS),
+                address: Throttle::new(config.max_failures_per_address, window, MAX_KEYS),
+                admin: Throttle::new(config.max_failures_per_address, window, MAX_KEYS),
+            }),
+        }
     }
-}
 
-/// The client's address as the throttle key (the peer of the TCP connection).
-pub(super) fn address(req: &Request) -> String {
-    req.remote_addr()
-        .as_socket_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+    fn key(&self, tag: &[u8], parts: &[&[u8]]) -> Key {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update(tag);
+        for part in parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        let mut key = [0; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    }
+
+    fn address_key(&self, ip: IpAddr) -> Key {
+        match client::canonical(ip) {
+            IpAddr::V4(v4) => self.key(b"ip", &[&v4.octets()]),
+            IpAddr::V6(v6) => self.key(b"ip", &[&v6.octets()[..8]]),
+        }
+    }
+
+    /// The buckets of an attempt on `username` from `ip`. A name that could never be a
+    /// username is counted against the address only: it never becomes a key.
+    pub(super) fn attempt(&self, username: &str, ip: IpAddr) -> Attempt {
+        let address = self.address_key(ip);
+        let valid = crate::state::validate::username(username).is_ok();
+        Attempt {
+            pair: valid.then(|| self.key(b"pair", &[username.as_bytes(), &address])),
+            user: valid.then(|| self.key(b"user", &[username.as_bytes()])),
+            address,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl App {
-    /// 429 if `username` or `address` used up their failures.
-    pub(super) fn throttle_check(
-        &self,
-        username: Option<&str>,
-        address: &str,
-    ) -> Result<(), ApiError> {
-        let now = self.clock.now_ms();
-        let mut guard = self.throttle.0.lock().expect("throttle lock");
-        let (users, addresses) = &mut *guard;
-        let by_user = username.map_or(Ok(()), |u| users.check(u, now));
-        let by_address = addresses.check(address, now);
-        let verdict = match (by_user, by_address) {
-            (Ok(()), Ok(())) => return Ok(()),
-            (Err(a), Err(b)) => Err(ApiError::too_many(a.max(b))),
-            (Err(wait), _) | (_, Err(wait)) => Err(ApiError::too_many(wait)),
-        };
-        self.metrics.rate_limited.inc();
-        verdict
+    /// The buckets of a password attempt on `username` by the client of `req`.
+    pub(super) fn attempt(&self, username: &str, req: &Request) -> Attempt {
+        self.throttle.attempt(username, client::of(req).ip)
     }
 
-    /// Counts a failure against `username` and `address`.
-    pub(super) fn throttle_fail(&self, username: Option<&str>, address: &str) {
+    /// 429 if any bucket of `attempt` used up its failures.
+    pub(super) fn throttle_check(&self, attempt: &Attempt) -> Result<(), ApiError> {
+        let now = self.clock.now_ms();
+        let mut b = self.throttle.lock();
+        let wait = [
+            attempt.pair.map(|k| b.pair.check(&k, now)),
+            attempt.user.map(|k| b.user.check(&k, now)),
+            Some(b.address.check(&attempt.address, now)),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(Result::err)
+        .max();
+        drop(b);
+        match wait {
+            None => Ok(()),
+            Some(wait) => {
+                self.metrics.rate_limited.inc();
+                Err(ApiError::too_many(wait))
+            }
+        }
+    }
+
+    /// Counts a failed attempt in every bucket.
+    pub(super) fn throttle_fail(&self, attempt: &Attempt) {
         self.metrics.auth_failures.inc();
         let now = self.clock.now_ms();
-        let mut guard = self.throttle.0.lock().expect("throttle lock");
-        let (users, addresses) = &mut *guard;
-        if let Some(username) = username {
-            users.fail(username, now);
+        let mut b = self.throttle.lock();
+        if let Some(k) = attempt.pair {
+            b.pair.fail(&k, now);
         }
-        addresses.fail(address, now);
+        if let Some(k) = attempt.user {
+            b.user.fail(&k, now);
+        }
+        b.address.fail(&attempt.address, now);
     }
 
-    /// Forgets `username`'s failures after a success (the address keeps its count).
-    pub(super) fn throttle_clear(&self, username: &str) {
-        self.throttle
-            .0
-            .lock()
-            .expect("throttle lock")
-            .0
-            .clear(username);
+    /// After a success: the (username, address) pair starts afresh. The username's and the
+    /// address's counts stay, so a guesser cannot reset them by logging in to its own account.
+    pub(super) fn throttle_clear(&self, attempt: &Attempt) {
+        if let Some(k) = attempt.pair {
+            self.throttle.lock().pair.clear(&k);
+        }
     }
 
-    /// 401 unless `token` is the admin token; wrong tokens count against the address.
+    /// 401 unless `token` is the admin token; wrong tokens count against the client's
+    /// address in the admin bucket. Browsers on other sites are refused even with the right
+    /// token unless `--origin` lists them by name (see [`super::cors`]).
     pub(super) fn require_admin(&self, token: &str, req: &Request) -> Result<(), ApiError> {
-        let address = address(req);
-        self.throttle_check(None, &address)?;
+        super::cors::refuse_foreign_admin(req)?;
+        let Client { ip, .. } = client::of(req);
+        let key = self.throttle.address_key(ip);
+        let now = self.clock.now_ms();
+        if let Err(wait) = self.throttle.lock().admin.check(&key, now) {
+            self.metrics.rate_limited.inc();
+            return Err(ApiError::too_many(wait));
+        }
         if self.is_admin_token(token) {
+            tracing::info!(client = %ip, path = req.uri().path(), "admin action");
             Ok(())
         } else {
-            self.throttle_fail(None, &address);
+            self.metrics.auth_failures.inc();
+            self.throttle.lock().admin.fail(&key, now);
             Err(ApiError::unauthorized("admin_token: wrong admin token"))
         }
     }

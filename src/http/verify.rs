@@ -15,9 +15,12 @@ pub struct Verified {
     /// The biscuit root public key (Ed25519), as bytes.
     pub key: Vec<u8>,
     /// The biscuit, as bytes: facts `right(resource, operation)` per scope, `user(name)`,
-    /// `tenant(name)`, and a check that the time is before `expiry`.
+    /// `tenant(name)`, `epoch(n)` (the credential epoch: it changes when the user is revoked
+    /// or their password, tenant, scopes or two-factor change), and a check that the time is
+    /// before `expiry`.
     pub token: Vec<u8>,
-    /// Expiry of the biscuit, Unix seconds.
+    /// Expiry of the biscuit, Unix seconds: that of the credential it was made from (the
+    /// JWT's `exp`; for Basic, now + --jwt_expiry), never later.
     pub expiry: u64,
     /// Who.
     pub username: String,
@@ -40,12 +43,13 @@ impl VerifyApi {
             .engine
             .read(|s| s.user(&caller.username).map(|u| u.scopes.clone()))
             .unwrap_or_default();
-        let expiry = app.clock.now_s() + app.config.jwt_expiry;
+        let expiry = caller.expires;
         let token = biscuit::issue(
             &app.biscuit,
             &caller.username,
             &caller.tenant,
             &scopes,
+            caller.credential_epoch,
             expiry,
         )
         .map_err(ApiError::internal)?;

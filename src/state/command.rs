@@ -47,14 +47,31 @@ pub enum Command {
         /// TOTP step of the code.
         step: u64,
     },
-    /// Reset the password with a reset code of this step (refused if already used).
+    /// Reset the password with the reset code issued at `code` (the handler checked the code
+    /// itself); refused unless that code is still the user's live one.
     ResetPassword {
         /// Whose.
         username: String,
         /// Argon2id PHC string of the new password.
         password_hash: String,
-        /// The reset code's step.
-        step: u64,
+        /// Cursor of the code's `ResetCodeIssued` record.
+        code: Cursor,
+    },
+    /// Issue a password-reset code (drawn and hashed by the handler), replacing any earlier one.
+    IssueResetCode {
+        /// Whose.
+        username: String,
+        /// See [`super::RecordKind::ResetCodeIssued`].
+        code_hash: [u8; 32],
+        /// When it stops working, milliseconds since the Unix epoch.
+        expires_ms: i64,
+    },
+    /// Count a wrong code against the live reset code issued at `code`.
+    FailResetCode {
+        /// Whose.
+        username: String,
+        /// Cursor of the code's `ResetCodeIssued` record.
+        code: Cursor,
     },
     /// Set a new (already hashed) password.
     ChangePassword {
@@ -92,8 +109,12 @@ impl std::fmt::Debug for Command {
             Command::UseLoginCode { username, step } => {
                 write!(f, "UseLoginCode({username:?}, {step})")
             }
-            Command::ResetPassword { username, step, .. } => {
-                write!(f, "ResetPassword({username:?}, {step})")
+            Command::ResetPassword { username, code, .. } => {
+                write!(f, "ResetPassword({username:?}, {code})")
+            }
+            Command::IssueResetCode { username, .. } => write!(f, "IssueResetCode({username:?})"),
+            Command::FailResetCode { username, code } => {
+                write!(f, "FailResetCode({username:?}, {code})")
             }
             Command::ChangePassword { username, .. } => write!(f, "ChangePassword({username:?})"),
         }

@@ -24,6 +24,10 @@ pub enum Rejection {
     /// A single-use code (two-factor login or password reset) was already used.
     #[error("totp: this code was already used; wait for the next one")]
     CodeReused,
+    /// The reset code is not the user's live one: never issued, replaced, used, expired or
+    /// void after too many wrong tries.
+    #[error("totp: no valid reset code; ask the admin for a new one")]
+    ResetCodeInvalid,
 }
 
 /// The records `command` produces against `state`, with cursors following `state.cursor`
@@ -88,20 +92,30 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
         Command::ResetPassword {
             username,
             password_hash,
-            step,
+            code,
         } => {
-            let user = state
-                .users
-                .get(&username)
-                .ok_or_else(|| Rejection::UnknownUser(username.clone()))?;
-            if step <= user.last_reset_step {
-                return Err(Rejection::CodeReused);
-            }
+            live_reset_code(state, &username, code, at_ms)?;
             vec![RecordKind::PasswordReset {
                 username,
                 password_hash,
-                step,
+                step: code,
             }]
+        }
+        Command::IssueResetCode {
+            username,
+            code_hash,
+            expires_ms,
+        } => {
+            known(state, &username)?;
+            vec![RecordKind::ResetCodeIssued {
+                username,
+                code_hash,
+                expires_ms,
+            }]
+        }
+        Command::FailResetCode { username, code } => {
+            live_reset_code(state, &username, code, at_ms)?;
+            vec![RecordKind::ResetCodeFailed { username }]
         }
         Command::RevokeUser { username } => {
             known(state, &username)?;
@@ -169,6 +183,15 @@ fn active<'a>(state: &'a State, username: &str) -> Result<&'a super::projection:
     match state.users.get(username) {
         Some(user) if !user.revoked => Ok(user),
         _ => Err(Rejection::CredentialsInvalid(username.to_owned())),
+    }
+}
+
+/// The user's reset code issued at `code` is still the one that counts: not replaced, used,
+/// expired by `at_ms` or void (the projection forgets a code once it is used or void).
+fn live_reset_code(state: &State, username: &str, code: u64, at_ms: i64) -> Result<(), Rejection> {
+    match state.users.get(username).and_then(|u| u.reset_code.as_ref()) {
+        Some(live) if live.issued == code && at_ms < live.expires_ms => Ok(()),
+        _ => Err(Rejection::ResetCodeInvalid),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::projection::{LatestEvent, State, User};
+use super::projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 use super::record::{Record, RecordKind};
 
 /// Applies `record` to `state`.
@@ -30,6 +30,7 @@ pub fn evolve(state: &mut State, record: &Record) {
                     version: cursor,
                     last_login_step: 0,
                     last_reset_step: 0,
+                    reset_code: None,
                 },
             );
         }
@@ -44,13 +45,22 @@ pub fn evolve(state: &mut State, record: &Record) {
                 if let Some(email) = &update.email {
                     user.email = email.clone();
                 }
-                if let Some(scopes) = &update.scopes {
+                // A token's scopes are read at use, but a biscuit carries them: new scopes end
+                // every credential issued under the old ones.
+                if let Some(scopes) = &update.scopes
+                    && *scopes != user.scopes
+                {
                     user.scopes = scopes.clone();
+                    user.credential_epoch = cursor;
                 }
                 if let Some(data) = &update.data {
                     user.data = data.clone();
                 }
                 if let Some(two_factor) = update.two_factor {
+                    // Turning two-factor on ends the sessions opened with the password alone.
+                    if two_factor && !user.two_factor {
+                        user.credential_epoch = cursor;
+                    }
                     user.two_factor = two_factor;
                 }
                 user.version = cursor;
@@ -93,8 +103,36 @@ pub fn evolve(state: &mut State, record: &Record) {
             if let Some(user) = state.users.get_mut(username) {
                 user.password_hash = password_hash.clone();
                 user.last_reset_step = user.last_reset_step.max(*step);
+                user.reset_code = None;
                 user.credential_epoch = cursor;
                 user.version = cursor;
+            }
+        }
+        RecordKind::ResetCodeIssued {
+            username,
+            code_hash,
+            expires_ms,
+        } => {
+            if let Some(user) = state.users.get_mut(username) {
+                user.reset_code = Some(ResetCode {
+                    issued: cursor,
+                    code_hash: *code_hash,
+                    expires_ms: *expires_ms,
+                    failures: 0,
+                });
+                user.version = cursor;
+            }
+        }
+        RecordKind::ResetCodeFailed { username } => {
+            if let Some(user) = state.users.get_mut(username) {
+                if let Some(code) = &mut user.reset_code {
+                    code.failures = code.failures.saturating_add(1);
+                    if code.failures >= RESET_CODE_TRIES {
+                        user.reset_code = None;
+                    }
+                }
+                // `version` stays: wrong codes from a stranger must not flush the user's
+                // cached Basic credentials.
             }
         }
         RecordKind::EventInserted(e) => {

@@ -14,5 +14,5 @@ pub mod validate;
 pub use command::Command;
 pub use decide::{Rejection, decide, recheck};
 pub use evolve::evolve;
-pub use projection::{LatestEvent, State, User};
+pub use projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 pub use record::{Record, RecordKind};

@@ -48,6 +48,24 @@ pub struct User {
     pub last_login_step: u64,
     /// Step of the last used password-reset code.
     pub last_reset_step: u64,
+    /// The live password-reset code, if the admin issued one that is not used or void yet.
+    pub reset_code: Option<ResetCode>,
+}
+
+/// Wrong codes after which a reset code is void.
+pub const RESET_CODE_TRIES: u8 = 5;
+
+/// A password-reset code the admin issued, as the projection keeps it (digest only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetCode {
+    /// Cursor of its `ResetCodeIssued` record: which code this is.
+    pub issued: Cursor,
+    /// SHA-256 of the code, bound to the username.
+    pub code_hash: [u8; 32],
+    /// When it stops working, milliseconds since the Unix epoch.
+    pub expires_ms: i64,
+    /// Wrong codes tried against it so far.
+    pub failures: u8,
 }
 
 impl std::fmt::Debug for User {

@@ -60,8 +60,25 @@ pub enum RecordKind {
         username: String,
         /// Argon2id PHC string of the new password.
         password_hash: String,
-        /// The reset code's time step (Unix seconds / --totp_duration); never accepted again.
+        /// Which code was used: the cursor of its [`RecordKind::ResetCodeIssued`] (in logs
+        /// written before server-issued codes: the old code's time step). Never accepted again.
         step: u64,
+    },
+    /// The admin issued a password-reset code; it replaces any earlier one. The code itself
+    /// is never stored, only its digest (see `auth::reset_code`).
+    ResetCodeIssued {
+        /// Whose.
+        username: String,
+        /// SHA-256 of the code, bound to the username.
+        code_hash: [u8; 32],
+        /// Milliseconds since the Unix epoch after which the code is refused.
+        expires_ms: i64,
+    },
+    /// A wrong code was tried against the user's live reset code; after
+    /// [`crate::state::RESET_CODE_TRIES`] of these the code is void.
+    ResetCodeFailed {
+        /// Whose.
+        username: String,
     },
 }
 
@@ -168,7 +185,9 @@ impl Record {
             | RecordKind::UserUnrevoked { username }
             | RecordKind::PasswordChanged { username, .. }
             | RecordKind::LoginCodeUsed { username, .. }
-            | RecordKind::PasswordReset { username, .. } => Some(username),
+            | RecordKind::PasswordReset { username, .. }
+            | RecordKind::ResetCodeIssued { username, .. }
+            | RecordKind::ResetCodeFailed { username } => Some(username),
             RecordKind::EventInserted(_) => None,
         }
     }

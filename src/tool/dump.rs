@@ -20,6 +20,8 @@ pub fn kind_name(kind: &RecordKind) -> &'static str {
         RecordKind::EventInserted(_) => "event_inserted",
         RecordKind::LoginCodeUsed { .. } => "login_code_used",
         RecordKind::PasswordReset { .. } => "password_reset",
+        RecordKind::ResetCodeIssued { .. } => "reset_code_issued",
+        RecordKind::ResetCodeFailed { .. } => "reset_code_failed",
     }
 }
 
@@ -55,6 +57,12 @@ pub fn to_json(record: &Record) -> Value {
         RecordKind::PasswordReset { username, step, .. } => {
             json!({ "username": username, "step": step, "password_hash": "***" })
         }
+        RecordKind::ResetCodeIssued {
+            username,
+            expires_ms,
+            ..
+        } => json!({ "username": username, "expires_ms": expires_ms, "code_hash": "***" }),
+        RecordKind::ResetCodeFailed { username } => json!({ "username": username }),
     };
     json!({ "cursor": record.cursor, "at_ms": record.at_ms, "kind": kind_name(&record.kind), "record": fields })
 }

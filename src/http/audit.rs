@@ -1,0 +1,97 @@
+//! The audit trail: every refused credential (401) and every throttled attempt (429) is
+//! logged with the client's address (through trusted proxies), so an operator can see an
+//! attack and whom to block. An attack must not flood the log in turn: past
+//! [`LINES_PER_SECOND`] lines in a second the rest are counted and reported in one line.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use poem::http::StatusCode;
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use super::client;
+
+/// Failure lines written per second at most.
+pub const LINES_PER_SECOND: u32 = 20;
+
+/// The rate-limited failure log.
+#[derive(Debug, Default)]
+pub struct Audit {
+    window: Mutex<Window>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    second: i64,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl Audit {
+    /// Whether a failure line may be written at `now_ms`, and how many were held back in the
+    /// second before (to report once).
+    fn admit(&self, now_ms: i64) -> (bool, u64) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let second = now_ms.div_euclid(1000);
+        let mut held_back = 0;
+        if second != w.second {
+            held_back = std::mem::take(&mut w.suppressed);
+            w.second = second;
+            w.lines = 0;
+        }
+        if w.lines < LINES_PER_SECOND {
+            w.lines += 1;
+            (true, held_back)
+        } else {
+            w.suppressed += 1;
+            (false, held_back)
+        }
+    }
+
+    /// Logs a refused request (rate-limited).
+    pub fn failure(&self, now_ms: i64, status: StatusCode, path: &str, client: IpAddr) {
+        let (write, held_back) = self.admit(now_ms);
+        if held_back > 0 {
+            tracing::warn!(
+                suppressed = held_back,
+                "more refused requests in the last second than the audit log writes"
+            );
+        }
+        if write {
+            tracing::warn!(%client, status = status.as_u16(), path, "request refused");
+        }
+    }
+}
+
+/// The middleware: logs the 401s and 429s of every route.
+pub async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    audit: Arc<Audit>,
+) -> poem::Result<Response> {
+    let client = client::of(&req).ip;
+    let path = req.uri().path().to_owned();
+    let response = ep.call(req).await.map(IntoResponse::into_response)?;
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        audit.failure(now_ms, status, &path, client);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_capped_per_second_and_the_rest_reported() {
+        let audit = Audit::default();
+        let written = (0..100).filter(|_| audit.admit(5_000).0).count();
+        assert_eq!(written, LINES_PER_SECOND as usize);
+        assert_eq!(audit.admit(6_000), (true, 100 - u64::from(LINES_PER_SECOND)));
+        assert_eq!(audit.admit(6_001), (true, 0));
+    }
+}

@@ -1,0 +1,236 @@
+//! Who the client is: its address and whether it reached us over TLS, as the limits, the
+//! logs and the session cookie see it.
+//!
+//! Behind a reverse proxy every connection comes from the proxy, so one attacker would lock
+//! everyone out and the logs would name only the proxy. `--trusted_proxies` names the peers
+//! whose `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` headers are believed; from
+//! anyone else those headers are ignored, so a client cannot choose its own address.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use poem::http::HeaderMap;
+use poem::http::uri::Scheme;
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+pub use crate::config::Cidr;
+
+/// The client of a request, resolved once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address (through trusted proxies).
+    pub ip: IpAddr,
+    /// Whether the client's own connection was TLS (directly, or to a trusted proxy).
+    pub https: bool,
+}
+
+/// `::ffff:1.2.3.4` as `1.2.3.4`: one client, one key.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The peers whose forwarding headers are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<Cidr>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client of a request that arrived from `peer` over `tls` with `headers`.
+    pub fn client(&self, peer: IpAddr, tls: bool, headers: &HeaderMap) -> Client {
+        let peer = canonical(peer);
+        if !self.trusts(peer) {
+            return Client { ip: peer, https: tls };
+        }
+        let (hops, protos) = forwarded_chain(headers);
+        // The chain grows rightwards, one hop per proxy: the rightmost address no trusted
+        // proxy vouches for is the client. Anything left of it is the client's own claim.
+        let mut client = Client { ip: peer, https: tls };
+        for (i, hop) in hops.iter().enumerate().rev() {
+            client.ip = canonical(*hop);
+            if let Some(proto) = protos.get(i).and_then(|p| p.as_deref()) {
+                client.https = proto.eq_ignore_ascii_case("https");
+            }
+            if !self.trusts(client.ip) {
+                break;
+            }
+        }
+        if hops.is_empty()
+            && let Some(proto) = protos.last().and_then(|p| p.as_deref())
+        {
+            client.https = proto.eq_ignore_ascii_case("https");
+        }
+        client
+    }
+}
+
+/// The hops of `Forwarded` (RFC 7239) if present, else of `X-Forwarded-For`, with the
+/// protocol each hop was reached by where known (`X-Forwarded-Proto` applies to the last).
+fn forwarded_chain(headers: &HeaderMap) -> (Vec<IpAddr>, Vec<Option<String>>) {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let forwarded = values("forwarded");
+    if !forwarded.is_empty() {
+        let mut hops = Vec::new();
+        let mut protos = Vec::new();
+        for element in forwarded {
+            let mut ip = None;
+            let mut proto = None;
+            for pair in element.split(';') {
+                let Some((k, v)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                let v = v.trim().trim_matches('"');
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "for" => ip = parse_node(v),
+                    "proto" => proto = Some(v.to_owned()),
+                    _ => {}
+                }
+            }
+            // An obfuscated or unknown node ends what can be believed: stop at it.
+            let Some(ip) = ip else {
+                hops.clear();
+                protos.clear();
+                continue;
+            };
+            hops.push(ip);
+            protos.push(proto);
+        }
+        return (hops, protos);
+    }
+    let mut hops = Vec::new();
+    for hop in values("x-forwarded-for") {
+        match parse_node(&hop) {
+            Some(ip) => hops.push(ip),
+            None => hops.clear(),
+        }
+    }
+    let mut protos = vec![None; hops.len()];
+    let proto = values("x-forwarded-proto").pop();
+    match protos.last_mut() {
+        Some(last) => *last = proto,
+        None => protos.push(proto),
+    }
+    (hops, protos)
+}
+
+/// `1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5` or `::1`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    node.rsplit_once(':')?.0.parse().ok()
+}
+
+/// The middleware that resolves [`Client`] once and keeps it in the request's extensions.
+pub async fn resolve<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    trusted: Arc<TrustedProxies>,
+) -> poem::Result<Response> {
+    let tls = *req.scheme() == Scheme::HTTPS;
+    let peer = req
+        .remote_addr()
+        .as_socket_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let client = trusted.client(peer, tls, req.headers());
+    req.extensions_mut().insert(client);
+    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// The request's client ([`resolve`] ran), or its TCP peer when it did not.
+pub fn of(req: &Request) -> Client {
+    req.extensions().get::<Client>().copied().unwrap_or_else(|| Client {
+        ip: req
+            .remote_addr()
+            .as_socket_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| canonical(a.ip())),
+        https: *req.scheme() == Scheme::HTTPS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                poem::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains(ip("10.2.3.4")));
+        assert!(c.contains(ip("::ffff:10.2.3.4")));
+        assert!(!c.contains(ip("11.0.0.1")));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "nope", "1.2.3.4/x", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_count_only_from_trusted_peers() {
+        let trusted = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()]);
+        let spoof = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(
+            trusted.client(ip("8.8.8.8"), false, &spoof),
+            Client { ip: ip("8.8.8.8"), https: false },
+            "an untrusted peer's headers are ignored"
+        );
+        // The client claims 6.6.6.6; the proxy appended the real peer 1.2.3.4.
+        let chained = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(
+            trusted.client(ip("10.0.0.1"), false, &chained),
+            Client { ip: ip("1.2.3.4"), https: true }
+        );
+        let rfc = headers(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https")]);
+        assert_eq!(
+            trusted.client(ip("10.0.0.1"), false, &rfc),
+            Client { ip: ip("2001:db8::1"), https: true }
+        );
+        let none = headers(&[]);
+        assert_eq!(
+            trusted.client(ip("10.0.0.1"), true, &none),
+            Client { ip: ip("10.0.0.1"), https: true }
+        );
+    }
+}

@@ -1,0 +1,548 @@
+//! Safe to expose: each test pins one attack that worked against Broker 16.0 on loopback
+//! (issue "Safe to expose, part 1") and fails on the code before its fix.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An HS256 JWT over `claims`, signed with `secret` (as an attacker who knows it would).
+fn forge(secret: &[u8], claims: Value) -> String {
+    use hmac::{Hmac, Mac};
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signed.as_bytes());
+    format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims_of(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn get_auth(c: &reqwest::Client, url: String, auth: &str) -> (u16, Value) {
+    let resp = c.get(url).header("authorization", auth).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// POST as a client behind the trusted proxy at 127.0.0.1, claiming `client` as its address.
+async fn post_from(
+    c: &reqwest::Client,
+    url: String,
+    client: &str,
+    body: Value,
+) -> (u16, Value) {
+    let resp = c
+        .post(url)
+        .header("x-forwarded-for", client)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Off loopback, the well-known defaults refuse to start, naming the flag and the fix.
+    for (flags, needle) in [
+        (&["--listen", "0.0.0.0"][..], "--jwt_secret"),
+        (&["--listen", "0.0.0.0", "--jwt_secret", SECRET][..], "--admin_token"),
+        (
+            &["--listen", "0.0.0.0", "--jwt_secret", "short", "--admin_token", "t"][..],
+            "--jwt_secret",
+        ),
+    ] {
+        let db = dir.path().join("refused");
+        let mut args = vec!["--db", db.to_str().unwrap(), "--ntp", "false", "--port", "0"];
+        args.extend(flags);
+        let (code, _, stderr) = run_broker(&args);
+        assert_eq!(code, 2, "{flags:?} started: {stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+    }
+    // On loopback they start, with one warning.
+    let s = Server::start(&dir.path().join("loopback"), &[]);
+    assert!(s.base.starts_with("http://127.0.0.1:"), "{}", s.base);
+    assert!(
+        wait_for_log(&s, "well-known default secrets", WAIT).await,
+        "{}",
+        s.stderr()
+    );
+    drop(s);
+    // A JWT forged with the old default secret is refused once a real one is set.
+    let s = Server::start(&dir.path().join("real"), &["--jwt_secret", SECRET]);
+    let c = client();
+    assert_eq!(create_user(&c, &s, "vic", "pw", "t").await, 200);
+    let jwt = login(&c, &s, "vic", "pw").await;
+    let mut claims = claims_of(&jwt);
+    let (status, _) = get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await;
+    assert_eq!(status, 200);
+    claims["exp"] = json!(now_s() + 3600);
+    let forged = forge(b"secret", claims);
+    let (status, _) = get_auth(&c, s.url("/verify"), &format!("Bearer {forged}")).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_page_on_another_site_cannot_drive_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let body = json!({"admin_token": ADMIN}).to_string();
+    // fetch() with text/plain is a CORS "simple request": no preflight. Refused now.
+    let resp = c
+        .post(s.url("/list_users"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    let error: Value = resp.json().await.unwrap();
+    assert!(error["error"].as_str().unwrap().contains("application/json"), "{error}");
+    // With JSON (after a preflight) `--origin *` still never opens the admin routes.
+    let resp = c
+        .post(s.url("/create_totp"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/json")
+        .body(json!({"admin_token": ADMIN, "username": "x"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // The user routes still answer any origin under `*`.
+    create_user(&c, &s, "web", "pw", "t").await;
+    let resp = c
+        .post(s.url("/login"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/json")
+        .body(json!({"username": "web", "password": "pw"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Clients without Origin (curl -d, 15.x clients, servers) keep any Content-Type.
+    let resp = c
+        .post(s.url("/list_users"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_rebound_host_is_refused_and_errors_keep_the_allowlist_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--origin",
+            "https://app.example",
+            "--public_origin",
+            "http://broker.test",
+        ],
+    );
+    let c = client();
+    let port = s.base.rsplit(':').next().unwrap().to_owned();
+    let rebound = format!("evil.example:{port}");
+    // DNS rebinding: the page's own origin is evil.example, so Origin matches Host.
+    let resp = c
+        .post(s.url("/list_users"))
+        .header("host", &rebound)
+        .header("origin", format!("http://{rebound}"))
+        .header("content-type", "application/json")
+        .body(json!({"admin_token": ADMIN}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("app.example"), "{text}");
+    // A same-origin GET sends no Origin, but Sec-Fetch-Site gives the browser away.
+    let resp = c
+        .get(s.url("/"))
+        .header("host", &rebound)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Another site's page, refused without learning what is allowed.
+    let resp = c
+        .get(s.url("/"))
+        .header("origin", "https://other.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("app.example"), "{text}");
+    // The public origin and the loopback address are this server.
+    for (host, origin) in [
+        ("broker.test".to_owned(), "http://broker.test".to_owned()),
+        (
+            format!("127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ] {
+        let resp = c
+            .post(s.url("/list_users"))
+            .header("host", &host)
+            .header("origin", &origin)
+            .header("content-type", "application/json")
+            .body(json!({"admin_token": ADMIN}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{origin}");
+    }
+}
+
+/// The reset code 16.0 derived from the TOTP secret (TOTP of SHA-256(tag ‖ secret), one step
+/// of --totp_duration): valid although no admin issued it.
+fn derived_reset_code(totp_secret: &[u8], duration: u64) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"broker password reset\0");
+    hasher.update(totp_secret);
+    let key = hasher.finalize().to_vec();
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(duration)
+        .with_skew(0)
+        .with_secret(key)
+        .build()
+        .unwrap();
+    totp.generate(now_s()).to_string()
+}
+
+#[tokio::test]
+async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &["--max_failures", "20"]);
+    let c = client();
+    create_user(&c, &s, "forgot", "old-pw", "t").await;
+    let admin = |path: &'static str| {
+        let c = c.clone();
+        let url = s.url(path);
+        async move { post(&c, url, json!({"admin_token": ADMIN, "username": "forgot", "issuer": "T"})).await }
+    };
+    let reset = |code: &str| json!({"username": "forgot", "totp": code, "password": "new-pw"});
+    // Anyone holding the TOTP secret (an authenticator backup) could reset the password.
+    let (_, qr) = admin("/create_qr").await;
+    let uri = read_qr(qr["qr"].as_str().unwrap());
+    let secret = totp_rs::Totp::from_url(&uri).unwrap().secret().as_bytes().to_vec();
+    let (status, _) = post(&c, s.url("/password_reset"), reset(&derived_reset_code(&secret, 300))).await;
+    assert_eq!(status, 401, "a code nobody issued");
+
+    let (status, issued) = admin("/create_totp").await;
+    assert_eq!(status, 200, "{issued}");
+    let code = issued["totp"].as_str().unwrap().to_owned();
+    assert!(code.len() >= 6 && code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    // The log holds no code, only its digest.
+    let log = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(!log.windows(code.len()).any(|w| w == code.as_bytes()), "the code is on disk");
+    let (status, reply) = post(&c, s.url("/password_reset"), reset(&code)).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, _) = post(&c, s.url("/password_reset"), reset(&code)).await;
+    assert_eq!(status, 401, "used once");
+    login(&c, &s, "forgot", "new-pw").await;
+
+    // A newer code replaces the older one.
+    let (_, first) = admin("/create_totp").await;
+    let (_, second) = admin("/create_totp").await;
+    let (status, _) = post(&c, s.url("/password_reset"), reset(first["totp"].as_str().unwrap())).await;
+    assert_eq!(status, 401, "replaced");
+    // Five wrong tries void the live code, even across a restart.
+    let second = second["totp"].as_str().unwrap().to_owned();
+    for wrong in ["00000000", "11111111", "22222222", "33333333"] {
+        let (status, _) = post(&c, s.url("/password_reset"), reset(wrong)).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(s.terminate(), Some(0));
+    s = Server::start(dir.path(), &["--max_failures", "20"]);
+    let (status, _) = post(&c, s.url("/password_reset"), reset("44444444")).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&c, s.url("/password_reset"), reset(&second)).await;
+    assert_eq!(status, 401, "void after five wrong tries");
+    login(&c, &s, "forgot", "new-pw").await;
+}
+
+#[tokio::test]
+async fn basic_is_throttled_and_every_basic_failure_looks_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max_failures_per_address", "100"]);
+    let c = client();
+    create_user(&c, &s, "plain", "right", "t").await;
+    create_user(&c, &s, "gone", "right", "t").await;
+    post(&c, s.url("/revoke_user"), json!({"admin_token": ADMIN, "username": "gone"})).await;
+    let (status, _) = post(
+        &c,
+        s.url("/create_user"),
+        json!({"admin_token": ADMIN, "username": "otp", "password": "right", "tenant_name": "t", "two_factor": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Unknown user, wrong password, revoked with the right one, two-factor with the right one.
+    let mut answers = Vec::new();
+    for (user, password) in [("nobody", "x"), ("plain", "wrong"), ("gone", "right"), ("otp", "right")] {
+        answers.push(get_auth(&c, s.url("/verify"), &basic(user, password)).await);
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 401);
+    // The sixth attempt on one user from one address is throttled, even with the password.
+    for _ in 0..4 {
+        assert_eq!(get_auth(&c, s.url("/verify"), &basic("plain", "wrong")).await.0, 401);
+    }
+    let (status, _) = get_auth(&c, s.url("/verify"), &basic("plain", "right")).await;
+    assert_eq!(status, 429);
+    assert!(
+        wait_for_log(&s, "client=127.0.0.1", WAIT).await,
+        "refusals are audited with the client address:\n{}",
+        s.stderr()
+    );
+}
+
+#[tokio::test]
+async fn the_password_check_queue_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--hash_concurrency", "1", "--hash_queue", "0"]);
+    let c = client();
+    create_user(&c, &s, "busy", "pw", "t").await;
+    let logins = (0..12).map(|_| {
+        let c = c.clone();
+        let url = s.url("/login");
+        tokio::spawn(async move {
+            let resp = c
+                .post(url)
+                .body(json!({"username": "busy", "password": "pw"}).to_string())
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.headers().contains_key("retry-after"))
+        })
+    });
+    let mut outcomes = Vec::new();
+    for login in logins {
+        outcomes.push(login.await.unwrap());
+    }
+    assert!(outcomes.contains(&(200, false)), "{outcomes:?}");
+    assert!(outcomes.contains(&(503, true)), "no 503 with retry-after: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.0 == 200 || o.0 == 503), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn one_address_cannot_lock_a_user_out_from_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--trusted_proxies", "127.0.0.1", "--max_failures_per_user", "12"],
+    );
+    let c = client();
+    create_user(&c, &s, "victim", "right", "t").await;
+    let wrong = json!({"username": "victim", "password": "wrong"});
+    let right = json!({"username": "victim", "password": "right"});
+    for _ in 0..5 {
+        assert_eq!(post_from(&c, s.url("/login"), "203.0.113.1", wrong.clone()).await.0, 401);
+    }
+    assert_eq!(post_from(&c, s.url("/login"), "203.0.113.1", right.clone()).await.0, 429);
+    let (status, reply) = post_from(&c, s.url("/login"), "198.51.100.7", right.clone()).await;
+    assert_eq!(status, 200, "the user's own address still logs in: {reply}");
+    // A guess spread over many addresses meets the per-user limit.
+    for i in 0..7 {
+        let from = format!("192.0.2.{i}");
+        assert_eq!(post_from(&c, s.url("/login"), &from, wrong.clone()).await.0, 401);
+    }
+    assert_eq!(post_from(&c, s.url("/login"), "192.0.2.200", right).await.0, 429);
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    let guess = json!({"admin_token": "guess"});
+    let list = json!({"admin_token": ADMIN});
+    // Untrusted: a client rotating X-Forwarded-For is still one address.
+    let s = Server::start(&dir.path().join("direct"), &[]);
+    for i in 0..20 {
+        let (status, _) = post_from(&c, s.url("/list_users"), &format!("198.51.100.{i}"), guess.clone()).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = post_from(&c, s.url("/list_users"), "198.51.100.99", list.clone()).await;
+    assert_eq!(status, 429, "spoofed addresses are ignored");
+    drop(s);
+    // Behind a trusted proxy: one client's wrong admin tokens lock out that client only, and
+    // never the logins.
+    let s = Server::start(&dir.path().join("proxied"), &["--trusted_proxies", "127.0.0.0/8"]);
+    create_user(&c, &s, "bob", "pw", "t").await;
+    for _ in 0..20 {
+        let (status, _) = post_from(&c, s.url("/list_users"), "203.0.113.9", guess.clone()).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(post_from(&c, s.url("/list_users"), "203.0.113.9", list.clone()).await.0, 429);
+    assert_eq!(post_from(&c, s.url("/list_users"), "203.0.113.10", list).await.0, 200);
+    let (status, _) = post_from(
+        &c,
+        s.url("/login"),
+        "203.0.113.9",
+        json!({"username": "bob", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(status, 200, "admin failures do not lock out logins");
+    assert!(
+        wait_for_log(&s, "client=203.0.113.9", WAIT).await,
+        "the audit log names the forwarded client:\n{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("admin action"), "{}", s.stderr());
+}
+
+#[tokio::test]
+async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--jwt_secret", SECRET, "--jwt_expiry", "600"]);
+    let c = client();
+    create_user(&c, &s, "svc", "pw", "t").await;
+    let jwt = login(&c, &s, "svc", "pw").await;
+    let exp = claims_of(&jwt)["exp"].as_u64().unwrap();
+    // Biscuit expiry is the JWT's own, not now + --jwt_expiry at each call.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, verified) = get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(verified["expiry"].as_u64(), Some(exp));
+    let key = biscuit_auth::PublicKey::from_bytes(
+        &verified["key"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect::<Vec<_>>(),
+        biscuit_auth::Algorithm::Ed25519,
+    )
+    .unwrap();
+    let token = verified["token"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect::<Vec<_>>();
+    let biscuit = biscuit_auth::Biscuit::from(&token, key).unwrap();
+    let epoch = claims_of(&jwt)["epoch"].as_i64().unwrap();
+    assert!(biscuit.print().contains(&format!("epoch({epoch})")), "{}", biscuit.print());
+    let (_, by_basic) = get_auth(&c, s.url("/verify"), &basic("svc", "pw")).await;
+    assert!(by_basic["expiry"].as_u64().unwrap().abs_diff(now_s() + 600) <= 5);
+
+    // A JWT issued an hour ahead is refused, even with the right key.
+    let mut future = claims_of(&jwt);
+    future["iat"] = json!(now_s() + 3600);
+    future["exp"] = json!(now_s() + 7200);
+    let forged = forge(SECRET.as_bytes(), future);
+    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {forged}")).await.0, 401);
+
+    // Turning two-factor on ends the password-only sessions; so do new scopes.
+    let update = |body: Value| post(&c, s.url("/update_user"), body);
+    update(json!({"admin_token": ADMIN, "username": "svc", "two_factor": true})).await;
+    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await.0, 401);
+    create_user(&c, &s, "scoped", "pw", "t").await;
+    let jwt = login(&c, &s, "scoped", "pw").await;
+    update(json!({"admin_token": ADMIN, "username": "scoped", "scopes": ["news:get"]})).await;
+    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await.0, 401);
+}
+
+#[tokio::test]
+async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--trusted_proxies", "127.0.0.1"]);
+    let c = client();
+    create_user(&c, &s, "web", "pw", "t").await;
+    let login_body = json!({"username": "web", "password": "pw", "session_cookie": true}).to_string();
+    // Reached over TLS at the proxy: Secure, __Host-, Path=/.
+    let resp = c
+        .post(s.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .body(login_body.clone())
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-broker_session="), "{cookie}");
+    assert!(cookie.contains("; Path=/;") && cookie.contains("; Secure"), "{cookie}");
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    // The cookie's token is refused everywhere but /sse, even as a Bearer header.
+    let (status, _) = insert(&c, &s, &token, "x", json!(1)).await;
+    assert_eq!(status, 401);
+    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {token}")).await.0, 401);
+    let stream = c
+        .get(s.url("/sse"))
+        .header("cookie", format!("__Host-broker_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    // Spoofed by a client that is not a trusted proxy: plain cookie.
+    let s2 = Server::start(&dir.path().join("direct"), &[]);
+    create_user(&c, &s2, "web", "pw", "t").await;
+    let resp = c
+        .post(s2.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .body(login_body)
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("broker_session=") && !cookie.contains("Secure"), "{cookie}");
+}
