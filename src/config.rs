@@ -85,15 +85,13 @@ pub enum LogCommand {
         /// Keep everything younger than this age (7d, 12h, 30m) or from this cursor on.
         #[arg(long)]
         retain: String,
-        /// A running server to compact (its POST /compact), instead of the files.
+        /// A running server to compact (its POST /compact), instead of the files: a loopback
+        /// http:// URL, with the admin token in the BROKER_ADMIN_TOKEN environment variable.
         #[arg(long)]
         url: Option<String>,
-        /// The running server's admin token (with --url).
-        #[arg(
-            long = "admin_token",
-            env = "BROKER_ADMIN_TOKEN",
-            hide_env_values = true
-        )]
+        /// Refused: other local users see command lines (`ps`); the token for --url is read
+        /// from BROKER_ADMIN_TOKEN only. Kept, hidden, to say so instead of "unknown flag".
+        #[arg(long = "admin_token", hide = true)]
         admin_token: Option<String>,
     },
     /// Upgrade a log written by an older format version, in place, after a backup.

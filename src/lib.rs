@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -11,6 +11,15 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Everything this process creates (log segments, checkpoints, LOCK, biscuit.key, the ACME
+    // cache) holds or guards secrets, and several writers (fjall, rustls-acme) pick their own
+    // modes: a umask is the one place that covers them all, for the server and the tools.
+    // SAFETY: umask(2) only replaces a process-wide integer and returns the old one; it cannot
+    // fail, touches no memory of ours, and no thread has been started yet that creates files.
+    #[cfg(unix)]
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     // One crypto provider for every TLS user (server, ACME client), chosen before any is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -68,6 +77,7 @@ async fn run(config: Config) -> Result<(), String> {
             "serving with well-known default secrets: fine on this machine only; set them (openssl rand -hex 32) before listening on the network"
         );
     }
+    broker::files::prepare_data_dir(&config.db)?;
     if config.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {
         // Writing to it alone would fork the shared history: the copy would grow records no
         // other node has, under cursors the stream gives to other records.

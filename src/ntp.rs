@@ -1,7 +1,9 @@
 //! Keeping the clock right: a background task learns the offset of local time from SNTP
 //! servers and stores it in the [`Clock`]. Requests only ever read the offset; they never
 //! wait on the network. Unreachable servers leave the offset as it was (0 at start) and are
-//! reported once, not on every attempt.
+//! reported once, not on every attempt. An offset beyond [`MAX_OFFSET_MS`] is not applied
+//! and is reported once too: one answering server must not be able to move token lifetimes
+//! and TOTP windows by days.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,23 +17,55 @@ use crate::auth::Clock;
 /// How long one server may take to answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The largest offset from the system clock that is applied (5 minutes). A system clock
+/// that far off is an operator's problem to fix; an NTP answer that far off is more likely
+/// a wrong or spoofed server, and applying it would expire every JWT or revive old ones.
+pub const MAX_OFFSET_MS: i64 = 5 * 60 * 1000;
+
+/// Whether an NTP offset is small enough to apply.
+pub fn within_bound(offset_ms: i64) -> bool {
+    offset_ms.unsigned_abs() <= MAX_OFFSET_MS.unsigned_abs()
+}
+
+/// The outcome of the last attempt, so that a warning is logged when the situation changes
+/// and not on every interval.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    TooFar,
+    Unreachable,
+}
+
 /// Queries `servers` now and then every `every`, until the process ends.
 pub fn spawn(clock: Clock, servers: Vec<String>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut warned = false;
+        let mut last = Outcome::Applied;
         loop {
-            match sync_once(&servers).await {
-                Ok((server, offset_ms)) => {
+            let outcome = match sync_once(&servers).await {
+                Ok((server, offset_ms)) if within_bound(offset_ms) => {
                     clock.set_offset_ms(offset_ms);
                     tracing::info!(%server, offset_ms, "clock synchronised with NTP");
-                    warned = false;
+                    Outcome::Applied
                 }
-                Err(why) if !warned => {
-                    tracing::warn!(reason = %why, "no NTP server answered; keeping the current clock offset");
-                    warned = true;
+                Ok((server, offset_ms)) => {
+                    if last != Outcome::TooFar {
+                        tracing::warn!(
+                            %server,
+                            offset_ms,
+                            max_offset_ms = MAX_OFFSET_MS,
+                            "NTP offset beyond ±5 minutes not applied; keeping the system clock and the current offset (check the NTP server, or fix the system clock)"
+                        );
+                    }
+                    Outcome::TooFar
                 }
-                Err(_) => {}
-            }
+                Err(why) => {
+                    if last != Outcome::Unreachable {
+                        tracing::warn!(reason = %why, "no NTP server answered; keeping the current clock offset");
+                    }
+                    Outcome::Unreachable
+                }
+            };
+            last = outcome;
             tokio::time::sleep(every).await;
         }
     })
@@ -94,6 +128,21 @@ async fn query(server: &str) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn offsets_beyond_five_minutes_are_out_of_bound() {
+        use super::within_bound;
+        assert!(within_bound(0));
+        assert!(within_bound(150_000));
+        assert!(within_bound(-150_000));
+        assert!(within_bound(300_000));
+        assert!(within_bound(-300_000));
+        assert!(!within_bound(300_001));
+        assert!(!within_bound(-300_001));
+        assert!(!within_bound(86_400_000));
+        assert!(!within_bound(i64::MIN));
+        assert!(!within_bound(i64::MAX));
+    }
+
     #[test]
     fn targets() {
         assert_eq!(super::target("pool.ntp.org"), "pool.ntp.org:123");

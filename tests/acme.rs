@@ -1,6 +1,7 @@
 //! Automatic certificates end to end against pebble, the ACME test server, all on loopback:
 //! the server obtains a certificate, a TLS client trusting pebble's chain completes a
-//! request, and a restart serves the cached certificate with pebble gone.
+//! request, the cache under `--certs` is owner-only, and a restart serves the cached
+//! certificate with pebble gone.
 //!
 //! `scripts/test.sh` installs pebble (Debian package) and sets `BROKER_REQUIRE_PEBBLE=1`:
 //! there this test fails, never skips, when pebble cannot run.
@@ -134,6 +135,11 @@ fn a_certificate_from_pebble_is_served_and_cached_across_restarts() {
     if !pebble_available() {
         return;
     }
+    // SAFETY: umask(2) only replaces a process-wide integer; it cannot fail. The usual
+    // permissive value, inherited by the server, so the modes checked below are its own doing.
+    unsafe {
+        libc::umask(0o022);
+    }
     let dir = tempfile::tempdir().unwrap();
     let api_ca = dir.path().join("pebble-api-ca.pem");
     let pebble = start_pebble(dir.path(), &api_ca);
@@ -195,11 +201,23 @@ fn a_certificate_from_pebble_is_served_and_cached_across_restarts() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let cached = std::fs::read_dir(&certs).unwrap().count();
+    let cached: Vec<_> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(
-        cached >= 2,
-        "account and certificate are cached under --certs ({cached} files)"
+        cached.len() >= 2,
+        "account and certificate are cached under --certs ({cached:?})"
     );
+    // The cache holds the account key and the certificate's private key.
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&certs), 0o700, "{}", certs.display());
+    for file in &cached {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
 
     // Restart with pebble gone: the cached certificate is served at once.
     drop(s);

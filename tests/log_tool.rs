@@ -345,17 +345,10 @@ async fn online_compaction_while_serving_and_streaming() {
     let before = observed(&s, &jwt).await;
     let mut live = Sse::open(&s, &jwt, Some("100")).await;
     let size_before = log_size(dir.path());
-    let port = s.base.clone();
-    let (code, out, err) = run_broker(&[
-        "log",
-        "compact",
-        "--url",
-        &port,
-        "--admin_token",
-        ADMIN,
-        "--retain",
-        "100",
-    ]);
+    let (code, out, err) = run_broker_env(
+        &["log", "compact", "--url", &s.base, "--retain", "100"],
+        &[("BROKER_ADMIN_TOKEN", ADMIN)],
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(log_size(dir.path()) < size_before);
     // The stream keeps going, and new subscribers see the same state.
@@ -386,6 +379,101 @@ async fn online_compaction_while_serving_and_streaming() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("in use"), "{err}");
+}
+
+/// Like `run_broker`, with extra environment variables (and no inherited admin token). A run
+/// longer than 30 s is killed and reported as exit code -1, so that a tool waiting on a
+/// listener that never answers fails the test instead of hanging it.
+fn run_broker_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(args)
+        .env_remove("BROKER_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run broker");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+#[test]
+fn online_compaction_refuses_a_token_on_the_command_line_or_in_clear() {
+    // A listener that counts connections: a refusal must come before any.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let token = [("BROKER_ADMIN_TOKEN", ADMIN)];
+
+    let (code, _, err) = run_broker_env(
+        &[
+            "log",
+            "compact",
+            "--url",
+            &url,
+            "--admin_token",
+            ADMIN,
+            "--retain",
+            "1",
+        ],
+        &token,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--admin_token") && err.contains("BROKER_ADMIN_TOKEN"),
+        "{err}"
+    );
+    assert!(listener.accept().is_err(), "the tool connected anyway");
+
+    // Not loopback: refused before any name lookup or connection (a lookup of .invalid
+    // would fail too, but with exit 1 and "cannot reach").
+    let (code, _, err) = run_broker_env(
+        &[
+            "log",
+            "compact",
+            "--url",
+            "http://example.invalid:1",
+            "--retain",
+            "1",
+        ],
+        &token,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("example.invalid") && err.contains("in clear"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach"), "{err}");
+
+    // And no token at all is a usage error too, still without connecting.
+    let (code, _, err) = run_broker_env(&["log", "compact", "--url", &url, "--retain", "1"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("BROKER_ADMIN_TOKEN"), "{err}");
+    assert!(listener.accept().is_err(), "the tool connected anyway");
 }
 
 #[tokio::test]

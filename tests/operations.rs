@@ -260,10 +260,31 @@ async fn skewed_sntp_server(skew_s: u64) -> std::net::SocketAddr {
     addr
 }
 
+/// The claims of a JWT, decoded without checking the signature.
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn local_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[tokio::test]
 async fn the_clock_follows_a_skewed_sntp_server() {
-    let day = 86_400;
-    let ntp = skewed_sntp_server(day).await.to_string();
+    // Inside the 5-minute bound, and 5 TOTP steps away: a code of local time is outside the
+    // server's ±1 step window.
+    let skew = 150;
+    let ntp = skewed_sntp_server(skew).await.to_string();
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--ntp_servers", &ntp]);
     assert!(
@@ -281,10 +302,7 @@ async fn the_clock_follows_a_skewed_sntp_server() {
     )
     .await;
     let app = totp_rs::Totp::from_url(read_qr(qr["qr"].as_str().unwrap())).unwrap();
-    let local_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let local_now = local_now_s();
     let login = |code: String| json!({"username": "tick", "password": "pw", "totp": code});
     let (status, _) = post(
         &c,
@@ -296,30 +314,52 @@ async fn the_clock_follows_a_skewed_sntp_server() {
     let (status, reply) = post(
         &c,
         s.url("/login"),
-        login(app.generate(local_now + day).to_string()),
+        login(app.generate(local_now + skew).to_string()),
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    use base64::Engine as _;
-    let payload = reply["jwt"]
-        .as_str()
-        .unwrap()
-        .split('.')
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_claims(reply["jwt"].as_str().unwrap());
     let iat = claims["iat"].as_u64().unwrap();
     assert!(
-        iat.abs_diff(local_now + day) <= 5,
-        "iat {iat} does not follow the skewed clock"
+        iat.abs_diff(local_now + skew) <= 5,
+        "iat {iat} does not follow the skewed clock (local {local_now})"
     );
     assert_eq!(claims["exp"].as_u64().unwrap(), iat + 86_400);
+}
+
+#[tokio::test]
+async fn an_ntp_offset_beyond_five_minutes_is_not_applied() {
+    let day = 86_400;
+    let ntp = skewed_sntp_server(day).await.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--ntp_servers", &ntp]);
+    let warning = "NTP offset beyond ±5 minutes not applied";
+    assert!(
+        wait_for_log(&s, warning, Duration::from_secs(10)).await,
+        "{}",
+        s.stderr()
+    );
+    let c = client();
+    assert_eq!(create_user(&c, &s, "tock", "pw", "t").await, 200);
+    let jwt = login(&c, &s, "tock", "pw").await;
+    let local_now = local_now_s();
+    let iat = jwt_claims(&jwt)["iat"].as_u64().unwrap();
+    assert!(
+        iat.abs_diff(local_now) <= 5,
+        "iat {iat} is not local time {local_now}: the one-day offset was applied"
+    );
+    let logs = s.stderr();
+    assert!(!logs.contains("clock synchronised"), "{logs}");
+    assert_eq!(logs.matches(warning).count(), 1, "{logs}");
+    let line = logs.lines().find(|l| l.contains(warning)).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    let offset: i64 = line
+        .split("offset_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the offset is named: {line}"));
+    assert!((offset - 86_400_000).abs() < 2_000, "{line}");
 }
 
 #[tokio::test]

@@ -19,8 +19,18 @@ pub fn summary(r: &CompactReport) -> String {
     )
 }
 
-/// Runs the subcommand.
-pub fn run(db: &Path, retain: &str, url: Option<&str>, admin_token: Option<&str>) -> i32 {
+/// Where the admin token for `--url` comes from: never the command line, which every local
+/// user can read in `ps`.
+pub const ADMIN_TOKEN_ENV: &str = "BROKER_ADMIN_TOKEN";
+
+/// Runs the subcommand. `token_flag` is `--admin_token`, which is refused.
+pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>) -> i32 {
+    if token_flag.is_some() {
+        eprintln!(
+            "--admin_token on the command line is refused: other users of this machine can read command lines (ps); set {ADMIN_TOKEN_ENV} in the environment instead"
+        );
+        return 2;
+    }
     let retain_parsed: Retain = match retain.parse() {
         Ok(r) => r,
         Err(e) => {
@@ -28,16 +38,27 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, admin_token: Option<&str>
             return 2;
         }
     };
+    // Checked before anything connects: a refused URL never sees the token, nor a packet.
+    let remote_target = match url.map(token_target).transpose() {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("--url: {e}");
+            return 2;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    if let Some(url) = url {
-        let Some(token) = admin_token else {
-            eprintln!("--url needs --admin_token (or BROKER_ADMIN_TOKEN)");
-            return 2;
+    if let (Some(url), Some(target)) = (url, remote_target) {
+        let token = match std::env::var(ADMIN_TOKEN_ENV) {
+            Ok(token) if !token.is_empty() => token,
+            _ => {
+                eprintln!("--url needs the server's admin token in {ADMIN_TOKEN_ENV}");
+                return 2;
+            }
         };
-        return runtime.block_on(remote(url, token, retain));
+        return runtime.block_on(remote(url, &target, &token, retain));
     }
     let mut options = crate::engine::EngineOptions {
         dir: db.join("log"),
@@ -86,11 +107,100 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, admin_token: Option<&str>
     })
 }
 
+/// Where `--url` points, split for a plain HTTP/1.1 request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` to connect to (port 80 when the URL gives none).
+    pub connect: String,
+    /// The `Host` header: the URL's authority as written.
+    pub host: String,
+    /// The path prefix, without a trailing `/` (empty for the root).
+    pub path: String,
+}
+
+/// Checks that the admin token may be sent to `url`, and splits it. Only a loopback host is
+/// accepted: the request is plain HTTP, so on any other host the token would cross a network
+/// in clear. `https://` is not refused on those grounds but is not implemented by this
+/// minimal client.
+pub fn token_target(url: &str) -> Result<Target, String> {
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| format!("{url} is not a URL (http://127.0.0.1:<port>)"))?;
+    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+    if scheme.eq_ignore_ascii_case("https") {
+        return Err(format!(
+            "{url}: https:// is not supported by this tool; run it on the server's machine with http://127.0.0.1:<port>"
+        ));
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(format!("{url}: only http:// to a loopback address"));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(format!("{url}: credentials in the URL are not supported"));
+    }
+    let (host, port) = split_host_port(authority)
+        .ok_or_else(|| format!("{url}: cannot read the host and port"))?;
+    if !is_loopback(host) {
+        return Err(format!(
+            "refusing to send the admin token to {host}: http:// is unencrypted, so the token would cross the network in clear; run the tool on the server's machine with http://127.0.0.1:<port> (or localhost, [::1])"
+        ));
+    }
+    let connect = match port {
+        Some(port) => format!("{}:{port}", bracketed(host)),
+        None => format!("{}:80", bracketed(host)),
+    };
+    Ok(Target {
+        connect,
+        host: authority.to_owned(),
+        path: path.trim_end_matches('/').to_owned(),
+    })
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → (host without brackets, port).
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse().ok()?),
+        None => None,
+    };
+    Some((host, port))
+}
+
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Asks a running server to compact (it swaps segments while it keeps serving).
-async fn remote(url: &str, token: &str, retain: &str) -> i32 {
+async fn remote(url: &str, target: &Target, token: &str, retain: &str) -> i32 {
     let body = serde_json::json!({ "admin_token": token, "retain": retain }).to_string();
-    let request = format!("{}/compact", url.trim_end_matches('/'));
-    match post_json(&request, &body).await {
+    match post_json(target, "/compact", &body).await {
         Ok((200, reply)) => {
             println!("{url}: {reply}");
             0
@@ -107,15 +217,11 @@ async fn remote(url: &str, token: &str, retain: &str) -> i32 {
 }
 
 /// A minimal HTTP/1.1 POST over a plain TCP connection (the tool talks to a local server).
-async fn post_json(url: &str, body: &str) -> Result<(u16, String), String> {
+async fn post_json(target: &Target, route: &str, body: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs (run it next to the server)")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = tokio::net::TcpStream::connect(host)
+    let path = format!("{}{route}", target.path);
+    let host = &target.host;
+    let mut stream = tokio::net::TcpStream::connect(&target.connect)
         .await
         .map_err(|e| e.to_string())?;
     let request = format!(
@@ -141,4 +247,60 @@ async fn post_json(url: &str, body: &str) -> Result<(u16, String), String> {
         .map_or("", |(_, b)| b)
         .to_owned();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Target, token_target};
+
+    fn target(connect: &str, host: &str, path: &str) -> Target {
+        Target {
+            connect: connect.into(),
+            host: host.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn loopback_urls_are_accepted() {
+        assert_eq!(
+            token_target("http://127.0.0.1:8080"),
+            Ok(target("127.0.0.1:8080", "127.0.0.1:8080", ""))
+        );
+        assert_eq!(
+            token_target("http://localhost:8080/"),
+            Ok(target("localhost:8080", "localhost:8080", ""))
+        );
+        assert_eq!(
+            token_target("HTTP://[::1]:9000/broker/"),
+            Ok(target("[::1]:9000", "[::1]:9000", "/broker"))
+        );
+        assert_eq!(
+            token_target("http://localhost"),
+            Ok(target("localhost:80", "localhost", ""))
+        );
+        assert!(token_target("http://127.0.0.2:1").is_ok());
+    }
+
+    #[test]
+    fn other_hosts_are_refused_and_named() {
+        for (url, host) in [
+            ("http://example.invalid:1", "example.invalid"),
+            ("http://10.0.0.5:8080/", "10.0.0.5"),
+            ("http://127.0.0.1.example.com:80", "127.0.0.1.example.com"),
+            ("http://localhost.example.com", "localhost.example.com"),
+            ("http://[2001:db8::1]:80", "2001:db8::1"),
+            ("http://0.0.0.0:8080", "0.0.0.0"),
+        ] {
+            let err = token_target(url).unwrap_err();
+            assert!(
+                err.contains(host) && err.contains("in clear"),
+                "{url}: {err}"
+            );
+        }
+        assert!(token_target("http://user:pw@127.0.0.1:1").is_err());
+        assert!(token_target("ftp://127.0.0.1:1").is_err());
+        assert!(token_target("127.0.0.1:8080").is_err());
+        assert!(token_target("http://127.0.0.1:notaport").is_err());
+    }
 }
