@@ -2,8 +2,8 @@
 //! Request handlers only ever see a [`Config`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -331,7 +331,9 @@ impl Cidr {
         };
         match (self.net, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -759,7 +761,9 @@ fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
 /// `localhost:8080` → `localhost`, `[::1]:8080` → `[::1]`.
 pub fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -838,7 +842,14 @@ mod tests {
                 "--admin_token",
             ),
             (
-                &["--listen", "::", "--jwt_secret", "short", "--admin_token", "x"][..],
+                &[
+                    "--listen",
+                    "::",
+                    "--jwt_secret",
+                    "short",
+                    "--admin_token",
+                    "x",
+                ][..],
                 "at least 32",
             ),
         ] {
@@ -846,10 +857,17 @@ mod tests {
             assert!(err.0.contains(needle), "{args:?}: {err}");
             assert!(err.0.contains("openssl rand -hex 32"), "{err}");
         }
-        let ok = parse(&["--listen", "0.0.0.0", "--jwt_secret", long, "--admin_token", "t"])
-            .serve
-            .validate()
-            .unwrap();
+        let ok = parse(&[
+            "--listen",
+            "0.0.0.0",
+            "--jwt_secret",
+            long,
+            "--admin_token",
+            "t",
+        ])
+        .serve
+        .validate()
+        .unwrap();
         assert!(ok.default_secrets.is_empty());
         // On loopback a short secret is allowed (tests, trials) but still reported.
         assert!(parse(&["--jwt_secret", "s"]).serve.validate().is_ok());

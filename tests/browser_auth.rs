@@ -300,6 +300,7 @@ async fn cors_preflights_and_credentials_follow_the_origin_flag() {
     let resp = c
         .post(s.url("/login"))
         .header("origin", "http://app.example:3000")
+        .header("content-type", "application/json")
         .body(json!({"username": "fi", "password": "wrong"}).to_string())
         .send()
         .await
@@ -316,6 +317,7 @@ async fn cors_preflights_and_credentials_follow_the_origin_flag() {
         let resp = c
             .post(s.url("/server_stats"))
             .header("origin", own)
+            .header("content-type", "application/json")
             .body(json!({"admin_token": ADMIN}).to_string())
             .send()
             .await

@@ -315,6 +315,9 @@ fn a_migrated_fixture_equals_the_golden_segment() {
     // migrated fixture is its first eight records, byte for byte.
     let golden = std::fs::read(golden_path()).unwrap();
     let first_eight = expected_bytes(&expected_records()[..8]);
-    assert_eq!(migrated, first_eight, "v1 fixture, migrated = the golden segment's first eight records");
+    assert_eq!(
+        migrated, first_eight,
+        "v1 fixture, migrated = the golden segment's first eight records"
+    );
     assert!(golden.starts_with(&migrated));
 }

@@ -139,12 +139,16 @@ async fn openapi_document_and_swagger_ui_are_served() {
             .cloned()
             .collect()
     };
-    assert_eq!(statuses("/verify", "get"), ["401", "500"]);
-    assert_eq!(statuses("/sse", "get"), ["400", "401", "429", "500"]);
-    assert_eq!(statuses("/sse_ticket", "post"), ["401", "429", "500"]);
+    // Basic credentials are throttled (429) and wait in a bounded hash queue (503).
+    assert_eq!(statuses("/verify", "get"), ["401", "429", "500", "503"]);
+    assert_eq!(statuses("/sse", "get"), ["400", "401", "429", "500", "503"]);
+    assert_eq!(
+        statuses("/sse_ticket", "post"),
+        ["401", "429", "500", "503"]
+    );
     assert_eq!(
         statuses("/insert", "post"),
-        ["400", "401", "413", "500", "503"]
+        ["400", "401", "413", "429", "500", "503"]
     );
     assert_eq!(
         statuses("/get_user", "post"),

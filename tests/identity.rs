@@ -600,6 +600,10 @@ async fn brute_force_is_limited_per_username_and_per_address() {
     // failures so far do not count, the 13th wrong token is refused.
     for attempt in 1..=13 {
         let (status, _) = post(&c, s.url("/list_users"), json!({"admin_token": "guess"})).await;
-        assert_eq!(status, if attempt <= 12 { 401 } else { 429 }, "attempt {attempt}");
+        assert_eq!(
+            status,
+            if attempt <= 12 { 401 } else { 429 },
+            "attempt {attempt}"
+        );
     }
 }

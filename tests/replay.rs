@@ -102,7 +102,9 @@ fn command(op: &Op, state: &State) -> Command {
         Op::Reset(u, guess) => Command::ResetPassword {
             username: NAMES[u].into(),
             password_hash: format!("reset-{u}-{guess}"),
-            code: live_code(state, u).filter(|_| guess % 2 == 0).unwrap_or(guess),
+            code: live_code(state, u)
+                .filter(|_| guess % 2 == 0)
+                .unwrap_or(guess),
         },
         Op::IssueCode(u, expires_ms) => Command::IssueResetCode {
             username: NAMES[u].into(),

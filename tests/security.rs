@@ -46,7 +46,12 @@ fn claims_of(jwt: &str) -> Value {
 }
 
 async fn get_auth(c: &reqwest::Client, url: String, auth: &str) -> (u16, Value) {
-    let resp = c.get(url).header("authorization", auth).send().await.unwrap();
+    let resp = c
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -59,12 +64,7 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 /// POST as a client behind the trusted proxy at 127.0.0.1, claiming `client` as its address.
-async fn post_from(
-    c: &reqwest::Client,
-    url: String,
-    client: &str,
-    body: Value,
-) -> (u16, Value) {
+async fn post_from(c: &reqwest::Client, url: String, client: &str, body: Value) -> (u16, Value) {
     let resp = c
         .post(url)
         .header("x-forwarded-for", client)
@@ -82,14 +82,31 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
     // Off loopback, the well-known defaults refuse to start, naming the flag and the fix.
     for (flags, needle) in [
         (&["--listen", "0.0.0.0"][..], "--jwt_secret"),
-        (&["--listen", "0.0.0.0", "--jwt_secret", SECRET][..], "--admin_token"),
         (
-            &["--listen", "0.0.0.0", "--jwt_secret", "short", "--admin_token", "t"][..],
+            &["--listen", "0.0.0.0", "--jwt_secret", SECRET][..],
+            "--admin_token",
+        ),
+        (
+            &[
+                "--listen",
+                "0.0.0.0",
+                "--jwt_secret",
+                "short",
+                "--admin_token",
+                "t",
+            ][..],
             "--jwt_secret",
         ),
     ] {
         let db = dir.path().join("refused");
-        let mut args = vec!["--db", db.to_str().unwrap(), "--ntp", "false", "--port", "0"];
+        let mut args = vec![
+            "--db",
+            db.to_str().unwrap(),
+            "--ntp",
+            "false",
+            "--port",
+            "0",
+        ];
         args.extend(flags);
         let (code, _, stderr) = run_broker(&args);
         assert_eq!(code, 2, "{flags:?} started: {stderr}");
@@ -136,7 +153,13 @@ async fn a_page_on_another_site_cannot_drive_the_admin_api() {
         .unwrap();
     assert_eq!(resp.status(), 415);
     let error: Value = resp.json().await.unwrap();
-    assert!(error["error"].as_str().unwrap().contains("application/json"), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"),
+        "{error}"
+    );
     // With JSON (after a preflight) `--origin *` still never opens the admin routes.
     let resp = c
         .post(s.url("/create_totp"))
@@ -265,20 +288,39 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
     let admin = |path: &'static str| {
         let c = c.clone();
         let url = s.url(path);
-        async move { post(&c, url, json!({"admin_token": ADMIN, "username": "forgot", "issuer": "T"})).await }
+        async move {
+            post(
+                &c,
+                url,
+                json!({"admin_token": ADMIN, "username": "forgot", "issuer": "T"}),
+            )
+            .await
+        }
     };
     let reset = |code: &str| json!({"username": "forgot", "totp": code, "password": "new-pw"});
     // Anyone holding the TOTP secret (an authenticator backup) could reset the password.
     let (_, qr) = admin("/create_qr").await;
     let uri = read_qr(qr["qr"].as_str().unwrap());
-    let secret = totp_rs::Totp::from_url(&uri).unwrap().secret().as_bytes().to_vec();
-    let (status, _) = post(&c, s.url("/password_reset"), reset(&derived_reset_code(&secret, 300))).await;
+    let secret = totp_rs::Totp::from_url(&uri)
+        .unwrap()
+        .secret()
+        .as_bytes()
+        .to_vec();
+    let (status, _) = post(
+        &c,
+        s.url("/password_reset"),
+        reset(&derived_reset_code(&secret, 300)),
+    )
+    .await;
     assert_eq!(status, 401, "a code nobody issued");
 
     let (status, issued) = admin("/create_totp").await;
     assert_eq!(status, 200, "{issued}");
     let code = issued["totp"].as_str().unwrap().to_owned();
-    assert!(code.len() >= 6 && code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    assert!(
+        code.len() >= 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
     // The log holds no code, only its digest.
     let log = std::fs::read_dir(dir.path().join("log"))
         .unwrap()
@@ -287,7 +329,10 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
         .map(|e| std::fs::read(e.path()).unwrap())
         .collect::<Vec<_>>()
         .concat();
-    assert!(!log.windows(code.len()).any(|w| w == code.as_bytes()), "the code is on disk");
+    assert!(
+        !log.windows(code.len()).any(|w| w == code.as_bytes()),
+        "the code is on disk"
+    );
     let (status, reply) = post(&c, s.url("/password_reset"), reset(&code)).await;
     assert_eq!(status, 200, "{reply}");
     let (status, _) = post(&c, s.url("/password_reset"), reset(&code)).await;
@@ -297,7 +342,12 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
     // A newer code replaces the older one.
     let (_, first) = admin("/create_totp").await;
     let (_, second) = admin("/create_totp").await;
-    let (status, _) = post(&c, s.url("/password_reset"), reset(first["totp"].as_str().unwrap())).await;
+    let (status, _) = post(
+        &c,
+        s.url("/password_reset"),
+        reset(first["totp"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(status, 401, "replaced");
     // Five wrong tries void the live code, even across a restart.
     let second = second["totp"].as_str().unwrap().to_owned();
@@ -321,7 +371,12 @@ async fn basic_is_throttled_and_every_basic_failure_looks_the_same() {
     let c = client();
     create_user(&c, &s, "plain", "right", "t").await;
     create_user(&c, &s, "gone", "right", "t").await;
-    post(&c, s.url("/revoke_user"), json!({"admin_token": ADMIN, "username": "gone"})).await;
+    post(
+        &c,
+        s.url("/revoke_user"),
+        json!({"admin_token": ADMIN, "username": "gone"}),
+    )
+    .await;
     let (status, _) = post(
         &c,
         s.url("/create_user"),
@@ -331,14 +386,24 @@ async fn basic_is_throttled_and_every_basic_failure_looks_the_same() {
     assert_eq!(status, 200);
     // Unknown user, wrong password, revoked with the right one, two-factor with the right one.
     let mut answers = Vec::new();
-    for (user, password) in [("nobody", "x"), ("plain", "wrong"), ("gone", "right"), ("otp", "right")] {
+    for (user, password) in [
+        ("nobody", "x"),
+        ("plain", "wrong"),
+        ("gone", "right"),
+        ("otp", "right"),
+    ] {
         answers.push(get_auth(&c, s.url("/verify"), &basic(user, password)).await);
     }
     assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
     assert_eq!(answers[0].0, 401);
     // The sixth attempt on one user from one address is throttled, even with the password.
     for _ in 0..4 {
-        assert_eq!(get_auth(&c, s.url("/verify"), &basic("plain", "wrong")).await.0, 401);
+        assert_eq!(
+            get_auth(&c, s.url("/verify"), &basic("plain", "wrong"))
+                .await
+                .0,
+            401
+        );
     }
     let (status, _) = get_auth(&c, s.url("/verify"), &basic("plain", "right")).await;
     assert_eq!(status, 429);
@@ -352,29 +417,44 @@ async fn basic_is_throttled_and_every_basic_failure_looks_the_same() {
 #[tokio::test]
 async fn the_password_check_queue_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--hash_concurrency", "1", "--hash_queue", "0"]);
+    let s = Server::start(
+        dir.path(),
+        &["--hash_concurrency", "1", "--hash_queue", "0"],
+    );
     let c = client();
     create_user(&c, &s, "busy", "pw", "t").await;
-    let logins = (0..12).map(|_| {
-        let c = c.clone();
-        let url = s.url("/login");
-        tokio::spawn(async move {
-            let resp = c
-                .post(url)
-                .body(json!({"username": "busy", "password": "pw"}).to_string())
-                .send()
-                .await
-                .unwrap();
-            (resp.status().as_u16(), resp.headers().contains_key("retry-after"))
+    // Spawned all at once (collected), so the logins overlap.
+    let logins: Vec<_> = (0..12)
+        .map(|_| {
+            let c = c.clone();
+            let url = s.url("/login");
+            tokio::spawn(async move {
+                let resp = c
+                    .post(url)
+                    .body(json!({"username": "busy", "password": "pw"}).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    resp.status().as_u16(),
+                    resp.headers().contains_key("retry-after"),
+                )
+            })
         })
-    });
+        .collect();
     let mut outcomes = Vec::new();
     for login in logins {
         outcomes.push(login.await.unwrap());
     }
     assert!(outcomes.contains(&(200, false)), "{outcomes:?}");
-    assert!(outcomes.contains(&(503, true)), "no 503 with retry-after: {outcomes:?}");
-    assert!(outcomes.iter().all(|o| o.0 == 200 || o.0 == 503), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&(503, true)),
+        "no 503 with retry-after: {outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| o.0 == 200 || o.0 == 503),
+        "{outcomes:?}"
+    );
 }
 
 #[tokio::test]
@@ -382,24 +462,45 @@ async fn one_address_cannot_lock_a_user_out_from_another() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(
         dir.path(),
-        &["--trusted_proxies", "127.0.0.1", "--max_failures_per_user", "12"],
+        &[
+            "--trusted_proxies",
+            "127.0.0.1",
+            "--max_failures_per_user",
+            "12",
+        ],
     );
     let c = client();
     create_user(&c, &s, "victim", "right", "t").await;
     let wrong = json!({"username": "victim", "password": "wrong"});
     let right = json!({"username": "victim", "password": "right"});
     for _ in 0..5 {
-        assert_eq!(post_from(&c, s.url("/login"), "203.0.113.1", wrong.clone()).await.0, 401);
+        assert_eq!(
+            post_from(&c, s.url("/login"), "203.0.113.1", wrong.clone())
+                .await
+                .0,
+            401
+        );
     }
-    assert_eq!(post_from(&c, s.url("/login"), "203.0.113.1", right.clone()).await.0, 429);
+    assert_eq!(
+        post_from(&c, s.url("/login"), "203.0.113.1", right.clone())
+            .await
+            .0,
+        429
+    );
     let (status, reply) = post_from(&c, s.url("/login"), "198.51.100.7", right.clone()).await;
     assert_eq!(status, 200, "the user's own address still logs in: {reply}");
     // A guess spread over many addresses meets the per-user limit.
     for i in 0..7 {
         let from = format!("192.0.2.{i}");
-        assert_eq!(post_from(&c, s.url("/login"), &from, wrong.clone()).await.0, 401);
+        assert_eq!(
+            post_from(&c, s.url("/login"), &from, wrong.clone()).await.0,
+            401
+        );
     }
-    assert_eq!(post_from(&c, s.url("/login"), "192.0.2.200", right).await.0, 429);
+    assert_eq!(
+        post_from(&c, s.url("/login"), "192.0.2.200", right).await.0,
+        429
+    );
 }
 
 #[tokio::test]
@@ -411,7 +512,13 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     // Untrusted: a client rotating X-Forwarded-For is still one address.
     let s = Server::start(&dir.path().join("direct"), &[]);
     for i in 0..20 {
-        let (status, _) = post_from(&c, s.url("/list_users"), &format!("198.51.100.{i}"), guess.clone()).await;
+        let (status, _) = post_from(
+            &c,
+            s.url("/list_users"),
+            &format!("198.51.100.{i}"),
+            guess.clone(),
+        )
+        .await;
         assert_eq!(status, 401);
     }
     let (status, _) = post_from(&c, s.url("/list_users"), "198.51.100.99", list.clone()).await;
@@ -419,14 +526,27 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     drop(s);
     // Behind a trusted proxy: one client's wrong admin tokens lock out that client only, and
     // never the logins.
-    let s = Server::start(&dir.path().join("proxied"), &["--trusted_proxies", "127.0.0.0/8"]);
+    let s = Server::start(
+        &dir.path().join("proxied"),
+        &["--trusted_proxies", "127.0.0.0/8"],
+    );
     create_user(&c, &s, "bob", "pw", "t").await;
     for _ in 0..20 {
         let (status, _) = post_from(&c, s.url("/list_users"), "203.0.113.9", guess.clone()).await;
         assert_eq!(status, 401);
     }
-    assert_eq!(post_from(&c, s.url("/list_users"), "203.0.113.9", list.clone()).await.0, 429);
-    assert_eq!(post_from(&c, s.url("/list_users"), "203.0.113.10", list).await.0, 200);
+    assert_eq!(
+        post_from(&c, s.url("/list_users"), "203.0.113.9", list.clone())
+            .await
+            .0,
+        429
+    );
+    assert_eq!(
+        post_from(&c, s.url("/list_users"), "203.0.113.10", list)
+            .await
+            .0,
+        200
+    );
     let (status, _) = post_from(
         &c,
         s.url("/login"),
@@ -474,7 +594,11 @@ async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
         .collect::<Vec<_>>();
     let biscuit = biscuit_auth::Biscuit::from(&token, key).unwrap();
     let epoch = claims_of(&jwt)["epoch"].as_i64().unwrap();
-    assert!(biscuit.print().contains(&format!("epoch({epoch})")), "{}", biscuit.print());
+    assert!(
+        biscuit.print().contains(&format!("epoch({epoch})")),
+        "{}",
+        biscuit.print()
+    );
     let (_, by_basic) = get_auth(&c, s.url("/verify"), &basic("svc", "pw")).await;
     assert!(by_basic["expiry"].as_u64().unwrap().abs_diff(now_s() + 600) <= 5);
 
@@ -483,16 +607,31 @@ async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
     future["iat"] = json!(now_s() + 3600);
     future["exp"] = json!(now_s() + 7200);
     let forged = forge(SECRET.as_bytes(), future);
-    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {forged}")).await.0, 401);
+    assert_eq!(
+        get_auth(&c, s.url("/verify"), &format!("Bearer {forged}"))
+            .await
+            .0,
+        401
+    );
 
     // Turning two-factor on ends the password-only sessions; so do new scopes.
     let update = |body: Value| post(&c, s.url("/update_user"), body);
     update(json!({"admin_token": ADMIN, "username": "svc", "two_factor": true})).await;
-    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await.0, 401);
+    assert_eq!(
+        get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}"))
+            .await
+            .0,
+        401
+    );
     create_user(&c, &s, "scoped", "pw", "t").await;
     let jwt = login(&c, &s, "scoped", "pw").await;
     update(json!({"admin_token": ADMIN, "username": "scoped", "scopes": ["news:get"]})).await;
-    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await.0, 401);
+    assert_eq!(
+        get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}"))
+            .await
+            .0,
+        401
+    );
 }
 
 #[tokio::test]
@@ -501,7 +640,8 @@ async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
     let s = Server::start(dir.path(), &["--trusted_proxies", "127.0.0.1"]);
     let c = client();
     create_user(&c, &s, "web", "pw", "t").await;
-    let login_body = json!({"username": "web", "password": "pw", "session_cookie": true}).to_string();
+    let login_body =
+        json!({"username": "web", "password": "pw", "session_cookie": true}).to_string();
     // Reached over TLS at the proxy: Secure, __Host-, Path=/.
     let resp = c
         .post(s.url("/login"))
@@ -512,7 +652,10 @@ async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
         .unwrap();
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-broker_session="), "{cookie}");
-    assert!(cookie.contains("; Path=/;") && cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("; Path=/;") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
     let token = cookie
         .split(';')
         .next()
@@ -524,7 +667,12 @@ async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
     // The cookie's token is refused everywhere but /sse, even as a Bearer header.
     let (status, _) = insert(&c, &s, &token, "x", json!(1)).await;
     assert_eq!(status, 401);
-    assert_eq!(get_auth(&c, s.url("/verify"), &format!("Bearer {token}")).await.0, 401);
+    assert_eq!(
+        get_auth(&c, s.url("/verify"), &format!("Bearer {token}"))
+            .await
+            .0,
+        401
+    );
     let stream = c
         .get(s.url("/sse"))
         .header("cookie", format!("__Host-broker_session={token}"))
@@ -544,5 +692,8 @@ async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
         .await
         .unwrap();
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with("broker_session=") && !cookie.contains("Secure"), "{cookie}");
+    assert!(
+        cookie.starts_with("broker_session=") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
 }

@@ -152,10 +152,25 @@ mod tests {
 
     #[test]
     fn a_token_issued_in_the_future_is_refused() {
-        let token = issue(b"k", &Claims { iat: 1_000 + 3_600, ..claims(10_000) });
+        let token = issue(
+            b"k",
+            &Claims {
+                iat: 1_000 + 3_600,
+                ..claims(10_000)
+            },
+        );
         assert_eq!(verify(b"k", &token, 1_000), Err(JwtError::FromTheFuture));
-        let skewed = issue(b"k", &Claims { iat: 1_000 + 60, ..claims(10_000) });
-        assert!(verify(b"k", &skewed, 1_000).is_ok(), "a minute of clock skew is fine");
+        let skewed = issue(
+            b"k",
+            &Claims {
+                iat: 1_000 + 60,
+                ..claims(10_000)
+            },
+        );
+        assert!(
+            verify(b"k", &skewed, 1_000).is_ok(),
+            "a minute of clock skew is fine"
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ mod tests {
         assert!(distinct.len() > 45, "codes repeat: {distinct:?}");
         let stored = digest("bob", &a);
         assert!(matches("bob", &a, &stored));
-        assert!(matches("bob", &format!(" {a}\n"), &stored), "pasted with spaces");
+        assert!(
+            matches("bob", &format!(" {a}\n"), &stored),
+            "pasted with spaces"
+        );
         assert!(!matches("ann", &a, &stored), "bound to the user");
         assert!(!matches("bob", "00000000", &stored) || a == "00000000");
     }

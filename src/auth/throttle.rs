@@ -140,7 +140,11 @@ mod tests {
         assert_eq!(t.check(&BOB, 59_999), Err(1));
         assert_eq!(t.check(&BOB, 60_000), Ok(()), "the window closed");
         t.fail(&BOB, 60_001);
-        assert_eq!(t.check(&BOB, 60_002), Ok(()), "a new window counts from one");
+        assert_eq!(
+            t.check(&BOB, 60_002),
+            Ok(()),
+            "a new window counts from one"
+        );
         t.clear(&BOB);
         assert!(t.is_empty());
     }

@@ -91,7 +91,10 @@ mod tests {
         let audit = Audit::default();
         let written = (0..100).filter(|_| audit.admit(5_000).0).count();
         assert_eq!(written, LINES_PER_SECOND as usize);
-        assert_eq!(audit.admit(6_000), (true, 100 - u64::from(LINES_PER_SECOND)));
+        assert_eq!(
+            audit.admit(6_000),
+            (true, 100 - u64::from(LINES_PER_SECOND))
+        );
         assert_eq!(audit.admit(6_001), (true, 0));
     }
 }

@@ -45,12 +45,18 @@ impl TrustedProxies {
     pub fn client(&self, peer: IpAddr, tls: bool, headers: &HeaderMap) -> Client {
         let peer = canonical(peer);
         if !self.trusts(peer) {
-            return Client { ip: peer, https: tls };
+            return Client {
+                ip: peer,
+                https: tls,
+            };
         }
         let (hops, protos) = forwarded_chain(headers);
         // The chain grows rightwards, one hop per proxy: the rightmost address no trusted
         // proxy vouches for is the client. Anything left of it is the client's own claim.
-        let mut client = Client { ip: peer, https: tls };
+        let mut client = Client {
+            ip: peer,
+            https: tls,
+        };
         for (i, hop) in hops.iter().enumerate().rev() {
             client.ip = canonical(*hop);
             if let Some(proto) = protos.get(i).and_then(|p| p.as_deref()) {
@@ -156,13 +162,16 @@ pub async fn resolve<E: Endpoint>(
 
 /// The request's client ([`resolve`] ran), or its TCP peer when it did not.
 pub fn of(req: &Request) -> Client {
-    req.extensions().get::<Client>().copied().unwrap_or_else(|| Client {
-        ip: req
-            .remote_addr()
-            .as_socket_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| canonical(a.ip())),
-        https: *req.scheme() == Scheme::HTTPS,
-    })
+    req.extensions()
+        .get::<Client>()
+        .copied()
+        .unwrap_or_else(|| Client {
+            ip: req
+                .remote_addr()
+                .as_socket_addr()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |a| canonical(a.ip())),
+            https: *req.scheme() == Scheme::HTTPS,
+        })
 }
 
 #[cfg(test)]
@@ -210,7 +219,10 @@ mod tests {
         ]);
         assert_eq!(
             trusted.client(ip("8.8.8.8"), false, &spoof),
-            Client { ip: ip("8.8.8.8"), https: false },
+            Client {
+                ip: ip("8.8.8.8"),
+                https: false
+            },
             "an untrusted peer's headers are ignored"
         );
         // The client claims 6.6.6.6; the proxy appended the real peer 1.2.3.4.
@@ -220,17 +232,29 @@ mod tests {
         ]);
         assert_eq!(
             trusted.client(ip("10.0.0.1"), false, &chained),
-            Client { ip: ip("1.2.3.4"), https: true }
+            Client {
+                ip: ip("1.2.3.4"),
+                https: true
+            }
         );
-        let rfc = headers(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https")]);
+        let rfc = headers(&[(
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
+        )]);
         assert_eq!(
             trusted.client(ip("10.0.0.1"), false, &rfc),
-            Client { ip: ip("2001:db8::1"), https: true }
+            Client {
+                ip: ip("2001:db8::1"),
+                https: true
+            }
         );
         let none = headers(&[]);
         assert_eq!(
             trusted.client(ip("10.0.0.1"), true, &none),
-            Client { ip: ip("10.0.0.1"), https: true }
+            Client {
+                ip: ip("10.0.0.1"),
+                https: true
+            }
         );
     }
 }

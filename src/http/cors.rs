@@ -325,7 +325,11 @@ fn preflight_answer(req: &Request) -> Result<Response, String> {
 /// Whether `origin` is this server: one of `--public_origin`, or the scheme and `Host` the
 /// browser used when `Host` is an IP address or `localhost` (a name no other site controls).
 fn is_same_origin(origin: &str, req: &Request, site: &Site) -> bool {
-    if site.own_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+    if site
+        .own_origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     let scheme = if super::client::of(req).https {
@@ -526,7 +530,10 @@ mod tests {
             .await
         };
         assert_eq!(post("text/plain").await.status(), 415);
-        assert_eq!(post("application/x-www-form-urlencoded").await.status(), 415);
+        assert_eq!(
+            post("application/x-www-form-urlencoded").await.status(),
+            415
+        );
         assert_eq!(post("application/json; charset=utf-8").await.status(), 200);
         assert_eq!(post("application/merge-patch+json").await.status(), 200);
         // Without Origin (curl, 15.x clients) any type still goes.
@@ -537,7 +544,12 @@ mod tests {
         )
         .await;
         assert_eq!(r.status(), 200);
-        let r = call("https://app.example", Method::GET, &[("origin", "https://evil.example")]).await;
+        let r = call(
+            "https://app.example",
+            Method::GET,
+            &[("origin", "https://evil.example")],
+        )
+        .await;
         assert_eq!(r.status(), 403);
         let body = r.into_body().into_string().await.unwrap();
         assert!(!body.contains("app.example"), "{body}");

@@ -141,9 +141,7 @@ impl From<EngineError> for ApiError {
                 }
                 Rejection::CredentialsInvalid(_)
                 | Rejection::CodeReused
-                | Rejection::ResetCodeInvalid => {
-                    ApiError::unauthorized(rejection.to_string())
-                }
+                | Rejection::ResetCodeInvalid => ApiError::unauthorized(rejection.to_string()),
                 Rejection::Invalid(_) | Rejection::UsernameTaken(_) => {
                     ApiError::bad_request(rejection.to_string())
                 }

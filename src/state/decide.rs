@@ -189,7 +189,11 @@ fn active<'a>(state: &'a State, username: &str) -> Result<&'a super::projection:
 /// The user's reset code issued at `code` is still the one that counts: not replaced, used,
 /// expired by `at_ms` or void (the projection forgets a code once it is used or void).
 fn live_reset_code(state: &State, username: &str, code: u64, at_ms: i64) -> Result<(), Rejection> {
-    match state.users.get(username).and_then(|u| u.reset_code.as_ref()) {
+    match state
+        .users
+        .get(username)
+        .and_then(|u| u.reset_code.as_ref())
+    {
         Some(live) if live.issued == code && at_ms < live.expires_ms => Ok(()),
         _ => Err(Rejection::ResetCodeInvalid),
     }

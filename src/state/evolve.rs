@@ -124,15 +124,15 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::ResetCodeFailed { username } => {
-            if let Some(user) = state.users.get_mut(username) {
-                if let Some(code) = &mut user.reset_code {
-                    code.failures = code.failures.saturating_add(1);
-                    if code.failures >= RESET_CODE_TRIES {
-                        user.reset_code = None;
-                    }
+            // `version` stays: wrong codes from a stranger must not flush the user's cached
+            // Basic credentials.
+            if let Some(user) = state.users.get_mut(username)
+                && let Some(code) = &mut user.reset_code
+            {
+                code.failures = code.failures.saturating_add(1);
+                if code.failures >= RESET_CODE_TRIES {
+                    user.reset_code = None;
                 }
-                // `version` stays: wrong codes from a stranger must not flush the user's
-                // cached Basic credentials.
             }
         }
         RecordKind::EventInserted(e) => {
