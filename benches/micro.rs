@@ -397,6 +397,7 @@ fn rules(c: &mut Criterion) {
                         id: uuid_like(seq),
                         event: format!("sensor-{}.reading", seq as usize % NAMES_PER_TENANT),
                         data: format!(r#"{{"seq":{seq},"value":21.5,"unit":"C"}}"#),
+                        name_limit: usize::MAX,
                     }
                 };
                 decide_evolve_timed(iters, state, make, |_, _| {})

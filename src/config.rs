@@ -206,6 +206,9 @@ pub struct ServeFlags {
     /// Recent events kept in memory per tenant for live subscribers; slower ones read the log.
     #[arg(long, env = "BROKER_SSE_BUFFER", default_value_t = 1024)]
     pub sse_buffer: usize,
+    /// …and at most this many bytes of them per tenant.
+    #[arg(long, env = "BROKER_SSE_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub sse_buffer_bytes: usize,
     /// Argon2 hashes computed at once (default: one less than the cores, at least 1, so a
     /// flood of logins leaves a core for inserts and streams).
     #[arg(long, env = "BROKER_HASH_CONCURRENCY")]
@@ -270,13 +273,35 @@ pub struct ServeFlags {
     /// Serve `/metrics` on this separate address (plain HTTP, e.g. 127.0.0.1:9090).
     #[arg(long, env = "BROKER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Open connections at most; more are closed at accept.
+    /// Open connections at most (TLS handshakes in progress included); more are closed at
+    /// accept.
     #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
-    /// A new connection must have sent a complete first request within this many seconds
-    /// (slow headers or bodies are cut off).
+    /// Open connections per client address at most (IPv6: per /64), checked at accept before
+    /// any TLS handshake; 0 = no cap (many users share one address behind NAT). A public
+    /// server without a proxy in front: e.g. 256.
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// Every request head and body must arrive within this many seconds, on a new connection
+    /// and on each later request of a keep-alive one (slow headers or bodies are cut off).
     #[arg(long, env = "BROKER_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// A connection whose client accepts no byte of a pending write (an SSE stream nobody
+    /// reads, a response nobody fetches) for this many seconds is closed.
+    #[arg(long, env = "BROKER_SSE_WRITE_TIMEOUT_SECS", default_value_t = 30)]
+    pub sse_write_timeout_secs: u64,
+    /// Distinct event names per tenant at most; an insert of a new name beyond it gets 429
+    /// (existing names keep working). The snapshot and compaction keep one event per name.
+    #[arg(long, env = "BROKER_MAX_EVENT_NAMES", default_value_t = 10_000)]
+    pub max_event_names: usize,
+    /// Inserts per second per user (a token bucket with a burst of twice the rate; beyond,
+    /// 429 with retry-after); 0 = no limit. A public server: e.g. 50.
+    #[arg(long, env = "BROKER_MAX_INSERTS_PER_SEC", default_value_t = 0)]
+    pub max_inserts_per_sec: u32,
+    /// Below this much free space on the log's filesystem, inserts and user creation get 507
+    /// (reads, logins and streams go on); writes resume by themselves once space is freed.
+    #[arg(long, env = "BROKER_MIN_FREE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub min_free_bytes: u64,
     /// Connections with no traffic for this many seconds are closed (SSE keep-alives count).
     #[arg(long, env = "BROKER_IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
@@ -417,6 +442,8 @@ pub struct Config {
     pub sse_retry_ms: u64,
     /// Recent events per tenant in memory.
     pub sse_buffer: usize,
+    /// Bytes of recent events per tenant in memory.
+    pub sse_buffer_bytes: usize,
     /// Concurrent Argon2 computations.
     pub hash_concurrency: usize,
     /// zxcvbn check on passwords.
@@ -449,8 +476,18 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Connection cap.
     pub max_connections: usize,
-    /// Deadline for a connection's first request.
+    /// Connection cap per client address, 0 = none.
+    pub max_connections_per_ip: usize,
+    /// Deadline for each request head and body.
     pub request_timeout: Duration,
+    /// Deadline for a pending write to make progress.
+    pub sse_write_timeout: Duration,
+    /// Distinct event names per tenant.
+    pub max_event_names: usize,
+    /// Inserts per second per user, 0 = unlimited.
+    pub max_inserts_per_sec: u32,
+    /// Free-space floor of the log's filesystem.
+    pub min_free_bytes: u64,
     /// Idle connection timeout.
     pub idle_timeout: Duration,
     /// SSE streams per user.
@@ -494,6 +531,8 @@ impl Config {
             segment_bytes: self.segment_bytes,
             shared: self.shared_log.is_some(),
             recent_per_tenant: self.sse_buffer,
+            recent_bytes_per_tenant: self.sse_buffer_bytes,
+            min_free_bytes: self.min_free_bytes,
             checkpoints: Some(self.db.join("checkpoints")),
             checkpoint_records: self.checkpoint_records,
             checkpoint_interval: self.checkpoint_interval,
@@ -648,6 +687,7 @@ impl ServeFlags {
             sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
             sse_retry_ms: self.sse_retry_ms,
             sse_buffer: self.sse_buffer.max(1),
+            sse_buffer_bytes: self.sse_buffer_bytes.max(1),
             hash_concurrency: self
                 .hash_concurrency
                 .unwrap_or(cores.saturating_sub(1))
@@ -671,7 +711,12 @@ impl ServeFlags {
             metrics_token: self.metrics_token,
             metrics_addr: self.metrics_addr,
             max_connections: self.max_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip,
             request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+            sse_write_timeout: Duration::from_secs(self.sse_write_timeout_secs.max(1)),
+            max_event_names: self.max_event_names.max(1),
+            max_inserts_per_sec: self.max_inserts_per_sec,
+            min_free_bytes: self.min_free_bytes,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_sse_per_user: self.max_sse_per_user.max(1),
             checkpoint_records: self.checkpoint_records.max(1),

@@ -102,6 +102,8 @@ pub fn decide_evolve(data: &[u8]) {
                 id: [b; 16],
                 event: ["x", "y", "z\n"][b as usize % 3].into(),
                 data: b.to_string(),
+                // Small, so the fuzzer reaches the refusal of a new name.
+                name_limit: 2,
             },
             3 => Command::RevokeUser {
                 username: user.clone(),

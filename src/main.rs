@@ -20,6 +20,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
+    // glibc raises its mmap threshold to the size of the largest block freed, after which
+    // large request bodies (up to --max_body_bytes) come from per-thread arenas that keep
+    // the freed space: 20 bodies of 1 MB left 8-17 MB of RSS behind. A fixed threshold keeps
+    // every block of 128 KiB or more in its own mapping, returned to the system when freed
+    // (measured: +1.8 MB instead).
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists,
+    // with a valid parameter number and value.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     let cli = Cli::parse();
     // One crypto provider for every TLS user (server, ACME client), chosen before any is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -12,7 +12,10 @@ use common::*;
 use serde_json::json;
 
 fn addr(s: &Server) -> String {
-    s.base.trim_start_matches("http://").to_owned()
+    s.base
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_owned()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -248,4 +251,454 @@ async fn streams_that_never_read_cost_bounded_memory() {
         "{per_connection} KiB per non-reading stream"
     );
     drop(sockets);
+}
+
+/// A `/metrics` gauge or counter of a server started with `--metrics_token m`.
+async fn metric(s: &Server, name: &str) -> f64 {
+    let text = client()
+        .get(s.url("/metrics"))
+        .bearer_auth("m")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// Waits (bounded) until `name` reads `value`.
+async fn metric_reaches(s: &Server, name: &str, value: f64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if metric(s, name).await == value {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Opens `/sse` on a raw socket that will never read.
+fn silent_stream(s: &Server, jwt: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr(s)).unwrap();
+    write!(
+        conn,
+        "GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {jwt}\r\n\r\n"
+    )
+    .unwrap();
+    conn
+}
+
+/// Inserts `n` events of about 1 MB each, under `n` names.
+async fn big_events(c: &reqwest::Client, s: &Server, jwt: &str, n: usize) {
+    let megabyte = "m".repeat(1_000_000);
+    for i in 0..n {
+        let (status, body) = insert(c, s, jwt, &format!("big{i}"), json!(megabyte)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_snapshots_to_streams_that_never_read_are_not_copied_per_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "hoarder", "pw", "t").await;
+    let jwt = login(&c, &s, "hoarder", "pw").await;
+    big_events(&c, &s, &jwt, 16).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(s.pid());
+    let streams: Vec<TcpStream> = (0..8).map(|_| silent_stream(&s, &jwt)).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    still_serving(&s).await;
+    let added = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("8 non-reading streams of a 16 MB snapshot added {added} KiB of RSS");
+    assert!(added <= 32 * 1024, "{added} KiB for 8 silent streams");
+    // The writer never waited on them.
+    let started = Instant::now();
+    assert_eq!(insert(&c, &s, &jwt, "after", json!(1)).await.0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(streams);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_is_closed_after_the_write_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--sse_write_timeout_secs", "2", "--metrics_token", "m"],
+    );
+    let c = client();
+    create_user(&c, &s, "staller", "pw", "t").await;
+    let jwt = login(&c, &s, "staller", "pw").await;
+    // 16 MB of snapshot: far more than the socket buffers on both sides hold.
+    big_events(&c, &s, &jwt, 16).await;
+    let mut stalled = silent_stream(&s, &jwt);
+    assert!(
+        metric_reaches(&s, "broker_sse_subscribers", 1.0, WAIT).await,
+        "the stream never opened"
+    );
+    let opened = Instant::now();
+    assert!(
+        metric_reaches(&s, "broker_sse_subscribers", 0.0, Duration::from_secs(15)).await,
+        "a stream that reads nothing is still open after 15 s"
+    );
+    let closed_after = opened.elapsed();
+    eprintln!("a stalled stream was closed {closed_after:?} after it opened");
+    assert!(closed_after >= Duration::from_secs(1), "{closed_after:?}");
+    // The client sees the end: what was sent, then EOF, well short of the 16 MB.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = Vec::new();
+    let read = stalled.read_to_end(&mut received);
+    assert!(read.is_ok(), "{read:?}");
+    assert!(received.len() < 16_000_000, "{} bytes", received.len());
+}
+
+#[tokio::test]
+async fn every_request_on_a_keep_alive_connection_has_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--request_timeout_secs", "2"]);
+    let mut conn = TcpStream::connect(addr(&s)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // The second request's head, one byte at a time.
+    let started = Instant::now();
+    let second =
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed = false;
+    for byte in second {
+        if started.elapsed() > Duration::from_secs(12) {
+            break;
+        }
+        if conn.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        conn.set_nonblocking(true).unwrap();
+        let read = conn.read(&mut buf);
+        conn.set_nonblocking(false).unwrap();
+        if matches!(read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        closed,
+        "a trickled second request stayed open for {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+}
+
+/// Opens `n` connections that send nothing and says how many the server closed at once.
+fn closed_of(s: &Server, n: usize) -> usize {
+    let idle: Vec<TcpStream> = (0..n)
+        .filter_map(|_| TcpStream::connect(addr(s)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    idle.iter()
+        .filter(|conn| {
+            let mut conn = *conn;
+            conn.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            match conn.read(&mut b) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            }
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn per_address_and_handshake_caps_hold_over_tls_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let tls = [
+        "--secure",
+        "true",
+        "--auto_cert",
+        "false",
+        "--cert_path",
+        cert_path.to_str().unwrap(),
+        "--key_path",
+        key_path.to_str().unwrap(),
+        "--jwt_secret",
+        "0123456789abcdef0123456789abcdef",
+        "--admin_token",
+        "t",
+    ];
+    // Silent clients that never start their handshake hold a slot each, up to the cap.
+    let mut flags = tls.to_vec();
+    flags.extend(["--max_connections_per_ip", "3"]);
+    let s = Server::start(&dir.path().join("per-ip"), &flags);
+    let closed = closed_of(&s, 12);
+    assert!(
+        closed >= 8,
+        "only {closed} of 12 silent TLS connections beyond 3 per address were closed"
+    );
+    drop(s);
+    let mut flags = tls.to_vec();
+    flags.extend(["--max_connections", "3"]);
+    let s = Server::start(&dir.path().join("total"), &flags);
+    let closed = closed_of(&s, 12);
+    assert!(
+        closed >= 8,
+        "only {closed} of 12 silent handshakes beyond --max_connections 3 were closed"
+    );
+    drop(s);
+    // Plain HTTP too.
+    let s = Server::start(
+        &dir.path().join("plain"),
+        &["--max_connections_per_ip", "3"],
+    );
+    let closed = closed_of(&s, 12);
+    assert!(
+        closed >= 8,
+        "only {closed} of 12 beyond 3 per address were closed"
+    );
+    still_serving(&s).await;
+}
+
+#[tokio::test]
+async fn megabyte_usernames_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max_failures_per_address", "1000"]);
+    let c = client();
+    let huge = "u".repeat(1_000_000);
+    let reset = json!({"username": huge, "totp": "12345678", "password": "x"});
+    // One first, so that what the first request of its kind initialises is not counted.
+    assert_eq!(
+        post(&c, s.url("/password_reset"), reset.clone()).await.0,
+        401
+    );
+    let before = rss_kib(s.pid());
+    for _ in 0..20 {
+        let (status, _) = post(&c, s.url("/password_reset"), reset.clone()).await;
+        assert_eq!(status, 401);
+    }
+    let added = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("20 password resets with a 1 MB username added {added} KiB of RSS");
+    assert!(added <= 8 * 1024, "{added} KiB");
+}
+
+#[tokio::test]
+async fn event_names_per_tenant_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max_event_names", "3"]);
+    let c = client();
+    create_user(&c, &s, "namer", "pw", "t").await;
+    create_user(&c, &s, "other", "pw", "u").await;
+    let jwt = login(&c, &s, "namer", "pw").await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(insert(&c, &s, &jwt, name, json!(1)).await.0, 200);
+    }
+    let (status, body) = insert(&c, &s, &jwt, "d", json!(1)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max_event_names"),
+        "{body}"
+    );
+    assert_eq!(
+        insert(&c, &s, &jwt, "a", json!(2)).await.0,
+        200,
+        "existing names go on"
+    );
+    let other = login(&c, &s, "other", "pw").await;
+    assert_eq!(
+        insert(&c, &s, &other, "d", json!(1)).await.0,
+        200,
+        "per tenant"
+    );
+}
+
+#[tokio::test]
+async fn inserts_per_second_are_a_per_user_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max_inserts_per_sec", "2"]);
+    let c = client();
+    create_user(&c, &s, "fast", "pw", "t").await;
+    create_user(&c, &s, "calm", "pw", "t").await;
+    let jwt = login(&c, &s, "fast", "pw").await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(insert(&c, &s, &jwt, "e", json!(i)).await.0);
+    }
+    assert_eq!(
+        &statuses[..4],
+        [200, 200, 200, 200],
+        "a burst of twice the rate"
+    );
+    assert!(statuses[4..].contains(&429), "{statuses:?}");
+    let resp = c
+        .post(s.url("/insert"))
+        .bearer_auth(&jwt)
+        .body(json!({"event": "e", "data": 0}).to_string())
+        .send()
+        .await
+        .unwrap();
+    if resp.status() == 429 {
+        assert!(resp.headers().contains_key("retry-after"));
+    }
+    let calm = login(&c, &s, "calm", "pw").await;
+    assert_eq!(
+        insert(&c, &s, &calm, "e", json!(1)).await.0,
+        200,
+        "per user"
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+#[tokio::test]
+async fn below_the_free_space_floor_writes_wait_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = dir.path().join("free-bytes");
+    std::fs::write(&free, "10000000000").unwrap();
+    let s = Server::start_env(
+        &dir.path().join("db"),
+        &["--min_free_bytes", "1000000"],
+        &[("BROKER_FAULT_FREE_BYTES_FILE", free.to_str().unwrap())],
+    );
+    let c = client();
+    create_user(&c, &s, "full", "pw", "t").await;
+    let jwt = login(&c, &s, "full", "pw").await;
+    assert_eq!(insert(&c, &s, &jwt, "e", json!("before")).await.0, 200);
+    std::fs::write(&free, "1000").unwrap();
+    // The free space is read at most once a second: wait for the refusal, bounded.
+    let deadline = Instant::now() + WAIT;
+    let (status, body) = loop {
+        let (status, body) = insert(&c, &s, &jwt, "during", json!("during")).await;
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 507, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--min_free_bytes"),
+        "{body}"
+    );
+    assert_eq!(create_user(&c, &s, "more", "pw", "t").await, 507);
+    login(&c, &s, "full", "pw").await;
+    let mut sse = Sse::open(&s, &jwt, None).await;
+    assert_eq!(sse.take(1, WAIT).await[0].json(), json!("before"));
+    std::fs::write(&free, "10000000000").unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _) = insert(&c, &s, &jwt, "after", json!("after")).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut seen = Vec::new();
+    while let Some(frame) = sse.next_event(WAIT).await {
+        seen.push(frame.json());
+        if seen.last() == Some(&json!("after")) || seen.len() > 10 {
+            break;
+        }
+    }
+    assert_eq!(seen.last(), Some(&json!("after")), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connects_never_overshoot_the_stream_cap_and_ghost_feeds_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--max_sse_per_user", "3", "--metrics_token", "m"],
+    );
+    let c = client();
+    create_user(&c, &s, "many", "pw", "t").await;
+    let jwt = login(&c, &s, "many", "pw").await;
+    let connects: Vec<_> = (0..20)
+        .map(|_| {
+            let url = s.url("/sse");
+            let jwt = jwt.clone();
+            tokio::spawn(async move {
+                let resp = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(jwt)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                (status, resp)
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for connect in connects {
+        let (status, resp) = connect.await.unwrap();
+        match status {
+            200 => open.push(resp),
+            429 => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (3, 17));
+    drop(open);
+    // The admin's streams are capped too, and a stream of a tenant with no events leaves no
+    // feed behind when it ends.
+    let mut ghosts = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (status, ticket) = post(
+            &c,
+            s.url("/admin_sse_ticket"),
+            json!({"admin_token": ADMIN, "tenant_name": "ghost-tenant"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{ticket}");
+        let mut conn = TcpStream::connect(addr(&s)).unwrap();
+        write!(
+            conn,
+            "GET /sse?ticket={} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            ticket["ticket"].as_str().unwrap()
+        )
+        .unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).unwrap();
+        ghosts.push(String::from_utf8_lossy(&head[9..12]).into_owned());
+        held.push(conn);
+    }
+    assert_eq!(ghosts, ["200", "200", "200", "429"]);
+    assert!(metric(&s, "broker_sse_tenant_feeds").await >= 1.0);
+    drop(held);
+    assert!(
+        metric_reaches(&s, "broker_sse_tenant_feeds", 0.0, WAIT).await,
+        "feeds of tenants without events outlived their streams"
+    );
 }

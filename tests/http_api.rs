@@ -148,7 +148,7 @@ async fn openapi_document_and_swagger_ui_are_served() {
     );
     assert_eq!(
         statuses("/insert", "post"),
-        ["400", "401", "413", "429", "500", "503"]
+        ["400", "401", "413", "429", "500", "503", "507"]
     );
     assert_eq!(
         statuses("/get_user", "post"),

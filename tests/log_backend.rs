@@ -33,6 +33,8 @@ fn open_reporting(dir: &Path, shared: bool) -> (Engine, broker::engine::OpenRepo
         fsync: FsyncPolicy::Always,
         segment_bytes: 4096,
         recent_per_tenant: 16,
+        recent_bytes_per_tenant: 1 << 20,
+        min_free_bytes: 0,
         checkpoints: Some(dir.join("checkpoints")),
         checkpoint_records: 1000,
         checkpoint_interval: Duration::from_secs(3600),
@@ -62,6 +64,7 @@ fn insert(engine: &Engine, username: &str, i: u8) -> Command {
         id: [i; 16],
         event: "tick".into(),
         data: format!("{{\"i\":{i}}}"),
+        name_limit: 10_000,
     }
 }
 

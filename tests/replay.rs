@@ -64,6 +64,8 @@ fn command(op: &Op, state: &State) -> Command {
             id: [e as u8; 16],
             event: EVENTS[e].into(),
             data: d.to_string(),
+            // Two of the three valid names: the refusal of a third is exercised too.
+            name_limit: 2,
         },
         Op::Revoke(u) => Command::RevokeUser {
             username: NAMES[u].into(),
@@ -137,6 +139,8 @@ fn open_with(dir: &std::path::Path, checkpoints: bool) -> Engine {
         fsync: FsyncPolicy::Never,
         segment_bytes: 4096,
         recent_per_tenant: 8,
+        recent_bytes_per_tenant: 1 << 20,
+        min_free_bytes: 0,
         checkpoints: checkpoints.then(|| dir.join("checkpoints")),
         checkpoint_records: 5,
         checkpoint_interval: std::time::Duration::from_secs(3600),

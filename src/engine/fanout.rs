@@ -23,6 +23,7 @@ pub struct Fanout {
     // "everything up to here is only in the log" mark is exact.
     inner: Mutex<Feeds>,
     capacity: usize,
+    capacity_bytes: usize,
 }
 
 struct Feeds {
@@ -40,6 +41,8 @@ pub struct TenantFeed {
 /// The recent frames of one tenant, oldest first.
 pub struct Recent {
     frames: VecDeque<(Cursor, Bytes)>,
+    /// The bytes of `frames`: big events must not let one tenant's ring grow without bound.
+    bytes: usize,
     /// Every event of this tenant at or below this cursor may be missing from `frames`
     /// and must be read from the log.
     pub only_in_log_upto: Cursor,
@@ -61,13 +64,15 @@ pub enum Next {
 }
 
 impl Fanout {
-    pub(crate) fn new(published: Cursor, capacity: usize) -> Self {
+    /// Feeds whose rings keep `capacity` frames and `capacity_bytes` bytes at most per tenant.
+    pub(crate) fn new(published: Cursor, capacity: usize, capacity_bytes: usize) -> Self {
         Fanout {
             inner: Mutex::new(Feeds {
                 by_tenant: HashMap::new(),
                 published,
             }),
             capacity: capacity.max(1),
+            capacity_bytes: capacity_bytes.max(1),
         }
     }
 
@@ -99,6 +104,29 @@ impl Fanout {
         )
     }
 
+    /// Forgets `tenant`'s feed if `feed` (its last subscriber's) is the only other hold on it
+    /// and its ring is empty: a stream opened for a tenant that has no events — an admin
+    /// ticket may name any tenant — must not leave a feed behind for ever.
+    pub(crate) fn release(&self, tenant: &str, feed: &Arc<TenantFeed>) {
+        let mut feeds = self.inner.lock().expect("fanout lock");
+        // Every other hold is taken under this lock (`feed`, `publish`): the count is exact.
+        let unused = Arc::strong_count(feed) == 2
+            && feed.recent.lock().expect("feed lock").frames.is_empty();
+        if unused
+            && feeds
+                .by_tenant
+                .get(tenant)
+                .is_some_and(|mine| Arc::ptr_eq(mine, feed))
+        {
+            feeds.by_tenant.remove(tenant);
+        }
+    }
+
+    /// Tenants with a feed now.
+    pub fn feeds(&self) -> usize {
+        self.inner.lock().expect("fanout lock").by_tenant.len()
+    }
+
     /// Moves the published cursor past records no subscriber sees: a shared log's records
     /// that the fold dropped (`state::recheck`).
     pub(crate) fn advance(&self, cursor: Cursor) {
@@ -124,12 +152,16 @@ impl Fanout {
             let frame = sse_frame::event(record.cursor, &e.event, &e.data);
             {
                 let mut recent = feed.recent.lock().expect("feed lock");
-                if recent.frames.len() == self.capacity
-                    && let Some((evicted, _)) = recent.frames.pop_front()
+                recent.bytes += frame.len();
+                recent.frames.push_back((record.cursor, frame));
+                // The newest frame always stays (it is what wakes the subscribers).
+                while recent.frames.len() > 1
+                    && (recent.frames.len() > self.capacity || recent.bytes > self.capacity_bytes)
+                    && let Some((evicted, frame)) = recent.frames.pop_front()
                 {
+                    recent.bytes -= frame.len();
                     recent.only_in_log_upto = evicted;
                 }
-                recent.frames.push_back((record.cursor, frame));
             }
             match touched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, feed)) {
                 Some((_, cursor)) => *cursor = record.cursor,
@@ -149,6 +181,7 @@ impl TenantFeed {
         Arc::new(TenantFeed {
             recent: Mutex::new(Recent {
                 frames: VecDeque::new(),
+                bytes: 0,
                 only_in_log_upto,
             }),
             newest: watch::Sender::new(only_in_log_upto),

@@ -72,6 +72,10 @@ pub struct EngineOptions {
     pub segment_bytes: u64,
     /// Recent events kept in memory per tenant for live subscribers.
     pub recent_per_tenant: usize,
+    /// …and at most this many bytes of their frames per tenant.
+    pub recent_bytes_per_tenant: usize,
+    /// Inserts and new users are refused below this much free space (0: never).
+    pub min_free_bytes: u64,
     /// Where checkpoints live (a fjall database); `None` replays the whole log at start.
     pub checkpoints: Option<PathBuf>,
     /// A checkpoint after this many records…
@@ -122,6 +126,16 @@ pub enum EngineError {
         "{0} is in use by another broker process: stop it first (a running server compacts through POST /compact, or `broker log compact --url`)"
     )]
     Locked(PathBuf),
+    /// The log's filesystem is below `--min_free_bytes`; nothing was written.
+    #[error(
+        "the log's disk has {free} bytes free, under --min_free_bytes {floor}: inserts and new users wait until space is freed"
+    )]
+    DiskLow {
+        /// Bytes free.
+        free: u64,
+        /// The floor.
+        floor: u64,
+    },
 }
 
 /// Subscribers reading the segment files at once.
@@ -191,6 +205,8 @@ struct Inner {
     // A watch, not a broadcast: every subscriber only needs to learn "stop now".
     shutdown: watch::Sender<bool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The free-space floor inserts and new users are checked against.
+    space: log::space::FreeSpace,
     /// Held for the engine's life: one process per log.
     _lock: std::fs::File,
 }
@@ -330,7 +346,11 @@ impl Engine {
         let inner = Arc::new(Inner {
             tx,
             published: RwLock::new(state.clone()),
-            fanout: Fanout::new(cursor, options.recent_per_tenant),
+            fanout: Fanout::new(
+                cursor,
+                options.recent_per_tenant,
+                options.recent_bytes_per_tenant,
+            ),
             committed: watch::Sender::new(cursor),
             shared: options.shared,
             backend: std::sync::OnceLock::new(),
@@ -350,6 +370,7 @@ impl Engine {
             log: recovered.reader,
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
+            space: log::space::FreeSpace::new(options.dir.clone(), options.min_free_bytes),
             _lock: lock,
         });
         if !options.shared {
@@ -416,6 +437,16 @@ impl Engine {
     /// Appends `command` to the log; resolves once its records are durable and visible on
     /// this node (or refused, with nothing stored).
     pub async fn submit(&self, command: Command) -> Result<Vec<Record>, EngineError> {
+        if matches!(
+            command,
+            Command::InsertEvent { .. } | Command::CreateUser(_)
+        ) && let Some(free) = self.inner.space.low()
+        {
+            return Err(EngineError::DiskLow {
+                free,
+                floor: self.inner.space.floor(),
+            });
+        }
         self.backend()?.append(self, command).await
     }
 
@@ -562,6 +593,11 @@ impl Engine {
     /// Open SSE streams of `username`.
     pub fn streams_of(&self, username: &str) -> usize {
         self.inner.credentials.open_streams(username)
+    }
+
+    /// Tenants with an in-memory feed (those with recent events or open streams).
+    pub fn tenant_feeds(&self) -> usize {
+        self.inner.fanout.feeds()
     }
 
     /// Open SSE subscriptions, and tenants with at least one.

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::fanout::{Next, TenantFeed};
 use super::{Engine, sse_frame};
 use crate::log::Cursor;
-use crate::state::{Record, RecordKind};
+use crate::state::{LatestEvent, Record, RecordKind};
 
 /// Indexed cursors at most this far apart are read in one pass rather than seeked to one by
 /// one (the log's sparse index has an entry every 64 frames).
@@ -39,6 +39,9 @@ pub struct Subscription {
     /// Every event of the tenant up to here has been sent (or superseded in the snapshot).
     cursor: Cursor,
     first: Option<Bytes>,
+    /// The snapshot still to send, as shared references to the published events: encoded a
+    /// chunk at a time as the client takes them, never copied whole.
+    snapshot: Snapshot,
     /// Changes when the owner's credentials are invalidated: the stream then ends.
     credentials: Option<watch::Receiver<Cursor>>,
     /// The final frame was sent.
@@ -73,6 +76,7 @@ impl Subscription {
         let newest = feed.watch();
         let shutdown = engine.shutdown_signal();
         let mut first = BytesMut::new();
+        let mut snapshot = Snapshot::default();
         let log = engine.log();
         // A resume is exact only from a cursor at or after the last one compaction may
         // have dropped events before.
@@ -80,21 +84,21 @@ impl Subscription {
         let cursor = match start {
             Start::After(n) if n <= engine.cursor() && n >= oldest_kept => n,
             other => {
-                let state = engine.published().read().expect("published state");
+                // Under the lock the writer also takes: only reference counts, no bytes.
+                let (events, cursor) = {
+                    let state = engine.published().read().expect("published state");
+                    (state.snapshot(tenant), state.cursor)
+                };
                 if other != Start::Snapshot {
                     let reason = match other {
-                        Start::After(n) if n > state.cursor => {
-                            "last_event_id is newer than this log"
-                        }
+                        Start::After(n) if n > cursor => "last_event_id is newer than this log",
                         Start::After(_) => "last_event_id is older than what the log keeps",
                         _ => "last_event_id is not a cursor",
                     };
-                    first.extend_from_slice(&sse_frame::reset(reason, state.cursor));
+                    first.extend_from_slice(&sse_frame::reset(reason, cursor));
                 }
-                for e in state.snapshot(tenant) {
-                    first.extend_from_slice(&sse_frame::event(e.cursor, &e.event, &e.data));
-                }
-                state.cursor
+                snapshot.events = events.into();
+                cursor
             }
         };
         Subscription {
@@ -105,12 +109,13 @@ impl Subscription {
             shutdown,
             cursor,
             first: (!first.is_empty()).then(|| first.freeze()),
+            snapshot,
             credentials,
             ended: false,
         }
     }
 
-    /// The cursor up to which this subscriber has everything.
+    /// The cursor up to which this subscriber has everything (the snapshot once sent).
     pub fn cursor(&self) -> Cursor {
         self.cursor
     }
@@ -124,6 +129,9 @@ impl Subscription {
         }
         if let Some(first) = self.first.take() {
             return Some(first);
+        }
+        if let Some(chunk) = self.snapshot.next_chunk(super::fanout::MAX_CHUNK_BYTES) {
+            return Some(chunk);
         }
         loop {
             if *self.shutdown.borrow() {
@@ -280,6 +288,100 @@ impl Subscription {
                 None
             }
             Err(_) => None,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.engine.fanout().release(&self.tenant, &self.feed);
+    }
+}
+
+/// A snapshot being sent: the events left, and how much of the first one's frame is out.
+#[derive(Default)]
+struct Snapshot {
+    events: std::collections::VecDeque<LatestEvent>,
+    sent: usize,
+}
+
+impl Snapshot {
+    /// The next at most `budget` bytes of the snapshot's frames (a frame may span chunks: the
+    /// wire does not care where a chunk ends), or `None` once it is all sent.
+    fn next_chunk(&mut self, budget: usize) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        while out.len() < budget {
+            let Some(event) = self.events.front() else {
+                break;
+            };
+            let head = format!("id: {}\nevent: {}\ndata: ", event.cursor, event.event);
+            let parts: [&[u8]; 3] = [head.as_bytes(), event.data.as_bytes(), b"\n\n"];
+            let total: usize = parts.iter().map(|p| p.len()).sum();
+            let mut skip = self.sent;
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                let room = budget - out.len();
+                let take = (part.len() - skip).min(room);
+                out.extend_from_slice(&part[skip..skip + take]);
+                self.sent += take;
+                skip = 0;
+                if out.len() == budget {
+                    break;
+                }
+            }
+            if self.sent == total {
+                self.events.pop_front();
+                self.sent = 0;
+            }
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn event(cursor: Cursor, name: &str, data: &str) -> LatestEvent {
+        LatestEvent {
+            cursor,
+            id: [0; 16],
+            event: Arc::from(name),
+            data: Arc::from(data),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_goes_out_in_bounded_chunks_that_add_up_to_its_frames() {
+        let big = "x".repeat(10_000);
+        let events = vec![
+            event(3, "a", "1"),
+            event(5, "big", &big),
+            event(9, "c", "true"),
+        ];
+        let expected: Vec<u8> = events
+            .iter()
+            .flat_map(|e| sse_frame::event(e.cursor, &e.event, &e.data).to_vec())
+            .collect();
+        for budget in [1, 7, 4096, 1 << 20] {
+            let mut snapshot = Snapshot {
+                events: events.clone().into(),
+                sent: 0,
+            };
+            let mut wire = Vec::new();
+            let mut chunks = 0;
+            while let Some(chunk) = snapshot.next_chunk(budget) {
+                assert!(chunk.len() <= budget, "{} > {budget}", chunk.len());
+                wire.extend_from_slice(&chunk);
+                chunks += 1;
+                assert!(chunks <= expected.len(), "no progress");
+            }
+            assert_eq!(wire, expected, "budget {budget}");
         }
     }
 }

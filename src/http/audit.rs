@@ -14,9 +14,10 @@ use super::client;
 /// Failure lines written per second at most.
 pub const LINES_PER_SECOND: u32 = 20;
 
-/// The rate-limited failure log.
-#[derive(Debug, Default)]
-pub struct Audit {
+/// A budget of log lines per second, for lines an attacker can cause.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_second: u32,
     window: Mutex<Window>,
 }
 
@@ -27,10 +28,18 @@ struct Window {
     suppressed: u64,
 }
 
-impl Audit {
-    /// Whether a failure line may be written at `now_ms`, and how many were held back in the
-    /// second before (to report once).
-    fn admit(&self, now_ms: i64) -> (bool, u64) {
+impl LogBudget {
+    /// `per_second` lines a second at most.
+    pub fn new(per_second: u32) -> Self {
+        LogBudget {
+            per_second,
+            window: Mutex::default(),
+        }
+    }
+
+    /// Whether a line may be written at `now_ms`, and how many were held back in the second
+    /// before (to report once).
+    pub fn admit(&self, now_ms: i64) -> (bool, u64) {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let second = now_ms.div_euclid(1000);
         let mut held_back = 0;
@@ -39,7 +48,7 @@ impl Audit {
             w.second = second;
             w.lines = 0;
         }
-        if w.lines < LINES_PER_SECOND {
+        if w.lines < self.per_second {
             w.lines += 1;
             (true, held_back)
         } else {
@@ -47,10 +56,26 @@ impl Audit {
             (false, held_back)
         }
     }
+}
 
+/// The rate-limited failure log.
+#[derive(Debug)]
+pub struct Audit {
+    budget: LogBudget,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            budget: LogBudget::new(LINES_PER_SECOND),
+        }
+    }
+}
+
+impl Audit {
     /// Logs a refused request (rate-limited).
     pub fn failure(&self, now_ms: i64, status: StatusCode, path: &str, client: IpAddr) {
-        let (write, held_back) = self.admit(now_ms);
+        let (write, held_back) = self.budget.admit(now_ms);
         if held_back > 0 {
             tracing::warn!(
                 suppressed = held_back,
@@ -88,13 +113,13 @@ mod tests {
 
     #[test]
     fn lines_are_capped_per_second_and_the_rest_reported() {
-        let audit = Audit::default();
-        let written = (0..100).filter(|_| audit.admit(5_000).0).count();
+        let budget = LogBudget::new(LINES_PER_SECOND);
+        let written = (0..100).filter(|_| budget.admit(5_000).0).count();
         assert_eq!(written, LINES_PER_SECOND as usize);
         assert_eq!(
-            audit.admit(6_000),
+            budget.admit(6_000),
             (true, 100 - u64::from(LINES_PER_SECOND))
         );
-        assert_eq!(audit.admit(6_001), (true, 0));
+        assert_eq!(budget.admit(6_001), (true, 0));
     }
 }

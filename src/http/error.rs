@@ -145,6 +145,9 @@ impl From<EngineError> for ApiError {
                 Rejection::Invalid(_) | Rejection::UsernameTaken(_) => {
                     ApiError::bad_request(rejection.to_string())
                 }
+                Rejection::TooManyEventNames(_) => {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, rejection.to_string())
+                }
             },
             EngineError::Unavailable(detail) => {
                 tracing::error!(%detail, "write refused: log unavailable");
@@ -152,6 +155,9 @@ impl From<EngineError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the log cannot accept writes right now; nothing was stored, retry later",
                 )
+            }
+            EngineError::DiskLow { .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
             }
             EngineError::ShuttingDown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -186,6 +192,8 @@ pub mod status {
     pub const INTERNAL: u16 = 1 << 5;
     /// 503: the log cannot write, or the server is stopping.
     pub const UNAVAILABLE: u16 = 1 << 6;
+    /// 507: the log's disk is below `--min_free_bytes`.
+    pub const INSUFFICIENT: u16 = 1 << 7;
 }
 
 /// An [`ApiError`] from a route that can answer only the statuses in `SET` (see [`status`]).
@@ -244,9 +252,15 @@ pub type AdminReadErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO
 /// two-factor code), password_reset (unknown users are 401), compact.
 pub type WriteErrors =
     Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE }>;
-/// `/insert`: bad input, credentials (Basic: throttled, hash queue), body size, the log.
-pub type InsertErrors =
-    Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+/// `create_user`: as [`WriteErrors`], and the free-space floor.
+pub type CreateErrors = Errors<
+    { BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE | INSUFFICIENT },
+>;
+/// `/insert`: bad input, credentials (Basic: throttled, hash queue), body size, quotas (429),
+/// the log, the free-space floor.
+pub type InsertErrors = Errors<
+    { BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE | INSUFFICIENT },
+>;
 /// Routes without a body that only check credentials (Basic: throttled, hash queue).
 pub type AuthErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 /// `/sse_ticket`: credentials and the waiting-ticket limit.
@@ -257,7 +271,7 @@ pub type StreamErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_MANY | INTERNA
 fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
     use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses};
     use poem_openapi::types::Type;
-    let statuses: [(u16, u16, &'static str); 7] = [
+    let statuses: [(u16, u16, &'static str); 8] = [
         (
             BAD_REQUEST,
             400,
@@ -280,6 +294,11 @@ fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
             UNAVAILABLE,
             503,
             "the log cannot write right now, the server is stopping, or too many password checks are waiting; nothing was stored",
+        ),
+        (
+            INSUFFICIENT,
+            507,
+            "the log's disk is below --min_free_bytes; nothing was stored (reads, logins and streams go on)",
         ),
     ];
     MetaResponses {

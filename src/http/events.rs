@@ -50,6 +50,7 @@ impl EventsApi {
 
 async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inserted>, ApiError> {
     validate::event_name(&body.event)?;
+    app.inserts.take(&caller.username, app.clock.now_ms())?;
     let id = uuid::Uuid::now_v7();
     let records = app
         .engine
@@ -59,6 +60,7 @@ async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inser
             id: *id.as_bytes(),
             event: body.event,
             data: body.data.to_string(),
+            name_limit: app.config.max_event_names,
         })
         .await?;
     let cursor = records.last().map_or(0, |r| r.cursor);

@@ -38,6 +38,7 @@ pub struct HttpMetrics {
     pub rate_limited: Counter,
     subscribers: Gauge,
     tenants_streaming: Gauge,
+    tenant_feeds: Gauge,
     log_bytes: Gauge,
     log_segments: Gauge,
     cursor: Gauge,
@@ -55,6 +56,7 @@ impl HttpMetrics {
             rate_limited: Counter::default(),
             subscribers: Gauge::default(),
             tenants_streaming: Gauge::default(),
+            tenant_feeds: Gauge::default(),
             log_bytes: Gauge::default(),
             log_segments: Gauge::default(),
             cursor: Gauge::default(),
@@ -82,6 +84,11 @@ impl HttpMetrics {
             "sse_tenants",
             "tenants with at least one open SSE stream",
             m.tenants_streaming.clone(),
+        );
+        registry.register(
+            "sse_tenant_feeds",
+            "tenants with an in-memory feed of recent events (fan-out)",
+            m.tenant_feeds.clone(),
         );
         registry.register(
             "log_bytes",
@@ -142,6 +149,7 @@ impl HttpMetrics {
         let (subscribers, tenants) = engine.subscribers();
         self.subscribers.set(subscribers as i64);
         self.tenants_streaming.set(tenants as i64);
+        self.tenant_feeds.set(engine.tenant_feeds() as i64);
         let segments = engine.log().segments();
         let bytes: u64 = segments
             .iter()

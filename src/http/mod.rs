@@ -15,6 +15,7 @@ mod health;
 pub mod limits;
 mod maintenance;
 pub mod metrics;
+pub mod quota;
 mod session;
 mod sse;
 mod throttle;
@@ -27,7 +28,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, TcpAcceptor};
+use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server};
 use poem_openapi::OpenApiService;
 use tokio::sync::Semaphore;
@@ -57,6 +58,10 @@ pub struct AppInner {
     hashing_load: std::sync::atomic::AtomicUsize,
     /// Refused requests, logged with their client (rate-limited).
     pub audit: Arc<audit::Audit>,
+    /// `--max_inserts_per_sec`.
+    inserts: quota::InsertRate,
+    /// `--max_sse_per_user`, reserved per user (and for the admin's streams).
+    streams: quota::StreamSlots,
     basic_cache: authn::BasicCache,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
@@ -91,6 +96,8 @@ impl App {
             hashing: Semaphore::new(config.hash_concurrency),
             hashing_load: Default::default(),
             audit: Default::default(),
+            inserts: quota::InsertRate::new(config.max_inserts_per_sec),
+            streams: Default::default(),
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.jwt_secret),
             metrics: metrics::HttpMetrics::new(&engine),
@@ -170,7 +177,9 @@ pub async fn serve(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve_limited(TcpAcceptor::from_tokio(listener)?, app, stop).await
+    let acceptor =
+        limits::LimitedAcceptor::new(TcpAcceptor::from_tokio(listener)?, admission(&app));
+    serve_limited(acceptor, app, stop).await
 }
 
 /// Serves HTTPS on `listener` with certificates from `source`.
@@ -180,21 +189,30 @@ pub async fn serve_tls(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve_limited(tls::TlsAcceptor::new(listener, source)?, app, stop).await
+    let acceptor = tls::TlsAcceptor::new(listener, source, admission(&app))?;
+    serve_limited(acceptor, app, stop).await
 }
 
-/// Every route on `acceptor`, behind the connection limits and the idle timeout.
+/// The connection limits of the configuration.
+fn admission(app: &App) -> limits::Admission {
+    let c = &app.config;
+    limits::Admission::new(
+        c.max_connections,
+        c.max_connections_per_ip,
+        limits::Timeouts {
+            request: c.request_timeout,
+            write: c.sse_write_timeout,
+            idle: c.idle_timeout,
+        },
+    )
+}
+
+/// Every route on an acceptor whose connections are already admitted under the limits.
 async fn serve_limited(
-    acceptor: impl poem::listener::Acceptor + 'static,
+    limited: impl poem::listener::Acceptor + 'static,
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let limited = limits::LimitedAcceptor::new(
-        acceptor,
-        app.config.max_connections,
-        app.config.request_timeout,
-        app.config.idle_timeout,
-    );
     let local = limited.local_addr();
     let endpoint = Arc::new(router(app).map_to_response());
     // Streams are served by `direct`, everything else by hyper: one router for both.

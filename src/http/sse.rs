@@ -206,34 +206,38 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
         Holder::User(caller) => caller.tenant.as_str(),
         Holder::Admin { tenant } => tenant.as_str(),
     };
-    if let Holder::User(caller) = &holder
-        && app.engine.streams_of(&caller.username) >= app.config.max_sse_per_user
-    {
+    // The admin's streams (the console's live views) share one allowance.
+    let key = match &holder {
+        Holder::User(caller) => caller.username.as_str(),
+        Holder::Admin { .. } => "\0admin",
+    };
+    let Some(slot) = app.streams.reserve(key, app.config.max_sse_per_user) else {
         app.metrics.rate_limited.inc();
         return Err(ApiError {
             retry_after: Some(app.config.sse_retry_ms.div_ceil(1000).max(1)),
             ..ApiError::new(
                 poem::http::StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "this user already has {} open streams (--max_sse_per_user); close one first",
+                    "already {} open streams (--max_sse_per_user); close one first",
                     app.config.max_sse_per_user
                 ),
             )
         });
-    }
+    };
     let subscription = app
         .engine
         .subscribe(tenant, start_of(req), owner_of(&holder));
     let keep_alive = app.config.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse_retry_ms);
+    // The slot lives as long as the stream: it is dropped with the unfold's state.
     let frames = futures_util::stream::unfold(
-        (Some(retry), subscription),
-        move |(first, mut sub)| async move {
+        (Some(retry), subscription, slot),
+        move |(first, mut sub, slot)| async move {
             if let Some(first) = first {
-                return Some((Ok::<Bytes, std::io::Error>(first), (None, sub)));
+                return Some((Ok::<Bytes, std::io::Error>(first), (None, sub, slot)));
             }
             let bytes = sub.next(keep_alive).await?;
-            Some((Ok(bytes), (None, sub)))
+            Some((Ok(bytes), (None, sub, slot)))
         },
     );
     Ok(EventStream(

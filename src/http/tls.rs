@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
+use super::limits::{Admission, Limited};
+
 /// How long a client may take to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often certificate files are checked for changes.
@@ -205,15 +207,24 @@ pub fn acme(
     })
 }
 
-/// A poem acceptor yielding TLS streams handshaken by background tasks.
+/// A TLS stream over an admitted TCP connection.
+pub type Stream = TlsStream<Limited<TcpStream>>;
+
+/// A poem acceptor yielding TLS streams handshaken by background tasks. Connections are
+/// admitted under the limits at TCP accept, before the handshake: a handshake in progress
+/// holds a connection slot, so silent clients cannot pile up handshakes past the caps.
 pub struct TlsAcceptor {
-    incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    incoming: mpsc::Receiver<(Stream, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsAcceptor {
-    /// Accepts on `listener`, serving certificates from `source`.
-    pub fn new(listener: TcpListener, source: CertSource) -> io::Result<Self> {
+    /// Accepts on `listener` under `admission`, serving certificates from `source`.
+    pub fn new(
+        listener: TcpListener,
+        source: CertSource,
+        admission: Admission,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let resolver: Arc<dyn ResolvesServerCert> = match &source {
             CertSource::Files(files) => Arc::clone(files) as Arc<dyn ResolvesServerCert>,
@@ -242,6 +253,9 @@ impl TlsAcceptor {
                 if tx.is_closed() {
                     return;
                 }
+                let Some(tcp) = admission.admit(tcp, Some(peer.ip())) else {
+                    continue;
+                };
                 let (tx, served, challenge) = (tx.clone(), Arc::clone(&served), challenge.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, served, challenge))
@@ -262,10 +276,10 @@ impl TlsAcceptor {
 }
 
 async fn handshake(
-    tcp: TcpStream,
+    tcp: Limited<TcpStream>,
     served: Arc<ServerConfig>,
     challenge: Option<Arc<ServerConfig>>,
-) -> io::Result<Option<TlsStream<TcpStream>>> {
+) -> io::Result<Option<Stream>> {
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
     if let Some(challenge) = challenge
@@ -279,7 +293,7 @@ async fn handshake(
 }
 
 impl Acceptor for TlsAcceptor {
-    type Io = TlsStream<TcpStream>;
+    type Io = Stream;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
         vec![LocalAddr(self.local.into())]

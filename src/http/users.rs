@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::App;
 use super::body::JsonBody;
-use super::error::{AdminErrors, AdminLookupErrors, AdminReadErrors, ApiError, WriteErrors};
+use super::error::{AdminErrors, AdminLookupErrors, AdminReadErrors, ApiError, CreateErrors};
 use crate::auth::{strength, totp};
 use crate::state::record::{UserCreated, UserUpdated};
 use crate::state::{Command, User, validate};
@@ -150,7 +150,7 @@ impl UsersApi {
         app: Data<&App>,
         req: &Request,
         body: JsonBody<CreateUser>,
-    ) -> Result<Json<Created>, WriteErrors> {
+    ) -> Result<Json<Created>, CreateErrors> {
         app.require_admin(&body.0.admin_token, req)?;
         Ok(create_user(&app, body.0).await?)
     }

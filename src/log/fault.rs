@@ -31,3 +31,10 @@ pub fn current() -> Option<Fault> {
         _ => None,
     }
 }
+
+/// Free bytes the log's filesystem pretends to have: the number in the file named by
+/// `BROKER_FAULT_FREE_BYTES_FILE`, while it holds one.
+pub fn free_bytes() -> Option<u64> {
+    let path = std::env::var_os("BROKER_FAULT_FREE_BYTES_FILE")?;
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}

@@ -13,6 +13,7 @@ pub mod frame;
 pub mod reader;
 pub mod recovery;
 pub mod segment;
+pub mod space;
 pub mod writer;
 
 use std::path::PathBuf;

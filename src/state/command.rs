@@ -21,6 +21,9 @@ pub enum Command {
         event: String,
         /// Compact JSON text.
         data: String,
+        /// Distinct event names the tenant may hold (`--max_event_names`): a new name
+        /// beyond it is refused, existing names keep working.
+        name_limit: usize,
     },
     /// Change some fields of a user, and optionally the password (already hashed).
     UpdateUser {

@@ -21,6 +21,11 @@ pub enum Rejection {
     /// The acting user is revoked or their credentials were invalidated meanwhile.
     #[error("the credentials of {0:?} are no longer valid")]
     CredentialsInvalid(String),
+    /// The tenant already holds the most distinct event names allowed, and this is a new one.
+    #[error(
+        "event: this tenant already has {0} distinct event names (--max_event_names); reuse an existing name"
+    )]
+    TooManyEventNames(usize),
     /// A single-use code (two-factor login or password reset) was already used.
     #[error("totp: this code was already used; wait for the next one")]
     CodeReused,
@@ -52,12 +57,21 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
             id,
             event,
             data,
+            name_limit,
         } => {
             validate::event_name(&event)?;
             let user = match state.users.get(&username) {
                 Some(u) if !u.revoked && u.credential_epoch == credential_epoch => u,
                 _ => return Err(Rejection::CredentialsInvalid(username)),
             };
+            // One latest event per name is kept forever (snapshot, compaction): the number
+            // of names is what bounds a tenant's memory.
+            if let Some(names) = state.latest.get(&user.tenant)
+                && names.len() >= name_limit
+                && !names.contains_key(&event)
+            {
+                return Err(Rejection::TooManyEventNames(name_limit));
+            }
             vec![RecordKind::EventInserted(EventInserted {
                 id,
                 tenant: user.tenant.clone(),

@@ -65,6 +65,8 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>)
         fsync: crate::engine::FsyncPolicy::Always,
         segment_bytes: u64::MAX,
         recent_per_tenant: 1,
+        recent_bytes_per_tenant: 1 << 20,
+        min_free_bytes: 0,
         checkpoints: None,
         checkpoint_records: u64::MAX,
         checkpoint_interval: std::time::Duration::MAX,
