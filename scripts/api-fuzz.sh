@@ -16,7 +16,7 @@ out=$(mktemp)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$db" "$out"' EXIT
 # Generous failure limits: the fuzzer sends many wrong passwords on purpose.
 "$bin" --db "$db" --listen 127.0.0.1 --port 0 --ntp false --fsync never \
-  --max_failures 1000000 --max_failures_per_address 1000000 >"$out" 2>/dev/null &
+  --max_failures 1000000 --max_failures_per_user 1000000 --max_failures_per_address 1000000 >"$out" 2>/dev/null &
 pid=$!
 base=""
 for _ in $(seq 1 100); do
