@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --bins
+cargo build --release --workspace --bins
 bin=target/release/broker-bench
 out=bench/results.jsonl
 mkdir -p bench

@@ -19,7 +19,7 @@ out="${1:-bench/results-nats.jsonl}"
 bin=target/release/broker-bench
 nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 [ -x "$nats" ] || { echo "nats-server is not installed (apt-get install nats-server)" >&2; exit 1; }
-[ -x "$bin" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
+[ -x "$bin" ] || { echo "build first: cargo build --release --workspace --bins" >&2; exit 1; }
 runs="${BENCH_RUNS:-3}"
 dur="${BENCH_DURATION:-5}"
 mkdir -p "$(dirname "$out")"

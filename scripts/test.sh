@@ -48,7 +48,7 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -D warnings"
-cargo clippy --all-targets --features fault-injection --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features broker/fault-injection --quiet -- -D warnings
 
 # The npm-client, browser, ACME and multi-node (NATS) tests must not skip themselves here.
 export BROKER_REQUIRE_JS=1
@@ -58,9 +58,9 @@ export BROKER_REQUIRE_NATS=1
 say "test suite"
 # fault-injection: a test-only feature; the disk-fault tests need it.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-targets --features fault-injection --no-fail-fast
+  cargo nextest run --workspace --all-targets --features broker/fault-injection --no-fail-fast
 else
-  cargo test --all-targets --features fault-injection --no-fail-fast
+  cargo test --workspace --all-targets --features broker/fault-injection --no-fail-fast
 fi
 
 say "API fuzzing (schemathesis against /openapi.json)"
