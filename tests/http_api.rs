@@ -252,10 +252,7 @@ async fn expect_error(resp: (u16, Value), status: u16, needle: &str) {
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(
-        dir.path(),
-        &["--max_body_bytes", "4096", "--jwt_expiry", "1"],
-    );
+    let s = Server::start(dir.path(), &["--max_body_bytes", "4096"]);
     let c = client();
     assert_eq!(create_user(&c, &s, "eve", "pw", "t").await, 200);
     let jwt = login(&c, &s, "eve", "pw").await;
@@ -452,10 +449,38 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         .await;
     }
 
-    // An expired JWT (jwt_expiry is 1 s here).
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // An expired JWT: eve's own claims, signed with the server's key, `exp` in the past (no
+    // sleeping for a real one to expire; tests/fake_clock.rs moves the server's clock).
+    let mut expired: Value = serde_json::from_slice(
+        &b64.decode(
+            bearer
+                .trim_start_matches("Bearer ")
+                .split('.')
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    expired["iat"] = json!(1);
+    expired["exp"] = json!(2);
+    let signed = format!(
+        "{}.{}",
+        b64.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string()),
+        b64.encode(expired.to_string())
+    );
+    let signature = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(signed.as_bytes());
+        b64.encode(mac.finalize().into_bytes())
+    };
     expect_error(
-        insert_raw(ok_body.clone(), Some(bearer.clone())).await,
+        insert_raw(
+            ok_body.clone(),
+            Some(format!("Bearer {signed}.{signature}")),
+        )
+        .await,
         401,
         "expired",
     )

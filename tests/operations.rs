@@ -42,7 +42,11 @@ async fn sigterm_during_inserts_loses_nothing_and_leaves_a_clean_log() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGTERM lands while inserts are in flight: once some are acknowledged (bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 20 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         s.terminate(),
         Some(0),
