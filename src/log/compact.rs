@@ -37,15 +37,12 @@ pub struct CompactReport {
     pub horizon: Cursor,
 }
 
-/// A crash-test hook: with `BROKER_FAULT=compact:<point>` in debug builds, the process
-/// aborts at that point of a compaction, as a `kill -9` would.
+/// A crash-test hook (feature `fault-injection`): the process aborts at that point of a
+/// compaction when the fault file says `abort_at:compact:<point>` (see [`super::fault`]).
 fn failpoint(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("BROKER_FAULT").is_ok_and(|v| v == format!("compact:{point}")) {
-        eprintln!("failpoint compact:{point}: aborting");
-        std::process::abort();
-    }
-    #[cfg(not(debug_assertions))]
+    #[cfg(feature = "fault-injection")]
+    super::fault::abort_at(&format!("compact:{point}"));
+    #[cfg(not(feature = "fault-injection"))]
     let _ = point;
 }
 

@@ -1,8 +1,11 @@
-//! Fault injection for tests (cargo feature `fault-injection`, never in a release build).
+//! Fault injection for tests (cargo feature `fault-injection`, never in a release build): the
+//! one mechanism for every failpoint.
 //!
 //! The file named by `BROKER_FAULT_FILE` holds the name of the fault the writer suffers at
 //! its next writes, until the file is emptied: `short_write`, `eio`, `enospc`,
-//! `fsync_error`, or `crash_after_write` (abort between the write and the fsync).
+//! `fsync_error`, or `crash_after_write` (abort between the write and the fsync); or
+//! `abort_at:<point>` to abort at a named point (`compact:before_rename`, …). The file named
+//! by `BROKER_FAULT_FREE_BYTES_FILE` holds the free bytes the log's disk pretends to have.
 
 /// A disk fault the writer can be made to suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,4 +40,16 @@ pub fn current() -> Option<Fault> {
 pub fn free_bytes() -> Option<u64> {
     let path = std::env::var_os("BROKER_FAULT_FREE_BYTES_FILE")?;
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Aborts the process, as a `kill -9` would, when the fault file says `abort_at:<point>`.
+pub fn abort_at(point: &str) {
+    let Some(path) = std::env::var_os("BROKER_FAULT_FILE") else {
+        return;
+    };
+    let named = std::fs::read_to_string(path).unwrap_or_default();
+    if named.trim().strip_prefix("abort_at:") == Some(point) {
+        eprintln!("failpoint {point}: aborting");
+        std::process::abort();
+    }
 }
