@@ -226,3 +226,94 @@ impl TenantFeed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::record::EventInserted;
+
+    fn event(cursor: Cursor, tenant: &str, data: &str) -> Record {
+        Record {
+            cursor,
+            at_ms: 0,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [0; 16],
+                tenant: tenant.into(),
+                event: "e".into(),
+                data: data.into(),
+                username: "u".into(),
+            }),
+        }
+    }
+
+    fn frames(next: Next) -> (Vec<u8>, Cursor) {
+        match next {
+            Next::Frames(bytes, last) => (bytes.to_vec(), last),
+            Next::ReadLog(upto) => panic!("read the log up to {upto}"),
+            Next::Idle => panic!("idle"),
+        }
+    }
+
+    #[test]
+    fn next_after_hands_out_only_newer_frames_of_the_tenant() {
+        let fanout = Fanout::new(0, 16, 1 << 20);
+        let feed = fanout.feed("a");
+        fanout.publish([event(1, "a", "1"), event(2, "b", "2"), event(3, "a", "3")].iter());
+        let (bytes, last) = frames(feed.next_after(0, 10));
+        assert_eq!(last, 3);
+        assert_eq!(
+            bytes,
+            [sse_frame::event(1, "e", "1"), sse_frame::event(3, "e", "3")].concat()
+        );
+        assert_eq!(frames(feed.next_after(1, 10)).1, 3);
+        assert!(matches!(feed.next_after(3, 10), Next::Idle));
+        assert_eq!(fanout.published(), 3);
+    }
+
+    #[test]
+    fn next_after_is_bounded_by_frames_and_bytes() {
+        let fanout = Fanout::new(0, 64, 1 << 20);
+        let feed = fanout.feed("a");
+        let big = "x".repeat(MAX_CHUNK_BYTES / 2);
+        let records: Vec<Record> = (1..=6).map(|c| event(c, "a", &big)).collect();
+        fanout.publish(records.iter());
+        assert_eq!(frames(feed.next_after(0, 1)).1, 1, "one frame at most");
+        // Two frames of half a chunk go over the byte bound: one chunk carries one of them.
+        assert_eq!(frames(feed.next_after(0, 10)).1, 1);
+        // A single frame larger than a chunk still goes, alone.
+        let huge = "y".repeat(MAX_CHUNK_BYTES * 3);
+        fanout.publish([event(7, "a", &huge)].iter());
+        assert_eq!(frames(feed.next_after(6, 10)).1, 7);
+    }
+
+    #[test]
+    fn a_subscriber_behind_the_ring_is_sent_to_the_log() {
+        // Three frames or 100 bytes, whichever is smaller.
+        let fanout = Fanout::new(0, 3, 100);
+        let feed = fanout.feed("a");
+        let records: Vec<Record> = (1..=5).map(|c| event(c, "a", "1")).collect();
+        fanout.publish(records.iter());
+        assert!(matches!(feed.next_after(0, 10), Next::ReadLog(2)));
+        assert_eq!(frames(feed.next_after(2, 10)).1, 5);
+        // One big frame pushes out everything before it, but stays itself.
+        fanout.publish([event(6, "a", &"z".repeat(500))].iter());
+        assert!(matches!(feed.next_after(5, 10), Next::Frames(_, 6)));
+        assert!(matches!(feed.next_after(4, 10), Next::ReadLog(5)));
+    }
+
+    #[test]
+    fn a_feed_nobody_uses_and_that_has_no_events_is_released() {
+        let fanout = Fanout::new(0, 8, 1 << 20);
+        let ghost = fanout.feed("ghost");
+        let other = fanout.feed("ghost");
+        fanout.release("ghost", &ghost);
+        assert_eq!(fanout.feeds(), 1, "another subscriber still holds it");
+        drop(other);
+        fanout.release("ghost", &ghost);
+        assert_eq!(fanout.feeds(), 0);
+        let busy = fanout.feed("busy");
+        fanout.publish([event(1, "busy", "1")].iter());
+        fanout.release("busy", &busy);
+        assert_eq!(fanout.feeds(), 1, "a feed with recent events stays");
+    }
+}
