@@ -1,13 +1,76 @@
-//! Hostile segment files: a burst of writes that carried a segment far past
-//! `--segment_bytes`.
+//! Hostile segment files: a segment too large to read whole is refused quickly, naming the
+//! file, and nothing is changed on disk; a burst of writes stays within the limit.
 
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use broker::log::segment;
+use broker::log::segment::{self, Header};
 use common::*;
 use serde_json::json;
+
+/// Generous, so a loaded CI machine never flakes: a debug build needs well under a second.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs the binary, killed after `limit`: (exit code, `None` if it had to be killed; stdout;
+/// stderr; time taken).
+fn run_within(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Option<i32>, String, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn broker");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut exited = false;
+    while !exited && started.elapsed() < limit {
+        exited = child.try_wait().unwrap().is_some();
+        if !exited {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let took = started.elapsed();
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    let code = exited.then(|| status.code().unwrap_or(-1));
+    (code, out.join().unwrap(), err.join().unwrap(), took)
+}
+
+/// The server on `db`, expected to refuse to start (it is killed if it starts after all).
+fn start_refused(db: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let db = db.to_str().unwrap();
+    let mut args = vec!["--db", db, "--listen", "127.0.0.1", "--port", "0"];
+    args.extend(["--ntp", "false"]);
+    args.extend(extra);
+    let (code, _, err, _) = run_within(&args, &[], LIMIT);
+    (code, err)
+}
+
+fn verify(db: &Path, env: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
+    let (code, out, _, took) =
+        run_within(&["log", "verify", "--db", db.to_str().unwrap()], env, LIMIT);
+    (code, out, took)
+}
 
 fn segments(db: &Path) -> Vec<PathBuf> {
     segment::list(&db.join("log"))
@@ -19,6 +82,52 @@ fn segments(db: &Path) -> Vec<PathBuf> {
 
 fn name(path: &Path) -> &str {
     path.file_name().unwrap().to_str().unwrap()
+}
+
+/// Regression: a segment was read whole whatever its size.
+#[test]
+fn an_oversized_segment_is_refused_unread_by_the_server_and_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let path = segment::path(&log, 1);
+    std::fs::write(&path, Header::new(1).encode()).unwrap();
+    // Sparse: no disk space, yet one byte above what 64 MiB segments allow.
+    let len = segment::max_len(segment::DEFAULT_SEGMENT_BYTES) + 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+
+    let (code, err) = start_refused(dir.path(), &[]);
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    let needed = segment::segment_bytes_for(len).to_string();
+    for part in [
+        name(&path),
+        &format!("is {len} bytes"),
+        "--segment_bytes",
+        &needed,
+    ] {
+        assert!(err.contains(part), "{part:?} missing: {err}");
+    }
+    // The limit follows --segment_bytes: a 4096-byte setting refuses far smaller files.
+    let (code, err) = start_refused(dir.path(), &["--segment_bytes", "4096"]);
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    assert!(err.contains(&segment::max_len(4096).to_string()), "{err}");
+
+    let (code, out, _) = verify(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(name(&path)) && out.contains(&format!("is {len} bytes")),
+        "{out}"
+    );
+    // With the setting the message asks for, the tools read it (and find it torn).
+    let (code, out, _) = verify(dir.path(), &[("BROKER_SEGMENT_BYTES", &needed)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("@ 48: "), "{out}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
 }
 
 /// Regression: a group commit wrote its whole batch into the active segment, so a burst

@@ -251,7 +251,7 @@ pub fn open_from(
             });
             continue;
         }
-        let bytes = fs::read(&path).map_err(|e| LogError::io(&path, e))?;
+        let bytes = segment::read(&path, segment_bytes)?;
         let scan = scan_segment(&path, &bytes, codec, last_cursor, &mut visit)?;
         if let Some((fault, follows)) = scan.fault {
             match judge(i + 1 == count, follows) {
@@ -285,7 +285,13 @@ pub fn open_from(
     let active = metas.last().expect("at least one segment");
     let writer_path = active.path.clone();
     let segments = Arc::new(RwLock::new(metas));
-    let reader = LogReader::new(dir.to_owned(), codec, Arc::clone(&segments), horizon);
+    let reader = LogReader::new(
+        dir.to_owned(),
+        codec,
+        Arc::clone(&segments),
+        horizon,
+        segment_bytes,
+    );
     let writer = LogWriter::resume(
         dir.to_owned(),
         writer_path,
