@@ -1,5 +1,7 @@
-//! Hostile segment files: a segment too large to read whole is refused quickly, naming the
-//! file, and nothing is changed on disk; a burst of writes stays within the limit.
+//! Hostile segment files: a crafted tail that made the search after a bad frame quadratic,
+//! a segment too large to read whole, and a compacted header that would have made the start
+//! delete the segments it claims to cover. Each is refused quickly, naming the file, and
+//! nothing is changed on disk.
 
 mod common;
 
@@ -8,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use broker::log::segment::{self, Header};
+use broker::log::frame;
+use broker::log::segment::{self, HEADER_LEN, Header};
 use common::*;
 use serde_json::json;
 
@@ -80,8 +83,60 @@ fn segments(db: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Every segment file with its bytes.
+fn snapshot(db: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    segments(db)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
 fn name(path: &Path) -> &str {
     path.file_name().unwrap().to_str().unwrap()
+}
+
+/// Regression: `00 80 00 00` after a bad frame offers a candidate frame of 32 KiB or 8 MiB at
+/// three offsets in four, and every one was checksummed: hours for 64 MiB.
+#[test]
+fn a_crafted_64_mib_tail_is_judged_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let path = segment::path(&log, 1);
+    let mut bytes = Header::new(1).encode().to_vec();
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
+    bytes.extend_from_slice(&[b'x'; 16]);
+    let pattern = (64 << 20) - bytes.len();
+    bytes.extend(
+        std::iter::repeat_n([0x00, 0x80, 0x00, 0x00], pattern / 4)
+            .flatten()
+            .chain(std::iter::repeat_n(0, pattern % 4)),
+    );
+    assert_eq!(bytes.len(), 64 << 20);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (code, out, took) = verify(dir.path(), &[]);
+    eprintln!("broker log verify on the crafted 64 MiB segment: {took:?}");
+    assert_eq!(code, Some(1), "verify ran {took:?}: {out}");
+    assert!(
+        out.contains(&format!("{} @ 48: damage", name(&path))),
+        "{out}"
+    );
+
+    let started = Instant::now();
+    let (code, err) = start_refused(dir.path(), &[]);
+    eprintln!("the refused start: {:?}", started.elapsed());
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    assert!(
+        err.contains(name(&path)) && err.contains("byte offset 48"),
+        "{err}"
+    );
+    // Refused, not cut away as a torn tail: a tail this long cannot be told apart.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
 /// Regression: a segment was read whole whatever its size.
@@ -126,8 +181,99 @@ fn an_oversized_segment_is_refused_unread_by_the_server_and_by_verify() {
     // With the setting the message asks for, the tools read it (and find it torn).
     let (code, out, _) = verify(dir.path(), &[("BROKER_SEGMENT_BYTES", &needed)]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("@ 48: "), "{out}");
+    assert!(out.contains("@ 48: damage"), "{out}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+}
+
+/// A log of several small segments, written by the server; returns their paths.
+async fn small_segments(db: &Path) -> Vec<PathBuf> {
+    let mut s = Server::start(db, &["--segment_bytes", "4096"]);
+    let c = client();
+    assert_eq!(create_user(&c, &s, "u", "pw", "t").await, 200);
+    let jwt = login(&c, &s, "u", "pw").await;
+    for i in 0..120 {
+        let (status, _) = insert(&c, &s, &jwt, "e", json!({"i": i, "pad": "x".repeat(40)})).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(s.terminate(), Some(0));
+    let all = segments(db);
+    assert!(all.len() >= 4, "{} segments", all.len());
+    all
+}
+
+/// Rewrites `path` with a compacted header covering up to `covers_upto`, over its own frames.
+fn flag_compacted(path: &Path, covers_upto: u64, damage: bool) {
+    let bytes = std::fs::read(path).unwrap();
+    let first = Header::decode(&bytes).unwrap().first_cursor;
+    let mut out = Header::compacted(first, covers_upto, covers_upto + 1)
+        .encode()
+        .to_vec();
+    let body = &bytes[HEADER_LEN..];
+    assert!(frame::decode(body).is_ok());
+    out.extend_from_slice(body);
+    if damage {
+        let middle = HEADER_LEN + body.len() / 2;
+        out[middle] ^= 0x40;
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Regression: a CRC-valid header flagged as compacted made the start delete the segments
+/// it claimed to cover, before anything checked the segment behind the header.
+#[tokio::test]
+async fn a_compacted_header_over_a_damaged_body_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = small_segments(dir.path()).await;
+    let third_first = segment::parse_name(name(&all[2])).unwrap();
+    flag_compacted(&all[0], third_first - 1, true);
+    let before = snapshot(dir.path());
+
+    let (code, err) = start_refused(dir.path(), &["--segment_bytes", "4096"]);
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    assert!(
+        err.contains(name(&all[0])) && err.contains("compacted segment"),
+        "{err}"
+    );
+    assert!(err.contains("they are kept"), "{err}");
+    assert_eq!(snapshot(dir.path()), before, "the start changed the log");
+
+    let (code, out, _) = verify(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("refuses to start rather than remove them"),
+        "{out}"
+    );
+    assert!(!out.contains("the next start removes it"), "{out}");
+}
+
+/// Regression: an intact compacted segment claiming more than a compaction ever replaces —
+/// here every later segment, the newest included — deleted them all at start.
+#[tokio::test]
+async fn a_compacted_header_claiming_the_newest_segment_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = small_segments(dir.path()).await;
+    let newest_first = segment::parse_name(name(all.last().unwrap())).unwrap();
+    flag_compacted(&all[0], newest_first + 1_000, false);
+    let before = snapshot(dir.path());
+
+    let (code, err) = start_refused(dir.path(), &["--segment_bytes", "4096"]);
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    assert!(
+        err.contains(name(&all[0]))
+            && err.contains(&format!(
+                "no segment starts at cursor {}",
+                newest_first + 1_001
+            )),
+        "{err}"
+    );
+    assert_eq!(snapshot(dir.path()), before, "the start changed the log");
+
+    let (code, out, _) = verify(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("refuses to start rather than remove them"),
+        "{out}"
+    );
 }
 
 /// Regression: a group commit wrote its whole batch into the active segment, so a burst
