@@ -2,6 +2,8 @@
 //! suite runs the very same checks over the checked-in corpora and over random inputs
 //! (`tests/fuzz_corpus.rs`). Each panics only when an invariant breaks.
 
+use crate::auth::jwt::{Claims, ISSUER, JwtKey, MAX_IAT_SKEW_S};
+use crate::http::direct::{Class, classify_for_fuzzing};
 use crate::log::{self, frame, segment};
 use crate::state::record::{UserCreated, UserUpdated};
 use crate::state::{Command, Record, State, decide, evolve};
@@ -172,5 +174,133 @@ pub fn request_inputs(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::http::parse_last_event_id(text);
         let _ = crate::auth::jwt::verify(b"secret", text, 0);
+    }
+}
+
+/// A connection's first bytes on the direct SSE path (`http::direct`): no panic; a head
+/// waits for more bytes only while it may still become a plain `GET /sse` head (no
+/// `\r\n\r\n` yet, within the size cap); a head served here is exactly one complete head,
+/// every shorter prefix of it waits for more, and its request is a `GET` of `/sse` carrying
+/// none of the headers (body, upgrade, expect) that would make it hyper's.
+pub fn sse_head(data: &[u8]) {
+    const SSE: &[u8] = b"GET /sse";
+    // Half the inputs start as an SSE request, so the fuzzer reaches the parser.
+    let mut head = Vec::with_capacity(data.len() + SSE.len());
+    if data.first().is_some_and(|b| b % 2 == 0) {
+        head.extend_from_slice(SSE);
+        head.extend_from_slice(&data[1..]);
+    } else {
+        head.extend_from_slice(data);
+    }
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n");
+    let (class, request, max_head) = classify_for_fuzzing(&head);
+    match class {
+        Class::NeedMore => {
+            assert!(end.is_none(), "waits for more after a complete head");
+            assert!(head.len() <= max_head, "waits for more past the size cap");
+            assert!(
+                SSE.starts_with(&head) || (head.starts_with(SSE) && matches!(head[8], b' ' | b'?')),
+                "waits for more on a head that is not an SSE request"
+            );
+        }
+        Class::Other => assert!(request.is_none()),
+        Class::Sse { len } => {
+            assert_eq!(len, head.len(), "served with bytes after the head");
+            assert_eq!(end, Some(len - 4), "served before its first blank line");
+            assert!(
+                matches!(head[8], b' ' | b'?'),
+                "served a path other than /sse"
+            );
+            for cut in [1, 8, 9, len / 2, len - 3, len - 2, len - 1] {
+                if cut < len && cut <= max_head {
+                    let (class, _, _) = classify_for_fuzzing(&head[..cut]);
+                    assert_eq!(class, Class::NeedMore, "a prefix of {cut} bytes");
+                }
+            }
+            if let Some(request) = request {
+                assert_eq!(request.method(), poem::http::Method::GET);
+                assert_eq!(request.uri().path(), "/sse");
+                assert_eq!(request.uri().query().is_some(), head[8] == b'?');
+                let headers = request.headers();
+                assert!(
+                    headers
+                        .get("content-length")
+                        .is_none_or(|v| v.as_bytes() == b"0")
+                );
+                for name in ["transfer-encoding", "upgrade", "expect"] {
+                    assert!(!headers.contains_key(name), "served with {name}");
+                }
+            }
+        }
+    }
+}
+
+/// The key [`jwt`] signs and verifies with.
+const JWT_SECRET: &[u8] = b"broker fuzzing secret";
+
+/// A bearer token and a time for the JWT verifier (`JwtKey::verify`). The first 8 bytes are
+/// the time; after a byte that is even, the rest is `header JSON \n claims JSON`, encoded and
+/// signed with the key (so the fuzzer reaches the checks behind the signature), else the
+/// token as text. No panic; an accepted token has `iss` "broker", `exp` after the time and
+/// `iat` at most [`MAX_IAT_SKEW_S`] after it, its HS256 signature verifies under
+/// jsonwebtoken, its header (an object) says HS256, its claims are what its JSON says, and
+/// whenever jsonwebtoken's own `decode` accepts it too, the claims agree. `decode` is
+/// stricter about what else a *signed* header or claims set may be (a `typ` that is not a
+/// string, a repeated `typ` or `nbf`, an array instead of an object), so its refusal alone
+/// is not a failure: only the holder of the secret can make such a token.
+pub fn jwt(data: &[u8]) {
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (now, rest) = match data.split_first_chunk::<8>() {
+        Some((now, rest)) => (u64::from_le_bytes(*now), rest),
+        None => (0, data),
+    };
+    let token = match rest.split_first() {
+        Some((mode, rest)) if mode % 2 == 0 => {
+            let split = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            let claims = rest.get(split + 1..).unwrap_or_default();
+            let signed = format!("{}.{}", b64.encode(&rest[..split]), b64.encode(claims));
+            let key = EncodingKey::from_secret(JWT_SECRET);
+            let signature = jsonwebtoken::crypto::sign(signed.as_bytes(), &key, Algorithm::HS256)
+                .expect("HS256 signs any bytes");
+            format!("{signed}.{signature}")
+        }
+        _ => String::from_utf8_lossy(rest).into_owned(),
+    };
+    let Ok(claims) = JwtKey::new(JWT_SECRET).verify(&token, now) else {
+        return;
+    };
+    assert_eq!(claims.iss, ISSUER);
+    assert!(claims.exp > now, "accepted after its exp");
+    assert!(
+        claims.iat <= now.saturating_add(MAX_IAT_SKEW_S),
+        "accepted from the future"
+    );
+    let key = DecodingKey::from_secret(JWT_SECRET);
+    let (signed, signature) = token.rsplit_once('.').expect("an accepted token has dots");
+    assert_eq!(
+        jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &key, Algorithm::HS256).ok(),
+        Some(true),
+        "accepted a signature jsonwebtoken refuses"
+    );
+    let (header, body) = signed.split_once('.').expect("three parts");
+    let header: serde_json::Value = b64
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .expect("accepted a header that is not JSON");
+    if header.is_object() {
+        assert_eq!(header["alg"], "HS256", "accepted another algorithm");
+    }
+    let said: Claims =
+        serde_json::from_slice(&b64.decode(body).expect("base64 claims")).expect("claims as JSON");
+    assert_eq!(said, claims);
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    if let Ok(theirs) = jsonwebtoken::decode::<Claims>(&token, &key, &validation) {
+        assert_eq!(theirs.claims, claims);
     }
 }

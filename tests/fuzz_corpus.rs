@@ -32,6 +32,22 @@ fn corpora_pass_every_check() {
     for input in corpus("request_inputs") {
         broker::fuzzing::request_inputs(&input);
     }
+    for input in corpus("sse_head") {
+        broker::fuzzing::sse_head(&input);
+    }
+    for input in corpus("jwt") {
+        broker::fuzzing::jwt(&input);
+    }
+}
+
+/// The `jwt` target's input for a token signed with its key: time, mode byte, header, claims.
+fn signed_jwt_input(now: u64, header: &str, claims: &str) -> Vec<u8> {
+    let mut input = now.to_le_bytes().to_vec();
+    input.push(0);
+    input.extend_from_slice(header.as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(claims.as_bytes());
+    input
 }
 
 /// A valid golden segment with one byte changed, anywhere.
@@ -69,6 +85,39 @@ proptest! {
     #[test]
     fn random_request_inputs_parse_safely(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         broker::fuzzing::request_inputs(&data);
+    }
+
+    #[test]
+    fn random_sse_heads_keep_the_direct_path_rules(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        broker::fuzzing::sse_head(&data);
+    }
+
+    #[test]
+    fn sse_shaped_heads_keep_the_direct_path_rules(
+        text in "GET /sse[ ?][a-z=&0-9 ]{0,12}( HTTP/1\\.[019])?(\r\n[a-zA-Z-]{1,16}: ?[ -~]{0,12}){0,5}(\r\n){0,2}(GET / HTTP/1\\.1\r\n\r\n)?"
+    ) {
+        broker::fuzzing::sse_head(text.as_bytes());
+    }
+
+    #[test]
+    fn random_tokens_and_times_verify_safely(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        broker::fuzzing::jwt(&data);
+    }
+
+    #[test]
+    fn signed_tokens_are_accepted_only_within_their_claims(
+        now in 0u64..4_000,
+        iat in 0u64..4_000,
+        exp in 0u64..4_000,
+        alg in "HS256|HS384|none|hs256",
+        iss in "broker|someone|",
+        aud in "|,\"aud\":\"broker-sse\"|,\"aud\":5",
+    ) {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+        let claims = format!(
+            r#"{{"sub":"bob","iat":{iat},"exp":{exp},"iss":"{iss}","tenant":"t","epoch":3{aud}}}"#
+        );
+        broker::fuzzing::jwt(&signed_jwt_input(now, &header, &claims));
     }
 
     #[test]

@@ -242,6 +242,12 @@ impl Writer {
         let at_ms = (self.clock)();
         let mut accepted: Vec<(Reply, Vec<Record>)> = Vec::with_capacity(batch.len());
         for (command, reply) in batch {
+            if self.log.segment_full() {
+                // The batch ends here and the rest starts a new segment: written whole, it
+                // would carry this one past --segment_bytes by all the rest of the batch.
+                let sync_now = self.sync_due();
+                self.flush_and_publish(std::mem::take(&mut accepted), sync_now);
+            }
             let records = match decide(&self.decision, command, at_ms) {
                 Ok(records) => records,
                 Err(rejection) => {
@@ -271,12 +277,27 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        let sync_now = match self.fsync {
+        let sync_now = self.sync_due();
+        self.flush_and_publish(accepted, sync_now);
+    }
+
+    /// Whether the next flush must also fsync, under the policy.
+    fn sync_due(&self) -> bool {
+        match self.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
             FsyncPolicy::Never => false,
-        };
-        self.flush_and_publish(accepted, sync_now);
+        }
+    }
+
+    /// Flushes and publishes records folded from the shared stream; whether that worked.
+    fn publish_folded(&mut self, folded: Vec<Record>) -> bool {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        if !folded.is_empty() {
+            let sync_now = self.sync_due();
+            self.flush_and_publish(vec![(done, folded)], sync_now);
+        }
+        folded_ok(outcome)
     }
 
     /// Shared log: appends records read from the stream to the local copy and folds them.
@@ -303,6 +324,11 @@ impl Writer {
                 dropped_upto = Some(record.cursor);
                 continue;
             }
+            // As in `write_batch`: a full segment ends the batch here.
+            if self.log.segment_full() && !self.publish_folded(std::mem::take(&mut folded)) {
+                failed = Some("writing to the local copy failed".into());
+                break;
+            }
             // As in `write_batch`: only a rotation fails, before the frame is buffered.
             if let Err(e) = self.log.append(record.cursor, &record.encode()) {
                 tracing::error!(error = %e, "appending to the local copy failed");
@@ -312,16 +338,7 @@ impl Writer {
             evolve(&mut self.decision, &record);
             folded.push(record);
         }
-        let sync_now = match self.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
-            FsyncPolicy::Never => false,
-        };
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        if !folded.is_empty() {
-            self.flush_and_publish(vec![(done, folded)], sync_now);
-        }
-        let published = folded_ok(outcome);
+        let published = self.publish_folded(folded);
         // A dropped record after the last folded one still moves the cursor: the request
         // that published it waits for it, and a restarted reader must not fetch it again.
         if published

@@ -32,8 +32,9 @@ const MAX_HEADERS: usize = 64;
 pub type HandedOff<Io> = (Rewind<Io>, LocalAddr, RemoteAddr, Scheme);
 
 /// What the first bytes of a connection say.
+#[doc(hidden)]
 #[derive(Debug, PartialEq, Eq)]
-enum Class {
+pub enum Class {
     /// Not enough bytes yet to tell.
     NeedMore,
     /// Anything but a plain `GET /sse`: hyper's.
@@ -106,6 +107,23 @@ fn request(head: &[u8], local: LocalAddr, remote: RemoteAddr, scheme: Scheme) ->
         (parts, local, remote, scheme).into(),
         poem::Body::empty(),
     ))
+}
+
+/// For `broker::fuzzing::sse_head`, which holds the properties: [`classify`], the request
+/// [`request`] builds from a head served here, and the size past which no head is awaited.
+#[doc(hidden)]
+pub fn classify_for_fuzzing(head: &[u8]) -> (Class, Option<Request>, usize) {
+    let class = classify(head);
+    let built = match class {
+        Class::Sse { .. } => request(
+            head,
+            LocalAddr::default(),
+            RemoteAddr::default(),
+            Scheme::HTTP,
+        ),
+        _ => None,
+    };
+    (class, built, MAX_HEAD)
 }
 
 /// Reads a new connection's first request head and serves it here or hands it to hyper.

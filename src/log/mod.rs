@@ -101,6 +101,21 @@ pub enum LogError {
         /// The version this build reads and writes.
         supported: u32,
     },
+    /// A segment file larger than any this broker writes with its `--segment_bytes`: not read.
+    #[error(
+        "{path} is {len} bytes, larger than the {limit} bytes a segment may span with --segment_bytes {segment_bytes} (twice that, plus one largest frame); it was not read. If it was written with a larger setting, run with --segment_bytes (BROKER_SEGMENT_BYTES for the server and the `broker log` tools) of at least {needed}; otherwise it is not a segment of this log: move it away",
+        needed = segment::segment_bytes_for(*len)
+    )]
+    SegmentTooLarge {
+        /// The segment file.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+        /// The largest size accepted.
+        limit: u64,
+        /// The `--segment_bytes` the limit derives from.
+        segment_bytes: u64,
+    },
     /// A record larger than a frame may hold.
     #[error("a record of {0} bytes exceeds the largest frame ({max} bytes)", max = frame::MAX_PAYLOAD)]
     TooLarge(usize),

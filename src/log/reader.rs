@@ -34,6 +34,9 @@ pub struct LogReader {
     horizon: Arc<std::sync::atomic::AtomicU64>,
     /// Frames read back so far (for `/metrics`: how much catch-up reading costs).
     frames_read: Arc<std::sync::atomic::AtomicU64>,
+    /// The log's `--segment_bytes`: what compaction aims at and what sets the largest
+    /// segment file it reads whole ([`super::segment::max_len`]).
+    segment_bytes: u64,
 }
 
 impl LogReader {
@@ -42,6 +45,7 @@ impl LogReader {
         codec: Codec,
         segments: Arc<RwLock<Vec<SegmentMeta>>>,
         horizon: Cursor,
+        segment_bytes: u64,
     ) -> Self {
         LogReader {
             dir,
@@ -49,7 +53,13 @@ impl LogReader {
             segments,
             horizon: Arc::new(horizon.into()),
             frames_read: Default::default(),
+            segment_bytes,
         }
+    }
+
+    /// The `--segment_bytes` the log was opened with.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
     }
 
     /// Frames read back from segment files since start.

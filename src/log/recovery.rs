@@ -1,9 +1,12 @@
 //! Opening a log: check every segment, repair a torn tail, refuse any other damage.
 //!
-//! The policy is explicit ([`Fault`] → [`Verdict`]): only the **tail of the last segment** can
-//! be the remains of a crash, because every earlier byte was fsynced before a later segment
-//! was created. A bad frame there is cut away, unless an intact frame follows it (then the
-//! damage is in the middle of acknowledged data and we refuse, naming file and offset).
+//! The policy is explicit ([`Fault`] + [`After`] → [`Verdict`]): only the **tail of the last
+//! segment** can be the remains of a crash, because every earlier byte was fsynced before a
+//! later segment was created. A bad frame there is cut away only when the search after it
+//! ([`search_after`]) read every byte to the end of the file and found no intact frame; if it
+//! finds one, or cannot finish within its bounds, the damage may be in the middle of
+//! acknowledged data and we refuse, naming file and offset. A compacted segment is never a
+//! torn tail: it was fsynced whole before it was renamed into place.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,9 +15,25 @@ use std::sync::{Arc, RwLock};
 
 use super::frame::{self, FRAME_HEADER};
 use super::reader::{LogReader, SegmentMeta};
-use super::segment::{self, FORMAT_VERSION, HEADER_LEN, Header};
+use super::segment::{self, FLAG_COMPACTED, FORMAT_VERSION, HEADER_LEN, Header};
 use super::writer::{INDEX_EVERY, LogWriter};
 use super::{Codec, Cursor, LogError};
+
+/// How many bytes after a bad frame the search for an intact one reads. A torn tail is the
+/// rest of one frame (a record is at most a request body, 1 MiB by default) and sometimes
+/// zeros where the rest of its batch was not written: 8 MiB holds that for a batch of
+/// thousands of ordinary records. A longer tail is refused like damage ([`After::Unsure`]).
+pub const SEARCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many candidate frames (offsets whose length field is plausible: non-zero, at most
+/// [`frame::MAX_PAYLOAD`], within the file) the search checks at most. The rest of a torn
+/// frame holds few: a candidate needs a fourth byte of `00`/`01`, rare in the text and
+/// relative pointers a record is made of, and a zero run offers one only at its start.
+pub const SEARCH_CANDIDATES: usize = 16 * 1024;
+
+/// How many payload bytes the search checksums at most, over all its candidates: one
+/// candidate may claim up to 32 MiB, so without this a few thousand of them cost gigabytes.
+pub const SEARCH_CRC_BYTES: usize = 64 * 1024 * 1024;
 
 /// A torn tail that recovery cut away.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,14 +87,39 @@ pub struct SegmentScan {
     pub frames: u64,
     /// Sparse cursor → offset index of the intact frames.
     pub index: Vec<(Cursor, u64)>,
-    /// The first bad frame, if any, and whether an intact frame follows it.
-    pub fault: Option<(Fault, bool)>,
+    /// The first bad frame, if any, and what the search after it found.
+    pub fault: Option<(Fault, After)>,
+}
+
+/// What the bounded search after a bad frame found ([`search_after`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// An intact frame starts at this offset: the damage is in the middle of the data.
+    Intact(u64),
+    /// Every byte to the end of the segment was searched and no intact frame starts there.
+    Nothing,
+    /// The search stopped before the end (why): it cannot tell, which counts as damage.
+    Unsure(String),
+}
+
+impl std::fmt::Display for After {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            After::Intact(at) => write!(f, "an intact frame follows at byte offset {at}"),
+            After::Nothing => write!(f, "no intact frame follows"),
+            After::Unsure(why) => write!(
+                f,
+                "cannot tell a torn tail from damage ({why}), so it counts as damage"
+            ),
+        }
+    }
 }
 
 /// Reads the header and frames of one segment held in `bytes`.
 ///
-/// `prev` is the last cursor of the segment before (0 if none); cursors must rise strictly.
-/// `visit` sees every intact record in order. A header fault is returned as `Err`.
+/// `prev` is the last cursor of the segment before (0 if none); cursors must rise strictly,
+/// and in a compacted segment stay at or below its `covers_upto`. `visit` sees every intact
+/// record in order. A header fault is returned as `Err`.
 pub fn scan_segment(
     path: &Path,
     bytes: &[u8],
@@ -116,9 +160,14 @@ pub fn scan_segment(
         index: Vec::new(),
         fault: None,
     };
+    let ceiling = if header.flags & FLAG_COMPACTED != 0 {
+        header.covers_upto
+    } else {
+        Cursor::MAX
+    };
     let mut offset = HEADER_LEN;
     while offset < bytes.len() {
-        match check_frame(&bytes[offset..], codec, scan.last_cursor) {
+        match check_frame(&bytes[offset..], codec, scan.last_cursor, ceiling) {
             Ok((cursor, payload, len)) => {
                 if scan.frames.is_multiple_of(INDEX_EVERY) {
                     scan.index.push((cursor, offset as u64));
@@ -130,14 +179,14 @@ pub fn scan_segment(
                 scan.valid_len = offset as u64;
             }
             Err(reason) => {
-                let follows = intact_frame_follows(bytes, offset, codec, scan.last_cursor);
+                let after = search_after(bytes, offset, codec, scan.last_cursor, ceiling);
                 scan.fault = Some((
                     Fault {
                         path: path.to_owned(),
                         offset: offset as u64,
                         reason,
                     },
-                    follows,
+                    after,
                 ));
                 break;
             }
@@ -146,8 +195,14 @@ pub fn scan_segment(
     Ok(scan)
 }
 
-/// Checks the frame at the start of `bytes`: intact, a valid record, cursor above `prev`.
-fn check_frame(bytes: &[u8], codec: Codec, prev: Cursor) -> Result<(Cursor, &[u8], usize), String> {
+/// Checks the frame at the start of `bytes`: intact, a valid record, cursor above `prev` and
+/// at most `ceiling`.
+fn check_frame(
+    bytes: &[u8],
+    codec: Codec,
+    prev: Cursor,
+    ceiling: Cursor,
+) -> Result<(Cursor, &[u8], usize), String> {
     let (payload, len) = frame::decode(bytes).map_err(|f| f.to_string())?;
     let cursor = codec(payload).ok_or_else(|| "frame holds no valid record".to_string())?;
     if cursor <= prev {
@@ -155,21 +210,65 @@ fn check_frame(bytes: &[u8], codec: Codec, prev: Cursor) -> Result<(Cursor, &[u8
             "cursor {cursor} does not follow cursor {prev} (cursors must rise)"
         ));
     }
+    if cursor > ceiling {
+        return Err(format!(
+            "cursor {cursor} lies beyond {ceiling}, the last cursor this compacted segment covers"
+        ));
+    }
     Ok((cursor, payload, len))
 }
 
-/// Whether an intact record with a cursor above `prev` starts anywhere after `bad`.
+/// Looks for an intact record with a cursor in `(prev, ceiling]` starting after `bad`, to
+/// tell a torn tail (garbage to the end) from damage in the middle (good data after it).
 ///
-/// Tells a torn tail (garbage to the end) from damage in the middle (good data after it).
-fn intact_frame_follows(bytes: &[u8], bad: usize, codec: Codec, prev: Cursor) -> bool {
-    (bad + 1..bytes.len().saturating_sub(FRAME_HEADER)).any(|at| {
+/// Bounded, because the bytes are untrusted: it reads at most [`SEARCH_BYTES`] past `bad`,
+/// checks at most [`SEARCH_CANDIDATES`] candidates and checksums at most [`SEARCH_CRC_BYTES`],
+/// so its cost is linear in those constants whatever the file holds (trying every offset
+/// with no bound cost a CRC of up to 32 MiB per byte). Whenever a bound stops it before the
+/// end of the file the answer is [`After::Unsure`], which recovery refuses like damage:
+/// running out of budget can cost an operator a `broker log verify`, never a record.
+pub fn search_after(
+    bytes: &[u8],
+    bad: usize,
+    codec: Codec,
+    prev: Cursor,
+    ceiling: Cursor,
+) -> After {
+    // A frame needs its header and at least one payload byte.
+    let last_start = bytes.len().saturating_sub(FRAME_HEADER + 1);
+    let window_end = last_start.min(bad.saturating_add(SEARCH_BYTES));
+    let (mut candidates, mut hashed) = (0usize, 0usize);
+    for at in bad + 1..=window_end {
         // Cheap pre-check on the length before paying for a CRC.
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        len != 0
-            && len <= frame::MAX_PAYLOAD
-            && at + FRAME_HEADER + len <= bytes.len()
-            && check_frame(&bytes[at..], codec, prev).is_ok()
-    })
+        if len == 0 || len > frame::MAX_PAYLOAD || len > bytes.len() - at - FRAME_HEADER {
+            continue;
+        }
+        candidates += 1;
+        hashed += len;
+        if candidates > SEARCH_CANDIDATES {
+            return After::Unsure(format!(
+                "more than {SEARCH_CANDIDATES} candidate frames in the {} bytes after it",
+                at - bad
+            ));
+        }
+        if hashed > SEARCH_CRC_BYTES {
+            return After::Unsure(format!(
+                "the candidate frames in the {} bytes after it claim more than {SEARCH_CRC_BYTES} bytes",
+                at - bad
+            ));
+        }
+        if check_frame(&bytes[at..], codec, prev, ceiling).is_ok() {
+            return After::Intact(at as u64);
+        }
+    }
+    if window_end < last_start {
+        return After::Unsure(format!(
+            "the file goes on for {} bytes from it, more than the {SEARCH_BYTES} searched",
+            bytes.len() - bad
+        ));
+    }
+    After::Nothing
 }
 
 /// What recovery does with a fault.
@@ -181,8 +280,9 @@ enum Verdict {
     Refuse,
 }
 
-fn judge(is_last_segment: bool, intact_frame_follows: bool) -> Verdict {
-    if is_last_segment && !intact_frame_follows {
+/// `may_be_torn`: the fault is in the last segment, and that segment is not a compacted one.
+fn judge(may_be_torn: bool, after: &After) -> Verdict {
+    if may_be_torn && *after == After::Nothing {
         Verdict::TruncateTail
     } else {
         Verdict::Refuse
@@ -217,7 +317,7 @@ pub fn open_from(
     fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
     remove_leftover_temp_files(dir)?;
     let mut listed = segment::list(dir).map_err(|e| LogError::io(dir, e))?;
-    let removed_leftovers = remove_covered_leftovers(dir, &mut listed)?;
+    let removed_leftovers = remove_covered_leftovers(dir, &mut listed, codec, segment_bytes)?;
     if listed.is_empty() {
         let path = create_segment(dir, 1)?;
         listed.push((1, path));
@@ -251,15 +351,16 @@ pub fn open_from(
             });
             continue;
         }
-        let bytes = fs::read(&path).map_err(|e| LogError::io(&path, e))?;
+        let bytes = segment::read(&path, segment_bytes)?;
         let scan = scan_segment(&path, &bytes, codec, last_cursor, &mut visit)?;
-        if let Some((fault, follows)) = scan.fault {
-            match judge(i + 1 == count, follows) {
+        if let Some((fault, after)) = scan.fault {
+            let compacted = scan.header.flags & FLAG_COMPACTED != 0;
+            match judge(i + 1 == count && !compacted, &after) {
                 Verdict::Refuse => {
                     return Err(LogError::Damaged {
                         path: fault.path,
                         offset: fault.offset,
-                        reason: fault.reason,
+                        reason: format!("{}; {after}", fault.reason),
                     });
                 }
                 Verdict::TruncateTail => {
@@ -285,7 +386,13 @@ pub fn open_from(
     let active = metas.last().expect("at least one segment");
     let writer_path = active.path.clone();
     let segments = Arc::new(RwLock::new(metas));
-    let reader = LogReader::new(dir.to_owned(), codec, Arc::clone(&segments), horizon);
+    let reader = LogReader::new(
+        dir.to_owned(),
+        codec,
+        Arc::clone(&segments),
+        horizon,
+        segment_bytes,
+    );
     let writer = LogWriter::resume(
         dir.to_owned(),
         writer_path,
@@ -305,38 +412,93 @@ pub fn open_from(
 
 /// A compacted segment replaces the segments up to its `covers_upto`: it is renamed over the
 /// first of them, then the others are deleted. A crash between the two leaves segments it
-/// covers; they hold nothing it lacks (only superseded events), so they are removed.
+/// covers; they hold nothing it lacks (only superseded events), so they are removed — but
+/// only once the compacted segment has proved to be what an interrupted swap leaves
+/// ([`check_compacted`]). A header alone is 48 bytes anyone can forge with a valid CRC.
 fn remove_covered_leftovers(
     dir: &Path,
     listed: &mut Vec<(Cursor, PathBuf)>,
+    codec: Codec,
+    segment_bytes: u64,
 ) -> Result<Vec<PathBuf>, LogError> {
-    let mut covered_upto = 0;
     let mut removed = Vec::new();
-    let mut kept = Vec::with_capacity(listed.len());
-    for (first, path) in listed.drain(..) {
-        if first <= covered_upto {
-            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
-            removed.push(path);
-            continue;
+    let mut i = 0;
+    while i < listed.len() {
+        let path = &listed[i].1;
+        let header = match peek_header(path) {
+            Some(header) if header.flags & FLAG_COMPACTED != 0 => header,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let covered = listed[i + 1..]
+            .iter()
+            .take_while(|(first, _)| *first <= header.covers_upto)
+            .count();
+        if covered > 0 {
+            let next = listed.get(i + 1 + covered).map(|(first, _)| *first);
+            check_compacted(path, &header, covered, next, codec, segment_bytes)?;
+            for (_, leftover) in listed.drain(i + 1..i + 1 + covered) {
+                fs::remove_file(&leftover).map_err(|e| LogError::io(&leftover, e))?;
+                removed.push(leftover);
+            }
         }
-        let mut head = [0u8; HEADER_LEN];
-        let read = fs::File::open(&path).and_then(|mut f| {
-            use std::io::Read;
-            f.read(&mut head)
-        });
-        if let Ok(n) = read
-            && let Ok(header) = Header::decode(&head[..n])
-            && header.flags & segment::FLAG_COMPACTED != 0
-        {
-            covered_upto = covered_upto.max(header.covers_upto);
-        }
-        kept.push((first, path));
+        i += 1;
     }
-    *listed = kept;
     if !removed.is_empty() {
         segment::sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     }
     Ok(removed)
+}
+
+/// Refuses a compacted segment that would remove `covered` later segments unless it is
+/// whole: every frame intact and a valid record, cursors rising within
+/// `first_cursor..=covers_upto`, no bytes after the last frame, and the segment after the
+/// covered ones (`next`) starting at `covers_upto + 1`, as it does after a real swap
+/// (compaction never replaces the last segment).
+fn check_compacted(
+    path: &Path,
+    header: &Header,
+    covered: usize,
+    next: Option<Cursor>,
+    codec: Codec,
+    segment_bytes: u64,
+) -> Result<(), LogError> {
+    let refuse = |offset, why: String| LogError::Damaged {
+        path: path.to_owned(),
+        offset,
+        reason: format!(
+            "{why}: a compacted segment (covering cursors up to {}) replaces the {covered} segments after it only when it is whole; they are kept",
+            header.covers_upto
+        ),
+    };
+    if next != Some(header.covers_upto.saturating_add(1)) {
+        return Err(refuse(
+            0,
+            format!(
+                "no segment starts at cursor {}, right after what it covers",
+                header.covers_upto.saturating_add(1)
+            ),
+        ));
+    }
+    let bytes = segment::read(path, segment_bytes)?;
+    let scan = scan_segment(path, &bytes, codec, 0, |_, _| {})?;
+    if let Some((fault, _)) = scan.fault {
+        return Err(refuse(fault.offset, fault.reason));
+    }
+    Ok(())
+}
+
+/// The header of `path` if it reads and its CRC holds; `None` otherwise (the scan that
+/// follows reports why).
+fn peek_header(path: &Path) -> Option<Header> {
+    use std::io::Read;
+    let mut head = [0u8; HEADER_LEN];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    Header::decode(&head[..n]).ok()
 }
 
 /// Reads and checks a segment's header only.
@@ -411,11 +573,93 @@ pub(crate) fn create_segment(dir: &Path, first: Cursor) -> Result<PathBuf, LogEr
 mod tests {
     use super::*;
 
+    /// A test codec: the payload's first eight bytes are its cursor.
+    fn codec(payload: &[u8]) -> Option<Cursor> {
+        Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+    }
+
+    /// A segment's bytes: a header, one intact frame (cursor 1), then a frame with a bad CRC.
+    fn damaged() -> Vec<u8> {
+        let mut bytes = Header::new(1).encode().to_vec();
+        frame::encode_into(&mut bytes, &1u64.to_le_bytes());
+        bytes.extend_from_slice(&16u32.to_le_bytes());
+        bytes.extend_from_slice(&0xdead_beef_u32.to_le_bytes());
+        bytes.extend_from_slice(&[7; 16]);
+        bytes
+    }
+
+    const BAD: usize = HEADER_LEN + FRAME_HEADER + 8;
+
+    #[test]
+    fn the_search_finds_an_intact_frame_behind_damage_and_nothing_behind_garbage() {
+        let mut bytes = damaged();
+        bytes.extend_from_slice(&[0; 100]);
+        assert_eq!(
+            search_after(&bytes, BAD, codec, 1, Cursor::MAX),
+            After::Nothing
+        );
+        let at = bytes.len() as u64;
+        frame::encode_into(&mut bytes, &2u64.to_le_bytes());
+        assert_eq!(
+            search_after(&bytes, BAD, codec, 1, Cursor::MAX),
+            After::Intact(at)
+        );
+        // Not above `prev`, or above a compacted segment's ceiling: not intact.
+        assert_eq!(
+            search_after(&bytes, BAD, codec, 2, Cursor::MAX),
+            After::Nothing
+        );
+        assert_eq!(search_after(&bytes, BAD, codec, 1, 1), After::Nothing);
+    }
+
+    #[test]
+    fn the_search_stops_unsure_at_each_of_its_bounds() {
+        let unsure = |bytes: &[u8]| match search_after(bytes, BAD, codec, 1, Cursor::MAX) {
+            After::Unsure(why) => why,
+            other => panic!("{other:?}"),
+        };
+        // Candidates claiming 32 KiB and 8 MiB: the checksum budget runs out.
+        let mut crafted = damaged();
+        crafted.extend(std::iter::repeat_n([0x00, 0x80, 0x00, 0x00], 4 << 20).flatten());
+        assert!(unsure(&crafted).contains("claim more than"));
+        // Candidates claiming 1 and 256 bytes: the candidate count runs out.
+        let mut small = damaged();
+        small.extend(std::iter::repeat_n([0x01, 0x00, 0x00, 0x00], 16 * 1024).flatten());
+        assert!(unsure(&small).contains("candidate frames in the"));
+        // Zeros offer no candidate, but go on past the window.
+        let mut long = damaged();
+        long.resize(BAD + SEARCH_BYTES + 100, 0);
+        assert!(unsure(&long).contains("goes on for"));
+        long.truncate(BAD + SEARCH_BYTES);
+        assert_eq!(
+            search_after(&long, BAD, codec, 1, Cursor::MAX),
+            After::Nothing
+        );
+    }
+
+    #[test]
+    fn a_compacted_segment_holds_no_cursor_beyond_what_it_covers() {
+        let dir = std::env::temp_dir().join(format!("broker-ceiling-{}", std::process::id()));
+        let path = segment::path(&dir, 1);
+        let mut bytes = Header::compacted(1, 5, 1).encode().to_vec();
+        for cursor in [2u64, 5, 6] {
+            frame::encode_into(&mut bytes, &cursor.to_le_bytes());
+        }
+        let scan = scan_segment(&path, &bytes, codec, 0, |_, _| {}).unwrap();
+        assert_eq!(scan.last_cursor, 5);
+        let (fault, after) = scan.fault.expect("cursor 6 is a fault");
+        assert!(fault.reason.contains("beyond 5"), "{}", fault.reason);
+        assert_eq!(after, After::Nothing);
+    }
+
     #[test]
     fn only_a_last_segment_without_later_good_frames_is_a_torn_tail() {
-        assert_eq!(judge(true, false), Verdict::TruncateTail);
-        assert_eq!(judge(true, true), Verdict::Refuse);
-        assert_eq!(judge(false, false), Verdict::Refuse);
-        assert_eq!(judge(false, true), Verdict::Refuse);
+        let unsure = After::Unsure("budget".into());
+        assert_eq!(judge(true, &After::Nothing), Verdict::TruncateTail);
+        assert_eq!(judge(true, &After::Intact(60)), Verdict::Refuse);
+        assert_eq!(judge(true, &unsure), Verdict::Refuse);
+        assert_eq!(judge(false, &After::Nothing), Verdict::Refuse);
+        assert_eq!(judge(false, &After::Intact(60)), Verdict::Refuse);
+        assert_eq!(judge(false, &unsure), Verdict::Refuse);
     }
 }

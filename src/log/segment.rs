@@ -21,7 +21,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Cursor;
+use super::frame::{FRAME_HEADER, MAX_PAYLOAD};
+use super::{Cursor, LogError};
 
 /// The first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"BRKRLOG\0";
@@ -40,6 +41,64 @@ pub const FLAG_COMPACTED: u32 = 1;
 
 /// File name suffix of a segment.
 pub const SUFFIX: &str = ".seg";
+
+/// The smallest `--segment_bytes` the writer uses (a smaller setting is raised to this).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
+/// The `--segment_bytes` the `broker log` tools assume when `BROKER_SEGMENT_BYTES` is unset.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The largest segment file a reader accepts from a log written with `segment_bytes`: twice
+/// `segment_bytes` plus one largest frame (and the header).
+///
+/// Why that much: the writer starts a new segment before a batch once the active one has
+/// reached `segment_bytes`, and ends a batch early when it reaches it, so a plain segment
+/// never exceeds `segment_bytes` plus the frames of one command (under one largest frame: a
+/// request body is at most 16 MiB); compaction closes its output at this same limit. The
+/// second `segment_bytes` is slack, e.g. for a log written before those rules. Anything
+/// larger was not written by this broker with this setting, and reading it whole would let
+/// one file take the process's memory.
+pub fn max_len(segment_bytes: u64) -> u64 {
+    segment_bytes
+        .max(MIN_SEGMENT_BYTES)
+        .saturating_mul(2)
+        .saturating_add((FRAME_HEADER + MAX_PAYLOAD + HEADER_LEN) as u64)
+}
+
+/// The smallest `--segment_bytes` whose [`max_len`] admits a file of `len` bytes.
+pub fn segment_bytes_for(len: u64) -> u64 {
+    len.saturating_sub((FRAME_HEADER + MAX_PAYLOAD + HEADER_LEN) as u64)
+        .div_ceil(2)
+        .max(MIN_SEGMENT_BYTES)
+}
+
+/// Reads a whole segment file, refusing one larger than [`max_len`]`(segment_bytes)`.
+///
+/// The size is checked before anything is read, and the read itself stops one byte past the
+/// limit, so a file that grows meanwhile cannot slip through either.
+pub fn read(path: &Path, segment_bytes: u64) -> Result<Vec<u8>, LogError> {
+    use std::io::Read;
+    let limit = max_len(segment_bytes);
+    let too_large = |len| LogError::SegmentTooLarge {
+        path: path.to_owned(),
+        len,
+        limit,
+        segment_bytes,
+    };
+    let file = std::fs::File::open(path).map_err(|e| LogError::io(path, e))?;
+    let len = file.metadata().map_err(|e| LogError::io(path, e))?.len();
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| LogError::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
 
 /// The decoded fixed header of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +310,36 @@ mod tests {
         v1[24..28].copy_from_slice(&crc.to_le_bytes());
         let h = Header::decode(&v1).unwrap();
         assert_eq!((h.version, h.first_cursor, h.len()), (1, 7, HEADER_LEN_V1));
+    }
+
+    #[test]
+    fn the_size_limit_and_the_setting_it_asks_for_agree() {
+        let limit = max_len(DEFAULT_SEGMENT_BYTES);
+        assert_eq!(limit, 160 * 1024 * 1024 + 8 + 48);
+        assert_eq!(segment_bytes_for(limit), DEFAULT_SEGMENT_BYTES);
+        assert_eq!(max_len(segment_bytes_for(limit + 1)), limit + 2);
+        assert_eq!(max_len(1), max_len(MIN_SEGMENT_BYTES));
+        assert_eq!(max_len(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn an_oversized_segment_is_refused_before_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("broker-segment-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(file_name(1));
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(max_len(MIN_SEGMENT_BYTES)).unwrap();
+        assert_eq!(
+            read(&path, MIN_SEGMENT_BYTES).unwrap().len() as u64,
+            max_len(MIN_SEGMENT_BYTES)
+        );
+        file.set_len(max_len(MIN_SEGMENT_BYTES) + 1).unwrap();
+        let err = read(&path, MIN_SEGMENT_BYTES).unwrap_err();
+        assert!(
+            matches!(err, LogError::SegmentTooLarge { len, .. } if len == max_len(MIN_SEGMENT_BYTES) + 1),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

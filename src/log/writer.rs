@@ -80,6 +80,14 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Whether the batch has brought the active segment to `--segment_bytes`: the caller
+    /// should flush it before appending more, so the next record starts a new segment and a
+    /// segment passes `--segment_bytes` by one command's frames at most, however large a
+    /// batch gets (readers refuse segments much larger, see `segment::max_len`).
+    pub fn segment_full(&self) -> bool {
+        !self.batch.is_empty() && self.len + self.batch.len() as u64 >= self.segment_bytes
+    }
+
     /// Whether records were appended since the last flush.
     pub fn has_batch(&self) -> bool {
         !self.batch.is_empty()

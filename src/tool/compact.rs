@@ -9,8 +9,9 @@ use crate::log::compact::CompactReport;
 /// One line about a compaction.
 pub fn summary(r: &CompactReport) -> String {
     format!(
-        "{} segments compacted: {} → {} records, {} → {} bytes; exact resume from cursor {} on",
+        "{} segments compacted into {}: {} → {} records, {} → {} bytes; exact resume from cursor {} on",
         r.segments_replaced,
+        r.segments_written,
         r.records_before,
         r.records_after,
         r.bytes_before,
@@ -60,10 +61,11 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>)
         };
         return runtime.block_on(remote(url, &target, &token, retain));
     }
-    let mut options = crate::engine::EngineOptions {
+    let options = crate::engine::EngineOptions {
         dir: db.join("log"),
         fsync: crate::engine::FsyncPolicy::Always,
-        segment_bytes: u64::MAX,
+        // What the server would use: it sets the largest segment read and written.
+        segment_bytes: super::segment_bytes(),
         recent_per_tenant: 1,
         recent_bytes_per_tenant: 1 << 20,
         min_free_bytes: 0,
@@ -72,7 +74,6 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>)
         checkpoint_interval: std::time::Duration::MAX,
         shared: false,
     };
-    options.segment_bytes = 64 * 1024 * 1024;
     runtime.block_on(async {
         let now = || {
             std::time::SystemTime::now()

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::log::LogError;
 use crate::log::recovery::scan_segment;
 use crate::log::segment;
 use crate::state::{Record, RecordKind};
@@ -91,10 +92,15 @@ pub fn run(
     // Users of the tenant, to show their records with --tenant (by their tenant at the time).
     let mut tenant_users = std::collections::HashSet::new();
     for (_, path) in listed {
-        let bytes = match std::fs::read(&path) {
+        let bytes = match segment::read(&path, super::segment_bytes()) {
             Ok(b) => {
                 bar.inc(b.len() as u64);
                 b
+            }
+            Err(e @ LogError::SegmentTooLarge { .. }) => {
+                let _ = out.flush();
+                eprintln!("{e}");
+                return 1;
             }
             Err(e) => {
                 eprintln!("cannot read {}: {e}", path.display());

@@ -24,7 +24,7 @@ pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
         segment::list(log_dir).map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
     let mut old = Vec::new();
     for (_, path) in &listed {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = segment::read(path, super::segment_bytes()).map_err(|e| e.to_string())?;
         let header = Header::decode(&bytes).map_err(|f| format!("{}: {f}", path.display()))?;
         if header.version > FORMAT_VERSION {
             return Err(format!(

@@ -35,6 +35,19 @@ pub fn run(command: LogCommand) -> i32 {
     }
 }
 
+/// The environment variable of the server's `--segment_bytes`, which the tools honour too.
+pub const SEGMENT_BYTES_ENV: &str = "BROKER_SEGMENT_BYTES";
+
+/// The `--segment_bytes` the tools assume: `BROKER_SEGMENT_BYTES` when it is set (as for the
+/// server), else the server's default of 64 MiB. It only decides the largest segment file a
+/// tool reads whole ([`crate::log::segment::max_len`]: 160 MiB by default).
+pub fn segment_bytes() -> u64 {
+    std::env::var(SEGMENT_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(crate::log::segment::DEFAULT_SEGMENT_BYTES)
+}
+
 /// A byte-counting progress bar, drawn only when a person is watching.
 pub fn progress(total_bytes: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {

@@ -17,7 +17,7 @@ pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
     let (mut records, mut prev) = (0u64, 0);
     let to = to.unwrap_or(u64::MAX);
     for (_, path) in listed {
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = segment::read(&path, super::segment_bytes()).map_err(|e| e.to_string())?;
         bar.inc(bytes.len() as u64);
         let mut bad = None;
         let scan = scan_segment(&path, &bytes, Record::cursor_of, prev, |cursor, payload| {

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use crate::log::Cursor;
-use crate::log::recovery::scan_segment;
+use crate::log::recovery::{After, scan_segment};
 use crate::log::segment::{self, FLAG_COMPACTED};
+use crate::log::{Cursor, LogError};
 use crate::state::Record;
 
 /// The outcome of a verification.
@@ -24,7 +24,8 @@ pub struct Report {
 ///
 /// Beyond frames and records: cursors must rise by exactly one inside a segment and from one
 /// segment to the next, except where compaction (flagged in the header) dropped records —
-/// so a missing segment or a lost record shows up as a gap.
+/// so a missing segment or a lost record shows up as a gap. Segments larger than
+/// [`segment::max_len`] of [`super::segment_bytes`] are reported, not read.
 pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
     let mut report = Report::default();
     // A shared stream's local copy skips the cursors of records every node's fold drops.
@@ -36,12 +37,14 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
         );
     }
     let listed = segment::list(log_dir)?;
+    let firsts: Vec<Cursor> = listed.iter().map(|(first, _)| *first).collect();
+    let segment_bytes = super::segment_bytes();
     let bar = super::progress(super::log_bytes(log_dir), "verifying");
     let count = listed.len();
     // The cursor the next record must have, when gaps are not allowed.
     let mut expect: Option<Cursor> = None;
-    // Segments a compacted segment covers are leftovers of an interrupted swap: the next
-    // start removes them; they are not damage.
+    // Segments an intact compacted segment covers are leftovers of an interrupted swap: the
+    // next start removes them; they are not damage.
     let mut covered_upto = 0;
     for (i, (first, path)) in listed.into_iter().enumerate() {
         if first <= covered_upto {
@@ -52,12 +55,15 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
             continue;
         }
         report.segments += 1;
-        let bytes = std::fs::read(&path)?;
-        if let Ok(header) = segment::Header::decode(&bytes)
-            && header.flags & FLAG_COMPACTED != 0
-        {
-            covered_upto = covered_upto.max(header.covers_upto);
-        }
+        let bytes = match segment::read(&path, segment_bytes) {
+            Ok(bytes) => bytes,
+            Err(LogError::Io { source, .. }) => return Err(source),
+            Err(e) => {
+                report.faults.push(e.to_string());
+                expect = None;
+                continue;
+            }
+        };
         bar.inc(bytes.len() as u64);
         let mut undecodable = Vec::new();
         let mut gaps = Vec::new();
@@ -101,6 +107,7 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                 prev_in_segment = Some(cursor);
             },
         );
+        let intact = undecodable.is_empty();
         report.faults.extend(undecodable);
         report.faults.extend(gaps);
         match scan {
@@ -114,11 +121,18 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                 } else {
                     scan.last_cursor.max(scan.header.first_cursor - 1) + 1
                 });
-                if let Some((fault, follows)) = scan.fault {
-                    let kind = if i + 1 == count && !follows {
-                        "torn tail (the server cuts it away at its next start)"
-                    } else {
-                        "damage"
+                if let Some((fault, after)) = &scan.fault {
+                    let kind = match after {
+                        After::Nothing if i + 1 == count && !compacted => {
+                            "torn tail (the server cuts it away at its next start)".to_owned()
+                        }
+                        After::Nothing => "damage".to_owned(),
+                        After::Intact(at) => {
+                            format!("damage (an intact frame follows at byte offset {at})")
+                        }
+                        After::Unsure(why) => format!(
+                            "damage, or a torn tail too large to tell apart ({why}; the server refuses to start)"
+                        ),
                     };
                     report.faults.push(format!(
                         "{} @ {}: {kind}: {}",
@@ -126,6 +140,28 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                         fault.offset,
                         fault.reason
                     ));
+                }
+                if compacted {
+                    let upto = scan.header.covers_upto;
+                    let covered = firsts[i + 1..].iter().take_while(|f| **f <= upto).count();
+                    let next = firsts.get(i + 1 + covered).copied();
+                    let whole = scan.fault.is_none() && intact;
+                    if covered > 0 && whole && next == Some(upto.saturating_add(1)) {
+                        covered_upto = upto;
+                    } else if covered > 0 {
+                        let why = if whole {
+                            format!(
+                                "no segment starts at cursor {}, right after what it covers",
+                                upto.saturating_add(1)
+                            )
+                        } else {
+                            "it is damaged".to_owned()
+                        };
+                        report.faults.push(format!(
+                            "{} @ 0: compacted segment covering cursors up to {upto} claims the {covered} segments after it, but {why}: the server refuses to start rather than remove them",
+                            path.display()
+                        ));
+                    }
                 }
             }
             Err(e) => {
