@@ -181,7 +181,7 @@ fn an_oversized_segment_is_refused_unread_by_the_server_and_by_verify() {
     // With the setting the message asks for, the tools read it (and find it torn).
     let (code, out, _) = verify(dir.path(), &[("BROKER_SEGMENT_BYTES", &needed)]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("@ 48: damage"), "{out}");
+    assert!(out.contains("@ 48: torn tail"), "{out}");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
 }
 

@@ -111,6 +111,7 @@ impl JwtKey {
         let header: JoseHeader = b64
             .decode(header)
             .ok()
+            .filter(|h| is_object(h))
             .and_then(|h| serde_json::from_slice(&h).ok())
             .ok_or(JwtError::Invalid)?;
         if header.alg != "HS256" {
@@ -119,6 +120,7 @@ impl JwtKey {
         let claims: Claims = b64
             .decode(claims)
             .ok()
+            .filter(|c| is_object(c))
             .and_then(|c| serde_json::from_slice(&c).ok())
             .ok_or(JwtError::Invalid)?;
         if claims.iss != ISSUER {
@@ -132,6 +134,11 @@ impl JwtKey {
         }
         Ok(claims)
     }
+}
+
+/// RFC 7519 wants a JSON object; serde would also read a struct from an array.
+fn is_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().starts_with(b"{")
 }
 
 #[cfg(test)]
@@ -214,6 +221,30 @@ mod tests {
         assert_eq!(verify(b"k", &foreign, 150), Err(JwtError::Invalid));
         assert_eq!(
             verify(b"k", &format!("{token}.x"), 150),
+            Err(JwtError::Invalid)
+        );
+    }
+
+    #[test]
+    fn header_and_claims_must_be_objects() {
+        use base64::Engine as _;
+        use hmac::Mac;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let sign = |header: &str, claims: &str| {
+            let signed = format!("{}.{}", b64.encode(header), b64.encode(claims));
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+            mac.update(signed.as_bytes());
+            format!("{signed}.{}", b64.encode(mac.finalize().into_bytes()))
+        };
+        let claims = serde_json::to_string(&claims(200)).unwrap();
+        assert!(verify(b"k", &sign(r#"{"alg":"HS256"}"#, &claims), 150).is_ok());
+        assert_eq!(
+            verify(b"k", &sign(r#"["HS256"]"#, &claims), 150),
+            Err(JwtError::Invalid)
+        );
+        let array = r#"["bob",100,200,"broker","t",1]"#;
+        assert_eq!(
+            verify(b"k", &sign(r#"{"alg":"HS256"}"#, array), 150),
             Err(JwtError::Invalid)
         );
     }

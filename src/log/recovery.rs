@@ -19,12 +19,6 @@ use super::segment::{self, FLAG_COMPACTED, FORMAT_VERSION, HEADER_LEN, Header};
 use super::writer::{INDEX_EVERY, LogWriter};
 use super::{Codec, Cursor, LogError};
 
-/// How many bytes after a bad frame the search for an intact one reads. A torn tail is the
-/// rest of one frame (a record is at most a request body, 1 MiB by default) and sometimes
-/// zeros where the rest of its batch was not written: 8 MiB holds that for a batch of
-/// thousands of ordinary records. A longer tail is refused like damage ([`After::Unsure`]).
-pub const SEARCH_BYTES: usize = 8 * 1024 * 1024;
-
 /// How many candidate frames (offsets whose length field is plausible: non-zero, at most
 /// [`frame::MAX_PAYLOAD`], within the file) the search checks at most. The rest of a torn
 /// frame holds few: a candidate needs a fourth byte of `00`/`01`, rare in the text and
@@ -221,12 +215,15 @@ fn check_frame(
 /// Looks for an intact record with a cursor in `(prev, ceiling]` starting after `bad`, to
 /// tell a torn tail (garbage to the end) from damage in the middle (good data after it).
 ///
-/// Bounded, because the bytes are untrusted: it reads at most [`SEARCH_BYTES`] past `bad`,
-/// checks at most [`SEARCH_CANDIDATES`] candidates and checksums at most [`SEARCH_CRC_BYTES`],
-/// so its cost is linear in those constants whatever the file holds (trying every offset
-/// with no bound cost a CRC of up to 32 MiB per byte). Whenever a bound stops it before the
-/// end of the file the answer is [`After::Unsure`], which recovery refuses like damage:
-/// running out of budget can cost an operator a `broker log verify`, never a record.
+/// Bounded, because the bytes are untrusted: it checks at most [`SEARCH_CANDIDATES`]
+/// candidates and checksums at most [`SEARCH_CRC_BYTES`], so its cost is linear in the file's
+/// length (itself bounded by the segment size limit) whatever the file holds (trying every
+/// offset with no bound cost a CRC of up to 32 MiB per byte). Every byte to the end of the
+/// file is looked at: a crash can leave many megabytes of zeros where a large batch was not
+/// written, and zeros are no candidates, so they cost a length check each. Whenever a bound
+/// stops it before the end of the file the answer is [`After::Unsure`], which recovery
+/// refuses like damage: running out of budget can cost an operator a `broker log verify`,
+/// never a record.
 pub fn search_after(
     bytes: &[u8],
     bad: usize,
@@ -236,9 +233,8 @@ pub fn search_after(
 ) -> After {
     // A frame needs its header and at least one payload byte.
     let last_start = bytes.len().saturating_sub(FRAME_HEADER + 1);
-    let window_end = last_start.min(bad.saturating_add(SEARCH_BYTES));
     let (mut candidates, mut hashed) = (0usize, 0usize);
-    for at in bad + 1..=window_end {
+    for at in bad + 1..=last_start {
         // Cheap pre-check on the length before paying for a CRC.
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         if len == 0 || len > frame::MAX_PAYLOAD || len > bytes.len() - at - FRAME_HEADER {
@@ -261,12 +257,6 @@ pub fn search_after(
         if check_frame(&bytes[at..], codec, prev, ceiling).is_ok() {
             return After::Intact(at as u64);
         }
-    }
-    if window_end < last_start {
-        return After::Unsure(format!(
-            "the file goes on for {} bytes from it, more than the {SEARCH_BYTES} searched",
-            bytes.len() - bad
-        ));
     }
     After::Nothing
 }
@@ -626,11 +616,10 @@ mod tests {
         let mut small = damaged();
         small.extend(std::iter::repeat_n([0x01, 0x00, 0x00, 0x00], 16 * 1024).flatten());
         assert!(unsure(&small).contains("candidate frames in the"));
-        // Zeros offer no candidate, but go on past the window.
+        // Zeros offer no candidate: 64 MiB of them (a large batch a crash left unwritten)
+        // are read to the end and found to be a torn tail.
         let mut long = damaged();
-        long.resize(BAD + SEARCH_BYTES + 100, 0);
-        assert!(unsure(&long).contains("goes on for"));
-        long.truncate(BAD + SEARCH_BYTES);
+        long.resize(BAD + (64 << 20), 0);
         assert_eq!(
             search_after(&long, BAD, codec, 1, Cursor::MAX),
             After::Nothing
