@@ -6,6 +6,9 @@ use super::projection::State;
 use super::record::{EventInserted, Record, RecordKind, UserUpdated};
 use super::validate::{self, Invalid};
 
+#[cfg(test)]
+mod tests;
+
 /// Why a command was refused; nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
