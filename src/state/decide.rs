@@ -3,7 +3,7 @@
 
 use super::command::Command;
 use super::projection::State;
-use super::record::{EventInserted, Record, RecordKind, UserUpdated};
+use super::record::{EventInserted, Record, RecordKind};
 use super::validate::{self, Invalid};
 
 /// Why a command was refused; nothing was written.
@@ -71,7 +71,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
             password_hash,
         } => {
             known(state, &update.username)?;
-            check_update(&update)?;
+            validate::user_update(&update)?;
             let username = update.username.clone();
             let mut kinds = vec![RecordKind::UserUpdated(update)];
             if let Some(password_hash) = password_hash {
@@ -201,17 +201,4 @@ fn known(state: &State, username: &str) -> Result<(), Rejection> {
     } else {
         Err(Rejection::UnknownUser(username.to_owned()))
     }
-}
-
-fn check_update(update: &UserUpdated) -> Result<(), Invalid> {
-    if let Some(tenant) = &update.tenant {
-        validate::tenant(tenant)?;
-    }
-    if let Some(Some(email)) = &update.email {
-        validate::email(email)?;
-    }
-    if let Some(scopes) = &update.scopes {
-        validate::scopes(scopes)?;
-    }
-    Ok(())
 }
