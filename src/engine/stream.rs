@@ -42,6 +42,14 @@
 //!   first record's check established still holds for the second. The second is retried for
 //!   up to 30 s (same message id, stored once), since by then the first is stored.
 //!
+//! - **Nothing from the stream is trusted for having decoded.** Anyone who can publish to
+//!   `<stream>.>` can put anything there, so before a record is folded every node checks it
+//!   as `decide` would have: its values (`state::validate::record`), its subject (a user's
+//!   records must all be under that user's subject, or the compare-and-set orders nothing), and
+//!   what `state::recheck` checks of its place in the state (a new user's name is free; other
+//!   user records name a known user). A message that fails, or does not decode at all, is
+//!   skipped by every node alike, logged and counted, and the fold goes on past it.
+//!
 //! A reply waits for the node's own fold to reach the record, so a client sees its write on
 //! the node that took it (read-your-writes per node); other nodes see it after their
 //! consumer delivers it, typically within a millisecond on a LAN.
@@ -115,7 +123,7 @@ const FOLD_WAIT: Duration = Duration::from_secs(10);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The message header carrying an insert's credential epoch beside its record (see
-/// [`Entry::credential_epoch`]).
+/// [`Entry::Record`]).
 const EPOCH_HEADER: &str = "Broker-Credential-Epoch";
 
 /// How long creating the stream's reader may take before it is tried again.
@@ -161,16 +169,27 @@ fn user_of(command: &Command) -> &str {
     }
 }
 
+/// The subject of a user's records in stream `stream`.
+fn user_subject(stream: &str, username: &str) -> String {
+    format!("{stream}.user.{}", hex(username))
+}
+
+/// The one subject `record` belongs under in stream `stream`: the compare-and-set on a user's
+/// subject orders that user's records only if they are all there.
+fn subject_of(stream: &str, record: &Record) -> String {
+    match &record.kind {
+        RecordKind::EventInserted(e) => format!("{stream}.event.{}", hex(&e.tenant)),
+        _ => user_subject(stream, record.username().unwrap_or_default()),
+    }
+}
+
 impl JetStream {
     fn user_subject(&self, username: &str) -> String {
-        format!("{}.user.{}", self.name, hex(username))
+        user_subject(&self.name, username)
     }
 
     fn subject_of(&self, record: &Record) -> String {
-        match &record.kind {
-            RecordKind::EventInserted(e) => format!("{}.event.{}", self.name, hex(&e.tenant)),
-            _ => self.user_subject(record.username().unwrap_or_default()),
-        }
+        subject_of(&self.name, record)
     }
 
     /// The last sequence stored on `subject`, 0 if none.
@@ -313,6 +332,14 @@ impl JetStream {
                     // Stored in the stream, but after its author was revoked or moved: every
                     // node drops it when folding, so it never happened.
                     return Err(Rejection::CredentialsInvalid(user_of(&command).to_owned()).into());
+                } else if let Some(dropped) = stored.iter().find(|r| engine.was_dropped(r.cursor)) {
+                    // The compare-and-set keeps a node's own user records valid where they
+                    // land, so only a bug or a foreign publisher gets here; never claim a
+                    // change that no node folded.
+                    return Err(EngineError::Unavailable(format!(
+                        "the stream's record at {} was refused when folded; see the warning logged for it",
+                        dropped.cursor
+                    )));
                 }
             }
             return Ok(stored);
@@ -339,10 +366,11 @@ impl LogBackend for JetStream {
     fn read_from(&self, after: Cursor) -> Batches {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
+        let name = self.name.clone();
         let reconnected = Arc::clone(&self.reconnected);
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                outcome = consume(&stream, after, &tx) => outcome,
+                outcome = consume(&stream, &name, after, &tx) => outcome,
                 _ = tx.closed() => return,
                 _ = reconnected.notified() => Err("reconnected to NATS".to_owned()),
             };
@@ -477,10 +505,13 @@ async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor
     }
 }
 
-/// Reads the stream after `after` with an ordered consumer and sends what it reads, in
-/// batches, until the consumer ends or stalls.
+/// Reads the stream `name` after `after` with an ordered consumer and sends what it reads,
+/// in batches, until the consumer ends or stalls. A message that is no record of the stream
+/// is sent as [`Entry::Unreadable`], for the fold to skip: it must not stop the fold, here or
+/// on any other node.
 async fn consume(
     stream: &jetstream::stream::Stream,
+    name: &str,
     after: Cursor,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
 ) -> Result<(), String> {
@@ -533,21 +564,39 @@ async fn consume(
         for message in chunk {
             let message = message.map_err(|e| e.to_string())?;
             let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
-            let record = Record::decode(&message.payload)
-                .map_err(|e| format!("the record at sequence {cursor} does not decode: {e}"))?;
+            let record = match Record::decode(&message.payload) {
+                Ok(record) => Record { cursor, ..record },
+                Err(e) => {
+                    records.push(Entry::Unreadable {
+                        cursor,
+                        why: format!("does not decode as a record: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if message.subject.as_str() != subject_of(name, &record) {
+                records.push(Entry::Unreadable {
+                    cursor,
+                    why: format!(
+                        "a record published under the wrong subject {:?}",
+                        message.subject.as_str()
+                    ),
+                });
+                continue;
+            }
             // A header that does not parse is ignored: the fold then checks what it can.
             let credential_epoch = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(EPOCH_HEADER))
                 .and_then(|v| v.as_str().parse().ok());
-            records.push(Entry {
-                record: Record { cursor, ..record },
+            records.push(Entry::Record {
+                record,
                 credential_epoch,
             });
         }
         if let Some(last) = records.last() {
-            here = last.record.cursor;
+            here = last.cursor();
         }
         if tx.send(Ok(records)).await.is_err() {
             return Ok(());
