@@ -208,6 +208,8 @@ fn stream_options(nats: &Nats, stream: &str) -> StreamOptions {
         servers: vec![nats.url.clone()],
         name: stream.into(),
         replicas: 1,
+        auth: Default::default(),
+        tls: None,
     }
 }
 
