@@ -191,6 +191,25 @@ pub struct ServeFlags {
     /// Replicas of the stream when this node creates it (3 on a NATS cluster; at most 5).
     #[arg(long, env = "BROKER_LOG_REPLICAS", default_value_t = 1)]
     pub log_replicas: usize,
+    /// With `--log nats://…`: a NATS `.creds` file (user JWT and NKey seed) to authenticate
+    /// with.
+    #[arg(long, env = "BROKER_LOG_CREDS")]
+    pub log_creds: Option<PathBuf>,
+    /// With `--log nats://…`: a NATS authentication token (prefer BROKER_LOG_TOKEN: a flag
+    /// shows in the process list).
+    #[arg(long, env = "BROKER_LOG_TOKEN", hide_env_values = true)]
+    pub log_token: Option<String>,
+    /// With `--log nats://…`: PEM root certificates the NATS servers' certificates must chain
+    /// to; TLS is then required.
+    #[arg(long, env = "BROKER_LOG_TLS_CA")]
+    pub log_tls_ca: Option<PathBuf>,
+    /// With `--log nats://…`: a PEM client certificate for NATS servers that verify clients
+    /// (with --log_tls_key); TLS is then required.
+    #[arg(long, env = "BROKER_LOG_TLS_CERT")]
+    pub log_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --log_tls_cert.
+    #[arg(long, env = "BROKER_LOG_TLS_KEY")]
+    pub log_tls_key: Option<PathBuf>,
     /// Start a new log segment once the active one passes this many bytes.
     #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
@@ -647,7 +666,7 @@ impl ServeFlags {
                 "--max_body_bytes must be between 1 and {MAX_BODY}"
             )));
         }
-        let shared_log = shared_log(&self.log, &self.log_stream, self.log_replicas)?;
+        let shared_log = shared_log(&self)?;
         if self.segment_bytes < 4096 {
             return Err(ConfigError("--segment_bytes must be at least 4096".into()));
         }
@@ -725,28 +744,54 @@ impl ServeFlags {
     }
 }
 
-/// `--log`: `embedded`, or a comma-separated list of `nats://host:port` URLs.
-fn shared_log(
-    log: &str,
-    stream: &str,
-    replicas: usize,
-) -> Result<Option<crate::engine::StreamOptions>, ConfigError> {
-    if log == "embedded" {
-        return Ok(None);
-    }
-    let servers: Vec<String> = log.split(',').map(|s| s.trim().to_owned()).collect();
-    for server in &servers {
-        let rest = server.strip_prefix("nats://").ok_or_else(|| {
-            ConfigError(format!(
-                "--log: {server:?} is neither `embedded` nor a nats://host:port URL"
-            ))
-        })?;
-        if rest.is_empty() || rest.contains('/') {
+/// `--log`: `embedded`, or a comma-separated list of `nats://host:port` URLs, with the
+/// stream's name, replicas, credentials and TLS. A URL's userinfo (`user:password@` or
+/// `token@`) becomes the stream's credentials, and URLs are only ever quoted redacted.
+fn shared_log(flags: &ServeFlags) -> Result<Option<crate::engine::StreamOptions>, ConfigError> {
+    use crate::engine::stream::{redacted, split_userinfo};
+    use crate::engine::{NatsAuth, NatsTls};
+    if flags.log == "embedded" {
+        let given = [
+            ("--log_creds", flags.log_creds.is_some()),
+            ("--log_token", flags.log_token.is_some()),
+            ("--log_tls_ca", flags.log_tls_ca.is_some()),
+            ("--log_tls_cert", flags.log_tls_cert.is_some()),
+            ("--log_tls_key", flags.log_tls_key.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
             return Err(ConfigError(format!(
-                "--log: {server:?} must be nats://host:port"
+                "{flag} is for a shared log: it needs --log nats://…"
             )));
         }
+        return Ok(None);
     }
+    let mut servers = Vec::new();
+    let mut url_auth: Option<NatsAuth> = None;
+    for server in flags.log.split(',').map(str::trim) {
+        let shown = redacted(server);
+        if !server.starts_with("nats://") {
+            return Err(ConfigError(format!(
+                "--log: {shown:?} is neither `embedded` nor a nats://host:port URL"
+            )));
+        }
+        let (bare, auth) = split_userinfo(server);
+        let host = &bare["nats://".len()..];
+        if host.is_empty() || host.contains('/') {
+            return Err(ConfigError(format!(
+                "--log: {shown:?} must be nats://host:port or nats://user:password@host:port"
+            )));
+        }
+        if let Some(auth) = auth {
+            if url_auth.as_ref().is_some_and(|first| *first != auth) {
+                return Err(ConfigError(
+                    "--log: the URLs carry different credentials; give the same ones in each, or use --log_token or --log_creds".into(),
+                ));
+            }
+            url_auth = Some(auth);
+        }
+        servers.push(bare);
+    }
+    let stream = &flags.log_stream;
     let valid = !stream.is_empty()
         && stream.len() <= 64
         && stream
@@ -757,13 +802,71 @@ fn shared_log(
             "--log_stream: {stream:?} must be 1-64 letters, digits, '-' or '_'"
         )));
     }
-    if !(1..=5).contains(&replicas) {
+    if !(1..=5).contains(&flags.log_replicas) {
         return Err(ConfigError("--log_replicas must be between 1 and 5".into()));
     }
+    for (flag, path) in [
+        ("--log_creds", &flags.log_creds),
+        ("--log_tls_ca", &flags.log_tls_ca),
+        ("--log_tls_cert", &flags.log_tls_cert),
+        ("--log_tls_key", &flags.log_tls_key),
+    ] {
+        if let Some(path) = path
+            && let Err(e) = std::fs::File::open(path)
+        {
+            return Err(ConfigError(format!(
+                "{flag} {}: cannot read it ({e})",
+                path.display()
+            )));
+        }
+    }
+    let mut auths = Vec::new();
+    if let Some(auth) = url_auth {
+        auths.push(("a user or token in --log", auth));
+    }
+    if let Some(token) = &flags.log_token {
+        if token.is_empty() {
+            return Err(ConfigError("--log_token must not be empty".into()));
+        }
+        auths.push(("--log_token", NatsAuth::Token(token.clone())));
+    }
+    if let Some(path) = &flags.log_creds {
+        // Read now, so a wrong file fails the start with the flag's name, not a NATS error.
+        let creds = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "--log_creds {}: cannot read it ({e})",
+                path.display()
+            ))
+        })?;
+        if let Err(e) = async_nats::ConnectOptions::with_credentials(&creds) {
+            return Err(ConfigError(format!(
+                "--log_creds {}: not a NATS credentials file ({e})",
+                path.display()
+            )));
+        }
+        auths.push(("--log_creds", NatsAuth::Creds(path.clone())));
+    }
+    if let [(first, _), (second, _), ..] = auths.as_slice() {
+        return Err(ConfigError(format!(
+            "{first} and {second} both give NATS credentials: use one"
+        )));
+    }
+    let client = match (&flags.log_tls_cert, &flags.log_tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError("--log_tls_cert needs --log_tls_key".into())),
+        (None, Some(_)) => return Err(ConfigError("--log_tls_key needs --log_tls_cert".into())),
+    };
+    let tls = (flags.log_tls_ca.is_some() || client.is_some()).then(|| NatsTls {
+        ca: flags.log_tls_ca.clone(),
+        client,
+    });
     Ok(Some(crate::engine::StreamOptions {
         servers,
         name: stream.to_owned(),
-        replicas,
+        replicas: flags.log_replicas,
+        auth: auths.pop().map_or(NatsAuth::None, |(_, auth)| auth),
+        tls,
     }))
 }
 
@@ -1038,6 +1141,127 @@ mod tests {
         ] {
             let err = with(flags).unwrap_err();
             assert!(err.0.contains(needle), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn shared_log_credentials_and_tls() {
+        use crate::engine::{NatsAuth, NatsTls};
+        let with = |extra: &[&str]| parse(extra).serve.validate();
+        let shared = |extra: &[&str]| with(extra).unwrap().shared_log.unwrap();
+
+        // A URL's userinfo becomes the credentials; the URLs keep none, and nothing prints it.
+        let options = shared(&[
+            "--log",
+            "nats://broker:hunter2@127.0.0.1:4222,nats://broker:hunter2@127.0.0.1:4223",
+        ]);
+        assert_eq!(
+            options.servers,
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        assert_eq!(
+            options.auth,
+            NatsAuth::UserPassword {
+                user: "broker".into(),
+                password: "hunter2".into()
+            }
+        );
+        assert!(!format!("{options:?}").contains("hunter2"), "{options:?}");
+        let options = shared(&["--log", "nats://s3cr%40t@h:1"]);
+        assert_eq!(options.auth, NatsAuth::Token("s3cr@t".into()));
+        assert_eq!(options.tls, None);
+        let options = shared(&["--log", "nats://h:1", "--log_token", "t0k3n"]);
+        assert_eq!(options.auth, NatsAuth::Token("t0k3n".into()));
+        assert!(!format!("{options:?}").contains("t0k3n"), "{options:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, "not checked here: the TLS handshake reads it").unwrap();
+        let pem = pem.to_str().unwrap();
+        let options = shared(&[
+            "--log",
+            "nats://h:1",
+            "--log_tls_ca",
+            pem,
+            "--log_tls_cert",
+            pem,
+            "--log_tls_key",
+            pem,
+        ]);
+        assert_eq!(
+            options.tls,
+            Some(NatsTls {
+                ca: Some(pem.into()),
+                client: Some((pem.into(), pem.into()))
+            })
+        );
+        let creds = dir.path().join("node.creds");
+        std::fs::write(
+            &creds,
+            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJqd3QiLCJhbGciOiJlZDI1NTE5\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\nSUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\n------END USER NKEY SEED------\n",
+        )
+        .unwrap();
+        let creds = creds.to_str().unwrap();
+        let options = shared(&["--log", "nats://h:1", "--log_creds", creds]);
+        assert_eq!(options.auth, NatsAuth::Creds(creds.into()));
+
+        for (flags, needle) in [
+            (
+                &["--log", "nats://h:1", "--log_creds", "/nonexistent/x.creds"][..],
+                "--log_creds /nonexistent/x.creds",
+            ),
+            (
+                &["--log", "nats://h:1", "--log_creds", pem][..],
+                "not a NATS credentials file",
+            ),
+            (
+                &["--log", "nats://h:1", "--log_tls_ca", "/nonexistent/ca.pem"][..],
+                "--log_tls_ca /nonexistent/ca.pem",
+            ),
+            (
+                &["--log", "nats://h:1", "--log_tls_cert", pem][..],
+                "--log_tls_cert needs --log_tls_key",
+            ),
+            (
+                &["--log", "nats://h:1", "--log_tls_key", pem][..],
+                "--log_tls_key needs --log_tls_cert",
+            ),
+            (
+                &["--log", "nats://h:1", "--log_token", ""][..],
+                "--log_token",
+            ),
+            (&["--log_token", "t"][..], "--log_token is for a shared log"),
+            (
+                &["--log_tls_ca", pem][..],
+                "--log_tls_ca is for a shared log",
+            ),
+            (
+                &["--log", "nats://u:p@h:1", "--log_token", "t"][..],
+                "use one",
+            ),
+            (
+                &[
+                    "--log",
+                    "nats://h:1",
+                    "--log_token",
+                    "t",
+                    "--log_creds",
+                    creds,
+                ][..],
+                "use one",
+            ),
+            (
+                &["--log", "nats://u:hunter2@h:1,nats://u:other@h:2"][..],
+                "different credentials",
+            ),
+            (&["--log", "nats://u:hunter2@h:1/x"][..], "nats://***@h:1/x"),
+            (&["--log", "nats://u:hunter2@"][..], "nats://***@"),
+            (&["--log", "http://u:hunter2@h:1"][..], "http://***@h:1"),
+        ] {
+            let err = with(flags).unwrap_err();
+            assert!(err.0.contains(needle), "{flags:?}: {err}");
+            assert!(!err.0.contains("hunter2"), "{flags:?}: {err}");
         }
     }
 

@@ -23,6 +23,11 @@ use futures_util::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A well-formed Argon2id PHC string (of no password used here): every node's fold refuses
+/// records whose hash is not one.
+const PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
+
 fn open(dir: &Path, shared: bool) -> Engine {
     open_reporting(dir, shared).0
 }
@@ -48,7 +53,7 @@ fn create(username: &str, tenant: &str) -> Command {
         id: [7; 16],
         username: username.into(),
         tenant: tenant.into(),
-        password_hash: "$argon2id$not-used-here".into(),
+        password_hash: PHC.into(),
         email: None,
         scopes: vec![],
         data: None,
@@ -78,7 +83,7 @@ async fn read_upto(engine: &Engine, after: Cursor, upto: Cursor) -> Vec<Record> 
             .expect("read_from stalled")
             .expect("read_from ended")
             .expect("read_from failed");
-        records.extend(batch.into_iter().map(|entry| entry.record));
+        records.extend(batch.into_iter().map(|entry| entry.into_record().unwrap()));
     }
     records
 }
@@ -146,7 +151,10 @@ async fn contract(engine: &Engine, prefix: &str) {
         .unwrap()
         .unwrap()
         .unwrap();
-    let batch: Vec<Record> = batch.into_iter().map(|e| e.record).collect();
+    let batch: Vec<Record> = batch
+        .into_iter()
+        .map(|e| e.into_record().unwrap())
+        .collect();
     assert_eq!(batch, next);
 
     // The projections hold what was appended.
@@ -203,6 +211,8 @@ fn stream_options(nats: &Nats, stream: &str) -> StreamOptions {
         servers: vec![nats.url.clone()],
         name: stream.into(),
         replicas: 1,
+        auth: Default::default(),
+        tls: None,
     }
 }
 
@@ -248,7 +258,18 @@ async fn publish_raw(
         headers.insert("Broker-Credential-Epoch", epoch.to_string().as_str());
     }
     let subject = format!("contract.event.{}", hex("acme"));
-    js.publish_with_headers(subject, headers, record.encode().into())
+    publish_bytes(js, subject, headers, record.encode()).await
+}
+
+/// Publishes `payload` under `subject`, as anyone allowed to publish to the stream could;
+/// returns its sequence.
+async fn publish_bytes(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+) -> Cursor {
+    js.publish_with_headers(subject, headers, payload.into())
         .await
         .unwrap()
         .await
@@ -338,7 +359,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     let changed = a
         .submit(Command::ChangePassword {
             username: "bob".into(),
-            password_hash: "$argon2id$another".into(),
+            password_hash: PHC.into(),
         })
         .await
         .unwrap()[0]
@@ -470,7 +491,7 @@ async fn an_insert_racing_a_revocation_or_password_change_on_another_node_is_sto
         } else {
             Command::ChangePassword {
                 username: username.clone(),
-                password_hash: "$argon2id$changed".into(),
+                password_hash: PHC.into(),
             }
         };
         let (revoke, inserted) = tokio::join!(b.submit(change), async {
@@ -531,4 +552,138 @@ async fn an_insert_racing_a_revocation_or_password_change_on_another_node_is_sto
     assert_eq!(seen[0], seen[1]);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A record as someone other than a node could publish it (cursor 0, like a node's).
+fn forged(kind: RecordKind) -> Vec<u8> {
+    Record {
+        cursor: 0,
+        at_ms: 1_700_000_000_000,
+        kind,
+    }
+    .encode()
+}
+
+fn user_created(username: &str, tenant: &str, password_hash: &str) -> RecordKind {
+    RecordKind::UserCreated(UserCreated {
+        id: [9; 16],
+        username: username.into(),
+        tenant: tenant.into(),
+        password_hash: password_hash.into(),
+        email: None,
+        scopes: vec![],
+        data: None,
+        two_factor: false,
+        totp_secret: vec![9; 20],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_no_node_could_have_decided_are_skipped_alike_by_every_node() {
+    let Some(binary) = common::nats_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&binary, &dir.path().join("nats"));
+    let a = attached(&dir.path().join("a"), &nats, "forged").await;
+    a.submit(create("ann", "acme")).await.unwrap();
+    let start = a.submit(insert(&a, "ann", 1)).await.unwrap()[0].cursor;
+    let b = attached(&dir.path().join("b"), &nats, "forged").await;
+    let mut sse = b.subscribe("acme", Start::After(start), None);
+    let ann_before = a.read(|s| s.user("ann").cloned().unwrap());
+
+    // Straight to the stream, each under the subject a node would use, so that each is
+    // refused for the reason named and not for its subject.
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let events = format!("forged.event.{}", hex("acme"));
+    let user = |name: &str| format!("forged.user.{}", hex(name));
+    let mut newline = raw_insert("ann", "{\"forged\":1}");
+    if let RecordKind::EventInserted(e) = &mut newline.kind {
+        // Would frame as `event: tick` + `data: {"forged":2}`, a second event of the forger's.
+        e.event = "tick\ndata: {\"forged\":2}\n\nid: 999\nevent: tick".into();
+    }
+    let forgeries = [
+        (events.clone(), newline.encode()),
+        (
+            user("mallory"),
+            forged(user_created("mallory", "acme", "plain")),
+        ),
+        (
+            user("nobody"),
+            forged(RecordKind::PasswordChanged {
+                username: "nobody".into(),
+                password_hash: PHC.into(),
+            }),
+        ),
+        (user("ann"), forged(user_created("ann", "evil", PHC))),
+        (events.clone(), b"\x00garbage, not a record".to_vec()),
+        // Valid, but under another subject than its user's: the compare-and-set on
+        // `eve`'s subject would never see it.
+        (events.clone(), forged(user_created("eve", "acme", PHC))),
+    ];
+    let mut refused = Vec::new();
+    for (subject, payload) in forgeries {
+        refused.push(publish_bytes(&js, subject, async_nats::HeaderMap::new(), payload).await);
+    }
+    assert_eq!(refused.first(), Some(&(start + 1)));
+
+    // Both nodes go on folding what nodes publish after them.
+    let after = a.submit(insert(&a, "ann", 2)).await.unwrap()[0].cursor;
+    let bob = b.submit(create("bob", "acme")).await.unwrap()[0].cursor;
+    // A refused message as the stream's newest: every node's cursor still reaches it.
+    let last = publish_bytes(&js, events, async_nats::HeaderMap::new(), b"junk".to_vec()).await;
+    refused.push(last);
+    // Attaching returns once the node folded the whole stream: bounded, as a stall here is
+    // exactly what is under test.
+    let late = tokio::time::timeout(WAIT, attached(&dir.path().join("late"), &nats, "forged"))
+        .await
+        .expect("a node started after the refused messages stalled on them");
+
+    let mut states = Vec::new();
+    for node in [&a, &b, &late] {
+        tokio::time::timeout(WAIT, node.committed(last))
+            .await
+            .expect("a node stalled on a refused message")
+            .unwrap();
+        assert_eq!(node.cursor(), last);
+        assert_eq!(node.metrics().rejected_records.get(), refused.len() as u64);
+        assert_eq!(node.metrics().dropped_inserts.get(), 0);
+        let state = node.read(State::clone);
+        let mut users: Vec<&str> = state.users.keys().map(String::as_str).collect();
+        users.sort_unstable();
+        assert_eq!(users, ["ann", "bob"]);
+        assert_eq!(state.user("ann"), Some(&ann_before));
+        let names: Vec<&String> = state.latest["acme"].keys().collect();
+        assert_eq!(names, ["tick"]);
+        assert_eq!(state.latest["acme"]["tick"].cursor, after);
+        let mut local = Vec::new();
+        node.log()
+            .read_after(start, last, |c, _| {
+                local.push(c);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            local,
+            [after, bob],
+            "the local copy holds a refused message"
+        );
+        states.push(state);
+    }
+    assert_eq!(states[0], states[1]);
+    assert_eq!(states[0], states[2]);
+
+    let mut text = String::new();
+    while !text.contains(&format!("id: {after}\n")) {
+        let chunk = tokio::time::timeout(WAIT, sse.next(Duration::from_secs(600)))
+            .await
+            .expect("no frame reached the subscriber")
+            .expect("the subscription ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("forged"), "{text}");
+    assert!(!text.contains("id: 999"), "{text}");
+    for node in [a, b, late] {
+        node.shutdown().await;
+    }
 }

@@ -342,3 +342,178 @@ async fn losing_a_nats_node_or_a_broker_node_loses_nothing() {
         .collect();
     assert_eq!(replayed, written);
 }
+
+/// One nats-server with JetStream on a loopback port, with `extra` flags (authorization,
+/// TLS), data under `dir`.
+fn single_nats(binary: &Path, dir: &Path, extra: &[&str]) -> Nats {
+    let port = free_port();
+    std::fs::create_dir_all(dir).unwrap();
+    let child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-js", "-sd", dir.to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nats {
+        child: Some(child),
+        port,
+    }
+}
+
+#[tokio::test]
+async fn a_password_in_a_nats_url_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Refused at startup: the error quotes the URL, without its password.
+    let err = Server::try_start(
+        &dir.path().join("a"),
+        &["--log", "nats://broker:hunter2@127.0.0.1:1/path"],
+    )
+    .err()
+    .expect("a node started with a malformed --log");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("nats://***@127.0.0.1:1/path"), "{err}");
+
+    // No NATS server answers: the node logs its attempts (async-nats' own debug lines
+    // included) and gives up, naming the server but not its password (which went from the
+    // URL to the credentials the client sends).
+    let closed = free_port();
+    let url = format!("nats://broker:hunter2@127.0.0.1:{closed}");
+    let err = Server::try_start_env(
+        &dir.path().join("b"),
+        &["--log", &url],
+        &[("RUST_LOG", "info,async_nats=debug")],
+    )
+    .err()
+    .expect("a node started without its NATS server");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "JetStream stream \"broker\" at nats://127.0.0.1:{closed}"
+        )),
+        "{err}"
+    );
+}
+
+/// Whether a client without credentials or certificates is refused by the NATS server on
+/// `port` (else a node's successful start would prove nothing).
+async fn refuses_strangers(port: u16) -> bool {
+    let stranger = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(format!("nats://127.0.0.1:{port}"));
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), stranger).await,
+        Ok(Err(_))
+    )
+}
+
+/// A CA, and a server and a client certificate it signed, as PEM files in `dir`.
+fn nats_certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "NATS test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, purpose) in [
+        ("server", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("broker test {name}"));
+        params.extended_key_usages = vec![purpose];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_authenticate_to_nats_with_a_url_password_a_token_or_a_client_certificate() {
+    let Some(binary) = nats_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    // A user and password in the URL (async-nats itself ignores URL userinfo).
+    let nats = single_nats(
+        &binary,
+        &dir.path().join("nats-user"),
+        &["--user", "broker", "--pass", "s3cr3t-pass"],
+    );
+    assert!(refuses_strangers(nats.port).await);
+    let url = format!("nats://broker:s3cr3t-pass@127.0.0.1:{}", nats.port);
+    let node = Server::start(&dir.path().join("user"), &["--log", &url]);
+    assert_eq!(create_user(&c, &node, "ann", "pw", "acme").await, 200);
+    assert!(!node.stderr().contains("s3cr3t-pass"), "{}", node.stderr());
+    drop((node, nats));
+
+    // A token, from the environment.
+    let nats = single_nats(
+        &binary,
+        &dir.path().join("nats-token"),
+        &["--auth", "t0k3n-for-nats"],
+    );
+    assert!(refuses_strangers(nats.port).await);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let node = Server::start_env(
+        &dir.path().join("token"),
+        &["--log", &url],
+        &[("BROKER_LOG_TOKEN", "t0k3n-for-nats")],
+    );
+    assert_eq!(create_user(&c, &node, "ann", "pw", "acme").await, 200);
+    drop((node, nats));
+
+    // TLS: the server's certificate checked against --log_tls_ca, and a client certificate
+    // for a server that verifies clients.
+    nats_certificates(dir.path());
+    let nats = single_nats(
+        &binary,
+        &dir.path().join("nats-tls"),
+        &[
+            "--tls",
+            "--tlscert",
+            &path("server.pem"),
+            "--tlskey",
+            &path("server-key.pem"),
+            "--tlsverify",
+            "--tlscacert",
+            &path("ca.pem"),
+        ],
+    );
+    assert!(refuses_strangers(nats.port).await);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let node = Server::start(
+        &dir.path().join("tls"),
+        &[
+            "--log",
+            &url,
+            "--log_tls_ca",
+            &path("ca.pem"),
+            "--log_tls_cert",
+            &path("client.pem"),
+            "--log_tls_key",
+            &path("client-key.pem"),
+        ],
+    );
+    assert_eq!(create_user(&c, &node, "ann", "pw", "acme").await, 200);
+    drop((node, nats));
+}

@@ -37,15 +37,45 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// error the reader starts again from the last cursor it took.
 pub type Batches = Pin<Box<dyn Stream<Item = Result<Vec<Entry>, EngineError>> + Send>>;
 
-/// A record as a log hands it back.
+/// What a log holds at one cursor, as it hands it back.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// The record, its cursor set.
-    pub record: Record,
-    /// For an insert in a shared log: the credential epoch its author authenticated in on the
-    /// node that decided it, which the fold checks again (`state::recheck`). Not stored in the
-    /// record: it travels beside it, and only until the record is folded.
-    pub credential_epoch: Option<Cursor>,
+pub enum Entry {
+    /// A record.
+    Record {
+        /// The record, its cursor set.
+        record: Record,
+        /// For an insert in a shared log: the credential epoch its author authenticated in on
+        /// the node that decided it, which the fold checks again (`state::recheck`). Not
+        /// stored in the record: it travels beside it, and only until the record is folded.
+        credential_epoch: Option<Cursor>,
+    },
+    /// A shared log's message that is no record of it (bytes that do not decode, or a record
+    /// under a subject it does not belong to). Anyone who can publish to the stream can put
+    /// one there, so it must not stop the fold: every node skips it the same way.
+    Unreadable {
+        /// Where the log holds it.
+        cursor: Cursor,
+        /// Why it is no record, for the log line.
+        why: String,
+    },
+}
+
+impl Entry {
+    /// Where the log holds it.
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            Entry::Record { record, .. } => record.cursor,
+            Entry::Unreadable { cursor, .. } => *cursor,
+        }
+    }
+
+    /// The record, if this is one.
+    pub fn into_record(self) -> Option<Record> {
+        match self {
+            Entry::Record { record, .. } => Some(record),
+            Entry::Unreadable { .. } => None,
+        }
+    }
 }
 
 /// The most records one batch of [`LogBackend::read_from`] holds.
@@ -163,7 +193,7 @@ impl LogBackend for Embedded {
                     Ok(Ok((records, reached))) => {
                         let entries = records
                             .into_iter()
-                            .map(|record| Entry {
+                            .map(|record| Entry::Record {
                                 record,
                                 credential_epoch: None,
                             })

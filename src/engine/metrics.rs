@@ -19,6 +19,10 @@ pub struct EngineMetrics {
     /// Shared log: inserts the fold dropped because the stream ordered them after their
     /// author's revocation or password change (`state::recheck`).
     pub dropped_inserts: Counter,
+    /// Shared log: messages the fold skipped because they are no valid record (undecodable,
+    /// under the wrong subject, a value `decide` would refuse, or a user record that does not
+    /// hold): only something other than a broker node writes those.
+    pub rejected_records: Counter,
 }
 
 impl Default for EngineMetrics {
@@ -32,6 +36,7 @@ impl Default for EngineMetrics {
             inserts: Counter::default(),
             write_failures: Counter::default(),
             dropped_inserts: Counter::default(),
+            rejected_records: Counter::default(),
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::state::{Command, Record, Rejection, State, evolve};
 
 pub use backend::LogBackend;
 pub use fanout::Fanout;
-pub use stream::{StreamError, StreamOptions};
+pub use stream::{NatsAuth, NatsTls, StreamError, StreamOptions};
 pub use subscription::{Start, Subscription};
 
 /// When the writer makes appended records durable before acknowledging them.

@@ -42,6 +42,17 @@
 //!   first record's check established still holds for the second. The second is retried for
 //!   up to 30 s (same message id, stored once), since by then the first is stored.
 //!
+//! - **Nothing from the stream is trusted for having decoded.** Anyone who can publish to
+//!   `<stream>.>` can put anything there, so before a record is folded every node checks it
+//!   as `decide` would have: its values (`state::validate::record`), its subject (a user's
+//!   records must all be under that user's subject, or the compare-and-set orders nothing), and
+//!   what `state::recheck` checks of its place in the state (a new user's name is free; other
+//!   user records name a known user). A message that fails, or does not decode at all, is
+//!   skipped by every node alike, logged and counted, and the fold goes on past it.
+//! - **Credentials and TLS** come from [`StreamOptions`]: a URL's userinfo is moved into
+//!   [`NatsAuth`] by the configuration (async-nats ignores it in URLs but prints URLs in its
+//!   debug lines), and any URL that is printed is [`redacted`].
+//!
 //! A reply waits for the node's own fold to reach the record, so a client sees its write on
 //! the node that took it (read-your-writes per node); other nodes see it after their
 //! consumer delivers it, typically within a millisecond on a LAN.
@@ -58,14 +69,145 @@ use crate::log::Cursor;
 use crate::state::{Command, Record, RecordKind, Rejection, decide};
 
 /// How a node reaches the shared stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StreamOptions {
-    /// NATS server URLs (`nats://host:4222`); the client fails over between them.
+    /// NATS server URLs (`nats://host:4222`); the client fails over between them. Credentials
+    /// belong in `auth`: userinfo left in a URL is ignored (async-nats never sends it) and
+    /// never printed.
     pub servers: Vec<String>,
     /// The JetStream stream's name; its subjects are `<name>.>`.
     pub name: String,
     /// Replicas when this node creates the stream (an existing stream keeps its own).
     pub replicas: usize,
+    /// How the node proves itself to NATS.
+    pub auth: NatsAuth,
+    /// TLS to the NATS servers; when set, a server that does not speak it is refused.
+    pub tls: Option<NatsTls>,
+}
+
+impl std::fmt::Debug for StreamOptions {
+    // Any URL may carry a password: print them as they would appear in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamOptions")
+            .field("servers", &redacted_list(&self.servers))
+            .field("name", &self.name)
+            .field("replicas", &self.replicas)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// How a node authenticates to NATS.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum NatsAuth {
+    /// No credentials (a NATS server without authorization: tests and trials only).
+    #[default]
+    None,
+    /// A user and password (from a `nats://user:password@host` URL).
+    UserPassword {
+        /// The NATS user.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// A token (`--log_token`, or a `nats://token@host` URL).
+    Token(String),
+    /// A `.creds` file: a user JWT and the NKey seed that signs the server's nonce.
+    Creds(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    // The kind and the user only: passwords and tokens never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+            NatsAuth::Creds(path) => f.debug_tuple("Creds").field(path).finish(),
+        }
+    }
+}
+
+/// TLS to the NATS servers (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatsTls {
+    /// Root certificates the servers' certificates must chain to, instead of the system's.
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate and its private key, for servers that verify clients.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Where a server URL's userinfo (`user:password@` or `token@`) is: the byte range between
+/// the scheme and the last `@` (hosts never hold one, an unencoded password might).
+fn userinfo_range(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let at = url[start..].rfind('@')?;
+    Some(start..start + at)
+}
+
+/// `url` as it may be printed: `nats://user:password@host:4222` → `nats://***@host:4222`.
+pub fn redacted(url: &str) -> String {
+    match userinfo_range(url) {
+        Some(range) => format!("{}***{}", &url[..range.start], &url[range.end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Server URLs as they may be printed, comma-separated.
+pub fn redacted_list(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| redacted(u))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Splits a server URL into the URL without userinfo and the credentials it held
+/// (percent-decoded): `user:password` is a user and password, a lone value a token.
+pub fn split_userinfo(url: &str) -> (String, Option<NatsAuth>) {
+    let Some(range) = userinfo_range(url) else {
+        return (url.to_owned(), None);
+    };
+    let info = &url[range.clone()];
+    let bare = format!("{}{}", &url[..range.start], &url[range.end + 1..]);
+    let auth = match info.split_once(':') {
+        Some((user, password)) => NatsAuth::UserPassword {
+            user: percent_decoded(user),
+            password: percent_decoded(password),
+        },
+        None => NatsAuth::Token(percent_decoded(info)),
+    };
+    (bare, Some(auth))
+}
+
+/// `%XX` escapes decoded (URL userinfo must escape `:`, `@` and `/`); anything malformed is
+/// kept as written.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Errors of attaching to the stream.
@@ -80,11 +222,23 @@ pub enum StreamError {
         /// What the client said.
         why: String,
     },
+    /// The `.creds` file could not be read or is not one.
+    #[error("NATS credentials file {path}: {why}")]
+    Credentials {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// JetStream refused to create or describe the stream.
-    #[error("JetStream stream {name:?}: {why} (is JetStream enabled on the servers?)")]
+    #[error(
+        "JetStream stream {name:?} at {servers}: {why} (do the credentials and TLS options fit the servers, and is JetStream enabled on them?)"
+    )]
     Stream {
         /// The stream.
         name: String,
+        /// The servers, userinfo redacted.
+        servers: String,
         /// What the server said.
         why: String,
     },
@@ -115,7 +269,7 @@ const FOLD_WAIT: Duration = Duration::from_secs(10);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The message header carrying an insert's credential epoch beside its record (see
-/// [`Entry::credential_epoch`]).
+/// [`Entry::Record`]).
 const EPOCH_HEADER: &str = "Broker-Credential-Epoch";
 
 /// How long creating the stream's reader may take before it is tried again.
@@ -161,16 +315,27 @@ fn user_of(command: &Command) -> &str {
     }
 }
 
+/// The subject of a user's records in stream `stream`.
+fn user_subject(stream: &str, username: &str) -> String {
+    format!("{stream}.user.{}", hex(username))
+}
+
+/// The one subject `record` belongs under in stream `stream`: the compare-and-set on a user's
+/// subject orders that user's records only if they are all there.
+fn subject_of(stream: &str, record: &Record) -> String {
+    match &record.kind {
+        RecordKind::EventInserted(e) => format!("{stream}.event.{}", hex(&e.tenant)),
+        _ => user_subject(stream, record.username().unwrap_or_default()),
+    }
+}
+
 impl JetStream {
     fn user_subject(&self, username: &str) -> String {
-        format!("{}.user.{}", self.name, hex(username))
+        user_subject(&self.name, username)
     }
 
     fn subject_of(&self, record: &Record) -> String {
-        match &record.kind {
-            RecordKind::EventInserted(e) => format!("{}.event.{}", self.name, hex(&e.tenant)),
-            _ => self.user_subject(record.username().unwrap_or_default()),
-        }
+        subject_of(&self.name, record)
     }
 
     /// The last sequence stored on `subject`, 0 if none.
@@ -313,6 +478,14 @@ impl JetStream {
                     // Stored in the stream, but after its author was revoked or moved: every
                     // node drops it when folding, so it never happened.
                     return Err(Rejection::CredentialsInvalid(user_of(&command).to_owned()).into());
+                } else if let Some(dropped) = stored.iter().find(|r| engine.was_dropped(r.cursor)) {
+                    // The compare-and-set keeps a node's own user records valid where they
+                    // land, so only a bug or a foreign publisher gets here; never claim a
+                    // change that no node folded.
+                    return Err(EngineError::Unavailable(format!(
+                        "the stream's record at {} was refused when folded; see the warning logged for it",
+                        dropped.cursor
+                    )));
                 }
             }
             return Ok(stored);
@@ -339,10 +512,11 @@ impl LogBackend for JetStream {
     fn read_from(&self, after: Cursor) -> Batches {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
+        let name = self.name.clone();
         let reconnected = Arc::clone(&self.reconnected);
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                outcome = consume(&stream, after, &tx) => outcome,
+                outcome = consume(&stream, &name, after, &tx) => outcome,
                 _ = tx.closed() => return,
                 _ = reconnected.notified() => Err("reconnected to NATS".to_owned()),
             };
@@ -376,10 +550,43 @@ pub(super) async fn attach(
     engine: &Engine,
     options: &StreamOptions,
 ) -> Result<Arc<JetStream>, StreamError> {
-    let servers = options.servers.join(",");
+    let servers = redacted_list(&options.servers);
     let reconnected = Arc::new(tokio::sync::Notify::new());
     let on_event = Arc::clone(&reconnected);
-    let client = async_nats::ConnectOptions::new()
+    let mut connect = async_nats::ConnectOptions::new();
+    connect = match &options.auth {
+        NatsAuth::None => connect,
+        NatsAuth::UserPassword { user, password } => {
+            connect.user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(token) => connect.token(token.clone()),
+        NatsAuth::Creds(path) => {
+            connect
+                .credentials_file(path)
+                .await
+                .map_err(|e| StreamError::Credentials {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?
+        }
+    };
+    if let Some(tls) = &options.tls {
+        connect = connect.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            connect = connect.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            connect = connect.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    // async-nats never authenticates with a URL's userinfo, but prints the URLs it tries in
+    // its debug lines: they go to it bare.
+    let bare: Vec<String> = options
+        .servers
+        .iter()
+        .map(|url| split_userinfo(url).0)
+        .collect();
+    let client = connect
         .connection_timeout(Duration::from_secs(5))
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -391,7 +598,7 @@ pub(super) async fn attach(
                 }
             }
         })
-        .connect(options.servers.as_slice());
+        .connect(bare.as_slice());
     let client = tokio::time::timeout(Duration::from_secs(30), client)
         .await
         .map_err(|_| StreamError::Connect {
@@ -405,6 +612,7 @@ pub(super) async fn attach(
     let js = jetstream::new(client);
     let stream_error = |e: &dyn std::fmt::Display| StreamError::Stream {
         name: options.name.clone(),
+        servers: servers.clone(),
         why: e.to_string(),
     };
     let config = jetstream::stream::Config {
@@ -477,10 +685,13 @@ async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor
     }
 }
 
-/// Reads the stream after `after` with an ordered consumer and sends what it reads, in
-/// batches, until the consumer ends or stalls.
+/// Reads the stream `name` after `after` with an ordered consumer and sends what it reads,
+/// in batches, until the consumer ends or stalls. A message that is no record of the stream
+/// is sent as [`Entry::Unreadable`], for the fold to skip: it must not stop the fold, here or
+/// on any other node.
 async fn consume(
     stream: &jetstream::stream::Stream,
+    name: &str,
     after: Cursor,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
 ) -> Result<(), String> {
@@ -533,21 +744,39 @@ async fn consume(
         for message in chunk {
             let message = message.map_err(|e| e.to_string())?;
             let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
-            let record = Record::decode(&message.payload)
-                .map_err(|e| format!("the record at sequence {cursor} does not decode: {e}"))?;
+            let record = match Record::decode(&message.payload) {
+                Ok(record) => Record { cursor, ..record },
+                Err(e) => {
+                    records.push(Entry::Unreadable {
+                        cursor,
+                        why: format!("does not decode as a record: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if message.subject.as_str() != subject_of(name, &record) {
+                records.push(Entry::Unreadable {
+                    cursor,
+                    why: format!(
+                        "a record published under the wrong subject {:?}",
+                        message.subject.as_str()
+                    ),
+                });
+                continue;
+            }
             // A header that does not parse is ignored: the fold then checks what it can.
             let credential_epoch = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(EPOCH_HEADER))
                 .and_then(|v| v.as_str().parse().ok());
-            records.push(Entry {
-                record: Record { cursor, ..record },
+            records.push(Entry::Record {
+                record,
                 credential_epoch,
             });
         }
         if let Some(last) = records.last() {
-            here = last.record.cursor;
+            here = last.cursor();
         }
         if tx.send(Ok(records)).await.is_err() {
             return Ok(());
@@ -567,6 +796,59 @@ mod tests {
         assert_eq!(hex("a.b *>"), "612e62202a3e");
         assert_eq!(hex("é"), "c3a9");
         assert_eq!(hex(""), "");
+    }
+
+    #[test]
+    fn userinfo_is_never_printed() {
+        for (url, shown) in [
+            ("nats://user:hunter2@host:4222", "nats://***@host:4222"),
+            ("nats://hunter2@host", "nats://***@host"),
+            ("nats://us%40r:hun@ter2@host:1", "nats://***@host:1"),
+            ("nats://u:hunter2/x@host:1", "nats://***@host:1"),
+            ("u:hunter2@host", "***@host"),
+            ("nats://host:4222", "nats://host:4222"),
+            ("nats://[::1]:4222", "nats://[::1]:4222"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+        assert_eq!(
+            redacted_list(&["nats://a:hunter2@h:1".into(), "nats://h:2".into()]),
+            "nats://***@h:1,nats://h:2"
+        );
+        let options = StreamOptions {
+            servers: vec!["nats://a:hunter2@h:1".into()],
+            name: "broker".into(),
+            replicas: 1,
+            auth: NatsAuth::UserPassword {
+                user: "a".into(),
+                password: "hunter2".into(),
+            },
+            tls: None,
+        };
+        let printed = format!("{options:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("nats://***@h:1"), "{printed}");
+        let token = format!("{:?}", NatsAuth::Token("hunter2".into()));
+        assert_eq!(token, "Token(***)");
+    }
+
+    #[test]
+    fn userinfo_becomes_credentials() {
+        assert_eq!(split_userinfo("nats://h:1"), ("nats://h:1".into(), None));
+        assert_eq!(
+            split_userinfo("nats://us%40r:p%3Aw%2f@h:1"),
+            (
+                "nats://h:1".into(),
+                Some(NatsAuth::UserPassword {
+                    user: "us@r".into(),
+                    password: "p:w/".into()
+                })
+            )
+        );
+        assert_eq!(
+            split_userinfo("nats://t%zz%4@h"),
+            ("nats://h".into(), Some(NatsAuth::Token("t%zz%4".into())))
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::backend::Entry;
 use super::{Clock, Engine, EngineError, FsyncPolicy, Msg};
 use crate::log::LogWriter;
-use crate::state::{Record, State, decide, evolve, recheck};
+use crate::state::{Record, Rejection, State, decide, evolve, recheck, validate};
 
 /// Whether a batch handed to [`Writer::flush_and_publish`] was published (or was empty).
 fn folded_ok(mut outcome: oneshot::Receiver<Result<Vec<Record>, EngineError>>) -> bool {
@@ -302,27 +303,47 @@ impl Writer {
 
     /// Shared log: appends records read from the stream to the local copy and folds them.
     /// Records at or below the local cursor (a consumer restarted) are skipped, and so are
-    /// records that no longer hold where the stream put them (`state::recheck`): every node
-    /// drops the same ones, and the local copy never holds them.
-    fn fold(&mut self, entries: Vec<super::backend::Entry>, reply: Reply) {
+    /// records that no longer hold where the stream put them (`state::recheck`) and messages
+    /// that are no valid record at all (`state::validate::record`): every node drops the same
+    /// ones, and the local copy never holds them.
+    fn fold(&mut self, entries: Vec<Entry>, reply: Reply) {
         let mut folded = Vec::with_capacity(entries.len());
         let mut failed = None;
         let mut dropped_upto = None;
-        for super::backend::Entry {
-            record,
-            credential_epoch,
-        } in entries
-        {
-            if record.cursor <= self.decision.cursor {
+        for entry in entries {
+            if entry.cursor() <= self.decision.cursor {
                 continue;
             }
-            if let Err(why) = recheck(&self.decision, &record, credential_epoch) {
-                tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
-                self.engine.note_dropped(record.cursor);
-                self.engine.metrics().dropped_inserts.inc();
-                self.decision.cursor = record.cursor;
-                dropped_upto = Some(record.cursor);
-                continue;
+            let (record, credential_epoch) = match entry {
+                Entry::Record {
+                    record,
+                    credential_epoch,
+                } => (record, credential_epoch),
+                Entry::Unreadable { cursor, why } => {
+                    self.skip(cursor, &why);
+                    dropped_upto = Some(cursor);
+                    continue;
+                }
+            };
+            let verdict = match validate::record(&record.kind) {
+                Ok(()) => recheck(&self.decision, &record, credential_epoch),
+                Err(invalid) => Err(invalid.into()),
+            };
+            match verdict {
+                Ok(()) => {}
+                Err(why @ Rejection::CredentialsInvalid(_)) if record.tenant().is_some() => {
+                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
+                    self.engine.note_dropped(record.cursor);
+                    self.engine.metrics().dropped_inserts.inc();
+                    self.decision.cursor = record.cursor;
+                    dropped_upto = Some(record.cursor);
+                    continue;
+                }
+                Err(why) => {
+                    self.skip(record.cursor, &why.to_string());
+                    dropped_upto = Some(record.cursor);
+                    continue;
+                }
             }
             // As in `write_batch`: a full segment ends the batch here.
             if self.log.segment_full() && !self.publish_folded(std::mem::take(&mut folded)) {
@@ -356,6 +377,20 @@ impl Writer {
                 "writing to the local copy failed".into(),
             )),
         });
+    }
+
+    /// Shared log: passes over a message that no node may fold, as every node does; its
+    /// cursor is then folded as far as the cursor goes, like a dropped insert's.
+    fn skip(&mut self, cursor: crate::log::Cursor, why: &str) {
+        // `why` names the rule and at most public values: validators never quote a secret.
+        tracing::warn!(
+            cursor,
+            %why,
+            "skipped a message of the shared stream that is no valid record (is anything but broker nodes publishing to the stream?)"
+        );
+        self.engine.note_dropped(cursor);
+        self.engine.metrics().rejected_records.inc();
+        self.decision.cursor = cursor;
     }
 
     fn flush_and_publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>, sync_now: bool) {

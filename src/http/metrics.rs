@@ -134,6 +134,11 @@ impl HttpMetrics {
             "inserts a shared log ordered after their author's credentials changed, dropped by the fold",
             e.dropped_inserts.clone(),
         );
+        registry.register(
+            "shared_log_rejected_records",
+            "messages of a shared log the fold skipped as no valid record (only a publisher other than broker nodes writes those)",
+            e.rejected_records.clone(),
+        );
         Arc::new(HttpMetrics { registry, ..m })
     }
 

@@ -3,7 +3,7 @@
 
 use super::command::Command;
 use super::projection::State;
-use super::record::{EventInserted, Record, RecordKind, UserUpdated};
+use super::record::{EventInserted, Record, RecordKind};
 use super::validate::{self, Invalid};
 
 #[cfg(test)]
@@ -88,7 +88,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
             password_hash,
         } => {
             known(state, &update.username)?;
-            check_update(&update)?;
+            validate::user_update(&update)?;
             let username = update.username.clone();
             let mut kinds = vec![RecordKind::UserUpdated(update)];
             if let Some(password_hash) = password_hash {
@@ -176,6 +176,11 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
 /// `credential_epoch` is the epoch the insert's author authenticated in, when the log carries
 /// it beside the record (a shared log does, as a message header); the check is then exactly
 /// `decide`'s. Without it, revocation and tenant are checked.
+///
+/// User records are checked for what `decide` always checks of them: a new user's name is
+/// free, and any other user record is about an existing user. The nodes' own user records
+/// always pass (each user's records are compared-and-set on the user's subject), so this only
+/// ever drops a record someone else wrote to the stream, before `evolve` could act on it.
 pub fn recheck(
     state: &State,
     record: &Record,
@@ -192,7 +197,11 @@ pub fn recheck(
             }
             _ => Err(Rejection::CredentialsInvalid(e.username.clone())),
         },
-        _ => Ok(()),
+        RecordKind::UserCreated(user) if state.users.contains_key(&user.username) => {
+            Err(Rejection::UsernameTaken(user.username.clone()))
+        }
+        RecordKind::UserCreated(_) => Ok(()),
+        _ => known(state, record.username().unwrap_or_default()),
     }
 }
 
@@ -224,15 +233,65 @@ fn known(state: &State, username: &str) -> Result<(), Rejection> {
     }
 }
 
-fn check_update(update: &UserUpdated) -> Result<(), Invalid> {
-    if let Some(tenant) = &update.tenant {
-        validate::tenant(tenant)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::evolve;
+    use crate::state::record::UserCreated;
+
+    fn created(username: &str) -> RecordKind {
+        RecordKind::UserCreated(UserCreated {
+            id: [1; 16],
+            username: username.into(),
+            tenant: "acme".into(),
+            password_hash: "h".into(),
+            email: None,
+            scopes: vec![],
+            data: None,
+            two_factor: false,
+            totp_secret: vec![1; 20],
+        })
     }
-    if let Some(Some(email)) = &update.email {
-        validate::email(email)?;
+
+    fn at(cursor: u64, kind: RecordKind) -> Record {
+        Record {
+            cursor,
+            at_ms: 0,
+            kind,
+        }
     }
-    if let Some(scopes) = &update.scopes {
-        validate::scopes(scopes)?;
+
+    #[test]
+    fn a_user_record_that_decide_would_refuse_does_not_hold() {
+        let mut state = State::default();
+        let ann = at(1, created("ann"));
+        assert_eq!(recheck(&state, &ann, None), Ok(()));
+        evolve(&mut state, &ann);
+        // A second creation of a taken name would replace the user wholesale.
+        assert_eq!(
+            recheck(&state, &at(2, created("ann")), None),
+            Err(Rejection::UsernameTaken("ann".into()))
+        );
+        let change = |username: &str| {
+            at(
+                2,
+                RecordKind::PasswordChanged {
+                    username: username.into(),
+                    password_hash: "h2".into(),
+                },
+            )
+        };
+        assert_eq!(recheck(&state, &change("ann"), None), Ok(()));
+        assert_eq!(
+            recheck(&state, &change("bob"), None),
+            Err(Rejection::UnknownUser("bob".into()))
+        );
+        let revoke_bob = at(
+            2,
+            RecordKind::UserRevoked {
+                username: "bob".into(),
+            },
+        );
+        assert!(recheck(&state, &revoke_bob, None).is_err());
     }
-    Ok(())
 }

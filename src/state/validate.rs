@@ -1,5 +1,9 @@
 //! Checks on single values, shared by the request handlers (to fail before costly work)
-//! and by `decide` (so no invalid value can ever reach the log).
+//! and by `decide` (so no invalid value can ever reach the log); [`record`] applies them to a
+//! whole record, for records that come from a shared stream anyone with its credentials could
+//! have written to.
+
+use super::record::{RecordKind, UserCreated, UserUpdated};
 
 /// The longest username accepted, in bytes.
 pub const MAX_USERNAME: usize = 128;
@@ -7,6 +11,10 @@ pub const MAX_USERNAME: usize = 128;
 pub const MAX_TENANT: usize = 128;
 /// The longest event name accepted, in bytes.
 pub const MAX_EVENT_NAME: usize = 255;
+/// The shortest TOTP secret accepted, in bytes: totp-rs refuses anything under 128 bits.
+pub const MIN_TOTP_SECRET: usize = 16;
+/// The longest TOTP secret accepted, in bytes (ours are 20; HMAC-SHA1 hashes longer keys).
+pub const MAX_TOTP_SECRET: usize = 64;
 
 /// A value that breaks a rule: which field, and a sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +129,132 @@ pub fn email(value: &str) -> Result<(), Invalid> {
     }
 }
 
+/// Password hashes: an Argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), the
+/// only kind `auth::password` makes and verifies.
+pub fn password_hash(value: &str) -> Result<(), Invalid> {
+    // The message never quotes the value: it is a secret.
+    if !value.starts_with("$argon2id$") || argon2::PasswordHash::new(value).is_err() {
+        return Err(invalid("password_hash", "is not an Argon2id PHC string"));
+    }
+    Ok(())
+}
+
+/// TOTP secrets: [`MIN_TOTP_SECRET`]–[`MAX_TOTP_SECRET`] bytes.
+pub fn totp_secret(value: &[u8]) -> Result<(), Invalid> {
+    if !(MIN_TOTP_SECRET..=MAX_TOTP_SECRET).contains(&value.len()) {
+        return Err(invalid(
+            "totp_secret",
+            format!("must be {MIN_TOTP_SECRET} to {MAX_TOTP_SECRET} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stored JSON (`data`): one compact JSON value. Compact matters: event data becomes one SSE
+/// `data:` line, and a raw newline (legal JSON whitespace) would end it early.
+pub fn json(field: &'static str, value: &str) -> Result<(), Invalid> {
+    if value.contains(['\n', '\r']) {
+        return Err(invalid(field, "must be compact JSON (no raw line breaks)"));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(value).is_err() {
+        return Err(invalid(field, "is not JSON"));
+    }
+    Ok(())
+}
+
+/// Every value of a record, checked with the rules above: what `decide` and the request
+/// handlers ensure before a record is written, checked again where a record comes from a
+/// shared stream (which only trusted nodes should write to, but the fold must not depend on
+/// it). State-dependent rules (a name taken, a user unknown) are `recheck`'s.
+pub fn record(kind: &RecordKind) -> Result<(), Invalid> {
+    match kind {
+        RecordKind::UserCreated(user) => user_created(user),
+        RecordKind::UserUpdated(update) => user_updated(update),
+        RecordKind::UserRevoked { username }
+        | RecordKind::UserUnrevoked { username }
+        | RecordKind::ResetCodeFailed { username }
+        | RecordKind::LoginCodeUsed { username, .. } => self::username(username),
+        RecordKind::PasswordChanged {
+            username,
+            password_hash,
+        } => {
+            self::username(username)?;
+            self::password_hash(password_hash)
+        }
+        RecordKind::PasswordReset {
+            username,
+            password_hash,
+            step,
+        } => {
+            self::username(username)?;
+            self::password_hash(password_hash)?;
+            // The cursor of the code's issue record (or, in old logs, a time step): never 0.
+            if *step == 0 {
+                return Err(invalid("totp", "names no reset code"));
+            }
+            Ok(())
+        }
+        RecordKind::ResetCodeIssued {
+            username,
+            code_hash,
+            expires_ms,
+        } => {
+            self::username(username)?;
+            // A SHA-256 digest is never all zeros; a zeroed one is a default, not a code.
+            if code_hash.iter().all(|b| *b == 0) {
+                return Err(invalid("totp", "the reset code's digest is empty"));
+            }
+            if *expires_ms <= 0 {
+                return Err(invalid("totp", "the reset code has no expiry"));
+            }
+            Ok(())
+        }
+        RecordKind::EventInserted(e) => {
+            self::username(&e.username)?;
+            tenant(&e.tenant)?;
+            event_name(&e.event)?;
+            json("data", &e.data)
+        }
+    }
+}
+
+fn user_created(user: &UserCreated) -> Result<(), Invalid> {
+    username(&user.username)?;
+    tenant(&user.tenant)?;
+    password_hash(&user.password_hash)?;
+    if let Some(address) = &user.email {
+        email(address)?;
+    }
+    scopes(&user.scopes)?;
+    if let Some(data) = &user.data {
+        json("data", data)?;
+    }
+    totp_secret(&user.totp_secret)
+}
+
+/// The optional fields of an update; `decide` checks the same ones.
+pub fn user_update(update: &UserUpdated) -> Result<(), Invalid> {
+    if let Some(name) = &update.tenant {
+        tenant(name)?;
+    }
+    if let Some(Some(address)) = &update.email {
+        email(address)?;
+    }
+    if let Some(values) = &update.scopes {
+        scopes(values)?;
+    }
+    Ok(())
+}
+
+fn user_updated(update: &UserUpdated) -> Result<(), Invalid> {
+    username(&update.username)?;
+    user_update(update)?;
+    if let Some(Some(data)) = &update.data {
+        json("data", data)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +295,147 @@ mod tests {
         for bad in ["not-an-email", "a@b", "@x.com", "a@@x.com", "a b@x.com"] {
             assert!(email(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    const PHC: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
+
+    fn user() -> UserCreated {
+        UserCreated {
+            id: [1; 16],
+            username: "ann".into(),
+            tenant: "acme".into(),
+            password_hash: PHC.into(),
+            email: Some("ann@example.com".into()),
+            scopes: vec!["news:get".into()],
+            data: Some(r#"{"k":[1,"x"]}"#.into()),
+            two_factor: false,
+            totp_secret: vec![7; 20],
+        }
+    }
+
+    fn event(name: &str, data: &str) -> RecordKind {
+        RecordKind::EventInserted(crate::state::record::EventInserted {
+            id: [2; 16],
+            tenant: "acme".into(),
+            event: name.into(),
+            data: data.into(),
+            username: "ann".into(),
+        })
+    }
+
+    /// The field a record is refused for.
+    fn refused(kind: &RecordKind) -> &'static str {
+        record(kind).expect_err("accepted").field
+    }
+
+    #[test]
+    fn password_hashes_are_argon2id_phc_strings() {
+        assert!(password_hash(PHC).is_ok());
+        for bad in [
+            "",
+            "hunter2",
+            "$argon2id$not-used-here",
+            "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
+            "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+        ] {
+            let err = password_hash(bad).unwrap_err();
+            assert_eq!(err.field, "password_hash");
+            assert!(bad.is_empty() || !err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn stored_json_is_compact_json() {
+        assert!(json("data", r#"{"a":"line\nbreak"}"#).is_ok());
+        assert!(json("data", "12").is_ok());
+        for bad in ["", "{", "not json", "{\"a\":1}\n", "[1,\n2]", "{\"a\":1}{"] {
+            assert!(json("data", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn every_value_of_a_record_is_checked() {
+        assert_eq!(record(&RecordKind::UserCreated(user())), Ok(()));
+        assert_eq!(record(&event("tick", "{\"i\":1}")), Ok(()));
+        type Breaks = fn(&mut UserCreated);
+        let broken: [(Breaks, &str); 8] = [
+            (|u| u.username = "a:b".into(), "username"),
+            (|u| u.tenant = "t\n".into(), "tenant_name"),
+            (|u| u.password_hash = "$argon2id$x".into(), "password_hash"),
+            (|u| u.email = Some("nope".into()), "email"),
+            (|u| u.scopes = vec!["news".into()], "scopes"),
+            (|u| u.data = Some("{".into()), "data"),
+            (|u| u.totp_secret = vec![1; 15], "totp_secret"),
+            (|u| u.totp_secret = vec![1; 65], "totp_secret"),
+        ];
+        for (breaks, field) in broken {
+            let mut u = user();
+            breaks(&mut u);
+            assert_eq!(refused(&RecordKind::UserCreated(u)), field);
+        }
+        // A newline in an event name or its data would forge SSE frames.
+        assert_eq!(refused(&event("tick\nevent: x", "{}")), "event");
+        assert_eq!(refused(&event("tick", "{}\n\nid: 9")), "data");
+        assert_eq!(refused(&event("tick", "not json")), "data");
+        assert_eq!(refused(&event("", "{}")), "event");
+
+        let update = |f: fn(&mut UserUpdated)| {
+            let mut u = UserUpdated {
+                username: "ann".into(),
+                ..Default::default()
+            };
+            f(&mut u);
+            RecordKind::UserUpdated(u)
+        };
+        assert_eq!(record(&update(|_| {})), Ok(()));
+        assert_eq!(
+            refused(&update(|u| u.tenant = Some(String::new()))),
+            "tenant_name"
+        );
+        assert_eq!(
+            refused(&update(|u| u.email = Some(Some("x".into())))),
+            "email"
+        );
+        assert_eq!(
+            refused(&update(|u| u.scopes = Some(vec![":".into()]))),
+            "scopes"
+        );
+        assert_eq!(
+            refused(&update(|u| u.data = Some(Some("{]".into())))),
+            "data"
+        );
+        assert_eq!(record(&update(|u| u.email = Some(None))), Ok(()));
+
+        let ann = || "ann".to_owned();
+        assert_eq!(
+            refused(&RecordKind::UserRevoked {
+                username: "x\u{0}".into()
+            }),
+            "username"
+        );
+        assert_eq!(
+            refused(&RecordKind::PasswordChanged {
+                username: ann(),
+                password_hash: "plain".into()
+            }),
+            "password_hash"
+        );
+        let reset = |password_hash: &str, step| RecordKind::PasswordReset {
+            username: ann(),
+            password_hash: password_hash.into(),
+            step,
+        };
+        assert_eq!(record(&reset(PHC, 3)), Ok(()));
+        assert_eq!(refused(&reset("plain", 3)), "password_hash");
+        assert_eq!(refused(&reset(PHC, 0)), "totp");
+        let issued = |code_hash, expires_ms| RecordKind::ResetCodeIssued {
+            username: ann(),
+            code_hash,
+            expires_ms,
+        };
+        assert_eq!(record(&issued([3; 32], 1_700_000_300_000)), Ok(()));
+        assert_eq!(refused(&issued([0; 32], 1_700_000_300_000)), "totp");
+        assert_eq!(refused(&issued([3; 32], 0)), "totp");
     }
 }
