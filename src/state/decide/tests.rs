@@ -1,7 +1,7 @@
 //! `decide`'s rules, one test each, named after the rule it pins.
 
 use super::*;
-use crate::state::record::UserCreated;
+use crate::state::record::{UserCreated, UserUpdated};
 use crate::state::{Command, State, evolve};
 
 const DAY_MS: i64 = 86_400_000;
@@ -321,4 +321,61 @@ fn turning_two_factor_on_or_changing_scopes_moves_the_credential_epoch() {
         }
         assert!(moved.user("bob").unwrap().credential_epoch > before);
     }
+}
+
+/// A record as a foreign publisher to a shared log might write it.
+fn created_record(username: &str) -> RecordKind {
+    RecordKind::UserCreated(UserCreated {
+        id: [1; 16],
+        username: username.into(),
+        tenant: "acme".into(),
+        password_hash: "h".into(),
+        email: None,
+        scopes: vec![],
+        data: None,
+        two_factor: false,
+        totp_secret: vec![1; 20],
+    })
+}
+
+fn at(cursor: u64, kind: RecordKind) -> Record {
+    Record {
+        cursor,
+        at_ms: 0,
+        kind,
+    }
+}
+
+#[test]
+fn a_user_record_that_decide_would_refuse_does_not_hold() {
+    let mut state = State::default();
+    let ann = at(1, created_record("ann"));
+    assert_eq!(recheck(&state, &ann, None), Ok(()));
+    evolve(&mut state, &ann);
+    // A second creation of a taken name would replace the user wholesale.
+    assert_eq!(
+        recheck(&state, &at(2, created_record("ann")), None),
+        Err(Rejection::UsernameTaken("ann".into()))
+    );
+    let change = |username: &str| {
+        at(
+            2,
+            RecordKind::PasswordChanged {
+                username: username.into(),
+                password_hash: "h2".into(),
+            },
+        )
+    };
+    assert_eq!(recheck(&state, &change("ann"), None), Ok(()));
+    assert_eq!(
+        recheck(&state, &change("bob"), None),
+        Err(Rejection::UnknownUser("bob".into()))
+    );
+    let revoke_bob = at(
+        2,
+        RecordKind::UserRevoked {
+            username: "bob".into(),
+        },
+    );
+    assert!(recheck(&state, &revoke_bob, None).is_err());
 }
