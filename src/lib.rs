@@ -5,6 +5,7 @@
 //!
 //! - [`log`] — bytes on disk: segments, frames, group-committed appends, recovery, reads.
 //! - [`state`] — the rules, no I/O: records, commands, `decide`, `evolve`, projections.
+//! - [`cursor`] — a record's position, the one thing `log` and `state` share.
 //! - [`engine`] — the writer thread (decide → append → evolve → publish), the published
 //!   state, and per-tenant fan-out to subscribers.
 //! - [`auth`] — passwords, JWT, credentials, TOTP, clock: pure helpers, no routes.
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cursor;
 pub mod engine;
 pub mod files;
 #[doc(hidden)]

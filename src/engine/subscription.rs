@@ -57,16 +57,16 @@ impl Subscription {
     ) -> Self {
         // Watch first, then read: a change published in between is then seen as a change.
         let credentials = owner.map(|(username, epoch)| {
-            let mut current = None;
+            let mut accepted = false;
             let mut rx = engine.credentials().watch(username, || {
-                current = engine.read(|s| {
-                    s.user(username)
-                        .filter(|u| !u.revoked)
-                        .map(|u| u.credential_epoch)
-                });
-                current.unwrap_or(Cursor::MAX)
+                engine.read(|s| {
+                    let user = s.user(username);
+                    accepted = user.is_some_and(|u| u.accepts(epoch));
+                    user.filter(|u| !u.revoked)
+                        .map_or(Cursor::MAX, |u| u.credential_epoch)
+                })
             });
-            if current != Some(epoch) {
+            if !accepted {
                 // Invalidated between authentication and now: end at the first poll.
                 rx.mark_changed();
             }

@@ -157,7 +157,7 @@ pub(super) fn stream_bearer(app: &App, token: &str) -> Result<Principal, ApiErro
 
 fn principal_of(app: &App, claims: &jwt::Claims) -> Result<Principal, ApiError> {
     app.engine.read(|state| match state.user(&claims.sub) {
-        Some(user) if !user.revoked && user.credential_epoch == claims.epoch => Ok(Principal {
+        Some(user) if user.accepts(claims.epoch) => Ok(Principal {
             username: user.username.clone(),
             tenant: user.tenant.clone(),
             credential_epoch: user.credential_epoch,

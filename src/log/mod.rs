@@ -44,8 +44,7 @@ pub fn is_shared(dir: &std::path::Path) -> bool {
     dir.join(SHARED_MARKER).exists()
 }
 
-/// A record's position in the log: strictly increasing, starting at 1, never reused.
-pub type Cursor = u64;
+pub use crate::cursor::Cursor;
 
 /// How the owner of the log checks a payload and learns its cursor.
 ///

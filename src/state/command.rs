@@ -1,7 +1,7 @@
 //! Commands: what a request asks the writer to do. Randomness and hashing happen before,
 //! in the request handler, so that `decide` stays pure.
 
-use crate::log::Cursor;
+use crate::cursor::Cursor;
 
 /// A request to change state, checked by [`super::decide`].
 #[derive(Clone, PartialEq, Eq)]

@@ -64,7 +64,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
         } => {
             validate::event_name(&event)?;
             let user = match state.users.get(&username) {
-                Some(u) if !u.revoked && u.credential_epoch == credential_epoch => u,
+                Some(u) if u.accepts(credential_epoch) => u,
                 _ => return Err(Rejection::CredentialsInvalid(username)),
             };
             // One latest event per name is kept forever (snapshot, compaction): the number
@@ -189,9 +189,8 @@ pub fn recheck(
     match &record.kind {
         RecordKind::EventInserted(e) => match state.users.get(&e.username) {
             Some(user)
-                if !user.revoked
-                    && user.tenant == e.tenant
-                    && credential_epoch.is_none_or(|epoch| epoch == user.credential_epoch) =>
+                if user.tenant == e.tenant
+                    && credential_epoch.map_or(!user.revoked, |epoch| user.accepts(epoch)) =>
             {
                 Ok(())
             }

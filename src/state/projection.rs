@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::log::Cursor;
+use crate::cursor::Cursor;
 
 /// Everything the log says, folded: users by username, latest event per (tenant, name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +50,15 @@ pub struct User {
     pub last_reset_step: u64,
     /// The live password-reset code, if the admin issued one that is not used or void yet.
     pub reset_code: Option<ResetCode>,
+}
+
+impl User {
+    /// The one credential rule: a credential issued in `epoch` (a JWT, a ticket, a stream, an
+    /// insert decided on it) is still good — the user is not revoked and nothing has moved
+    /// their credential epoch since (password, tenant, scopes, two-factor, revocation).
+    pub fn accepts(&self, epoch: Cursor) -> bool {
+        !self.revoked && self.credential_epoch == epoch
+    }
 }
 
 /// Wrong codes after which a reset code is void.

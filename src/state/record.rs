@@ -7,7 +7,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::log::Cursor;
+use crate::cursor::Cursor;
 
 /// One entry of the log: its cursor, when it was written, and what happened.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
