@@ -1,7 +1,7 @@
 //! The registry of format migrations: one forward step per format version, each turning one
 //! segment file of version `from` into version `to`, cursors and records unchanged.
 //! Included by `src/tool/migrate.rs`; each step has a fixture in `migrations/v<from>/` and a
-//! test in `tests/log_tool.rs` and `tests/golden_format.rs`.
+//! test in `tests/it/log_tool.rs` and `tests/it/golden_format.rs`.
 
 /// One forward step.
 pub struct Step {

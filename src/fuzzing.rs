@@ -1,6 +1,6 @@
 //! The bodies of the fuzz targets (`fuzz/`), kept in the library so that the stable test
 //! suite runs the very same checks over the checked-in corpora and over random inputs
-//! (`tests/fuzz_corpus.rs`). Each panics only when an invariant breaks.
+//! (`tests/it/fuzz_corpus.rs`). Each panics only when an invariant breaks.
 
 use crate::auth::jwt::{Claims, ISSUER, JwtKey, MAX_IAT_SKEW_S};
 use crate::http::direct::{Class, classify_for_fuzzing};

@@ -6,14 +6,12 @@
 //! `scripts/test.sh` installs pebble (Debian package) and sets `BROKER_REQUIRE_PEBBLE=1`:
 //! there this test fails, never skips, when pebble cannot run.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 struct Pebble {
     child: Child,

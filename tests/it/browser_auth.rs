@@ -1,11 +1,9 @@
 //! Browser paths against the real binary: single-use SSE tickets for `EventSource`, the
 //! `/sse`-only session cookie, CORS for `--origin`, the console's files and its stats.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 async fn ticket(c: &reqwest::Client, s: &Server, auth: &str) -> (u16, Value) {

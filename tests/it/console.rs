@@ -6,12 +6,10 @@
 //! `scripts/test.sh` installs Chromium and the npm packages and sets
 //! `BROKER_REQUIRE_CHROMIUM=1` and `BROKER_REQUIRE_JS=1`, so there this test cannot skip.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn requirements() -> Option<PathBuf> {

@@ -3,13 +3,11 @@
 //! its cursor, every acknowledged user exists, cursors never repeat, and the log verifies
 //! clean each time.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const ROUNDS: usize = 20;

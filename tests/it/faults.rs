@@ -4,11 +4,9 @@
 //! unacknowledged-but-visible record.
 #![cfg(feature = "fault-injection")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

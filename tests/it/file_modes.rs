@@ -3,12 +3,10 @@
 //! named in a warning with the command that closes it.
 #![cfg(unix)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Gives this test process (and so the servers it starts) the usual permissive umask, so the

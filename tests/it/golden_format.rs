@@ -1,7 +1,7 @@
 //! Pins the on-disk log format (log-format/FORMAT.md) to the golden segment in log-format/golden/.
 //!
 //! Regenerate the golden file only for an intended format change (with a new format version
-//! and a step in `migrations/`): `BROKER_BLESS_GOLDEN=1 cargo test --test golden_format`.
+//! and a step in `migrations/`): `BROKER_BLESS_GOLDEN=1 cargo test --test it golden_format`.
 
 use std::path::{Path, PathBuf};
 
@@ -154,7 +154,7 @@ fn golden_segment_bytes_and_decoding() {
     assert_eq!(kinds, (0..KINDS).collect::<Vec<_>>());
 
     let golden = std::fs::read(golden_path()).expect(
-        "golden segment missing: run `BROKER_BLESS_GOLDEN=1 cargo test --test golden_format`",
+        "golden segment missing: run `BROKER_BLESS_GOLDEN=1 cargo test --test it golden_format`",
     );
     assert!(
         golden == expected,

@@ -2,13 +2,11 @@
 //! SSE stream, huge and deeply nested bodies, header floods, too many connections and streams.
 //! Normal clients keep being served, within bounded memory.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn addr(s: &Server) -> String {

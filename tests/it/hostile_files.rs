@@ -3,16 +3,14 @@
 //! delete the segments it claims to cover. Each is refused quickly, naming the file, and
 //! nothing is changed on disk.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use broker::log::frame;
 use broker::log::segment::{self, HEADER_LEN, Header};
-use common::*;
 use serde_json::json;
 
 /// Generous, so a loaded CI machine never flakes: a debug build needs well under a second.

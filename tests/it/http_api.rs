@@ -1,10 +1,8 @@
 //! The HTTP contract of API.md against the real binary: uniqueness under races, and every
 //! kind of bad input answered with the right 4xx and a JSON error while the server keeps serving.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -2,12 +2,10 @@
 //! token lifecycle, biscuit `/verify`, two-factor enrolment and login, single-use password
 //! reset, brute-force limits, validation, and what survives a restart.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::{Value, json};
 
 async fn admin(c: &reqwest::Client, s: &Server, path: &str, mut body: Value) -> (u16, Value) {

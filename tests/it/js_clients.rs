@@ -12,8 +12,6 @@
 //! `scripts/test.sh` installs the packages (`tests/js/node_modules`) and Chromium and sets
 //! `BROKER_REQUIRE_JS=1` and `BROKER_REQUIRE_CHROMIUM=1`, so there these tests cannot skip.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn js_dir() -> Option<PathBuf> {

@@ -8,8 +8,6 @@
 //! `scripts/test.sh` sets `BROKER_REQUIRE_NATS=1`: there the JetStream half fails, never
 //! skips, when nats-server cannot run.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::Arc;
@@ -179,7 +177,7 @@ struct Nats {
 
 impl Nats {
     fn start(binary: &Path, dir: &Path) -> Nats {
-        let port = common::free_port();
+        let port = crate::common::free_port();
         let child = Process::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(["-js", "-sd", dir.to_str().unwrap()])
@@ -280,7 +278,7 @@ async fn publish_bytes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_outdated_credentials()
  {
-    let Some(binary) = common::nats_binary() else {
+    let Some(binary) = crate::common::nats_binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -420,7 +418,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     // `broker log verify` accepts the skipped cursor in each local copy: not a lost record.
     for name in ["a", "b", "late"] {
         let copy = dir.path().join(name).join("log");
-        let (code, out, err) = common::run_broker(&[
+        let (code, out, err) = crate::common::run_broker(&[
             "log",
             "verify",
             "--db",
@@ -433,7 +431,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
         );
     }
     // A local copy never starts as a standalone log: it would fork the shared history.
-    let (code, _, err) = common::run_broker(&[
+    let (code, _, err) = crate::common::run_broker(&[
         "--db",
         dir.path().join("a").to_str().unwrap(),
         "--port",
@@ -465,7 +463,7 @@ fn hex(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_racing_a_revocation_or_password_change_on_another_node_is_stored_only_if_ordered_before_it()
  {
-    let Some(binary) = common::nats_binary() else {
+    let Some(binary) = crate::common::nats_binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -580,7 +578,7 @@ fn user_created(username: &str, tenant: &str, password_hash: &str) -> RecordKind
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_no_node_could_have_decided_are_skipped_alike_by_every_node() {
-    let Some(binary) = common::nats_binary() else {
+    let Some(binary) = crate::common::nats_binary() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

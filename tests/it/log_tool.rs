@@ -4,12 +4,10 @@
 //! any state or snapshot — offline, online and across a crash mid-swap — and migrate upgrades
 //! the first shipped format.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn db_arg(db: &Path) -> &str {

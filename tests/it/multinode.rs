@@ -4,14 +4,12 @@
 //! `scripts/test.sh` installs nats-server (Debian package) and sets `BROKER_REQUIRE_NATS=1`:
 //! there these tests fail, never skip, when nats-server cannot run.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// One nats-server process of the cluster.

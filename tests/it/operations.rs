@@ -3,15 +3,13 @@
 //! reload, the clock following a skewed SNTP server, `/metrics` parsed as Prometheus text,
 //! JSON logs without secrets.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,9 @@
 //! Recovery: a torn last frame is cut away with a warning; damage anywhere else refuses to
 //! start with a message naming file and offset, and `broker log verify` lists it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Fills a log with a user and `events` inserts, then stops the server cleanly.

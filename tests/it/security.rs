@@ -1,12 +1,10 @@
 //! Safe to expose: each test pins one attack that worked against Broker 16.0 on loopback
 //! (issue "Safe to expose, part 1") and fails on the code before its fix.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use serde_json::{Value, json};
 
 const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";

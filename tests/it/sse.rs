@@ -1,11 +1,9 @@
 //! SSE against the real binary: snapshot then live, exact resume across restarts, tenant
 //! isolation, reset frames, catch-up from the log, keep-alives.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

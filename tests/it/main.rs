@@ -1,0 +1,29 @@
+//! Broker's integration tests, as one crate: one binary to build and link instead of one per
+//! file (most of a clean build's link time). Each module is one area; `common` starts the real
+//! `broker` binary on a loopback port with a fresh data directory and speaks its API.
+
+mod common;
+
+mod acme;
+mod browser_auth;
+mod console;
+mod crash;
+mod fake_clock;
+mod faults;
+mod file_modes;
+mod fuzz_corpus;
+mod golden_format;
+mod hostile;
+mod hostile_files;
+mod http_api;
+mod identity;
+mod js_clients;
+mod log_backend;
+mod log_tool;
+mod multinode;
+mod operations;
+mod recovery;
+mod replay;
+mod security;
+mod sse;
+mod ts_client;
