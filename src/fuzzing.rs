@@ -3,7 +3,7 @@
 //! (`tests/it/fuzz_corpus.rs`). Each panics only when an invariant breaks.
 
 use crate::auth::jwt::{Claims, ISSUER, JwtKey, MAX_IAT_SKEW_S};
-use crate::http::direct::{Class, classify_for_fuzzing};
+use crate::http::streams::{Class, classify_for_fuzzing};
 use crate::log::{self, frame, segment};
 use crate::state::record::{UserCreated, UserUpdated};
 use crate::state::{Command, Record, State, decide, evolve};
@@ -169,7 +169,7 @@ pub fn decide_evolve(data: &[u8]) {
 /// Request bodies, the Authorization header and `Last-Event-ID` from arbitrary bytes: every
 /// parser answers a value or a clean error.
 pub fn request_inputs(data: &[u8]) {
-    crate::http::body::parse_every_body(data);
+    crate::http::routes::parse_every_body(data);
     let _ = crate::auth::credentials::parse(Some(data));
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::http::parse_last_event_id(text);
@@ -177,7 +177,7 @@ pub fn request_inputs(data: &[u8]) {
     }
 }
 
-/// A connection's first bytes on the direct SSE path (`http::direct`): no panic; a head
+/// A connection's first bytes on the direct SSE path (`http::server::streams`): no panic; a head
 /// waits for more bytes only while it may still become a plain `GET /sse` head (no
 /// `\r\n\r\n` yet, within the size cap); a head served here is exactly one complete head,
 /// every shorter prefix of it waits for more, and its request is a `GET` of `/sse` carrying

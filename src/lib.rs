@@ -9,7 +9,9 @@
 //! - [`engine`] — the writer thread (decide → append → evolve → publish), the published
 //!   state, and per-tenant fan-out to subscribers.
 //! - [`auth`] — passwords, JWT, credentials, TOTP, clock: pure helpers, no routes.
-//! - [`http`] — the routes of API.md, one file per group; errors mapped in one place.
+//! - [`http`] — `routes/` (the routes of API.md, one file per group) and `server/`
+//!   (connections, limits, TLS, CORS, direct SSE connections, metrics); errors mapped in one
+//!   place.
 //! - [`tool`] — `broker log …` subcommands.
 //! - [`config`] — flags → validated configuration.
 //! - [`ntp`] — the background task that keeps the clock's offset right.

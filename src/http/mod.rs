@@ -1,28 +1,20 @@
-//! HTTP: one file per group of routes, errors mapped in [`error`], bodies in [`body`],
-//! authentication in [`authn`]. Handlers read as: authenticate → command → engine → reply.
+//! HTTP, in two halves: [`routes`] (one file per group of routes of API.md, each reading as
+//! authenticate → command → engine → reply) and [`server`] (what carries them: connections and
+//! their limits, TLS, CORS and the browser rules, SSE connections served off hyper, metrics,
+//! the audit log). Beside them, what routes share: authentication in [`authn`], bodies in
+//! [`body`], errors mapped to statuses in [`error`], the brute-force policy in [`throttle`] and
+//! quotas in [`quota`].
 
-pub mod audit;
 pub mod authn;
 pub mod body;
-pub mod client;
-mod codes;
-mod console;
-pub mod cors;
-pub mod direct;
 pub mod error;
-mod events;
-mod health;
-pub mod limits;
-mod maintenance;
-pub mod metrics;
 pub mod quota;
-mod session;
-mod sse;
+pub mod routes;
+pub mod server;
 mod throttle;
-mod ticket;
-pub mod tls;
-mod users;
-mod verify;
+
+use routes::{codes, console, events, health, maintenance, session, sse, ticket, users, verify};
+pub use server::{audit, client, cors, limits, metrics, streams, tls};
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -38,7 +30,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use error::ApiError;
 
-pub use sse::parse_last_event_id;
+pub use routes::sse::parse_last_event_id;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -215,10 +207,10 @@ async fn serve_limited(
 ) -> std::io::Result<()> {
     let local = limited.local_addr();
     let endpoint = Arc::new(router(app).map_to_response());
-    // Streams are served by `direct`, everything else by hyper: one router for both.
+    // Streams are served by `streams`, everything else by hyper: one router for both.
     let (to_hyper, handed_off) = tokio::sync::mpsc::channel(1024);
     let (stopped, stopping) = tokio::sync::watch::channel(false);
-    let accepting = tokio::spawn(direct::accept_loop(
+    let accepting = tokio::spawn(streams::accept_loop(
         limited,
         to_hyper,
         Arc::clone(&endpoint),
@@ -229,7 +221,7 @@ async fn serve_limited(
         let _ = stopped.send(true);
     };
     let served = serve_with(
-        direct::HandOff::new(handed_off, local),
+        streams::HandOff::new(handed_off, local),
         endpoint,
         stop,
         // The idle timeout is `limits`' (cheaper than poem's, and it covers streams too).

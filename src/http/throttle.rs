@@ -20,8 +20,8 @@ use poem::Request;
 use sha2::{Digest, Sha256};
 
 use super::App;
-use super::client::{self, Client};
 use super::error::ApiError;
+use super::server::client::{self, Client};
 use crate::auth::throttle::{Key, Throttle};
 use crate::config::Config;
 
@@ -153,9 +153,9 @@ impl App {
 
     /// 401 unless `token` is the admin token; wrong tokens count against the client's
     /// address in the admin bucket. Browsers on other sites are refused even with the right
-    /// token unless `--origin` lists them by name (see [`super::cors`]).
+    /// token unless `--origin` lists them by name (see [`super::server::cors`]).
     pub(super) fn require_admin(&self, token: &str, req: &Request) -> Result<(), ApiError> {
-        super::cors::refuse_foreign_admin(req)?;
+        super::server::cors::refuse_foreign_admin(req)?;
         let Client { ip, .. } = client::of(req);
         let key = self.throttle.address_key(ip);
         let now = self.clock.now_ms();

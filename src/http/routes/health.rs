@@ -4,7 +4,7 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::App;
+use crate::http::App;
 
 /// Health of the server.
 #[derive(Debug, Object)]

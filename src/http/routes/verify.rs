@@ -4,10 +4,10 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::App;
-use super::authn::Caller;
-use super::error::{ApiError, AuthErrors};
 use crate::auth::biscuit;
+use crate::http::App;
+use crate::http::authn::Caller;
+use crate::http::error::{ApiError, AuthErrors};
 
 /// What `/verify` returns.
 #[derive(Debug, Object)]

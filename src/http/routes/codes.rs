@@ -8,11 +8,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
-use super::App;
-use super::body::JsonBody;
-use super::error::{AdminErrors, AdminLookupErrors, ApiError, WriteErrors};
 use crate::auth::{qr, reset_code, totp};
 use crate::engine::EngineError;
+use crate::http::App;
+use crate::http::body::JsonBody;
+use crate::http::error::{AdminErrors, AdminLookupErrors, ApiError, WriteErrors};
 use crate::state::{Command, Rejection};
 
 /// `POST /create_qr` body.

@@ -9,10 +9,10 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::App;
-use super::body::JsonBody;
-use super::error::{AdminErrors, AdminLookupErrors, AdminReadErrors, ApiError, CreateErrors};
 use crate::auth::{strength, totp};
+use crate::http::App;
+use crate::http::body::JsonBody;
+use crate::http::error::{AdminErrors, AdminLookupErrors, AdminReadErrors, ApiError, CreateErrors};
 use crate::state::record::{UserCreated, UserUpdated};
 use crate::state::{Command, User, validate};
 
@@ -52,7 +52,7 @@ pub struct Created {
 #[derive(Debug, Deserialize, Object)]
 pub struct AdminOnly {
     /// The server's --admin_token.
-    pub(super) admin_token: String,
+    pub(in crate::http) admin_token: String,
 }
 
 /// A body naming one user.
@@ -248,7 +248,7 @@ impl App {
     }
 
     /// The masked view of `username`, or 404.
-    pub(super) fn user_view(&self, username: &str) -> Result<UserView, ApiError> {
+    pub(in crate::http) fn user_view(&self, username: &str) -> Result<UserView, ApiError> {
         self.engine
             .read(|s| s.user(username).map(UserView::from))
             .ok_or_else(|| {
@@ -272,7 +272,11 @@ impl App {
     }
 
     /// Non-empty, bounded, and strong enough when --password_checker is on.
-    pub(super) fn check_password(&self, password: &str, username: &str) -> Result<(), ApiError> {
+    pub(in crate::http) fn check_password(
+        &self,
+        password: &str,
+        username: &str,
+    ) -> Result<(), ApiError> {
         validate::password(password)?;
         if self.config.password_checker {
             strength::check(password, &[username]).map_err(ApiError::bad_request)?;

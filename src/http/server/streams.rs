@@ -44,6 +44,7 @@ pub enum Class {
 }
 
 fn classify(head: &[u8]) -> Class {
+    // `GET ` and the stream route's path (a test keeps this equal to `sse::PATH`).
     const PREFIX: &[u8] = b"GET /sse";
     let n = head.len().min(PREFIX.len());
     if head[..n] != PREFIX[..n] {
@@ -180,7 +181,7 @@ where
     let streaming = response.status() == poem::http::StatusCode::OK
         && response
             .content_type()
-            .is_some_and(|t| t.starts_with("text/event-stream"));
+            .is_some_and(|t| t.starts_with(crate::http::routes::sse::CONTENT_TYPE));
     let (parts, body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
@@ -406,6 +407,13 @@ pub async fn accept_loop<A, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefix_is_the_stream_routes_path() {
+        let prefix = format!("GET {}", crate::http::routes::sse::PATH);
+        assert!(classify(prefix.as_bytes()) == Class::NeedMore);
+        assert!(classify(format!("{prefix} HTTP/1.1\r\n\r\n").as_bytes()) != Class::Other);
+    }
 
     fn sse_head(extra: &str) -> Vec<u8> {
         format!("GET /sse HTTP/1.1\r\nhost: x\r\n{extra}\r\n").into_bytes()

@@ -6,11 +6,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
-use super::App;
-use super::authn::DUMMY_HASH;
-use super::body::JsonBody;
-use super::error::{ApiError, WriteErrors};
 use crate::auth::{jwt, totp};
+use crate::http::App;
+use crate::http::authn::DUMMY_HASH;
+use crate::http::body::JsonBody;
+use crate::http::error::{ApiError, WriteErrors};
 use crate::state::Command;
 
 /// `POST /login` body.
@@ -90,7 +90,7 @@ impl SessionApi {
         body: JsonBody<Login>,
     ) -> Result<LoginReply, WriteErrors> {
         let wants_cookie = body.0.session_cookie == Some(true);
-        let https = super::client::of(req).https;
+        let https = crate::http::server::client::of(req).https;
         let (session, claims) = login(&app, req, body.0).await?;
         let cookie = wants_cookie.then(|| {
             let stream_only = jwt::Claims {
@@ -108,7 +108,7 @@ impl SessionApi {
     /// every session at once.)
     #[oai(path = "/logout", method = "post")]
     async fn logout(&self, req: &Request) -> LogoutReply {
-        let https = super::client::of(req).https;
+        let https = crate::http::server::client::of(req).https;
         LogoutReply::Ok(Json(LoggedOut { ok: true }), session_cookie(https, "", 0))
     }
 }

@@ -8,11 +8,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 
-use super::App;
-use super::body::JsonBody;
-use super::error::{AdminReadErrors, ApiError, WriteErrors};
 use super::users::AdminOnly;
 use crate::engine::compaction::Retain;
+use crate::http::App;
+use crate::http::body::JsonBody;
+use crate::http::error::{AdminReadErrors, ApiError, WriteErrors};
 
 /// `POST /compact` body.
 #[derive(Debug, Deserialize, Object)]

@@ -48,7 +48,7 @@ fn asset(Path(file): Path<String>) -> Response {
 
 fn serve(name: &str) -> Response {
     let Some((_, content_type, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return super::error::ApiError::new(
+        return crate::http::error::ApiError::new(
             StatusCode::NOT_FOUND,
             format!("the console has no file {name:?}"),
         )

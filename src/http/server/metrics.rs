@@ -17,9 +17,9 @@ use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::App;
-use super::error::ApiError;
 use crate::engine::Engine;
+use crate::http::App;
+use crate::http::error::ApiError;
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -279,7 +279,18 @@ fn exposition(app: &App) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::token_matches;
+    use super::{route_label, token_matches};
+
+    #[test]
+    fn every_route_of_the_api_has_its_own_label() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&crate::http::api_service().spec()).unwrap();
+        for path in spec["paths"].as_object().unwrap().keys() {
+            assert_eq!(route_label(path), path, "a new route needs its label");
+        }
+        assert_eq!(route_label("/console/app.js"), "/console");
+        assert_eq!(route_label("/nope"), "other");
+    }
 
     #[test]
     fn the_metrics_token_must_match_exactly() {

@@ -6,10 +6,10 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::App;
-use super::authn::{Caller, Principal};
-use super::body::JsonBody;
-use super::error::{ApiError, InsertErrors};
+use crate::http::App;
+use crate::http::authn::{Caller, Principal};
+use crate::http::body::JsonBody;
+use crate::http::error::{ApiError, InsertErrors};
 use crate::state::{Command, validate};
 
 /// `POST /insert` body.

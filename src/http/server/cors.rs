@@ -29,7 +29,7 @@ use poem::http::header::{self, HeaderValue};
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
-use super::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Methods our routes use.
 const METHODS: &str = "GET, HEAD, POST, OPTIONS";

@@ -26,10 +26,10 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::App;
-use super::authn::{Caller, Principal};
-use super::body::JsonBody;
-use super::error::{AdminReadErrors, ApiError, TicketErrors};
+use crate::http::App;
+use crate::http::authn::{Caller, Principal};
+use crate::http::body::JsonBody;
+use crate::http::error::{AdminReadErrors, ApiError, TicketErrors};
 use crate::log::Cursor;
 use crate::state::validate;
 
@@ -73,7 +73,7 @@ struct Ticket {
 /// Outstanding tickets, keyed by the SHA-256 of the ticket: the map never holds a usable
 /// ticket, and a lookup by digest leaks nothing through timing about stored tickets.
 #[derive(Default)]
-pub(super) struct Tickets {
+pub(in crate::http) struct Tickets {
     // std mutex: each operation is one map access (plus a rare bounded sweep).
     inner: Mutex<TicketMap>,
 }
@@ -168,7 +168,7 @@ const BAD_TICKET: &str = "ticket: unknown, expired or already used; get a new on
 
 impl App {
     /// Redeems `ticket` and checks that its holder may still stream.
-    pub(super) fn redeem_ticket(&self, ticket: &str) -> Result<Holder, ApiError> {
+    pub(in crate::http) fn redeem_ticket(&self, ticket: &str) -> Result<Holder, ApiError> {
         let holder = self
             .tickets
             .redeem(ticket)
@@ -252,7 +252,7 @@ impl TicketApi {
 }
 
 /// The owner a stream is tied to: closes when their credential epoch moves.
-pub(super) fn owner_of(holder: &Holder) -> Option<(&str, Cursor)> {
+pub(in crate::http) fn owner_of(holder: &Holder) -> Option<(&str, Cursor)> {
     match holder {
         Holder::User(p) => Some((p.username.as_str(), p.credential_epoch)),
         Holder::Admin { .. } => None,

@@ -9,13 +9,13 @@ use poem_openapi::registry::{
 };
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::App;
-use super::authn::{
-    BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, register_header_schemes, stream_bearer,
-};
-use super::error::{ApiError, StreamErrors};
 use super::ticket::{Holder, owner_of};
 use crate::engine::{Start, sse_frame};
+use crate::http::App;
+use crate::http::authn::{
+    BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, register_header_schemes, stream_bearer,
+};
+use crate::http::error::{ApiError, StreamErrors};
 
 /// Where to start: `Last-Event-ID` header, else `?last_event_id=`, else the snapshot.
 fn start_of(req: &Request) -> Start {
@@ -173,6 +173,12 @@ impl StreamApi {
     }
 }
 
+/// The path of the stream route: `server::streams` recognises connections by it (the route's
+/// `#[oai]` attribute needs a literal; a test keeps the two equal).
+pub const PATH: &str = "/sse";
+/// The content type of a stream: `server::streams` serves a response of this type off hyper.
+pub const CONTENT_TYPE: &str = "text/event-stream";
+
 /// A `text/event-stream` response.
 pub struct EventStream(Response);
 
@@ -190,7 +196,7 @@ impl ApiResponse for EventStream {
                 status: Some(200),
                 status_range: None,
                 content: vec![MetaMediaType {
-                    content_type: "text/event-stream",
+                    content_type: CONTENT_TYPE,
                     schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
                 }],
                 headers: vec![],
@@ -242,7 +248,7 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
     );
     Ok(EventStream(
         Response::builder()
-            .content_type("text/event-stream")
+            .content_type(CONTENT_TYPE)
             .header("cache-control", "no-cache")
             .header("x-accel-buffering", "no")
             .body(Body::from_bytes_stream(frames)),
@@ -252,6 +258,16 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_route_is_at_path() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&crate::http::api_service().spec()).unwrap();
+        assert!(
+            spec["paths"][PATH]["get"].is_object(),
+            "no GET {PATH} route"
+        );
+    }
 
     #[test]
     fn last_event_id_values() {
