@@ -748,7 +748,7 @@ impl ServeFlags {
 /// stream's name, replicas, credentials and TLS. A URL's userinfo (`user:password@` or
 /// `token@`) becomes the stream's credentials, and URLs are only ever quoted redacted.
 fn shared_log(flags: &ServeFlags) -> Result<Option<crate::engine::StreamOptions>, ConfigError> {
-    use crate::engine::stream::{redacted, split_userinfo};
+    use crate::engine::jetstream::{redacted, split_userinfo};
     use crate::engine::{NatsAuth, NatsTls};
     if flags.log == "embedded" {
         let given = [

@@ -9,7 +9,7 @@
 //! 3. **await "committed up to N"**.
 //!
 //! Two logs implement them: [`Embedded`], the segmented log on this machine (the default), and
-//! [`super::stream::JetStream`], a NATS JetStream stream several nodes share. Where `decide`
+//! [`super::jetstream::JetStream`], a NATS JetStream stream several nodes share. Where `decide`
 //! runs is the one thing they do differently, because it is where each log can make a check
 //! safe: the embedded log has a single writer, so the writer thread decides each command
 //! against every earlier record of its group commit; a shared log has many writers, so a node

@@ -14,9 +14,9 @@ pub mod checkpoint;
 pub mod compaction;
 pub mod credentials;
 pub mod fanout;
+pub mod jetstream;
 pub mod metrics;
 pub mod sse_frame;
-pub mod stream;
 pub mod subscription;
 mod writer;
 
@@ -31,7 +31,7 @@ use crate::state::{Command, Record, Rejection, State, evolve};
 
 pub use backend::LogBackend;
 pub use fanout::Fanout;
-pub use stream::{NatsAuth, NatsTls, StreamError, StreamOptions};
+pub use jetstream::{NatsAuth, NatsTls, StreamError, StreamOptions};
 pub use subscription::{Start, Subscription};
 
 /// When the writer makes appended records durable before acknowledging them.
@@ -82,7 +82,7 @@ pub struct EngineOptions {
     pub checkpoint_records: u64,
     /// …or this much time with at least one record, whichever comes first.
     pub checkpoint_interval: Duration,
-    /// Several nodes share one JetStream stream (see [`stream`]): the directory then holds
+    /// Several nodes share one JetStream stream (see [`jetstream`]): the directory then holds
     /// this node's local copy of it, and writes go through [`Engine::attach_stream`].
     pub shared: bool,
 }
@@ -144,8 +144,10 @@ const CATCH_UP_READERS: usize = 8;
 /// Tenant events of the replayed tail kept for the next checkpoint's index, at most.
 const MAX_TAIL_INDEX: usize = 1_000_000;
 
-/// The clock the writer stamps records with: milliseconds since the Unix epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+/// The time the writer stamps records with: milliseconds since the Unix epoch. (Not
+/// `auth::Clock`, the NTP-corrected clock of requests, though the server passes that one's
+/// reading.)
+pub type Stamp = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 enum Msg {
     Submit {
@@ -187,7 +189,7 @@ struct Inner {
     /// Shared log: cursors of recent records `state::recheck` dropped when folding, so the
     /// node that published one can refuse its request.
     dropped: Mutex<std::collections::VecDeque<Cursor>>,
-    clock: Clock,
+    clock: Stamp,
     credentials: credentials::CredentialWatch,
     metrics: metrics::EngineMetrics,
     /// Checkpoints and the per-tenant index, when enabled.
@@ -244,7 +246,7 @@ impl Engine {
     /// Opens the log (recovering a torn tail), folds it, and starts the writer thread.
     ///
     /// Blocking: call it before serving or from `spawn_blocking`.
-    pub fn open(options: EngineOptions, clock: Clock) -> Result<(Engine, OpenReport), EngineError> {
+    pub fn open(options: EngineOptions, clock: Stamp) -> Result<(Engine, OpenReport), EngineError> {
         let lock = lock(&options.dir)?;
         if options.shared {
             log::mark_shared(&options.dir)?;
@@ -460,7 +462,7 @@ impl Engine {
     /// Connects a shared-log engine to its JetStream stream and catches up with it; writes
     /// are accepted from then on.
     pub async fn attach_stream(&self, options: &StreamOptions) -> Result<(), StreamError> {
-        let stream = stream::attach(self, options).await?;
+        let stream = jetstream::attach(self, options).await?;
         let _ = self.inner.backend.set(stream);
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::backend::Entry;
-use super::{Clock, Engine, EngineError, FsyncPolicy, Msg};
+use super::{Engine, EngineError, FsyncPolicy, Msg, Stamp};
 use crate::log::LogWriter;
 use crate::state::{Record, Rejection, State, decide, evolve, recheck, validate};
 
@@ -46,7 +46,7 @@ pub(super) struct Writer {
     /// Runs ahead of the disk within a batch; reset from the published state on failure.
     decision: State,
     fsync: FsyncPolicy,
-    clock: Clock,
+    clock: Stamp,
     rx: mpsc::Receiver<Msg>,
     /// Written but not yet fsynced (interval policy).
     dirty: bool,
@@ -64,7 +64,7 @@ impl Writer {
         log: LogWriter,
         decision: State,
         fsync: FsyncPolicy,
-        clock: Clock,
+        clock: Stamp,
         rx: mpsc::Receiver<Msg>,
         checkpoints: Option<CheckpointPolicy>,
     ) -> Self {

@@ -9,7 +9,7 @@
 
 /// A disk fault the writer can be made to suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub enum DiskFault {
     /// Half the batch reaches the file, then the write fails.
     ShortWrite,
     /// The write fails with EIO.
@@ -23,14 +23,14 @@ pub enum Fault {
 }
 
 /// The fault in force now, if any.
-pub fn current() -> Option<Fault> {
+pub fn current() -> Option<DiskFault> {
     let path = std::env::var_os("BROKER_FAULT_FILE")?;
     match std::fs::read_to_string(path).ok()?.trim() {
-        "short_write" => Some(Fault::ShortWrite),
-        "eio" => Some(Fault::Eio),
-        "enospc" => Some(Fault::NoSpace),
-        "fsync_error" => Some(Fault::FsyncError),
-        "crash_after_write" => Some(Fault::CrashAfterWrite),
+        "short_write" => Some(DiskFault::ShortWrite),
+        "eio" => Some(DiskFault::Eio),
+        "enospc" => Some(DiskFault::NoSpace),
+        "fsync_error" => Some(DiskFault::FsyncError),
+        "crash_after_write" => Some(DiskFault::CrashAfterWrite),
         _ => None,
     }
 }

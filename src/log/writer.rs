@@ -137,20 +137,20 @@ impl LogWriter {
     /// The same, suffering the fault the test asks for (see [`super::fault`]).
     #[cfg(feature = "fault-injection")]
     fn write_batch(&mut self, sync: bool) -> std::io::Result<()> {
-        use super::fault::{Fault, current};
+        use super::fault::{DiskFault, current};
         use std::io::{Error, ErrorKind};
         match current() {
-            Some(Fault::ShortWrite) => {
+            Some(DiskFault::ShortWrite) => {
                 self.file.write_all(&self.batch[..self.batch.len() / 2])?;
                 Err(Error::new(ErrorKind::WriteZero, "injected short write"))
             }
-            Some(Fault::Eio) => Err(Error::from_raw_os_error(5)),
-            Some(Fault::NoSpace) => Err(Error::from_raw_os_error(28)),
-            Some(Fault::FsyncError) => {
+            Some(DiskFault::Eio) => Err(Error::from_raw_os_error(5)),
+            Some(DiskFault::NoSpace) => Err(Error::from_raw_os_error(28)),
+            Some(DiskFault::FsyncError) => {
                 self.file.write_all(&self.batch)?;
                 Err(Error::other("injected fsync failure"))
             }
-            Some(Fault::CrashAfterWrite) => {
+            Some(DiskFault::CrashAfterWrite) => {
                 self.file.write_all(&self.batch)?;
                 eprintln!("injected crash between write and fsync");
                 std::process::abort();

@@ -165,7 +165,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
 }
 
 /// Whether `record`, decided on a view that may lag the log, still holds at the place the log
-/// gave it. Only a shared log (several nodes, see `engine::stream`) ever stores such records:
+/// gave it. Only a shared log (several nodes, see `engine::jetstream`) ever stores such records:
 /// inserts there are published without a compare-and-set so that nodes never contend on them,
 /// so an insert decided on one node can land just after another node revoked its author,
 /// changed their password or moved them to another tenant. Every node folds the same records
