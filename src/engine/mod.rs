@@ -16,12 +16,14 @@ pub mod credentials;
 pub mod fanout;
 pub mod jetstream;
 pub mod metrics;
+pub mod published;
 pub mod sse_frame;
 pub mod subscription;
+pub mod tenant_index;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,7 +34,9 @@ use crate::state::{Command, Record, Rejection, State, evolve};
 pub use backend::LogBackend;
 pub use fanout::Fanout;
 pub use jetstream::{NatsAuth, NatsTls, StreamError, StreamOptions};
+use published::Published;
 pub use subscription::{Start, Subscription};
+use tenant_index::TenantIndex;
 
 /// When the writer makes appended records durable before acknowledging them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,33 +180,17 @@ struct Inner {
     // Bounded tokio channel: a burst of requests waits for room (backpressure) instead of
     // growing memory, and the writer thread can block on it without a runtime.
     tx: mpsc::Sender<Msg>,
-    // std RwLock, not tokio's: never held across an await, and the writer is a plain thread.
-    published: RwLock<State>,
-    fanout: Fanout,
-    // A watch: any number of requests wait for "committed up to N" without polling.
-    committed: watch::Sender<Cursor>,
-    /// Several nodes share the log: the writer only folds what the stream delivers.
-    shared: bool,
+    /// What requests and subscribers read; the writer publishes each batch into it.
+    published: Arc<Published>,
     /// The log commands are appended to: the embedded one from the start, or the shared
     /// stream once [`Engine::attach_stream`] connected it.
     backend: std::sync::OnceLock<Arc<dyn LogBackend>>,
-    /// Shared log: cursors of recent records `state::recheck` dropped when folding, so the
-    /// node that published one can refuse its request.
-    dropped: Mutex<std::collections::VecDeque<Cursor>>,
     clock: Stamp,
-    credentials: credentials::CredentialWatch,
-    metrics: metrics::EngineMetrics,
-    /// Checkpoints and the per-tenant index, when enabled.
-    store: Option<Arc<checkpoint::Checkpoints>>,
     // A tokio semaphore: subscribers catching up from the segment files wait their turn
     // instead of each taking a blocking-pool thread and its read buffer at once.
     catch_up: tokio::sync::Semaphore,
-    /// The per-tenant index holds every event in (index_base, index]; `index_base` is
-    /// `u64::MAX` until a first checkpoint makes the index usable.
-    index: std::sync::atomic::AtomicU64,
-    index_base: std::sync::atomic::AtomicU64,
-    /// The cursor of a checkpoint whose save failed (0: none pending).
-    index_failure: std::sync::atomic::AtomicU64,
+    /// What the checkpoint store's per-tenant index covers.
+    index: Arc<TenantIndex>,
     log: LogReader,
     // A watch, not a broadcast: every subscriber only needs to learn "stop now".
     shutdown: watch::Sender<bool>,
@@ -345,31 +333,31 @@ impl Engine {
         let cursor = recovered.last_cursor.max(state.cursor);
         state.cursor = cursor;
         let (tx, rx) = mpsc::channel(8192);
-        let inner = Arc::new(Inner {
-            tx,
-            published: RwLock::new(state.clone()),
-            fanout: Fanout::new(
+        let published = Arc::new(Published::new(
+            state.clone(),
+            Fanout::new(
                 cursor,
                 options.recent_per_tenant,
                 options.recent_bytes_per_tenant,
             ),
-            committed: watch::Sender::new(cursor),
-            shared: options.shared,
-            backend: std::sync::OnceLock::new(),
-            dropped: Mutex::new(std::collections::VecDeque::new()),
-            clock: Arc::clone(&clock),
-            credentials: Default::default(),
-            metrics: Default::default(),
-            store: store.clone(),
-            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READERS),
-            index: std::sync::atomic::AtomicU64::new(indexed_upto),
-            index_base: std::sync::atomic::AtomicU64::new(if checkpoint.is_some() {
+        ));
+        let index = Arc::new(TenantIndex::new(
+            store.clone(),
+            if checkpoint.is_some() {
                 index_base
             } else {
                 u64::MAX
-            }),
-            index_failure: std::sync::atomic::AtomicU64::new(0),
-            log: recovered.reader,
+            },
+            indexed_upto,
+        ));
+        let inner = Arc::new(Inner {
+            tx,
+            published: Arc::clone(&published),
+            backend: std::sync::OnceLock::new(),
+            clock: Arc::clone(&clock),
+            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READERS),
+            index: Arc::clone(&index),
+            log: recovered.reader.clone(),
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
             space: log::space::FreeSpace::new(options.dir.clone(), options.min_free_bytes),
@@ -379,14 +367,19 @@ impl Engine {
             let embedded = backend::Embedded::new(
                 inner.tx.clone(),
                 inner.log.clone(),
-                inner.committed.subscribe(),
+                inner.published.committed(),
                 inner.shutdown.subscribe(),
             );
             let _ = inner.backend.set(Arc::new(embedded));
         }
         let engine = Engine { inner };
         let handle = writer::Writer::new(
-            engine.clone(),
+            writer::Shares {
+                published,
+                index,
+                reader: recovered.reader,
+                shared: options.shared,
+            },
             recovered.writer,
             state,
             options.fsync,
@@ -472,24 +465,9 @@ impl Engine {
         (self.inner.clock)()
     }
 
-    /// Shared log: the fold dropped the record at `cursor` (see `state::recheck`).
-    pub(crate) fn note_dropped(&self, cursor: Cursor) {
-        let mut dropped = self.inner.dropped.lock().expect("dropped cursors");
-        // Only a request waiting right now asks; racing inserts are rare, so a short memory
-        // is plenty.
-        if dropped.len() == 1024 {
-            dropped.pop_front();
-        }
-        dropped.push_back(cursor);
-    }
-
     /// Shared log: whether the fold dropped the record at `cursor`.
     pub(crate) fn was_dropped(&self, cursor: Cursor) -> bool {
-        self.inner
-            .dropped
-            .lock()
-            .expect("dropped cursors")
-            .contains(&cursor)
+        self.inner.published.was_dropped(cursor)
     }
 
     /// Hands records read from the shared stream to the writer; resolves once folded.
@@ -508,7 +486,7 @@ impl Engine {
 
     /// Resolves once every record up to `cursor` is durable and visible on this node.
     pub async fn committed(&self, cursor: Cursor) -> Result<(), EngineError> {
-        let mut rx = self.inner.committed.subscribe();
+        let mut rx = self.inner.published.committed();
         let mut stop = self.inner.shutdown.subscribe();
         loop {
             if *rx.borrow_and_update() >= cursor {
@@ -526,21 +504,17 @@ impl Engine {
 
     /// The newest cursor durable and visible on this node.
     pub(crate) fn committed_cursor(&self) -> Cursor {
-        *self.inner.committed.borrow()
-    }
-
-    pub(crate) fn mark_committed(&self, cursor: Cursor) {
-        self.inner.committed.send_replace(cursor);
+        self.inner.published.head()
     }
 
     /// Runs `f` on a consistent view of the published (durable) state.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(&self.inner.published.read().expect("published state lock"))
+        self.inner.published.read(f)
     }
 
     /// The newest durable cursor.
     pub fn cursor(&self) -> Cursor {
-        self.inner.fanout.published()
+        self.inner.published.fanout().published()
     }
 
     /// A reader of the log.
@@ -584,59 +558,32 @@ impl Engine {
     }
 
     pub(crate) fn fanout(&self) -> &Fanout {
-        &self.inner.fanout
+        self.inner.published.fanout()
     }
 
     /// The writer's measurements.
     pub fn metrics(&self) -> &metrics::EngineMetrics {
-        &self.inner.metrics
+        self.inner.published.metrics()
     }
 
     /// Open SSE streams of `username`.
     pub fn streams_of(&self, username: &str) -> usize {
-        self.inner.credentials.open_streams(username)
+        self.inner.published.credentials().open_streams(username)
     }
 
     /// Tenants with an in-memory feed (those with recent events or open streams).
     pub fn tenant_feeds(&self) -> usize {
-        self.inner.fanout.feeds()
+        self.fanout().feeds()
     }
 
     /// Open SSE subscriptions, and tenants with at least one.
     pub fn subscribers(&self) -> (u64, u64) {
-        self.inner.fanout.subscribers()
+        self.fanout().subscribers()
     }
 
     /// The per-tenant index and the range `(base, upto]` it covers, if usable.
     pub(crate) fn tenant_index(&self) -> Option<(&checkpoint::Checkpoints, Cursor, Cursor)> {
-        use std::sync::atomic::Ordering;
-        let store = self.inner.store.as_deref()?;
-        let base = self.inner.index_base.load(Ordering::Acquire);
-        let upto = self.inner.index.load(Ordering::Acquire);
-        (base < upto).then_some((store, base, upto))
-    }
-
-    /// A checkpoint save failed: its events never reached the index, which must start over
-    /// above `upto`. The writer picks this up before its next checkpoint.
-    pub(crate) fn index_failed(&self, upto: Cursor) {
-        self.inner
-            .index_failure
-            .fetch_max(upto, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    pub(crate) fn take_index_failure(&self) -> Option<Cursor> {
-        let failed = self
-            .inner
-            .index_failure
-            .swap(0, std::sync::atomic::Ordering::AcqRel);
-        (failed > 0).then_some(failed)
-    }
-
-    /// After a checkpoint: the index covers `(base, upto]`.
-    pub(crate) fn index_stored(&self, base: Cursor, upto: Cursor) {
-        use std::sync::atomic::Ordering;
-        self.inner.index_base.store(base, Ordering::Release);
-        self.inner.index.store(upto, Ordering::Release);
+        self.inner.index.usable()
     }
 
     /// A turn to read the segment files for a subscriber.
@@ -645,10 +592,6 @@ impl Engine {
     }
 
     pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {
-        &self.inner.credentials
-    }
-
-    pub(crate) fn published(&self) -> &RwLock<State> {
-        &self.inner.published
+        self.inner.published.credentials()
     }
 }

@@ -85,10 +85,7 @@ impl Subscription {
             Start::After(n) if n <= engine.cursor() && n >= oldest_kept => n,
             other => {
                 // Under the lock the writer also takes: only reference counts, no bytes.
-                let (events, cursor) = {
-                    let state = engine.published().read().expect("published state");
-                    (state.snapshot(tenant), state.cursor)
-                };
+                let (events, cursor) = engine.read(|state| (state.snapshot(tenant), state.cursor));
                 if other != Start::Snapshot {
                     let reason = match other {
                         Start::After(n) if n > cursor => "last_event_id is newer than this log",

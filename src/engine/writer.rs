@@ -4,23 +4,17 @@
 //! was being written and fsynced, decides them in order against its decision state,
 //! appends their records, and makes the whole batch durable with one write and one fsync.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::backend::Entry;
-use super::{Engine, EngineError, FsyncPolicy, Msg, Stamp};
+use super::published::Published;
+use super::tenant_index::TenantIndex;
+use super::{EngineError, FsyncPolicy, Msg, Stamp};
 use crate::log::LogWriter;
 use crate::state::{Record, Rejection, State, decide, evolve, recheck, validate};
-
-/// Whether a batch handed to [`Writer::flush_and_publish`] was published (or was empty).
-fn folded_ok(mut outcome: oneshot::Receiver<Result<Vec<Record>, EngineError>>) -> bool {
-    match outcome.try_recv() {
-        Ok(result) => result.is_ok(),
-        // Nothing was sent: the batch was empty.
-        Err(_) => true,
-    }
-}
 
 /// The most commands decided and written as one batch.
 const MAX_BATCH: usize = 4096;
@@ -40,8 +34,21 @@ pub(super) struct CheckpointPolicy {
     pub(super) replayed: u64,
 }
 
+/// What the writer shares with the engine's readers: it publishes into them, and never holds
+/// the engine itself.
+pub(super) struct Shares {
+    /// Where each batch becomes visible.
+    pub(super) published: Arc<Published>,
+    /// The checkpoint store's index bookkeeping, moved by checkpoints.
+    pub(super) index: Arc<TenantIndex>,
+    /// A reader of the log, for the segment list a checkpoint records.
+    pub(super) reader: crate::log::LogReader,
+    /// Several nodes share the log: the writer only folds what the stream delivers.
+    pub(super) shared: bool,
+}
+
 pub(super) struct Writer {
-    engine: Engine,
+    shares: Shares,
     log: LogWriter,
     /// Runs ahead of the disk within a batch; reset from the published state on failure.
     decision: State,
@@ -60,7 +67,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn new(
-        engine: Engine,
+        shares: Shares,
         log: LogWriter,
         decision: State,
         fsync: FsyncPolicy,
@@ -72,7 +79,7 @@ impl Writer {
         // checkpoint at once, so the next start does not replay it again.
         let since_checkpoint = checkpoints.as_ref().map_or(0, |c| c.replayed);
         Writer {
-            engine,
+            shares,
             log,
             decision,
             fsync,
@@ -113,10 +120,10 @@ impl Writer {
         }
         let state = self.decision.clone();
         let store = std::sync::Arc::clone(&policy.store);
-        let segments = self.engine.log().segments();
+        let segments = self.shares.reader.segments();
         let events = std::mem::take(&mut policy.tenant_events);
         let base = policy.index_base;
-        let engine = self.engine.clone();
+        let index = Arc::clone(&self.shares.index);
         let save = move || {
             let infos = segments
                 .into_iter()
@@ -132,13 +139,13 @@ impl Writer {
                 .collect();
             match store.save(&state, infos, &events, base) {
                 Ok(()) => {
-                    engine.index_stored(base, state.cursor);
+                    index.stored(base, state.cursor);
                     tracing::debug!(cursor = state.cursor, "checkpoint stored");
                 }
                 Err(why) => {
                     // Its events never reached the index: the next checkpoint's index
                     // starts above this one.
-                    engine.index_failed(state.cursor);
+                    index.failed(state.cursor);
                     tracing::warn!(%why, "checkpoint not stored (the log is unaffected)");
                 }
             }
@@ -231,7 +238,7 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        if self.engine.inner.shared {
+        if self.shares.shared {
             // Decided by a node against the shared stream, never here.
             for (_, reply) in batch {
                 let _ = reply.send(Err(EngineError::Unavailable(
@@ -247,7 +254,7 @@ impl Writer {
                 // The batch ends here and the rest starts a new segment: written whole, it
                 // would carry this one past --segment_bytes by all the rest of the batch.
                 let sync_now = self.sync_due();
-                self.flush_and_publish(std::mem::take(&mut accepted), sync_now);
+                let _ = self.flush_and_publish(std::mem::take(&mut accepted), sync_now);
             }
             let records = match decide(&self.decision, command, at_ms) {
                 Ok(records) => records,
@@ -279,7 +286,7 @@ impl Writer {
             return;
         }
         let sync_now = self.sync_due();
-        self.flush_and_publish(accepted, sync_now);
+        let _ = self.flush_and_publish(accepted, sync_now);
     }
 
     /// Whether the next flush must also fsync, under the policy.
@@ -293,12 +300,14 @@ impl Writer {
 
     /// Flushes and publishes records folded from the shared stream; whether that worked.
     fn publish_folded(&mut self, folded: Vec<Record>) -> bool {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        if !folded.is_empty() {
-            let sync_now = self.sync_due();
-            self.flush_and_publish(vec![(done, folded)], sync_now);
+        if folded.is_empty() {
+            return true;
         }
-        folded_ok(outcome)
+        // Nobody waits on a folded batch: the request that wrote it waits for the head.
+        let (done, _) = oneshot::channel();
+        let sync_now = self.sync_due();
+        self.flush_and_publish(vec![(done, folded)], sync_now)
+            .is_ok()
     }
 
     /// Shared log: appends records read from the stream to the local copy and folds them.
@@ -333,8 +342,8 @@ impl Writer {
                 Ok(()) => {}
                 Err(why @ Rejection::CredentialsInvalid(_)) if record.tenant().is_some() => {
                     tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
-                    self.engine.note_dropped(record.cursor);
-                    self.engine.metrics().dropped_inserts.inc();
+                    self.shares.published.note_dropped(record.cursor);
+                    self.shares.published.metrics().dropped_inserts.inc();
                     self.decision.cursor = record.cursor;
                     dropped_upto = Some(record.cursor);
                     continue;
@@ -366,9 +375,7 @@ impl Writer {
             && let Some(dropped) = dropped_upto
             && dropped == self.decision.cursor
         {
-            self.engine.published().write().expect("published").cursor = dropped;
-            self.engine.fanout().advance(dropped);
-            self.engine.mark_committed(dropped);
+            self.shares.published.advance(dropped);
         }
         let _ = reply.send(match failed {
             Some(why) => Err(EngineError::Unavailable(why)),
@@ -388,15 +395,22 @@ impl Writer {
             %why,
             "skipped a message of the shared stream that is no valid record (is anything but broker nodes publishing to the stream?)"
         );
-        self.engine.note_dropped(cursor);
-        self.engine.metrics().rejected_records.inc();
+        self.shares.published.note_dropped(cursor);
+        self.shares.published.metrics().rejected_records.inc();
         self.decision.cursor = cursor;
     }
 
-    fn flush_and_publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>, sync_now: bool) {
+    /// Makes `accepted` durable (fsynced with `sync_now`) and visible, and answers each; a
+    /// failed write refuses them all and is the error returned.
+    fn flush_and_publish(
+        &mut self,
+        accepted: Vec<(Reply, Vec<Record>)>,
+        sync_now: bool,
+    ) -> Result<(), EngineError> {
         let started = Instant::now();
         let flushed = self.log.flush(sync_now);
-        let metrics = self.engine.metrics();
+        let published = Arc::clone(&self.shares.published);
+        let metrics = published.metrics();
         if sync_now && flushed.is_ok() {
             metrics
                 .fsync_seconds
@@ -405,11 +419,11 @@ impl Writer {
         if let Err(e) = flushed {
             metrics.write_failures.inc();
             tracing::error!(error = %e, records = accepted.len(), "writing a batch to the log failed; the batch is refused");
-            self.decision = self.engine.published().read().expect("published").clone();
+            self.decision = published.state();
             for (reply, _) in accepted {
                 let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
             }
-            return;
+            return Err(EngineError::Unavailable(e.to_string()));
         }
         let records = accepted.iter().map(|(_, r)| r.len()).sum::<usize>();
         let inserts = accepted
@@ -428,29 +442,13 @@ impl Writer {
             self.dirty = true;
         }
         self.publish(accepted);
+        Ok(())
     }
 
-    /// Makes a durable batch visible: published state, then tenant feeds, then replies.
+    /// Makes a durable batch visible (see [`Published::publish`]), then answers each command.
     fn publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>) {
-        let mut invalidated = Vec::new();
-        {
-            let mut published = self.engine.published().write().expect("published");
-            for (_, records) in &accepted {
-                for record in records {
-                    evolve(&mut published, record);
-                    if let Some(user) = record.username().and_then(|u| published.user(u))
-                        && user.credential_epoch == record.cursor
-                    {
-                        invalidated.push((user.username.clone(), record.cursor));
-                    }
-                }
-            }
-        }
-        for (username, epoch) in invalidated {
-            self.engine.credentials().invalidate(&username, epoch);
-        }
         if let Some(policy) = &mut self.checkpoints {
-            if let Some(failed) = self.engine.take_index_failure() {
+            if let Some(failed) = self.shares.index.take_failure() {
                 policy.index_base = policy.index_base.max(failed);
             }
             for record in accepted.iter().flat_map(|(_, r)| r) {
@@ -461,12 +459,8 @@ impl Writer {
                 }
             }
         }
-        self.engine
-            .fanout()
-            .publish(accepted.iter().flat_map(|(_, records)| records.iter()));
-        if let Some(last) = accepted.iter().flat_map(|(_, r)| r).next_back() {
-            self.engine.mark_committed(last.cursor);
-        }
+        let records: Vec<&Record> = accepted.iter().flat_map(|(_, r)| r).collect();
+        self.shares.published.publish(&records);
         for (reply, records) in accepted {
             let _ = reply.send(Ok(records));
         }

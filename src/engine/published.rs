@@ -1,0 +1,147 @@
+//! [`Published`]: the one place a batch becomes visible.
+//!
+//! Everything a request or a subscriber reads of the engine lives here — the published state
+//! (the log folded up to the head), the per-tenant fan-out, the committed head that waiting
+//! requests watch, the per-user credential watches that end streams, and (shared log) the
+//! cursors the fold dropped. The writer thread owns the log and an `Arc` of this; it never
+//! reaches back into the engine. A batch becomes visible in one call, [`Published::publish`],
+//! and a head that moves without records (a shared log's dropped record) in one call,
+//! [`Published::advance`]: the state's cursor, the fan-out's and the committed watch move
+//! together.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use super::credentials::CredentialWatch;
+use super::fanout::Fanout;
+use super::metrics::EngineMetrics;
+use crate::cursor::Cursor;
+use crate::state::{Record, State, evolve};
+
+/// Dropped cursors remembered for the request that published them.
+const DROPPED_REMEMBERED: usize = 1024;
+
+/// The visible side of the engine.
+pub struct Published {
+    // std RwLock, not tokio's: never held across an await, and the writer is a plain thread.
+    state: RwLock<State>,
+    fanout: Fanout,
+    // A watch: any number of requests wait for "committed up to N" without polling.
+    committed: watch::Sender<Cursor>,
+    credentials: CredentialWatch,
+    /// Shared log: cursors of recent records the fold dropped, so the node that published
+    /// one can refuse its request.
+    dropped: Mutex<VecDeque<Cursor>>,
+    metrics: EngineMetrics,
+}
+
+impl Published {
+    /// The visible state at start: `state`, its cursor the head.
+    pub(super) fn new(state: State, fanout: Fanout) -> Self {
+        let head = state.cursor;
+        Published {
+            state: RwLock::new(state),
+            fanout,
+            committed: watch::Sender::new(head),
+            credentials: CredentialWatch::default(),
+            dropped: Mutex::new(VecDeque::new()),
+            metrics: EngineMetrics::default(),
+        }
+    }
+
+    /// Makes durable records visible, in this order: the state (with the credential watches
+    /// of users whose epoch moved), the tenant feeds, then the committed head.
+    pub(super) fn publish(&self, records: &[&Record]) {
+        let Some(last) = records.last() else {
+            return;
+        };
+        let mut invalidated = Vec::new();
+        {
+            let mut state = self.state.write().expect("published state");
+            for record in records {
+                evolve(&mut state, record);
+                if let Some(user) = record.username().and_then(|u| state.user(u))
+                    && user.credential_epoch == record.cursor
+                {
+                    invalidated.push((user.username.clone(), record.cursor));
+                }
+            }
+        }
+        for (username, epoch) in invalidated {
+            self.credentials.invalidate(&username, epoch);
+        }
+        self.fanout.publish(records.iter().copied());
+        self.committed.send_replace(last.cursor);
+    }
+
+    /// Moves the head to `cursor` without records: the shared log's dropped records, which
+    /// no projection, feed or subscriber ever has but whose cursors are used up.
+    pub(super) fn advance(&self, cursor: Cursor) {
+        {
+            let mut state = self.state.write().expect("published state");
+            state.cursor = state.cursor.max(cursor);
+        }
+        self.fanout.advance(cursor);
+        self.committed.send_if_modified(|head| {
+            let moved = *head < cursor;
+            *head = (*head).max(cursor);
+            moved
+        });
+    }
+
+    /// A copy of the state (the writer's decision state after a failed batch; checkpoints).
+    pub(super) fn state(&self) -> State {
+        self.state.read().expect("published state").clone()
+    }
+
+    /// Runs `f` on a consistent view of the published state.
+    pub(super) fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.read().expect("published state"))
+    }
+
+    /// The per-tenant fan-out.
+    pub(super) fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// A receiver of the committed head.
+    pub(super) fn committed(&self) -> watch::Receiver<Cursor> {
+        self.committed.subscribe()
+    }
+
+    /// The committed head now.
+    pub(super) fn head(&self) -> Cursor {
+        *self.committed.borrow()
+    }
+
+    /// The per-user credential watches.
+    pub(super) fn credentials(&self) -> &CredentialWatch {
+        &self.credentials
+    }
+
+    /// The writer's measurements.
+    pub(super) fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// Shared log: the fold dropped the record at `cursor` (see `state::recheck`).
+    pub(super) fn note_dropped(&self, cursor: Cursor) {
+        let mut dropped = self.dropped.lock().expect("dropped cursors");
+        // Only a request waiting right now asks; racing inserts are rare, so a short memory
+        // is plenty.
+        if dropped.len() == DROPPED_REMEMBERED {
+            dropped.pop_front();
+        }
+        dropped.push_back(cursor);
+    }
+
+    /// Shared log: whether the fold dropped the record at `cursor`.
+    pub(super) fn was_dropped(&self, cursor: Cursor) -> bool {
+        self.dropped
+            .lock()
+            .expect("dropped cursors")
+            .contains(&cursor)
+    }
+}
