@@ -89,11 +89,7 @@ pub trait LogBackend: Send + Sync {
     /// Stores the records `command` decides to (deciding where this log makes the decision
     /// safe) and resolves with them, cursors set, once they are committed and this node has
     /// folded them; a refusal stores nothing.
-    fn append<'a>(
-        &'a self,
-        engine: &'a Engine,
-        command: Command,
-    ) -> BoxFuture<'a, Result<Vec<Record>, EngineError>>;
+    fn append(&self, command: Command) -> BoxFuture<'_, Result<Vec<Record>, EngineError>>;
 
     /// Every committed record with a cursor above `after`, in order, in batches of at most
     /// [`READ_BATCH`], waiting for new ones once it has read them all.
@@ -154,11 +150,7 @@ impl LogBackend for Embedded {
         "embedded"
     }
 
-    fn append<'a>(
-        &'a self,
-        _engine: &'a Engine,
-        command: Command,
-    ) -> BoxFuture<'a, Result<Vec<Record>, EngineError>> {
+    fn append(&self, command: Command) -> BoxFuture<'_, Result<Vec<Record>, EngineError>> {
         Box::pin(async move {
             // The writer decides, appends (group commit), folds and publishes; it answers
             // once the records are durable and visible.

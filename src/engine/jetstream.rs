@@ -287,6 +287,9 @@ pub struct JetStream {
     /// Woken when the client reconnects (to the same or another server): a consumer on a
     /// lost server is then replaced at once instead of after the idle checks.
     reconnected: Arc<tokio::sync::Notify>,
+    /// The engine whose state decides and whose fold a reply waits for. Weak: the engine
+    /// holds this log, and a strong handle back would keep both alive for ever.
+    engine: super::WeakEngine,
 }
 
 /// Subject tokens may not hold `.`, `*`, `>` or spaces: names are hex-encoded.
@@ -501,12 +504,12 @@ impl LogBackend for JetStream {
         "jetstream"
     }
 
-    fn append<'a>(
-        &'a self,
-        engine: &'a Engine,
-        command: Command,
-    ) -> BoxFuture<'a, Result<Vec<Record>, EngineError>> {
-        Box::pin(self.submit(engine, command))
+    fn append(&self, command: Command) -> BoxFuture<'_, Result<Vec<Record>, EngineError>> {
+        Box::pin(async move {
+            // The node's engine owns this log; once it is gone nothing is to be written.
+            let engine = self.engine.upgrade().ok_or(EngineError::ShuttingDown)?;
+            self.submit(&engine, command).await
+        })
     }
 
     fn read_from(&self, after: Cursor) -> Batches {
@@ -645,6 +648,7 @@ pub(super) async fn attach(
         stream,
         name: options.name.clone(),
         reconnected,
+        engine: engine.downgrade(),
     });
     let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
     let local = engine.committed_cursor();

@@ -176,6 +176,17 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the engine alive (for what the engine itself holds).
+#[derive(Clone)]
+pub(crate) struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    /// The engine, while it is alive.
+    pub(crate) fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
+}
+
 struct Inner {
     // Bounded tokio channel: a burst of requests waits for room (backpressure) instead of
     // growing memory, and the writer thread can block on it without a runtime.
@@ -442,7 +453,7 @@ impl Engine {
                 floor: self.inner.space.floor(),
             });
         }
-        self.backend()?.append(self, command).await
+        self.backend()?.append(command).await
     }
 
     /// The log this engine writes to; a shared-log engine has none until it is attached.
@@ -468,6 +479,11 @@ impl Engine {
     /// Shared log: whether the fold dropped the record at `cursor`.
     pub(crate) fn was_dropped(&self, cursor: Cursor) -> bool {
         self.inner.published.was_dropped(cursor)
+    }
+
+    /// A handle that does not keep the engine alive.
+    pub(crate) fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
     }
 
     /// Hands records read from the shared stream to the writer; resolves once folded.
