@@ -1,9 +1,24 @@
 //! The engine ties the log and the rules together.
 //!
 //! ```text
-//! submit(command) ─▶ writer thread: decide → append (group commit) → evolve → publish ─▶ reply
-//! subscribe(tenant) ─▶ snapshot from the published state, then frames from the tenant's feed
+//! submit(command) ─▶ LogBackend::append ─▶ writer thread: decide → append (group commit)
+//!                                            → evolve → Published::publish ─▶ reply
+//! subscribe(tenant) ─▶ snapshot (references into the published state), then frames from the
+//!                      tenant's feed, or from the log when it fell behind
 //! ```
+//! Who owns what:
+//! - [`open`](Engine::open) (`open.rs`) takes the lock, recovers the log, loads a checkpoint,
+//!   replays the tail and starts the writer.
+//! - The writer thread (`writer.rs`) owns the `LogWriter` and its *decision* state, and holds
+//!   an `Arc` of [`published::Published`] — the one place a batch becomes visible (state,
+//!   fan-out, committed head, credential watches). It never holds the engine.
+//! - [`checkpoint`] stores projections and the per-tenant index in fjall;
+//!   [`tenant_index`] says what that index covers.
+//! - [`fanout`] (per-tenant rings of recent frames) and [`subscription`] (one SSE cursor);
+//!   [`credentials`] ends a user's streams when their epoch moves.
+//! - [`backend`] is the log interface (append, read from a cursor, committed): the embedded
+//!   log, or [`jetstream`], several nodes on one NATS JetStream stream.
+//!
 //! Two states exist on purpose: the writer's *decision* state runs ahead of the disk (so a
 //! batch decides against every earlier command of the batch), while the *published* state
 //! readers see only ever holds durable records. A failed write resets the first from the
@@ -16,6 +31,7 @@ pub mod credentials;
 pub mod fanout;
 pub mod jetstream;
 pub mod metrics;
+mod open;
 pub mod published;
 pub mod sse_frame;
 pub mod subscription;
@@ -31,39 +47,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::log::{self, Cursor, LogError, LogReader, TailRepair};
 use crate::state::{Command, Record, Rejection, State, evolve};
 
+pub use crate::log::FsyncPolicy;
 pub use backend::LogBackend;
 pub use fanout::Fanout;
 pub use jetstream::{NatsAuth, NatsTls, StreamError, StreamOptions};
 use published::Published;
 pub use subscription::{Start, Subscription};
 use tenant_index::TenantIndex;
-
-/// When the writer makes appended records durable before acknowledging them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// fdatasync before every acknowledgement (one per batch: group commit).
-    Always,
-    /// Acknowledge once written to the OS; fdatasync at most this often.
-    Interval(Duration),
-    /// Never fsync (tests and throwaway data only): a power loss may lose acknowledged writes.
-    Never,
-}
-
-impl std::str::FromStr for FsyncPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "always" => Ok(FsyncPolicy::Always),
-            "never" => Ok(FsyncPolicy::Never),
-            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
-                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
-                _ => Err(format!(
-                    "{s:?} is not a fsync policy: use always, never or interval:<milliseconds>"
-                )),
-            },
-        }
-    }
-}
 
 /// How to open an engine.
 #[derive(Debug, Clone)]
@@ -212,217 +202,7 @@ struct Inner {
     _lock: std::fs::File,
 }
 
-/// Whether every segment a checkpoint knew is still there, at least as long as it was then.
-fn segments_intact(dir: &std::path::Path, known: &log::KnownSegments) -> bool {
-    let Ok(listed) = log::segment::list(dir) else {
-        return false;
-    };
-    known.iter().all(|(first, (len, _))| {
-        listed
-            .iter()
-            .any(|(f, path)| f == first && std::fs::metadata(path).is_ok_and(|m| m.len() >= *len))
-    })
-}
-
-/// Takes the log directory's lock file, so two processes never write one log.
-fn lock(dir: &std::path::Path) -> Result<std::fs::File, EngineError> {
-    std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Locked(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(e)) => Err(LogError::io(&path, e).into()),
-    }
-}
-
 impl Engine {
-    /// Opens the log (recovering a torn tail), folds it, and starts the writer thread.
-    ///
-    /// Blocking: call it before serving or from `spawn_blocking`.
-    pub fn open(options: EngineOptions, clock: Stamp) -> Result<(Engine, OpenReport), EngineError> {
-        let lock = lock(&options.dir)?;
-        if options.shared {
-            log::mark_shared(&options.dir)?;
-        }
-        let store = options.checkpoints.as_deref().and_then(|path| {
-            match checkpoint::Checkpoints::open(path) {
-                Ok(store) => Some(Arc::new(store)),
-                Err(why) => {
-                    tracing::warn!(%why, "checkpoints unavailable; replaying the whole log");
-                    None
-                }
-            }
-        });
-        let mut checkpoint_ignored = None;
-        let mut start: Option<checkpoint::Loaded> = match store.as_ref().map(|s| s.load()) {
-            Some(Ok(Some(loaded))) => Some(loaded),
-            Some(Err(why)) => {
-                checkpoint_ignored = Some(why);
-                None
-            }
-            _ => None,
-        };
-        let mut repairs = Vec::new();
-        let (recovered, state, records, tail_events, index_base) = loop {
-            let loaded = start.clone().unwrap_or_default();
-            let (mut state, known, mut index_base) =
-                (loaded.state, loaded.segments, loaded.index_base);
-            let skip_upto = state.cursor;
-            // Tenant events replayed here go into the next checkpoint's index — unless there
-            // are too many to hold, then the index starts after them.
-            let mut tail_events: Vec<(String, Cursor)> = Vec::new();
-            let mut records = 0u64;
-            let mut bad: Option<(Cursor, String)> = None;
-            let recovered = log::open_from(
-                &options.dir,
-                Record::cursor_of,
-                options.segment_bytes,
-                skip_upto,
-                &known,
-                |cursor, payload| {
-                    if cursor <= skip_upto {
-                        return;
-                    }
-                    match Record::decode(payload) {
-                        Ok(record) => {
-                            if let Some(tenant) = record.tenant() {
-                                if tail_events.len() < MAX_TAIL_INDEX {
-                                    tail_events.push((tenant.to_owned(), cursor));
-                                } else {
-                                    tail_events.clear();
-                                    index_base = cursor;
-                                }
-                            }
-                            evolve(&mut state, &record);
-                            records += 1;
-                        }
-                        Err(e) => {
-                            bad.get_or_insert((cursor, e.to_string()));
-                        }
-                    }
-                },
-            )?;
-            if let Some((cursor, why)) = bad {
-                return Err(EngineError::BadRecord(cursor, why));
-            }
-            let mut recovered = recovered;
-            repairs.append(&mut recovered.repairs);
-            // A shared stream's local copy skips the records its fold dropped, so its
-            // checkpoint may be ahead of its last record; as long as every segment the
-            // checkpoint saw is still at least as long, nothing it describes is missing.
-            if recovered.last_cursor < skip_upto
-                && !(options.shared && segments_intact(&options.dir, &known))
-            {
-                // The checkpoint is ahead of the log (the log was replaced or restored from an
-                // older backup): it describes records that are not there. Start over from 0.
-                checkpoint_ignored = Some(format!(
-                    "the checkpoint is at cursor {skip_upto} but the log ends at {}",
-                    recovered.last_cursor
-                ));
-                start = None;
-                drop(recovered);
-                continue;
-            }
-            break (recovered, state, records, tail_events, index_base);
-        };
-        if let Some(why) = &checkpoint_ignored {
-            tracing::warn!(%why, "checkpoint ignored; the state was rebuilt from the log");
-        }
-        let checkpoint = start.as_ref().map(|l| l.state.cursor);
-        let indexed_upto = if store.is_some() {
-            checkpoint.unwrap_or(0)
-        } else {
-            0
-        };
-        let mut state = state;
-        let cursor = recovered.last_cursor.max(state.cursor);
-        state.cursor = cursor;
-        let (tx, rx) = mpsc::channel(8192);
-        let published = Arc::new(Published::new(
-            state.clone(),
-            Fanout::new(
-                cursor,
-                options.recent_per_tenant,
-                options.recent_bytes_per_tenant,
-            ),
-        ));
-        let index = Arc::new(TenantIndex::new(
-            store.clone(),
-            if checkpoint.is_some() {
-                index_base
-            } else {
-                u64::MAX
-            },
-            indexed_upto,
-        ));
-        let inner = Arc::new(Inner {
-            tx,
-            published: Arc::clone(&published),
-            backend: std::sync::OnceLock::new(),
-            clock: Arc::clone(&clock),
-            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READERS),
-            index: Arc::clone(&index),
-            log: recovered.reader.clone(),
-            shutdown: watch::Sender::new(false),
-            writer: Mutex::new(None),
-            space: log::space::FreeSpace::new(options.dir.clone(), options.min_free_bytes),
-            _lock: lock,
-        });
-        if !options.shared {
-            let embedded = backend::Embedded::new(
-                inner.tx.clone(),
-                inner.log.clone(),
-                inner.published.committed(),
-                inner.shutdown.subscribe(),
-            );
-            let _ = inner.backend.set(Arc::new(embedded));
-        }
-        let engine = Engine { inner };
-        let handle = writer::Writer::new(
-            writer::Shares {
-                published,
-                index,
-                reader: recovered.reader,
-                shared: options.shared,
-            },
-            recovered.writer,
-            state,
-            options.fsync,
-            clock,
-            rx,
-            store.map(|store| writer::CheckpointPolicy {
-                store,
-                every_records: options.checkpoint_records.max(1),
-                every: options.checkpoint_interval,
-                tenant_events: tail_events,
-                index_base,
-                replayed: records,
-            }),
-        )
-        .spawn()
-        .map_err(|e| LogError::io(&options.dir, e))?;
-        *engine.inner.writer.lock().expect("writer handle") = Some(handle);
-        if let FsyncPolicy::Interval(every) = options.fsync {
-            engine.spawn_interval_sync(every);
-        }
-        Ok((
-            engine,
-            OpenReport {
-                records,
-                checkpoint,
-                checkpoint_ignored,
-                cursor,
-                repairs,
-            },
-        ))
-    }
-
     fn spawn_interval_sync(&self, every: Duration) {
         let tx = self.inner.tx.clone();
         let mut stop = self.inner.shutdown.subscribe();

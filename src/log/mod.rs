@@ -10,6 +10,8 @@ pub mod compact;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod frame;
+pub mod fsync;
+pub mod lock;
 pub mod reader;
 pub mod recovery;
 pub mod segment;
@@ -45,6 +47,7 @@ pub fn is_shared(dir: &std::path::Path) -> bool {
 }
 
 pub use crate::cursor::Cursor;
+pub use fsync::FsyncPolicy;
 
 /// How the owner of the log checks a payload and learns its cursor.
 ///

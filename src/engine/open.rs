@@ -1,0 +1,209 @@
+//! Opening an engine: take the log's lock, recover the segments (cutting a torn tail), load
+//! the newest usable checkpoint and replay the tail after it, then start the writer thread.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+
+use super::published::Published;
+use super::tenant_index::TenantIndex;
+use super::*;
+use crate::log::{self, LogError};
+
+/// Whether every segment a checkpoint knew is still there, at least as long as it was then.
+fn segments_intact(dir: &std::path::Path, known: &log::KnownSegments) -> bool {
+    let Ok(listed) = log::segment::list(dir) else {
+        return false;
+    };
+    known.iter().all(|(first, (len, _))| {
+        listed
+            .iter()
+            .any(|(f, path)| f == first && std::fs::metadata(path).is_ok_and(|m| m.len() >= *len))
+    })
+}
+
+impl Engine {
+    /// Opens the log (recovering a torn tail), folds it, and starts the writer thread.
+    ///
+    /// Blocking: call it before serving or from `spawn_blocking`.
+    pub fn open(options: EngineOptions, clock: Stamp) -> Result<(Engine, OpenReport), EngineError> {
+        let lock = log::lock::take(&options.dir).map_err(|e| match e {
+            log::lock::LockError::Held(dir) => EngineError::Locked(dir),
+            log::lock::LockError::Log(e) => EngineError::Log(e),
+        })?;
+        if options.shared {
+            log::mark_shared(&options.dir)?;
+        }
+        let store = options.checkpoints.as_deref().and_then(|path| {
+            match checkpoint::Checkpoints::open(path) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(why) => {
+                    tracing::warn!(%why, "checkpoints unavailable; replaying the whole log");
+                    None
+                }
+            }
+        });
+        let mut checkpoint_ignored = None;
+        let mut start: Option<checkpoint::Loaded> = match store.as_ref().map(|s| s.load()) {
+            Some(Ok(Some(loaded))) => Some(loaded),
+            Some(Err(why)) => {
+                checkpoint_ignored = Some(why);
+                None
+            }
+            _ => None,
+        };
+        let mut repairs = Vec::new();
+        let (recovered, state, records, tail_events, index_base) = loop {
+            let loaded = start.clone().unwrap_or_default();
+            let (mut state, known, mut index_base) =
+                (loaded.state, loaded.segments, loaded.index_base);
+            let skip_upto = state.cursor;
+            // Tenant events replayed here go into the next checkpoint's index — unless there
+            // are too many to hold, then the index starts after them.
+            let mut tail_events: Vec<(String, Cursor)> = Vec::new();
+            let mut records = 0u64;
+            let mut bad: Option<(Cursor, String)> = None;
+            let recovered = log::open_from(
+                &options.dir,
+                Record::cursor_of,
+                options.segment_bytes,
+                skip_upto,
+                &known,
+                |cursor, payload| {
+                    if cursor <= skip_upto {
+                        return;
+                    }
+                    match Record::decode(payload) {
+                        Ok(record) => {
+                            if let Some(tenant) = record.tenant() {
+                                if tail_events.len() < MAX_TAIL_INDEX {
+                                    tail_events.push((tenant.to_owned(), cursor));
+                                } else {
+                                    tail_events.clear();
+                                    index_base = cursor;
+                                }
+                            }
+                            evolve(&mut state, &record);
+                            records += 1;
+                        }
+                        Err(e) => {
+                            bad.get_or_insert((cursor, e.to_string()));
+                        }
+                    }
+                },
+            )?;
+            if let Some((cursor, why)) = bad {
+                return Err(EngineError::BadRecord(cursor, why));
+            }
+            let mut recovered = recovered;
+            repairs.append(&mut recovered.repairs);
+            // A shared stream's local copy skips the records its fold dropped, so its
+            // checkpoint may be ahead of its last record; as long as every segment the
+            // checkpoint saw is still at least as long, nothing it describes is missing.
+            if recovered.last_cursor < skip_upto
+                && !(options.shared && segments_intact(&options.dir, &known))
+            {
+                // The checkpoint is ahead of the log (the log was replaced or restored from an
+                // older backup): it describes records that are not there. Start over from 0.
+                checkpoint_ignored = Some(format!(
+                    "the checkpoint is at cursor {skip_upto} but the log ends at {}",
+                    recovered.last_cursor
+                ));
+                start = None;
+                drop(recovered);
+                continue;
+            }
+            break (recovered, state, records, tail_events, index_base);
+        };
+        if let Some(why) = &checkpoint_ignored {
+            tracing::warn!(%why, "checkpoint ignored; the state was rebuilt from the log");
+        }
+        let checkpoint = start.as_ref().map(|l| l.state.cursor);
+        let indexed_upto = if store.is_some() {
+            checkpoint.unwrap_or(0)
+        } else {
+            0
+        };
+        let mut state = state;
+        let cursor = recovered.last_cursor.max(state.cursor);
+        state.cursor = cursor;
+        let (tx, rx) = mpsc::channel(8192);
+        let published = Arc::new(Published::new(
+            state.clone(),
+            Fanout::new(
+                cursor,
+                options.recent_per_tenant,
+                options.recent_bytes_per_tenant,
+            ),
+        ));
+        let index = Arc::new(TenantIndex::new(
+            store.clone(),
+            if checkpoint.is_some() {
+                index_base
+            } else {
+                u64::MAX
+            },
+            indexed_upto,
+        ));
+        let inner = Arc::new(Inner {
+            tx,
+            published: Arc::clone(&published),
+            backend: std::sync::OnceLock::new(),
+            clock: Arc::clone(&clock),
+            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READERS),
+            index: Arc::clone(&index),
+            log: recovered.reader.clone(),
+            shutdown: watch::Sender::new(false),
+            writer: Mutex::new(None),
+            space: log::space::FreeSpace::new(options.dir.clone(), options.min_free_bytes),
+            _lock: lock,
+        });
+        if !options.shared {
+            let embedded = backend::Embedded::new(
+                inner.tx.clone(),
+                inner.log.clone(),
+                inner.published.committed(),
+                inner.shutdown.subscribe(),
+            );
+            let _ = inner.backend.set(Arc::new(embedded));
+        }
+        let engine = Engine { inner };
+        let handle = writer::Writer::new(
+            writer::Shares {
+                published,
+                index,
+                reader: recovered.reader,
+                shared: options.shared,
+            },
+            recovered.writer,
+            state,
+            options.fsync,
+            clock,
+            rx,
+            store.map(|store| writer::CheckpointPolicy {
+                store,
+                every_records: options.checkpoint_records.max(1),
+                every: options.checkpoint_interval,
+                tenant_events: tail_events,
+                index_base,
+                replayed: records,
+            }),
+        )
+        .spawn()
+        .map_err(|e| LogError::io(&options.dir, e))?;
+        *engine.inner.writer.lock().expect("writer handle") = Some(handle);
+        if let FsyncPolicy::Interval(every) = options.fsync {
+            engine.spawn_interval_sync(every);
+        }
+        Ok((
+            engine,
+            OpenReport {
+                records,
+                checkpoint,
+                checkpoint_ignored,
+                cursor,
+                repairs,
+            },
+        ))
+    }
+}
