@@ -20,7 +20,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::log::Cursor;
 use crate::state::{LatestEvent, ResetCode, State, User};
 
-/// Bumped whenever [`Snapshot`] changes shape: older checkpoints are then ignored.
+/// Bumped whenever `Snapshot` changes shape: older checkpoints are then ignored.
 pub const SCHEMA: u32 = 2;
 
 const KEY: &[u8] = b"newest";

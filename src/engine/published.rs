@@ -4,9 +4,9 @@
 //! (the log folded up to the head), the per-tenant fan-out, the committed head that waiting
 //! requests watch, the per-user credential watches that end streams, and (shared log) the
 //! cursors the fold dropped. The writer thread owns the log and an `Arc` of this; it never
-//! reaches back into the engine. A batch becomes visible in one call, [`Published::publish`],
+//! reaches back into the engine. A batch becomes visible in one call, `Published::publish`,
 //! and a head that moves without records (a shared log's dropped record) in one call,
-//! [`Published::advance`]: the state's cursor, the fan-out's and the committed watch move
+//! `Published::advance`: the state's cursor, the fan-out's and the committed watch move
 //! together.
 
 use std::collections::VecDeque;

@@ -2,7 +2,7 @@
 //! authenticate → command → engine → reply) and [`server`] (what carries them: connections and
 //! their limits, TLS, CORS and the browser rules, SSE connections served off hyper, metrics,
 //! the audit log). Beside them, what routes share: authentication in [`authn`], bodies in
-//! [`body`], errors mapped to statuses in [`error`], the brute-force policy in [`throttle`] and
+//! [`body`], errors mapped to statuses in [`error`], the brute-force policy in `throttle` and
 //! quotas in [`quota`].
 
 pub mod authn;

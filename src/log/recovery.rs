@@ -1,6 +1,6 @@
 //! Opening a log: check every segment, repair a torn tail, refuse any other damage.
 //!
-//! The policy is explicit ([`Fault`] + [`After`] → [`Verdict`]): only the **tail of the last
+//! The policy is explicit ([`Fault`] + [`After`] → `Verdict`): only the **tail of the last
 //! segment** can be the remains of a crash, because every earlier byte was fsynced before a
 //! later segment was created. A bad frame there is cut away only when the search after it
 //! ([`search_after`]) read every byte to the end of the file and found no intact frame; if it

@@ -93,7 +93,7 @@ const TICKET_SCHEME: &str = "sse_ticket";
 const COOKIE_SCHEME: &str = "session_cookie";
 
 /// Whoever opens a stream: by `Authorization`, `?ticket=` or the session cookie (see
-/// [`holder_of`]); the OpenAPI document lists the four schemes.
+/// `holder_of`); the OpenAPI document lists the four schemes.
 pub struct StreamCaller(Holder);
 
 impl<'a> poem_openapi::ApiExtractor<'a> for StreamCaller {
