@@ -41,6 +41,26 @@ pub fn mark_shared(dir: &std::path::Path) -> Result<(), LogError> {
     .map_err(|e| LogError::io(&path, e))
 }
 
+/// The log's size on disk: segment files and their bytes. The one place that adds them up
+/// (metrics, `/server_stats`, the tools' progress bars).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Segment files.
+    pub segments: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The usage of the segment files at `paths`; files that vanished meanwhile count for 0 bytes.
+pub fn disk_usage<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> DiskUsage {
+    paths
+        .into_iter()
+        .fold(DiskUsage::default(), |usage, path| DiskUsage {
+            segments: usage.segments + 1,
+            bytes: usage.bytes + std::fs::metadata(path).map_or(0, |m| m.len()),
+        })
+}
+
 /// Whether `dir` is a shared stream's local copy.
 pub fn is_shared(dir: &std::path::Path) -> bool {
     dir.join(SHARED_MARKER).exists()

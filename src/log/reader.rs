@@ -92,6 +92,12 @@ impl LogReader {
         self.segments.read().expect("segments lock").clone()
     }
 
+    /// The segment files readers plan from, and their bytes on disk.
+    pub fn usage(&self) -> super::DiskUsage {
+        let segments = self.segments();
+        super::disk_usage(segments.iter().map(|s| s.path.as_path()))
+    }
+
     /// Swaps `replaced` (consecutive segments, by first cursor) for `compacted` in the list
     /// readers plan from, and raises the horizon. Called by compaction after the files moved.
     pub(crate) fn swap_in(&self, replaced: &[Cursor], compacted: SegmentMeta, horizon: Cursor) {

@@ -66,12 +66,6 @@ pub fn progress(total_bytes: u64, what: &str) -> ProgressBar {
 /// Total size of the segment files in `dir`.
 pub fn log_bytes(dir: &std::path::Path) -> u64 {
     crate::log::segment::list(dir)
-        .map(|segments| {
-            segments
-                .iter()
-                .filter_map(|(_, p)| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-                .sum()
-        })
+        .map(|segments| crate::log::disk_usage(segments.iter().map(|(_, p)| p.as_path())).bytes)
         .unwrap_or(0)
 }

@@ -115,12 +115,7 @@ impl MaintenanceApi {
         body: JsonBody<AdminOnly>,
     ) -> Result<Json<ServerStats>, AdminReadErrors> {
         app.require_admin(&body.0.admin_token, req)?;
-        let segments = app.engine.log().segments();
-        let log_bytes = segments
-            .iter()
-            .filter_map(|s| std::fs::metadata(&s.path).ok())
-            .map(|m| m.len())
-            .sum();
+        let usage = app.engine.log().usage();
         let (users, revoked_users, tenants) = app.engine.read(|s| {
             let tenants: std::collections::HashSet<&str> = s
                 .users
@@ -149,8 +144,8 @@ impl MaintenanceApi {
                 .backend()
                 .map_or("jetstream (not attached yet)", |b| b.kind())
                 .into(),
-            log_bytes,
-            log_segments: segments.len() as u64,
+            log_bytes: usage.bytes,
+            log_segments: usage.segments as u64,
             resume_horizon: log.first_cursor().max(log.horizon()),
             sse_subscribers,
             sse_tenants,

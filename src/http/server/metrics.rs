@@ -155,14 +155,9 @@ impl HttpMetrics {
         self.subscribers.set(subscribers as i64);
         self.tenants_streaming.set(tenants as i64);
         self.tenant_feeds.set(engine.tenant_feeds() as i64);
-        let segments = engine.log().segments();
-        let bytes: u64 = segments
-            .iter()
-            .filter_map(|s| std::fs::metadata(&s.path).ok())
-            .map(|m| m.len())
-            .sum();
-        self.log_bytes.set(bytes as i64);
-        self.log_segments.set(segments.len() as i64);
+        let usage = engine.log().usage();
+        self.log_bytes.set(usage.bytes as i64);
+        self.log_segments.set(usage.segments as i64);
         self.cursor.set(engine.cursor() as i64);
         self.users.set(engine.read(|s| s.users.len()) as i64);
         self.frames_read.set(engine.log().frames_read() as i64);
