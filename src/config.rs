@@ -391,6 +391,38 @@ impl Cidr {
     }
 }
 
+/// Which origins may call from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsPolicy {
+    /// `--origin *`: every origin, without credentials.
+    Any,
+    /// These exact origins (`scheme://host[:port]`), with credentials.
+    Only(Vec<String>),
+}
+
+impl CorsPolicy {
+    /// Reads `--origin`: `*`, or a comma-separated list of origins.
+    pub fn from_flag(flag: &str) -> Self {
+        if flag.trim() == "*" {
+            return CorsPolicy::Any;
+        }
+        CorsPolicy::Only(
+            flag.split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether a page of `origin` may call.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsPolicy::Any => true,
+            CorsPolicy::Only(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
 /// How the server speaks TLS.
 #[derive(Debug, Clone)]
 pub enum Tls {
@@ -428,8 +460,8 @@ pub struct ConfigError(pub String);
 pub struct Config {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// Allowed CORS origin, `*` for any.
-    pub origin: String,
+    /// `--origin`, parsed.
+    pub cors: CorsPolicy,
     /// This server's own origins (`--public_origin`).
     pub public_origins: Vec<String>,
     /// Host names (no port) browsers may use to reach this server besides IP literals and
@@ -540,13 +572,7 @@ impl Config {
     pub fn engine_options(&self) -> crate::engine::EngineOptions {
         crate::engine::EngineOptions {
             dir: self.log_dir(),
-            // With a shared log the stream is the durable copy (a write is acknowledged after
-            // JetStream's ack); the local copy is a cache refetched after a crash.
-            fsync: if self.shared_log.is_some() {
-                FsyncPolicy::Interval(Duration::from_secs(1))
-            } else {
-                self.fsync
-            },
+            fsync: self.fsync,
             segment_bytes: self.segment_bytes,
             shared: self.shared_log.is_some(),
             recent_per_tenant: self.sse_buffer,
@@ -690,7 +716,7 @@ impl ServeFlags {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Config {
             addr: SocketAddr::new(self.listen, port),
-            origin: self.origin,
+            cors: CorsPolicy::from_flag(&self.origin),
             public_origins,
             known_hosts,
             trusted_proxies: self.trusted_proxies,
@@ -699,7 +725,14 @@ impl ServeFlags {
             jwt_secret: self.jwt_secret.into_bytes(),
             admin_token: self.admin_token,
             db: self.db,
-            fsync: self.fsync,
+            // With a shared log the stream is the durable copy (a write is acknowledged after
+            // JetStream's ack); the local copy is a cache refetched after a crash, so it is
+            // fsynced once a second whatever --fsync says.
+            fsync: if shared_log.is_some() {
+                FsyncPolicy::Interval(Duration::from_secs(1))
+            } else {
+                self.fsync
+            },
             segment_bytes: self.segment_bytes,
             shared_log,
             max_body_bytes: self.max_body_bytes,

@@ -34,6 +34,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One crypto provider for every TLS user (server, ACME client), chosen before any is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match cli.command {
+        Some(Command::Log(command)) => {
+            init_logs(cli.serve.log_format == "json");
+            ExitCode::from(broker::tool::run(command).clamp(0, 255) as u8)
+        }
+        // Validation logs nothing: its errors are printed here, and logging starts in the
+        // format the validated configuration says.
+        None => match cli.serve.validate() {
+            Ok(config) => {
+                init_logs(config.log_json);
+                serve(config)
+            }
+            Err(e) => {
+                eprintln!("broker: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// Log lines to stderr, as text or JSON; levels from `RUST_LOG`.
+fn init_logs(json: bool) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     // Colours only for a person at a terminal: journald, files and tests get plain text.
@@ -41,22 +63,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
-    if cli.serve.log_format == "json" {
+    if json {
         logs.json().init();
     } else {
         logs.init();
-    }
-    match cli.command {
-        Some(Command::Log(command)) => {
-            ExitCode::from(broker::tool::run(command).clamp(0, 255) as u8)
-        }
-        None => match cli.serve.validate() {
-            Ok(config) => serve(config),
-            Err(e) => {
-                eprintln!("broker: {e}");
-                ExitCode::from(2)
-            }
-        },
     }
 }
 
@@ -129,6 +139,24 @@ async fn run(config: Config) -> Result<(), String> {
             "following the shared JetStream log"
         );
     }
+    // Everything that can fail on a bad file is loaded before the socket is bound, so that
+    // "listening" means ready: the biscuit key, and a certificate given as files. (ACME
+    // certificates are obtained through the listener itself, so they start after it.)
+    let biscuit = match &config.biscuit_private_key {
+        Some(hex) => broker::auth::biscuit::key_from_hex(hex)
+            .map_err(|e| format!("--biscuit_private_key: {e}"))?,
+        None => broker::auth::biscuit::load_or_create(&config.biscuit_key_path())?,
+    };
+    let files = match &config.tls {
+        Tls::Files {
+            cert_path,
+            key_path,
+        } => Some(http::tls::FileCert::load(
+            cert_path.clone(),
+            key_path.clone(),
+        )?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
@@ -141,11 +169,6 @@ async fn run(config: Config) -> Result<(), String> {
     };
     println!("broker listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
-    let biscuit = match &config.biscuit_private_key {
-        Some(hex) => broker::auth::biscuit::key_from_hex(hex)
-            .map_err(|e| format!("--biscuit_private_key: {e}"))?,
-        None => broker::auth::biscuit::load_or_create(&config.biscuit_key_path())?,
-    };
     if !config.ntp_servers.is_empty() {
         broker::ntp::spawn(
             clock.clone(),
@@ -182,13 +205,8 @@ async fn run(config: Config) -> Result<(), String> {
             None,
         ));
     }
-    let served = match tls {
-        Tls::Off => http::serve(listener, app, stop(stop_rx)).await,
-        Tls::Files {
-            cert_path,
-            key_path,
-        } => {
-            let files = http::tls::FileCert::load(cert_path, key_path)?;
+    let served = match (tls, files) {
+        (Tls::Files { .. }, Some(files)) => {
             files.watch();
             http::serve_tls(
                 listener,
@@ -198,13 +216,16 @@ async fn run(config: Config) -> Result<(), String> {
             )
             .await
         }
-        Tls::Acme {
-            domains,
-            directory,
-            email,
-            cache,
-            ca_file,
-        } => {
+        (
+            Tls::Acme {
+                domains,
+                directory,
+                email,
+                cache,
+                ca_file,
+            },
+            _,
+        ) => {
             let source = http::tls::acme(
                 &domains,
                 &directory,
@@ -214,6 +235,7 @@ async fn run(config: Config) -> Result<(), String> {
             )?;
             http::serve_tls(listener, source, app, stop(stop_rx)).await
         }
+        _ => http::serve(listener, app, stop(stop_rx)).await,
     };
     engine.shutdown().await;
     tracing::info!("stopped");

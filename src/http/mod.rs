@@ -108,7 +108,7 @@ impl App {
 /// Every route, with the client resolved, browser rules, JSON errors, the audit log and
 /// metrics (the last `around` runs first).
 pub fn router(app: App) -> impl Endpoint {
-    let policy = Arc::new(cors::CorsPolicy::from_flag(&app.config.origin));
+    let policy = Arc::new(app.config.cors.clone());
     let site = Arc::new(cors::Site::of(&app.config));
     let trusted = Arc::new(client::TrustedProxies(app.config.trusted_proxies.clone()));
     let api = api_service();

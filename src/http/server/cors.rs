@@ -45,36 +45,7 @@ const MAX_AGE: &str = "600";
 /// Response headers a cross-origin page may read.
 const EXPOSE: &str = "retry-after";
 
-/// Which origins may call from a browser.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsPolicy {
-    /// `--origin *`: every origin, without credentials.
-    Any,
-    /// These exact origins (`scheme://host[:port]`), with credentials.
-    Only(Vec<String>),
-}
-
-impl CorsPolicy {
-    /// Reads `--origin`: `*`, or a comma-separated list of origins.
-    pub fn from_flag(flag: &str) -> Self {
-        if flag.trim() == "*" {
-            return CorsPolicy::Any;
-        }
-        CorsPolicy::Only(
-            flag.split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect(),
-        )
-    }
-
-    fn allows(&self, origin: &str) -> bool {
-        match self {
-            CorsPolicy::Any => true,
-            CorsPolicy::Only(list) => list.iter().any(|o| o == origin),
-        }
-    }
-}
+pub use crate::config::CorsPolicy;
 
 /// What the browser rules need to know of this server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
