@@ -12,16 +12,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::log::Cursor;
-use crate::state::{LatestEvent, ResetCode, State, User};
+use crate::state::State;
 
 /// Bumped whenever `Snapshot` changes shape: older checkpoints are then ignored.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 const KEY: &[u8] = b"newest";
 
@@ -59,148 +58,17 @@ fn tenant_key(tenant: &str, cursor: Cursor) -> Vec<u8> {
     key
 }
 
-/// The state, as stored.
+/// The state, as stored: the projections themselves, and what a start needs to trust them.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
     schema: u32,
-    cursor: Cursor,
-    users: Vec<UserSnap>,
-    latest: Vec<LatestSnap>,
+    state: State,
     /// (first cursor, file length) of the segments when the checkpoint was taken: a start
     /// skips reading an old segment only while its length is still the same, so a torn or
     /// truncated older segment is still found and refused at start.
     segments: Vec<(Cursor, u64)>,
     /// The per-tenant index is complete for cursors above this one.
     index_base: Cursor,
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-struct UserSnap {
-    id: [u8; 16],
-    username: String,
-    tenant: String,
-    password_hash: String,
-    email: Option<String>,
-    scopes: Vec<String>,
-    data: Option<String>,
-    two_factor: bool,
-    totp_secret: Vec<u8>,
-    revoked: bool,
-    credential_epoch: Cursor,
-    version: Cursor,
-    last_login_step: u64,
-    last_reset_step: u64,
-    /// (issued, code_hash, expires_ms, failures) of the live reset code.
-    reset_code: Option<(Cursor, [u8; 32], i64, u8)>,
-}
-
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-struct LatestSnap {
-    tenant: String,
-    cursor: Cursor,
-    id: [u8; 16],
-    event: String,
-    data: String,
-}
-
-impl Snapshot {
-    fn of(state: &State, segments: Vec<(Cursor, u64)>, index_base: Cursor) -> Self {
-        Snapshot {
-            segments,
-            index_base,
-            schema: SCHEMA,
-            cursor: state.cursor,
-            users: state
-                .users
-                .values()
-                .map(|u| UserSnap {
-                    id: u.id,
-                    username: u.username.clone(),
-                    tenant: u.tenant.clone(),
-                    password_hash: u.password_hash.clone(),
-                    email: u.email.clone(),
-                    scopes: u.scopes.clone(),
-                    data: u.data.clone(),
-                    two_factor: u.two_factor,
-                    totp_secret: u.totp_secret.clone(),
-                    revoked: u.revoked,
-                    credential_epoch: u.credential_epoch,
-                    version: u.version,
-                    last_login_step: u.last_login_step,
-                    last_reset_step: u.last_reset_step,
-                    reset_code: u
-                        .reset_code
-                        .as_ref()
-                        .map(|c| (c.issued, c.code_hash, c.expires_ms, c.failures)),
-                })
-                .collect(),
-            latest: state
-                .latest
-                .iter()
-                .flat_map(|(tenant, by_name)| {
-                    by_name.values().map(move |e| LatestSnap {
-                        tenant: tenant.clone(),
-                        cursor: e.cursor,
-                        id: e.id,
-                        event: e.event.to_string(),
-                        data: e.data.to_string(),
-                    })
-                })
-                .collect(),
-        }
-    }
-
-    fn into_state_only(self) -> State {
-        let mut latest: HashMap<String, HashMap<String, LatestEvent>> = HashMap::new();
-        for e in self.latest {
-            latest.entry(e.tenant).or_default().insert(
-                e.event.clone(),
-                LatestEvent {
-                    cursor: e.cursor,
-                    id: e.id,
-                    event: Arc::from(e.event.as_str()),
-                    data: Arc::from(e.data.as_str()),
-                },
-            );
-        }
-        State {
-            users: self
-                .users
-                .into_iter()
-                .map(|u| {
-                    (
-                        u.username.clone(),
-                        User {
-                            id: u.id,
-                            username: u.username,
-                            tenant: u.tenant,
-                            password_hash: u.password_hash,
-                            email: u.email,
-                            scopes: u.scopes,
-                            data: u.data,
-                            two_factor: u.two_factor,
-                            totp_secret: u.totp_secret,
-                            revoked: u.revoked,
-                            credential_epoch: u.credential_epoch,
-                            version: u.version,
-                            last_login_step: u.last_login_step,
-                            last_reset_step: u.last_reset_step,
-                            reset_code: u.reset_code.map(
-                                |(issued, code_hash, expires_ms, failures)| ResetCode {
-                                    issued,
-                                    code_hash,
-                                    expires_ms,
-                                    failures,
-                                },
-                            ),
-                        },
-                    )
-                })
-                .collect(),
-            latest,
-            cursor: self.cursor,
-        }
-    }
 }
 
 /// The checkpoint store (a fjall database).
@@ -240,15 +108,20 @@ impl Checkpoints {
     /// the tenant events since the last checkpoint — one atomic, durable batch.
     pub fn save(
         &self,
-        state: &State,
+        state: State,
         segments: Vec<SegmentInfo>,
         tenant_events: &[(String, Cursor)],
         index_base: Cursor,
     ) -> Result<(), String> {
         let lengths = segments.iter().map(|s| (s.first, s.len)).collect();
-        let bytes =
-            rkyv::to_bytes::<rkyv::rancor::Error>(&Snapshot::of(state, lengths, index_base))
-                .map_err(|e| format!("encoding a checkpoint failed: {e}"))?;
+        let snapshot = Snapshot {
+            schema: SCHEMA,
+            state,
+            segments: lengths,
+            index_base,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+            .map_err(|e| format!("encoding a checkpoint failed: {e}"))?;
         let mut value = Vec::with_capacity(bytes.len() + 4);
         value.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
         value.extend_from_slice(&bytes);
@@ -366,7 +239,7 @@ impl Checkpoints {
         }
         let index_base = snapshot.index_base;
         Ok(Some(Loaded {
-            state: snapshot.into_state_only(),
+            state: snapshot.state,
             segments,
             index_base,
         }))
@@ -392,10 +265,10 @@ mod ingestion_tests {
         events.push(("odd".into(), 1));
         {
             let store = Checkpoints::open(&path).unwrap();
-            store.save(&state, Vec::new(), &events, 0).unwrap();
+            store.save(state.clone(), Vec::new(), &events, 0).unwrap();
             // A small save after it goes through the journal, as before.
             let more = vec![("odd".to_owned(), state.cursor + 1)];
-            store.save(&state, Vec::new(), &more, 0).unwrap();
+            store.save(state.clone(), Vec::new(), &more, 0).unwrap();
         }
         let store = Checkpoints::open(&path).unwrap();
         let odd = store

@@ -137,15 +137,16 @@ impl Writer {
                         })
                 })
                 .collect();
-            match store.save(&state, infos, &events, base) {
+            let cursor = state.cursor;
+            match store.save(state, infos, &events, base) {
                 Ok(()) => {
-                    index.stored(base, state.cursor);
-                    tracing::debug!(cursor = state.cursor, "checkpoint stored");
+                    index.stored(base, cursor);
+                    tracing::debug!(cursor, "checkpoint stored");
                 }
                 Err(why) => {
                     // Its events never reached the index: the next checkpoint's index
                     // starts above this one.
-                    index.failed(state.cursor);
+                    index.failed(cursor);
                     tracing::warn!(%why, "checkpoint not stored (the log is unaffected)");
                 }
             }

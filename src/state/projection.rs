@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rkyv::{Archive, Deserialize, Serialize};
+
 use crate::cursor::Cursor;
 
 /// Everything the log says, folded: users by username, latest event per (tenant, name).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Checkpoints store it as it is (rkyv), so there is one shape of a user, not two.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct State {
     /// Users by username (usernames are unique across tenants).
     pub users: HashMap<String, User>,
@@ -17,7 +20,7 @@ pub struct State {
 }
 
 /// A user as the projection holds it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct User {
     /// Random UUID bytes.
     pub id: [u8; 16],
@@ -65,7 +68,7 @@ impl User {
 pub const RESET_CODE_TRIES: u8 = 5;
 
 /// A password-reset code the admin issued, as the projection keeps it (digest only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct ResetCode {
     /// Cursor of its `ResetCodeIssued` record: which code this is.
     pub issued: Cursor,
@@ -93,7 +96,7 @@ impl std::fmt::Debug for User {
 }
 
 /// The latest event of one name in one tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct LatestEvent {
     /// Its cursor (SSE `id:`).
     pub cursor: Cursor,
