@@ -251,22 +251,6 @@ async fn streams_that_never_read_cost_bounded_memory() {
     drop(sockets);
 }
 
-/// A `/metrics` gauge or counter of a server started with `--metrics_token m`.
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .bearer_auth("m")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
 /// Waits (bounded) until `name` reads `value`.
 async fn metric_reaches(s: &Server, name: &str, value: f64, within: Duration) -> bool {
     let deadline = Instant::now() + within;

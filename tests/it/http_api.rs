@@ -448,37 +448,13 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     }
 
     // An expired JWT: eve's own claims, signed with the server's key, `exp` in the past (no
-    // sleeping for a real one to expire; tests/fake_clock.rs moves the server's clock).
-    let mut expired: Value = serde_json::from_slice(
-        &b64.decode(
-            bearer
-                .trim_start_matches("Bearer ")
-                .split('.')
-                .nth(1)
-                .unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    // sleeping for a real one to expire; tests/it/fake_clock.rs moves the server's clock).
+    let mut expired = jwt_claims(bearer.trim_start_matches("Bearer "));
     expired["iat"] = json!(1);
     expired["exp"] = json!(2);
-    let signed = format!(
-        "{}.{}",
-        b64.encode(json!({"alg": "HS256", "typ": "JWT"}).to_string()),
-        b64.encode(expired.to_string())
-    );
-    let signature = {
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"secret").unwrap();
-        mac.update(signed.as_bytes());
-        b64.encode(mac.finalize().into_bytes())
-    };
+    let expired = forge_jwt(b"secret", expired);
     expect_error(
-        insert_raw(
-            ok_body.clone(),
-            Some(format!("Bearer {signed}.{signature}")),
-        )
-        .await,
+        insert_raw(ok_body.clone(), Some(format!("Bearer {expired}"))).await,
         401,
         "expired",
     )

@@ -558,23 +558,6 @@ async fn migrate_upgrades_the_first_shipped_format() {
     assert_eq!(alice["revoked"], false);
 }
 
-/// `broker_log_frames_read` from `/metrics`.
-async fn frames_read(s: &Server) -> f64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .bearer_auth("m")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("broker_log_frames_read "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no broker_log_frames_read in {text}"))
-}
-
 #[tokio::test]
 async fn a_quiet_tenant_resumes_through_its_index_without_scanning_the_busy_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -606,14 +589,14 @@ async fn a_quiet_tenant_resumes_through_its_index_without_scanning_the_busy_one(
         "a clean stop stores a final checkpoint"
     );
     let s = Server::start(dir.path(), &flags);
-    let before = frames_read(&s).await;
+    let before = metric(&s, "broker_log_frames_read").await;
     let mut sse = Sse::open(&s, &quiet, Some("0")).await;
     let events = sse.take(3, WAIT).await;
     assert_eq!(
         events.iter().map(|f| f.json()).collect::<Vec<_>>(),
         [json!(7), json!(507), json!(1007)]
     );
-    let read = frames_read(&s).await - before;
+    let read = metric(&s, "broker_log_frames_read").await - before;
     assert!(
         read < 300.0,
         "{read} frames read to resume a tenant with 3 events among 1500"

@@ -262,18 +262,6 @@ async fn skewed_sntp_server(skew_s: u64) -> std::net::SocketAddr {
     addr
 }
 
-/// The claims of a JWT, decoded without checking the signature.
-fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine as _;
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn local_now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -9,38 +9,11 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "a-test-secret-that-is-32-bytes-long!";
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// An HS256 JWT over `claims`, signed with `secret` (as an attacker who knows it would).
-fn forge(secret: &[u8], claims: Value) -> String {
-    use hmac::{Hmac, Mac};
-    let signed = format!(
-        "{}.{}",
-        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-        b64(claims.to_string().as_bytes())
-    );
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-    mac.update(signed.as_bytes());
-    format!("{signed}.{}", b64(&mac.finalize().into_bytes()))
-}
-
 fn now_s() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn claims_of(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn get_auth(c: &reqwest::Client, url: String, auth: &str) -> (u16, Value) {
@@ -125,11 +98,11 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
     let c = client();
     assert_eq!(create_user(&c, &s, "vic", "pw", "t").await, 200);
     let jwt = login(&c, &s, "vic", "pw").await;
-    let mut claims = claims_of(&jwt);
+    let mut claims = jwt_claims(&jwt);
     let (status, _) = get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await;
     assert_eq!(status, 200);
     claims["exp"] = json!(now_s() + 3600);
-    let forged = forge(b"secret", claims);
+    let forged = forge_jwt(b"secret", claims);
     let (status, _) = get_auth(&c, s.url("/verify"), &format!("Bearer {forged}")).await;
     assert_eq!(status, 401);
 }
@@ -568,7 +541,7 @@ async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
     let c = client();
     create_user(&c, &s, "svc", "pw", "t").await;
     let jwt = login(&c, &s, "svc", "pw").await;
-    let exp = claims_of(&jwt)["exp"].as_u64().unwrap();
+    let exp = jwt_claims(&jwt)["exp"].as_u64().unwrap();
     // Biscuit expiry is the JWT's own, not now + --jwt_expiry at each call.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, verified) = get_auth(&c, s.url("/verify"), &format!("Bearer {jwt}")).await;
@@ -591,7 +564,7 @@ async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
         .map(|b| b.as_u64().unwrap() as u8)
         .collect::<Vec<_>>();
     let biscuit = biscuit_auth::Biscuit::from(&token, key).unwrap();
-    let epoch = claims_of(&jwt)["epoch"].as_i64().unwrap();
+    let epoch = jwt_claims(&jwt)["epoch"].as_i64().unwrap();
     assert!(
         biscuit.print().contains(&format!("epoch({epoch})")),
         "{}",
@@ -601,10 +574,10 @@ async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
     assert!(by_basic["expiry"].as_u64().unwrap().abs_diff(now_s() + 600) <= 5);
 
     // A JWT issued an hour ahead is refused, even with the right key.
-    let mut future = claims_of(&jwt);
+    let mut future = jwt_claims(&jwt);
     future["iat"] = json!(now_s() + 3600);
     future["exp"] = json!(now_s() + 7200);
-    let forged = forge(SECRET.as_bytes(), future);
+    let forged = forge_jwt(SECRET.as_bytes(), future);
     assert_eq!(
         get_auth(&c, s.url("/verify"), &format!("Bearer {forged}"))
             .await
