@@ -136,9 +136,10 @@ impl JwtKey {
     }
 }
 
-/// RFC 7519 wants a JSON object; serde would also read a struct from an array.
+/// RFC 7519 wants a JSON object in UTF-8; serde would also read a struct from an array, and
+/// skips the fields it ignores without checking their UTF-8.
 fn is_object(json: &[u8]) -> bool {
-    json.trim_ascii_start().starts_with(b"{")
+    json.trim_ascii_start().starts_with(b"{") && std::str::from_utf8(json).is_ok()
 }
 
 #[cfg(test)]
@@ -242,6 +243,14 @@ mod tests {
             verify(b"k", &sign(r#"["HS256"]"#, &claims), 150),
             Err(JwtError::Invalid)
         );
+        // Invalid UTF-8 in a field nobody reads is still no JSON (found by the jwt fuzz target).
+        let mut header = br#"{"alg":"HS256","t&p":"JW"#.to_vec();
+        header.extend_from_slice(b"\xf6T\"}");
+        let signed = format!("{}.{}", b64.encode(&header), b64.encode(&claims));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(signed.as_bytes());
+        let token = format!("{signed}.{}", b64.encode(mac.finalize().into_bytes()));
+        assert_eq!(verify(b"k", &token, 150), Err(JwtError::Invalid));
         let array = r#"["bob",100,200,"broker","t",1]"#;
         assert_eq!(
             verify(b"k", &sign(r#"{"alg":"HS256"}"#, array), 150),
