@@ -28,7 +28,9 @@ impl ScratchDir {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        std::fs::create_dir_all(&dir)?;
+        // Owner-only, as the server wants its data directory (it warns otherwise).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)?;
         Ok(ScratchDir(dir))
     }
 }
