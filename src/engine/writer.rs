@@ -133,7 +133,7 @@ impl Writer {
                         .map(|m| super::checkpoint::SegmentInfo {
                             first: s.first,
                             len: m.len(),
-                            index: s.index,
+                            index: s.index.entries().to_vec(),
                         })
                 })
                 .collect();

@@ -23,7 +23,7 @@ use super::frame;
 use super::reader::{LogReader, SegmentMeta};
 use super::recovery::scan_segment;
 use super::segment::{self, Header};
-use super::writer::INDEX_EVERY;
+use super::sparse_index::SparseIndex;
 use super::{Codec, Cursor, LogError};
 
 /// What a compaction did.
@@ -120,9 +120,7 @@ fn compact_within(
         let run = run.get_or_insert_with(|| Run::new(i));
         let base = run.out.len() as u64;
         for (cursor, offset) in kept_frames {
-            if run.frames.is_multiple_of(INDEX_EVERY) {
-                run.index.push((cursor, base + offset));
-            }
+            run.index.note(run.frames, cursor, base + offset);
             run.frames += 1;
         }
         run.out.extend_from_slice(&kept);
@@ -140,7 +138,7 @@ struct Run {
     /// The new segment: a header to be filled in, then the kept frames.
     out: Vec<u8>,
     /// Its sparse index.
-    index: Vec<(Cursor, u64)>,
+    index: SparseIndex,
     /// Frames in `out`.
     frames: u64,
 }
@@ -150,7 +148,7 @@ impl Run {
         Run {
             start,
             out: vec![0; segment::HEADER_LEN],
-            index: Vec::new(),
+            index: SparseIndex::default(),
             frames: 0,
         }
     }

@@ -16,6 +16,7 @@ pub mod reader;
 pub mod recovery;
 pub mod segment;
 pub mod space;
+pub mod sparse_index;
 pub mod writer;
 
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use super::frame::{self, FRAME_HEADER};
 use super::segment::HEADER_LEN;
+use super::sparse_index::SparseIndex;
 use super::{Codec, Cursor, LogError};
 
 /// What readers need to know of one segment.
@@ -19,8 +20,8 @@ pub struct SegmentMeta {
     pub first: Cursor,
     /// The file.
     pub path: PathBuf,
-    /// Sparse index: every [`super::writer::INDEX_EVERY`]th frame's cursor and offset.
-    pub index: Vec<(Cursor, u64)>,
+    /// Where a reader may start within the segment.
+    pub index: SparseIndex,
 }
 
 /// A cheap, cloneable handle for reading the log.
@@ -159,9 +160,7 @@ impl LogReader {
                 .enumerate()
                 .map(|(i, s)| {
                     let offset = if i == 0 {
-                        let at = s.index.partition_point(|(c, _)| *c <= after + 1);
-                        at.checked_sub(1)
-                            .map_or(HEADER_LEN as u64, |j| s.index[j].1)
+                        s.index.start_after(after)
                     } else {
                         HEADER_LEN as u64
                     };

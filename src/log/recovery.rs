@@ -8,15 +8,15 @@
 //! acknowledged data and we refuse, naming file and offset. A compacted segment is never a
 //! torn tail: it was fsynced whole before it was renamed into place.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::frame::{self, FRAME_HEADER};
 use super::reader::{LogReader, SegmentMeta};
 use super::segment::{self, FLAG_COMPACTED, FORMAT_VERSION, HEADER_LEN, Header};
-use super::writer::{INDEX_EVERY, LogWriter};
+use super::sparse_index::SparseIndex;
+use super::writer::LogWriter;
 use super::{Codec, Cursor, LogError};
 
 /// How many candidate frames (offsets whose length field is plausible: non-zero, at most
@@ -80,7 +80,7 @@ pub struct SegmentScan {
     /// Number of intact frames.
     pub frames: u64,
     /// Sparse cursor → offset index of the intact frames.
-    pub index: Vec<(Cursor, u64)>,
+    pub index: SparseIndex,
     /// The first bad frame, if any, and what the search after it found.
     pub fault: Option<(Fault, After)>,
 }
@@ -151,7 +151,7 @@ pub fn scan_segment(
         valid_len: HEADER_LEN as u64,
         last_cursor: header.first_cursor - 1,
         frames: 0,
-        index: Vec::new(),
+        index: SparseIndex::default(),
         fault: None,
     };
     let ceiling = if header.flags & FLAG_COMPACTED != 0 {
@@ -163,9 +163,7 @@ pub fn scan_segment(
     while offset < bytes.len() {
         match check_frame(&bytes[offset..], codec, scan.last_cursor, ceiling) {
             Ok((cursor, payload, len)) => {
-                if scan.frames.is_multiple_of(INDEX_EVERY) {
-                    scan.index.push((cursor, offset as u64));
-                }
+                scan.index.note(scan.frames, cursor, offset as u64);
                 visit(cursor, payload);
                 scan.frames += 1;
                 scan.last_cursor = cursor;
@@ -309,7 +307,7 @@ pub fn open_from(
     let mut listed = segment::list(dir).map_err(|e| LogError::io(dir, e))?;
     let removed_leftovers = remove_covered_leftovers(dir, &mut listed, codec, segment_bytes)?;
     if listed.is_empty() {
-        let path = create_segment(dir, 1)?;
+        let path = segment::create(dir, 1)?;
         listed.push((1, path));
     }
     let mut metas = Vec::with_capacity(listed.len());
@@ -336,7 +334,7 @@ pub fn open_from(
                 path,
                 index: known
                     .get(&first)
-                    .map(|(_, index)| index.clone())
+                    .map(|(_, index)| SparseIndex::from_entries(index.clone()))
                     .unwrap_or_default(),
             });
             continue;
@@ -543,20 +541,6 @@ fn remove_leftover_temp_files(dir: &Path) -> Result<(), LogError> {
         }
     }
     Ok(())
-}
-
-/// Creates an empty segment atomically: header written and fsynced under a temporary name,
-/// then renamed, then the directory fsynced, so a crash never leaves a half-written header.
-pub(crate) fn create_segment(dir: &Path, first: Cursor) -> Result<PathBuf, LogError> {
-    let path = segment::path(dir, first);
-    let tmp = path.with_extension("seg.tmp");
-    let mut file = File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    file.write_all(&Header::new(first).encode())
-        .and_then(|_| file.sync_all())
-        .map_err(|e| LogError::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
-    segment::sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
-    Ok(path)
 }
 
 #[cfg(test)]

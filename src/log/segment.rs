@@ -280,6 +280,20 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Creates an empty segment atomically: header written and fsynced under a temporary name,
+/// then renamed, then the directory fsynced, so a crash never leaves a half-written header.
+pub(crate) fn create(dir: &Path, first: Cursor) -> Result<PathBuf, LogError> {
+    let path = path(dir, first);
+    let tmp = path.with_extension("seg.tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
+    std::io::Write::write_all(&mut file, &Header::new(first).encode())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| LogError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| LogError::io(&path, e))?;
+    sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

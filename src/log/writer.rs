@@ -12,11 +12,9 @@ use std::sync::{Arc, RwLock};
 
 use super::frame::{self, MAX_PAYLOAD};
 use super::reader::SegmentMeta;
-use super::recovery::create_segment;
+use super::segment::create as create_segment;
+use super::sparse_index::SparseIndex;
 use super::{Cursor, LogError};
-
-/// One index entry every this many frames.
-pub const INDEX_EVERY: u64 = 64;
 
 /// The one writer of a log; owned by the engine's writer thread.
 pub struct LogWriter {
@@ -28,7 +26,7 @@ pub struct LogWriter {
     frames: u64,
     batch: Vec<u8>,
     batch_frames: u64,
-    batch_index: Vec<(Cursor, u64)>,
+    batch_index: SparseIndex,
     segment_bytes: u64,
     segments: Arc<RwLock<Vec<SegmentMeta>>>,
     /// Set when a failed write could not be cut back; repaired before the next write.
@@ -56,7 +54,7 @@ impl LogWriter {
             frames,
             batch: Vec::with_capacity(64 * 1024),
             batch_frames: 0,
-            batch_index: Vec::new(),
+            batch_index: SparseIndex::default(),
             segment_bytes: segment_bytes.max(4096),
             segments,
             needs_repair: false,
@@ -71,10 +69,11 @@ impl LogWriter {
         if self.batch.is_empty() && self.len >= self.segment_bytes {
             self.rotate(cursor)?;
         }
-        if (self.frames + self.batch_frames).is_multiple_of(INDEX_EVERY) {
-            self.batch_index
-                .push((cursor, self.len + self.batch.len() as u64));
-        }
+        self.batch_index.note(
+            self.frames + self.batch_frames,
+            cursor,
+            self.len + self.batch.len() as u64,
+        );
         self.batch_frames += 1;
         frame::encode_into(&mut self.batch, payload);
         Ok(())
@@ -119,7 +118,7 @@ impl LogWriter {
         if !self.batch_index.is_empty() {
             let mut segments = self.segments.write().expect("segments lock");
             if let Some(active) = segments.last_mut() {
-                active.index.append(&mut self.batch_index);
+                active.index.extend(&mut self.batch_index);
             }
         }
         Ok(())
@@ -175,7 +174,7 @@ impl LogWriter {
     fn discard_batch(&mut self) {
         self.batch.clear();
         self.batch_frames = 0;
-        self.batch_index.clear();
+        self.batch_index = SparseIndex::default();
     }
 
     fn cut_back(&mut self) -> Result<(), LogError> {
@@ -200,7 +199,7 @@ impl LogWriter {
             .push(SegmentMeta {
                 first,
                 path: path.clone(),
-                index: Vec::new(),
+                index: SparseIndex::default(),
             });
         self.file = file;
         self.path = path;
