@@ -1,6 +1,7 @@
 //! `broker log …`: tools that work on a log directory. Each prints a one-line summary at the
 //! end and a progress bar on long work when stderr is a terminal.
 
+pub mod cli;
 pub mod compact;
 pub mod dump;
 pub mod migrate;
@@ -11,7 +12,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::LogCommand;
+use cli::LogCommand;
 
 /// Runs a `broker log` subcommand; returns the process exit code.
 pub fn run(command: LogCommand) -> i32 {
