@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use crate::log::LogError;
 use crate::log::recovery::scan_segment;
-use crate::log::segment;
 use crate::state::{Record, RecordKind};
 
 /// The snake_case name of a record kind, as `--kind` takes it.
@@ -77,26 +76,23 @@ pub fn run(
     kind: Option<&str>,
 ) -> i32 {
     let dir = db.join("log");
-    let listed = match segment::list(&dir) {
-        Ok(listed) => listed,
+    let walk = match super::Walk::new(&dir, "dumping") {
+        Ok(walk) => walk,
         Err(e) => {
             eprintln!("cannot read {}: {e}", dir.display());
             return 2;
         }
     };
     let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
-    let bar = super::progress(super::log_bytes(&dir), "dumping");
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut printed, mut prev) = (0u64, 0);
     // Users of the tenant, to show their records with --tenant (by their tenant at the time).
     let mut tenant_users = std::collections::HashSet::new();
-    for (_, path) in listed {
-        let bytes = match segment::read(&path, super::segment_bytes()) {
-            Ok(b) => {
-                bar.inc(b.len() as u64);
-                b
-            }
+    for segment in walk {
+        let path = segment.path;
+        let bytes = match segment.bytes {
+            Ok(b) => b,
             Err(e @ LogError::SegmentTooLarge { .. }) => {
                 let _ = out.flush();
                 eprintln!("{e}");
@@ -142,7 +138,6 @@ pub fn run(
         }
     }
     let _ = out.flush();
-    bar.finish_and_clear();
     eprintln!("{}: {printed} records printed", dir.display());
     0
 }

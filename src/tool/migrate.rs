@@ -20,11 +20,13 @@ pub struct Migrated {
 /// Migrates every segment of `log_dir` to the current version. Segments already current
 /// are left alone, so an interrupted migration is finished by running it again.
 pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
-    let listed =
-        segment::list(log_dir).map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
+    let walk = super::Walk::new(log_dir, "reading versions")
+        .map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
     let mut old = Vec::new();
-    for (_, path) in &listed {
-        let bytes = segment::read(path, super::segment_bytes()).map_err(|e| e.to_string())?;
+    let mut listed = Vec::new();
+    for segment in walk {
+        let path = &segment.path;
+        let bytes = segment.bytes.map_err(|e| e.to_string())?;
         let header = Header::decode(&bytes).map_err(|f| format!("{}: {f}", path.display()))?;
         if header.version > FORMAT_VERSION {
             return Err(format!(
@@ -36,6 +38,7 @@ pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
         if header.version < FORMAT_VERSION {
             old.push((path.clone(), bytes, header.version));
         }
+        listed.push(segment.path);
     }
     let mut report = Migrated::default();
     if old.is_empty() {
@@ -46,7 +49,7 @@ pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
         .map_or(0, |d| d.as_secs());
     let backup = log_dir.with_file_name(format!("log-backup-{stamp}"));
     std::fs::create_dir_all(&backup).map_err(|e| format!("{}: {e}", backup.display()))?;
-    for (_, path) in &listed {
+    for path in &listed {
         let to = backup.join(path.file_name().expect("segment file name"));
         std::fs::copy(path, &to).map_err(|e| format!("backup to {}: {e}", to.display()))?;
     }

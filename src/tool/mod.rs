@@ -70,3 +70,66 @@ pub fn log_bytes(dir: &std::path::Path) -> u64 {
         .map(|segments| crate::log::disk_usage(segments.iter().map(|(_, p)| p.as_path())).bytes)
         .unwrap_or(0)
 }
+
+/// The one walk over a log's segments that every tool makes: in cursor order, each read whole
+/// (refused past the size limit, see [`segment_bytes`]), with a progress bar of the bytes read
+/// that ends with the walk.
+pub struct Walk {
+    listed: std::vec::IntoIter<(crate::log::Cursor, std::path::PathBuf)>,
+    max_segment: u64,
+    bar: ProgressBar,
+}
+
+/// One segment met by a [`Walk`].
+pub struct WalkedSegment {
+    /// Its first cursor (from the file name).
+    pub first: crate::log::Cursor,
+    /// Its file.
+    pub path: std::path::PathBuf,
+    /// Its bytes, or why they could not be read.
+    pub bytes: Result<Vec<u8>, crate::log::LogError>,
+}
+
+impl Walk {
+    /// The segments of `log_dir`; `what` labels the progress bar ("verifying", …).
+    pub fn new(log_dir: &std::path::Path, what: &str) -> std::io::Result<Walk> {
+        let listed = crate::log::segment::list(log_dir)?;
+        Ok(Walk {
+            listed: listed.into_iter(),
+            max_segment: segment_bytes(),
+            bar: progress(log_bytes(log_dir), what),
+        })
+    }
+
+    /// How many segments are left.
+    pub fn len(&self) -> usize {
+        self.listed.len()
+    }
+
+    /// Whether no segment is left.
+    pub fn is_empty(&self) -> bool {
+        self.listed.len() == 0
+    }
+}
+
+impl Iterator for Walk {
+    type Item = WalkedSegment;
+
+    fn next(&mut self) -> Option<WalkedSegment> {
+        let Some((first, path)) = self.listed.next() else {
+            self.bar.finish_and_clear();
+            return None;
+        };
+        let bytes = crate::log::segment::read(&path, self.max_segment);
+        if let Ok(bytes) = &bytes {
+            self.bar.inc(bytes.len() as u64);
+        }
+        Some(WalkedSegment { first, path, bytes })
+    }
+}
+
+impl Drop for Walk {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -5,20 +5,17 @@ use std::path::Path;
 
 use crate::engine::checkpoint::Checkpoints;
 use crate::log::recovery::scan_segment;
-use crate::log::segment;
 use crate::state::{Record, State, evolve};
 
 /// Folds the records of `log_dir` up to `to` (read-only).
 pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
-    let listed =
-        segment::list(log_dir).map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
-    let bar = super::progress(super::log_bytes(log_dir), "replaying");
+    let walk = super::Walk::new(log_dir, "replaying")
+        .map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
     let mut state = State::default();
     let (mut records, mut prev) = (0u64, 0);
     let to = to.unwrap_or(u64::MAX);
-    for (_, path) in listed {
-        let bytes = segment::read(&path, super::segment_bytes()).map_err(|e| e.to_string())?;
-        bar.inc(bytes.len() as u64);
+    for segment in walk {
+        let (path, bytes) = (segment.path, segment.bytes.map_err(|e| e.to_string())?);
         let mut bad = None;
         let scan = scan_segment(&path, &bytes, Record::cursor_of, prev, |cursor, payload| {
             if cursor > to {
@@ -43,7 +40,6 @@ pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
             break;
         }
     }
-    bar.finish_and_clear();
     Ok((state, records))
 }
 

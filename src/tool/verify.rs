@@ -36,17 +36,19 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
             log_dir.display()
         );
     }
-    let listed = segment::list(log_dir)?;
-    let firsts: Vec<Cursor> = listed.iter().map(|(first, _)| *first).collect();
-    let segment_bytes = super::segment_bytes();
-    let bar = super::progress(super::log_bytes(log_dir), "verifying");
-    let count = listed.len();
+    let firsts: Vec<Cursor> = segment::list(log_dir)?
+        .iter()
+        .map(|(first, _)| *first)
+        .collect();
+    let walk = super::Walk::new(log_dir, "verifying")?;
+    let count = walk.len();
     // The cursor the next record must have, when gaps are not allowed.
     let mut expect: Option<Cursor> = None;
     // Segments an intact compacted segment covers are leftovers of an interrupted swap: the
     // next start removes them; they are not damage.
     let mut covered_upto = 0;
-    for (i, (first, path)) in listed.into_iter().enumerate() {
+    for (i, segment) in walk.enumerate() {
+        let (first, path) = (segment.first, segment.path);
         if first <= covered_upto {
             println!(
                 "note: {} is covered by a compacted segment (an interrupted compaction); the next start removes it",
@@ -55,7 +57,7 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
             continue;
         }
         report.segments += 1;
-        let bytes = match segment::read(&path, segment_bytes) {
+        let bytes = match segment.bytes {
             Ok(bytes) => bytes,
             Err(LogError::Io { source, .. }) => return Err(source),
             Err(e) => {
@@ -64,7 +66,6 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                 continue;
             }
         };
-        bar.inc(bytes.len() as u64);
         let mut undecodable = Vec::new();
         let mut gaps = Vec::new();
         let compacted =
@@ -170,7 +171,6 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
             }
         }
     }
-    bar.finish_and_clear();
     Ok(report)
 }
 
