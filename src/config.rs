@@ -388,11 +388,34 @@ pub enum Tls {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The validated configuration.
+/// The validated configuration, in groups: handlers read `config.limits.max_body_bytes`.
 #[derive(Clone)]
 pub struct Config {
+    /// Where and how the server is reached, and by whom.
+    pub listen: Listen,
+    /// Tokens, secrets and password checks.
+    pub identity: Identity,
+    /// What one client, user or tenant may cost (see the README's limits table).
+    pub limits: Limits,
+    /// Server-Sent Events.
+    pub sse: Sse,
+    /// The log and what is kept beside it.
+    pub storage: Storage,
+    /// `/metrics`.
+    pub metrics: MetricsConfig,
+    /// The clock's NTP synchronisation.
+    pub ntp: Ntp,
+    /// `json` or `text` log lines.
+    pub log_json: bool,
+}
+
+/// Where and how the server is reached, and by whom.
+#[derive(Clone)]
+pub struct Listen {
     /// Where to listen.
     pub addr: SocketAddr,
+    /// TLS mode.
+    pub tls: Tls,
     /// `--origin`, parsed.
     pub cors: CorsPolicy,
     /// This server's own origins (`--public_origin`).
@@ -402,62 +425,36 @@ pub struct Config {
     pub known_hosts: Vec<String>,
     /// `--trusted_proxies`.
     pub trusted_proxies: Vec<Cidr>,
-    /// The secret flags left at their well-known defaults (allowed on loopback only).
-    pub default_secrets: Vec<&'static str>,
+}
+
+/// Tokens, secrets and password checks.
+#[derive(Clone)]
+pub struct Identity {
     /// JWT lifetime in seconds.
     pub jwt_expiry: u64,
     /// JWT signing secret.
     pub jwt_secret: Vec<u8>,
     /// Admin token.
     pub admin_token: String,
-    /// Data directory.
-    pub db: PathBuf,
-    /// fsync policy.
-    pub fsync: FsyncPolicy,
-    /// Segment size.
-    pub segment_bytes: u64,
-    /// The shared JetStream stream, when several nodes share one log.
-    pub shared_log: Option<crate::engine::StreamOptions>,
-    /// Body limit.
-    pub max_body_bytes: usize,
-    /// SSE keep-alive period.
-    pub sse_keepalive: Duration,
-    /// SSE `retry:` in milliseconds.
-    pub sse_retry_ms: u64,
-    /// Recent events per tenant in memory.
-    pub sse_buffer: usize,
-    /// Bytes of recent events per tenant in memory.
-    pub sse_buffer_bytes: usize,
-    /// Concurrent Argon2 computations.
-    pub hash_concurrency: usize,
-    /// zxcvbn check on passwords.
-    pub password_checker: bool,
+    /// The secret flags left at their well-known defaults (allowed on loopback only).
+    pub default_secrets: Vec<&'static str>,
     /// Password-reset code validity in seconds.
     pub totp_duration: u64,
+    /// zxcvbn check on passwords.
+    pub password_checker: bool,
     /// Biscuit root private key in hex, if given by flag.
     pub biscuit_private_key: Option<String>,
-    /// Failures allowed per username per window.
-    pub max_failures: usize,
-    /// Failures allowed per username from all addresses per window.
-    pub max_failures_per_user: usize,
-    /// Failures allowed per client address per window.
-    pub max_failures_per_address: usize,
+    /// Concurrent Argon2 computations.
+    pub hash_concurrency: usize,
     /// Argon2 checks that may wait for a slot.
     pub hash_queue: usize,
-    /// The failure window.
-    pub failure_window: Duration,
-    /// TLS mode.
-    pub tls: Tls,
-    /// NTP servers, empty when NTP is off.
-    pub ntp_servers: Vec<String>,
-    /// Seconds between NTP synchronisations.
-    pub ntp_interval: Duration,
-    /// `json` or `text` log lines.
-    pub log_json: bool,
-    /// Bearer token for `/metrics` on the main listener.
-    pub metrics_token: Option<String>,
-    /// A separate listener for `/metrics`.
-    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// What one client, user or tenant may cost (see the README's limits table).
+#[derive(Clone)]
+pub struct Limits {
+    /// Body limit.
+    pub max_body_bytes: usize,
     /// Connection cap.
     pub max_connections: usize,
     /// Connection cap per client address, 0 = none.
@@ -466,29 +463,81 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Deadline for a pending write to make progress.
     pub sse_write_timeout: Duration,
-    /// Distinct event names per tenant.
-    pub max_event_names: usize,
-    /// Inserts per second per user, 0 = unlimited.
-    pub max_inserts_per_sec: u32,
-    /// Free-space floor of the log's filesystem.
-    pub min_free_bytes: u64,
     /// Idle connection timeout.
     pub idle_timeout: Duration,
     /// SSE streams per user.
     pub max_sse_per_user: usize,
+    /// Distinct event names per tenant.
+    pub max_event_names: usize,
+    /// Inserts per second per user, 0 = unlimited.
+    pub max_inserts_per_sec: u32,
+    /// Failures allowed per username per window.
+    pub max_failures: usize,
+    /// Failures allowed per username from all addresses per window.
+    pub max_failures_per_user: usize,
+    /// Failures allowed per client address per window.
+    pub max_failures_per_address: usize,
+    /// The failure window.
+    pub failure_window: Duration,
+}
+
+/// Server-Sent Events.
+#[derive(Clone)]
+pub struct Sse {
+    /// SSE keep-alive period.
+    pub sse_keepalive: Duration,
+    /// SSE `retry:` in milliseconds.
+    pub sse_retry_ms: u64,
+    /// Recent events per tenant in memory.
+    pub sse_buffer: usize,
+    /// Bytes of recent events per tenant in memory.
+    pub sse_buffer_bytes: usize,
+}
+
+/// The log and what is kept beside it.
+#[derive(Clone)]
+pub struct Storage {
+    /// Data directory.
+    pub db: PathBuf,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Segment size.
+    pub segment_bytes: u64,
+    /// The shared JetStream stream, when several nodes share one log.
+    pub shared_log: Option<crate::engine::StreamOptions>,
     /// Checkpoint after this many records.
     pub checkpoint_records: u64,
     /// Checkpoint after this much time.
     pub checkpoint_interval: Duration,
+    /// Free-space floor of the log's filesystem.
+    pub min_free_bytes: u64,
+}
+
+/// `/metrics`.
+#[derive(Clone)]
+pub struct MetricsConfig {
+    /// Bearer token for `/metrics` on the main listener.
+    pub metrics_token: Option<String>,
+    /// A separate listener for `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The clock's NTP synchronisation.
+#[derive(Clone)]
+pub struct Ntp {
+    /// NTP servers, empty when NTP is off.
+    pub ntp_servers: Vec<String>,
+    /// Seconds between NTP synchronisations.
+    pub ntp_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
     // Secrets stay out of every log line, even a debug print of the whole config.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("addr", &self.addr)
-            .field("db", &self.db)
-            .field("fsync", &self.fsync)
+            .field("addr", &self.listen.addr)
+            .field("db", &self.storage.db)
+            .field("fsync", &self.storage.fsync)
             .field("jwt_secret", &"***")
             .field("admin_token", &"***")
             .finish_non_exhaustive()
@@ -498,28 +547,28 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// The log directory inside the data directory.
     pub fn log_dir(&self) -> PathBuf {
-        self.db.join("log")
+        self.storage.db.join("log")
     }
 
     /// How to open the engine on this configuration's log.
     pub fn engine_options(&self) -> crate::engine::EngineOptions {
         crate::engine::EngineOptions {
             dir: self.log_dir(),
-            fsync: self.fsync,
-            segment_bytes: self.segment_bytes,
-            shared: self.shared_log.is_some(),
-            recent_per_tenant: self.sse_buffer,
-            recent_bytes_per_tenant: self.sse_buffer_bytes,
-            min_free_bytes: self.min_free_bytes,
-            checkpoints: Some(self.db.join("checkpoints")),
-            checkpoint_records: self.checkpoint_records,
-            checkpoint_interval: self.checkpoint_interval,
+            fsync: self.storage.fsync,
+            segment_bytes: self.storage.segment_bytes,
+            shared: self.storage.shared_log.is_some(),
+            recent_per_tenant: self.sse.sse_buffer,
+            recent_bytes_per_tenant: self.sse.sse_buffer_bytes,
+            min_free_bytes: self.storage.min_free_bytes,
+            checkpoints: Some(self.storage.db.join("checkpoints")),
+            checkpoint_records: self.storage.checkpoint_records,
+            checkpoint_interval: self.storage.checkpoint_interval,
         }
     }
 
     /// Where the biscuit root key is kept unless given by flag.
     pub fn biscuit_key_path(&self) -> PathBuf {
-        self.db.join("biscuit.key")
+        self.storage.db.join("biscuit.key")
     }
 }
 
@@ -648,64 +697,78 @@ impl ServeFlags {
         let port = self.port.unwrap_or(if self.secure { 443 } else { 8080 });
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Config {
-            addr: SocketAddr::new(self.listen, port),
-            cors: CorsPolicy::from_flag(&self.origin),
-            public_origins,
-            known_hosts,
-            trusted_proxies: self.trusted_proxies,
-            default_secrets,
-            jwt_expiry: self.jwt_expiry,
-            jwt_secret: self.jwt_secret.into_bytes(),
-            admin_token: self.admin_token,
-            db: self.db,
-            // With a shared log the stream is the durable copy (a write is acknowledged after
-            // JetStream's ack); the local copy is a cache refetched after a crash, so it is
-            // fsynced once a second whatever --fsync says.
-            fsync: if shared_log.is_some() {
-                FsyncPolicy::Interval(Duration::from_secs(1))
-            } else {
-                self.fsync
+            listen: Listen {
+                addr: SocketAddr::new(self.listen, port),
+                tls,
+                cors: CorsPolicy::from_flag(&self.origin),
+                public_origins,
+                known_hosts,
+                trusted_proxies: self.trusted_proxies,
             },
-            segment_bytes: self.segment_bytes,
-            shared_log,
-            max_body_bytes: self.max_body_bytes,
-            sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
-            sse_retry_ms: self.sse_retry_ms,
-            sse_buffer: self.sse_buffer.max(1),
-            sse_buffer_bytes: self.sse_buffer_bytes.max(1),
-            hash_concurrency: self
-                .hash_concurrency
-                .unwrap_or(cores.saturating_sub(1))
-                .max(1),
-            password_checker: self.password_checker,
-            totp_duration: self.totp_duration,
-            biscuit_private_key: self.biscuit_private_key,
-            max_failures: self.max_failures.max(1),
-            max_failures_per_user: self.max_failures_per_user.max(1),
-            max_failures_per_address: self.max_failures_per_address.max(1),
-            hash_queue: self.hash_queue,
-            failure_window: Duration::from_secs(self.failure_window_secs.max(1)),
-            tls,
-            ntp_servers: if self.ntp {
-                self.ntp_servers
-            } else {
-                Vec::new()
+            identity: Identity {
+                jwt_expiry: self.jwt_expiry,
+                jwt_secret: self.jwt_secret.into_bytes(),
+                admin_token: self.admin_token,
+                default_secrets,
+                totp_duration: self.totp_duration,
+                password_checker: self.password_checker,
+                biscuit_private_key: self.biscuit_private_key,
+                hash_concurrency: self
+                    .hash_concurrency
+                    .unwrap_or(cores.saturating_sub(1))
+                    .max(1),
+                hash_queue: self.hash_queue,
             },
-            ntp_interval: Duration::from_secs(self.ntp_interval_secs.max(16)),
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_connections: self.max_connections.max(1),
+                max_connections_per_ip: self.max_connections_per_ip,
+                request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
+                sse_write_timeout: Duration::from_secs(self.sse_write_timeout_secs.max(1)),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                max_sse_per_user: self.max_sse_per_user.max(1),
+                max_event_names: self.max_event_names.max(1),
+                max_inserts_per_sec: self.max_inserts_per_sec,
+                max_failures: self.max_failures.max(1),
+                max_failures_per_user: self.max_failures_per_user.max(1),
+                max_failures_per_address: self.max_failures_per_address.max(1),
+                failure_window: Duration::from_secs(self.failure_window_secs.max(1)),
+            },
+            sse: Sse {
+                sse_keepalive: Duration::from_secs(self.sse_keepalive_secs),
+                sse_retry_ms: self.sse_retry_ms,
+                sse_buffer: self.sse_buffer.max(1),
+                sse_buffer_bytes: self.sse_buffer_bytes.max(1),
+            },
+            storage: Storage {
+                db: self.db,
+                // With a shared log the stream is the durable copy (a write is acknowledged after
+                // JetStream's ack); the local copy is a cache refetched after a crash, so it is
+                // fsynced once a second whatever --fsync says.
+                fsync: if shared_log.is_some() {
+                    FsyncPolicy::Interval(Duration::from_secs(1))
+                } else {
+                    self.fsync
+                },
+                segment_bytes: self.segment_bytes,
+                shared_log,
+                checkpoint_records: self.checkpoint_records.max(1),
+                checkpoint_interval: Duration::from_secs(self.checkpoint_secs.max(1)),
+                min_free_bytes: self.min_free_bytes,
+            },
+            metrics: MetricsConfig {
+                metrics_token: self.metrics_token,
+                metrics_addr: self.metrics_addr,
+            },
+            ntp: Ntp {
+                ntp_servers: if self.ntp {
+                    self.ntp_servers
+                } else {
+                    Vec::new()
+                },
+                ntp_interval: Duration::from_secs(self.ntp_interval_secs.max(16)),
+            },
             log_json: self.log_format == "json",
-            metrics_token: self.metrics_token,
-            metrics_addr: self.metrics_addr,
-            max_connections: self.max_connections.max(1),
-            max_connections_per_ip: self.max_connections_per_ip,
-            request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),
-            sse_write_timeout: Duration::from_secs(self.sse_write_timeout_secs.max(1)),
-            max_event_names: self.max_event_names.max(1),
-            max_inserts_per_sec: self.max_inserts_per_sec,
-            min_free_bytes: self.min_free_bytes,
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            max_sse_per_user: self.max_sse_per_user.max(1),
-            checkpoint_records: self.checkpoint_records.max(1),
-            checkpoint_interval: Duration::from_secs(self.checkpoint_secs.max(1)),
         })
     }
 }
@@ -933,21 +996,24 @@ mod tests {
     fn both_flag_forms_and_defaults() {
         let cli = parse(&["--port=9000", "--jwt_secret", "s3", "--secure", "false"]);
         let config = cli.serve.validate().unwrap();
-        assert_eq!(config.addr.port(), 9000);
-        assert_eq!(config.jwt_secret, b"s3");
-        assert_eq!(config.admin_token, "letmein");
-        assert_eq!(config.fsync, FsyncPolicy::Always);
+        assert_eq!(config.listen.addr.port(), 9000);
+        assert_eq!(config.identity.jwt_secret, b"s3");
+        assert_eq!(config.identity.admin_token, "letmein");
+        assert_eq!(config.storage.fsync, FsyncPolicy::Always);
         let config = parse(&[]).serve.validate().unwrap();
-        assert_eq!(config.addr.port(), 8080);
-        assert_eq!(config.jwt_expiry, 86_400);
-        assert_eq!(config.totp_duration, 300);
+        assert_eq!(config.listen.addr.port(), 8080);
+        assert_eq!(config.identity.jwt_expiry, 86_400);
+        assert_eq!(config.identity.totp_duration, 300);
     }
 
     #[test]
     fn default_or_short_secrets_are_refused_off_loopback() {
         let config = parse(&[]).serve.validate().unwrap();
-        assert!(config.addr.ip().is_loopback(), "loopback by default");
-        assert_eq!(config.default_secrets, ["--jwt_secret", "--admin_token"]);
+        assert!(config.listen.addr.ip().is_loopback(), "loopback by default");
+        assert_eq!(
+            config.identity.default_secrets,
+            ["--jwt_secret", "--admin_token"]
+        );
         let long = "0123456789abcdef0123456789abcdef";
         for (args, needle) in [
             (&["--listen", "0.0.0.0"][..], "--jwt_secret"),
@@ -982,7 +1048,7 @@ mod tests {
         .serve
         .validate()
         .unwrap();
-        assert!(ok.default_secrets.is_empty());
+        assert!(ok.identity.default_secrets.is_empty());
         // On loopback a short secret is allowed (tests, trials) but still reported.
         assert!(parse(&["--jwt_secret", "s"]).serve.validate().is_ok());
     }
@@ -998,8 +1064,8 @@ mod tests {
         .serve
         .validate()
         .unwrap();
-        assert_eq!(config.known_hosts, ["broker.example", "10.0.0.5"]);
-        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.listen.known_hosts, ["broker.example", "10.0.0.5"]);
+        assert_eq!(config.listen.trusted_proxies.len(), 2);
         assert!(
             parse(&["--public_origin", "*"])
                 .serve
@@ -1056,8 +1122,10 @@ mod tests {
         let err = with(&["--secure", "true"]).unwrap_err();
         assert!(err.0.contains("--domain"), "{err}");
         let config = with(&["--secure", "true", "--domain", "example.com"]).unwrap();
-        assert_eq!(config.addr.port(), 443);
-        assert!(matches!(config.tls, Tls::Acme { ref domains, .. } if domains == &["example.com"]));
+        assert_eq!(config.listen.addr.port(), 443);
+        assert!(
+            matches!(config.listen.tls, Tls::Acme { ref domains, .. } if domains == &["example.com"])
+        );
         let err = with(&[
             "--secure",
             "true",
@@ -1071,13 +1139,13 @@ mod tests {
             err.0.contains("--cert_path /nonexistent/chain.pem"),
             "{err}"
         );
-        assert!(matches!(with(&[]).unwrap().tls, Tls::Off));
+        assert!(matches!(with(&[]).unwrap().listen.tls, Tls::Off));
     }
 
     #[test]
     fn shared_log_flags() {
         let with = |extra: &[&str]| parse(extra).serve.validate();
-        assert!(with(&[]).unwrap().shared_log.is_none());
+        assert!(with(&[]).unwrap().storage.shared_log.is_none());
         let config = with(&[
             "--log",
             "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
@@ -1087,7 +1155,7 @@ mod tests {
             "3",
         ])
         .unwrap();
-        let shared = config.shared_log.clone().unwrap();
+        let shared = config.storage.shared_log.clone().unwrap();
         assert_eq!(shared.servers.len(), 2);
         assert_eq!((shared.name.as_str(), shared.replicas), ("events-1", 3));
         let options = config.engine_options();
@@ -1114,7 +1182,7 @@ mod tests {
     fn shared_log_credentials_and_tls() {
         use crate::engine::{NatsAuth, NatsTls};
         let with = |extra: &[&str]| parse(extra).serve.validate();
-        let shared = |extra: &[&str]| with(extra).unwrap().shared_log.unwrap();
+        let shared = |extra: &[&str]| with(extra).unwrap().storage.shared_log.unwrap();
 
         // A URL's userinfo becomes the credentials; the URLs keep none, and nothing prints it.
         let options = shared(&[

@@ -91,15 +91,15 @@ fn serve(config: Config) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
-    if !config.default_secrets.is_empty() {
+    if !config.identity.default_secrets.is_empty() {
         // Off loopback these are refused at validation; here only this machine can call.
         tracing::warn!(
-            flags = %config.default_secrets.join(", "),
+            flags = %config.identity.default_secrets.join(", "),
             "serving with well-known default secrets: fine on this machine only; set them (openssl rand -hex 32) before listening on the network"
         );
     }
-    broker::files::prepare_data_dir(&config.db)?;
-    if config.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {
+    broker::files::prepare_data_dir(&config.storage.db)?;
+    if config.storage.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {
         // Writing to it alone would fork the shared history: the copy would grow records no
         // other node has, under cursors the stream gives to other records.
         return Err(format!(
@@ -126,7 +126,7 @@ async fn run(config: Config) -> Result<(), String> {
         checkpoint = ?report.checkpoint,
         "log replayed"
     );
-    if let Some(shared) = &config.shared_log {
+    if let Some(shared) = &config.storage.shared_log {
         // Listen only once this node has folded everything the stream held: a login on any
         // node then sees every user created before it started.
         engine
@@ -142,12 +142,12 @@ async fn run(config: Config) -> Result<(), String> {
     // Everything that can fail on a bad file is loaded before the socket is bound, so that
     // "listening" means ready: the biscuit key, and a certificate given as files. (ACME
     // certificates are obtained through the listener itself, so they start after it.)
-    let biscuit = match &config.biscuit_private_key {
+    let biscuit = match &config.identity.biscuit_private_key {
         Some(hex) => broker::auth::biscuit::key_from_hex(hex)
             .map_err(|e| format!("--biscuit_private_key: {e}"))?,
         None => broker::auth::biscuit::load_or_create(&config.biscuit_key_path())?,
     };
-    let files = match &config.tls {
+    let files = match &config.listen.tls {
         Tls::Files {
             cert_path,
             key_path,
@@ -157,27 +157,27 @@ async fn run(config: Config) -> Result<(), String> {
         )?),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.addr)
+    let listener = tokio::net::TcpListener::bind(config.listen.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts read this line to learn the port (with --port 0).
-    let scheme = if matches!(config.tls, Tls::Off) {
+    let scheme = if matches!(config.listen.tls, Tls::Off) {
         "http"
     } else {
         "https"
     };
     println!("broker listening on {scheme}://{addr}");
     tracing::info!(%addr, "listening");
-    if !config.ntp_servers.is_empty() {
+    if !config.ntp.ntp_servers.is_empty() {
         broker::ntp::spawn(
             clock.clone(),
-            config.ntp_servers.clone(),
-            config.ntp_interval,
+            config.ntp.ntp_servers.clone(),
+            config.ntp.ntp_interval,
         );
     }
-    let tls = config.tls.clone();
-    let metrics_addr = config.metrics_addr;
+    let tls = config.listen.tls.clone();
+    let metrics_addr = config.metrics.metrics_addr;
     let app = App::new(engine.clone(), config, clock, biscuit);
     // Every listener stops on the same signal; SSE streams get their final frame first.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -222,7 +222,7 @@ async fn basic(
         username: user.username,
         tenant: user.tenant,
         credential_epoch: user.credential_epoch,
-        expires: app.clock.now_s() + app.config.jwt_expiry,
+        expires: app.clock.now_s() + app.config.identity.jwt_expiry,
     })
 }
 
@@ -266,7 +266,7 @@ impl App {
     /// A place among the password checks running or waiting, or 503 when they are full: a
     /// flood of logins gets a quick refusal instead of an ever longer wait.
     fn hashing_slot(&self) -> Result<HashingSlot<'_>, ApiError> {
-        let limit = self.config.hash_concurrency + self.config.hash_queue;
+        let limit = self.config.identity.hash_concurrency + self.config.identity.hash_queue;
         let load = &self.hashing_load;
         if load.fetch_add(1, Ordering::AcqRel) >= limit {
             load.fetch_sub(1, Ordering::AcqRel);
@@ -288,7 +288,7 @@ impl App {
 
     /// Whether `token` is the admin token, compared in constant time.
     pub fn is_admin_token(&self, token: &str) -> bool {
-        let expected = Sha256::digest(self.config.admin_token.as_bytes());
+        let expected = Sha256::digest(self.config.identity.admin_token.as_bytes());
         let given = Sha256::digest(token.as_bytes());
         bool::from(expected.ct_eq(&given))
     }

@@ -48,7 +48,7 @@ impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
 async fn parse<T: DeserializeOwned>(req: &Request, body: &mut RequestBody) -> poem::Result<T> {
     let limit = req
         .data::<App>()
-        .map_or(1024 * 1024, |app| app.config.max_body_bytes);
+        .map_or(1024 * 1024, |app| app.config.limits.max_body_bytes);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -85,13 +85,13 @@ impl App {
         biscuit: biscuit_auth::KeyPair,
     ) -> Self {
         App(Arc::new(AppInner {
-            hashing: Semaphore::new(config.hash_concurrency),
+            hashing: Semaphore::new(config.identity.hash_concurrency),
             hashing_load: Default::default(),
             audit: Default::default(),
-            inserts: quota::InsertRate::new(config.max_inserts_per_sec),
+            inserts: quota::InsertRate::new(config.limits.max_inserts_per_sec),
             streams: Default::default(),
             throttle: throttle::Throttles::new(&config),
-            jwt_key: crate::auth::jwt::JwtKey::new(&config.jwt_secret),
+            jwt_key: crate::auth::jwt::JwtKey::new(&config.identity.jwt_secret),
             metrics: metrics::HttpMetrics::new(&engine),
             biscuit,
             engine,
@@ -108,9 +108,11 @@ impl App {
 /// Every route, with the client resolved, browser rules, JSON errors, the audit log and
 /// metrics (the last `around` runs first).
 pub fn router(app: App) -> impl Endpoint {
-    let policy = Arc::new(app.config.cors.clone());
+    let policy = Arc::new(app.config.listen.cors.clone());
     let site = Arc::new(cors::Site::of(&app.config));
-    let trusted = Arc::new(client::TrustedProxies(app.config.trusted_proxies.clone()));
+    let trusted = Arc::new(client::TrustedProxies(
+        app.config.listen.trusted_proxies.clone(),
+    ));
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -189,12 +191,12 @@ pub async fn serve_tls(
 fn admission(app: &App) -> limits::Admission {
     let c = &app.config;
     limits::Admission::new(
-        c.max_connections,
-        c.max_connections_per_ip,
+        c.limits.max_connections,
+        c.limits.max_connections_per_ip,
         limits::Timeouts {
-            request: c.request_timeout,
-            write: c.sse_write_timeout,
-            idle: c.idle_timeout,
+            request: c.limits.request_timeout,
+            write: c.limits.sse_write_timeout,
+            idle: c.limits.idle_timeout,
         },
     )
 }

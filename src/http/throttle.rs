@@ -50,14 +50,14 @@ pub(super) struct Attempt {
 
 impl Throttles {
     pub(super) fn new(config: &Config) -> Self {
-        let window = config.failure_window.as_millis() as i64;
+        let window = config.limits.failure_window.as_millis() as i64;
         Throttles {
             salt: *uuid::Uuid::new_v4().as_bytes(),
             buckets: Mutex::new(Buckets {
-                pair: Throttle::new(config.max_failures, window, MAX_KEYS),
-                user: Throttle::new(config.max_failures_per_user, window, MAX_KEYS),
-                address: Throttle::new(config.max_failures_per_address, window, MAX_KEYS),
-                admin: Throttle::new(config.max_failures_per_address, window, MAX_KEYS),
+                pair: Throttle::new(config.limits.max_failures, window, MAX_KEYS),
+                user: Throttle::new(config.limits.max_failures_per_user, window, MAX_KEYS),
+                address: Throttle::new(config.limits.max_failures_per_address, window, MAX_KEYS),
+                admin: Throttle::new(config.limits.max_failures_per_address, window, MAX_KEYS),
             }),
         }
     }

@@ -105,7 +105,7 @@ impl CodesApi {
         let body = body.0;
         app.require_admin(&body.admin_token, req)?;
         let code = reset_code::generate();
-        let expires_ms = app.clock.now_ms() + (app.config.totp_duration as i64) * 1000;
+        let expires_ms = app.clock.now_ms() + (app.config.identity.totp_duration as i64) * 1000;
         app.engine
             .submit(Command::IssueResetCode {
                 code_hash: reset_code::digest(&body.username, &code),

@@ -60,7 +60,7 @@ async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inser
             id: *id.as_bytes(),
             event: body.event,
             data: body.data.to_string(),
-            name_limit: app.config.max_event_names,
+            name_limit: app.config.limits.max_event_names,
         })
         .await?;
     let cursor = records.last().map_or(0, |r| r.cursor);

@@ -97,8 +97,8 @@ impl SessionApi {
                 aud: Some(jwt::STREAM_AUDIENCE.into()),
                 ..claims
             };
-            let token = jwt::issue(&app.config.jwt_secret, &stream_only);
-            session_cookie(https, &token, app.config.jwt_expiry)
+            let token = jwt::issue(&app.config.identity.jwt_secret, &stream_only);
+            session_cookie(https, &token, app.config.identity.jwt_expiry)
         });
         Ok(LoginReply::Ok(session, cookie))
     }
@@ -189,12 +189,12 @@ async fn login(
     let claims = jwt::Claims {
         sub: user.username,
         iat: now,
-        exp: now + app.config.jwt_expiry,
+        exp: now + app.config.identity.jwt_expiry,
         iss: jwt::ISSUER.into(),
         tenant: user.tenant,
         epoch,
         aud: None,
     };
-    let token = jwt::issue(&app.config.jwt_secret, &claims);
+    let token = jwt::issue(&app.config.identity.jwt_secret, &claims);
     Ok((Json(Session { jwt: token }), claims))
 }

@@ -217,15 +217,15 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
         Holder::User(caller) => caller.username.as_str(),
         Holder::Admin { .. } => "\0admin",
     };
-    let Some(slot) = app.streams.reserve(key, app.config.max_sse_per_user) else {
+    let Some(slot) = app.streams.reserve(key, app.config.limits.max_sse_per_user) else {
         app.metrics.rate_limited.inc();
         return Err(ApiError {
-            retry_after: Some(app.config.sse_retry_ms.div_ceil(1000).max(1)),
+            retry_after: Some(app.config.sse.sse_retry_ms.div_ceil(1000).max(1)),
             ..ApiError::new(
                 poem::http::StatusCode::TOO_MANY_REQUESTS,
                 format!(
                     "already {} open streams (--max_sse_per_user); close one first",
-                    app.config.max_sse_per_user
+                    app.config.limits.max_sse_per_user
                 ),
             )
         });
@@ -233,8 +233,8 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
     let subscription = app
         .engine
         .subscribe(tenant, start_of(req), owner_of(&holder));
-    let keep_alive = app.config.sse_keepalive;
-    let retry = sse_frame::retry(app.config.sse_retry_ms);
+    let keep_alive = app.config.sse.sse_keepalive;
+    let retry = sse_frame::retry(app.config.sse.sse_retry_ms);
     // The slot lives as long as the stream: it is dropped with the unfold's state.
     let frames = futures_util::stream::unfold(
         (Some(retry), subscription, slot),

@@ -278,7 +278,7 @@ impl App {
         username: &str,
     ) -> Result<(), ApiError> {
         validate::password(password)?;
-        if self.config.password_checker {
+        if self.config.identity.password_checker {
             strength::check(password, &[username]).map_err(ApiError::bad_request)?;
         }
         Ok(())

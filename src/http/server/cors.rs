@@ -60,8 +60,8 @@ impl Site {
     /// From the validated configuration.
     pub fn of(config: &crate::config::Config) -> Self {
         Site {
-            own_origins: config.public_origins.clone(),
-            known_hosts: config.known_hosts.clone(),
+            own_origins: config.listen.public_origins.clone(),
+            known_hosts: config.listen.known_hosts.clone(),
         }
     }
 

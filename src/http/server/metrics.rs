@@ -232,7 +232,7 @@ pub async fn observe<E: Endpoint>(
 /// `GET /metrics` on the main listener: needs `Authorization: Bearer <--metrics_token>`.
 #[handler]
 pub async fn metrics(app: Data<&App>, req: &Request) -> Response {
-    let Some(expected) = app.config.metrics_token.as_deref() else {
+    let Some(expected) = app.config.metrics.metrics_token.as_deref() else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "metrics are served with --metrics_token, or on --metrics_addr",
