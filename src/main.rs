@@ -90,7 +90,46 @@ fn serve(config: Config) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// Why the server could not start or stopped with a fault; printed by [`serve`] alone.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// The data directory could not be prepared.
+    #[error("{0}")]
+    DataDir(String),
+    /// A shared stream's local copy started without its stream.
+    #[error(
+        "{0} is a node's local copy of a shared JetStream stream: start with the same --log nats://… and --log_stream, or move the directory away to start a standalone log"
+    )]
+    SharedCopyAlone(std::path::PathBuf),
+    /// The log could not be opened.
+    #[error("cannot open the log in {0}: {1}")]
+    Open(std::path::PathBuf, broker::engine::EngineError),
+    /// The shared stream could not be joined.
+    #[error(transparent)]
+    Attach(#[from] broker::engine::StreamError),
+    /// The biscuit root key could not be had.
+    #[error(transparent)]
+    BiscuitKey(#[from] broker::auth::biscuit::KeyError),
+    /// The TLS certificate could not be loaded or ordered.
+    #[error("{0}")]
+    Certificate(String),
+    /// A socket could not be bound or served.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// An I/O error with what was being done.
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+async fn run(config: Config) -> Result<(), StartError> {
     if !config.identity.default_secrets.is_empty() {
         // Off loopback these are refused at validation; here only this machine can call.
         tracing::warn!(
@@ -98,19 +137,16 @@ async fn run(config: Config) -> Result<(), String> {
             "serving with well-known default secrets: fine on this machine only; set them (openssl rand -hex 32) before listening on the network"
         );
     }
-    broker::files::prepare_data_dir(&config.storage.db)?;
+    broker::files::prepare_data_dir(&config.storage.db).map_err(StartError::DataDir)?;
     if config.storage.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {
         // Writing to it alone would fork the shared history: the copy would grow records no
         // other node has, under cursors the stream gives to other records.
-        return Err(format!(
-            "{} is a node's local copy of a shared JetStream stream: start with the same --log nats://… and --log_stream, or move the directory away to start a standalone log",
-            config.log_dir().display()
-        ));
+        return Err(StartError::SharedCopyAlone(config.log_dir()));
     }
     let clock = Clock::default();
     let stamp = clock.clone();
     let (engine, report) = Engine::open(config.engine_options(), Arc::new(move || stamp.now_ms()))
-        .map_err(|e| format!("cannot open the log in {}: {e}", config.log_dir().display()))?;
+        .map_err(|e| StartError::Open(config.log_dir(), e))?;
     for repair in &report.repairs {
         tracing::warn!(
             file = %repair.path.display(),
@@ -129,10 +165,7 @@ async fn run(config: Config) -> Result<(), String> {
     if let Some(shared) = &config.storage.shared_log {
         // Listen only once this node has folded everything the stream held: a login on any
         // node then sees every user created before it started.
-        engine
-            .attach_stream(shared)
-            .await
-            .map_err(|e| e.to_string())?;
+        engine.attach_stream(shared).await?;
         tracing::info!(
             stream = %shared.name,
             cursor = engine.cursor(),
@@ -143,24 +176,25 @@ async fn run(config: Config) -> Result<(), String> {
     // "listening" means ready: the biscuit key, and a certificate given as files. (ACME
     // certificates are obtained through the listener itself, so they start after it.)
     let biscuit = match &config.identity.biscuit_private_key {
-        Some(hex) => broker::auth::biscuit::key_from_hex(hex)
-            .map_err(|e| format!("--biscuit_private_key: {e}"))?,
+        Some(hex) => broker::auth::biscuit::key_from_hex("--biscuit_private_key", hex)?,
         None => broker::auth::biscuit::load_or_create(&config.biscuit_key_path())?,
     };
     let files = match &config.listen.tls {
         Tls::Files {
             cert_path,
             key_path,
-        } => Some(http::tls::FileCert::load(
-            cert_path.clone(),
-            key_path.clone(),
-        )?),
+        } => Some(
+            http::tls::FileCert::load(cert_path.clone(), key_path.clone())
+                .map_err(StartError::Certificate)?,
+        ),
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen.addr))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(io(format!("cannot listen on {}", config.listen.addr)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the listening address"))?;
     // Tests and scripts read this line to learn the port (with --port 0).
     let scheme = if matches!(config.listen.tls, Tls::Off) {
         "http"
@@ -194,10 +228,12 @@ async fn run(config: Config) -> Result<(), String> {
     if let Some(metrics_addr) = metrics_addr {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
             .await
-            .map_err(|e| format!("cannot listen on --metrics_addr {metrics_addr}: {e}"))?;
+            .map_err(io(format!(
+                "cannot listen on --metrics_addr {metrics_addr}"
+            )))?;
         tracing::info!(addr = %metrics_addr, "serving /metrics");
-        let acceptor =
-            poem::listener::TcpAcceptor::from_tokio(metrics_listener).map_err(|e| e.to_string())?;
+        let acceptor = poem::listener::TcpAcceptor::from_tokio(metrics_listener)
+            .map_err(io("--metrics_addr"))?;
         tokio::spawn(http::serve_with(
             acceptor,
             http::metrics_router(app.clone()),
@@ -232,14 +268,15 @@ async fn run(config: Config) -> Result<(), String> {
                 email.as_deref(),
                 &cache,
                 ca_file.as_deref(),
-            )?;
+            )
+            .map_err(StartError::Certificate)?;
             http::serve_tls(listener, source, app, stop(stop_rx)).await
         }
         _ => http::serve(listener, app, stop(stop_rx)).await,
     };
     engine.shutdown().await;
     tracing::info!("stopped");
-    served.map_err(|e| format!("server error: {e}"))
+    served.map_err(io("server error"))
 }
 
 async fn wait_for_signal() {

@@ -8,27 +8,38 @@ use std::time::{Duration, UNIX_EPOCH};
 use biscuit_auth::builder::{date, fact, string};
 use biscuit_auth::{Algorithm, Biscuit, KeyPair, PrivateKey};
 
-/// Parses an Ed25519 private key given as hex (the `--biscuit_private_key` flag).
-pub fn key_from_hex(hex: &str) -> Result<KeyPair, String> {
+/// Why the biscuit root key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The flag or the file holds no Ed25519 private key.
+    #[error("{0}: not an Ed25519 private key in hex: {1}")]
+    NotAKey(String, String),
+    /// The key file could not be read.
+    #[error("cannot read the biscuit key {0}: {1}")]
+    Read(std::path::PathBuf, std::io::Error),
+    /// A new key could not be written.
+    #[error("cannot write the biscuit key {0}: {1}")]
+    Write(std::path::PathBuf, std::io::Error),
+}
+
+/// Parses an Ed25519 private key given as hex; `source` names where it came from.
+pub fn key_from_hex(source: &str, hex: &str) -> Result<KeyPair, KeyError> {
     PrivateKey::from_bytes_hex(hex.trim(), Algorithm::Ed25519)
         .map(|private| KeyPair::from(&private))
-        .map_err(|e| format!("not an Ed25519 private key in hex: {e}"))
+        .map_err(|e| KeyError::NotAKey(source.to_owned(), e.to_string()))
 }
 
 /// Loads the root key pair from `path`, or creates it there (mode 0600) on first start.
-pub fn load_or_create(path: &Path) -> Result<KeyPair, String> {
+pub fn load_or_create(path: &Path) -> Result<KeyPair, KeyError> {
     match std::fs::read_to_string(path) {
-        Ok(hex) => key_from_hex(&hex).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(hex) => key_from_hex(&path.display().to_string(), &hex),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keypair = KeyPair::new_with_algorithm(Algorithm::Ed25519);
             write_private(path, &keypair.private().to_bytes_hex())
-                .map_err(|e| format!("cannot write the biscuit key {}: {e}", path.display()))?;
+                .map_err(|e| KeyError::Write(path.to_owned(), e))?;
             Ok(keypair)
         }
-        Err(e) => Err(format!(
-            "cannot read the biscuit key {}: {e}",
-            path.display()
-        )),
+        Err(e) => Err(KeyError::Read(path.to_owned(), e)),
     }
 }
 
