@@ -80,15 +80,55 @@ pub struct Checkpoints {
     offsets: Keyspace,
 }
 
+/// Why a checkpoint could not be stored or used. Never fatal: the log is the truth, and a
+/// start without a usable checkpoint replays it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The fjall store failed at `doing`.
+    #[error("{doing}: {source}")]
+    Store {
+        /// What was being done.
+        doing: String,
+        /// fjall's error.
+        source: fjall::Error,
+    },
+    /// Encoding the state failed.
+    #[error("encoding a checkpoint failed: {0}")]
+    Encode(rkyv::rancor::Error),
+    /// The stored checkpoint is shorter than its CRC.
+    #[error("the checkpoint is truncated")]
+    Truncated,
+    /// The stored checkpoint fails its CRC.
+    #[error("the checkpoint fails its CRC")]
+    BadCrc,
+    /// The stored checkpoint does not decode.
+    #[error("the checkpoint does not decode: {0}")]
+    Decode(rkyv::rancor::Error),
+    /// The stored checkpoint has another shape.
+    #[error("the checkpoint has schema {0}, this build writes {SCHEMA}")]
+    Schema(u32),
+}
+
+/// A fjall error with what was being done.
+fn store(doing: impl Into<String>) -> impl FnOnce(fjall::Error) -> CheckpointError {
+    let doing = doing.into();
+    move |source| CheckpointError::Store { doing, source }
+}
+
 impl Checkpoints {
     /// Opens (or creates) the store in `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Database::builder(path)
-            .open()
-            .map_err(|e| format!("cannot open checkpoints in {}: {e}", path.display()))?;
+    pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let db = Database::builder(path).open().map_err(store(format!(
+            "cannot open checkpoints in {}",
+            path.display()
+        )))?;
         let open = |name: &str| {
             db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(|e| format!("cannot open checkpoints in {}: {e}", path.display()))
+                .map_err(store(format!(
+                    "cannot open checkpoints in {}",
+                    path.display()
+                )))
         };
         let (keyspace, tenants, offsets) = (
             open("checkpoints")?,
@@ -112,7 +152,7 @@ impl Checkpoints {
         segments: Vec<SegmentInfo>,
         tenant_events: &[(String, Cursor)],
         index_base: Cursor,
-    ) -> Result<(), String> {
+    ) -> Result<(), CheckpointError> {
         let lengths = segments.iter().map(|s| (s.first, s.len)).collect();
         let snapshot = Snapshot {
             schema: SCHEMA,
@@ -120,8 +160,8 @@ impl Checkpoints {
             segments: lengths,
             index_base,
         };
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
-            .map_err(|e| format!("encoding a checkpoint failed: {e}"))?;
+        let bytes =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot).map_err(CheckpointError::Encode)?;
         let mut value = Vec::with_capacity(bytes.len() + 4);
         value.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
         value.extend_from_slice(&bytes);
@@ -138,7 +178,10 @@ impl Checkpoints {
                 .collect();
             keys.sort_unstable();
             keys.dedup();
-            let fail = |e: fjall::Error| format!("writing the tenant index failed: {e}");
+            let fail = |e: fjall::Error| CheckpointError::Store {
+                doing: "writing the tenant index".into(),
+                source: e,
+            };
             let mut ingestion = self.tenants.start_ingestion().map_err(fail)?;
             for key in keys {
                 ingestion.write(key, Vec::<u8>::new()).map_err(fail)?;
@@ -158,9 +201,7 @@ impl Checkpoints {
             batch.insert(&self.offsets, segment.first.to_be_bytes(), encoded);
         }
         batch.insert(&self.keyspace, KEY, value);
-        batch
-            .commit()
-            .map_err(|e| format!("writing a checkpoint failed: {e}"))
+        batch.commit().map_err(store("writing a checkpoint"))
     }
 
     /// Cursors of `tenant`'s events in `(after, upto]`, at most `max`, from the index.
@@ -170,7 +211,7 @@ impl Checkpoints {
         after: Cursor,
         upto: Cursor,
         max: usize,
-    ) -> Result<Vec<Cursor>, String> {
+    ) -> Result<Vec<Cursor>, CheckpointError> {
         if upto <= after {
             return Ok(Vec::new());
         }
@@ -180,9 +221,7 @@ impl Checkpoints {
             .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
             .take(max)
         {
-            let key = guard
-                .key()
-                .map_err(|e| format!("reading the tenant index failed: {e}"))?;
+            let key = guard.key().map_err(store("reading the tenant index"))?;
             let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
             out.push(u64::from_be_bytes(tail));
         }
@@ -190,39 +229,34 @@ impl Checkpoints {
     }
 
     /// The newest checkpoint and the segment lengths it saw, or why there is none to use.
-    pub fn load(&self) -> Result<Option<Loaded>, String> {
-        let Some(value) = self.keyspace.get(KEY).map_err(|e| {
-            format!(
-                "reading the checkpoint in {} failed: {e}",
-                self.path.display()
-            )
-        })?
+    pub fn load(&self) -> Result<Option<Loaded>, CheckpointError> {
+        let Some(value) = self.keyspace.get(KEY).map_err(store(format!(
+            "reading the checkpoint in {}",
+            self.path.display()
+        )))?
         else {
             return Ok(None);
         };
         if value.len() < 4 {
-            return Err("the checkpoint is truncated".into());
+            return Err(CheckpointError::Truncated);
         }
         let (crc, bytes) = value.split_at(4);
         if u32::from_le_bytes(crc.try_into().expect("4 bytes")) != crc32c::crc32c(bytes) {
-            return Err("the checkpoint fails its CRC".into());
+            return Err(CheckpointError::BadCrc);
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
         let snapshot = rkyv::from_bytes::<Snapshot, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| format!("the checkpoint does not decode: {e}"))?;
+            .map_err(CheckpointError::Decode)?;
         if snapshot.schema != SCHEMA {
-            return Err(format!(
-                "the checkpoint has schema {}, this build writes {SCHEMA}",
-                snapshot.schema
-            ));
+            return Err(CheckpointError::Schema(snapshot.schema));
         }
         let mut segments = HashMap::new();
         for (first, len) in &snapshot.segments {
             let index = self
                 .offsets
                 .get(first.to_be_bytes())
-                .map_err(|e| format!("reading segment offsets failed: {e}"))?
+                .map_err(store("reading segment offsets"))?
                 .map(|bytes| {
                     bytes
                         .chunks_exact(16)

@@ -47,7 +47,7 @@ impl Engine {
         let mut start: Option<checkpoint::Loaded> = match store.as_ref().map(|s| s.load()) {
             Some(Ok(Some(loaded))) => Some(loaded),
             Some(Err(why)) => {
-                checkpoint_ignored = Some(why);
+                checkpoint_ignored = Some(why.to_string());
                 None
             }
             _ => None,

@@ -193,7 +193,9 @@ impl Subscription {
         let after = self.cursor;
         let read = tokio::task::spawn_blocking(move || -> Result<(Bytes, Cursor), String> {
             let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
-            let cursors = store.tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)?;
+            let cursors = store
+                .tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)
+                .map_err(|e| e.to_string())?;
             let mut out = BytesMut::new();
             // Cursors close together are read in one pass (skipping the records between
             // undecoded); far apart, each is a seek. One read per cursor made a busy
