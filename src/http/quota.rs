@@ -47,10 +47,17 @@ impl InsertRate {
             // A bucket that has refilled says nothing a fresh one would not.
             buckets.retain(|_, b| b.tokens + (now_ms - b.at_ms) as f64 / 1000.0 * rate < burst);
         }
-        let bucket = buckets.entry(username.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at_ms: now_ms,
-        });
+        // The key is allocated once per user, not on every insert.
+        if !buckets.contains_key(username) {
+            buckets.insert(
+                username.to_owned(),
+                Bucket {
+                    tokens: burst,
+                    at_ms: now_ms,
+                },
+            );
+        }
+        let bucket = buckets.get_mut(username).expect("inserted above");
         let elapsed = (now_ms - bucket.at_ms).max(0) as f64 / 1000.0;
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.at_ms = now_ms;

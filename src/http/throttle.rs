@@ -77,9 +77,9 @@ impl Throttles {
     }
 
     fn address_key(&self, ip: IpAddr) -> Key {
-        match client::canonical(ip) {
+        match client::block(ip) {
             IpAddr::V4(v4) => self.key(b"ip", &[&v4.octets()]),
-            IpAddr::V6(v6) => self.key(b"ip", &[&v6.octets()[..8]]),
+            IpAddr::V6(v6) => self.key(b"ip", &[&v6.octets()]),
         }
     }
 

@@ -84,8 +84,8 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
         assert!(stderr.contains(needle), "{stderr}");
         assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
     }
-    // On loopback they start, with one warning.
-    let s = Server::start(&dir.path().join("loopback"), &[]);
+    // By default Broker listens on loopback, and starts there with one warning.
+    let s = Server::start_default_listen(&dir.path().join("loopback"));
     assert!(s.base.starts_with("http://127.0.0.1:"), "{}", s.base);
     assert!(
         wait_for_log(&s, "well-known default secrets", WAIT).await,

@@ -95,14 +95,15 @@ pub async fn observe<E: Endpoint>(
     audit: Arc<Audit>,
 ) -> poem::Result<Response> {
     let client = client::of(&req).ip;
-    let path = req.uri().path().to_owned();
+    // A clone of the Uri shares its bytes: the path is copied only for a line to write.
+    let uri = req.uri().clone();
     let response = ep.call(req).await.map(IntoResponse::into_response)?;
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        audit.failure(now_ms, status, &path, client);
+        audit.failure(now_ms, status, uri.path(), client);
     }
     Ok(response)
 }

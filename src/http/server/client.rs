@@ -32,6 +32,19 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The block one client is counted by: an IPv4 address as is, an IPv6 address by its /64 (what
+/// one machine is usually given), so a client cannot dodge a limit by changing the low bits.
+pub fn block(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
 /// The peers whose forwarding headers are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(pub Vec<Cidr>);
@@ -150,6 +163,10 @@ pub async fn resolve<E: Endpoint>(
     mut req: Request,
     trusted: Arc<TrustedProxies>,
 ) -> poem::Result<Response> {
+    if trusted.0.is_empty() {
+        // Nothing to resolve: `of` reads the peer itself, and the request stays unallocated.
+        return ep.call(req).await.map(IntoResponse::into_response);
+    }
     let tls = *req.scheme() == Scheme::HTTPS;
     let peer = req
         .remote_addr()
@@ -191,6 +208,13 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_is_counted_by_its_ipv4_address_or_ipv6_64() {
+        assert_eq!(block(ip("1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(block(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(block(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
     }
 
     #[test]
@@ -247,6 +271,30 @@ mod tests {
                 ip: ip("2001:db8::1"),
                 https: true
             }
+        );
+        // Garbage and `unknown` hops end what can be believed: the client is the hop after
+        // them, never a name the client made up.
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip, 1.2.3.4, <script>")]);
+        assert_eq!(
+            trusted.client(ip("10.0.0.1"), false, &garbage).ip,
+            ip("10.0.0.1"),
+            "the last hop is garbage: nothing after the proxy is believed"
+        );
+        let unknown = headers(&[("forwarded", "for=unknown, for=5.6.7.8")]);
+        assert_eq!(
+            trusted.client(ip("10.0.0.1"), false, &unknown).ip,
+            ip("5.6.7.8")
+        );
+        let huge = "9.9.9.9, ".repeat(10_000) + "1.2.3.4";
+        assert_eq!(
+            trusted
+                .client(
+                    ip("10.0.0.1"),
+                    false,
+                    &headers(&[("x-forwarded-for", &huge)])
+                )
+                .ip,
+            ip("1.2.3.4")
         );
         let none = headers(&[]);
         assert_eq!(

@@ -82,11 +82,11 @@ fn is_literal(name: &str) -> bool {
             .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
-/// How a request's `Origin` was admitted; routes read it from the request's extensions.
+/// How a page of another origin was admitted; routes read it from the request's extensions.
+/// Absent for a request without `Origin` or from this server's own origin (no allocation for
+/// the requests most clients make).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admitted {
-    /// No `Origin`, or this server's own.
-    Own,
     /// An origin `--origin` lists by name.
     Listed,
     /// Any origin, through `--origin *`.
@@ -173,7 +173,7 @@ pub async fn cors<E: Endpoint>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
-        req.extensions_mut().insert(Admitted::Own);
+        // Not a cross-origin request: no `Admitted` extension.
         return ep.call(req).await.map(IntoResponse::into_response);
     };
     if forgeable_body(&req) {
@@ -184,7 +184,6 @@ pub async fn cors<E: Endpoint>(
         .into_response());
     }
     if is_same_origin(&origin, &req, &site) {
-        req.extensions_mut().insert(Admitted::Own);
         return ep.call(req).await.map(IntoResponse::into_response);
     }
     if !policy.allows(&origin) {

@@ -74,18 +74,6 @@ impl Drop for Ticket {
     }
 }
 
-/// The address a per-address cap counts: IPv4 as is, IPv6 by its /64 (one machine's block).
-fn cap_key(ip: IpAddr) -> IpAddr {
-    match super::client::canonical(ip) {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        v4 => v4,
-    }
-}
-
 impl Admission {
     /// At most `max` connections (and `max_per_ip` per address, 0 = no cap) under `timeouts`.
     pub fn new(max: usize, max_per_ip: usize, timeouts: Timeouts) -> Self {
@@ -107,7 +95,7 @@ impl Admission {
         };
         let ip = match (peer, self.max_per_ip) {
             (Some(peer), max) if max > 0 => {
-                let key = cap_key(peer);
+                let key = super::client::block(peer);
                 let mut counts = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
                 let n = counts.entry(key).or_insert(0);
                 if *n >= max {

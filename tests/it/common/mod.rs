@@ -55,10 +55,30 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
+        Self::spawn(db, extra, env, true)
+    }
+
+    /// Starts a server without naming `--listen`: where the default puts it.
+    pub fn start_default_listen(db: &Path) -> Server {
+        Self::spawn(db, &[], &[], false)
+            .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+    }
+
+    #[allow(clippy::zombie_processes)]
+    fn spawn(
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        name_listen: bool,
+    ) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
             .arg("--db")
             .arg(db)
-            .args(["--listen", "127.0.0.1"])
+            .args(if name_listen {
+                &["--listen", "127.0.0.1"][..]
+            } else {
+                &[][..]
+            })
             .args(if extra.contains(&"--port") {
                 &[][..]
             } else {
