@@ -3,8 +3,8 @@
 //! request, the cache under `--certs` is owner-only, and a restart serves the cached
 //! certificate with pebble gone.
 //!
-//! `scripts/test.sh` installs pebble (Debian package) and sets `BROKER_REQUIRE_PEBBLE=1`:
-//! there this test fails, never skips, when pebble cannot run.
+//! Needs pebble: a plain `cargo nextest run` lists this test as skipped, and `scripts/test.sh`
+//! installs it and runs it (`common::tools`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -24,18 +24,6 @@ impl Drop for Pebble {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn pebble_available() -> bool {
-    let found = Command::new("pebble").arg("-help").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_PEBBLE").is_none(),
-            "pebble is not installed: scripts/test.sh installs it (apt-get install pebble)"
-        );
-        eprintln!("skipped: pebble not installed (scripts/test.sh installs it)");
-    }
-    found
 }
 
 /// Starts pebble with a TLS certificate for its API signed by a CA written to `ca_path`.
@@ -129,10 +117,9 @@ fn curl_broker(port: u16, ca: &Path) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "needs pebble (scripts/test.sh installs it and runs this)"]
 fn a_certificate_from_pebble_is_served_and_cached_across_restarts() {
-    if !pebble_available() {
-        return;
-    }
+    crate::common::tools::pebble();
     // SAFETY: umask(2) only replaces a process-wide integer; it cannot fail. The usual
     // permissive value, inherited by the server, so the modes checked below are its own doing.
     unsafe {

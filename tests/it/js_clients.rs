@@ -9,8 +9,8 @@
 //!   another origin: one subscriber with single-use tickets, one with the session cookie;
 //!   and broker-client (`clients/js`) in the same page, with each of its two transports.
 //!
-//! `scripts/test.sh` installs the packages (`tests/js/node_modules`) and Chromium and sets
-//! `BROKER_REQUIRE_JS=1` and `BROKER_REQUIRE_CHROMIUM=1`, so there these tests cannot skip.
+//! Needs Node.js, the npm packages and Chromium: a plain `cargo nextest run` lists these tests
+//! as skipped, and `scripts/test.sh` installs them and runs them (`common::tools`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -19,57 +19,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::common::tools;
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn js_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    let installed = [
-        "eventsource",
-        "@microsoft/fetch-event-source",
-        "playwright-core",
-    ]
-    .iter()
-    .all(|p| dir.join("node_modules").join(p).is_dir());
-    if installed {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("BROKER_REQUIRE_JS").is_none(),
-        "tests/js/node_modules is incomplete: run scripts/test.sh (it runs npm ci there)"
-    );
-    eprintln!("skipped: npm clients not installed (scripts/test.sh installs them)");
-    None
+fn js_dir() -> PathBuf {
+    tools::npm_packages(
+        "tests/js",
+        &[
+            "eventsource",
+            "@microsoft/fetch-event-source",
+            "playwright-core",
+        ],
+    )
 }
 
-/// The Chromium binary, or None (skip) when it is missing and not required.
-pub fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("BROKER_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("BROKER_REQUIRE_CHROMIUM").is_none(),
-        "{} is missing: run scripts/test.sh (it installs Debian's chromium)",
-        path.display()
-    );
-    eprintln!("skipped: no Chromium at {}", path.display());
-    None
-}
-
-/// Compiles `clients/js` (tsc) and returns its `dist/`, or None (skip) when its packages are
-/// missing and not required.
-fn ts_client_dist() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/js");
-    if !dir.join("node_modules/typescript").is_dir() {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_JS").is_none(),
-            "clients/js/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
-        );
-        eprintln!("skipped: clients/js dependencies not installed");
-        return None;
-    }
+/// Compiles `clients/js` (tsc) and returns its `dist/`.
+fn ts_client_dist() -> PathBuf {
+    let dir = tools::npm_packages("clients/js", &["typescript"]);
     let build = Command::new("node")
         .args(["node_modules/typescript/bin/tsc", "-p", "."])
         .current_dir(&dir)
@@ -80,7 +47,7 @@ fn ts_client_dist() -> Option<PathBuf> {
         "tsc failed: {}",
         String::from_utf8_lossy(&build.stdout)
     );
-    Some(dir.join("dist"))
+    dir.join("dist")
 }
 
 /// A node script's JSON lines, one per event.
@@ -134,13 +101,8 @@ impl Drop for Client {
 /// With `page_origin`, the client's page is served on its own port (another origin, allowed
 /// by `--origin`); the port is chosen here so that the server knows it before the page exists.
 async fn restart_scenario(script: &str, clients: &[&str], page_origin: bool) {
-    let Some(js) = js_dir() else { return };
-    let dist = if page_origin {
-        let Some(dist) = ts_client_dist() else { return };
-        Some(dist)
-    } else {
-        None
-    };
+    let js = js_dir();
+    let dist = page_origin.then(ts_client_dist);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().to_string();
     let page_port = free_port().to_string();
@@ -207,20 +169,21 @@ async fn restart_scenario(script: &str, clients: &[&str], page_origin: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and tests/js packages (scripts/test.sh installs them and runs this)"]
 async fn npm_eventsource_gets_snapshot_live_and_resumes_after_restart() {
     restart_scenario("eventsource_client.mjs", &["default"], false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and tests/js packages (scripts/test.sh installs them and runs this)"]
 async fn fetch_event_source_gets_snapshot_live_and_resumes_after_restart() {
     restart_scenario("fetch_event_source_client.mjs", &["default"], false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and npm packages (scripts/test.sh installs them and runs this)"]
 async fn chromium_native_eventsource_with_ticket_and_cookie_resumes_after_restart() {
-    if chromium().is_none() {
-        return;
-    }
+    tools::chromium();
     restart_scenario(
         "chromium_eventsource.mjs",
         &["ticket", "cookie", "broker-client", "broker-client-es"],

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod tools;
+
 pub const ADMIN: &str = "letmein";
 
 /// A running server process.
@@ -412,30 +414,6 @@ pub async fn wait_for_log(s: &Server, needle: &str, within: Duration) -> bool {
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// nats-server, if installed; `BROKER_REQUIRE_NATS` (set by scripts/test.sh) turns its
-/// absence into a failure instead of a skip.
-pub fn nats_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .or_else(|| {
-            Command::new("nats-server")
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|_| PathBuf::from("nats-server"))
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("BROKER_REQUIRE_NATS").is_none(),
-            "nats-server is not installed: scripts/test.sh installs it (apt-get install nats-server)"
-        );
-        eprintln!("skipped: nats-server not installed (scripts/test.sh installs it)");
-    }
-    found
-}
 
 /// A `/metrics` gauge or counter of a server started with `--metrics_token m`.
 pub async fn metric(s: &Server, name: &str) -> f64 {
