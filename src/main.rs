@@ -37,7 +37,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Log(command)) => {
             init_logs(cli.serve.log_format == "json");
-            ExitCode::from(broker::tool::run(command).clamp(0, 255) as u8)
+            match broker::tool::run(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("broker log: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
         // Validation logs nothing: its errors are printed here, and logging starts in the
         // format the validated configuration says.

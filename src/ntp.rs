@@ -27,6 +27,29 @@ pub fn within_bound(offset_ms: i64) -> bool {
     offset_ms.unsigned_abs() <= MAX_OFFSET_MS.unsigned_abs()
 }
 
+/// Why one server gave no offset.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// Its name did not resolve (or resolved to nothing).
+    #[error("cannot resolve: {0}")]
+    Resolve(String),
+    /// The local UDP socket could not be made or connected.
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// Nothing came back in time.
+    #[error("no answer")]
+    NoAnswer,
+    /// What came back is no usable SNTP answer.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+}
+
+/// No server of the list gave an offset: each with why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|(server, why)| format!("{server}: {why}")).collect::<Vec<_>>().join("; "))]
+pub struct NoServer(pub Vec<(String, QueryError)>);
+
 /// The outcome of the last attempt, so that a warning is logged when the situation changes
 /// and not on every interval.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,16 +95,18 @@ pub fn spawn(clock: Clock, servers: Vec<String>, every: Duration) -> tokio::task
 }
 
 /// The offset, in milliseconds, reported by the first server that answers.
-pub async fn sync_once(servers: &[String]) -> Result<(String, i64), String> {
+pub async fn sync_once(servers: &[String]) -> Result<(String, i64), NoServer> {
     let mut failures = Vec::new();
     for server in servers {
-        match tokio::time::timeout(QUERY_TIMEOUT * 2, query(server)).await {
+        // Resolving has no timeout of its own; the whole query gets twice an answer's.
+        let why = match tokio::time::timeout(QUERY_TIMEOUT * 2, query(server)).await {
             Ok(Ok(offset_ms)) => return Ok((server.clone(), offset_ms)),
-            Ok(Err(e)) => failures.push(format!("{server}: {e}")),
-            Err(_) => failures.push(format!("{server}: timed out")),
-        }
+            Ok(Err(e)) => e,
+            Err(_) => QueryError::NoAnswer,
+        };
+        failures.push((server.clone(), why));
     }
-    Err(failures.join("; "))
+    Err(NoServer(failures))
 }
 
 /// `host`, `host:port`, `ip` or `ip:port`, with port 123 when none is given.
@@ -101,12 +126,12 @@ fn target(server: &str) -> String {
     format!("{server}:123")
 }
 
-async fn query(server: &str) -> Result<i64, String> {
+async fn query(server: &str) -> Result<i64, QueryError> {
     let addr = tokio::net::lookup_host(target(server))
         .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
+        .map_err(|e| QueryError::Resolve(e.to_string()))?
         .next()
-        .ok_or("no address")?;
+        .ok_or_else(|| QueryError::Resolve("no address".into()))?;
     let local: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -114,15 +139,15 @@ async fn query(server: &str) -> Result<i64, String> {
     }
     .parse()
     .expect("literal address");
-    let socket = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
+    let socket = UdpSocket::bind(local).await?;
     // A connected socket turns "port unreachable" into an immediate error instead of a wait.
-    socket.connect(addr).await.map_err(|e| e.to_string())?;
+    socket.connect(addr).await?;
     let socket = UdpSocketWrapper::from(socket);
     let context = NtpContext::new(StdTimestampGen::default());
     let result = tokio::time::timeout(QUERY_TIMEOUT, sntpc::get_time(addr, &socket, context))
         .await
-        .map_err(|_| "no answer".to_owned())?
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|_| QueryError::NoAnswer)?
+        .map_err(|e| QueryError::BadAnswer(format!("{e:?}")))?;
     Ok(result.offset() / 1000)
 }
 

@@ -3,18 +3,21 @@
 //! Group commit: the thread takes every command that queued up while the previous batch
 //! was being written and fsynced, decides them in order against its decision state,
 //! appends their records, and makes the whole batch durable with one write and one fsync.
+//! On several nodes (`--log nats://…`) it decides nothing: it folds what the shared stream
+//! delivers into this node's copy (`writer/fold.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::backend::Entry;
 use super::published::Published;
 use super::tenant_index::TenantIndex;
 use super::{EngineError, FsyncPolicy, Msg, Stamp};
 use crate::log::LogWriter;
-use crate::state::{Record, Rejection, State, decide, evolve, recheck, validate};
+use crate::state::{Record, State, decide, evolve};
+
+mod fold;
 
 /// The most commands decided and written as one batch.
 const MAX_BATCH: usize = 4096;
@@ -43,7 +46,8 @@ pub(super) struct Shares {
     pub(super) index: Arc<TenantIndex>,
     /// A reader of the log, for the segment list a checkpoint records.
     pub(super) reader: crate::log::LogReader,
-    /// Several nodes share the log: the writer only folds what the stream delivers.
+    /// Several nodes share the log: the writer only folds what the stream delivers
+    /// (`fold.rs`).
     pub(super) shared: bool,
 }
 
@@ -249,7 +253,7 @@ impl Writer {
             return;
         }
         let at_ms = (self.clock)();
-        let mut accepted: Vec<(Reply, Vec<Record>)> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<(Option<Reply>, Vec<Record>)> = Vec::with_capacity(batch.len());
         for (command, reply) in batch {
             if self.log.segment_full() {
                 // The batch ends here and the rest starts a new segment: written whole, it
@@ -281,7 +285,7 @@ impl Writer {
             for record in &records {
                 evolve(&mut self.decision, record);
             }
-            accepted.push((reply, records));
+            accepted.push((Some(reply), records));
         }
         if accepted.is_empty() {
             return;
@@ -299,113 +303,11 @@ impl Writer {
         }
     }
 
-    /// Flushes and publishes records folded from the shared stream; whether that worked.
-    fn publish_folded(&mut self, folded: Vec<Record>) -> bool {
-        if folded.is_empty() {
-            return true;
-        }
-        // Nobody waits on a folded batch: the request that wrote it waits for the head.
-        let (done, _) = oneshot::channel();
-        let sync_now = self.sync_due();
-        self.flush_and_publish(vec![(done, folded)], sync_now)
-            .is_ok()
-    }
-
-    /// Shared log: appends records read from the stream to the local copy and folds them.
-    /// Records at or below the local cursor (a consumer restarted) are skipped, and so are
-    /// records that no longer hold where the stream put them (`state::recheck`) and messages
-    /// that are no valid record at all (`state::validate::record`): every node drops the same
-    /// ones, and the local copy never holds them.
-    fn fold(&mut self, entries: Vec<Entry>, reply: Reply) {
-        let mut folded = Vec::with_capacity(entries.len());
-        let mut failed = None;
-        let mut dropped_upto = None;
-        for entry in entries {
-            if entry.cursor() <= self.decision.cursor {
-                continue;
-            }
-            let (record, credential_epoch) = match entry {
-                Entry::Record {
-                    record,
-                    credential_epoch,
-                } => (record, credential_epoch),
-                Entry::Unreadable { cursor, why } => {
-                    self.skip(cursor, &why);
-                    dropped_upto = Some(cursor);
-                    continue;
-                }
-            };
-            let verdict = match validate::record(&record.kind) {
-                Ok(()) => recheck(&self.decision, &record, credential_epoch),
-                Err(invalid) => Err(invalid.into()),
-            };
-            match verdict {
-                Ok(()) => {}
-                Err(why @ Rejection::CredentialsInvalid(_)) if record.tenant().is_some() => {
-                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
-                    self.shares.published.note_dropped(record.cursor);
-                    self.shares.published.metrics().dropped_inserts.inc();
-                    self.decision.cursor = record.cursor;
-                    dropped_upto = Some(record.cursor);
-                    continue;
-                }
-                Err(why) => {
-                    self.skip(record.cursor, &why.to_string());
-                    dropped_upto = Some(record.cursor);
-                    continue;
-                }
-            }
-            // As in `write_batch`: a full segment ends the batch here.
-            if self.log.segment_full() && !self.publish_folded(std::mem::take(&mut folded)) {
-                failed = Some("writing to the local copy failed".into());
-                break;
-            }
-            // As in `write_batch`: only a rotation fails, before the frame is buffered.
-            if let Err(e) = self.log.append(record.cursor, &record.encode()) {
-                tracing::error!(error = %e, "appending to the local copy failed");
-                failed = Some(e.to_string());
-                break;
-            }
-            evolve(&mut self.decision, &record);
-            folded.push(record);
-        }
-        let published = self.publish_folded(folded);
-        // A dropped record after the last folded one still moves the cursor: the request
-        // that published it waits for it, and a restarted reader must not fetch it again.
-        if published
-            && let Some(dropped) = dropped_upto
-            && dropped == self.decision.cursor
-        {
-            self.shares.published.advance(dropped);
-        }
-        let _ = reply.send(match failed {
-            Some(why) => Err(EngineError::Unavailable(why)),
-            None if published => Ok(Vec::new()),
-            None => Err(EngineError::Unavailable(
-                "writing to the local copy failed".into(),
-            )),
-        });
-    }
-
-    /// Shared log: passes over a message that no node may fold, as every node does; its
-    /// cursor is then folded as far as the cursor goes, like a dropped insert's.
-    fn skip(&mut self, cursor: crate::log::Cursor, why: &str) {
-        // `why` names the rule and at most public values: validators never quote a secret.
-        tracing::warn!(
-            cursor,
-            %why,
-            "skipped a message of the shared stream that is no valid record (is anything but broker nodes publishing to the stream?)"
-        );
-        self.shares.published.note_dropped(cursor);
-        self.shares.published.metrics().rejected_records.inc();
-        self.decision.cursor = cursor;
-    }
-
-    /// Makes `accepted` durable (fsynced with `sync_now`) and visible, and answers each; a
-    /// failed write refuses them all and is the error returned.
+    /// Makes `accepted` durable (fsynced with `sync_now`) and visible, and answers each that
+    /// has a requester waiting; a failed write refuses them all and is the error returned.
     fn flush_and_publish(
         &mut self,
-        accepted: Vec<(Reply, Vec<Record>)>,
+        accepted: Vec<(Option<Reply>, Vec<Record>)>,
         sync_now: bool,
     ) -> Result<(), EngineError> {
         let started = Instant::now();
@@ -421,7 +323,7 @@ impl Writer {
             metrics.write_failures.inc();
             tracing::error!(error = %e, records = accepted.len(), "writing a batch to the log failed; the batch is refused");
             self.decision = published.state();
-            for (reply, _) in accepted {
+            for reply in accepted.into_iter().filter_map(|(reply, _)| reply) {
                 let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
             }
             return Err(EngineError::Unavailable(e.to_string()));
@@ -447,7 +349,7 @@ impl Writer {
     }
 
     /// Makes a durable batch visible (see [`Published::publish`]), then answers each command.
-    fn publish(&mut self, accepted: Vec<(Reply, Vec<Record>)>) {
+    fn publish(&mut self, accepted: Vec<(Option<Reply>, Vec<Record>)>) {
         if let Some(policy) = &mut self.checkpoints {
             if let Some(failed) = self.shares.index.take_failure() {
                 policy.index_base = policy.index_base.max(failed);
@@ -463,7 +365,9 @@ impl Writer {
         let records: Vec<&Record> = accepted.iter().flat_map(|(_, r)| r).collect();
         self.shares.published.publish(&records);
         for (reply, records) in accepted {
-            let _ = reply.send(Ok(records));
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(records));
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::ToolError;
 use crate::engine::Engine;
 use crate::engine::compaction::Retain;
 use crate::log::compact::CompactReport;
@@ -25,38 +26,34 @@ pub fn summary(r: &CompactReport) -> String {
 pub const ADMIN_TOKEN_ENV: &str = "BROKER_ADMIN_TOKEN";
 
 /// Runs the subcommand. `token_flag` is `--admin_token`, which is refused.
-pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>) -> i32 {
+pub fn run(
+    db: &Path,
+    retain: &str,
+    url: Option<&str>,
+    token_flag: Option<&str>,
+) -> Result<(), ToolError> {
     if token_flag.is_some() {
-        eprintln!(
+        return Err(ToolError::Usage(format!(
             "--admin_token on the command line is refused: other users of this machine can read command lines (ps); set {ADMIN_TOKEN_ENV} in the environment instead"
-        );
-        return 2;
+        )));
     }
-    let retain_parsed: Retain = match retain.parse() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+    let retain_parsed: Retain = retain.parse().map_err(ToolError::Usage)?;
     // Checked before anything connects: a refused URL never sees the token, nor a packet.
-    let remote_target = match url.map(token_target).transpose() {
-        Ok(target) => target,
-        Err(e) => {
-            eprintln!("--url: {e}");
-            return 2;
-        }
-    };
+    let remote_target = url
+        .map(token_target)
+        .transpose()
+        .map_err(|e| ToolError::Usage(format!("--url: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("a runtime");
+        .map_err(ToolError::io("the async runtime"))?;
     if let (Some(url), Some(target)) = (url, remote_target) {
         let token = match std::env::var(ADMIN_TOKEN_ENV) {
             Ok(token) if !token.is_empty() => token,
             _ => {
-                eprintln!("--url needs the server's admin token in {ADMIN_TOKEN_ENV}");
-                return 2;
+                return Err(ToolError::Usage(format!(
+                    "--url needs the server's admin token in {ADMIN_TOKEN_ENV}"
+                )));
             }
         };
         return runtime.block_on(remote(url, &target, &token, retain));
@@ -80,13 +77,7 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>)
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         };
-        let engine = match Engine::open(options, std::sync::Arc::new(now)) {
-            Ok((engine, _)) => engine,
-            Err(e) => {
-                eprintln!("{e}");
-                return 1;
-            }
-        };
+        let (engine, _) = Engine::open(options, std::sync::Arc::new(now))?;
         let spinner = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             let bar = indicatif::ProgressBar::new_spinner().with_message("compacting");
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -97,16 +88,9 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>)
         let outcome = engine.compact(retain_parsed, now()).await;
         spinner.finish_and_clear();
         engine.shutdown().await;
-        match outcome {
-            Ok(report) => {
-                println!("{}: {}", db.join("log").display(), summary(&report));
-                0
-            }
-            Err(e) => {
-                eprintln!("compaction failed: {e}");
-                1
-            }
-        }
+        let report = outcome?;
+        println!("{}: {}", db.join("log").display(), summary(&report));
+        Ok(())
     })
 }
 
@@ -201,21 +185,22 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Asks a running server to compact (it swaps segments while it keeps serving).
-async fn remote(url: &str, target: &Target, token: &str, retain: &str) -> i32 {
+async fn remote(url: &str, target: &Target, token: &str, retain: &str) -> Result<(), ToolError> {
     let body = serde_json::json!({ "admin_token": token, "retain": retain }).to_string();
     match post_json(target, "/compact", &body).await {
         Ok((200, reply)) => {
             println!("{url}: {reply}");
-            0
+            Ok(())
         }
-        Ok((status, reply)) => {
-            eprintln!("{url} answered {status}: {reply}");
-            1
-        }
-        Err(e) => {
-            eprintln!("cannot reach {url}: {e}");
-            1
-        }
+        Ok((status, reply)) => Err(ToolError::Refused {
+            url: url.to_owned(),
+            status,
+            reply,
+        }),
+        Err(why) => Err(ToolError::Unreachable {
+            url: url.to_owned(),
+            why,
+        }),
     }
 }
 

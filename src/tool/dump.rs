@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::ToolError;
 use crate::log::LogError;
 use crate::log::recovery::scan_segment;
 use crate::state::{Record, RecordKind};
@@ -74,15 +75,9 @@ pub fn run(
     to: Option<u64>,
     tenant: Option<&str>,
     kind: Option<&str>,
-) -> i32 {
+) -> Result<(), ToolError> {
     let dir = db.join("log");
-    let walk = match super::Walk::new(&dir, "dumping") {
-        Ok(walk) => walk,
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", dir.display());
-            return 2;
-        }
-    };
+    let walk = super::Walk::new(&dir, "dumping").map_err(ToolError::io(&dir))?;
     let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -93,14 +88,13 @@ pub fn run(
         let path = segment.path;
         let bytes = match segment.bytes {
             Ok(b) => b,
-            Err(e @ LogError::SegmentTooLarge { .. }) => {
+            Err(LogError::Io { source, .. }) => {
                 let _ = out.flush();
-                eprintln!("{e}");
-                return 1;
+                return Err(ToolError::io(&path)(source));
             }
             Err(e) => {
-                eprintln!("cannot read {}: {e}", path.display());
-                return 2;
+                let _ = out.flush();
+                return Err(e.into());
             }
         };
         let scan = scan_segment(&path, &bytes, Record::cursor_of, prev, |cursor, payload| {
@@ -132,12 +126,11 @@ pub fn run(
             Ok(scan) => prev = scan.last_cursor,
             Err(e) => {
                 let _ = out.flush();
-                eprintln!("{e}");
-                return 1;
+                return Err(e.into());
             }
         }
     }
     let _ = out.flush();
     eprintln!("{}: {printed} records printed", dir.display());
-    0
+    Ok(())
 }

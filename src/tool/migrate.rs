@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::ToolError;
 use crate::log::segment::{self, FORMAT_VERSION, Header};
 
 #[path = "../../migrations/steps.rs"]
@@ -19,21 +20,25 @@ pub struct Migrated {
 
 /// Migrates every segment of `log_dir` to the current version. Segments already current
 /// are left alone, so an interrupted migration is finished by running it again.
-pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
-    let walk = super::Walk::new(log_dir, "reading versions")
-        .map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
+pub fn migrate(log_dir: &Path) -> Result<Migrated, ToolError> {
+    let walk = super::Walk::new(log_dir, "reading versions").map_err(ToolError::io(log_dir))?;
     let mut old = Vec::new();
     let mut listed = Vec::new();
     for segment in walk {
         let path = &segment.path;
-        let bytes = segment.bytes.map_err(|e| e.to_string())?;
-        let header = Header::decode(&bytes).map_err(|f| format!("{}: {f}", path.display()))?;
+        let bytes = segment.bytes?;
+        let header = Header::decode(&bytes).map_err(|f| ToolError::Migration {
+            path: path.clone(),
+            why: f.to_string(),
+        })?;
         if header.version > FORMAT_VERSION {
-            return Err(format!(
-                "{}: version {} is newer than this broker's {FORMAT_VERSION}",
-                path.display(),
-                header.version
-            ));
+            return Err(ToolError::Migration {
+                path: path.clone(),
+                why: format!(
+                    "version {} is newer than this broker's {FORMAT_VERSION}",
+                    header.version
+                ),
+            });
         }
         if header.version < FORMAT_VERSION {
             old.push((path.clone(), bytes, header.version));
@@ -48,12 +53,12 @@ pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let backup = log_dir.with_file_name(format!("log-backup-{stamp}"));
-    std::fs::create_dir_all(&backup).map_err(|e| format!("{}: {e}", backup.display()))?;
+    std::fs::create_dir_all(&backup).map_err(ToolError::io(&backup))?;
     for path in &listed {
         let to = backup.join(path.file_name().expect("segment file name"));
-        std::fs::copy(path, &to).map_err(|e| format!("backup to {}: {e}", to.display()))?;
+        std::fs::copy(path, &to).map_err(ToolError::io(&to))?;
     }
-    segment::sync_dir(&backup).map_err(|e| format!("{}: {e}", backup.display()))?;
+    segment::sync_dir(&backup).map_err(ToolError::io(&backup))?;
     report.backup = Some(backup);
     let bar = super::progress(
         old.iter().map(|(_, b, _)| b.len() as u64).sum(),
@@ -65,67 +70,59 @@ pub fn migrate(log_dir: &Path) -> Result<Migrated, String> {
             let step = steps::STEPS
                 .iter()
                 .find(|s| s.from == version)
-                .ok_or_else(|| format!("no migration step from version {version}"))?;
-            bytes = (step.apply)(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                .ok_or_else(|| ToolError::Migration {
+                    path: path.clone(),
+                    why: format!("no migration step from version {version}"),
+                })?;
+            bytes = (step.apply)(&bytes).map_err(|why| ToolError::Migration {
+                path: path.clone(),
+                why,
+            })?;
             version = step.to;
         }
         let tmp = path.with_extension("seg.tmp");
         std::fs::write(&tmp, &bytes)
             .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(ToolError::io(&path))?;
         report.segments += 1;
     }
-    segment::sync_dir(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+    segment::sync_dir(log_dir).map_err(ToolError::io(log_dir))?;
     bar.finish_and_clear();
     Ok(report)
 }
 
 /// Runs the subcommand.
-pub fn run(db: &Path) -> i32 {
+pub fn run(db: &Path) -> Result<(), ToolError> {
     let dir = db.join("log");
     // The server must not run meanwhile: take its lock.
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("LOCK"));
-    match lock.as_ref().map(|f| f.try_lock()) {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => {
-            eprintln!(
-                "{} is in use by a running broker: stop it, then migrate",
-                dir.display()
-            );
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("cannot open {}: {e}", dir.display());
-            return 2;
-        }
+        .open(dir.join("LOCK"))
+        .map_err(ToolError::io(&dir))?;
+    if lock.try_lock().is_err() {
+        return Err(ToolError::Locked {
+            path: dir,
+            then: "migrate",
+        });
     }
-    match migrate(&dir) {
-        Ok(done) if done.segments == 0 => {
-            println!(
-                "{}: already at format version {FORMAT_VERSION}; nothing to do",
-                dir.display()
-            );
-            0
-        }
-        Ok(done) => {
-            println!(
-                "{}: {} segments migrated to format version {FORMAT_VERSION}; the old segments are in {}",
-                dir.display(),
-                done.segments,
-                done.backup
-                    .map(|b| b.display().to_string())
-                    .unwrap_or_default()
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("migration failed: {e}");
-            1
-        }
+    let done = migrate(&dir)?;
+    if done.segments == 0 {
+        println!(
+            "{}: already at format version {FORMAT_VERSION}; nothing to do",
+            dir.display()
+        );
+    } else {
+        println!(
+            "{}: {} segments migrated to format version {FORMAT_VERSION}; the old segments are in {}",
+            dir.display(),
+            done.segments,
+            done.backup
+                .map(|b| b.display().to_string())
+                .unwrap_or_default()
+        );
     }
+    Ok(())
 }

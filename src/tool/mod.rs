@@ -14,8 +14,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::LogCommand;
 
-/// Runs a `broker log` subcommand; returns the process exit code.
-pub fn run(command: LogCommand) -> i32 {
+mod error;
+
+pub use error::ToolError;
+
+/// Runs a `broker log` subcommand. Its report goes to stdout as it works; the error, if any,
+/// is for `main` to print (with [`ToolError::exit_code`]).
+pub fn run(command: LogCommand) -> Result<(), ToolError> {
     match command {
         LogCommand::Verify { db } => verify::run(&db),
         LogCommand::Dump {

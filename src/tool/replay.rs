@@ -3,19 +3,19 @@
 
 use std::path::Path;
 
+use super::ToolError;
 use crate::engine::checkpoint::Checkpoints;
 use crate::log::recovery::scan_segment;
 use crate::state::{Record, State, evolve};
 
 /// Folds the records of `log_dir` up to `to` (read-only).
-pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
-    let walk = super::Walk::new(log_dir, "replaying")
-        .map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
+pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), ToolError> {
+    let walk = super::Walk::new(log_dir, "replaying").map_err(ToolError::io(log_dir))?;
     let mut state = State::default();
     let (mut records, mut prev) = (0u64, 0);
     let to = to.unwrap_or(u64::MAX);
     for segment in walk {
-        let (path, bytes) = (segment.path, segment.bytes.map_err(|e| e.to_string())?);
+        let (path, bytes) = (segment.path, segment.bytes?);
         let mut bad = None;
         let scan = scan_segment(&path, &bytes, Record::cursor_of, prev, |cursor, payload| {
             if cursor > to {
@@ -27,11 +27,14 @@ pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
                     records += 1;
                 }
                 Err(e) => {
-                    bad.get_or_insert(format!("{} cursor {cursor}: {e}", path.display()));
+                    bad.get_or_insert(ToolError::BadRecord {
+                        path: path.clone(),
+                        cursor,
+                        why: e.to_string(),
+                    });
                 }
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         if let Some(bad) = bad {
             return Err(bad);
         }
@@ -59,54 +62,37 @@ pub fn summary(state: &State) -> String {
 }
 
 /// Runs the subcommand.
-pub fn run(db: &Path, to: Option<u64>, check: bool) -> i32 {
+pub fn run(db: &Path, to: Option<u64>, check: bool) -> Result<(), ToolError> {
     let dir = db.join("log");
     if !check {
-        return match fold(&dir, to) {
-            Ok((state, records)) => {
-                println!(
-                    "{}: replayed {records} records: {}",
-                    dir.display(),
-                    summary(&state)
-                );
-                0
-            }
-            Err(e) => {
-                eprintln!("replay failed: {e}");
-                1
-            }
-        };
+        let (state, records) = fold(&dir, to)?;
+        println!(
+            "{}: replayed {records} records: {}",
+            dir.display(),
+            summary(&state)
+        );
+        return Ok(());
     }
-    let checkpoint = match Checkpoints::open(&db.join("checkpoints")).and_then(|c| c.load()) {
-        Ok(Some(loaded)) => loaded.state,
-        Ok(None) => {
-            eprintln!("no checkpoint in {}", db.join("checkpoints").display());
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("the checkpoint cannot be used: {e}");
-            return 1;
-        }
-    };
-    match fold(&dir, Some(checkpoint.cursor)) {
-        Ok((mut replayed, _)) => {
-            replayed.cursor = replayed.cursor.max(checkpoint.cursor);
-            let differences = differences(&replayed, &checkpoint);
-            for d in &differences {
-                println!("difference: {d}");
-            }
-            println!(
-                "checkpoint at cursor {}: {} differences from the replayed log ({})",
-                checkpoint.cursor,
-                differences.len(),
-                summary(&replayed)
-            );
-            i32::from(!differences.is_empty())
-        }
-        Err(e) => {
-            eprintln!("replay failed: {e}");
-            1
-        }
+    let store = db.join("checkpoints");
+    let checkpoint = Checkpoints::open(&store)
+        .and_then(|c| c.load())?
+        .ok_or(ToolError::NoCheckpoint(store))?
+        .state;
+    let (mut replayed, _) = fold(&dir, Some(checkpoint.cursor))?;
+    replayed.cursor = replayed.cursor.max(checkpoint.cursor);
+    let differences = differences(&replayed, &checkpoint);
+    for d in &differences {
+        println!("difference: {d}");
+    }
+    println!(
+        "checkpoint at cursor {}: {} differences from the replayed log ({})",
+        checkpoint.cursor,
+        differences.len(),
+        summary(&replayed)
+    );
+    match differences.len() {
+        0 => Ok(()),
+        n => Err(ToolError::Differences(n)),
     }
 }
 

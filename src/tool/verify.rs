@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::ToolError;
 use crate::log::recovery::{After, scan_segment};
 use crate::log::segment::{self, FLAG_COMPACTED};
 use crate::log::{Cursor, LogError};
@@ -174,27 +175,23 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
     Ok(report)
 }
 
-/// Runs the subcommand: prints faults and a one-line summary; exit code 1 on any fault.
-pub fn run(db: &Path) -> i32 {
+/// Runs the subcommand: prints faults and a one-line summary; any fault is an error.
+pub fn run(db: &Path) -> Result<(), ToolError> {
     let dir = db.join("log");
-    match verify(&dir) {
-        Ok(report) => {
-            for fault in &report.faults {
-                println!("fault: {fault}");
-            }
-            println!(
-                "{}: {} segments, {} records, last cursor {}, {} faults",
-                dir.display(),
-                report.segments,
-                report.records,
-                report.last_cursor,
-                report.faults.len()
-            );
-            i32::from(!report.faults.is_empty())
-        }
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", dir.display());
-            2
-        }
+    let report = verify(&dir).map_err(ToolError::io(&dir))?;
+    for fault in &report.faults {
+        println!("fault: {fault}");
+    }
+    println!(
+        "{}: {} segments, {} records, last cursor {}, {} faults",
+        dir.display(),
+        report.segments,
+        report.records,
+        report.last_cursor,
+        report.faults.len()
+    );
+    match report.faults.len() {
+        0 => Ok(()),
+        n => Err(ToolError::Faults(n)),
     }
 }
