@@ -45,7 +45,11 @@ impl<'a, T: Type + DeserializeOwned + Send> ApiExtractor<'a> for JsonBody<T> {
     }
 }
 
-async fn parse<T: DeserializeOwned>(req: &Request, body: &mut RequestBody) -> poem::Result<T> {
+/// Reads and decodes a JSON body under `--max_body_bytes` (what [`JsonBody`] extracts).
+pub(crate) async fn parse<T: DeserializeOwned>(
+    req: &Request,
+    body: &mut RequestBody,
+) -> poem::Result<T> {
     let limit = req
         .data::<App>()
         .map_or(1024 * 1024, |app| app.config.limits.max_body_bytes);

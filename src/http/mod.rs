@@ -124,6 +124,12 @@ pub fn router(app: App) -> impl Endpoint {
         .nest("/console", console::routes())
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(metrics::metrics))
+        .around(|ep, req| async move {
+            if routes::events::is_insert(&req) {
+                return routes::events::insert_direct(req).await;
+            }
+            ep.call(req).await
+        })
         .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), Arc::clone(&site)))
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
