@@ -5,6 +5,7 @@
 mod common;
 
 mod acme;
+mod admin_token;
 mod browser_auth;
 mod console;
 mod crash;
