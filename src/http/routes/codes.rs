@@ -33,6 +33,8 @@ pub struct CreateQr {
 pub struct Qr {
     /// Base64 PNG of an `otpauth://totp/<issuer>:<username>?…` URI (SHA1, 6 digits, 30 s).
     pub qr: String,
+    /// The same URI as text, for apps where the code is typed or pasted instead of scanned.
+    pub uri: String,
 }
 
 /// `POST /create_totp` body.
@@ -94,6 +96,7 @@ impl CodesApi {
         let png = qr::png(&uri).map_err(ApiError::internal)?;
         Ok(Json(Qr {
             qr: base64::engine::general_purpose::STANDARD.encode(png),
+            uri,
         }))
     }
 
