@@ -195,6 +195,45 @@ impl<'a> ApiExtractor<'a> for AdminHeader {
     }
 }
 
+/// The caller of a route that takes only `Authorization: Bearer` (a login JWT): `/refresh`.
+/// Basic is 400, not 401: the credential may be right, it is the wrong kind.
+pub struct BearerCaller {
+    /// Who.
+    pub principal: Principal,
+}
+
+impl<'a> ApiExtractor<'a> for BearerCaller {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_header_schemes(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _: &mut RequestBody,
+        _: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let app = app_of(req)?;
+        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        match credentials::parse(header).map_err(ApiError::from)? {
+            Credentials::Bearer(token) => Ok(BearerCaller {
+                principal: bearer(app, &token)?,
+            }),
+            Credentials::Basic { .. } => Err(ApiError::bad_request(
+                "Authorization: only a Bearer JWT can be refreshed; log in with POST /login for one",
+            )
+            .into()),
+        }
+    }
+}
+
 /// The shared [`App`] every route is given.
 pub(super) fn app_of(req: &Request) -> Result<&App, ApiError> {
     req.data::<App>()

@@ -263,6 +263,8 @@ pub type InsertErrors = Errors<
 >;
 /// Routes without a body that only check credentials (Basic: throttled, hash queue).
 pub type AuthErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+/// `/refresh`: Basic instead of Bearer (400), a token that no longer holds (401).
+pub type RefreshErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | INTERNAL }>;
 /// `/sse_ticket`: credentials and the waiting-ticket limit.
 pub type TicketErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 /// `/sse`: a header and a ticket at once, credentials, the streams-per-user limit.
