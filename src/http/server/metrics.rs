@@ -170,7 +170,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 23] = [
+    const ROUTES: [&str; 24] = [
         "/compact",
         "/",
         "/create_user",
@@ -194,6 +194,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/logout",
         "/server_stats",
         "/refresh",
+        "/ready",
     ];
     ROUTES
         .iter()
