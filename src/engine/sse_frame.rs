@@ -27,12 +27,36 @@ pub fn reset(reason: &str, cursor: Cursor) -> Bytes {
     Bytes::from(format!("event: broker.reset\ndata: {data}\n\n"))
 }
 
-/// The last frame of a stream when the server stops: `id:` is the subscriber's cursor, so an
-/// EventSource that reconnects (here or to another node) resumes exactly where it was.
-pub fn shutdown(cursor: Cursor) -> Bytes {
-    let data = serde_json::json!({ "reason": "server shutting down; reconnect", "cursor": cursor });
+/// Why the server ends a stream, sent as the last frame's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The user was revoked.
+    Revoked,
+    /// The user's password or tenant changed (or anything else that moved their credential
+    /// epoch: new scopes, two-factor turned on).
+    CredentialsChanged,
+    /// The server is stopping: reconnect (here or to another node) with `Last-Event-ID`.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The word clients see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Revoked => "revoked",
+            CloseReason::CredentialsChanged => "credentials_changed",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The last frame of a stream the server ends: `event: broker.closed`, `data:
+/// {"reason": …, "cursor": …}`. `id:` is the subscriber's cursor, so an EventSource that
+/// reconnects (after a restart, or a new login) resumes exactly where it was.
+pub fn closed(reason: CloseReason, cursor: Cursor) -> Bytes {
+    let data = serde_json::json!({ "reason": reason.as_str(), "cursor": cursor });
     Bytes::from(format!(
-        "id: {cursor}\nevent: broker.shutdown\ndata: {data}\n\n"
+        "id: {cursor}\nevent: broker.closed\ndata: {data}\n\n"
     ))
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use super::Engine;
 use super::fanout::{Next, TenantFeed};
-use super::{Engine, sse_frame};
+use super::sse_frame::{self, CloseReason};
 use crate::log::Cursor;
 use crate::state::{LatestEvent, Record, RecordKind};
 
@@ -44,6 +45,8 @@ pub struct Subscription {
     snapshot: Snapshot,
     /// Changes when the owner's credentials are invalidated: the stream then ends.
     credentials: Option<watch::Receiver<Cursor>>,
+    /// The owner's username, to tell why their credentials changed.
+    owner: Option<String>,
     /// The final frame was sent.
     ended: bool,
 }
@@ -108,6 +111,7 @@ impl Subscription {
             first: (!first.is_empty()).then(|| first.freeze()),
             snapshot,
             credentials,
+            owner: owner.map(|(username, _)| username.to_owned()),
             ended: false,
         }
     }
@@ -118,8 +122,8 @@ impl Subscription {
     }
 
     /// The next bytes to send: frames, or a keep-alive comment after `keep_alive` of
-    /// silence. `None` when the stream must end: the owner's credentials were invalidated,
-    /// or the server is shutting down (then after one final `broker.shutdown` frame).
+    /// silence. `None` when the stream must end, after one final `broker.closed` frame that
+    /// says why: the owner's credentials were invalidated, or the server is shutting down.
     pub async fn next(&mut self, keep_alive: Duration) -> Option<Bytes> {
         if self.ended {
             return None;
@@ -132,15 +136,15 @@ impl Subscription {
         }
         loop {
             if *self.shutdown.borrow() {
-                self.ended = true;
-                return Some(sse_frame::shutdown(self.cursor));
+                return Some(self.end(CloseReason::Shutdown));
             }
             if self
                 .credentials
                 .as_ref()
                 .is_some_and(|c| c.has_changed().unwrap_or(true))
             {
-                return None;
+                let reason = self.why_invalidated();
+                return Some(self.end(reason));
             }
             self.newest.borrow_and_update();
             match self.feed.next_after(self.cursor, MAX_FRAMES_PER_CHUNK) {
@@ -166,9 +170,32 @@ impl Subscription {
             tokio::select! {
                 changed = self.newest.changed() => if changed.is_err() { return None },
                 _ = self.shutdown.changed() => continue,
-                _ = invalidated => return None,
+                // `changed()` marked the change seen: end here, not at the loop's check.
+                _ = invalidated => {
+                    let reason = self.why_invalidated();
+                    return Some(self.end(reason));
+                }
                 _ = tokio::time::sleep(keep_alive) => return Some(Bytes::from_static(sse_frame::KEEP_ALIVE)),
             }
+        }
+    }
+
+    /// The final frame, after which [`Self::next`] yields nothing.
+    fn end(&mut self, reason: CloseReason) -> Bytes {
+        self.ended = true;
+        sse_frame::closed(reason, self.cursor)
+    }
+
+    /// Why the owner's credential epoch moved, as the published state tells now.
+    fn why_invalidated(&self) -> CloseReason {
+        let revoked = self.owner.as_deref().is_some_and(|username| {
+            self.engine
+                .read(|s| s.user(username).is_some_and(|u| u.revoked))
+        });
+        if revoked {
+            CloseReason::Revoked
+        } else {
+            CloseReason::CredentialsChanged
         }
     }
 

@@ -27,4 +27,5 @@ mod recovery;
 mod replay;
 mod security;
 mod sse;
+mod stream_end;
 mod ts_client;
