@@ -52,7 +52,7 @@ pub use backend::LogBackend;
 pub use fanout::Fanout;
 pub use jetstream::{NatsAuth, NatsTls, StreamError, StreamOptions};
 use published::Published;
-pub use subscription::{Start, Subscription};
+pub use subscription::{EventFilter, Start, Subscription};
 use tenant_index::TenantIndex;
 
 /// How to open an engine.
@@ -398,14 +398,15 @@ impl Engine {
 
     /// Starts an SSE subscription to `tenant`'s events. With an `owner` (username and the
     /// credential epoch they authenticated in), the stream ends as soon as that user's
-    /// credentials are invalidated.
+    /// credentials are invalidated; with a `filter`, it carries only the names it allows.
     pub fn subscribe(
         &self,
         tenant: &str,
         start: Start,
         owner: Option<(&str, Cursor)>,
+        filter: Option<EventFilter>,
     ) -> Subscription {
-        Subscription::new(self.clone(), tenant, start, owner)
+        Subscription::new(self.clone(), tenant, start, owner, filter)
     }
 
     /// Ends every SSE subscription (first step of a graceful shutdown).

@@ -20,6 +20,15 @@ pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
     out.freeze()
 }
 
+/// The event name of a frame [`event`] encoded (its second line).
+pub fn event_name(frame: &[u8]) -> Option<&str> {
+    let rest = frame.strip_prefix(b"id: ")?;
+    let line = rest.iter().position(|&b| b == b'\n')?;
+    let rest = rest[line + 1..].strip_prefix(b"event: ")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// The frame that tells a client its resume point could not be honoured and a snapshot
 /// follows.
 pub fn reset(reason: &str, cursor: Cursor) -> Bytes {
@@ -66,4 +75,20 @@ pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// How long a client should wait before reconnecting, sent once at connect.
 pub fn retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_of_an_event_frame_is_read_back() {
+        for name in ["e", "a b", "ünï:code", "x".repeat(255).as_str()] {
+            let frame = event(1234, name, r#"{"event: no":"id: 1\n"}"#);
+            assert_eq!(event_name(&frame), Some(name));
+        }
+        assert_eq!(event_name(&reset("r", 1)), None);
+        assert_eq!(event_name(KEEP_ALIVE), None);
+        assert_eq!(event_name(b"id: 1"), None);
+    }
 }

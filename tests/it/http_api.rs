@@ -146,14 +146,18 @@ async fn openapi_document_and_swagger_ui_are_served() {
     };
     // Basic credentials are throttled (429) and wait in a bounded hash queue (503).
     assert_eq!(statuses("/verify", "get"), ["401", "429", "500", "503"]);
-    assert_eq!(statuses("/sse", "get"), ["400", "401", "429", "500", "503"]);
+    // 403: --enforce_scopes.
+    assert_eq!(
+        statuses("/sse", "get"),
+        ["400", "401", "403", "429", "500", "503"]
+    );
     assert_eq!(
         statuses("/sse_ticket", "post"),
         ["401", "429", "500", "503"]
     );
     assert_eq!(
         statuses("/insert", "post"),
-        ["400", "401", "413", "429", "500", "503", "507"]
+        ["400", "401", "403", "413", "429", "500", "503", "507"]
     );
     assert_eq!(
         statuses("/get_user", "post"),

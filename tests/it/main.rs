@@ -25,6 +25,7 @@ mod multinode;
 mod operations;
 mod recovery;
 mod replay;
+mod scopes;
 mod security;
 mod sse;
 mod stream_end;
