@@ -107,6 +107,11 @@ pub struct ServeFlags {
     /// Refuse weak passwords (zxcvbn score below 3).
     #[arg(long, env = "BROKER_PASSWORD_CHECKER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub password_checker: bool,
+    /// Scopes are permissions on event names: inserting E needs `E:write` or `*:write`, and
+    /// streams carry only the names a user holds `E:read` or `*:read` for (off: 15.x, where
+    /// scopes are only handed on in /verify).
+    #[arg(long, env = "BROKER_ENFORCE_SCOPES", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enforce_scopes: bool,
     /// Validity of password-reset codes, in seconds.
     #[arg(long, env = "BROKER_TOTP_DURATION", default_value_t = 300)]
     pub totp_duration: u64,
@@ -442,6 +447,8 @@ pub struct Identity {
     pub totp_duration: u64,
     /// zxcvbn check on passwords.
     pub password_checker: bool,
+    /// Scopes gate inserts and streams (see [`crate::auth::scopes`]).
+    pub enforce_scopes: bool,
     /// Biscuit root private key in hex, if given by flag.
     pub biscuit_private_key: Option<String>,
     /// Concurrent Argon2 computations.
@@ -712,6 +719,7 @@ impl ServeFlags {
                 default_secrets,
                 totp_duration: self.totp_duration,
                 password_checker: self.password_checker,
+                enforce_scopes: self.enforce_scopes,
                 biscuit_private_key: self.biscuit_private_key,
                 hash_concurrency: self
                     .hash_concurrency

@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod password;
 pub mod qr;
 pub mod reset_code;
+pub mod scopes;
 pub mod strength;
 pub mod throttle;
 pub mod totp;

@@ -98,6 +98,12 @@ pub trait LogBackend: Send + Sync {
     /// Resolves with the log's newest committed cursor once it is at least `upto`
     /// (`committed(0)` is the log's head now).
     fn committed(&self, upto: Cursor) -> BoxFuture<'_, Result<Cursor, EngineError>>;
+
+    /// Whether this node can reach the log now (a shared log's connection is up). The
+    /// embedded log always can; its disk faults are the writer's to report.
+    fn reachable(&self) -> bool {
+        true
+    }
 }
 
 /// The segmented log on this machine, written by the engine's writer thread.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::sse_frame;
+use super::subscription::EventFilter;
 use crate::log::Cursor;
 use crate::state::{Record, RecordKind};
 
@@ -177,6 +178,27 @@ impl Fanout {
 }
 
 impl TenantFeed {
+    /// `next_after` for a filtered subscriber, from the frame at `start`: at most
+    /// `max_frames` frames looked at, at most a chunk of bytes sent.
+    fn filtered(recent: &Recent, start: usize, max_frames: usize, filter: &EventFilter) -> Next {
+        let mut out = bytes::BytesMut::new();
+        let mut last = None;
+        for (cursor, frame) in recent.frames.range(start..).take(max_frames) {
+            let wanted = sse_frame::event_name(frame).is_some_and(|name| filter.allows(name));
+            if wanted && !out.is_empty() && out.len() + frame.len() > MAX_CHUNK_BYTES {
+                break;
+            }
+            if wanted {
+                out.extend_from_slice(frame);
+            }
+            last = Some(*cursor);
+        }
+        match last {
+            None => Next::Idle,
+            Some(last) => Next::Frames(out.freeze(), last),
+        }
+    }
+
     fn new(only_in_log_upto: Cursor) -> Arc<Self> {
         Arc::new(TenantFeed {
             recent: Mutex::new(Recent {
@@ -193,13 +215,23 @@ impl TenantFeed {
         self.newest.subscribe()
     }
 
-    /// What a subscriber that has seen everything up to `after` should do next.
-    pub fn next_after(&self, after: Cursor, max_frames: usize) -> Next {
+    /// What a subscriber that has seen everything up to `after` should do next. With a
+    /// `filter`, frames of other names are passed over: the cursor still moves past them, and
+    /// `Frames` may then carry no bytes.
+    pub fn next_after(
+        &self,
+        after: Cursor,
+        max_frames: usize,
+        filter: Option<&EventFilter>,
+    ) -> Next {
         let recent = self.recent.lock().expect("feed lock");
         if recent.only_in_log_upto > after {
             return Next::ReadLog(recent.only_in_log_upto);
         }
         let start = recent.frames.partition_point(|(c, _)| *c <= after);
+        if let Some(filter) = filter {
+            return Self::filtered(&recent, start, max_frames, filter);
+        }
         let mut end = recent.frames.len().min(start + max_frames);
         // Bound one chunk by bytes too: a client that stops reading holds at most one chunk.
         let mut bytes = 0;
@@ -259,15 +291,62 @@ mod tests {
         let fanout = Fanout::new(0, 16, 1 << 20);
         let feed = fanout.feed("a");
         fanout.publish([event(1, "a", "1"), event(2, "b", "2"), event(3, "a", "3")].iter());
-        let (bytes, last) = frames(feed.next_after(0, 10));
+        let (bytes, last) = frames(feed.next_after(0, 10, None));
         assert_eq!(last, 3);
         assert_eq!(
             bytes,
             [sse_frame::event(1, "e", "1"), sse_frame::event(3, "e", "3")].concat()
         );
-        assert_eq!(frames(feed.next_after(1, 10)).1, 3);
-        assert!(matches!(feed.next_after(3, 10), Next::Idle));
+        assert_eq!(frames(feed.next_after(1, 10, None)).1, 3);
+        assert!(matches!(feed.next_after(3, 10, None), Next::Idle));
         assert_eq!(fanout.published(), 3);
+    }
+
+    #[test]
+    fn a_filtered_subscriber_gets_only_its_names_and_moves_past_the_others() {
+        let fanout = Fanout::new(0, 16, 1 << 20);
+        let feed = fanout.feed("a");
+        let named = |cursor, name: &str| Record {
+            cursor,
+            at_ms: 0,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [0; 16],
+                tenant: "a".into(),
+                event: name.into(),
+                data: "1".into(),
+                username: "u".into(),
+            }),
+        };
+        fanout.publish(
+            [
+                named(1, "yes"),
+                named(2, "no"),
+                named(3, "yes"),
+                named(4, "no"),
+            ]
+            .iter(),
+        );
+        let only_yes = EventFilter::new(|name| name == "yes");
+        let (bytes, last) = frames(feed.next_after(0, 10, Some(&only_yes)));
+        assert_eq!(
+            bytes,
+            [
+                sse_frame::event(1, "yes", "1"),
+                sse_frame::event(3, "yes", "1")
+            ]
+            .concat()
+        );
+        assert_eq!(last, 4, "past the last frame looked at, wanted or not");
+        // Nothing wanted: no bytes, but the cursor moves, so the subscriber does not spin.
+        let (bytes, last) = frames(feed.next_after(3, 10, Some(&only_yes)));
+        assert!(bytes.is_empty());
+        assert_eq!(last, 4);
+        assert!(matches!(
+            feed.next_after(4, 10, Some(&only_yes)),
+            Next::Idle
+        ));
+        // Bounded by frames looked at, not only by frames sent.
+        assert_eq!(frames(feed.next_after(0, 2, Some(&only_yes))).1, 2);
     }
 
     #[test]
@@ -277,13 +356,17 @@ mod tests {
         let big = "x".repeat(MAX_CHUNK_BYTES / 2);
         let records: Vec<Record> = (1..=6).map(|c| event(c, "a", &big)).collect();
         fanout.publish(records.iter());
-        assert_eq!(frames(feed.next_after(0, 1)).1, 1, "one frame at most");
+        assert_eq!(
+            frames(feed.next_after(0, 1, None)).1,
+            1,
+            "one frame at most"
+        );
         // Two frames of half a chunk go over the byte bound: one chunk carries one of them.
-        assert_eq!(frames(feed.next_after(0, 10)).1, 1);
+        assert_eq!(frames(feed.next_after(0, 10, None)).1, 1);
         // A single frame larger than a chunk still goes, alone.
         let huge = "y".repeat(MAX_CHUNK_BYTES * 3);
         fanout.publish([event(7, "a", &huge)].iter());
-        assert_eq!(frames(feed.next_after(6, 10)).1, 7);
+        assert_eq!(frames(feed.next_after(6, 10, None)).1, 7);
     }
 
     #[test]
@@ -293,12 +376,12 @@ mod tests {
         let feed = fanout.feed("a");
         let records: Vec<Record> = (1..=5).map(|c| event(c, "a", "1")).collect();
         fanout.publish(records.iter());
-        assert!(matches!(feed.next_after(0, 10), Next::ReadLog(2)));
-        assert_eq!(frames(feed.next_after(2, 10)).1, 5);
+        assert!(matches!(feed.next_after(0, 10, None), Next::ReadLog(2)));
+        assert_eq!(frames(feed.next_after(2, 10, None)).1, 5);
         // One big frame pushes out everything before it, but stays itself.
         fanout.publish([event(6, "a", &"z".repeat(500))].iter());
-        assert!(matches!(feed.next_after(5, 10), Next::Frames(_, 6)));
-        assert!(matches!(feed.next_after(4, 10), Next::ReadLog(5)));
+        assert!(matches!(feed.next_after(5, 10, None), Next::Frames(_, 6)));
+        assert!(matches!(feed.next_after(4, 10, None), Next::ReadLog(5)));
     }
 
     #[test]

@@ -500,6 +500,10 @@ impl JetStream {
 }
 
 impl LogBackend for JetStream {
+    fn reachable(&self) -> bool {
+        self.js.client().connection_state() == async_nats::connection::State::Connected
+    }
+
     fn kind(&self) -> &'static str {
         "jetstream"
     }

@@ -52,7 +52,7 @@ pub use backend::LogBackend;
 pub use fanout::Fanout;
 pub use jetstream::{NatsAuth, NatsTls, StreamError, StreamOptions};
 use published::Published;
-pub use subscription::{Start, Subscription};
+pub use subscription::{EventFilter, Start, Subscription};
 use tenant_index::TenantIndex;
 
 /// How to open an engine.
@@ -132,6 +132,42 @@ pub enum EngineError {
     },
 }
 
+/// Why this node would refuse writes right now (`GET /ready`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// The writer's latest write or fsync of the log failed, and trying again did not work.
+    #[error("the last write to the log failed; writes are refused until the disk works again")]
+    LogFault,
+    /// The log's filesystem is below `--min_free_bytes`.
+    #[error(
+        "the log's disk has {free} bytes free, under --min_free_bytes {floor}: inserts and new users are refused"
+    )]
+    DiskLow {
+        /// Bytes free.
+        free: u64,
+        /// The floor.
+        floor: u64,
+    },
+    /// A shared-log node that is not attached to its stream, or whose connection is down.
+    #[error("the shared log (NATS JetStream) is not reachable from this node")]
+    SharedLogUnreachable,
+}
+
+impl NotReady {
+    /// A stable word for scripts and probes: `log_fault`, `disk_low`, `shared_log`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NotReady::LogFault => "log_fault",
+            NotReady::DiskLow { .. } => "disk_low",
+            NotReady::SharedLogUnreachable => "shared_log",
+        }
+    }
+}
+
+/// How often a readiness check may make the writer probe a faulty log, at most.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// Subscribers reading the segment files at once.
 const CATCH_UP_READERS: usize = 8;
 
@@ -156,6 +192,8 @@ enum Msg {
     },
     /// Interval policy: fsync what was written since the last sync.
     Sync,
+    /// After a write fault: try the log without a record; answers whether it worked.
+    Probe(oneshot::Sender<bool>),
     /// Flush, fsync and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -198,6 +236,9 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The free-space floor inserts and new users are checked against.
     space: log::space::FreeSpace,
+    /// When a readiness check last made the writer probe the log: probes are paid for by
+    /// unauthenticated requests, so at most one per [`PROBE_EVERY`].
+    last_probe: Mutex<Option<std::time::Instant>>,
     /// Held for the engine's life: one process per log.
     _lock: std::fs::File,
 }
@@ -234,6 +275,43 @@ impl Engine {
             });
         }
         self.backend()?.append(command).await
+    }
+
+    /// Whether writes would be accepted now, and if not why (`GET /ready`). A log fault is
+    /// checked again by a probe of the writer (at most once a second), so a node recovers
+    /// its readiness without a write coming in.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
+        match self.backend() {
+            Ok(backend) if backend.reachable() => {}
+            _ => return Err(NotReady::SharedLogUnreachable),
+        }
+        if let Some(free) = self.inner.space.low() {
+            return Err(NotReady::DiskLow {
+                free,
+                floor: self.inner.space.floor(),
+            });
+        }
+        if !self.inner.published.write_fault() {
+            return Ok(());
+        }
+        let due = {
+            let mut last = self.inner.last_probe.lock().expect("last probe");
+            let due = last.is_none_or(|at| at.elapsed() >= PROBE_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            let (reply, answer) = oneshot::channel();
+            // Never wait for room in a full queue: a busy writer answers the next check.
+            if self.inner.tx.try_send(Msg::Probe(reply)).is_ok()
+                && let Ok(Ok(true)) = tokio::time::timeout(PROBE_EVERY, answer).await
+            {
+                return Ok(());
+            }
+        }
+        Err(NotReady::LogFault)
     }
 
     /// The log this engine writes to; a shared-log engine has none until it is attached.
@@ -320,14 +398,15 @@ impl Engine {
 
     /// Starts an SSE subscription to `tenant`'s events. With an `owner` (username and the
     /// credential epoch they authenticated in), the stream ends as soon as that user's
-    /// credentials are invalidated.
+    /// credentials are invalidated; with a `filter`, it carries only the names it allows.
     pub fn subscribe(
         &self,
         tenant: &str,
         start: Start,
         owner: Option<(&str, Cursor)>,
+        filter: Option<EventFilter>,
     ) -> Subscription {
-        Subscription::new(self.clone(), tenant, start, owner)
+        Subscription::new(self.clone(), tenant, start, owner, filter)
     }
 
     /// Ends every SSE subscription (first step of a graceful shutdown).

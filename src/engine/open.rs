@@ -156,6 +156,7 @@ impl Engine {
             shutdown: watch::Sender::new(false),
             writer: Mutex::new(None),
             space: log::space::FreeSpace::new(options.dir.clone(), options.min_free_bytes),
+            last_probe: Mutex::new(None),
             _lock: lock,
         });
         if !options.shared {

@@ -10,6 +10,7 @@
 //! together.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use tokio::sync::watch;
@@ -35,6 +36,9 @@ pub struct Published {
     /// one can refuse its request.
     dropped: Mutex<VecDeque<Cursor>>,
     metrics: EngineMetrics,
+    /// The writer's last write, fsync or probe of the log failed: writes are refused until
+    /// one succeeds (`GET /ready` says so).
+    write_fault: AtomicBool,
 }
 
 impl Published {
@@ -48,6 +52,7 @@ impl Published {
             credentials: CredentialWatch::default(),
             dropped: Mutex::new(VecDeque::new()),
             metrics: EngineMetrics::default(),
+            write_fault: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +129,16 @@ impl Published {
     /// The writer's measurements.
     pub(super) fn metrics(&self) -> &EngineMetrics {
         &self.metrics
+    }
+
+    /// The writer notes whether its latest write (or fsync, or probe) of the log worked.
+    pub(super) fn note_write(&self, worked: bool) {
+        self.write_fault.store(!worked, Ordering::Release);
+    }
+
+    /// Whether the writer's latest write of the log failed.
+    pub(super) fn write_fault(&self) -> bool {
+        self.write_fault.load(Ordering::Acquire)
     }
 
     /// Shared log: the fold dropped the record at `cursor` (see `state::recheck`).

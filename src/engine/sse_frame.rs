@@ -20,6 +20,15 @@ pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
     out.freeze()
 }
 
+/// The event name of a frame [`event`] encoded (its second line).
+pub fn event_name(frame: &[u8]) -> Option<&str> {
+    let rest = frame.strip_prefix(b"id: ")?;
+    let line = rest.iter().position(|&b| b == b'\n')?;
+    let rest = rest[line + 1..].strip_prefix(b"event: ")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// The frame that tells a client its resume point could not be honoured and a snapshot
 /// follows.
 pub fn reset(reason: &str, cursor: Cursor) -> Bytes {
@@ -27,12 +36,36 @@ pub fn reset(reason: &str, cursor: Cursor) -> Bytes {
     Bytes::from(format!("event: broker.reset\ndata: {data}\n\n"))
 }
 
-/// The last frame of a stream when the server stops: `id:` is the subscriber's cursor, so an
-/// EventSource that reconnects (here or to another node) resumes exactly where it was.
-pub fn shutdown(cursor: Cursor) -> Bytes {
-    let data = serde_json::json!({ "reason": "server shutting down; reconnect", "cursor": cursor });
+/// Why the server ends a stream, sent as the last frame's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The user was revoked.
+    Revoked,
+    /// The user's password or tenant changed (or anything else that moved their credential
+    /// epoch: new scopes, two-factor turned on).
+    CredentialsChanged,
+    /// The server is stopping: reconnect (here or to another node) with `Last-Event-ID`.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The word clients see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Revoked => "revoked",
+            CloseReason::CredentialsChanged => "credentials_changed",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The last frame of a stream the server ends: `event: broker.closed`, `data:
+/// {"reason": …, "cursor": …}`. `id:` is the subscriber's cursor, so an EventSource that
+/// reconnects (after a restart, or a new login) resumes exactly where it was.
+pub fn closed(reason: CloseReason, cursor: Cursor) -> Bytes {
+    let data = serde_json::json!({ "reason": reason.as_str(), "cursor": cursor });
     Bytes::from(format!(
-        "id: {cursor}\nevent: broker.shutdown\ndata: {data}\n\n"
+        "id: {cursor}\nevent: broker.closed\ndata: {data}\n\n"
     ))
 }
 
@@ -42,4 +75,20 @@ pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// How long a client should wait before reconnecting, sent once at connect.
 pub fn retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_of_an_event_frame_is_read_back() {
+        for name in ["e", "a b", "ünï:code", "x".repeat(255).as_str()] {
+            let frame = event(1234, name, r#"{"event: no":"id: 1\n"}"#);
+            assert_eq!(event_name(&frame), Some(name));
+        }
+        assert_eq!(event_name(&reset("r", 1)), None);
+        assert_eq!(event_name(KEEP_ALIVE), None);
+        assert_eq!(event_name(b"id: 1"), None);
+    }
 }

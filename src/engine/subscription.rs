@@ -6,8 +6,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use super::Engine;
 use super::fanout::{Next, TenantFeed};
-use super::{Engine, sse_frame};
+use super::sse_frame::{self, CloseReason};
 use crate::log::Cursor;
 use crate::state::{LatestEvent, Record, RecordKind};
 
@@ -17,6 +18,30 @@ const CLOSE_CURSORS: Cursor = 64;
 
 /// Frames sent in one chunk at most, so one subscriber's catch-up stays incremental.
 const MAX_FRAMES_PER_CHUNK: usize = 512;
+
+/// Which of the tenant's events a subscription carries, by event name: the names a user may
+/// read under `--enforce_scopes` (`auth::scopes::ReadFilter`), and the place a client's own
+/// `?event=` list plugs in (combine both with [`EventFilter::and`]). Applied to the snapshot,
+/// to catch-up reads of the log and to live frames alike; `id:` stays the global cursor.
+#[derive(Clone)]
+pub struct EventFilter(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl EventFilter {
+    /// Carries the events whose name `allows` accepts.
+    pub fn new(allows: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        EventFilter(Arc::new(allows))
+    }
+
+    /// Whether events named `name` are carried.
+    pub fn allows(&self, name: &str) -> bool {
+        (self.0)(name)
+    }
+
+    /// Carries what both carry.
+    pub fn and(self, other: EventFilter) -> Self {
+        EventFilter::new(move |name| self.allows(name) && other.allows(name))
+    }
+}
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +69,10 @@ pub struct Subscription {
     snapshot: Snapshot,
     /// Changes when the owner's credentials are invalidated: the stream then ends.
     credentials: Option<watch::Receiver<Cursor>>,
+    /// The owner's username, to tell why their credentials changed.
+    owner: Option<String>,
+    /// Only events of these names, if set.
+    filter: Option<EventFilter>,
     /// The final frame was sent.
     ended: bool,
 }
@@ -54,6 +83,7 @@ impl Subscription {
         tenant: &str,
         start: Start,
         owner: Option<(&str, Cursor)>,
+        filter: Option<EventFilter>,
     ) -> Self {
         // Watch first, then read: a change published in between is then seen as a change.
         let credentials = owner.map(|(username, epoch)| {
@@ -85,7 +115,11 @@ impl Subscription {
             Start::After(n) if n <= engine.cursor() && n >= oldest_kept => n,
             other => {
                 // Under the lock the writer also takes: only reference counts, no bytes.
-                let (events, cursor) = engine.read(|state| (state.snapshot(tenant), state.cursor));
+                let (mut events, cursor) =
+                    engine.read(|state| (state.snapshot(tenant), state.cursor));
+                if let Some(filter) = &filter {
+                    events.retain(|e| filter.allows(&e.event));
+                }
                 if other != Start::Snapshot {
                     let reason = match other {
                         Start::After(n) if n > cursor => "last_event_id is newer than this log",
@@ -108,6 +142,8 @@ impl Subscription {
             first: (!first.is_empty()).then(|| first.freeze()),
             snapshot,
             credentials,
+            owner: owner.map(|(username, _)| username.to_owned()),
+            filter,
             ended: false,
         }
     }
@@ -118,8 +154,8 @@ impl Subscription {
     }
 
     /// The next bytes to send: frames, or a keep-alive comment after `keep_alive` of
-    /// silence. `None` when the stream must end: the owner's credentials were invalidated,
-    /// or the server is shutting down (then after one final `broker.shutdown` frame).
+    /// silence. `None` when the stream must end, after one final `broker.closed` frame that
+    /// says why: the owner's credentials were invalidated, or the server is shutting down.
     pub async fn next(&mut self, keep_alive: Duration) -> Option<Bytes> {
         if self.ended {
             return None;
@@ -132,18 +168,26 @@ impl Subscription {
         }
         loop {
             if *self.shutdown.borrow() {
-                self.ended = true;
-                return Some(sse_frame::shutdown(self.cursor));
+                return Some(self.end(CloseReason::Shutdown));
             }
             if self
                 .credentials
                 .as_ref()
                 .is_some_and(|c| c.has_changed().unwrap_or(true))
             {
-                return None;
+                let reason = self.why_invalidated();
+                return Some(self.end(reason));
             }
             self.newest.borrow_and_update();
-            match self.feed.next_after(self.cursor, MAX_FRAMES_PER_CHUNK) {
+            match self
+                .feed
+                .next_after(self.cursor, MAX_FRAMES_PER_CHUNK, self.filter.as_ref())
+            {
+                // Only frames the filter passed over: nothing to send, look again.
+                Next::Frames(bytes, last) if bytes.is_empty() => {
+                    self.cursor = last;
+                    continue;
+                }
                 Next::Frames(bytes, last) => {
                     self.cursor = last;
                     return Some(bytes);
@@ -166,9 +210,32 @@ impl Subscription {
             tokio::select! {
                 changed = self.newest.changed() => if changed.is_err() { return None },
                 _ = self.shutdown.changed() => continue,
-                _ = invalidated => return None,
+                // `changed()` marked the change seen: end here, not at the loop's check.
+                _ = invalidated => {
+                    let reason = self.why_invalidated();
+                    return Some(self.end(reason));
+                }
                 _ = tokio::time::sleep(keep_alive) => return Some(Bytes::from_static(sse_frame::KEEP_ALIVE)),
             }
+        }
+    }
+
+    /// The final frame, after which [`Self::next`] yields nothing.
+    fn end(&mut self, reason: CloseReason) -> Bytes {
+        self.ended = true;
+        sse_frame::closed(reason, self.cursor)
+    }
+
+    /// Why the owner's credential epoch moved, as the published state tells now.
+    fn why_invalidated(&self) -> CloseReason {
+        let revoked = self.owner.as_deref().is_some_and(|username| {
+            self.engine
+                .read(|s| s.user(username).is_some_and(|u| u.revoked))
+        });
+        if revoked {
+            CloseReason::Revoked
+        } else {
+            CloseReason::CredentialsChanged
         }
     }
 
@@ -191,6 +258,7 @@ impl Subscription {
         let engine = self.engine.clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;
+        let filter = self.filter.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<(Bytes, Cursor), String> {
             let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
             let cursors = store
@@ -212,6 +280,7 @@ impl Subscription {
                         wanted.next();
                         if let Ok(record) = Record::decode(payload)
                             && let RecordKind::EventInserted(e) = &record.kind
+                            && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                         {
                             out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
                         }
@@ -246,6 +315,7 @@ impl Subscription {
         let log = self.engine.log().clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;
+        let filter = self.filter.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut out = BytesMut::new();
             let mut frames = 0;
@@ -256,6 +326,7 @@ impl Subscription {
                 };
                 if let RecordKind::EventInserted(e) = &record.kind
                     && e.tenant == tenant
+                    && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                 {
                     out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
                     frames += 1;

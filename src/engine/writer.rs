@@ -183,12 +183,14 @@ impl Writer {
             let mut batch = Vec::new();
             let mut folds = Vec::new();
             let mut sync_due = false;
+            let mut probes = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
                     Msg::Submit { command, reply } => batch.push((command, reply)),
                     Msg::Fold { entries, reply } => folds.push((entries, reply)),
                     Msg::Sync => sync_due = true,
+                    Msg::Probe(reply) => probes.push(reply),
                     Msg::Shutdown(done) => stopping = Some(done),
                 }
                 next = if batch.len() < MAX_BATCH && stopping.is_none() {
@@ -204,6 +206,9 @@ impl Writer {
             if sync_due && self.dirty {
                 self.sync();
             }
+            if !probes.is_empty() {
+                self.probe(probes);
+            }
             self.maybe_checkpoint(false);
         }
         // Refuse whatever is still queued: those requests were never acknowledged.
@@ -213,7 +218,7 @@ impl Writer {
                 Msg::Submit { reply, .. } | Msg::Fold { reply, .. } => {
                     let _ = reply.send(Err(EngineError::ShuttingDown));
                 }
-                Msg::Sync | Msg::Shutdown(_) => {}
+                Msg::Sync | Msg::Probe(_) | Msg::Shutdown(_) => {}
             }
         }
         if self.dirty || self.fsync == FsyncPolicy::Never {
@@ -234,8 +239,29 @@ impl Writer {
             Ok(()) => {
                 self.dirty = false;
                 self.last_sync = Instant::now();
+                self.shares.published.note_write(true);
             }
-            Err(e) => tracing::error!(error = %e, "fsync of the log failed"),
+            Err(e) => {
+                self.shares.published.note_write(false);
+                tracing::error!(error = %e, "fsync of the log failed");
+            }
+        }
+    }
+
+    /// After a failed write, tries the log again without a record (see `LogWriter::probe`):
+    /// without it a node that a load balancer took out of rotation for the fault would get no
+    /// write that could tell it the disk came back.
+    fn probe(&mut self, replies: Vec<oneshot::Sender<bool>>) {
+        let worked = match self.log.probe() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "the log still cannot be written");
+                false
+            }
+        };
+        self.shares.published.note_write(worked);
+        for reply in replies {
+            let _ = reply.send(worked);
         }
     }
 
@@ -279,6 +305,7 @@ impl Writer {
                 // Only a segment rotation can fail here, and it happens before any frame of
                 // the batch is buffered, so nothing of this command is in the log.
                 tracing::error!(error = %e, "appending to the log failed");
+                self.shares.published.note_write(false);
                 let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
                 continue;
             }
@@ -319,6 +346,7 @@ impl Writer {
                 .fsync_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        published.note_write(flushed.is_ok());
         if let Err(e) = flushed {
             metrics.write_failures.inc();
             tracing::error!(error = %e, records = accepted.len(), "writing a batch to the log failed; the batch is refused");

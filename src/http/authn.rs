@@ -107,6 +107,133 @@ impl<'a> ApiExtractor<'a> for Caller {
     }
 }
 
+/// OpenAPI name of the `X-Admin-Token` header.
+pub const ADMIN_SCHEME: &str = "admin_token";
+/// The header that carries the admin token instead of the body field `admin_token`.
+pub const ADMIN_HEADER: &str = "x-admin-token";
+
+/// The `X-Admin-Token` header of an admin route, if sent. The body field `admin_token` keeps
+/// working (15.x clients send it), so the OpenAPI document lists the scheme as optional, and
+/// [`AdminHeader::token`] decides between the two.
+pub struct AdminHeader(Option<Vec<u8>>);
+
+/// Why no admin token could be taken from a request (before any comparison).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminTokenError {
+    /// Neither the header nor the body field.
+    #[error("admin token missing: send it as the X-Admin-Token header or the admin_token field")]
+    Missing,
+    /// Both, with different values: which one was meant is unclear, so neither is tried.
+    #[error(
+        "X-Admin-Token and the admin_token field differ: send the admin token once (the header alone is enough)"
+    )]
+    Conflicting,
+    /// The header more than once.
+    #[error("X-Admin-Token sent more than once: send it once")]
+    Repeated,
+}
+
+impl AdminHeader {
+    /// The token to check: the header, the body field, or both when they are equal.
+    pub fn token<'t>(&'t self, body: Option<&'t str>) -> Result<&'t [u8], AdminTokenError> {
+        match (self.0.as_deref(), body) {
+            (Some(header), Some(body)) if header != body.as_bytes() => {
+                Err(AdminTokenError::Conflicting)
+            }
+            (Some(header), _) => Ok(header),
+            (None, Some(body)) => Ok(body.as_bytes()),
+            (None, None) => Err(AdminTokenError::Missing),
+        }
+    }
+}
+
+impl<'a> ApiExtractor<'a> for AdminHeader {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            ADMIN_SCHEME,
+            MetaSecurityScheme {
+                ty: "apiKey",
+                description: Some(
+                    "The server's --admin_token. Instead of the body field admin_token (which keeps working); if both are sent they must be equal (400 otherwise).",
+                ),
+                name: Some("X-Admin-Token"),
+                key_in: Some("header"),
+                scheme: None,
+                bearer_format: None,
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![ADMIN_SCHEME]
+    }
+
+    // The body field is the other way in: the header is not required.
+    fn has_security_fallback() -> bool {
+        true
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _: &mut RequestBody,
+        _: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let mut values = req.headers().get_all(ADMIN_HEADER).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(AdminTokenError::Repeated.to_string()).into());
+        }
+        // Raw bytes: whatever was sent is a candidate, compared like the body field (a value
+        // that is no UTF-8 is simply wrong, and counts as a wrong guess).
+        Ok(AdminHeader(first.map(|v| v.as_bytes().to_vec())))
+    }
+}
+
+/// The caller of a route that takes only `Authorization: Bearer` (a login JWT): `/refresh`.
+/// Basic is 400, not 401: the credential may be right, it is the wrong kind.
+pub struct BearerCaller {
+    /// Who.
+    pub principal: Principal,
+}
+
+impl<'a> ApiExtractor<'a> for BearerCaller {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_header_schemes(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _: &mut RequestBody,
+        _: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let app = app_of(req)?;
+        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        match credentials::parse(header).map_err(ApiError::from)? {
+            Credentials::Bearer(token) => Ok(BearerCaller {
+                principal: bearer(app, &token)?,
+            }),
+            Credentials::Basic { .. } => Err(ApiError::bad_request(
+                "Authorization: only a Bearer JWT can be refreshed; log in with POST /login for one",
+            )
+            .into()),
+        }
+    }
+}
+
 /// The shared [`App`] every route is given.
 pub(super) fn app_of(req: &Request) -> Result<&App, ApiError> {
     req.data::<App>()
@@ -287,9 +414,9 @@ impl App {
     }
 
     /// Whether `token` is the admin token, compared in constant time.
-    pub fn is_admin_token(&self, token: &str) -> bool {
+    pub fn is_admin_token(&self, token: &[u8]) -> bool {
         let expected = Sha256::digest(self.config.identity.admin_token.as_bytes());
-        let given = Sha256::digest(token.as_bytes());
+        let given = Sha256::digest(token);
         bool::from(expected.ct_eq(&given))
     }
 }

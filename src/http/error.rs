@@ -5,6 +5,7 @@ use poem::{IntoResponse, Response};
 
 use crate::auth::credentials::CredentialsError;
 use crate::auth::jwt::JwtError;
+use crate::auth::scopes::MissingScope;
 use crate::engine::EngineError;
 use crate::state::Rejection;
 use crate::state::validate::Invalid;
@@ -114,6 +115,12 @@ impl From<Invalid> for ApiError {
     }
 }
 
+impl From<MissingScope> for ApiError {
+    fn from(e: MissingScope) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+    }
+}
+
 impl From<CredentialsError> for ApiError {
     fn from(e: CredentialsError) -> Self {
         ApiError::unauthorized(e.to_string())
@@ -194,6 +201,8 @@ pub mod status {
     pub const UNAVAILABLE: u16 = 1 << 6;
     /// 507: the log's disk is below `--min_free_bytes`.
     pub const INSUFFICIENT: u16 = 1 << 7;
+    /// 403: a scope is missing (`--enforce_scopes`).
+    pub const FORBIDDEN: u16 = 1 << 8;
 }
 
 /// An [`ApiError`] from a route that can answer only the statuses in `SET` (see [`status`]).
@@ -259,19 +268,31 @@ pub type CreateErrors = Errors<
 /// `/insert`: bad input, credentials (Basic: throttled, hash queue), body size, quotas (429),
 /// the log, the free-space floor.
 pub type InsertErrors = Errors<
-    { BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE | INSUFFICIENT },
+    {
+        BAD_REQUEST
+            | UNAUTHORIZED
+            | FORBIDDEN
+            | TOO_LARGE
+            | TOO_MANY
+            | INTERNAL
+            | UNAVAILABLE
+            | INSUFFICIENT
+    },
 >;
 /// Routes without a body that only check credentials (Basic: throttled, hash queue).
 pub type AuthErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+/// `/refresh`: Basic instead of Bearer (400), a token that no longer holds (401).
+pub type RefreshErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | INTERNAL }>;
 /// `/sse_ticket`: credentials and the waiting-ticket limit.
 pub type TicketErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 /// `/sse`: a header and a ticket at once, credentials, the streams-per-user limit.
-pub type StreamErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+pub type StreamErrors =
+    Errors<{ BAD_REQUEST | UNAUTHORIZED | FORBIDDEN | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 
 fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
     use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses};
     use poem_openapi::types::Type;
-    let statuses: [(u16, u16, &'static str); 8] = [
+    let statuses: [(u16, u16, &'static str); 9] = [
         (
             BAD_REQUEST,
             400,
@@ -281,6 +302,11 @@ fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
             UNAUTHORIZED,
             401,
             "missing or invalid credentials, wrong admin token, revoked user, expired or forged token, spent ticket",
+        ),
+        (
+            FORBIDDEN,
+            403,
+            "--enforce_scopes: the user lacks the scope for this event name (the message names it)",
         ),
         (NOT_FOUND, 404, "unknown username on an admin endpoint"),
         (TOO_LARGE, 413, "body larger than --max_body_bytes"),

@@ -20,6 +20,7 @@ use poem::Request;
 use sha2::{Digest, Sha256};
 
 use super::App;
+use super::authn::{AdminHeader, AdminTokenError};
 use super::error::ApiError;
 use super::server::client::{self, Client};
 use crate::auth::throttle::{Key, Throttle};
@@ -151,10 +152,17 @@ impl App {
         }
     }
 
-    /// 401 unless `token` is the admin token; wrong tokens count against the client's
-    /// address in the admin bucket. Browsers on other sites are refused even with the right
-    /// token unless `--origin` lists them by name (see [`super::server::cors`]).
-    pub(super) fn require_admin(&self, token: &str, req: &Request) -> Result<(), ApiError> {
+    /// 401 unless the request's admin token (the `X-Admin-Token` header or the body field
+    /// `admin_token`, see [`AdminHeader::token`]) is the right one; wrong tokens count against
+    /// the client's address in the admin bucket, whichever way they came. Browsers on other
+    /// sites are refused even with the right token unless `--origin` lists them by name (see
+    /// [`super::server::cors`]).
+    pub(super) fn require_admin(
+        &self,
+        header: &AdminHeader,
+        body: Option<&str>,
+        req: &Request,
+    ) -> Result<(), ApiError> {
         super::server::cors::refuse_foreign_admin(req)?;
         let Client { ip, .. } = client::of(req);
         let key = self.throttle.address_key(ip);
@@ -163,6 +171,12 @@ impl App {
             self.metrics.rate_limited.inc();
             return Err(ApiError::too_many(wait));
         }
+        let token = header.token(body).map_err(|e| match e {
+            AdminTokenError::Missing => ApiError::unauthorized(e.to_string()),
+            AdminTokenError::Conflicting | AdminTokenError::Repeated => {
+                ApiError::bad_request(e.to_string())
+            }
+        })?;
         if self.is_admin_token(token) {
             tracing::info!(client = %ip, path = req.uri().path(), "admin action");
             Ok(())

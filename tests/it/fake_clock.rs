@@ -164,3 +164,176 @@ async fn jwt_expiry_and_totp_follow_the_server_clock() {
     assert!(reply["error"].as_str().unwrap().contains("expired"));
     r.engine.shutdown().await;
 }
+
+async fn refresh(base: &str, auth: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/refresh"))
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn claims_of(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// `POST /refresh` (issue 18) across an expiry on the server's clock: a fresh token outlives
+/// the one it replaced, and an expired token cannot be refreshed.
+#[tokio::test]
+async fn refresh_gives_a_fresh_expiry_and_an_expired_token_cannot_be_refreshed() {
+    let r = start(&["--jwt_expiry", "600"]).await;
+    create(&r.base, "ref", json!({})).await;
+    let (_, reply) = post(
+        &r.base,
+        "/login",
+        json!({"username": "ref", "password": "right"}),
+        None,
+    )
+    .await;
+    let old = reply["jwt"].as_str().unwrap().to_owned();
+    let old_exp = claims_of(&old)["exp"].as_u64().unwrap();
+
+    r.clock.set_offset_ms(500_000);
+    let (status, reply) = refresh(&r.base, &format!("Bearer {old}")).await;
+    assert_eq!(status, 200, "{reply}");
+    let new = reply["jwt"].as_str().unwrap().to_owned();
+    let claims = claims_of(&new);
+    let new_exp = claims["exp"].as_u64().unwrap();
+    assert_eq!(new_exp, claims["iat"].as_u64().unwrap() + 600);
+    assert!(new_exp >= old_exp + 499, "{old_exp} → {new_exp}");
+    assert_eq!(claims["sub"], "ref");
+    assert_eq!(claims["tenant"], "t");
+    assert_eq!(claims["epoch"], claims_of(&old)["epoch"]);
+
+    // Past the old token's expiry, inside the new one's.
+    r.clock.set_offset_ms(700_000);
+    let event = json!({"event": "e", "data": 1});
+    let (status, reply) = post(
+        &r.base,
+        "/insert",
+        event.clone(),
+        Some(&format!("Bearer {old}")),
+    )
+    .await;
+    assert_eq!(status, 401, "{reply}");
+    let (status, reply) = refresh(&r.base, &format!("Bearer {old}")).await;
+    assert_eq!(status, 401, "an expired token is not refreshed: {reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("expired"),
+        "{reply}"
+    );
+    let (status, _) = post(
+        &r.base,
+        "/insert",
+        event.clone(),
+        Some(&format!("Bearer {new}")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A refreshed token refreshes again (a session lives on while it is used).
+    let (status, reply) = refresh(&r.base, &format!("Bearer {new}")).await;
+    assert_eq!(status, 200, "{reply}");
+    r.engine.shutdown().await;
+}
+
+/// Revoked and outdated tokens, Basic, forged and malformed credentials.
+#[tokio::test]
+async fn refresh_refuses_revoked_outdated_basic_and_forged_tokens() {
+    let r = start(&[]).await;
+    create(&r.base, "rv", json!({})).await;
+    let login = || async {
+        let (_, reply) = post(
+            &r.base,
+            "/login",
+            json!({"username": "rv", "password": "right"}),
+            None,
+        )
+        .await;
+        reply["jwt"].as_str().unwrap().to_owned()
+    };
+    let jwt = login().await;
+    let bearer = format!("Bearer {jwt}");
+    // Replay: a token may be refreshed more than once while it is valid (JWTs are not stored).
+    assert_eq!(refresh(&r.base, &bearer).await.0, 200);
+    assert_eq!(refresh(&r.base, &bearer).await.0, 200);
+
+    // Basic: 400 even with the right password, and it says what to do.
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("rv:right")
+    );
+    let (status, reply) = refresh(&r.base, &basic).await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("Bearer"),
+        "{reply}"
+    );
+    // Missing, empty, unknown scheme, garbage, forged, huge: 401 with a JSON error.
+    let forged = {
+        let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
+        let mut claims = claims_of(&jwt);
+        claims["sub"] = json!("admin");
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        parts.join(".")
+    };
+    let huge = format!("Bearer {}", "a".repeat(40_000));
+    for auth in [
+        "",
+        "Bearer ",
+        "Token abc",
+        "Bearer not.a.jwt",
+        &format!("Bearer {forged}"),
+        &huge,
+    ] {
+        let (status, reply) = refresh(&r.base, auth).await;
+        assert_eq!(status, 401, "{auth:.40}: {reply}");
+        assert!(reply["error"].is_string(), "{reply}");
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/refresh", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Outdated: a password change moves the credential epoch.
+    let (status, _) = post(
+        &r.base,
+        "/update_user",
+        json!({"admin_token": "letmein", "username": "rv", "password": "righter"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, reply) = refresh(&r.base, &bearer).await;
+    assert_eq!(status, 401, "outdated: {reply}");
+
+    // Revoked, and unrevoking does not revive the token.
+    let (_, reply) = post(
+        &r.base,
+        "/login",
+        json!({"username": "rv", "password": "righter"}),
+        None,
+    )
+    .await;
+    let fresh = format!("Bearer {}", reply["jwt"].as_str().unwrap());
+    assert_eq!(refresh(&r.base, &fresh).await.0, 200);
+    for path in ["/revoke_user", "/unrevoke_user"] {
+        let body = json!({"admin_token": "letmein", "username": "rv"});
+        assert_eq!(post(&r.base, path, body, None).await.0, 200);
+        let (status, reply) = refresh(&r.base, &fresh).await;
+        assert_eq!(status, 401, "after {path}: {reply}");
+    }
+    r.engine.shutdown().await;
+}

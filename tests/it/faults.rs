@@ -113,3 +113,87 @@ async fn a_crash_between_write_and_fsync_leaves_a_log_that_verifies() {
     let (code, out, _) = run_broker(&["log", "verify", "--db", db.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// `GET /ready` until it answers `want`, polling (the free-space floor is read at most once a
+/// second, a log fault probed at most once a second); returns the last body.
+async fn ready_until(s: &Server, want: u16) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let resp = reqwest::get(s.url("/ready")).await.unwrap();
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready stayed {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Readiness (issue 18): `/ready` is 503 with the reason while writes would be refused — the
+/// free-space floor, a log write fault — and 200 again once they would not, by itself (a
+/// faulty log is probed, so a node out of rotation needs no write to come back); `GET /`
+/// (liveness) stays 200 throughout.
+#[tokio::test]
+async fn ready_is_503_with_the_reason_while_writes_would_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = dir.path().join("fault");
+    let free = dir.path().join("free");
+    std::fs::write(&fault, "").unwrap();
+    std::fs::write(&free, "").unwrap();
+    let env = [
+        ("BROKER_FAULT_FILE", fault.to_str().unwrap()),
+        ("BROKER_FAULT_FREE_BYTES_FILE", free.to_str().unwrap()),
+    ];
+    let s = Server::start_env(
+        &dir.path().join("db"),
+        &["--min_free_bytes", "1000000"],
+        &env,
+    );
+    let c = client();
+    assert_eq!(ready_until(&s, 200).await, json!({"status": "ready"}));
+    create_user(&c, &s, "r", "pw", "t").await;
+    let jwt = login(&c, &s, "r", "pw").await;
+
+    std::fs::write(&free, "10").unwrap();
+    let body = ready_until(&s, 503).await;
+    assert_eq!(body["reason"], "disk_low", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--min_free_bytes"),
+        "{body}"
+    );
+    assert_eq!(insert(&c, &s, &jwt, "e", json!(1)).await.0, 507);
+    assert_eq!(reqwest::get(s.url("/")).await.unwrap().status(), 200);
+    std::fs::write(&free, "").unwrap();
+    ready_until(&s, 200).await;
+
+    for kind in ["eio", "fsync_error"] {
+        std::fs::write(&fault, kind).unwrap();
+        assert_eq!(insert(&c, &s, &jwt, "e", json!(kind)).await.0, 503);
+        let body = ready_until(&s, 503).await;
+        assert_eq!(body["reason"], "log_fault", "{kind}: {body}");
+        // The error names no path or OS detail: /ready is public.
+        assert!(!body["error"].as_str().unwrap().contains('/'), "{body}");
+        // A burst of checks while the disk is faulty: each a quick 503, never a 500, and
+        // the probes they may cause are at most one a second.
+        let burst: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(reqwest::get(s.url("/ready"))))
+            .collect();
+        for answer in burst {
+            assert_eq!(answer.await.unwrap().unwrap().status(), 503, "{kind}");
+        }
+        assert_eq!(reqwest::get(s.url("/")).await.unwrap().status(), 200);
+        // The disk comes back: ready again with no write in between.
+        std::fs::write(&fault, "").unwrap();
+        assert_eq!(ready_until(&s, 200).await, json!({"status": "ready"}));
+        assert_eq!(insert(&c, &s, &jwt, "e", json!("after")).await.0, 200);
+    }
+    // Only GET and HEAD.
+    let resp = c.post(s.url("/ready")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let resp = c.head(s.url("/ready")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -117,6 +117,13 @@ async fn openapi_document_and_swagger_ui_are_served() {
             for (status, response) in op["responses"].as_object().unwrap() {
                 if status.starts_with('4') || status.starts_with('5') {
                     errors += 1;
+                    if (path.as_str(), status.as_str()) == ("/ready", "503") {
+                        // {"error"} and the reason as a word for probes.
+                        let body = &spec["components"]["schemas"]["NotReadyBody"];
+                        assert!(body["properties"]["error"].is_object(), "{body}");
+                        assert!(body["properties"]["reason"].is_object(), "{body}");
+                        continue;
+                    }
                     assert_eq!(
                         response["content"]["application/json"]["schema"]["$ref"],
                         "#/components/schemas/ErrorBody",
@@ -139,14 +146,18 @@ async fn openapi_document_and_swagger_ui_are_served() {
     };
     // Basic credentials are throttled (429) and wait in a bounded hash queue (503).
     assert_eq!(statuses("/verify", "get"), ["401", "429", "500", "503"]);
-    assert_eq!(statuses("/sse", "get"), ["400", "401", "429", "500", "503"]);
+    // 403: --enforce_scopes.
+    assert_eq!(
+        statuses("/sse", "get"),
+        ["400", "401", "403", "429", "500", "503"]
+    );
     assert_eq!(
         statuses("/sse_ticket", "post"),
         ["401", "429", "500", "503"]
     );
     assert_eq!(
         statuses("/insert", "post"),
-        ["400", "401", "413", "429", "500", "503", "507"]
+        ["400", "401", "403", "413", "429", "500", "503", "507"]
     );
     assert_eq!(
         statuses("/get_user", "post"),

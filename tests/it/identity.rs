@@ -605,3 +605,61 @@ async fn brute_force_is_limited_per_username_and_per_address() {
         );
     }
 }
+
+/// `/create_qr`'s `uri` (issue 18): the text of the QR code, for manual entry; it parses as
+/// an otpauth URI that carries the user's secret, the issuer and the account, also when they
+/// hold characters a URI must escape.
+#[tokio::test]
+async fn create_qr_also_returns_the_otpauth_uri_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create(
+        &c,
+        &s,
+        json!({"username": "ünïcode user", "password": "pw", "tenant_name": "t", "two_factor": true}),
+    )
+    .await;
+    let mut secrets = Vec::new();
+    for issuer in ["Acme", "Acme & Co /?#%"] {
+        let (status, reply) = admin(
+            &c,
+            &s,
+            "/create_qr",
+            json!({"username": "ünïcode user", "issuer": issuer}),
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+        let uri = reply["uri"].as_str().unwrap();
+        assert_eq!(uri, read_qr(reply["qr"].as_str().unwrap()), "the QR's text");
+        assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+        let parsed = totp_rs::Totp::from_url(uri).unwrap();
+        assert_eq!(parsed.issuer(), Some(issuer), "{uri}");
+        assert_eq!(parsed.account_name(), "ünïcode user", "{uri}");
+        secrets.push(parsed.secret().to_base32());
+        if secrets.len() == 1 {
+            // The secret it carries is the user's: its code logs in (once per time step, so
+            // only the first URI is tried; the second must carry the same secret).
+            let code = parsed.generate_current().to_string();
+            let (status, reply) = post(
+                &c,
+                s.url("/login"),
+                json!({"username": "ünïcode user", "password": "pw", "totp": code}),
+            )
+            .await;
+            assert_eq!(status, 200, "{uri}: {reply}");
+        }
+    }
+    assert_eq!(secrets[0], secrets[1]);
+    // Wrong types and a missing field: 400 naming it, no URI.
+    for (body, field) in [
+        (json!({"username": "ünïcode user", "issuer": 5}), "issuer"),
+        (json!({"username": ["x"], "issuer": "A"}), "username"),
+        (json!({"username": "ünïcode user"}), "issuer"),
+    ] {
+        let (status, reply) = admin(&c, &s, "/create_qr", body).await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains(field), "{reply}");
+        assert!(reply.get("uri").is_none());
+    }
+}

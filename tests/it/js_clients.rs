@@ -191,3 +191,41 @@ async fn chromium_native_eventsource_with_ticket_and_cookie_resumes_after_restar
     )
     .await;
 }
+
+/// A standard EventSource (the npm `eventsource` package) sees why its stream ended (issue
+/// 18): `broker.closed` with `reason: "revoked"` and the resume cursor as `lastEventId`, and
+/// then gives up when its reconnect with the void token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js and tests/js packages (scripts/test.sh installs them and runs this)"]
+async fn npm_eventsource_is_told_why_its_stream_closed() {
+    let js = js_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--sse_retry_ms", "100"]);
+    let c = client();
+    create_user(&c, &s, "leaving", "pw", "web").await;
+    let jwt = login(&c, &s, "leaving", "pw").await;
+    let (_, reply) = insert(&c, &s, &jwt, "greeting", json!("hi")).await;
+    let cursor = reply["cursor"].as_u64().unwrap();
+    let client = Client::spawn(
+        &js.join("closed_reason_client.mjs"),
+        &[&s.base, &jwt, "30000"],
+        None,
+    );
+    let next = || client.lines.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(next(), json!({"open": true}));
+    let (status, _) = post(
+        &c,
+        s.url("/revoke_user"),
+        json!({"admin_token": ADMIN, "username": "leaving"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let closed = next();
+    assert_eq!(closed["event"], "broker.closed", "{closed}");
+    assert_eq!(closed["data"]["reason"], "revoked", "{closed}");
+    let id: u64 = closed["id"].as_str().unwrap().parse().unwrap();
+    assert!(id >= cursor, "{closed}");
+    assert_eq!(next(), json!({"gave_up": true}));
+    let mut client = client;
+    assert!(client.node.wait().unwrap().success());
+}

@@ -307,7 +307,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
         .await
         .unwrap()
         .unwrap();
-    let mut sse = b.subscribe("acme", Start::After(revoked), None);
+    let mut sse = b.subscribe("acme", Start::After(revoked), None, None);
     let client = async_nats::connect(&nats.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stale = raw_insert("ann", "{\"stale\":true}");
@@ -584,7 +584,7 @@ async fn records_no_node_could_have_decided_are_skipped_alike_by_every_node() {
     a.submit(create("ann", "acme")).await.unwrap();
     let start = a.submit(insert(&a, "ann", 1)).await.unwrap()[0].cursor;
     let b = attached(&dir.path().join("b"), &nats, "forged").await;
-    let mut sse = b.subscribe("acme", Start::After(start), None);
+    let mut sse = b.subscribe("acme", Start::After(start), None, None);
     let ann_before = a.read(|s| s.user("ann").cloned().unwrap());
 
     // Straight to the stream, each under the subject a node would use, so that each is

@@ -5,6 +5,7 @@
 mod common;
 
 mod acme;
+mod admin_token;
 mod browser_auth;
 mod console;
 mod crash;
@@ -24,6 +25,8 @@ mod multinode;
 mod operations;
 mod recovery;
 mod replay;
+mod scopes;
 mod security;
 mod sse;
+mod stream_end;
 mod ts_client;

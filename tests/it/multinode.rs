@@ -519,3 +519,54 @@ async fn nodes_authenticate_to_nats_with_a_url_password_a_token_or_a_client_cert
     assert_eq!(create_user(&c, &node, "ann", "pw", "acme").await, 200);
     drop((node, nats));
 }
+
+/// Readiness (issue 18): a node whose NATS server is gone answers `/ready` 503 `shared_log`
+/// (writes would fail) while `GET /` stays 200, and 200 again once NATS is back.
+#[tokio::test]
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+async fn ready_says_so_when_the_shared_log_is_unreachable() {
+    let binary = crate::common::tools::nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = single_nats(&binary, &dir.path().join("nats"), &[]);
+    let port = nats.port;
+    let url = format!("nats://127.0.0.1:{port}");
+    let s = Server::start(&dir.path().join("node"), &["--log", &url]);
+    let ready = || async {
+        let resp = reqwest::get(s.url("/ready")).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(ready().await.0, 200);
+    nats.kill();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = ready().await;
+        if status == 503 {
+            assert_eq!(body["reason"], "shared_log", "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready without NATS: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reqwest::get(s.url("/")).await.unwrap().status(), 200);
+    // The same server back on the same port and store: the client reconnects by itself.
+    let back = std::process::Command::new(&binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-js", "-sd", dir.path().join("nats").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _back = Nats {
+        child: Some(back),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready().await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready after NATS came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -60,7 +60,8 @@ async fn sigterm_during_inserts_loses_nothing_and_leaves_a_clean_log() {
         last = Some(frame);
     }
     let last = last.expect("frames before the end");
-    assert_eq!(last.event.as_deref(), Some("broker.shutdown"), "{last:?}");
+    assert_eq!(last.event.as_deref(), Some("broker.closed"), "{last:?}");
+    assert_eq!(last.json()["reason"], "shutdown", "{last:?}");
     assert!(last.id.is_some());
 
     // Clean: verify finds nothing, and the next start cuts no tail.

@@ -36,7 +36,7 @@ await fetchEventSource(`${base}/sse`, {
   onmessage(event) {
     // Unlike EventSource, the library also calls onmessage for blocks without data (the
     // `retry:` Broker sends first), so skip those.
-    if (event.data === '' || event.event === 'broker.shutdown' || event.event === 'broker.reset') return;
+    if (event.data === '' || event.event === 'broker.closed' || event.event === 'broker.reset') return;
     console.log(JSON.stringify({ id: event.id, event: event.event, data: JSON.parse(event.data) }));
     got += 1;
     if (got === want) {

@@ -415,7 +415,7 @@ export class Subscription<E extends EventMap = EventMap> {
     await new Promise<void>((resolve) => {
       const source = new Source(url);
       this.#source = source;
-      const names = [...this.#listeners.keys(), 'broker.reset', 'broker.shutdown'];
+      const names = [...this.#listeners.keys(), 'broker.reset', 'broker.closed', 'broker.shutdown'];
       for (const name of names) {
         source.addEventListener(name, (m: MessageEvent) => {
           if (this.#deliver(name, m.lastEventId, m.data)) delivered = true;
@@ -434,7 +434,9 @@ export class Subscription<E extends EventMap = EventMap> {
 
   /** Hands one frame to the listeners; returns whether it was an event of the tenant. */
   #deliver(name: string, id: string | undefined, raw: string): boolean {
-    if (name === 'broker.shutdown') {
+    // broker.closed ends a stream (shutdown, revoked, credentials changed); 16.0 servers
+    // sent broker.shutdown. Neither is an event of the tenant; both carry the resume cursor.
+    if (name === 'broker.closed' || name === 'broker.shutdown') {
       if (id) this.#lastEventId = id;
       return false;
     }

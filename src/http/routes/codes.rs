@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::auth::{qr, reset_code, totp};
 use crate::engine::EngineError;
 use crate::http::App;
+use crate::http::authn::AdminHeader;
 use crate::http::body::JsonBody;
 use crate::http::error::{AdminErrors, AdminLookupErrors, ApiError, WriteErrors};
 use crate::state::{Command, Rejection};
@@ -18,8 +19,9 @@ use crate::state::{Command, Rejection};
 /// `POST /create_qr` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct CreateQr {
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// The name the authenticator app shows (no ':').
     issuer: String,
     /// Whose.
@@ -31,13 +33,16 @@ pub struct CreateQr {
 pub struct Qr {
     /// Base64 PNG of an `otpauth://totp/<issuer>:<username>?…` URI (SHA1, 6 digits, 30 s).
     pub qr: String,
+    /// The same URI as text, for apps where the code is typed or pasted instead of scanned.
+    pub uri: String,
 }
 
 /// `POST /create_totp` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct CreateTotp {
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// Whose.
     username: String,
 }
@@ -80,16 +85,18 @@ impl CodesApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<CreateQr>,
     ) -> Result<Json<Qr>, AdminLookupErrors> {
         let body = body.0;
-        app.require_admin(&body.admin_token, req)?;
+        app.require_admin(&admin, body.admin_token.as_deref(), req)?;
         let secret = app.secret_of(&body.username)?;
         let uri = totp::enrolment_uri(&secret, &body.issuer, &body.username)
             .map_err(ApiError::bad_request)?;
         let png = qr::png(&uri).map_err(ApiError::internal)?;
         Ok(Json(Qr {
             qr: base64::engine::general_purpose::STANDARD.encode(png),
+            uri,
         }))
     }
 
@@ -100,10 +107,11 @@ impl CodesApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<CreateTotp>,
     ) -> Result<Json<ResetCode>, AdminErrors> {
         let body = body.0;
-        app.require_admin(&body.admin_token, req)?;
+        app.require_admin(&admin, body.admin_token.as_deref(), req)?;
         let code = reset_code::generate();
         let expires_ms = app.clock.now_ms() + (app.config.identity.totp_duration as i64) * 1000;
         app.engine

@@ -8,6 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::scopes;
 use crate::http::App;
 use crate::http::authn::{Caller, Principal, app_of, authenticate};
 use crate::http::body::JsonBody;
@@ -74,6 +75,16 @@ const PATH: &str = "/insert";
 
 async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inserted>, ApiError> {
     validate::event_name(&body.event)?;
+    if app.config.identity.enforce_scopes {
+        // A scope change moves the credential epoch, so the insert below is refused if the
+        // scopes read here are no longer the user's.
+        app.engine
+            .read(|s| {
+                let scopes = s.user(&caller.username).map_or(&[][..], |u| &u.scopes);
+                scopes::may_write(scopes, &body.event)
+            })
+            .map_err(ApiError::from)?;
+    }
     app.inserts.take(&caller.username, app.clock.now_ms())?;
     let id = uuid::Uuid::now_v7();
     let records = app

@@ -1,8 +1,8 @@
-//! `GET /`, `HEAD /`: health.
+//! `GET /`, `HEAD /`: liveness; `GET /ready`: readiness (are writes accepted?).
 
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use crate::http::App;
 
@@ -15,18 +15,64 @@ pub struct Health {
     pub cursor: u64,
 }
 
+/// Writes are accepted.
+#[derive(Debug, Object)]
+pub struct Ready {
+    /// Always `ready`.
+    pub status: String,
+}
+
+/// Writes would be refused now.
+#[derive(Debug, Object)]
+pub struct NotReadyBody {
+    /// What is wrong, in a sentence.
+    pub error: String,
+    /// `log_fault` (the last write to the log failed), `disk_low` (under --min_free_bytes)
+    /// or `shared_log` (the NATS JetStream log is not reachable).
+    pub reason: String,
+}
+
+/// `GET /ready`'s answers.
+#[derive(ApiResponse)]
+pub enum Readiness {
+    /// Writes are accepted.
+    #[oai(status = 200)]
+    Ready(Json<Ready>),
+    /// Writes would be refused (reads, logins and streams go on): take the node out of the
+    /// rotation for writes until it answers 200 again.
+    #[oai(status = 503)]
+    NotReady(Json<NotReadyBody>),
+}
+
 /// Health routes.
 #[derive(Default)]
 pub struct HealthApi;
 
 #[OpenApi]
 impl HealthApi {
-    /// Health check: 200 with the newest durable cursor.
+    /// Health check (liveness): 200 with the newest durable cursor while the process serves.
     #[oai(path = "/", method = "get", method = "head")]
     async fn health(&self, app: Data<&App>) -> Json<Health> {
         Json(Health {
             status: "ok".into(),
             cursor: app.engine.cursor(),
         })
+    }
+
+    /// Readiness: 200 `{"status":"ready"}` while writes are accepted; 503 with `error` and
+    /// `reason` while they are not (a log write fault, the free-space floor, the shared log
+    /// unreachable). A log fault is tried again at most once a second, so the node turns
+    /// ready by itself once the disk works.
+    #[oai(path = "/ready", method = "get", method = "head")]
+    async fn ready(&self, app: Data<&App>) -> Readiness {
+        match app.engine.readiness().await {
+            Ok(()) => Readiness::Ready(Json(Ready {
+                status: "ready".into(),
+            })),
+            Err(why) => Readiness::NotReady(Json(NotReadyBody {
+                error: why.to_string(),
+                reason: why.reason().into(),
+            })),
+        }
     }
 }

@@ -11,14 +11,16 @@ use serde::Deserialize;
 use super::users::AdminOnly;
 use crate::engine::compaction::Retain;
 use crate::http::App;
+use crate::http::authn::AdminHeader;
 use crate::http::body::JsonBody;
 use crate::http::error::{AdminReadErrors, ApiError, WriteErrors};
 
 /// `POST /compact` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct Compact {
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// Keep everything younger than this age (`7d`, `12h`, `30m`) or from this cursor on.
     retain: String,
 }
@@ -84,9 +86,10 @@ impl MaintenanceApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<Compact>,
     ) -> Result<Json<Compacted>, WriteErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let retain: Retain = body.0.retain.parse().map_err(ApiError::bad_request)?;
         let r = app.engine.compact(retain, app.clock.now_ms()).await?;
         tracing::info!(
@@ -112,9 +115,10 @@ impl MaintenanceApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<AdminOnly>,
     ) -> Result<Json<ServerStats>, AdminReadErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let usage = app.engine.log().usage();
         let (users, revoked_users, tenants) = app.engine.read(|s| {
             let tenants: std::collections::HashSet<&str> = s

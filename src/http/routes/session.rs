@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use crate::auth::{jwt, totp};
 use crate::http::App;
-use crate::http::authn::DUMMY_HASH;
+use crate::http::authn::{BearerCaller, DUMMY_HASH};
 use crate::http::body::JsonBody;
-use crate::http::error::{ApiError, WriteErrors};
+use crate::http::error::{ApiError, RefreshErrors, WriteErrors};
 use crate::state::Command;
 
 /// `POST /login` body.
@@ -101,6 +101,31 @@ impl SessionApi {
             session_cookie(https, &token, app.config.identity.jwt_expiry)
         });
         Ok(LoginReply::Ok(session, cookie))
+    }
+
+    /// Trades a valid login JWT (Bearer) for a new one with a fresh expiry, for the same
+    /// user, tenant and credential epoch: 401 once the token expired or the user was revoked
+    /// or their password or tenant changed; 400 for Basic. The old token stays valid until
+    /// its own expiry (JWTs are not stored), so refresh early rather than often.
+    #[oai(path = "/refresh", method = "post")]
+    async fn refresh(
+        &self,
+        app: Data<&App>,
+        caller: BearerCaller,
+    ) -> Result<Json<Session>, RefreshErrors> {
+        let who = caller.principal;
+        let now = app.clock.now_s();
+        let claims = jwt::Claims {
+            sub: who.username,
+            iat: now,
+            exp: now + app.config.identity.jwt_expiry,
+            iss: jwt::ISSUER.into(),
+            tenant: who.tenant,
+            epoch: who.credential_epoch,
+            aud: None,
+        };
+        let token = jwt::issue(&app.config.identity.jwt_secret, &claims);
+        Ok(Json(Session { jwt: token }))
     }
 
     /// Ends the browser's cookie session: expires the `broker_session` cookie. (The JWT

@@ -10,7 +10,8 @@ use poem_openapi::registry::{
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::ticket::{Holder, owner_of};
-use crate::engine::{Start, sse_frame};
+use crate::auth::scopes::{self, ReadFilter};
+use crate::engine::{EventFilter, Start, sse_frame};
 use crate::http::App;
 use crate::http::authn::{
     BASIC_SCHEME, BEARER_SCHEME, app_of, authenticate, register_header_schemes, stream_bearer,
@@ -207,6 +208,23 @@ impl ApiResponse for EventStream {
     fn register(_: &mut Registry) {}
 }
 
+impl App {
+    /// The names `holder`'s stream may carry: with `--enforce_scopes`, a user's readable
+    /// names (`auth::scopes::readable`); everything for the admin and without the flag.
+    fn readable(&self, holder: &Holder) -> ReadFilter {
+        match holder {
+            Holder::User(caller) if self.config.identity.enforce_scopes => {
+                // Read at connect: a scope change moves the credential epoch, which ends the
+                // stream (`credentials_changed`).
+                self.engine.read(|s| {
+                    scopes::readable(s.user(&caller.username).map_or(&[][..], |u| &u.scopes))
+                })
+            }
+            _ => ReadFilter::All,
+        }
+    }
+}
+
 async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, ApiError> {
     let tenant = match &holder {
         Holder::User(caller) => caller.tenant.as_str(),
@@ -230,9 +248,16 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
             )
         });
     };
+    // A client's own `?event=` list must pass `readable.check_requested` (403) and joins the
+    // filter with `EventFilter::and`.
+    let readable = app.readable(&holder);
+    let filter = match readable {
+        ReadFilter::All => None,
+        only => Some(EventFilter::new(move |name| only.allows(name))),
+    };
     let subscription = app
         .engine
-        .subscribe(tenant, start_of(req), owner_of(&holder));
+        .subscribe(tenant, start_of(req), owner_of(&holder), filter);
     let keep_alive = app.config.sse.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse.sse_retry_ms);
     // The slot lives as long as the stream: it is dropped with the unfold's state.

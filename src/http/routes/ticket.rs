@@ -27,6 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::http::App;
+use crate::http::authn::AdminHeader;
 use crate::http::authn::{Caller, Principal};
 use crate::http::body::JsonBody;
 use crate::http::error::{AdminReadErrors, ApiError, TicketErrors};
@@ -201,8 +202,9 @@ pub struct SseTicket {
 /// `POST /admin_sse_ticket` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct AdminSseTicket {
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// The tenant to watch.
     tenant_name: String,
 }
@@ -237,9 +239,10 @@ impl TicketApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<AdminSseTicket>,
     ) -> Result<Json<SseTicket>, AdminReadErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         validate::tenant(&body.0.tenant_name)?;
         let ticket = app.tickets.issue(Holder::Admin {
             tenant: body.0.tenant_name,

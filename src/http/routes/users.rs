@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::auth::{strength, totp};
 use crate::http::App;
+use crate::http::authn::AdminHeader;
 use crate::http::body::JsonBody;
 use crate::http::error::{AdminErrors, AdminLookupErrors, AdminReadErrors, ApiError, CreateErrors};
 use crate::state::record::{UserCreated, UserUpdated};
@@ -23,8 +24,9 @@ pub struct CreateUser {
     username: String,
     /// The password (hashed with Argon2id; never stored or returned in clear).
     password: String,
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// The tenant whose events the user reads and writes.
     tenant_name: String,
     /// Contact address (syntax and throwaway domains are checked).
@@ -51,15 +53,17 @@ pub struct Created {
 /// A body with only the admin token.
 #[derive(Debug, Deserialize, Object)]
 pub struct AdminOnly {
-    /// The server's --admin_token.
-    pub(in crate::http) admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    pub(in crate::http) admin_token: Option<String>,
 }
 
 /// A body naming one user.
 #[derive(Debug, Deserialize, Object)]
 pub struct AdminUser {
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// Whose.
     username: String,
 }
@@ -68,8 +72,9 @@ pub struct AdminUser {
 /// `scopes` and `data`.
 #[derive(Debug, Deserialize, Object)]
 pub struct UpdateUser {
-    /// The server's --admin_token.
-    admin_token: String,
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
     /// Whose.
     username: String,
     /// Move the user to another tenant (invalidates their tokens, closes their streams).
@@ -149,9 +154,10 @@ impl UsersApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<CreateUser>,
     ) -> Result<Json<Created>, CreateErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         Ok(create_user(&app, body.0).await?)
     }
 
@@ -161,9 +167,10 @@ impl UsersApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<AdminOnly>,
     ) -> Result<Json<Vec<UserView>>, AdminReadErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let mut users: Vec<UserView> = app
             .engine
             .read(|s| s.users.values().map(UserView::from).collect());
@@ -177,9 +184,10 @@ impl UsersApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<AdminUser>,
     ) -> Result<Json<UserView>, AdminLookupErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         Ok(app.user_view(&body.0.username).map(Json)?)
     }
 
@@ -189,9 +197,10 @@ impl UsersApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<UpdateUser>,
     ) -> Result<Json<UserView>, AdminErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         Ok(update_user(&app, body.0).await?)
     }
 
@@ -201,9 +210,10 @@ impl UsersApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<AdminUser>,
     ) -> Result<Json<UserView>, AdminErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let username = body.0.username;
         Ok(app
             .change_user(
@@ -221,9 +231,10 @@ impl UsersApi {
         &self,
         app: Data<&App>,
         req: &Request,
+        admin: AdminHeader,
         body: JsonBody<AdminUser>,
     ) -> Result<Json<UserView>, AdminErrors> {
-        app.require_admin(&body.0.admin_token, req)?;
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let username = body.0.username;
         Ok(app
             .change_user(

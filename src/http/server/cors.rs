@@ -34,8 +34,10 @@ use crate::http::error::ApiError;
 /// Methods our routes use.
 const METHODS: &str = "GET, HEAD, POST, OPTIONS";
 /// Request headers a cross-origin page may send (beyond the CORS-safelisted ones).
-const HEADERS: [&str; 4] = [
+const HEADERS: [&str; 5] = [
     "authorization",
+    // Admin routes still refuse every page whose origin `--origin` does not name.
+    "x-admin-token",
     "content-type",
     "last-event-id",
     "cache-control",

@@ -170,7 +170,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 22] = [
+    const ROUTES: [&str; 24] = [
         "/compact",
         "/",
         "/create_user",
@@ -193,6 +193,8 @@ pub fn route_label(path: &str) -> &'static str {
         "/admin_sse_ticket",
         "/logout",
         "/server_stats",
+        "/refresh",
+        "/ready",
     ];
     ROUTES
         .iter()

@@ -271,7 +271,7 @@ async function follow(w) {
       await readFrames(response.body, (frame) => {
         if (watch !== w) return;
         if (frame.id !== undefined) w.lastId = frame.id;
-        if (frame.event && frame.event !== 'broker.shutdown') showEvent(frame);
+        if (frame.event && !frame.event.startsWith('broker.')) showEvent(frame);
       });
     } catch (e) {
       if (watch !== w) return;

@@ -1,0 +1,146 @@
+//! Why a stream ends (issue 18): before the server closes a stream it sends `event:
+//! broker.closed` with `data: {"reason": …}` — `revoked`, `credentials_changed` (password or
+//! tenant) or `shutdown` — on both ways a stream is served: straight off the socket
+//! (`server::streams`, every plain `GET /sse`) and through hyper (anything else, here a head
+//! with more headers than the direct path parses).
+
+use std::time::Duration;
+
+use crate::common::*;
+use serde_json::json;
+
+/// Opens `/sse` with `jwt`; `via_hyper` pads the head past what `server::streams` takes.
+async fn open(s: &Server, jwt: &str, via_hyper: bool) -> Sse {
+    let mut req = reqwest::Client::new()
+        .get(s.url("/sse"))
+        .header("authorization", format!("Bearer {jwt}"));
+    if via_hyper {
+        for i in 0..70 {
+            req = req.header(format!("x-pad-{i}"), "1");
+        }
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    Sse::from_response(resp)
+}
+
+/// Reads until the stream ends; returns its last frame, which must be the only
+/// `broker.closed` one.
+async fn last_frame(stream: &mut Sse) -> Frame {
+    let mut last: Option<Frame> = None;
+    while let Some(frame) = stream.next_frame(WAIT).await {
+        if let Some(previous) = &last {
+            assert_ne!(
+                previous.event.as_deref(),
+                Some("broker.closed"),
+                "a frame after broker.closed: {frame:?}"
+            );
+        }
+        last = Some(frame);
+    }
+    last.expect("frames before the end")
+}
+
+async fn admin(c: &reqwest::Client, s: &Server, path: &str, mut body: serde_json::Value) {
+    body["admin_token"] = json!(ADMIN);
+    let (status, reply) = post(c, s.url(path), body).await;
+    assert_eq!(status, 200, "{path}: {reply}");
+}
+
+#[tokio::test]
+async fn revocation_and_credential_changes_say_why_the_stream_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    for via_hyper in [false, true] {
+        for (user, change, reason) in [
+            ("r", json!(null), "revoked"),
+            ("p", json!({"password": "new-pw"}), "credentials_changed"),
+            (
+                "t",
+                json!({"tenant_name": "elsewhere"}),
+                "credentials_changed",
+            ),
+        ] {
+            let user = format!("{user}{via_hyper}");
+            assert_eq!(create_user(&c, &s, &user, "pw", "t").await, 200);
+            let jwt = login(&c, &s, &user, "pw").await;
+            let (_, reply) = insert(&c, &s, &jwt, "e", json!(1)).await;
+            let cursor = reply["cursor"].as_u64().unwrap();
+            let mut stream = open(&s, &jwt, via_hyper).await;
+            assert!(stream.next_event(WAIT).await.is_some(), "the snapshot");
+            if change.is_null() {
+                admin(&c, &s, "/revoke_user", json!({"username": user})).await;
+            } else {
+                let mut body = change.clone();
+                body["username"] = json!(user);
+                admin(&c, &s, "/update_user", body).await;
+            }
+            let last = last_frame(&mut stream).await;
+            let ctx = format!("{user} via_hyper={via_hyper}: {last:?}");
+            assert_eq!(last.event.as_deref(), Some("broker.closed"), "{ctx}");
+            assert_eq!(last.json()["reason"], reason, "{ctx}");
+            assert!(last.cursor() >= cursor, "{ctx}");
+            // Replay: the old token opens nothing any more (401, no frame).
+            let resp = reqwest::Client::new()
+                .get(s.url("/sse"))
+                .header("authorization", format!("Bearer {jwt}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401, "{ctx}");
+        }
+    }
+}
+
+/// A stream that never carried an event still ends with its reason.
+#[tokio::test]
+async fn a_quiet_stream_still_says_why_it_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "quiet", "pw", "t").await;
+    let jwt = login(&c, &s, "quiet", "pw").await;
+    let mut stream = open(&s, &jwt, false).await;
+    admin(&c, &s, "/revoke_user", json!({"username": "quiet"})).await;
+    let last = last_frame(&mut stream).await;
+    assert_eq!(last.event.as_deref(), Some("broker.closed"), "{last:?}");
+    assert_eq!(last.json()["reason"], "revoked", "{last:?}");
+}
+
+#[tokio::test]
+async fn shutdown_says_so_through_hyper_too_and_other_users_streams_stay_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "stay", "pw", "t").await;
+    create_user(&c, &s, "go", "pw", "t").await;
+    let stay = login(&c, &s, "stay", "pw").await;
+    let go = login(&c, &s, "go", "pw").await;
+    let mut direct = open(&s, &stay, false).await;
+    let mut hyper = open(&s, &stay, true).await;
+    // Another user's revocation ends only that user's streams.
+    let mut other = open(&s, &go, false).await;
+    admin(&c, &s, "/revoke_user", json!({"username": "go"})).await;
+    assert_eq!(last_frame(&mut other).await.json()["reason"], "revoked");
+    let (_, reply) = insert(&c, &s, &stay, "e", json!("still here")).await;
+    let cursor = reply["cursor"].as_u64().unwrap();
+    for stream in [&mut direct, &mut hyper] {
+        let frame = stream.next_event(WAIT).await.unwrap();
+        assert_eq!(frame.json(), json!("still here"));
+    }
+    assert_eq!(s.terminate(), Some(0), "{}", s.stderr());
+    for (name, stream) in [("direct", &mut direct), ("hyper", &mut hyper)] {
+        let last = last_frame(stream).await;
+        assert_eq!(last.event.as_deref(), Some("broker.closed"), "{name}");
+        assert_eq!(last.json()["reason"], "shutdown", "{name}");
+        assert_eq!(last.cursor(), cursor, "{name}: resume from the last event");
+    }
+    // Nothing waits on a closed stream.
+    assert!(
+        direct
+            .next_frame(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+}
