@@ -135,8 +135,20 @@ impl Fanout {
         feeds.published = feeds.published.max(cursor);
     }
 
-    /// Pushes durable records into their tenants' feeds and wakes those tenants only.
+    /// [`Fanout::stage`], then the wake-ups at once (the writer wakes only after it answered
+    /// the batch's requests).
+    #[cfg(test)]
     pub(crate) fn publish<'a>(&self, records: impl Iterator<Item = &'a Record>) {
+        self.stage(records).wake();
+    }
+
+    /// Pushes durable records into their tenants' feeds; the [`Wakeups`] wake those tenants'
+    /// subscribers only.
+    ///
+    /// The subscribers are not woken yet: waking a thousand of them queues a thousand tasks
+    /// on the runtime, and the requests that wrote the batch would be answered after them.
+    /// The frames are in the rings already, so the wake-ups only decide when subscribers look.
+    pub(crate) fn stage<'a>(&self, records: impl Iterator<Item = &'a Record>) -> Wakeups {
         let mut touched: Vec<(Arc<TenantFeed>, Cursor)> = Vec::new();
         let mut feeds = self.inner.lock().expect("fanout lock");
         let before = feeds.published;
@@ -171,7 +183,23 @@ impl Fanout {
         }
         feeds.published = newest;
         drop(feeds);
-        for (feed, cursor) in touched {
+        Wakeups(touched)
+    }
+}
+
+/// The subscribers a staged batch must wake: each touched tenant's feed and its newest cursor.
+#[must_use = "staged frames reach no subscriber until they are woken"]
+pub(crate) struct Wakeups(Vec<(Arc<TenantFeed>, Cursor)>);
+
+impl Wakeups {
+    /// Nobody to wake.
+    pub(crate) fn none() -> Self {
+        Wakeups(Vec::new())
+    }
+
+    /// Wakes the subscribers of every touched tenant.
+    pub(crate) fn wake(self) {
+        for (feed, cursor) in self.0 {
             feed.newest.send_replace(cursor);
         }
     }

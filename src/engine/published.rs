@@ -15,6 +15,8 @@ use std::sync::{Mutex, RwLock};
 
 use tokio::sync::watch;
 
+use super::fanout::Wakeups;
+
 use super::credentials::CredentialWatch;
 use super::fanout::Fanout;
 use super::metrics::EngineMetrics;
@@ -57,10 +59,12 @@ impl Published {
     }
 
     /// Makes durable records visible, in this order: the state (with the credential watches
-    /// of users whose epoch moved), the tenant feeds, then the committed head.
-    pub(super) fn publish(&self, records: &[&Record]) {
+    /// of users whose epoch moved), the tenant feeds' rings, then the committed head. The
+    /// subscribers are woken by the caller with the returned [`Wakeups`], once it has answered
+    /// the requests (so a thousand subscribers do not queue ahead of the acknowledgements).
+    pub(super) fn publish(&self, records: &[&Record]) -> Wakeups {
         let Some(last) = records.last() else {
-            return;
+            return Wakeups::none();
         };
         let mut invalidated = Vec::new();
         {
@@ -77,8 +81,9 @@ impl Published {
         for (username, epoch) in invalidated {
             self.credentials.invalidate(&username, epoch);
         }
-        self.fanout.publish(records.iter().copied());
+        let wakeups = self.fanout.stage(records.iter().copied());
         self.committed.send_replace(last.cursor);
+        wakeups
     }
 
     /// Moves the head to `cursor` without records: the shared log's dropped records, which

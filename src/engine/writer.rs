@@ -391,11 +391,12 @@ impl Writer {
             }
         }
         let records: Vec<&Record> = accepted.iter().flat_map(|(_, r)| r).collect();
-        self.shares.published.publish(&records);
+        let wakeups = self.shares.published.publish(&records);
         for (reply, records) in accepted {
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(records));
             }
         }
+        wakeups.wake();
     }
 }

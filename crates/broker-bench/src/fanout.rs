@@ -44,6 +44,8 @@ pub struct FanoutResult {
     pub duplicated: u64,
     /// Publish-to-delivery latencies.
     pub latencies: Latencies,
+    /// How long each insert took to be acknowledged, while the server fanned out.
+    pub insert_latencies: Latencies,
     /// How long publishing took.
     pub elapsed: Duration,
 }
@@ -52,6 +54,7 @@ impl FanoutResult {
     /// The table row.
     pub fn row(mut self, server: &str, load: Load) -> Row {
         let (p50, p99, max) = self.latencies.summary();
+        let (insert_p50, insert_p99, _) = self.insert_latencies.summary();
         Row::default()
             .with("server", server)
             .with("subscribers", load.subscribers)
@@ -69,6 +72,8 @@ impl FanoutResult {
             .with("p99_ms", p99)
             .with("max_ms", max)
             .with("publish_errors", self.publish_errors)
+            .with("insert_p50_ms", insert_p50)
+            .with("insert_p99_ms", insert_p99)
     }
 }
 
@@ -121,6 +126,7 @@ pub async fn load(
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let insert_latencies = Arc::new(Mutex::new(Latencies::default()));
     let errors = Arc::new(AtomicU64::new(0));
     let publishers = (load.rate / 50).clamp(1, 32);
     let total = load.rate * load.duration.as_secs_f64() as u64;
@@ -129,6 +135,7 @@ pub async fn load(
     for k in 0..publishers {
         let auth = format!("Bearer {pub_token}");
         let acked = acked.clone();
+        let insert_latencies = insert_latencies.clone();
         let errors = errors.clone();
         pubs.push(tokio::spawn(async move {
             let mut conn: Option<Conn> = None;
@@ -152,11 +159,15 @@ pub async fn load(
                     ("authorization", auth.as_str()),
                     ("content-type", "application/json"),
                 ];
+                let sent = Instant::now();
                 match c
                     .request("POST", "/insert", &headers, body.as_bytes())
                     .await
                 {
-                    Ok(r) if r.status == 200 => acked.lock().await.push(seq),
+                    Ok(r) if r.status == 200 => {
+                        insert_latencies.lock().await.push(sent.elapsed());
+                        acked.lock().await.push(seq);
+                    }
                     Ok(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -190,6 +201,7 @@ pub async fn load(
         publish_errors: errors.load(Ordering::Relaxed),
         expected: published * load.subscribers as u64,
         elapsed,
+        insert_latencies: std::mem::take(&mut *insert_latencies.lock().await),
         ..Default::default()
     };
     for t in tallies {
