@@ -241,7 +241,8 @@ mod tests {
                 tenant: tenant.into(),
                 event: "e".into(),
                 data: data.into(),
-                username: "u".into(),
+                by: Some("u".into()),
+                idempotency_key: None,
             }),
         }
     }

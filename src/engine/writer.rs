@@ -14,7 +14,7 @@ use super::published::Published;
 use super::tenant_index::TenantIndex;
 use super::{EngineError, FsyncPolicy, Msg, Stamp};
 use crate::log::LogWriter;
-use crate::state::{Record, Rejection, State, decide, evolve, recheck, validate};
+use crate::state::{Decision, Record, Rejection, State, decide, evolve, recheck, validate};
 
 /// The most commands decided and written as one batch.
 const MAX_BATCH: usize = 4096;
@@ -250,6 +250,7 @@ impl Writer {
         }
         let at_ms = (self.clock)();
         let mut accepted: Vec<(Reply, Vec<Record>)> = Vec::with_capacity(batch.len());
+        let mut retried: Vec<(Reply, Record)> = Vec::new();
         for (command, reply) in batch {
             if self.log.segment_full() {
                 // The batch ends here and the rest starts a new segment: written whole, it
@@ -258,7 +259,12 @@ impl Writer {
                 let _ = self.flush_and_publish(std::mem::take(&mut accepted), sync_now);
             }
             let records = match decide(&self.decision, command, at_ms) {
-                Ok(records) => records,
+                Ok(Decision::Append(records)) => records,
+                // Answered once this batch is durable: the earlier insert may be in it.
+                Ok(Decision::Duplicate(earlier)) => {
+                    retried.push((reply, earlier));
+                    continue;
+                }
                 Err(rejection) => {
                     let _ = reply.send(Err(rejection.into()));
                     continue;
@@ -283,11 +289,18 @@ impl Writer {
             }
             accepted.push((reply, records));
         }
-        if accepted.is_empty() {
-            return;
+        let written = if accepted.is_empty() {
+            Ok(())
+        } else {
+            let sync_now = self.sync_due();
+            self.flush_and_publish(accepted, sync_now)
+        };
+        for (reply, earlier) in retried {
+            let _ = reply.send(match &written {
+                Ok(()) => Ok(vec![earlier]),
+                Err(e) => Err(EngineError::Unavailable(e.to_string())),
+            });
         }
-        let sync_now = self.sync_due();
-        let _ = self.flush_and_publish(accepted, sync_now);
     }
 
     /// Whether the next flush must also fsync, under the policy.
@@ -341,8 +354,10 @@ impl Writer {
             };
             match verdict {
                 Ok(()) => {}
-                Err(why @ Rejection::CredentialsInvalid(_)) if record.tenant().is_some() => {
-                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
+                Err(why @ (Rejection::CredentialsInvalid(_) | Rejection::KeyReused))
+                    if record.tenant().is_some() =>
+                {
+                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed or after the same Idempotency-Key");
                     self.shares.published.note_dropped(record.cursor);
                     self.shares.published.metrics().dropped_inserts.inc();
                     self.decision.cursor = record.cursor;

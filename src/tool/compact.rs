@@ -73,6 +73,7 @@ pub fn run(db: &Path, retain: &str, url: Option<&str>, token_flag: Option<&str>)
         checkpoint_records: u64::MAX,
         checkpoint_interval: std::time::Duration::MAX,
         shared: false,
+        idempotency_window_ms: crate::state::idempotency::DEFAULT_WINDOW_MS,
     };
     runtime.block_on(async {
         let now = || {

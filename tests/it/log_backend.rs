@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use broker::engine::{Engine, EngineError, EngineOptions, FsyncPolicy, Start, StreamOptions};
 use broker::log::Cursor;
 use broker::state::record::{EventInserted, UserCreated};
-use broker::state::{Command, Record, RecordKind, Rejection, State};
+use broker::state::{Author, Command, Record, RecordKind, Rejection, State};
 use futures_util::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -42,6 +42,7 @@ fn open_reporting(dir: &Path, shared: bool) -> (Engine, broker::engine::OpenRepo
         checkpoint_records: 1000,
         checkpoint_interval: Duration::from_secs(3600),
         shared,
+        idempotency_window_ms: broker::state::idempotency::DEFAULT_WINDOW_MS,
     };
     Engine::open(options, Arc::new(|| 1_700_000_000_000)).unwrap()
 }
@@ -53,7 +54,7 @@ fn create(username: &str, tenant: &str) -> Command {
         tenant: tenant.into(),
         password_hash: PHC.into(),
         email: None,
-        scopes: vec![],
+        scopes: None,
         data: None,
         two_factor: false,
         totp_secret: vec![1; 20],
@@ -62,12 +63,16 @@ fn create(username: &str, tenant: &str) -> Command {
 
 fn insert(engine: &Engine, username: &str, i: u8) -> Command {
     Command::InsertEvent {
-        username: username.into(),
-        credential_epoch: engine.read(|s| s.user(username).map(|u| u.credential_epoch).unwrap()),
+        by: Author::User {
+            username: username.into(),
+            credential_epoch: engine
+                .read(|s| s.user(username).map(|u| u.credential_epoch).unwrap()),
+        },
         id: [i; 16],
         event: "tick".into(),
         data: format!("{{\"i\":{i}}}"),
         name_limit: 10_000,
+        idempotency_key: None,
     }
 }
 
@@ -239,7 +244,8 @@ fn raw_insert(username: &str, data: &str) -> Record {
             tenant: "acme".into(),
             event: "tick".into(),
             data: data.into(),
-            username: username.into(),
+            by: Some(username.into()),
+            idempotency_key: None,
         }),
     }
 }
@@ -532,7 +538,7 @@ async fn an_insert_racing_a_revocation_or_password_change_on_another_node_is_sto
         node.log()
             .read_after(0, head, |cursor, payload| {
                 if let RecordKind::EventInserted(e) = Record::decode(payload).unwrap().kind {
-                    inserts.push((e.username, cursor));
+                    inserts.push((e.by.unwrap_or_default(), cursor));
                 }
                 true
             })
@@ -569,7 +575,7 @@ fn user_created(username: &str, tenant: &str, password_hash: &str) -> RecordKind
         tenant: tenant.into(),
         password_hash: password_hash.into(),
         email: None,
-        scopes: vec![],
+        scopes: None,
         data: None,
         two_factor: false,
         totp_secret: vec![9; 20],

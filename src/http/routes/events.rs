@@ -1,5 +1,7 @@
-//! `POST /insert`: append an event to the caller's tenant.
+//! `POST /insert`: append an event to the caller's tenant; `POST /admin_insert`: the admin
+//! appends one to any tenant. Both take an optional `Idempotency-Key` header.
 
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -9,12 +11,25 @@ use serde_json::Value;
 use crate::http::App;
 use crate::http::authn::{Caller, Principal};
 use crate::http::body::JsonBody;
-use crate::http::error::{ApiError, InsertErrors};
-use crate::state::{Command, validate};
+use crate::http::error::{AdminInsertErrors, ApiError, InsertErrors};
+use crate::state::{Author, Command, validate};
 
 /// `POST /insert` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct Insert {
+    /// Event name: 1–255 bytes of UTF-8, no control characters.
+    event: String,
+    /// Any JSON value.
+    data: Value,
+}
+
+/// `POST /admin_insert` body.
+#[derive(Debug, Deserialize, Object)]
+pub struct AdminInsert {
+    /// The server's --admin_token.
+    admin_token: String,
+    /// The tenant to insert into; a tenant with no event yet is created by it.
+    tenant_name: String,
     /// Event name: 1–255 bytes of UTF-8, no control characters.
     event: String,
     /// Any JSON value.
@@ -36,33 +51,102 @@ pub struct EventsApi;
 
 #[OpenApi]
 impl EventsApi {
-    /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable.
+    /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable. With
+    /// an `Idempotency-Key` header (1–255 printable ASCII bytes), a retry with the same key
+    /// answers the first insert's id and cursor and appends nothing; 422 if its body differs.
     #[oai(path = "/insert", method = "post")]
     async fn insert(
         &self,
         app: Data<&App>,
+        req: &Request,
         body: JsonBody<Insert>,
         caller: Caller,
     ) -> Result<Json<Inserted>, InsertErrors> {
-        Ok(insert(&app, caller.0, body.0).await?)
+        let key = idempotency_key(req)?;
+        Ok(insert(&app, caller.0, body.0, key).await?)
+    }
+
+    /// Inserts an event into any tenant as the admin (`by` is null); an unknown tenant is
+    /// created by it. Takes an `Idempotency-Key` header as `/insert` does.
+    #[oai(path = "/admin_insert", method = "post")]
+    async fn admin_insert(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        body: JsonBody<AdminInsert>,
+    ) -> Result<Json<Inserted>, AdminInsertErrors> {
+        app.require_admin(&body.0.admin_token, req)?;
+        let key = idempotency_key(req)?;
+        let body = body.0;
+        validate::tenant(&body.tenant_name)?;
+        validate::event_name(&body.event)?;
+        let author = Author::Admin {
+            tenant: body.tenant_name,
+        };
+        Ok(submit(&app, author, body.event, body.data, key).await?)
     }
 }
 
-async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inserted>, ApiError> {
+/// The `Idempotency-Key` header, if sent: one, of 1–255 printable ASCII bytes, else 400.
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key: send the header once",
+        ));
+    }
+    let key = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+        ApiError::bad_request("Idempotency-Key: must be printable ASCII (space to '~')")
+    })?;
+    validate::idempotency_key(key)?;
+    Ok(Some(key.to_owned()))
+}
+
+async fn insert(
+    app: &App,
+    caller: Principal,
+    body: Insert,
+    key: Option<String>,
+) -> Result<Json<Inserted>, ApiError> {
     validate::event_name(&body.event)?;
     app.inserts.take(&caller.username, app.clock.now_ms())?;
-    let id = uuid::Uuid::now_v7();
+    let author = Author::User {
+        username: caller.username,
+        credential_epoch: caller.credential_epoch,
+    };
+    submit(app, author, body.event, body.data, key).await
+}
+
+/// Hands the insert to the writer; the answer is the new record's id and cursor, or those of
+/// the earlier insert a retry repeats.
+async fn submit(
+    app: &App,
+    by: Author,
+    event: String,
+    data: Value,
+    idempotency_key: Option<String>,
+) -> Result<Json<Inserted>, ApiError> {
     let records = app
         .engine
         .submit(Command::InsertEvent {
-            username: caller.username,
-            credential_epoch: caller.credential_epoch,
-            id: *id.as_bytes(),
-            event: body.event,
-            data: body.data.to_string(),
+            by,
+            id: *uuid::Uuid::now_v7().as_bytes(),
+            event,
+            data: data.to_string(),
             name_limit: app.config.limits.max_event_names,
+            idempotency_key,
         })
         .await?;
-    let cursor = records.last().map_or(0, |r| r.cursor);
-    Ok(Json(Inserted { id, cursor }))
+    match records.last().map(|r| (r.cursor, &r.kind)) {
+        Some((cursor, crate::state::RecordKind::EventInserted(e))) => Ok(Json(Inserted {
+            id: uuid::Uuid::from_bytes(e.id),
+            cursor,
+        })),
+        _ => Err(ApiError::internal(
+            "an insert was answered without its record",
+        )),
+    }
 }
