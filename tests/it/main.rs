@@ -5,6 +5,7 @@
 mod common;
 
 mod acme;
+mod admin_insert;
 mod browser_auth;
 mod console;
 mod crash;
@@ -16,6 +17,7 @@ mod golden_format;
 mod hostile;
 mod hostile_files;
 mod http_api;
+mod idempotency;
 mod identity;
 mod js_clients;
 mod log_backend;
