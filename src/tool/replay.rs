@@ -8,10 +8,15 @@ use crate::log::recovery::scan_segment;
 use crate::state::{Record, State, evolve};
 
 /// Folds the records of `log_dir` up to `to` (read-only).
-pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), String> {
+pub fn fold(
+    log_dir: &Path,
+    to: Option<u64>,
+    idempotency_window_ms: i64,
+) -> Result<(State, u64), String> {
     let walk = super::Walk::new(log_dir, "replaying")
         .map_err(|e| format!("cannot read {}: {e}", log_dir.display()))?;
     let mut state = State::default();
+    state.idempotency.window_ms = idempotency_window_ms;
     let (mut records, mut prev) = (0u64, 0);
     let to = to.unwrap_or(u64::MAX);
     for segment in walk {
@@ -62,7 +67,7 @@ pub fn summary(state: &State) -> String {
 pub fn run(db: &Path, to: Option<u64>, check: bool) -> i32 {
     let dir = db.join("log");
     if !check {
-        return match fold(&dir, to) {
+        return match fold(&dir, to, crate::state::idempotency::DEFAULT_WINDOW_MS) {
             Ok((state, records)) => {
                 println!(
                     "{}: replayed {records} records: {}",
@@ -88,7 +93,12 @@ pub fn run(db: &Path, to: Option<u64>, check: bool) -> i32 {
             return 1;
         }
     };
-    match fold(&dir, Some(checkpoint.cursor)) {
+    // The keys the fold remembers depend on the window: the server's, as the checkpoint has it.
+    match fold(
+        &dir,
+        Some(checkpoint.cursor),
+        checkpoint.idempotency.window_ms,
+    ) {
         Ok((mut replayed, _)) => {
             replayed.cursor = replayed.cursor.max(checkpoint.cursor);
             let differences = differences(&replayed, &checkpoint);
@@ -125,6 +135,13 @@ pub fn differences(a: &State, b: &State) -> Vec<String> {
         if a.latest.get(tenant) != b.latest.get(tenant) {
             out.push(format!("latest events of tenant {tenant:?}"));
         }
+    }
+    if a.idempotency != b.idempotency {
+        out.push(format!(
+            "idempotency keys ({} and {} remembered)",
+            a.idempotency.len(),
+            b.idempotency.len()
+        ));
     }
     out
 }

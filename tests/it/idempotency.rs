@@ -201,6 +201,16 @@ async fn keys_survive_restarts_from_the_log_and_from_a_checkpoint() {
     // and the keys come from the checkpoint.
     let mut s = s;
     assert_eq!(s.terminate(), Some(0));
+    // The checkpoint's keys are the log's.
+    let (code, out, err) = run_broker(&[
+        "log",
+        "replay",
+        "--check",
+        "--db",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 differences"), "{out}");
     let s = Server::start(dir.path(), &[]);
     assert!(
         wait_for_log(&s, "records=0", WAIT).await,
