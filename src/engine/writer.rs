@@ -251,12 +251,16 @@ impl Writer {
         let at_ms = (self.clock)();
         let mut accepted: Vec<(Reply, Vec<Record>)> = Vec::with_capacity(batch.len());
         let mut retried: Vec<(Reply, Record)> = Vec::new();
+        // A retry may repeat an insert of a part of this batch whose write failed.
+        let mut failed = None;
         for (command, reply) in batch {
             if self.log.segment_full() {
                 // The batch ends here and the rest starts a new segment: written whole, it
                 // would carry this one past --segment_bytes by all the rest of the batch.
                 let sync_now = self.sync_due();
-                let _ = self.flush_and_publish(std::mem::take(&mut accepted), sync_now);
+                if let Err(e) = self.flush_and_publish(std::mem::take(&mut accepted), sync_now) {
+                    failed = Some(e);
+                }
             }
             let records = match decide(&self.decision, command, at_ms) {
                 Ok(Decision::Append(records)) => records,
@@ -295,6 +299,7 @@ impl Writer {
             let sync_now = self.sync_due();
             self.flush_and_publish(accepted, sync_now)
         };
+        let written = failed.map_or(written, Err);
         for (reply, earlier) in retried {
             let _ = reply.send(match &written {
                 Ok(()) => Ok(vec![earlier]),
