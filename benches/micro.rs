@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use broker::log::{self, LogWriter, frame};
 use broker::state::record::{EventInserted, UserCreated};
-use broker::state::{Command, Record, RecordKind, State, decide, evolve};
+use broker::state::{Author, Command, Record, RecordKind, State, decide, evolve};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A well-formed Argon2id PHC string: hashing stays out of every benchmark, as it stays out
@@ -48,7 +48,7 @@ fn user_created(n: usize, tenant: &str) -> UserCreated {
         tenant: tenant.to_owned(),
         password_hash: PASSWORD_HASH.to_owned(),
         email: Some(format!("user-{n:06}@example.com")),
-        scopes: vec!["events:insert".into(), "events:subscribe".into()],
+        scopes: Some(vec!["events:insert".into(), "events:subscribe".into()]),
         data: Some(r#"{"plan":"pro","region":"eu-west"}"#.into()),
         two_factor: false,
         totp_secret: vec![7; 20],
@@ -61,7 +61,8 @@ fn event_inserted(tenant: &str, event: &str, username: &str, data: String) -> Re
         tenant: tenant.to_owned(),
         event: event.to_owned(),
         data,
-        username: username.to_owned(),
+        by: Some(username.to_owned()),
+        idempotency_key: None,
     })
 }
 
@@ -314,7 +315,9 @@ fn populated_state(users: usize, tenants: usize) -> (State, Vec<(String, u64)>) 
     for n in 0..users {
         let user = user_created(n, &format!("tenant-{:05}", n % tenants));
         known.push((user.username.clone(), state.cursor + 1));
-        let records = decide(&state, Command::CreateUser(user), AT_MS).expect("new user");
+        let records = decide(&state, Command::CreateUser(user), AT_MS)
+            .expect("new user")
+            .into_answer();
         records.iter().for_each(|r| evolve(&mut state, r));
     }
     for t in 0..tenants {
@@ -358,7 +361,9 @@ fn decide_evolve_timed(
         commands.extend(chunk.clone().map(&mut make));
         let start = Instant::now();
         for command in commands.drain(..) {
-            let records = decide(state, command, AT_MS).expect("accepted");
+            let records = decide(state, command, AT_MS)
+                .expect("accepted")
+                .into_answer();
             for record in &records {
                 evolve(state, record);
             }
@@ -392,12 +397,15 @@ fn rules(c: &mut Criterion) {
                     seq += 1;
                     let (username, epoch) = &known[(seq * 7919) as usize % known.len()];
                     Command::InsertEvent {
-                        username: username.clone(),
-                        credential_epoch: *epoch,
+                        by: Author::User {
+                            username: username.clone(),
+                            credential_epoch: *epoch,
+                        },
                         id: uuid_like(seq),
                         event: format!("sensor-{}.reading", seq as usize % NAMES_PER_TENANT),
                         data: format!(r#"{{"seq":{seq},"value":21.5,"unit":"C"}}"#),
                         name_limit: usize::MAX,
+                        idempotency_key: None,
                     }
                 };
                 decide_evolve_timed(iters, state, make, |_, _| {})

@@ -251,6 +251,10 @@ pub struct ServeFlags {
     /// (existing names keep working). The snapshot and compaction keep one event per name.
     #[arg(long, env = "BROKER_MAX_EVENT_NAMES", default_value_t = 10_000)]
     pub max_event_names: usize,
+    /// How long an `Idempotency-Key` of /insert or /admin_insert answers retries with the
+    /// first insert's id and cursor (per caller; at most 1000 keys per caller are kept).
+    #[arg(long, env = "BROKER_IDEMPOTENCY_WINDOW_SECS", default_value_t = 86_400)]
+    pub idempotency_window_secs: u64,
     /// Inserts per second per user (a token bucket with a burst of twice the rate; beyond,
     /// 429 with retry-after); 0 = no limit. A public server: e.g. 50.
     #[arg(long, env = "BROKER_MAX_INSERTS_PER_SEC", default_value_t = 0)]
@@ -476,6 +480,8 @@ pub struct Limits {
     pub max_sse_per_user: usize,
     /// Distinct event names per tenant.
     pub max_event_names: usize,
+    /// How long an insert's `Idempotency-Key` answers retries.
+    pub idempotency_window: Duration,
     /// Inserts per second per user, 0 = unlimited.
     pub max_inserts_per_sec: u32,
     /// Failures allowed per username per window.
@@ -570,6 +576,8 @@ impl Config {
             checkpoints: Some(self.storage.db.join("checkpoints")),
             checkpoint_records: self.storage.checkpoint_records,
             checkpoint_interval: self.storage.checkpoint_interval,
+            idempotency_window_ms: i64::try_from(self.limits.idempotency_window.as_millis())
+                .unwrap_or(i64::MAX),
         }
     }
 
@@ -736,6 +744,7 @@ impl ServeFlags {
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_sse_per_user: self.max_sse_per_user.max(1),
                 max_event_names: self.max_event_names.max(1),
+                idempotency_window: Duration::from_secs(self.idempotency_window_secs.max(1)),
                 max_inserts_per_sec: self.max_inserts_per_sec,
                 max_failures: self.max_failures.max(1),
                 max_failures_per_user: self.max_failures_per_user.max(1),

@@ -6,7 +6,7 @@ use crate::auth::jwt::{Claims, ISSUER, JwtKey, MAX_IAT_SKEW_S};
 use crate::http::streams::{Class, classify_for_fuzzing};
 use crate::log::{self, frame, segment};
 use crate::state::record::{UserCreated, UserUpdated};
-use crate::state::{Command, Record, State, decide, evolve};
+use crate::state::{Author, Command, Decision, Record, State, decide, evolve};
 
 /// Frames and records from arbitrary bytes: no panic; a record that validates re-encodes
 /// and decodes to itself, and its cursor agrees with [`Record::cursor_of`].
@@ -93,19 +93,30 @@ pub fn decide_evolve(data: &[u8]) {
                 tenant: format!("t{}", b % 3),
                 password_hash: "h".into(),
                 email: None,
-                scopes: vec![],
+                scopes: (b % 4 == 1).then(Vec::new),
                 data: None,
                 two_factor: b % 2 == 0,
                 totp_secret: vec![b; 20],
             }),
             1 | 2 => Command::InsertEvent {
-                username: user.clone(),
-                credential_epoch: if b % 5 == 0 { epoch + 1 } else { epoch },
+                // Some by the admin, into a tenant of their own.
+                by: if b % 7 == 6 {
+                    Author::Admin {
+                        tenant: format!("t{}", a % 4),
+                    }
+                } else {
+                    Author::User {
+                        username: user.clone(),
+                        credential_epoch: if b % 5 == 0 { epoch + 1 } else { epoch },
+                    }
+                },
                 id: [b; 16],
                 event: ["x", "y", "z\n"][b as usize % 3].into(),
                 data: b.to_string(),
                 // Small, so the fuzzer reaches the refusal of a new name.
                 name_limit: 2,
+                // Few keys, so retries and reuse with another body both happen.
+                idempotency_key: (b % 3 != 0).then(|| format!("k{}", b % 4)),
             },
             3 => Command::RevokeUser {
                 username: user.clone(),
@@ -141,10 +152,26 @@ pub fn decide_evolve(data: &[u8]) {
             },
         };
         let was_revoked = live.user(&user).is_some_and(|u| u.revoked);
-        let is_insert = matches!(command, Command::InsertEvent { .. });
+        let is_insert = matches!(
+            command,
+            Command::InsertEvent {
+                by: Author::User { .. },
+                ..
+            }
+        );
         let before = live.cursor;
-        if let Ok(records) = decide(&live, command, i as i64) {
-            assert!(!(is_insert && was_revoked), "a revoked user inserted");
+        if let Ok(decision) = decide(&live, command, i as i64) {
+            if let Decision::Duplicate(earlier) = &decision {
+                assert!(
+                    earlier.cursor <= before,
+                    "a retry answers an earlier record"
+                );
+            }
+            let records = decision.appended();
+            assert!(
+                records.is_empty() || !(is_insert && was_revoked),
+                "a revoked user inserted"
+            );
             for (n, record) in records.iter().enumerate() {
                 assert_eq!(record.cursor, before + 1 + n as u64, "cursors rise by one");
                 evolve(&mut live, record);

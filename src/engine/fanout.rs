@@ -301,7 +301,8 @@ mod tests {
                 tenant: tenant.into(),
                 event: "e".into(),
                 data: data.into(),
-                username: "u".into(),
+                by: Some("u".into()),
+                idempotency_key: None,
             }),
         }
     }
@@ -342,7 +343,8 @@ mod tests {
                 tenant: "a".into(),
                 event: name.into(),
                 data: "1".into(),
-                username: "u".into(),
+                by: Some("u".into()),
+                idempotency_key: None,
             }),
         };
         fanout.publish(

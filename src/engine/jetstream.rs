@@ -66,7 +66,7 @@ use futures_util::StreamExt;
 use super::backend::{Batches, BoxFuture, Entry, LogBackend, READ_BATCH};
 use super::{Engine, EngineError};
 use crate::log::Cursor;
-use crate::state::{Command, Record, RecordKind, Rejection, decide};
+use crate::state::{Author, Command, Decision, Record, RecordKind, Rejection, decide};
 
 /// How a node reaches the shared stream.
 #[derive(Clone, PartialEq, Eq)]
@@ -306,8 +306,12 @@ fn hex(name: &str) -> String {
 fn user_of(command: &Command) -> &str {
     match command {
         Command::CreateUser(user) => &user.username,
-        Command::InsertEvent { username, .. }
-        | Command::RevokeUser { username }
+        // The admin's inserts are nobody's: their subject is never compared-and-set.
+        Command::InsertEvent { by, .. } => match by {
+            Author::User { username, .. } => username,
+            Author::Admin { .. } => "",
+        },
+        Command::RevokeUser { username }
         | Command::UnrevokeUser { username }
         | Command::UseLoginCode { username, .. }
         | Command::ResetPassword { username, .. }
@@ -398,17 +402,41 @@ impl JetStream {
     /// Decides `command` on the node's folded state and stores its records in the stream;
     /// resolves once they are acknowledged and folded here.
     async fn submit(&self, engine: &Engine, command: Command) -> Result<Vec<Record>, EngineError> {
-        // Only inserts carry one; they alone skip the compare-and-set.
-        let credential_epoch = match &command {
+        // Only a user's inserts carry one; inserts alone skip the compare-and-set.
+        let (insert, credential_epoch, keyed) = match &command {
             Command::InsertEvent {
-                credential_epoch, ..
-            } => Some(*credential_epoch),
-            _ => None,
+                by,
+                idempotency_key,
+                ..
+            } => {
+                let (caller, epoch) = match by {
+                    Author::User {
+                        username,
+                        credential_epoch,
+                    } => (Some(username.clone()), Some(*credential_epoch)),
+                    Author::Admin { .. } => (None, None),
+                };
+                (
+                    true,
+                    epoch,
+                    idempotency_key.clone().map(|key| (caller, key)),
+                )
+            }
+            _ => (false, None, None),
         };
         let subject = self.user_subject(user_of(&command));
-        let id = uuid::Uuid::new_v4();
+        // A keyed insert's message id is its caller and key: the stream's own duplicate
+        // window (2 min) then stores a retry that reaches two nodes at once only once.
+        let id = match &keyed {
+            Some((caller, key)) => format!(
+                "idem.{}.{}",
+                caller.as_deref().map_or_else(|| "admin".to_owned(), hex),
+                hex(key)
+            ),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         for _ in 0..MAX_ATTEMPTS {
-            let expected = if credential_epoch.is_some() {
+            let expected = if insert {
                 None
             } else {
                 let last = self.last_on(&subject).await?;
@@ -422,7 +450,10 @@ impl JetStream {
                 Some(last)
             };
             let at_ms = engine.now_ms();
-            let records = engine.read(|state| decide(state, command.clone(), at_ms))?;
+            let records = match engine.read(|state| decide(state, command.clone(), at_ms))? {
+                Decision::Append(records) => records,
+                Decision::Duplicate(earlier) => return Ok(vec![earlier]),
+            };
             let mut stored = Vec::with_capacity(records.len());
             let mut lost = false;
             for (i, record) in records.into_iter().enumerate() {
@@ -477,6 +508,12 @@ impl JetStream {
                         cursor = last.cursor,
                         "acknowledged by JetStream but not yet folded on this node"
                     );
+                } else if let Some((caller, key)) = &keyed
+                    && let Some(answer) = keyed_answer(engine, last, caller.as_deref(), key)
+                {
+                    // Another node stored this key first (the fold dropped ours, or the
+                    // stream took ours for a duplicate): answer as that node did.
+                    return answer;
                 } else if credential_epoch.is_some() && engine.was_dropped(last.cursor) {
                     // Stored in the stream, but after its author was revoked or moved: every
                     // node drops it when folding, so it never happened.
@@ -497,6 +534,36 @@ impl JetStream {
             "too many concurrent changes to this user; try again".into(),
         ))
     }
+}
+
+/// For a keyed insert stored as `ours`: `None` if the fold kept it as the key's use; else
+/// the answer the key's earlier use gives (that insert again, or 422 for another request).
+fn keyed_answer(
+    engine: &Engine,
+    ours: &Record,
+    caller: Option<&str>,
+    key: &str,
+) -> Option<Result<Vec<Record>, EngineError>> {
+    let RecordKind::EventInserted(event) = &ours.kind else {
+        return None;
+    };
+    engine.read(|state| {
+        let (cursor, used) = state.idempotency.live(caller, key, ours.at_ms)?;
+        if cursor == ours.cursor && used.id == event.id {
+            return None;
+        }
+        let same = used.request
+            == crate::state::idempotency::request_digest(&event.tenant, &event.event, &event.data);
+        Some(if same {
+            Ok(vec![crate::state::idempotency::earlier_record(
+                cursor,
+                used,
+                event.clone(),
+            )])
+        } else {
+            Err(Rejection::KeyReused.into())
+        })
+    })
 }
 
 impl LogBackend for JetStream {

@@ -79,6 +79,8 @@ pub struct EngineOptions {
     /// Several nodes share one JetStream stream (see [`jetstream`]): the directory then holds
     /// this node's local copy of it, and writes go through [`Engine::attach_stream`].
     pub shared: bool,
+    /// How long (record time) an insert's `Idempotency-Key` answers retries, in milliseconds.
+    pub idempotency_window_ms: i64,
 }
 
 /// What opening found.

@@ -57,6 +57,9 @@ impl Engine {
             let loaded = start.clone().unwrap_or_default();
             let (mut state, known, mut index_base) =
                 (loaded.state, loaded.segments, loaded.index_base);
+            // A parameter of the rules, not a fact of the log: this start's flag wins over
+            // whatever the checkpoint was stored with, before the tail is folded with it.
+            state.idempotency.window_ms = options.idempotency_window_ms;
             let skip_upto = state.cursor;
             // Tenant events replayed here go into the next checkpoint's index — unless there
             // are too many to hold, then the index starts after them.

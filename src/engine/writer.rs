@@ -15,7 +15,7 @@ use super::published::Published;
 use super::tenant_index::TenantIndex;
 use super::{EngineError, FsyncPolicy, Msg, Stamp};
 use crate::log::LogWriter;
-use crate::state::{Record, State, decide, evolve};
+use crate::state::{Decision, Record, State, decide, evolve};
 
 mod fold;
 
@@ -280,15 +280,25 @@ impl Writer {
         }
         let at_ms = (self.clock)();
         let mut accepted: Vec<(Option<Reply>, Vec<Record>)> = Vec::with_capacity(batch.len());
+        let mut retried: Vec<(Reply, Record)> = Vec::new();
+        // A retry may repeat an insert of a part of this batch whose write failed.
+        let mut failed = None;
         for (command, reply) in batch {
             if self.log.segment_full() {
                 // The batch ends here and the rest starts a new segment: written whole, it
                 // would carry this one past --segment_bytes by all the rest of the batch.
                 let sync_now = self.sync_due();
-                let _ = self.flush_and_publish(std::mem::take(&mut accepted), sync_now);
+                if let Err(e) = self.flush_and_publish(std::mem::take(&mut accepted), sync_now) {
+                    failed = Some(e);
+                }
             }
             let records = match decide(&self.decision, command, at_ms) {
-                Ok(records) => records,
+                Ok(Decision::Append(records)) => records,
+                // Answered once this batch is durable: the earlier insert may be in it.
+                Ok(Decision::Duplicate(earlier)) => {
+                    retried.push((reply, earlier));
+                    continue;
+                }
                 Err(rejection) => {
                     let _ = reply.send(Err(rejection.into()));
                     continue;
@@ -314,11 +324,19 @@ impl Writer {
             }
             accepted.push((Some(reply), records));
         }
-        if accepted.is_empty() {
-            return;
+        let written = if accepted.is_empty() {
+            Ok(())
+        } else {
+            let sync_now = self.sync_due();
+            self.flush_and_publish(accepted, sync_now)
+        };
+        let written = failed.map_or(written, Err);
+        for (reply, earlier) in retried {
+            let _ = reply.send(match &written {
+                Ok(()) => Ok(vec![earlier]),
+                Err(e) => Err(EngineError::Unavailable(e.to_string())),
+            });
         }
-        let sync_now = self.sync_due();
-        let _ = self.flush_and_publish(accepted, sync_now);
     }
 
     /// Whether the next flush must also fsync, under the policy.

@@ -152,6 +152,9 @@ impl From<EngineError> for ApiError {
                 Rejection::Invalid(_) | Rejection::UsernameTaken(_) => {
                     ApiError::bad_request(rejection.to_string())
                 }
+                Rejection::KeyReused => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, rejection.to_string())
+                }
                 Rejection::TooManyEventNames(_) => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, rejection.to_string())
                 }
@@ -203,6 +206,8 @@ pub mod status {
     pub const INSUFFICIENT: u16 = 1 << 7;
     /// 403: a scope is missing (`--enforce_scopes`).
     pub const FORBIDDEN: u16 = 1 << 8;
+    /// 422: an `Idempotency-Key` reused for a different request.
+    pub const UNPROCESSABLE: u16 = 1 << 9;
 }
 
 /// An [`ApiError`] from a route that can answer only the statuses in `SET` (see [`status`]).
@@ -266,7 +271,7 @@ pub type CreateErrors = Errors<
     { BAD_REQUEST | UNAUTHORIZED | TOO_LARGE | TOO_MANY | INTERNAL | UNAVAILABLE | INSUFFICIENT },
 >;
 /// `/insert`: bad input, credentials (Basic: throttled, hash queue), body size, quotas (429),
-/// the log, the free-space floor.
+/// a reused `Idempotency-Key` (422), the log, the free-space floor.
 pub type InsertErrors = Errors<
     {
         BAD_REQUEST
@@ -274,11 +279,14 @@ pub type InsertErrors = Errors<
             | FORBIDDEN
             | TOO_LARGE
             | TOO_MANY
+            | UNPROCESSABLE
             | INTERNAL
             | UNAVAILABLE
             | INSUFFICIENT
     },
 >;
+/// `/admin_insert`: as `/insert` (the admin token's throttle is the 429 besides quotas).
+pub type AdminInsertErrors = InsertErrors;
 /// Routes without a body that only check credentials (Basic: throttled, hash queue).
 pub type AuthErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABLE }>;
 /// `/refresh`: Basic instead of Bearer (400), a token that no longer holds (401).
@@ -292,7 +300,7 @@ pub type StreamErrors =
 fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
     use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses};
     use poem_openapi::types::Type;
-    let statuses: [(u16, u16, &'static str); 9] = [
+    let statuses: [(u16, u16, &'static str); 10] = [
         (
             BAD_REQUEST,
             400,
@@ -310,6 +318,11 @@ fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
         ),
         (NOT_FOUND, 404, "unknown username on an admin endpoint"),
         (TOO_LARGE, 413, "body larger than --max_body_bytes"),
+        (
+            UNPROCESSABLE,
+            422,
+            "an Idempotency-Key already used by this caller for a different request",
+        ),
         (
             TOO_MANY,
             429,

@@ -4,7 +4,8 @@
 //! The file named by `BROKER_FAULT_FILE` holds the name of the fault the writer suffers at
 //! its next writes, until the file is emptied: `short_write`, `eio`, `enospc`,
 //! `fsync_error`, or `crash_after_write` (abort between the write and the fsync); or
-//! `abort_at:<point>` to abort at a named point (`compact:before_rename`, …). The file named
+//! `abort_at:<point>` to abort at a named point (`compact:before_rename`, `log:after_flush`: a
+//! batch is durable and nobody was answered yet, …). The file named
 //! by `BROKER_FAULT_FREE_BYTES_FILE` holds the free bytes the log's disk pretends to have.
 
 /// A disk fault the writer can be made to suffer.

@@ -1,8 +1,8 @@
 //! Segment files: naming and the fixed header.
 //!
-//! Version 2 (current), 48 bytes:
+//! Version 3 (current) and 2, 48 bytes (they differ only in their records' layout):
 //! ```text
-//! magic "BRKRLOG\0" (8) | format version u32 LE (2) | flags u32 LE |
+//! magic "BRKRLOG\0" (8) | format version u32 LE (3) | flags u32 LE |
 //! first cursor u64 LE | covers_upto u64 LE | horizon u64 LE |
 //! header crc32c u32 LE (over the 40 bytes before) | reserved u32 (0)
 //! ```
@@ -28,7 +28,7 @@ use super::{Cursor, LogError};
 pub const MAGIC: [u8; 8] = *b"BRKRLOG\0";
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Size of the current segment header in bytes.
 pub const HEADER_LEN: usize = 48;
@@ -180,11 +180,12 @@ impl Header {
         false
     }
 
-    /// The 48 header bytes (current version).
+    /// The 48 header bytes (the layout of version 2 and later, with this header's version:
+    /// a migration step writes the version it migrates to).
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut out = [0u8; HEADER_LEN];
         out[0..8].copy_from_slice(&MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.version.to_le_bytes());
         out[12..16].copy_from_slice(&self.flags.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_cursor.to_le_bytes());
         out[24..32].copy_from_slice(&self.covers_upto.to_le_bytes());

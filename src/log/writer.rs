@@ -111,6 +111,10 @@ impl LogWriter {
             let _ = self.cut_back();
             return Err(LogError::io(&self.path, e));
         }
+        // Crash tests: the batch is written (and fsynced under `always`), no request has been
+        // answered yet.
+        #[cfg(feature = "fault-injection")]
+        super::fault::abort_at("log:after_flush");
         self.len += self.batch.len() as u64;
         self.frames += self.batch_frames;
         self.batch_frames = 0;

@@ -3,18 +3,34 @@
 
 use crate::cursor::Cursor;
 
+/// Who inserts an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// A user, into their current tenant.
+    User {
+        /// Who; must exist and not be revoked when the writer decides.
+        username: String,
+        /// The credential epoch the request authenticated with; a token invalidated after
+        /// authentication but before the writer decides is refused.
+        credential_epoch: Cursor,
+    },
+    /// The admin (`POST /admin_insert`), into the tenant it names (created by the insert
+    /// if it has no event yet).
+    Admin {
+        /// The tenant.
+        tenant: String,
+    },
+}
+
 /// A request to change state, checked by [`super::decide`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum Command {
     /// Create a user (password already hashed, id and TOTP secret already drawn).
     CreateUser(super::record::UserCreated),
-    /// Insert an event on behalf of `username`, into that user's current tenant.
+    /// Insert an event, by a user into their current tenant or by the admin into any.
     InsertEvent {
-        /// Who inserts; must exist and not be revoked when the writer decides.
-        username: String,
-        /// The credential epoch the request authenticated with; a token invalidated after
-        /// authentication but before the writer decides is refused.
-        credential_epoch: Cursor,
+        /// Who inserts, and so into which tenant.
+        by: Author,
         /// UUIDv7 bytes.
         id: [u8; 16],
         /// Event name.
@@ -24,6 +40,8 @@ pub enum Command {
         /// Distinct event names the tenant may hold (`--max_event_names`): a new name
         /// beyond it is refused, existing names keep working.
         name_limit: usize,
+        /// The client's `Idempotency-Key` (already checked: 1–255 printable ASCII bytes).
+        idempotency_key: Option<String>,
     },
     /// Change some fields of a user, and optionally the password (already hashed).
     UpdateUser {
@@ -90,11 +108,10 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::CreateUser(u) => write!(f, "CreateUser({u:?})"),
-            Command::InsertEvent {
-                username, event, ..
-            } => {
-                write!(f, "InsertEvent({username:?}, {event:?})")
-            }
+            Command::InsertEvent { by, event, .. } => match by {
+                Author::User { username, .. } => write!(f, "InsertEvent({username:?}, {event:?})"),
+                Author::Admin { tenant } => write!(f, "InsertEvent(admin, {tenant:?}, {event:?})"),
+            },
             Command::UpdateUser {
                 update,
                 password_hash,

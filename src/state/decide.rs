@@ -1,7 +1,8 @@
 //! `decide`: what a command produces, or why it is refused. Pure: no clock, no I/O, no
 //! randomness; the writer calls it with the state as of every earlier record.
 
-use super::command::Command;
+use super::command::{Author, Command};
+use super::idempotency::{earlier_record, request_digest};
 use super::projection::State;
 use super::record::{EventInserted, Record, RecordKind};
 use super::validate::{self, Invalid};
@@ -36,16 +37,52 @@ pub enum Rejection {
     /// void after too many wrong tries.
     #[error("totp: no valid reset code; ask the admin for a new one")]
     ResetCodeInvalid,
+    /// The caller already used this `Idempotency-Key` within the window for a different
+    /// request (another event, data or tenant).
+    #[error(
+        "Idempotency-Key: this key was already used for a different request (event, data or tenant); use a new key for a new request"
+    )]
+    KeyReused,
+}
+
+/// What a command decides to, when it is not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Append these records (cursors following the state's).
+    Append(Vec<Record>),
+    /// A retried insert (same caller, same `Idempotency-Key`, same request, within the
+    /// window): nothing is appended and the request is answered with the earlier record.
+    Duplicate(Record),
+}
+
+impl Decision {
+    /// The records to append: none for a duplicate.
+    pub fn appended(&self) -> &[Record] {
+        match self {
+            Decision::Append(records) => records,
+            Decision::Duplicate(_) => &[],
+        }
+    }
+
+    /// The records to answer the request with: the new ones, or the earlier insert.
+    pub fn into_answer(self) -> Vec<Record> {
+        match self {
+            Decision::Append(records) => records,
+            Decision::Duplicate(earlier) => vec![earlier],
+        }
+    }
 }
 
 /// The records `command` produces against `state`, with cursors following `state.cursor`
-/// and the given time.
-pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>, Rejection> {
+/// and the given time, or the earlier insert a retried one repeats.
+pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, Rejection> {
     let kinds = match command {
         Command::CreateUser(user) => {
             validate::username(&user.username)?;
             validate::tenant(&user.tenant)?;
-            validate::scopes(&user.scopes)?;
+            if let Some(scopes) = &user.scopes {
+                validate::scopes(scopes)?;
+            }
             if let Some(email) = &user.email {
                 validate::email(email)?;
             }
@@ -55,33 +92,61 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
             vec![RecordKind::UserCreated(user)]
         }
         Command::InsertEvent {
-            username,
-            credential_epoch,
+            by,
             id,
             event,
             data,
             name_limit,
+            idempotency_key,
         } => {
             validate::event_name(&event)?;
-            let user = match state.users.get(&username) {
-                Some(u) if u.accepts(credential_epoch) => u,
-                _ => return Err(Rejection::CredentialsInvalid(username)),
+            let (by, tenant) = match by {
+                Author::User {
+                    username,
+                    credential_epoch,
+                } => match state.users.get(&username) {
+                    Some(u) if u.accepts(credential_epoch) => {
+                        let tenant = u.tenant.clone();
+                        (Some(username), tenant)
+                    }
+                    _ => return Err(Rejection::CredentialsInvalid(username)),
+                },
+                Author::Admin { tenant } => {
+                    validate::tenant(&tenant)?;
+                    (None, tenant)
+                }
             };
+            let inserted = EventInserted {
+                id,
+                tenant,
+                event,
+                data,
+                by,
+                idempotency_key,
+            };
+            // A retry is answered before the quota: it adds no name.
+            if let Some(key) = &inserted.idempotency_key {
+                validate::idempotency_key(key)?;
+                if let Some((cursor, used)) =
+                    state.idempotency.live(inserted.by.as_deref(), key, at_ms)
+                {
+                    if used.request
+                        != request_digest(&inserted.tenant, &inserted.event, &inserted.data)
+                    {
+                        return Err(Rejection::KeyReused);
+                    }
+                    return Ok(Decision::Duplicate(earlier_record(cursor, used, inserted)));
+                }
+            }
             // One latest event per name is kept forever (snapshot, compaction): the number
             // of names is what bounds a tenant's memory.
-            if let Some(names) = state.latest.get(&user.tenant)
+            if let Some(names) = state.latest.get(&inserted.tenant)
                 && names.len() >= name_limit
-                && !names.contains_key(&event)
+                && !names.contains_key(&inserted.event)
             {
                 return Err(Rejection::TooManyEventNames(name_limit));
             }
-            vec![RecordKind::EventInserted(EventInserted {
-                id,
-                tenant: user.tenant.clone(),
-                event,
-                data,
-                username,
-            })]
+            vec![RecordKind::EventInserted(inserted)]
         }
         Command::UpdateUser {
             update,
@@ -153,15 +218,17 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
             }]
         }
     };
-    Ok(kinds
-        .into_iter()
-        .zip(state.cursor + 1..)
-        .map(|(kind, cursor)| Record {
-            cursor,
-            at_ms,
-            kind,
-        })
-        .collect())
+    Ok(Decision::Append(
+        kinds
+            .into_iter()
+            .zip(state.cursor + 1..)
+            .map(|(kind, cursor)| Record {
+                cursor,
+                at_ms,
+                kind,
+            })
+            .collect(),
+    ))
 }
 
 /// Whether `record`, decided on a view that may lag the log, still holds at the place the log
@@ -172,6 +239,10 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>
 /// in the same order and runs this same check, so all of them drop the same inserts; the node
 /// that took the request answers it with the rejection. Records of one writer (the embedded
 /// log) always hold, since `decide` ran against every earlier record.
+///
+/// An insert whose author already used its `Idempotency-Key` within the window (by the
+/// record's time) is a retry another node appended too: it is refused as
+/// [`Rejection::KeyReused`] and dropped like a stale insert.
 ///
 /// `credential_epoch` is the epoch the insert's author authenticated in, when the log carries
 /// it beside the record (a shared log does, as a message header); the check is then exactly
@@ -187,15 +258,30 @@ pub fn recheck(
     credential_epoch: Option<u64>,
 ) -> Result<(), Rejection> {
     match &record.kind {
-        RecordKind::EventInserted(e) => match state.users.get(&e.username) {
-            Some(user)
-                if user.tenant == e.tenant
-                    && credential_epoch.map_or(!user.revoked, |epoch| user.accepts(epoch)) =>
-            {
-                Ok(())
+        RecordKind::EventInserted(e) => {
+            if let Some(username) = &e.by {
+                match state.users.get(username) {
+                    Some(user)
+                        if user.tenant == e.tenant
+                            && credential_epoch
+                                .map_or(!user.revoked, |epoch| user.accepts(epoch)) => {}
+                    _ => return Err(Rejection::CredentialsInvalid(username.clone())),
+                }
             }
-            _ => Err(Rejection::CredentialsInvalid(e.username.clone())),
-        },
+            // Two nodes may both append a retry of one keyed insert: the later is dropped
+            // everywhere, and its node answers with the earlier one (or 422).
+            match &e.idempotency_key {
+                Some(key)
+                    if state
+                        .idempotency
+                        .live(e.by.as_deref(), key, record.at_ms)
+                        .is_some() =>
+                {
+                    Err(Rejection::KeyReused)
+                }
+                _ => Ok(()),
+            }
+        }
         RecordKind::UserCreated(user) if state.users.contains_key(&user.username) => {
             Err(Rejection::UsernameTaken(user.username.clone()))
         }

@@ -47,11 +47,12 @@ pub fn evolve(state: &mut State, record: &Record) {
                 }
                 // A token's scopes are read at use, but a biscuit carries them: new scopes end
                 // every credential issued under the old ones.
-                if let Some(scopes) = &update.scopes
-                    && *scopes != user.scopes
-                {
+                // `null` and `[]` grant the same (nothing): only a different list does that.
+                if let Some(scopes) = &update.scopes {
+                    if scopes.as_deref().unwrap_or_default() != user.scope_list() {
+                        user.credential_epoch = cursor;
+                    }
                     user.scopes = scopes.clone();
-                    user.credential_epoch = cursor;
                 }
                 if let Some(data) = &update.data {
                     user.data = data.clone();
@@ -136,6 +137,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::EventInserted(e) => {
+            state.idempotency.remember(record, e);
             // Most events replace the latest of a name the tenant already has: update in
             // place, allocating the tenant and name keys only when they are new (replay
             // and the writer both run this once per event).

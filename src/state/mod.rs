@@ -7,12 +7,13 @@
 pub mod command;
 pub mod decide;
 pub mod evolve;
+pub mod idempotency;
 pub mod projection;
 pub mod record;
 pub mod validate;
 
-pub use command::Command;
-pub use decide::{Rejection, decide, recheck};
+pub use command::{Author, Command};
+pub use decide::{Decision, Rejection, decide, recheck};
 pub use evolve::evolve;
 pub use projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 pub use record::{Record, RecordKind};

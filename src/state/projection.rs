@@ -7,6 +7,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::cursor::Cursor;
 
+use super::idempotency::IdempotencyKeys;
+
 /// Everything the log says, folded: users by username, latest event per (tenant, name).
 /// Checkpoints store it as it is (rkyv), so there is one shape of a user, not two.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
@@ -17,6 +19,8 @@ pub struct State {
     pub latest: HashMap<String, HashMap<String, LatestEvent>>,
     /// The cursor of the last record folded in (0 before any).
     pub cursor: Cursor,
+    /// Recent `Idempotency-Key`s of inserts, per caller: a retry is answered, not appended.
+    pub idempotency: IdempotencyKeys,
 }
 
 /// A user as the projection holds it.
@@ -32,8 +36,8 @@ pub struct User {
     pub password_hash: String,
     /// Optional email.
     pub email: Option<String>,
-    /// `resource:operation` pairs.
-    pub scopes: Vec<String>,
+    /// `resource:operation` pairs; `None` when never set (the API shows `null`).
+    pub scopes: Option<Vec<String>>,
     /// Free JSON text.
     pub data: Option<String>,
     /// Whether login requires a TOTP code.
@@ -56,6 +60,11 @@ pub struct User {
 }
 
 impl User {
+    /// The user's scopes, empty when none were set.
+    pub fn scope_list(&self) -> &[String] {
+        self.scopes.as_deref().unwrap_or_default()
+    }
+
     /// The one credential rule: a credential issued in `epoch` (a JWT, a ticket, a stream, an
     /// insert decided on it) is still good — the user is not revoked and nothing has moved
     /// their credential epoch since (password, tenant, scopes, two-factor, revocation).

@@ -95,8 +95,9 @@ pub struct UserCreated {
     pub password_hash: String,
     /// Optional contact address.
     pub email: Option<String>,
-    /// `resource:operation` pairs.
-    pub scopes: Vec<String>,
+    /// `resource:operation` pairs; `None` when none were given (shown as `null`), which is
+    /// not the same answer as an empty list the admin set (`[]`).
+    pub scopes: Option<Vec<String>>,
     /// Free JSON attached by the admin, stored as compact JSON text.
     pub data: Option<String>,
     /// Whether login requires a TOTP code.
@@ -129,8 +130,8 @@ pub struct UserUpdated {
     pub tenant: Option<String>,
     /// `Some(None)` clears the email.
     pub email: Option<Option<String>>,
-    /// `Some(vec![])` clears the scopes.
-    pub scopes: Option<Vec<String>>,
+    /// `Some(None)` clears the scopes (`null`); `Some(Some(vec![]))` sets an empty list.
+    pub scopes: Option<Option<Vec<String>>>,
     /// `Some(None)` clears the data.
     pub data: Option<Option<String>>,
     /// A new two-factor setting.
@@ -148,8 +149,11 @@ pub struct EventInserted {
     pub event: String,
     /// The event data as compact JSON text (SSE `data:`).
     pub data: String,
-    /// Who inserted it.
-    pub username: String,
+    /// Who inserted it: a username, or `None` for the admin (`POST /admin_insert`).
+    pub by: Option<String>,
+    /// The client's `Idempotency-Key`, if it sent one: a retry with the same key by the same
+    /// caller is answered with this record instead of appending another.
+    pub idempotency_key: Option<String>,
 }
 
 impl Record {
@@ -215,7 +219,8 @@ mod tests {
                 tenant: "t".into(),
                 event: "e".into(),
                 data: "{\"a\":1}".into(),
-                username: "u".into(),
+                by: Some("u".into()),
+                idempotency_key: Some("k-1".into()),
             }),
         };
         let bytes = r.encode();

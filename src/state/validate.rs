@@ -62,6 +62,18 @@ pub fn username(value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `Idempotency-Key`s: 1–255 bytes of printable ASCII (space to `~`).
+pub fn idempotency_key(value: &str) -> Result<(), Invalid> {
+    const FIELD: &str = "Idempotency-Key";
+    if value.is_empty() || value.len() > super::idempotency::MAX_KEY_LEN {
+        return Err(invalid(FIELD, "must be 1 to 255 bytes"));
+    }
+    if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(invalid(FIELD, "must be printable ASCII (space to '~')"));
+    }
+    Ok(())
+}
+
 /// Tenant names: 1–128 bytes, no control characters.
 pub fn tenant(value: &str) -> Result<(), Invalid> {
     name_like("tenant_name", value, MAX_TENANT)
@@ -210,7 +222,12 @@ pub fn record(kind: &RecordKind) -> Result<(), Invalid> {
             Ok(())
         }
         RecordKind::EventInserted(e) => {
-            self::username(&e.username)?;
+            if let Some(by) = &e.by {
+                self::username(by)?;
+            }
+            if let Some(key) = &e.idempotency_key {
+                idempotency_key(key)?;
+            }
             tenant(&e.tenant)?;
             event_name(&e.event)?;
             json("data", &e.data)
@@ -225,7 +242,9 @@ fn user_created(user: &UserCreated) -> Result<(), Invalid> {
     if let Some(address) = &user.email {
         email(address)?;
     }
-    scopes(&user.scopes)?;
+    if let Some(values) = &user.scopes {
+        scopes(values)?;
+    }
     if let Some(data) = &user.data {
         json("data", data)?;
     }
@@ -240,7 +259,7 @@ pub fn user_update(update: &UserUpdated) -> Result<(), Invalid> {
     if let Some(Some(address)) = &update.email {
         email(address)?;
     }
-    if let Some(values) = &update.scopes {
+    if let Some(Some(values)) = &update.scopes {
         scopes(values)?;
     }
     Ok(())
@@ -307,7 +326,7 @@ mod tests {
             tenant: "acme".into(),
             password_hash: PHC.into(),
             email: Some("ann@example.com".into()),
-            scopes: vec!["news:get".into()],
+            scopes: Some(vec!["news:get".into()]),
             data: Some(r#"{"k":[1,"x"]}"#.into()),
             two_factor: false,
             totp_secret: vec![7; 20],
@@ -320,8 +339,28 @@ mod tests {
             tenant: "acme".into(),
             event: name.into(),
             data: data.into(),
-            username: "ann".into(),
+            by: Some("ann".into()),
+            idempotency_key: None,
         })
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_255_printable_ascii_bytes() {
+        assert!(idempotency_key("a").is_ok());
+        assert!(idempotency_key(&"k".repeat(255)).is_ok());
+        assert!(idempotency_key("order 42 ~!").is_ok());
+        for bad in [
+            String::new(),
+            "k".repeat(256),
+            "ké".into(),
+            "a\tb".into(),
+            "\u{7f}".into(),
+        ] {
+            assert_eq!(
+                idempotency_key(&bad).expect_err(&bad).field,
+                "Idempotency-Key"
+            );
+        }
     }
 
     /// The field a record is refused for.
@@ -364,7 +403,7 @@ mod tests {
             (|u| u.tenant = "t\n".into(), "tenant_name"),
             (|u| u.password_hash = "$argon2id$x".into(), "password_hash"),
             (|u| u.email = Some("nope".into()), "email"),
-            (|u| u.scopes = vec!["news".into()], "scopes"),
+            (|u| u.scopes = Some(vec!["news".into()]), "scopes"),
             (|u| u.data = Some("{".into()), "data"),
             (|u| u.totp_secret = vec![1; 15], "totp_secret"),
             (|u| u.totp_secret = vec![1; 65], "totp_secret"),
@@ -398,7 +437,7 @@ mod tests {
             "email"
         );
         assert_eq!(
-            refused(&update(|u| u.scopes = Some(vec![":".into()]))),
+            refused(&update(|u| u.scopes = Some(Some(vec![":".into()])))),
             "scopes"
         );
         assert_eq!(

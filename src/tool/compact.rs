@@ -70,6 +70,7 @@ pub fn run(
         checkpoint_records: u64::MAX,
         checkpoint_interval: std::time::Duration::MAX,
         shared: false,
+        idempotency_window_ms: crate::state::idempotency::DEFAULT_WINDOW_MS,
     };
     runtime.block_on(async {
         let now = || {

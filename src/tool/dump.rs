@@ -38,10 +38,17 @@ pub fn to_json(record: &Record) -> Value {
             "email": u.email, "scopes": u.scopes, "data": u.data.as_deref().map(parse_json),
             "two_factor": u.two_factor, "password_hash": "***", "totp_secret": "***",
         }),
-        RecordKind::UserUpdated(u) => json!({
-            "username": u.username, "tenant": u.tenant, "email": u.email, "scopes": u.scopes,
-            "data": u.data.as_ref().map(|d| d.as_deref().map(parse_json)), "two_factor": u.two_factor,
-        }),
+        RecordKind::UserUpdated(u) => {
+            let mut fields = json!({
+                "username": u.username, "tenant": u.tenant, "email": u.email,
+                "data": u.data.as_ref().map(|d| d.as_deref().map(parse_json)), "two_factor": u.two_factor,
+            });
+            // Unchanged scopes are left out: `"scopes": null` is the update that cleared them.
+            if let Some(scopes) = &u.scopes {
+                fields["scopes"] = json!(scopes);
+            }
+            fields
+        }
         RecordKind::UserRevoked { username } | RecordKind::UserUnrevoked { username } => {
             json!({ "username": username })
         }
@@ -50,7 +57,8 @@ pub fn to_json(record: &Record) -> Value {
         }
         RecordKind::EventInserted(e) => json!({
             "id": uuid::Uuid::from_bytes(e.id), "tenant": e.tenant, "event": e.event,
-            "data": parse_json(&e.data), "username": e.username,
+            "data": parse_json(&e.data), "by": e.by,
+            "idempotency_key": e.idempotency_key,
         }),
         RecordKind::LoginCodeUsed { username, step } => {
             json!({ "username": username, "step": step })

@@ -9,9 +9,14 @@ use crate::log::recovery::scan_segment;
 use crate::state::{Record, State, evolve};
 
 /// Folds the records of `log_dir` up to `to` (read-only).
-pub fn fold(log_dir: &Path, to: Option<u64>) -> Result<(State, u64), ToolError> {
+pub fn fold(
+    log_dir: &Path,
+    to: Option<u64>,
+    idempotency_window_ms: i64,
+) -> Result<(State, u64), ToolError> {
     let walk = super::Walk::new(log_dir, "replaying").map_err(ToolError::io(log_dir))?;
     let mut state = State::default();
+    state.idempotency.window_ms = idempotency_window_ms;
     let (mut records, mut prev) = (0u64, 0);
     let to = to.unwrap_or(u64::MAX);
     for segment in walk {
@@ -65,7 +70,7 @@ pub fn summary(state: &State) -> String {
 pub fn run(db: &Path, to: Option<u64>, check: bool) -> Result<(), ToolError> {
     let dir = db.join("log");
     if !check {
-        let (state, records) = fold(&dir, to)?;
+        let (state, records) = fold(&dir, to, crate::state::idempotency::DEFAULT_WINDOW_MS)?;
         println!(
             "{}: replayed {records} records: {}",
             dir.display(),
@@ -78,7 +83,12 @@ pub fn run(db: &Path, to: Option<u64>, check: bool) -> Result<(), ToolError> {
         .and_then(|c| c.load())?
         .ok_or(ToolError::NoCheckpoint(store))?
         .state;
-    let (mut replayed, _) = fold(&dir, Some(checkpoint.cursor))?;
+    // The keys the fold remembers depend on the window: the server's, as the checkpoint has it.
+    let (mut replayed, _) = fold(
+        &dir,
+        Some(checkpoint.cursor),
+        checkpoint.idempotency.window_ms,
+    )?;
     replayed.cursor = replayed.cursor.max(checkpoint.cursor);
     let differences = differences(&replayed, &checkpoint);
     for d in &differences {
@@ -111,6 +121,13 @@ pub fn differences(a: &State, b: &State) -> Vec<String> {
         if a.latest.get(tenant) != b.latest.get(tenant) {
             out.push(format!("latest events of tenant {tenant:?}"));
         }
+    }
+    if a.idempotency != b.idempotency {
+        out.push(format!(
+            "idempotency keys ({} and {} remembered)",
+            a.idempotency.len(),
+            b.idempotency.len()
+        ));
     }
     out
 }

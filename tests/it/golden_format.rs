@@ -41,7 +41,7 @@ fn discriminant(kind: &RecordKind) -> u8 {
 
 const KINDS: u8 = 10;
 
-/// One record of every kind, cursors 1..=8, with fixed times, ids and secrets.
+/// One record of every kind, cursors 1..=10, with fixed times, ids and secrets.
 fn expected_records() -> Vec<Record> {
     let at = |cursor: u64| 1_700_000_000_000 + cursor as i64 * 1_000;
     let kinds = vec![
@@ -54,7 +54,7 @@ fn expected_records() -> Vec<Record> {
             tenant: "acme".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0MTIz$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
             email: Some("alice@example.com".into()),
-            scopes: vec!["news:get".into(), "news:post".into()],
+            scopes: Some(vec!["news:get".into(), "news:post".into()]),
             data: Some(r#"{"plan":"pro","seats":3}"#.into()),
             two_factor: true,
             totp_secret: (1u8..=20).collect(),
@@ -63,7 +63,7 @@ fn expected_records() -> Vec<Record> {
             username: "alice".into(),
             tenant: None,
             email: Some(None),
-            scopes: Some(vec!["news:get".into()]),
+            scopes: Some(Some(vec!["news:get".into()])),
             data: Some(Some(r#"{"plan":"free"}"#.into())),
             two_factor: Some(false),
         }),
@@ -85,7 +85,8 @@ fn expected_records() -> Vec<Record> {
             tenant: "acme".into(),
             event: "café ☕ 更新".into(),
             data: r#"{"msg":"héllo wörld ✓","n":1,"tags":["a","b"]}"#.into(),
-            username: "alice".into(),
+            by: Some("alice".into()),
+            idempotency_key: Some("order-42".into()),
         }),
         RecordKind::LoginCodeUsed {
             username: "alice".into(),
@@ -169,7 +170,7 @@ fn golden_segment_bytes_and_decoding() {
 
     // The header, checked byte by byte and through the library.
     assert_eq!(&golden[0..8], b"BRKRLOG\0");
-    assert_eq!(golden[8..12], 2u32.to_le_bytes(), "format version");
+    assert_eq!(golden[8..12], 3u32.to_le_bytes(), "format version");
     assert_eq!(golden[12..16], [0; 4], "flags");
     assert_eq!(golden[16..24], 1u64.to_le_bytes(), "first cursor");
     assert_eq!(golden[24..32], [0; 8], "covers_upto");
@@ -188,7 +189,7 @@ fn golden_segment_bytes_and_decoding() {
     // The frames, walked independently of the recovery code.
     // FORMAT.md documents this layout: a 104-byte root aligned to 8 bytes.
     let root_len = std::mem::size_of::<ArchivedRecord>();
-    assert_eq!(root_len, 104, "size of the archived Record");
+    assert_eq!(root_len, 112, "size of the archived Record");
     assert_eq!(std::mem::align_of::<ArchivedRecord>(), 8);
     let mut offset = HEADER_LEN;
     let mut decoded = Vec::new();
@@ -299,25 +300,80 @@ fn golden_segment_with_a_torn_last_frame_recovers_to_cursor_9() {
     assert_eq!(std::fs::metadata(&copy).unwrap().len(), last_frame_start);
 }
 
-#[test]
-fn a_migrated_fixture_equals_the_golden_segment() {
-    let fixture = std::fs::read(
+/// The golden records as the v2 → v3 step produces them from the v2 fixture: version 2 had
+/// no idempotency keys, so the event's is `None`.
+fn expected_migrated_records() -> Vec<Record> {
+    let mut records = expected_records();
+    for record in &mut records {
+        if let RecordKind::EventInserted(e) = &mut record.kind {
+            e.idempotency_key = None;
+        }
+    }
+    records
+}
+
+fn fixture(version: u32) -> Vec<u8> {
+    std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations/v1")
+            .join(format!("migrations/v{version}"))
             .join(GOLDEN_NAME),
     )
-    .unwrap();
-    assert_eq!(Header::decode(&fixture).unwrap().version, 1);
-    let step = &broker::tool::migrate::steps::STEPS[0];
-    assert_eq!((step.from, step.to), (1, 2));
-    let migrated = (step.apply)(&fixture).expect("the v1 fixture migrates");
-    // Kinds added since version 1 (reset codes) are appended to the golden segment, so the
-    // migrated fixture is its first eight records, byte for byte.
-    let golden = std::fs::read(golden_path()).unwrap();
-    let first_eight = expected_bytes(&expected_records()[..8]);
-    assert_eq!(
-        migrated, first_eight,
-        "v1 fixture, migrated = the golden segment's first eight records"
+    .unwrap()
+}
+
+fn step(from: u32) -> &'static broker::tool::migrate::steps::Step {
+    let step = broker::tool::migrate::steps::STEPS
+        .iter()
+        .find(|s| s.from == from)
+        .expect("a step from this version");
+    assert_eq!(step.to, from + 1);
+    step
+}
+
+#[test]
+fn a_migrated_fixture_equals_the_golden_segment() {
+    let v1 = fixture(1);
+    assert_eq!(Header::decode(&v1).unwrap().version, 1);
+    let v2 = fixture(2);
+    assert_eq!(Header::decode(&v2).unwrap().version, 2);
+    // v1 → v2 only grows the header: the v2 fixture's first eight frames, byte for byte
+    // (reset codes were appended to the v2 golden segment after version 1 shipped).
+    let migrated = (step(1).apply)(&v1).expect("the v1 fixture migrates");
+    assert_eq!(Header::decode(&migrated).unwrap().version, 2);
+    assert!(
+        v2.starts_with(&migrated),
+        "v1 fixture, migrated = the v2 fixture's first eight records"
     );
-    assert!(golden.starts_with(&migrated));
+    // v2 → v3 re-encodes every record: the golden segment, except that no v2 event had an
+    // idempotency key.
+    let migrated = (step(2).apply)(&v2).expect("the v2 fixture migrates");
+    assert_eq!(migrated, expected_bytes(&expected_migrated_records()));
+    // And both steps in turn, as `broker log migrate` runs them on a v1 segment.
+    let twice = (step(2).apply)(&(step(1).apply)(&v1).unwrap()).unwrap();
+    assert_eq!(twice, expected_bytes(&expected_migrated_records()[..8]));
+}
+
+#[test]
+fn the_v2_step_keeps_compaction_marks_and_refuses_damage() {
+    use broker::log::segment::FLAG_COMPACTED;
+    // A compacted v2 segment: the header's marks must survive the step.
+    let v2 = fixture(2);
+    let mut header = Header::decode(&v2).unwrap();
+    header.flags = FLAG_COMPACTED;
+    header.covers_upto = 20;
+    header.horizon = 7;
+    let mut compacted = header.encode().to_vec();
+    compacted.extend_from_slice(&v2[HEADER_LEN..]);
+    let migrated = (step(2).apply)(&compacted).unwrap();
+    let after = Header::decode(&migrated).unwrap();
+    assert_eq!(
+        (after.version, after.flags, after.covers_upto, after.horizon),
+        (3, FLAG_COMPACTED, 20, 7)
+    );
+    // A damaged frame is refused, not skipped.
+    let mut damaged = v2.clone();
+    damaged[HEADER_LEN + 20] ^= 0xff;
+    assert!((step(2).apply)(&damaged).is_err());
+    // A v3 segment is not a v2 one.
+    assert!((step(2).apply)(&std::fs::read(golden_path()).unwrap()).is_err());
 }

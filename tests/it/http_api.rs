@@ -155,10 +155,16 @@ async fn openapi_document_and_swagger_ui_are_served() {
         statuses("/sse_ticket", "post"),
         ["401", "429", "500", "503"]
     );
-    assert_eq!(
-        statuses("/insert", "post"),
-        ["400", "401", "403", "413", "429", "500", "503", "507"]
-    );
+    // 403: a missing scope (--enforce_scopes); 422: an Idempotency-Key reused for another
+    // request.
+    for insert in ["/insert", "/admin_insert"] {
+        assert_eq!(
+            statuses(insert, "post"),
+            [
+                "400", "401", "403", "413", "422", "429", "500", "503", "507"
+            ]
+        );
+    }
     assert_eq!(
         statuses("/get_user", "post"),
         ["400", "401", "404", "413", "429", "500"]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use broker::engine::{Engine, EngineError, EngineOptions, FsyncPolicy, Start, StreamOptions};
 use broker::log::Cursor;
 use broker::state::record::{EventInserted, UserCreated};
-use broker::state::{Command, Record, RecordKind, Rejection, State};
+use broker::state::{Author, Command, Record, RecordKind, Rejection, State};
 use futures_util::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -42,6 +42,7 @@ fn open_reporting(dir: &Path, shared: bool) -> (Engine, broker::engine::OpenRepo
         checkpoint_records: 1000,
         checkpoint_interval: Duration::from_secs(3600),
         shared,
+        idempotency_window_ms: broker::state::idempotency::DEFAULT_WINDOW_MS,
     };
     Engine::open(options, Arc::new(|| 1_700_000_000_000)).unwrap()
 }
@@ -53,7 +54,7 @@ fn create(username: &str, tenant: &str) -> Command {
         tenant: tenant.into(),
         password_hash: PHC.into(),
         email: None,
-        scopes: vec![],
+        scopes: None,
         data: None,
         two_factor: false,
         totp_secret: vec![1; 20],
@@ -62,12 +63,16 @@ fn create(username: &str, tenant: &str) -> Command {
 
 fn insert(engine: &Engine, username: &str, i: u8) -> Command {
     Command::InsertEvent {
-        username: username.into(),
-        credential_epoch: engine.read(|s| s.user(username).map(|u| u.credential_epoch).unwrap()),
+        by: Author::User {
+            username: username.into(),
+            credential_epoch: engine
+                .read(|s| s.user(username).map(|u| u.credential_epoch).unwrap()),
+        },
         id: [i; 16],
         event: "tick".into(),
         data: format!("{{\"i\":{i}}}"),
         name_limit: 10_000,
+        idempotency_key: None,
     }
 }
 
@@ -239,7 +244,8 @@ fn raw_insert(username: &str, data: &str) -> Record {
             tenant: "acme".into(),
             event: "tick".into(),
             data: data.into(),
-            username: username.into(),
+            by: Some(username.into()),
+            idempotency_key: None,
         }),
     }
 }
@@ -530,7 +536,7 @@ async fn an_insert_racing_a_revocation_or_password_change_on_another_node_is_sto
         node.log()
             .read_after(0, head, |cursor, payload| {
                 if let RecordKind::EventInserted(e) = Record::decode(payload).unwrap().kind {
-                    inserts.push((e.username, cursor));
+                    inserts.push((e.by.unwrap_or_default(), cursor));
                 }
                 true
             })
@@ -567,7 +573,7 @@ fn user_created(username: &str, tenant: &str, password_hash: &str) -> RecordKind
         tenant: tenant.into(),
         password_hash: password_hash.into(),
         email: None,
-        scopes: vec![],
+        scopes: None,
         data: None,
         two_factor: false,
         totp_secret: vec![9; 20],
@@ -681,4 +687,101 @@ async fn records_no_node_could_have_decided_are_skipped_alike_by_every_node() {
     for node in [a, b, late] {
         node.shutdown().await;
     }
+}
+
+/// `ann`'s insert of `data` with the Idempotency-Key `pay-1`, as node `engine` decides it.
+fn keyed_pay(engine: &Engine, id: u8, data: &str) -> Command {
+    Command::InsertEvent {
+        by: Author::User {
+            username: "ann".into(),
+            credential_epoch: engine.read(|s| s.user("ann").unwrap().credential_epoch),
+        },
+        id: [id; 16],
+        event: "pay".into(),
+        data: data.into(),
+        name_limit: 100,
+        idempotency_key: Some("pay-1".into()),
+    }
+}
+
+/// The cursors of the inserts with Idempotency-Key `key` in `node`'s local copy, up to `head`.
+async fn keyed_in_copy(node: &Engine, head: Cursor, key: &str) -> Vec<(Cursor, [u8; 16])> {
+    tokio::time::timeout(WAIT, node.committed(head))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut found = Vec::new();
+    node.log()
+        .read_after(0, head, |cursor, payload| {
+            if let RecordKind::EventInserted(e) = Record::decode(payload).unwrap().kind
+                && e.idempotency_key.as_deref() == Some(key)
+            {
+                found.push((cursor, e.id));
+            }
+            true
+        })
+        .unwrap();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+async fn a_keyed_insert_sent_to_two_nodes_is_stored_once_and_answered_alike() {
+    let binary = crate::common::tools::nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&binary, &dir.path().join("nats"));
+    let a = attached(&dir.path().join("a"), &nats, "keyed").await;
+    a.submit(create("ann", "acme")).await.unwrap();
+    let b = attached(&dir.path().join("b"), &nats, "keyed").await;
+
+    // The same retry reaches both nodes at once: the stream's duplicate window (Nats-Msg-Id
+    // from caller and key) or the fold keeps one, and both nodes answer with it.
+    let (on_a, on_b) = tokio::join!(
+        a.submit(keyed_pay(&a, 1, "1")),
+        b.submit(keyed_pay(&b, 2, "1"))
+    );
+    let answer = |records: Vec<Record>| {
+        let record = records.last().cloned().unwrap();
+        let RecordKind::EventInserted(e) = record.kind else {
+            panic!("not an insert")
+        };
+        (record.cursor, e.id)
+    };
+    let (on_a, on_b) = (answer(on_a.unwrap()), answer(on_b.unwrap()));
+    assert_eq!(on_a, on_b, "both nodes answer the one stored insert");
+
+    // A duplicate that reached the stream anyway (a node that decided on a stale view, after
+    // the stream's own window): every node's fold drops it.
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let mut late = raw_insert("ann", "1");
+    if let RecordKind::EventInserted(e) = &mut late.kind {
+        e.event = "pay".into();
+        e.id = [3; 16];
+        e.idempotency_key = Some("pay-1".into());
+    }
+    let late_seq = publish_bytes(
+        &js,
+        format!("keyed.event.{}", hex("acme")),
+        async_nats::HeaderMap::new(),
+        late.encode(),
+    )
+    .await;
+    for node in [&a, &b] {
+        assert_eq!(keyed_in_copy(node, late_seq, "pay-1").await, [on_a]);
+    }
+
+    // Retries on either node answer it; another body is refused on either.
+    for node in [&a, &b] {
+        let again = node.submit(keyed_pay(node, 4, "1")).await.unwrap();
+        assert_eq!(answer(again), on_a);
+        let other = node.submit(keyed_pay(node, 5, "2")).await;
+        assert!(
+            matches!(other, Err(EngineError::Rejected(Rejection::KeyReused))),
+            "{other:?}"
+        );
+    }
+    let head = a.backend().unwrap().committed(0).await.unwrap();
+    assert_eq!(head, late_seq, "nothing more was stored");
+    a.shutdown().await;
+    b.shutdown().await;
 }

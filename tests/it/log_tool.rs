@@ -559,6 +559,63 @@ async fn migrate_upgrades_the_first_shipped_format() {
 }
 
 #[tokio::test]
+async fn migrate_upgrades_a_version_2_log_record_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/v2/00000000000000000001.seg");
+    std::fs::copy(&fixture, log.join("00000000000000000001.seg")).unwrap();
+    let err = Server::try_start(dir.path(), &[])
+        .err()
+        .expect("a v2 log is refused");
+    assert!(
+        err.contains("version 2") && err.contains("broker log migrate"),
+        "{err}"
+    );
+    let (code, out, err) = run_broker(&["log", "migrate", "--db", db_arg(dir.path())]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 segments migrated to format version 3"),
+        "{out}"
+    );
+    assert_eq!(
+        run_broker(&["log", "verify", "--db", db_arg(dir.path())]).0,
+        0
+    );
+    // Every record kept, at its cursor; the event's author is now `by`, with no key.
+    let (_, dump, _) = run_broker(&["log", "dump", "--db", db_arg(dir.path())]);
+    let lines: Vec<Value> = dump
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["cursor"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    let event = &lines[5];
+    assert_eq!(event["kind"], "event_inserted");
+    assert_eq!(event["record"]["by"], "alice");
+    assert_eq!(event["record"]["idempotency_key"], Value::Null);
+    assert_eq!(
+        lines[0]["record"]["scopes"],
+        json!(["news:get", "news:post"])
+    );
+    let s = Server::start(dir.path(), &[]);
+    let (status, alice) = post(
+        &client(),
+        s.url("/get_user"),
+        json!({"admin_token": ADMIN, "username": "alice"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{alice}");
+    assert_eq!(alice["scopes"], json!(["news:get"]));
+}
+
+#[tokio::test]
 async fn a_quiet_tenant_resumes_through_its_index_without_scanning_the_busy_one() {
     let dir = tempfile::tempdir().unwrap();
     let flags = [

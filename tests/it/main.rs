@@ -5,6 +5,7 @@
 mod common;
 
 mod acme;
+mod admin_insert;
 mod admin_token;
 mod browser_auth;
 mod console;
@@ -17,6 +18,7 @@ mod golden_format;
 mod hostile;
 mod hostile_files;
 mod http_api;
+mod idempotency;
 mod identity;
 mod js_clients;
 mod log_backend;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use broker::engine::{Engine, EngineOptions, FsyncPolicy};
 use broker::state::record::{UserCreated, UserUpdated};
-use broker::state::{Command, State, decide, evolve, recheck};
+use broker::state::{Author, Command, Decision, State, decide, evolve, recheck};
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["ann", "ben", "cy", "dee"];
@@ -53,19 +53,22 @@ fn command(op: &Op, state: &State) -> Command {
             tenant: TENANTS[t].into(),
             password_hash: format!("hash-{u}"),
             email: Some(format!("{}@example.com", NAMES[u])),
-            scopes: vec!["news:get".into()],
+            scopes: Some(vec!["news:get".into()]),
             data: Some("{\"k\":1}".into()),
             two_factor,
             totp_secret: vec![u as u8; 20],
         }),
         Op::Insert(u, e, d) => Command::InsertEvent {
-            username: NAMES[u].into(),
-            credential_epoch: state.user(NAMES[u]).map_or(0, |user| user.credential_epoch),
+            by: Author::User {
+                username: NAMES[u].into(),
+                credential_epoch: state.user(NAMES[u]).map_or(0, |user| user.credential_epoch),
+            },
             id: [e as u8; 16],
             event: EVENTS[e].into(),
             data: d.to_string(),
             // Two of the three valid names: the refusal of a third is exercised too.
             name_limit: 2,
+            idempotency_key: None,
         },
         Op::Revoke(u) => Command::RevokeUser {
             username: NAMES[u].into(),
@@ -81,7 +84,7 @@ fn command(op: &Op, state: &State) -> Command {
             update: UserUpdated {
                 username: NAMES[u].into(),
                 tenant: Some(TENANTS[t].into()),
-                scopes: Some(vec![]),
+                scopes: Some(Some(vec![])),
                 ..Default::default()
             },
             password_hash: None,
@@ -145,6 +148,7 @@ fn open_with(dir: &std::path::Path, checkpoints: bool) -> Engine {
         checkpoint_records: 5,
         checkpoint_interval: std::time::Duration::from_secs(3600),
         shared: false,
+        idempotency_window_ms: broker::state::idempotency::DEFAULT_WINDOW_MS,
     };
     Engine::open(options, Arc::new(|| 1_700_000_000_000))
         .unwrap()
@@ -165,11 +169,14 @@ proptest! {
                 let cmd = command(op, &engine.read(State::clone));
                 let outcome = engine.submit(cmd.clone()).await;
                 let epoch = match &cmd {
-                    Command::InsertEvent { credential_epoch, .. } => Some(*credential_epoch),
+                    Command::InsertEvent {
+                        by: Author::User { credential_epoch, .. },
+                        ..
+                    } => Some(*credential_epoch),
                     _ => None,
                 };
                 // The pure fold decides the same way.
-                match decide(&pure, cmd, 1_700_000_000_000) {
+                match decide(&pure, cmd, 1_700_000_000_000).map(Decision::into_answer) {
                     Ok(records) => {
                         let written = outcome.expect("engine refused what decide accepts");
                         assert_eq!(written, records);

@@ -56,7 +56,7 @@ pub fn write(db: &Path, seed: Seed) -> Result<u64, String> {
             tenant: format!("t{}", i % tenants),
             password_hash: hash.clone(),
             email: None,
-            scopes: Vec::new(),
+            scopes: None,
             data: None,
             two_factor: false,
             totp_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
@@ -70,7 +70,8 @@ pub fn write(db: &Path, seed: Seed) -> Result<u64, String> {
             tenant: format!("t{tenant}"),
             event: format!("e{}", (j / tenants) % seed.names.max(1)),
             data: format!(r#"{{"seq":{j},"t":0}}"#),
-            username: format!("u{}", tenant % users),
+            by: Some(format!("u{}", tenant % users)),
+            idempotency_key: None,
         }))?;
     }
     log.writer.flush(true).map_err(|e| e.to_string())?;

@@ -50,8 +50,10 @@ impl Writer {
             };
             match verdict {
                 Ok(()) => {}
-                Err(why @ Rejection::CredentialsInvalid(_)) if record.tenant().is_some() => {
-                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed");
+                Err(why @ (Rejection::CredentialsInvalid(_) | Rejection::KeyReused))
+                    if record.tenant().is_some() =>
+                {
+                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed or after the same Idempotency-Key");
                     self.shares.published.note_dropped(record.cursor);
                     self.shares.published.metrics().dropped_inserts.inc();
                     self.decision.cursor = record.cursor;

@@ -1,4 +1,5 @@
-//! `POST /insert`: append an event to the caller's tenant.
+//! `POST /insert`: append an event to the caller's tenant; `POST /admin_insert`: the admin
+//! appends one to any tenant. Both take an optional `Idempotency-Key` header.
 
 use poem::http::Method;
 use poem::web::Data;
@@ -10,14 +11,27 @@ use serde_json::Value;
 
 use crate::auth::scopes;
 use crate::http::App;
-use crate::http::authn::{Caller, Principal, app_of, authenticate};
+use crate::http::authn::{AdminHeader, Caller, Principal, app_of, authenticate};
 use crate::http::body::JsonBody;
-use crate::http::error::{ApiError, InsertErrors};
-use crate::state::{Command, validate};
+use crate::http::error::{AdminInsertErrors, ApiError, InsertErrors};
+use crate::state::{Author, Command, validate};
 
 /// `POST /insert` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct Insert {
+    /// Event name: 1–255 bytes of UTF-8, no control characters.
+    event: String,
+    /// Any JSON value.
+    data: Value,
+}
+
+/// `POST /admin_insert` body.
+#[derive(Debug, Deserialize, Object)]
+pub struct AdminInsert {
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    admin_token: Option<String>,
+    /// The tenant to insert into; a tenant with no event yet is created by it.
+    tenant_name: String,
     /// Event name: 1–255 bytes of UTF-8, no control characters.
     event: String,
     /// Any JSON value.
@@ -39,21 +53,47 @@ pub struct EventsApi;
 
 #[OpenApi]
 impl EventsApi {
-    /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable.
+    /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable. With
+    /// an `Idempotency-Key` header (1–255 printable ASCII bytes), a retry with the same key
+    /// answers the first insert's id and cursor and appends nothing; 422 if its body differs.
     #[oai(path = "/insert", method = "post")]
     async fn insert(
         &self,
         app: Data<&App>,
+        req: &Request,
         body: JsonBody<Insert>,
         caller: Caller,
     ) -> Result<Json<Inserted>, InsertErrors> {
-        Ok(insert(&app, caller.0, body.0).await?)
+        let key = idempotency_key(req)?;
+        Ok(insert(&app, caller.0, body.0, key).await?)
+    }
+
+    /// Inserts an event into any tenant as the admin (`by` is null); an unknown tenant is
+    /// created by it. Takes an `Idempotency-Key` header as `/insert` does.
+    #[oai(path = "/admin_insert", method = "post")]
+    async fn admin_insert(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        admin: AdminHeader,
+        body: JsonBody<AdminInsert>,
+    ) -> Result<Json<Inserted>, AdminInsertErrors> {
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
+        let key = idempotency_key(req)?;
+        let body = body.0;
+        validate::tenant(&body.tenant_name)?;
+        validate::event_name(&body.event)?;
+        let author = Author::Admin {
+            tenant: body.tenant_name,
+        };
+        Ok(submit(&app, author, body.event, body.data, key).await?)
     }
 }
 
 /// `POST /insert` served without the route table and poem-openapi's layers, for it is the
 /// server's hottest route: the same steps in the same order as the operation above — the body
-/// ([`JsonBody`]'s parser), the caller ([`Caller`]'s authentication), then [`insert`] — with
+/// ([`JsonBody`]'s parser), the caller ([`Caller`]'s authentication), the `Idempotency-Key`,
+/// then [`insert`] — with
 /// errors left to the same catch-all that turns them into JSON. The middlewares around the
 /// route table (client address, metrics, audit, CORS) run as for any route.
 pub(crate) async fn insert_direct(req: Request) -> poem::Result<Response> {
@@ -61,7 +101,8 @@ pub(crate) async fn insert_direct(req: Request) -> poem::Result<Response> {
     let parsed: Insert = crate::http::body::parse(&req, &mut body).await?;
     let app = app_of(&req)?;
     let caller = authenticate(app, &req).await?;
-    Ok(insert(app, caller, parsed).await?.into_response())
+    let key = idempotency_key(&req)?;
+    Ok(insert(app, caller, parsed, key).await?.into_response())
 }
 
 /// Whether `req` is for [`insert_direct`]: exactly what the route table would give the
@@ -73,31 +114,77 @@ pub(crate) fn is_insert(req: &Request) -> bool {
 /// The route's path, for the table and the direct path alike.
 const PATH: &str = "/insert";
 
-async fn insert(app: &App, caller: Principal, body: Insert) -> Result<Json<Inserted>, ApiError> {
+/// The `Idempotency-Key` header, if sent: one, of 1–255 printable ASCII bytes, else 400.
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key: send the header once",
+        ));
+    }
+    let key = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+        ApiError::bad_request("Idempotency-Key: must be printable ASCII (space to '~')")
+    })?;
+    validate::idempotency_key(key)?;
+    Ok(Some(key.to_owned()))
+}
+
+async fn insert(
+    app: &App,
+    caller: Principal,
+    body: Insert,
+    key: Option<String>,
+) -> Result<Json<Inserted>, ApiError> {
     validate::event_name(&body.event)?;
     if app.config.identity.enforce_scopes {
         // A scope change moves the credential epoch, so the insert below is refused if the
         // scopes read here are no longer the user's.
         app.engine
             .read(|s| {
-                let scopes = s.user(&caller.username).map_or(&[][..], |u| &u.scopes);
+                let scopes = s.user(&caller.username).and_then(|u| u.scopes.as_deref());
+                let scopes = scopes.unwrap_or_default();
                 scopes::may_write(scopes, &body.event)
             })
             .map_err(ApiError::from)?;
     }
     app.inserts.take(&caller.username, app.clock.now_ms())?;
-    let id = uuid::Uuid::now_v7();
+    let author = Author::User {
+        username: caller.username,
+        credential_epoch: caller.credential_epoch,
+    };
+    submit(app, author, body.event, body.data, key).await
+}
+
+/// Hands the insert to the writer; the answer is the new record's id and cursor, or those of
+/// the earlier insert a retry repeats.
+async fn submit(
+    app: &App,
+    by: Author,
+    event: String,
+    data: Value,
+    idempotency_key: Option<String>,
+) -> Result<Json<Inserted>, ApiError> {
     let records = app
         .engine
         .submit(Command::InsertEvent {
-            username: caller.username,
-            credential_epoch: caller.credential_epoch,
-            id: *id.as_bytes(),
-            event: body.event,
-            data: body.data.to_string(),
+            by,
+            id: *uuid::Uuid::now_v7().as_bytes(),
+            event,
+            data: data.to_string(),
             name_limit: app.config.limits.max_event_names,
+            idempotency_key,
         })
         .await?;
-    let cursor = records.last().map_or(0, |r| r.cursor);
-    Ok(Json(Inserted { id, cursor }))
+    match records.last().map(|r| (r.cursor, &r.kind)) {
+        Some((cursor, crate::state::RecordKind::EventInserted(e))) => Ok(Json(Inserted {
+            id: uuid::Uuid::from_bytes(e.id),
+            cursor,
+        })),
+        _ => Err(ApiError::internal(
+            "an insert was answered without its record",
+        )),
+    }
 }

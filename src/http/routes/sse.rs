@@ -217,7 +217,11 @@ impl App {
                 // Read at connect: a scope change moves the credential epoch, which ends the
                 // stream (`credentials_changed`).
                 self.engine.read(|s| {
-                    scopes::readable(s.user(&caller.username).map_or(&[][..], |u| &u.scopes))
+                    scopes::readable(
+                        s.user(&caller.username)
+                            .and_then(|u| u.scopes.as_deref())
+                            .unwrap_or_default(),
+                    )
                 })
             }
             _ => ReadFilter::All,

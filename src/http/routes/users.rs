@@ -86,7 +86,7 @@ pub struct UpdateUser {
     /// A new email, or `null` to clear it.
     #[serde(default)]
     email: MaybeUndefined<String>,
-    /// New scopes, or `null` to clear them.
+    /// New scopes (`[]` is an empty list), or `null` to clear them (shown as `null`).
     #[serde(default)]
     scopes: MaybeUndefined<Vec<String>>,
     /// New data, or `null` to clear it.
@@ -108,8 +108,8 @@ pub struct UserView {
     pub tenant_name: String,
     /// Email, if any.
     pub email: Option<String>,
-    /// Scopes.
-    pub scopes: Vec<String>,
+    /// Scopes: `null` when never set, `[]` when set to an empty list.
+    pub scopes: Option<Vec<String>>,
     /// Data, if any.
     pub data: Option<Value>,
     /// Two-factor login on.
@@ -301,8 +301,10 @@ async fn create_user(app: &App, body: CreateUser) -> Result<Json<Created>, ApiEr
     validate::username(&body.username)?;
     validate::tenant(&body.tenant_name)?;
     app.check_password(&body.password, &body.username)?;
-    let scopes = body.scopes.unwrap_or_default();
-    validate::scopes(&scopes)?;
+    let scopes = body.scopes;
+    if let Some(scopes) = &scopes {
+        validate::scopes(scopes)?;
+    }
     if let Some(email) = &body.email {
         app.check_email(email)?;
     }
@@ -333,12 +335,9 @@ async fn update_user(app: &App, body: UpdateUser) -> Result<Json<UserView>, ApiE
     if let MaybeUndefined::Value(email) = &body.email {
         app.check_email(email)?;
     }
-    let scopes: Option<Vec<String>> = match body.scopes {
-        MaybeUndefined::Undefined => None,
-        MaybeUndefined::Null => Some(Vec::new()),
-        MaybeUndefined::Value(scopes) => Some(scopes),
-    };
-    if let Some(scopes) = &scopes {
+    // `null` clears to no scopes (shown as `null`); `[]` sets an empty list (shown as `[]`).
+    let scopes: Option<Option<Vec<String>>> = body.scopes.into();
+    if let Some(Some(scopes)) = &scopes {
         validate::scopes(scopes)?;
     }
     let password_hash = match body.password {

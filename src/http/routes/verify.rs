@@ -41,7 +41,7 @@ impl VerifyApi {
         let caller = caller.0;
         let scopes = app
             .engine
-            .read(|s| s.user(&caller.username).map(|u| u.scopes.clone()))
+            .read(|s| s.user(&caller.username).map(|u| u.scope_list().to_vec()))
             .unwrap_or_default();
         let expiry = caller.expires;
         let token = biscuit::issue(

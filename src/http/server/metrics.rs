@@ -43,6 +43,7 @@ pub struct HttpMetrics {
     log_segments: Gauge,
     cursor: Gauge,
     users: Gauge,
+    idempotency_keys: Gauge,
     frames_read: Gauge,
 }
 
@@ -61,6 +62,7 @@ impl HttpMetrics {
             log_segments: Gauge::default(),
             cursor: Gauge::default(),
             users: Gauge::default(),
+            idempotency_keys: Gauge::default(),
             frames_read: Gauge::default(),
             registry: Registry::default(),
         };
@@ -102,6 +104,11 @@ impl HttpMetrics {
         );
         registry.register("log_cursor", "the newest durable cursor", m.cursor.clone());
         registry.register("users", "users in the projection", m.users.clone());
+        registry.register(
+            "idempotency_keys",
+            "Idempotency-Keys remembered for retries (at most 1000 per caller, 100000 in all)",
+            m.idempotency_keys.clone(),
+        );
         registry.register(
             "log_frames_read",
             "frames read back from segment files (catch-up)",
@@ -159,7 +166,9 @@ impl HttpMetrics {
         self.log_bytes.set(usage.bytes as i64);
         self.log_segments.set(usage.segments as i64);
         self.cursor.set(engine.cursor() as i64);
-        self.users.set(engine.read(|s| s.users.len()) as i64);
+        let (users, keys) = engine.read(|s| (s.users.len(), s.idempotency.len()));
+        self.users.set(users as i64);
+        self.idempotency_keys.set(keys as i64);
         self.frames_read.set(engine.log().frames_read() as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -170,12 +179,13 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 24] = [
+    const ROUTES: [&str; 25] = [
         "/compact",
         "/",
         "/create_user",
         "/login",
         "/insert",
+        "/admin_insert",
         "/sse",
         "/verify",
         "/list_users",

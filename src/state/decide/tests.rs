@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::state::record::{UserCreated, UserUpdated};
-use crate::state::{Command, State, evolve};
+use crate::state::{Author, Command, State, evolve};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -13,7 +13,7 @@ fn created(username: &str, tenant: &str) -> Command {
         tenant: tenant.into(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
         email: None,
-        scopes: vec![],
+        scopes: None,
         data: None,
         two_factor: false,
         totp_secret: vec![7; 20],
@@ -33,13 +33,21 @@ fn state_after(commands: impl IntoIterator<Item = Command>) -> State {
 
 fn insert(state: &State, username: &str, event: &str, name_limit: usize) -> Command {
     Command::InsertEvent {
-        username: username.into(),
-        credential_epoch: state.user(username).map_or(0, |u| u.credential_epoch),
+        by: Author::User {
+            username: username.into(),
+            credential_epoch: state.user(username).map_or(0, |u| u.credential_epoch),
+        },
         id: [2; 16],
         event: event.into(),
         data: "1".into(),
         name_limit,
+        idempotency_key: None,
     }
+}
+
+/// `decide`'s appended records, for the rules that never meet a duplicate.
+fn decide(state: &State, command: Command, at_ms: i64) -> Result<Vec<Record>, Rejection> {
+    super::decide(state, command, at_ms).map(|d| d.appended().to_vec())
 }
 
 #[test]
@@ -302,7 +310,7 @@ fn turning_two_factor_on_or_changing_scopes_moves_the_credential_epoch() {
         },
         UserUpdated {
             username: "bob".into(),
-            scopes: Some(vec!["news:get".into()]),
+            scopes: Some(Some(vec!["news:get".into()])),
             ..Default::default()
         },
     ] {
@@ -331,7 +339,7 @@ fn created_record(username: &str) -> RecordKind {
         tenant: "acme".into(),
         password_hash: "h".into(),
         email: None,
-        scopes: vec![],
+        scopes: None,
         data: None,
         two_factor: false,
         totp_secret: vec![1; 20],
@@ -378,4 +386,107 @@ fn a_user_record_that_decide_would_refuse_does_not_hold() {
         },
     );
     assert!(recheck(&state, &revoke_bob, None).is_err());
+}
+
+fn keyed(state: &State, username: Option<&str>, event: &str, key: &str, id: u8) -> Command {
+    Command::InsertEvent {
+        by: match username {
+            Some(u) => Author::User {
+                username: u.into(),
+                credential_epoch: state.user(u).map_or(0, |u| u.credential_epoch),
+            },
+            None => Author::Admin { tenant: "t".into() },
+        },
+        id: [id; 16],
+        event: event.into(),
+        data: "1".into(),
+        name_limit: 10,
+        idempotency_key: Some(key.into()),
+    }
+}
+
+fn fold(state: &mut State, decision: &Decision) {
+    for record in decision.appended() {
+        evolve(state, record);
+    }
+}
+
+#[test]
+fn a_retried_key_answers_the_earlier_insert_and_appends_nothing() {
+    let mut state = state_after([created("bob", "t")]);
+    let first = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 1), 10).unwrap();
+    fold(&mut state, &first);
+    let earlier = first.appended()[0].clone();
+    let again = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 2), 20).unwrap();
+    let Decision::Duplicate(answer) = again else {
+        panic!("not a duplicate: {again:?}")
+    };
+    assert_eq!(
+        (answer.cursor, answer.at_ms),
+        (earlier.cursor, earlier.at_ms)
+    );
+    assert_eq!(answer.kind, earlier.kind, "same id, same event");
+}
+
+#[test]
+fn a_key_reused_for_another_request_is_refused() {
+    let mut state = state_after([created("bob", "t")]);
+    let first = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 1), 10).unwrap();
+    fold(&mut state, &first);
+    assert_eq!(
+        super::decide(&state, keyed(&state, Some("bob"), "other", "k", 2), 20),
+        Err(Rejection::KeyReused)
+    );
+}
+
+#[test]
+fn keys_belong_to_their_caller_and_expire_after_the_window() {
+    let mut state = state_after([created("bob", "t"), created("ann", "t")]);
+    state.idempotency.window_ms = DAY_MS;
+    let first = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 1), 10).unwrap();
+    fold(&mut state, &first);
+    for (caller, at) in [(Some("ann"), 20), (None, 20), (Some("bob"), 10 + DAY_MS)] {
+        let decision = super::decide(&state, keyed(&state, caller, "e", "k", 2), at).unwrap();
+        assert!(
+            matches!(decision, Decision::Append(_)),
+            "{caller:?} at {at}: {decision:?}"
+        );
+    }
+}
+
+#[test]
+fn the_admin_inserts_into_any_tenant_with_no_author() {
+    let state = State::default();
+    let records = decide(&state, keyed(&state, None, "e", "k", 1), 0).unwrap();
+    let RecordKind::EventInserted(e) = &records[0].kind else {
+        panic!("not an insert")
+    };
+    assert_eq!((e.tenant.as_str(), e.by.as_deref()), ("t", None));
+    let bad_tenant = Command::InsertEvent {
+        by: Author::Admin {
+            tenant: String::new(),
+        },
+        id: [1; 16],
+        event: "e".into(),
+        data: "1".into(),
+        name_limit: 10,
+        idempotency_key: None,
+    };
+    assert!(matches!(
+        decide(&state, bad_tenant, 0),
+        Err(Rejection::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_duplicate_two_nodes_both_appended_does_not_hold() {
+    let mut state = state_after([created("bob", "t")]);
+    let first = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 1), 10).unwrap();
+    // Both nodes decided on the same state; the stream orders one after the other.
+    let second = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 2), 11).unwrap();
+    let mut late = second.appended()[0].clone();
+    late.cursor += 1;
+    assert_eq!(recheck(&state, &first.appended()[0], None), Ok(()));
+    fold(&mut state, &first);
+    assert_eq!(recheck(&state, &late, None), Err(Rejection::KeyReused));
 }

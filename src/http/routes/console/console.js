@@ -130,7 +130,7 @@ function renderUsers() {
       el('td', {}, el('code', { textContent: u.username })),
       el('td', { textContent: u.tenant_name }),
       el('td', { textContent: u.email ?? '' }),
-      el('td', { textContent: u.scopes.join(', ') }),
+      el('td', { textContent: (u.scopes ?? []).join(', ') }),
       el('td', { textContent: u.two_factor ? 'on' : 'off' }),
       el('td', { textContent: u.revoked ? 'revoked' : 'active' }),
       el('td', { className: 'actions' },
@@ -167,7 +167,7 @@ function openUserDialog(user = null) {
   $('u-password-hint').textContent = user ? '(leave empty to keep it)' : '';
   $('u-tenant').value = user?.tenant_name ?? '';
   $('u-email').value = user?.email ?? '';
-  $('u-scopes').value = user?.scopes.join(', ') ?? '';
+  $('u-scopes').value = user?.scopes?.join(', ') ?? '';
   $('u-data').value = user?.data == null ? '' : JSON.stringify(user.data);
   $('u-two-factor').checked = user?.two_factor ?? false;
   $('user-error').textContent = '';
