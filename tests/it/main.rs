@@ -30,3 +30,4 @@ mod security;
 mod sse;
 mod stream_end;
 mod ts_client;
+mod user_deletion;

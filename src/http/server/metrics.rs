@@ -170,7 +170,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 24] = [
+    const ROUTES: [&str; 25] = [
         "/compact",
         "/",
         "/create_user",
@@ -183,6 +183,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/update_user",
         "/revoke_user",
         "/unrevoke_user",
+        "/delete_user",
         "/create_qr",
         "/create_totp",
         "/password_reset",
