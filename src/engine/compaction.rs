@@ -1,12 +1,18 @@
 //! Compaction as the rules see it: which records a compacted log must keep.
 //!
-//! Below the retain cursor, a compacted log keeps every user record (the users' state is
-//! made of them, and they are few) and, of the events, only the latest of each
-//! (tenant, event name) — exactly what the snapshot and the projections need. Cursors are
-//! never renumbered. Runs inside the server (which keeps serving and swaps segments under
+//! Below the retain cursor, a compacted log keeps the user records of users that exist (the
+//! users' state is made of them, and they are few) and, of the events, only the latest of
+//! each (tenant, event name) — exactly what the snapshot and the projections need. Cursors
+//! are never renumbered. Runs inside the server (which keeps serving and swaps segments under
 //! the readers' lock) or offline from `broker log compact`.
+//!
+//! **Erasure.** A user's records up to their `UserDeleted` (that one included) are dropped:
+//! folded, they end in "no such user" whether they are there or not, and they are what holds
+//! the email, data, password hashes and TOTP secret. A compaction that rewrote segments then
+//! rewrites the checkpoint store too ([`super::checkpoint::Checkpoints::rewrite`]), whose
+//! stored projections may still hold the user.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{Engine, EngineError};
@@ -86,20 +92,47 @@ impl Engine {
                 .flat_map(|by_name| by_name.values().map(|e| e.cursor))
                 .collect()
         });
+        let deleted = self.deletions(newest)?;
         let keep = |cursor: Cursor, payload: &[u8]| match Record::decode(payload) {
-            Ok(record) => match record.kind {
+            Ok(record) => match &record.kind {
                 RecordKind::EventInserted(_) => latest.contains(&cursor),
-                _ => true,
+                _ => record
+                    .username()
+                    .and_then(|username| deleted.get(username))
+                    .is_none_or(|&deletion| cursor > deletion),
             },
             // Undecodable records never reach here: the log's codec validated the frame.
             Err(_) => true,
         };
-        Ok(compact::compact(
-            self.log(),
-            Record::cursor_of,
-            retain_cursor,
-            keep,
-        )?)
+        let report = compact::compact(self.log(), Record::cursor_of, retain_cursor, keep)?;
+        if report.segments_replaced > 0
+            && let Some(store) = self.inner.index.store()
+        {
+            store.rewrite(newest).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "the log is compacted, but the checkpoint store could not be rewritten ({e}); it may still hold deleted users' fields until the next compaction"
+                ))
+            })?;
+        }
+        Ok(report)
+    }
+
+    /// The cursor of each user's last deletion up to `newest`. The whole log is read: a
+    /// deletion in the active segment still lets compaction drop the closed segments'
+    /// records of that user.
+    fn deletions(&self, newest: Cursor) -> Result<HashMap<String, Cursor>, EngineError> {
+        let mut deleted = HashMap::new();
+        self.log().read_after(0, newest, |cursor, payload| {
+            if let Ok(Record {
+                kind: RecordKind::UserDeleted { username },
+                ..
+            }) = Record::decode(payload)
+            {
+                deleted.insert(username, cursor);
+            }
+            true
+        })?;
+        Ok(deleted)
     }
 }
 
