@@ -56,6 +56,52 @@ impl std::str::FromStr for Retain {
 }
 
 impl Engine {
+    /// Retention (`--retain`): compacts with `retain` every `every`, from one interval after
+    /// the start until the engine shuts down; each run is logged and counted in
+    /// [`super::metrics::EngineMetrics`].
+    pub fn spawn_retention(&self, retain: Retain, every: Duration) {
+        // Weak: the task must not keep a stopped engine (and its log lock) alive.
+        let engine = self.downgrade();
+        let mut stop = self.shutdown_signal();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            // A compaction longer than the interval delays the next one, never doubles it.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let metrics = engine.metrics();
+                match engine.compact(retain, engine.now_ms()).await {
+                    Ok(r) => {
+                        metrics.retention_compactions.inc();
+                        metrics
+                            .retention_bytes_reclaimed
+                            .inc_by(r.bytes_before.saturating_sub(r.bytes_after));
+                        tracing::info!(
+                            segments = r.segments_replaced,
+                            records_before = r.records_before,
+                            records_after = r.records_after,
+                            bytes_before = r.bytes_before,
+                            bytes_after = r.bytes_after,
+                            horizon = r.horizon,
+                            "retention: log compacted"
+                        );
+                    }
+                    Err(why) => {
+                        metrics.retention_failures.inc();
+                        tracing::warn!(%why, "retention: compaction failed; trying again next interval");
+                    }
+                }
+            }
+        });
+    }
+
     /// Compacts the closed segments below `retain` (see the module docs).
     pub async fn compact(&self, retain: Retain, now_ms: i64) -> Result<CompactReport, EngineError> {
         let engine = self.clone();

@@ -25,6 +25,7 @@ mod multinode;
 mod operations;
 mod recovery;
 mod replay;
+mod retention;
 mod scopes;
 mod security;
 mod sse;

@@ -139,6 +139,21 @@ impl HttpMetrics {
             "messages of a shared log the fold skipped as no valid record (only a publisher other than broker nodes writes those)",
             e.rejected_records.clone(),
         );
+        registry.register(
+            "retention_compactions",
+            "compactions --retain ran by itself",
+            e.retention_compactions.clone(),
+        );
+        registry.register(
+            "retention_compaction_failures",
+            "compactions of --retain that failed (each logged)",
+            e.retention_failures.clone(),
+        );
+        registry.register(
+            "retention_reclaimed_bytes",
+            "segment bytes freed by the compactions of --retain",
+            e.retention_bytes_reclaimed.clone(),
+        );
         Arc::new(HttpMetrics { registry, ..m })
     }
 
