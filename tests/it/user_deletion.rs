@@ -87,6 +87,22 @@ async fn a_deleted_user_is_gone_and_a_new_user_of_that_name_gets_nothing_of_thei
     )
     .await;
     assert_eq!(status, 401, "the old password");
+    // The token in the body works as on every admin route; a wrong one is 401.
+    assert_eq!(create_user(&c, &s, "eve", "pw", "t").await, 200);
+    let (status, _) = post(
+        &c,
+        s.url("/delete_user"),
+        json!({"admin_token": "wrong", "username": "eve"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        &c,
+        s.url("/delete_user"),
+        json!({"admin_token": ADMIN, "username": "eve"}),
+    )
+    .await;
+    assert_eq!(status, 200);
     let fresh = login(&c, &s, "dora", "new-pw").await;
     // The old user's event is still the tenant's.
     let mut stream = Sse::open(&s, &fresh, None).await;
