@@ -105,6 +105,22 @@ impl Engine {
     /// Compacts the closed segments below `retain` (see the module docs).
     pub async fn compact(&self, retain: Retain, now_ms: i64) -> Result<CompactReport, EngineError> {
         let engine = self.clone();
+        let deletion_in_active =
+            tokio::task::spawn_blocking(move || engine.deletion_in_active_segment())
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("compaction task failed: {e}")))??;
+        if deletion_in_active {
+            // Compaction rewrites closed segments only: without this, a deletion would wait
+            // for the active segment to fill up (--segment_bytes) before it could be erased.
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.inner
+                .tx
+                .send(super::Msg::CloseSegment(reply))
+                .await
+                .map_err(|_| EngineError::ShuttingDown)?;
+            answer.await.map_err(|_| EngineError::ShuttingDown)??;
+        }
+        let engine = self.clone();
         tokio::task::spawn_blocking(move || engine.compact_blocking(retain, now_ms))
             .await
             .map_err(|e| EngineError::Unavailable(format!("compaction task failed: {e}")))?
@@ -161,6 +177,26 @@ impl Engine {
             })?;
         }
         Ok(report)
+    }
+
+    /// Whether the active segment holds a `UserDeleted` record.
+    fn deletion_in_active_segment(&self) -> Result<bool, EngineError> {
+        let Some(active) = self.log().segments().last().map(|s| s.first) else {
+            return Ok(false);
+        };
+        let mut found = false;
+        self.log()
+            .read_after(active.saturating_sub(1), self.cursor(), |_, payload| {
+                found = matches!(
+                    Record::decode(payload),
+                    Ok(Record {
+                        kind: RecordKind::UserDeleted { .. },
+                        ..
+                    })
+                );
+                !found
+            })?;
+        Ok(found)
     }
 
     /// The cursor of each user's last deletion up to `newest`. The whole log is read: a

@@ -375,3 +375,31 @@ async fn offline_compaction_erases_too() {
     let (_, users) = post(&c, s.url("/list_users"), json!({"admin_token": ADMIN})).await;
     assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
 }
+
+#[tokio::test]
+async fn a_deletion_in_the_active_segment_is_erased_by_the_next_compaction_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default 64 MiB segments: everything is in the active one.
+    let s = Server::start(dir.path(), &["--checkpoint_records", "1"]);
+    let c = client();
+    let traces = erin(&c, &s).await;
+    assert_eq!(delete(&c, &s, "erin").await.0, 200);
+    assert!(!traces.found_under(dir.path()).is_empty());
+    let (status, reply) = post(
+        &c,
+        s.url("/compact"),
+        json!({"admin_token": ADMIN, "retain": "0s"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let found = erased(&traces, dir.path()).await;
+    assert!(
+        found.is_empty(),
+        "still on disk after compaction: {found:?}"
+    );
+    // Writing goes on in the new segment, and a restart reads both.
+    assert_eq!(create_user(&c, &s, "erin", "pw2", "t").await, 200);
+    drop(s);
+    let s = Server::start(dir.path(), &[]);
+    login(&c, &s, "erin", "pw2").await;
+}
