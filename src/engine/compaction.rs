@@ -83,6 +83,11 @@ impl Engine {
                         metrics
                             .retention_bytes_reclaimed
                             .inc_by(r.bytes_before.saturating_sub(r.bytes_after));
+                        if r.segments_replaced == 0 {
+                            // Most runs of a quiet log: counted, not logged at INFO each hour.
+                            tracing::debug!("retention: nothing to compact");
+                            continue;
+                        }
                         tracing::info!(
                             segments = r.segments_replaced,
                             records_before = r.records_before,
