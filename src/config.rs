@@ -275,6 +275,14 @@ pub struct ServeFlags {
     /// …or after this many seconds with new records.
     #[arg(long, env = "BROKER_CHECKPOINT_SECS", default_value_t = 300)]
     pub checkpoint_secs: u64,
+    /// Retention: compact by itself every --compact_interval_secs with the rules of
+    /// `POST /compact`, keeping whole what is younger than this age (`7d`, `12h`, `30m`,
+    /// `90s`) or from this cursor on. Off by default.
+    #[arg(long, env = "BROKER_RETAIN")]
+    pub retain: Option<String>,
+    /// Seconds between the compactions of --retain.
+    #[arg(long, env = "BROKER_COMPACT_INTERVAL_SECS", default_value_t = 3600)]
+    pub compact_interval_secs: u64,
 }
 
 /// An address block such as `10.0.0.0/8`, `::1/128` or a single address.
@@ -524,6 +532,10 @@ pub struct Storage {
     pub checkpoint_interval: Duration,
     /// Free-space floor of the log's filesystem.
     pub min_free_bytes: u64,
+    /// Retention (`--retain`): compact by itself with this, every `compact_interval`.
+    pub retain: Option<crate::engine::compaction::Retain>,
+    /// Time between the compactions of `retain`.
+    pub compact_interval: Duration,
 }
 
 /// `/metrics`.
@@ -709,6 +721,16 @@ impl ServeFlags {
                 "--sse_keepalive_secs must be at least 1".into(),
             ));
         }
+        let retain = self
+            .retain
+            .as_deref()
+            .map(|r| r.parse().map_err(|e| ConfigError(format!("--{e}"))))
+            .transpose()?;
+        if self.compact_interval_secs == 0 {
+            return Err(ConfigError(
+                "--compact_interval_secs must be at least 1 (it is the time between the compactions of --retain)".into(),
+            ));
+        }
         let port = self.port.unwrap_or(if self.secure { 443 } else { 8080 });
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Config {
@@ -772,6 +794,8 @@ impl ServeFlags {
                 checkpoint_records: self.checkpoint_records.max(1),
                 checkpoint_interval: Duration::from_secs(self.checkpoint_secs.max(1)),
                 min_free_bytes: self.min_free_bytes,
+                retain,
+                compact_interval: Duration::from_secs(self.compact_interval_secs),
             },
             metrics: MetricsConfig {
                 metrics_token: self.metrics_token,

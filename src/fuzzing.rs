@@ -86,7 +86,7 @@ pub fn decide_evolve(data: &[u8]) {
         let (kind, a, b) = (op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0));
         let user = NAMES[a as usize % NAMES.len()].to_owned();
         let epoch = live.user(&user).map_or(0, |u| u.credential_epoch);
-        let command = match kind % 10 {
+        let command = match kind % 11 {
             0 => Command::CreateUser(UserCreated {
                 id: [a; 16],
                 username: user.clone(),
@@ -145,10 +145,13 @@ pub fn decide_evolve(data: &[u8]) {
                 username: user.clone(),
                 code: u64::from(b),
             },
-            _ => Command::ResetPassword {
+            9 => Command::ResetPassword {
                 username: user.clone(),
                 password_hash: "r".into(),
                 code: u64::from(b),
+            },
+            _ => Command::DeleteUser {
+                username: user.clone(),
             },
         };
         let was_revoked = live.user(&user).is_some_and(|u| u.revoked);

@@ -216,6 +216,14 @@ async fn run(config: Config) -> Result<(), StartError> {
             config.ntp.ntp_interval,
         );
     }
+    if let Some(retain) = config.storage.retain {
+        engine.spawn_retention(retain, config.storage.compact_interval);
+        tracing::info!(
+            ?retain,
+            every_secs = config.storage.compact_interval.as_secs(),
+            "retention on: compacting by itself"
+        );
+    }
     let tls = config.listen.tls.clone();
     let metrics_addr = config.metrics.metrics_addr;
     let app = App::new(engine.clone(), config, clock, biscuit);

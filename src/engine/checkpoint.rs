@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -74,10 +76,56 @@ struct Snapshot {
 /// The checkpoint store (a fjall database).
 pub struct Checkpoints {
     path: PathBuf,
+    // A std RwLock: saves and reads share it (fjall is thread-safe); only
+    // [`Checkpoints::rewrite`] takes it alone, to close the database and replace its
+    // directory. `None` only if reopening after a rewrite failed: the store then answers
+    // errors, which every caller treats as "no checkpoint".
+    store: RwLock<Option<Store>>,
+    /// Saves of a state older than this cursor are dropped: taken before a rewrite, such a
+    /// state could still hold what the rewrite erased.
+    floor: AtomicU64,
+}
+
+/// The open fjall database and its keyspaces.
+struct Store {
     db: Database,
     keyspace: Keyspace,
     tenants: Keyspace,
     offsets: Keyspace,
+}
+
+impl Store {
+    fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let db = Database::builder(path).open().map_err(store(format!(
+            "cannot open checkpoints in {}",
+            path.display()
+        )))?;
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(store(format!(
+                    "cannot open checkpoints in {}",
+                    path.display()
+                )))
+        };
+        let (keyspace, tenants, offsets) = (
+            open("checkpoints")?,
+            open("tenant_events")?,
+            open("segment_offsets")?,
+        );
+        Ok(Store {
+            db,
+            keyspace,
+            tenants,
+            offsets,
+        })
+    }
+}
+
+/// Where a rewrite moves the old store before deleting it; found at open, it is deleted then.
+fn retired(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".retired");
+    path.with_file_name(name)
 }
 
 /// Why a checkpoint could not be stored or used. Never fatal: the log is the truth, and a
@@ -93,6 +141,17 @@ pub enum CheckpointError {
         /// fjall's error.
         source: fjall::Error,
     },
+    /// A file operation on the store's directory failed.
+    #[error("{doing}: {source}")]
+    Io {
+        /// What was being done.
+        doing: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A rewrite could not reopen the store; checkpoints are off until the next start.
+    #[error("the checkpoint store in {0} is closed after a failed rewrite")]
+    Closed(PathBuf),
     /// Encoding the state failed.
     #[error("encoding a checkpoint failed: {0}")]
     Encode(rkyv::rancor::Error),
@@ -110,6 +169,24 @@ pub enum CheckpointError {
     Schema(u32),
 }
 
+/// Deletes the directory a rewrite retired, if any, and makes that durable.
+fn remove_retired(path: &Path) -> Result<(), CheckpointError> {
+    let retired = retired(path);
+    if retired.exists() {
+        std::fs::remove_dir_all(&retired).map_err(|e| CheckpointError::Io {
+            doing: format!("deleting {}", retired.display()),
+            source: e,
+        })?;
+        if let Some(parent) = path.parent() {
+            crate::log::segment::sync_dir(parent).map_err(|e| CheckpointError::Io {
+                doing: format!("syncing {}", parent.display()),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// A fjall error with what was being done.
 fn store(doing: impl Into<String>) -> impl FnOnce(fjall::Error) -> CheckpointError {
     let doing = doing.into();
@@ -117,31 +194,82 @@ fn store(doing: impl Into<String>) -> impl FnOnce(fjall::Error) -> CheckpointErr
 }
 
 impl Checkpoints {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path`, first deleting what an interrupted
+    /// [`Self::rewrite`] left (it may hold erased users' fields).
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let db = Database::builder(path).open().map_err(store(format!(
-            "cannot open checkpoints in {}",
-            path.display()
-        )))?;
-        let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(store(format!(
-                    "cannot open checkpoints in {}",
-                    path.display()
-                )))
-        };
-        let (keyspace, tenants, offsets) = (
-            open("checkpoints")?,
-            open("tenant_events")?,
-            open("segment_offsets")?,
-        );
+        remove_retired(path)?;
         Ok(Checkpoints {
             path: path.to_owned(),
-            db,
-            keyspace,
-            tenants,
-            offsets,
+            store: RwLock::new(Some(Store::open(path)?)),
+            floor: AtomicU64::new(0),
         })
+    }
+
+    /// Runs `f` on the open store.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, CheckpointError>,
+    ) -> Result<R, CheckpointError> {
+        let guard = self.store.read().expect("checkpoint store lock");
+        match guard.as_ref() {
+            Some(store) => f(store),
+            None => Err(CheckpointError::Closed(self.path.clone())),
+        }
+    }
+
+    /// Replaces the store with a new database holding only the per-tenant index: no
+    /// checkpoint, so no projection — nothing of a deleted user's fields (fjall keeps
+    /// overwritten values in its journal and tables until it compacts them, so overwriting
+    /// the checkpoint would not be enough). The old directory is renamed away first, then
+    /// deleted; a crash in between leaves it under a name [`Self::open`] deletes.
+    ///
+    /// Called after a compaction that rewrote segments: the stored checkpoint named those
+    /// segments and could no longer be used anyway. The next checkpoint of a state at
+    /// `newest` or later is written as usual.
+    pub fn rewrite(&self, newest: Cursor) -> Result<(), CheckpointError> {
+        let mut guard = self.store.write().expect("checkpoint store lock");
+        self.floor.fetch_max(newest, Ordering::AcqRel);
+        let keys = match guard.as_ref() {
+            Some(old) => old
+                .tenants
+                .iter()
+                .map(|g| g.key().map(|k| k.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store("reading the tenant index"))?,
+            None => Vec::new(),
+        };
+        // Closing the database stops its threads and frees its directory.
+        drop(guard.take());
+        let retired = retired(&self.path);
+        let io = |doing: &str, e: std::io::Error| CheckpointError::Io {
+            doing: format!("{doing} {}", self.path.display()),
+            source: e,
+        };
+        if self.path.exists() {
+            std::fs::rename(&self.path, &retired).map_err(|e| io("retiring", e))?;
+        }
+        remove_retired(&self.path)?;
+        let fresh = Store::open(&self.path)?;
+        if !keys.is_empty() {
+            let mut ingestion = fresh
+                .tenants
+                .start_ingestion()
+                .map_err(store("copying the tenant index"))?;
+            for key in keys {
+                ingestion
+                    .write(key, Vec::<u8>::new())
+                    .map_err(store("copying the tenant index"))?;
+            }
+            ingestion
+                .finish()
+                .map_err(store("copying the tenant index"))?;
+        }
+        fresh
+            .db
+            .persist(PersistMode::SyncAll)
+            .map_err(store("writing the rewritten store"))?;
+        *guard = Some(fresh);
+        Ok(())
     }
 
     /// Stores `state` as the newest checkpoint with the segments' lengths and indexes and
@@ -153,6 +281,8 @@ impl Checkpoints {
         tenant_events: &[(String, Cursor)],
         index_base: Cursor,
     ) -> Result<(), CheckpointError> {
+        // The index entries still go in: the writer counts on them.
+        let stale = state.cursor < self.floor.load(Ordering::Acquire);
         let lengths = segments.iter().map(|s| (s.first, s.len)).collect();
         let snapshot = Snapshot {
             schema: SCHEMA,
@@ -165,43 +295,47 @@ impl Checkpoints {
         let mut value = Vec::with_capacity(bytes.len() + 4);
         value.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
         value.extend_from_slice(&bytes);
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        if tenant_events.len() >= INGEST_FROM {
-            // Bulk-loaded straight into a table: through the journal, a start's index of up
-            // to a million entries made every later start replay it (1.6 s of a 1.8 s start
-            // of a 10 M-record log, measured with broker-bench restart). Entries ingested
-            // for a checkpoint that then fails to commit are harmless: readers use the index
-            // only up to the cursor a stored checkpoint vouches for.
-            let mut keys: Vec<Vec<u8>> = tenant_events
-                .iter()
-                .map(|(tenant, cursor)| tenant_key(tenant, *cursor))
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let fail = |e: fjall::Error| CheckpointError::Store {
-                doing: "writing the tenant index".into(),
-                source: e,
-            };
-            let mut ingestion = self.tenants.start_ingestion().map_err(fail)?;
-            for key in keys {
-                ingestion.write(key, Vec::<u8>::new()).map_err(fail)?;
+        self.with(|st| {
+            let mut batch = st.db.batch().durability(Some(PersistMode::SyncAll));
+            if tenant_events.len() >= INGEST_FROM {
+                // Bulk-loaded straight into a table: through the journal, a start's index of up
+                // to a million entries made every later start replay it (1.6 s of a 1.8 s start
+                // of a 10 M-record log, measured with broker-bench restart). Entries ingested
+                // for a checkpoint that then fails to commit are harmless: readers use the index
+                // only up to the cursor a stored checkpoint vouches for.
+                let mut keys: Vec<Vec<u8>> = tenant_events
+                    .iter()
+                    .map(|(tenant, cursor)| tenant_key(tenant, *cursor))
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let fail = |e: fjall::Error| CheckpointError::Store {
+                    doing: "writing the tenant index".into(),
+                    source: e,
+                };
+                let mut ingestion = st.tenants.start_ingestion().map_err(fail)?;
+                for key in keys {
+                    ingestion.write(key, Vec::<u8>::new()).map_err(fail)?;
+                }
+                ingestion.finish().map_err(fail)?;
+            } else {
+                for (tenant, cursor) in tenant_events {
+                    batch.insert(&st.tenants, tenant_key(tenant, *cursor), Vec::<u8>::new());
+                }
             }
-            ingestion.finish().map_err(fail)?;
-        } else {
-            for (tenant, cursor) in tenant_events {
-                batch.insert(&self.tenants, tenant_key(tenant, *cursor), Vec::<u8>::new());
+            for segment in &segments {
+                let mut encoded = Vec::with_capacity(segment.index.len() * 16);
+                for (cursor, offset) in &segment.index {
+                    encoded.extend_from_slice(&cursor.to_le_bytes());
+                    encoded.extend_from_slice(&offset.to_le_bytes());
+                }
+                batch.insert(&st.offsets, segment.first.to_be_bytes(), encoded);
             }
-        }
-        for segment in &segments {
-            let mut encoded = Vec::with_capacity(segment.index.len() * 16);
-            for (cursor, offset) in &segment.index {
-                encoded.extend_from_slice(&cursor.to_le_bytes());
-                encoded.extend_from_slice(&offset.to_le_bytes());
+            if !stale {
+                batch.insert(&st.keyspace, KEY, value);
             }
-            batch.insert(&self.offsets, segment.first.to_be_bytes(), encoded);
-        }
-        batch.insert(&self.keyspace, KEY, value);
-        batch.commit().map_err(store("writing a checkpoint"))
+            batch.commit().map_err(store("writing a checkpoint"))
+        })
     }
 
     /// Cursors of `tenant`'s events in `(after, upto]`, at most `max`, from the index.
@@ -215,68 +349,72 @@ impl Checkpoints {
         if upto <= after {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
-        for guard in self
-            .tenants
-            .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
-            .take(max)
-        {
-            let key = guard.key().map_err(store("reading the tenant index"))?;
-            let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
-            out.push(u64::from_be_bytes(tail));
-        }
-        Ok(out)
+        self.with(|st| {
+            let mut out = Vec::new();
+            for guard in st
+                .tenants
+                .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
+                .take(max)
+            {
+                let key = guard.key().map_err(store("reading the tenant index"))?;
+                let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
+                out.push(u64::from_be_bytes(tail));
+            }
+            Ok(out)
+        })
     }
 
     /// The newest checkpoint and the segment lengths it saw, or why there is none to use.
     pub fn load(&self) -> Result<Option<Loaded>, CheckpointError> {
-        let Some(value) = self.keyspace.get(KEY).map_err(store(format!(
-            "reading the checkpoint in {}",
-            self.path.display()
-        )))?
-        else {
-            return Ok(None);
-        };
-        if value.len() < 4 {
-            return Err(CheckpointError::Truncated);
-        }
-        let (crc, bytes) = value.split_at(4);
-        if u32::from_le_bytes(crc.try_into().expect("4 bytes")) != crc32c::crc32c(bytes) {
-            return Err(CheckpointError::BadCrc);
-        }
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        let snapshot = rkyv::from_bytes::<Snapshot, rkyv::rancor::Error>(&aligned)
-            .map_err(CheckpointError::Decode)?;
-        if snapshot.schema != SCHEMA {
-            return Err(CheckpointError::Schema(snapshot.schema));
-        }
-        let mut segments = HashMap::new();
-        for (first, len) in &snapshot.segments {
-            let index = self
-                .offsets
-                .get(first.to_be_bytes())
-                .map_err(store("reading segment offsets"))?
-                .map(|bytes| {
-                    bytes
-                        .chunks_exact(16)
-                        .map(|c| {
-                            (
-                                u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
-                                u64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            segments.insert(*first, (*len, index));
-        }
-        let index_base = snapshot.index_base;
-        Ok(Some(Loaded {
-            state: snapshot.state,
-            segments,
-            index_base,
-        }))
+        self.with(|st| {
+            let Some(value) = st.keyspace.get(KEY).map_err(store(format!(
+                "reading the checkpoint in {}",
+                self.path.display()
+            )))?
+            else {
+                return Ok(None);
+            };
+            if value.len() < 4 {
+                return Err(CheckpointError::Truncated);
+            }
+            let (crc, bytes) = value.split_at(4);
+            if u32::from_le_bytes(crc.try_into().expect("4 bytes")) != crc32c::crc32c(bytes) {
+                return Err(CheckpointError::BadCrc);
+            }
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            aligned.extend_from_slice(bytes);
+            let snapshot = rkyv::from_bytes::<Snapshot, rkyv::rancor::Error>(&aligned)
+                .map_err(CheckpointError::Decode)?;
+            if snapshot.schema != SCHEMA {
+                return Err(CheckpointError::Schema(snapshot.schema));
+            }
+            let mut segments = HashMap::new();
+            for (first, len) in &snapshot.segments {
+                let index = st
+                    .offsets
+                    .get(first.to_be_bytes())
+                    .map_err(store("reading segment offsets"))?
+                    .map(|bytes| {
+                        bytes
+                            .chunks_exact(16)
+                            .map(|c| {
+                                (
+                                    u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+                                    u64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                segments.insert(*first, (*len, index));
+            }
+            let index_base = snapshot.index_base;
+            Ok(Some(Loaded {
+                state: snapshot.state,
+                segments,
+                index_base,
+            }))
+        })
     }
 }
 
@@ -313,5 +451,43 @@ mod ingestion_tests {
         let even = store.tenant_cursors("even", 100, 110, 3).unwrap();
         assert_eq!(even, vec![102, 104, 106]);
         assert!(store.load().unwrap().is_some());
+    }
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::*;
+
+    #[test]
+    fn a_rewrite_keeps_the_tenant_index_and_drops_the_checkpoint_and_older_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints");
+        let at = |cursor| State {
+            cursor,
+            ..State::default()
+        };
+        let store = Checkpoints::open(&path).unwrap();
+        let events = vec![("t".to_owned(), 1), ("t".to_owned(), 2)];
+        store.save(at(2), Vec::new(), &events, 0).unwrap();
+        store.rewrite(5).unwrap();
+        assert!(
+            store.load().unwrap().is_none(),
+            "no checkpoint after a rewrite"
+        );
+        assert_eq!(store.tenant_cursors("t", 0, 10, 10).unwrap(), vec![1, 2]);
+        // A state taken before the rewrite may hold what it erased: only its index entries go in.
+        store
+            .save(at(4), Vec::new(), &[("t".to_owned(), 3)], 0)
+            .unwrap();
+        assert!(store.load().unwrap().is_none());
+        assert_eq!(store.tenant_cursors("t", 0, 10, 10).unwrap(), vec![1, 2, 3]);
+        store.save(at(5), Vec::new(), &[], 0).unwrap();
+        assert_eq!(store.load().unwrap().unwrap().state.cursor, 5);
+        drop(store);
+        // What a crash in the middle of a rewrite leaves is deleted at the next open.
+        std::fs::create_dir_all(retired(&path)).unwrap();
+        std::fs::write(retired(&path).join("0.jnl"), b"erased").unwrap();
+        let _store = Checkpoints::open(&path).unwrap();
+        assert!(!retired(&path).exists());
     }
 }

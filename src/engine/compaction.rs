@@ -1,12 +1,18 @@
 //! Compaction as the rules see it: which records a compacted log must keep.
 //!
-//! Below the retain cursor, a compacted log keeps every user record (the users' state is
-//! made of them, and they are few) and, of the events, only the latest of each
-//! (tenant, event name) — exactly what the snapshot and the projections need. Cursors are
-//! never renumbered. Runs inside the server (which keeps serving and swaps segments under
+//! Below the retain cursor, a compacted log keeps the user records of users that exist (the
+//! users' state is made of them, and they are few) and, of the events, only the latest of
+//! each (tenant, event name) — exactly what the snapshot and the projections need. Cursors
+//! are never renumbered. Runs inside the server (which keeps serving and swaps segments under
 //! the readers' lock) or offline from `broker log compact`.
+//!
+//! **Erasure.** A user's records up to their `UserDeleted` (that one included) are dropped:
+//! folded, they end in "no such user" whether they are there or not, and they are what holds
+//! the email, data, password hashes and TOTP secret. A compaction that rewrote segments then
+//! rewrites the checkpoint store too ([`super::checkpoint::Checkpoints::rewrite`]), whose
+//! stored projections may still hold the user.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{Engine, EngineError};
@@ -50,8 +56,75 @@ impl std::str::FromStr for Retain {
 }
 
 impl Engine {
+    /// Retention (`--retain`): compacts with `retain` every `every`, from one interval after
+    /// the start until the engine shuts down; each run is logged and counted in
+    /// [`super::metrics::EngineMetrics`].
+    pub fn spawn_retention(&self, retain: Retain, every: Duration) {
+        // Weak: the task must not keep a stopped engine (and its log lock) alive.
+        let engine = self.downgrade();
+        let mut stop = self.shutdown_signal();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            // A compaction longer than the interval delays the next one, never doubles it.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let metrics = engine.metrics();
+                match engine.compact(retain, engine.now_ms()).await {
+                    Ok(r) => {
+                        metrics.retention_compactions.inc();
+                        metrics
+                            .retention_bytes_reclaimed
+                            .inc_by(r.bytes_before.saturating_sub(r.bytes_after));
+                        if r.segments_replaced == 0 {
+                            // Most runs of a quiet log: counted, not logged at INFO each hour.
+                            tracing::debug!("retention: nothing to compact");
+                            continue;
+                        }
+                        tracing::info!(
+                            segments = r.segments_replaced,
+                            records_before = r.records_before,
+                            records_after = r.records_after,
+                            bytes_before = r.bytes_before,
+                            bytes_after = r.bytes_after,
+                            horizon = r.horizon,
+                            "retention: log compacted"
+                        );
+                    }
+                    Err(why) => {
+                        metrics.retention_failures.inc();
+                        tracing::warn!(%why, "retention: compaction failed; trying again next interval");
+                    }
+                }
+            }
+        });
+    }
+
     /// Compacts the closed segments below `retain` (see the module docs).
     pub async fn compact(&self, retain: Retain, now_ms: i64) -> Result<CompactReport, EngineError> {
+        let engine = self.clone();
+        let deletion_in_active =
+            tokio::task::spawn_blocking(move || engine.deletion_in_active_segment())
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("compaction task failed: {e}")))??;
+        if deletion_in_active {
+            // Compaction rewrites closed segments only: without this, a deletion would wait
+            // for the active segment to fill up (--segment_bytes) before it could be erased.
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.inner
+                .tx
+                .send(super::Msg::CloseSegment(reply))
+                .await
+                .map_err(|_| EngineError::ShuttingDown)?;
+            answer.await.map_err(|_| EngineError::ShuttingDown)??;
+        }
         let engine = self.clone();
         tokio::task::spawn_blocking(move || engine.compact_blocking(retain, now_ms))
             .await
@@ -86,20 +159,67 @@ impl Engine {
                 .flat_map(|by_name| by_name.values().map(|e| e.cursor))
                 .collect()
         });
+        let deleted = self.deletions(newest)?;
         let keep = |cursor: Cursor, payload: &[u8]| match Record::decode(payload) {
-            Ok(record) => match record.kind {
+            Ok(record) => match &record.kind {
                 RecordKind::EventInserted(_) => latest.contains(&cursor),
-                _ => true,
+                _ => record
+                    .username()
+                    .and_then(|username| deleted.get(username))
+                    .is_none_or(|&deletion| cursor > deletion),
             },
             // Undecodable records never reach here: the log's codec validated the frame.
             Err(_) => true,
         };
-        Ok(compact::compact(
-            self.log(),
-            Record::cursor_of,
-            retain_cursor,
-            keep,
-        )?)
+        let report = compact::compact(self.log(), Record::cursor_of, retain_cursor, keep)?;
+        if report.segments_replaced > 0
+            && let Some(store) = self.inner.index.store()
+        {
+            store.rewrite(newest).map_err(|e| {
+                EngineError::Unavailable(format!(
+                    "the log is compacted, but the checkpoint store could not be rewritten ({e}); it may still hold deleted users' fields until the next compaction"
+                ))
+            })?;
+        }
+        Ok(report)
+    }
+
+    /// Whether the active segment holds a `UserDeleted` record.
+    fn deletion_in_active_segment(&self) -> Result<bool, EngineError> {
+        let Some(active) = self.log().segments().last().map(|s| s.first) else {
+            return Ok(false);
+        };
+        let mut found = false;
+        self.log()
+            .read_after(active.saturating_sub(1), self.cursor(), |_, payload| {
+                found = matches!(
+                    Record::decode(payload),
+                    Ok(Record {
+                        kind: RecordKind::UserDeleted { .. },
+                        ..
+                    })
+                );
+                !found
+            })?;
+        Ok(found)
+    }
+
+    /// The cursor of each user's last deletion up to `newest`. The whole log is read: a
+    /// deletion in the active segment still lets compaction drop the closed segments'
+    /// records of that user.
+    fn deletions(&self, newest: Cursor) -> Result<HashMap<String, Cursor>, EngineError> {
+        let mut deleted = HashMap::new();
+        self.log().read_after(0, newest, |cursor, payload| {
+            if let Ok(Record {
+                kind: RecordKind::UserDeleted { username },
+                ..
+            }) = Record::decode(payload)
+            {
+                deleted.insert(username, cursor);
+            }
+            true
+        })?;
+        Ok(deleted)
     }
 }
 

@@ -38,8 +38,9 @@
 //!   projection, local copy or subscriber ever has it, on any node, and the node that
 //!   published it answers the request 401, exactly as one node would have.
 //! - A command of two records (an update that also sets a password) publishes its second
-//!   record after the first without a compare-and-set: users are never deleted, so what the
-//!   first record's check established still holds for the second. The second is retried for
+//!   record after the first without a compare-and-set: what the first record's check
+//!   established still holds for the second, unless another node deleted the user in between;
+//!   then the second names an unknown user and every node's `state::recheck` drops it. The second is retried for
 //!   up to 30 s (same message id, stored once), since by then the first is stored.
 //!
 //! - **Nothing from the stream is trusted for having decoded.** Anyone who can publish to
@@ -317,7 +318,8 @@ fn user_of(command: &Command) -> &str {
         | Command::ResetPassword { username, .. }
         | Command::IssueResetCode { username, .. }
         | Command::FailResetCode { username, .. }
-        | Command::ChangePassword { username, .. } => username,
+        | Command::ChangePassword { username, .. }
+        | Command::DeleteUser { username } => username,
         Command::UpdateUser { update, .. } => &update.username,
     }
 }
@@ -458,7 +460,7 @@ impl JetStream {
             let mut lost = false;
             for (i, record) in records.into_iter().enumerate() {
                 // Only the first record is compared-and-set: once it is stored, what it
-                // checked holds for the rest (users are never deleted), and a later record
+                // checked holds for the rest (a deletion in between makes the fold drop them), and a later record
                 // must be stored whatever another node wrote to this user meanwhile.
                 let (check, patience) = if i == 0 {
                     (expected, Duration::ZERO)

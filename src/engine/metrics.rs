@@ -23,6 +23,12 @@ pub struct EngineMetrics {
     /// under the wrong subject, a value `decide` would refuse, or a user record that does not
     /// hold): only something other than a broker node writes those.
     pub rejected_records: Counter,
+    /// Compactions `--retain` ran by itself.
+    pub retention_compactions: Counter,
+    /// …of which failed (each logged).
+    pub retention_failures: Counter,
+    /// Segment bytes those compactions freed.
+    pub retention_bytes_reclaimed: Counter,
 }
 
 impl Default for EngineMetrics {
@@ -37,6 +43,9 @@ impl Default for EngineMetrics {
             write_failures: Counter::default(),
             dropped_inserts: Counter::default(),
             rejected_records: Counter::default(),
+            retention_compactions: Counter::default(),
+            retention_failures: Counter::default(),
+            retention_bytes_reclaimed: Counter::default(),
         }
     }
 }

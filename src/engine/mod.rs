@@ -196,6 +196,9 @@ enum Msg {
     Sync,
     /// After a write fault: try the log without a record; answers whether it worked.
     Probe(oneshot::Sender<bool>),
+    /// Close the active segment so that compaction can reach its records (embedded log
+    /// only); answers whether it worked.
+    CloseSegment(oneshot::Sender<Result<(), EngineError>>),
     /// Flush, fsync and stop.
     Shutdown(oneshot::Sender<()>),
 }

@@ -71,10 +71,15 @@ impl Published {
             let mut state = self.state.write().expect("published state");
             for record in records {
                 evolve(&mut state, record);
-                if let Some(user) = record.username().and_then(|u| state.user(u))
-                    && user.credential_epoch == record.cursor
+                let Some(username) = record.username() else {
+                    continue;
+                };
+                // A record about a user who is not there after it deleted them.
+                if state
+                    .user(username)
+                    .is_none_or(|user| user.credential_epoch == record.cursor)
                 {
-                    invalidated.push((user.username.clone(), record.cursor));
+                    invalidated.push((username.to_owned(), record.cursor));
                 }
             }
         }

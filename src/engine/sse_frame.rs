@@ -44,6 +44,8 @@ pub enum CloseReason {
     /// The user's password or tenant changed (or anything else that moved their credential
     /// epoch: new scopes, two-factor turned on).
     CredentialsChanged,
+    /// The admin deleted the user.
+    Deleted,
     /// The server is stopping: reconnect (here or to another node) with `Last-Event-ID`.
     Shutdown,
 }
@@ -53,6 +55,7 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Revoked => "revoked",
+            CloseReason::Deleted => "deleted",
             CloseReason::CredentialsChanged => "credentials_changed",
             CloseReason::Shutdown => "shutdown",
         }

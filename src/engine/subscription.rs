@@ -71,6 +71,9 @@ pub struct Subscription {
     credentials: Option<watch::Receiver<Cursor>>,
     /// The owner's username, to tell why their credentials changed.
     owner: Option<String>,
+    /// The owner's user id when the stream opened: a user created again under the same name
+    /// has another one.
+    owner_id: Option<[u8; 16]>,
     /// Only events of these names, if set.
     filter: Option<EventFilter>,
     /// The final frame was sent.
@@ -86,12 +89,14 @@ impl Subscription {
         filter: Option<EventFilter>,
     ) -> Self {
         // Watch first, then read: a change published in between is then seen as a change.
+        let mut owner_id = None;
         let credentials = owner.map(|(username, epoch)| {
             let mut accepted = false;
             let mut rx = engine.credentials().watch(username, || {
                 engine.read(|s| {
                     let user = s.user(username);
                     accepted = user.is_some_and(|u| u.accepts(epoch));
+                    owner_id = user.map(|u| u.id);
                     user.filter(|u| !u.revoked)
                         .map_or(Cursor::MAX, |u| u.credential_epoch)
                 })
@@ -143,6 +148,7 @@ impl Subscription {
             snapshot,
             credentials,
             owner: owner.map(|(username, _)| username.to_owned()),
+            owner_id,
             filter,
             ended: false,
         }
@@ -228,15 +234,17 @@ impl Subscription {
 
     /// Why the owner's credential epoch moved, as the published state tells now.
     fn why_invalidated(&self) -> CloseReason {
-        let revoked = self.owner.as_deref().is_some_and(|username| {
-            self.engine
-                .read(|s| s.user(username).is_some_and(|u| u.revoked))
-        });
-        if revoked {
-            CloseReason::Revoked
-        } else {
-            CloseReason::CredentialsChanged
-        }
+        let Some(username) = self.owner.as_deref() else {
+            return CloseReason::CredentialsChanged;
+        };
+        // A user created again under the same name is another user: the stream's own user
+        // was deleted.
+        self.engine.read(|s| match s.user(username) {
+            None => CloseReason::Deleted,
+            Some(u) if Some(u.id) != self.owner_id => CloseReason::Deleted,
+            Some(u) if u.revoked => CloseReason::Revoked,
+            Some(_) => CloseReason::CredentialsChanged,
+        })
     }
 
     /// Reads this tenant's events after our cursor, up to `upto`, from the segment files:

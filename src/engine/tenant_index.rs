@@ -37,6 +37,11 @@ impl TenantIndex {
         (base < upto).then_some((store, base, upto))
     }
 
+    /// The checkpoint store, if the engine has one.
+    pub(super) fn store(&self) -> Option<&Checkpoints> {
+        self.store.as_deref()
+    }
+
     /// A checkpoint save failed: its events never reached the index, which must start over
     /// above `upto`. The writer picks this up before its next checkpoint.
     pub(super) fn failed(&self, upto: Cursor) {

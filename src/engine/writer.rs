@@ -184,6 +184,7 @@ impl Writer {
             let mut folds = Vec::new();
             let mut sync_due = false;
             let mut probes = Vec::new();
+            let mut closes = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
@@ -191,6 +192,7 @@ impl Writer {
                     Msg::Fold { entries, reply } => folds.push((entries, reply)),
                     Msg::Sync => sync_due = true,
                     Msg::Probe(reply) => probes.push(reply),
+                    Msg::CloseSegment(reply) => closes.push(reply),
                     Msg::Shutdown(done) => stopping = Some(done),
                 }
                 next = if batch.len() < MAX_BATCH && stopping.is_none() {
@@ -209,6 +211,9 @@ impl Writer {
             if !probes.is_empty() {
                 self.probe(probes);
             }
+            if !closes.is_empty() {
+                self.close_segment(closes);
+            }
             self.maybe_checkpoint(false);
         }
         // Refuse whatever is still queued: those requests were never acknowledged.
@@ -216,6 +221,9 @@ impl Writer {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Submit { reply, .. } | Msg::Fold { reply, .. } => {
+                    let _ = reply.send(Err(EngineError::ShuttingDown));
+                }
+                Msg::CloseSegment(reply) => {
                     let _ = reply.send(Err(EngineError::ShuttingDown));
                 }
                 Msg::Sync | Msg::Probe(_) | Msg::Shutdown(_) => {}
@@ -251,6 +259,26 @@ impl Writer {
     /// After a failed write, tries the log again without a record (see `LogWriter::probe`):
     /// without it a node that a load balancer took out of rotation for the fault would get no
     /// write that could tell it the disk came back.
+    /// Starts a new segment after the last written record. Only for a log this writer
+    /// decides on: a shared log's local copy takes the stream's cursors, which the writer
+    /// cannot know in advance, so there it does nothing.
+    fn close_segment(&mut self, replies: Vec<oneshot::Sender<Result<(), EngineError>>>) {
+        // A shared log's local copy closes segments only when they are full.
+        let closed = if self.shares.shared {
+            Ok(())
+        } else {
+            self.log
+                .close_segment(self.decision.cursor + 1)
+                .map_err(EngineError::from)
+        };
+        for reply in replies {
+            let _ = reply.send(match &closed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(EngineError::Unavailable(e.to_string())),
+            });
+        }
+    }
+
     fn probe(&mut self, replies: Vec<oneshot::Sender<bool>>) {
         let worked = match self.log.probe() {
             Ok(()) => true,

@@ -202,6 +202,18 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Closes the active segment (unless it holds no record yet) and starts an empty one
+    /// whose first cursor is `next`, the cursor the next record will have: compaction only
+    /// rewrites closed segments, so this is how it can reach the newest records. Call it
+    /// between batches.
+    pub fn close_segment(&mut self, next: Cursor) -> Result<(), LogError> {
+        debug_assert!(self.batch.is_empty(), "close_segment inside a batch");
+        if self.frames == 0 {
+            return Ok(());
+        }
+        self.rotate(next)
+    }
+
     fn rotate(&mut self, first: Cursor) -> Result<(), LogError> {
         self.sync()?;
         let path = create_segment(&self.dir, first)?;

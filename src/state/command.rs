@@ -94,6 +94,11 @@ pub enum Command {
         /// Cursor of the code's `ResetCodeIssued` record.
         code: Cursor,
     },
+    /// Delete a user: their credentials and streams end, their name is free again.
+    DeleteUser {
+        /// Whose.
+        username: String,
+    },
     /// Set a new (already hashed) password.
     ChangePassword {
         /// Whose.
@@ -137,6 +142,7 @@ impl std::fmt::Debug for Command {
                 write!(f, "FailResetCode({username:?}, {code})")
             }
             Command::ChangePassword { username, .. } => write!(f, "ChangePassword({username:?})"),
+            Command::DeleteUser { username } => write!(f, "DeleteUser({username:?})"),
         }
     }
 }

@@ -207,6 +207,10 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
             known(state, &username)?;
             vec![RecordKind::UserUnrevoked { username }]
         }
+        Command::DeleteUser { username } => {
+            known(state, &username)?;
+            vec![RecordKind::UserDeleted { username }]
+        }
         Command::ChangePassword {
             username,
             password_hash,

@@ -136,6 +136,12 @@ pub fn evolve(state: &mut State, record: &Record) {
                 }
             }
         }
+        RecordKind::UserDeleted { username } => {
+            // The user's events stay in their tenant's `latest`: they belong to the tenant.
+            // A user created again under this name starts a new credential epoch (the
+            // cursor of its `UserCreated`), so the old user's tokens never match it.
+            state.users.remove(username);
+        }
         RecordKind::EventInserted(e) => {
             state.idempotency.remember(record, e);
             // Most events replace the latest of a name the tenant already has: update in

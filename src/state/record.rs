@@ -80,6 +80,12 @@ pub enum RecordKind {
         /// Whose.
         username: String,
     },
+    /// The admin deleted a user: the name is free again, and once compaction passes this
+    /// record it drops every earlier record about the user (erasure, `log-format/FORMAT.md`).
+    UserDeleted {
+        /// Whose.
+        username: String,
+    },
 }
 
 /// The fields of a new user.
@@ -191,7 +197,8 @@ impl Record {
             | RecordKind::LoginCodeUsed { username, .. }
             | RecordKind::PasswordReset { username, .. }
             | RecordKind::ResetCodeIssued { username, .. }
-            | RecordKind::ResetCodeFailed { username } => Some(username),
+            | RecordKind::ResetCodeFailed { username }
+            | RecordKind::UserDeleted { username } => Some(username),
             RecordKind::EventInserted(_) => None,
         }
     }

@@ -185,6 +185,7 @@ pub fn record(kind: &RecordKind) -> Result<(), Invalid> {
         RecordKind::UserRevoked { username }
         | RecordKind::UserUnrevoked { username }
         | RecordKind::ResetCodeFailed { username }
+        | RecordKind::UserDeleted { username }
         | RecordKind::LoginCodeUsed { username, .. } => self::username(username),
         RecordKind::PasswordChanged {
             username,

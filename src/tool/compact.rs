@@ -87,12 +87,31 @@ pub fn run(
             indicatif::ProgressBar::hidden()
         };
         let outcome = engine.compact(retain_parsed, now()).await;
+        // While this process still holds the log's lock: no server has the store open.
+        let rewritten = match &outcome {
+            Ok(report) if report.segments_replaced > 0 => {
+                rewrite_checkpoints(&db.join("checkpoints"), engine.cursor())
+            }
+            _ => Ok(()),
+        };
         spinner.finish_and_clear();
         engine.shutdown().await;
         let report = outcome?;
+        rewritten?;
         println!("{}: {}", db.join("log").display(), summary(&report));
         Ok(())
     })
+}
+
+/// The server's checkpoint store, if there is one, rewritten without its projections: they
+/// may hold users whose records this compaction erased (see `engine::compaction`).
+fn rewrite_checkpoints(path: &Path, newest: u64) -> Result<(), ToolError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let store = crate::engine::checkpoint::Checkpoints::open(path)?;
+    store.rewrite(newest)?;
+    Ok(())
 }
 
 /// Where `--url` points, split for a plain HTTP/1.1 request.

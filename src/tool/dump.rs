@@ -23,6 +23,7 @@ pub fn kind_name(kind: &RecordKind) -> &'static str {
         RecordKind::PasswordReset { .. } => "password_reset",
         RecordKind::ResetCodeIssued { .. } => "reset_code_issued",
         RecordKind::ResetCodeFailed { .. } => "reset_code_failed",
+        RecordKind::UserDeleted { .. } => "user_deleted",
     }
 }
 
@@ -71,7 +72,9 @@ pub fn to_json(record: &Record) -> Value {
             expires_ms,
             ..
         } => json!({ "username": username, "expires_ms": expires_ms, "code_hash": "***" }),
-        RecordKind::ResetCodeFailed { username } => json!({ "username": username }),
+        RecordKind::ResetCodeFailed { username } | RecordKind::UserDeleted { username } => {
+            json!({ "username": username })
+        }
     };
     json!({ "cursor": record.cursor, "at_ms": record.at_ms, "kind": kind_name(&record.kind), "record": fields })
 }

@@ -570,3 +570,54 @@ async fn ready_says_so_when_the_shared_log_is_unreachable() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 18: a deletion on one node reaches every node — the user is gone there, their
+/// stream there closes with reason `deleted` — and the name can be taken again on another.
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_on_one_node_is_gone_on_every_node() {
+    let binary = crate::common::tools::nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let start = |name: &str| {
+        Server::start(
+            &dir.path().join(name),
+            &["--log", &url, "--log_stream", "del", "--log_replicas", "1"],
+        )
+    };
+    let (a, b) = (start("a"), start("b"));
+    let c = client();
+    assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
+    let on_b = login_when_known(&c, &b, "bob").await;
+    assert_eq!(insert(&c, &b, &on_b, "e", json!(1)).await.0, 200);
+    let mut sse = Sse::open(&b, &on_b, None).await;
+    assert!(sse.next_event(WAIT).await.is_some(), "the snapshot");
+
+    let (status, reply) = post(
+        &c,
+        a.url("/delete_user"),
+        json!({"admin_token": ADMIN, "username": "bob"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let mut last = None;
+    while let Some(frame) = sse.next_frame(WAIT).await {
+        last = Some(frame);
+    }
+    assert_eq!(last.expect("a final frame").json()["reason"], "deleted");
+    let (status, _) = post(
+        &c,
+        b.url("/get_user"),
+        json!({"admin_token": ADMIN, "username": "bob"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(insert(&c, &b, &on_b, "e", json!(2)).await.0, 401);
+    // Taken again on the other node; the old token works on neither.
+    assert_eq!(create_user(&c, &b, "bob", "pw", "acme").await, 200);
+    let fresh = login_when_known(&c, &a, "bob").await;
+    assert_ne!(fresh, on_b);
+    assert_eq!(insert(&c, &a, &on_b, "e", json!(3)).await.0, 401);
+    assert_eq!(insert(&c, &a, &fresh, "e", json!(4)).await.0, 200);
+}

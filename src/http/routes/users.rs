@@ -1,4 +1,4 @@
-//! Admin user endpoints: create, list, get, update, revoke, unrevoke. Every one takes the
+//! Admin user endpoints: create, list, get, update, revoke, unrevoke, delete. Every one takes the
 //! `admin_token` in the body; every change is a log record.
 
 use poem::Request;
@@ -66,6 +66,13 @@ pub struct AdminUser {
     admin_token: Option<String>,
     /// Whose.
     username: String,
+}
+
+/// `POST /delete_user`'s answer.
+#[derive(Debug, Object)]
+pub struct Deleted {
+    /// Always `true`.
+    pub ok: bool,
 }
 
 /// `POST /update_user` body: an absent field stays as it is; `null` clears `email`,
@@ -244,6 +251,28 @@ impl UsersApi {
                 &username,
             )
             .await?)
+    }
+
+    /// Deletes a user (admin): gone from the listing, no more logins, earlier tokens refused,
+    /// open streams closed with reason `deleted`; the name may be created again. Their events
+    /// stay in the tenant. Compaction past the deletion erases their fields from the disk.
+    #[oai(path = "/delete_user", method = "post")]
+    async fn delete_user(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        admin: AdminHeader,
+        body: JsonBody<AdminUser>,
+    ) -> Result<Json<Deleted>, AdminErrors> {
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
+        let username = body.0.username;
+        app.engine
+            .submit(Command::DeleteUser {
+                username: username.clone(),
+            })
+            .await?;
+        tracing::info!(username, "user deleted");
+        Ok(Json(Deleted { ok: true }))
     }
 }
 

@@ -146,6 +146,21 @@ impl HttpMetrics {
             "messages of a shared log the fold skipped as no valid record (only a publisher other than broker nodes writes those)",
             e.rejected_records.clone(),
         );
+        registry.register(
+            "retention_compactions",
+            "compactions --retain ran by itself",
+            e.retention_compactions.clone(),
+        );
+        registry.register(
+            "retention_compaction_failures",
+            "compactions of --retain that failed (each logged)",
+            e.retention_failures.clone(),
+        );
+        registry.register(
+            "retention_reclaimed_bytes",
+            "segment bytes freed by the compactions of --retain",
+            e.retention_bytes_reclaimed.clone(),
+        );
         Arc::new(HttpMetrics { registry, ..m })
     }
 
@@ -179,7 +194,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 25] = [
+    const ROUTES: [&str; 26] = [
         "/compact",
         "/",
         "/create_user",
@@ -193,6 +208,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/update_user",
         "/revoke_user",
         "/unrevoke_user",
+        "/delete_user",
         "/create_qr",
         "/create_totp",
         "/password_reset",

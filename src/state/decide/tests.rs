@@ -160,6 +160,9 @@ fn admin_commands_on_an_unknown_user_are_refused() {
             code_hash: [0; 32],
             expires_ms: 1,
         },
+        Command::DeleteUser {
+            username: "ghost".into(),
+        },
     ] {
         assert_eq!(
             decide(&state, command, 0),
@@ -489,4 +492,59 @@ fn a_duplicate_two_nodes_both_appended_does_not_hold() {
     assert_eq!(recheck(&state, &first.appended()[0], None), Ok(()));
     fold(&mut state, &first);
     assert_eq!(recheck(&state, &late, None), Err(Rejection::KeyReused));
+}
+
+fn delete(username: &str) -> Command {
+    Command::DeleteUser {
+        username: username.into(),
+    }
+}
+
+#[test]
+fn a_deleted_user_is_gone_and_their_name_is_free_again() {
+    let state = state_after([created("bob", "t"), delete("bob")]);
+    assert!(state.user("bob").is_none());
+    assert_eq!(
+        decide(&state, delete("bob"), 0),
+        Err(Rejection::UnknownUser("bob".into()))
+    );
+    assert!(decide(&state, created("bob", "t"), 0).is_ok());
+}
+
+#[test]
+fn a_deleted_users_events_stay_and_they_cannot_insert() {
+    let before = state_after([created("bob", "t")]);
+    let stale = insert(&before, "bob", "e", 10);
+    let state = state_after([
+        created("bob", "t"),
+        insert(&before, "bob", "e", 10),
+        delete("bob"),
+    ]);
+    assert_eq!(state.snapshot("t").len(), 1);
+    assert_eq!(
+        decide(&state, stale, 0),
+        Err(Rejection::CredentialsInvalid("bob".into()))
+    );
+}
+
+#[test]
+fn credentials_of_a_deleted_user_do_not_work_for_the_user_created_again() {
+    let first = state_after([created("bob", "t")]);
+    let old_epoch = first.user("bob").unwrap().credential_epoch;
+    let again = state_after([created("bob", "t"), delete("bob"), created("bob", "t")]);
+    assert!(!again.user("bob").unwrap().accepts(old_epoch));
+}
+
+#[test]
+fn a_deletion_of_an_unknown_user_from_a_shared_log_does_not_hold() {
+    let gone = at(
+        1,
+        RecordKind::UserDeleted {
+            username: "bob".into(),
+        },
+    );
+    assert_eq!(
+        recheck(&State::default(), &gone, None),
+        Err(Rejection::UnknownUser("bob".into()))
+    );
 }
