@@ -20,7 +20,7 @@ use crate::log::Cursor;
 use crate::state::State;
 
 /// Bumped whenever `Snapshot` changes shape: older checkpoints are then ignored.
-pub const SCHEMA: u32 = 3;
+pub const SCHEMA: u32 = 4;
 
 const KEY: &[u8] = b"newest";
 

@@ -7,6 +7,7 @@
 //! back from the log at its own cursor: the writer never waits for anyone.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -37,11 +38,29 @@ pub struct TenantFeed {
     // std mutex: held only to push or copy out a few `Bytes` handles.
     recent: Mutex<Recent>,
     newest: watch::Sender<Cursor>,
+    /// Open envelope subscribers (`?envelope=true`): while there are none, publishing
+    /// renders only the plain frame, so the common stream pays nothing for envelopes.
+    envelopes: AtomicUsize,
+}
+
+/// One event in a ring: its plain frame, and its envelope frame when rendered.
+struct RecentFrame {
+    cursor: Cursor,
+    frame: Bytes,
+    /// Rendered at publish time only while the tenant has an envelope subscriber; one that
+    /// finds it missing reads that event from the log instead (`Next::ReadLog`).
+    envelope: Option<Bytes>,
+}
+
+impl RecentFrame {
+    fn len(&self) -> usize {
+        self.frame.len() + self.envelope.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 /// The recent frames of one tenant, oldest first.
 pub struct Recent {
-    frames: VecDeque<(Cursor, Bytes)>,
+    frames: VecDeque<RecentFrame>,
     /// The bytes of `frames`: big events must not let one tenant's ring grow without bound.
     bytes: usize,
     /// Every event of this tenant at or below this cursor may be missing from `frames`
@@ -150,18 +169,25 @@ impl Fanout {
                 .by_tenant
                 .entry(e.tenant.clone())
                 .or_insert_with(|| TenantFeed::new(before));
-            let frame = sse_frame::event(record.cursor, &e.event, &e.data);
+            let entry = RecentFrame {
+                cursor: record.cursor,
+                frame: sse_frame::event(record.cursor, &e.event, &e.data),
+                envelope: (feed.envelopes.load(Ordering::Acquire) > 0).then(|| {
+                    let data = sse_frame::envelope(&e.id, record.at_ms, e.author(), &e.data);
+                    sse_frame::event(record.cursor, &e.event, &data)
+                }),
+            };
             {
                 let mut recent = feed.recent.lock().expect("feed lock");
-                recent.bytes += frame.len();
-                recent.frames.push_back((record.cursor, frame));
+                recent.bytes += entry.len();
+                recent.frames.push_back(entry);
                 // The newest frame always stays (it is what wakes the subscribers).
                 while recent.frames.len() > 1
                     && (recent.frames.len() > self.capacity || recent.bytes > self.capacity_bytes)
-                    && let Some((evicted, frame)) = recent.frames.pop_front()
+                    && let Some(evicted) = recent.frames.pop_front()
                 {
-                    recent.bytes -= frame.len();
-                    recent.only_in_log_upto = evicted;
+                    recent.bytes -= evicted.len();
+                    recent.only_in_log_upto = evicted.cursor;
                 }
             }
             match touched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, feed)) {
@@ -178,20 +204,39 @@ impl Fanout {
 }
 
 impl TenantFeed {
-    /// `next_after` for a filtered subscriber, from the frame at `start`: at most
+    /// `next_after` for a filtered or envelope subscriber, from the frame at `start`: at most
     /// `max_frames` frames looked at, at most a chunk of bytes sent.
-    fn filtered(recent: &Recent, start: usize, max_frames: usize, filter: &EventFilter) -> Next {
+    fn selected(
+        recent: &Recent,
+        start: usize,
+        max_frames: usize,
+        filter: Option<&EventFilter>,
+        envelope: bool,
+    ) -> Next {
         let mut out = bytes::BytesMut::new();
         let mut last = None;
-        for (cursor, frame) in recent.frames.range(start..).take(max_frames) {
-            let wanted = sse_frame::event_name(frame).is_some_and(|name| filter.allows(name));
-            if wanted && !out.is_empty() && out.len() + frame.len() > MAX_CHUNK_BYTES {
-                break;
-            }
-            if wanted {
+        for entry in recent.frames.range(start..).take(max_frames) {
+            let wanted = filter.is_none_or(|filter| {
+                sse_frame::event_name(&entry.frame).is_some_and(|name| filter.allows(name))
+            });
+            let frame = match (wanted, envelope) {
+                (false, _) => None,
+                (true, false) => Some(&entry.frame),
+                (true, true) => match &entry.envelope {
+                    Some(frame) => Some(frame),
+                    // Published before this subscriber counted: its envelope is rendered
+                    // from the log, after what is gathered so far is sent.
+                    None if last.is_none() => return Next::ReadLog(entry.cursor),
+                    None => break,
+                },
+            };
+            if let Some(frame) = frame {
+                if !out.is_empty() && out.len() + frame.len() > MAX_CHUNK_BYTES {
+                    break;
+                }
                 out.extend_from_slice(frame);
             }
-            last = Some(*cursor);
+            last = Some(entry.cursor);
         }
         match last {
             None => Next::Idle,
@@ -207,6 +252,7 @@ impl TenantFeed {
                 only_in_log_upto,
             }),
             newest: watch::Sender::new(only_in_log_upto),
+            envelopes: AtomicUsize::new(0),
         })
     }
 
@@ -215,28 +261,40 @@ impl TenantFeed {
         self.newest.subscribe()
     }
 
+    /// An envelope subscriber starts (`true`) or ends (`false`): frames published while one
+    /// is open carry their envelope rendering too.
+    pub(crate) fn count_envelope(&self, open: bool) {
+        if open {
+            self.envelopes.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.envelopes.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// What a subscriber that has seen everything up to `after` should do next. With a
     /// `filter`, frames of other names are passed over: the cursor still moves past them, and
-    /// `Frames` may then carry no bytes.
+    /// `Frames` may then carry no bytes. With `envelope`, the envelope renderings are sent
+    /// (an event without one sends the subscriber to the log for it).
     pub fn next_after(
         &self,
         after: Cursor,
         max_frames: usize,
         filter: Option<&EventFilter>,
+        envelope: bool,
     ) -> Next {
         let recent = self.recent.lock().expect("feed lock");
         if recent.only_in_log_upto > after {
             return Next::ReadLog(recent.only_in_log_upto);
         }
-        let start = recent.frames.partition_point(|(c, _)| *c <= after);
-        if let Some(filter) = filter {
-            return Self::filtered(&recent, start, max_frames, filter);
+        let start = recent.frames.partition_point(|f| f.cursor <= after);
+        if filter.is_some() || envelope {
+            return Self::selected(&recent, start, max_frames, filter, envelope);
         }
         let mut end = recent.frames.len().min(start + max_frames);
         // Bound one chunk by bytes too: a client that stops reading holds at most one chunk.
         let mut bytes = 0;
-        for (i, (_, frame)) in recent.frames.range(start..end).enumerate() {
-            bytes += frame.len();
+        for (i, entry) in recent.frames.range(start..end).enumerate() {
+            bytes += entry.frame.len();
             if bytes > MAX_CHUNK_BYTES && i > 0 {
                 end = start + i;
                 break;
@@ -245,15 +303,15 @@ impl TenantFeed {
         match end - start {
             0 => Next::Idle,
             1 => {
-                let (cursor, frame) = &recent.frames[start];
-                Next::Frames(frame.clone(), *cursor)
+                let entry = &recent.frames[start];
+                Next::Frames(entry.frame.clone(), entry.cursor)
             }
             _ => {
                 let mut out = bytes::BytesMut::new();
-                for (_, frame) in recent.frames.range(start..end) {
-                    out.extend_from_slice(frame);
+                for entry in recent.frames.range(start..end) {
+                    out.extend_from_slice(&entry.frame);
                 }
-                Next::Frames(out.freeze(), recent.frames[end - 1].0)
+                Next::Frames(out.freeze(), recent.frames[end - 1].cursor)
             }
         }
     }
@@ -291,14 +349,14 @@ mod tests {
         let fanout = Fanout::new(0, 16, 1 << 20);
         let feed = fanout.feed("a");
         fanout.publish([event(1, "a", "1"), event(2, "b", "2"), event(3, "a", "3")].iter());
-        let (bytes, last) = frames(feed.next_after(0, 10, None));
+        let (bytes, last) = frames(feed.next_after(0, 10, None, false));
         assert_eq!(last, 3);
         assert_eq!(
             bytes,
             [sse_frame::event(1, "e", "1"), sse_frame::event(3, "e", "3")].concat()
         );
-        assert_eq!(frames(feed.next_after(1, 10, None)).1, 3);
-        assert!(matches!(feed.next_after(3, 10, None), Next::Idle));
+        assert_eq!(frames(feed.next_after(1, 10, None, false)).1, 3);
+        assert!(matches!(feed.next_after(3, 10, None, false), Next::Idle));
         assert_eq!(fanout.published(), 3);
     }
 
@@ -327,7 +385,7 @@ mod tests {
             .iter(),
         );
         let only_yes = EventFilter::new(|name| name == "yes");
-        let (bytes, last) = frames(feed.next_after(0, 10, Some(&only_yes)));
+        let (bytes, last) = frames(feed.next_after(0, 10, Some(&only_yes), false));
         assert_eq!(
             bytes,
             [
@@ -338,15 +396,58 @@ mod tests {
         );
         assert_eq!(last, 4, "past the last frame looked at, wanted or not");
         // Nothing wanted: no bytes, but the cursor moves, so the subscriber does not spin.
-        let (bytes, last) = frames(feed.next_after(3, 10, Some(&only_yes)));
+        let (bytes, last) = frames(feed.next_after(3, 10, Some(&only_yes), false));
         assert!(bytes.is_empty());
         assert_eq!(last, 4);
         assert!(matches!(
-            feed.next_after(4, 10, Some(&only_yes)),
+            feed.next_after(4, 10, Some(&only_yes), false),
             Next::Idle
         ));
         // Bounded by frames looked at, not only by frames sent.
-        assert_eq!(frames(feed.next_after(0, 2, Some(&only_yes))).1, 2);
+        assert_eq!(frames(feed.next_after(0, 2, Some(&only_yes), false)).1, 2);
+    }
+
+    #[test]
+    fn envelopes_are_rendered_only_while_an_envelope_subscriber_is_open() {
+        let fanout = Fanout::new(0, 16, 1 << 20);
+        let feed = fanout.feed("a");
+        fanout.publish([event(1, "a", "1")].iter());
+        // Published with nobody asking: no envelope, so an envelope subscriber reads it
+        // from the log, while the plain stream is untouched.
+        assert!(matches!(
+            feed.next_after(0, 10, None, true),
+            Next::ReadLog(1)
+        ));
+        assert!(recent_envelopes(&feed) == 0);
+        feed.count_envelope(true);
+        fanout.publish([event(2, "a", "2"), event(3, "a", "3")].iter());
+        let (bytes, last) = frames(feed.next_after(1, 10, None, true));
+        assert_eq!(last, 3);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("id: 2\nevent: e\ndata: {\"id\":\"00000000-"),
+            "{text}"
+        );
+        assert!(text.contains(r#""by":"u","data":3}"#), "{text}");
+        assert!(matches!(
+            feed.next_after(0, 10, None, true),
+            Next::ReadLog(1)
+        ));
+        // The plain stream still gets plain frames.
+        let (bytes, _) = frames(feed.next_after(2, 10, None, false));
+        assert_eq!(bytes, sse_frame::event(3, "e", "3").to_vec());
+        feed.count_envelope(false);
+        fanout.publish([event(4, "a", "4")].iter());
+        assert_eq!(recent_envelopes(&feed), 2);
+    }
+
+    fn recent_envelopes(feed: &TenantFeed) -> usize {
+        let recent = feed.recent.lock().unwrap();
+        recent
+            .frames
+            .iter()
+            .filter(|f| f.envelope.is_some())
+            .count()
     }
 
     #[test]
@@ -357,16 +458,16 @@ mod tests {
         let records: Vec<Record> = (1..=6).map(|c| event(c, "a", &big)).collect();
         fanout.publish(records.iter());
         assert_eq!(
-            frames(feed.next_after(0, 1, None)).1,
+            frames(feed.next_after(0, 1, None, false)).1,
             1,
             "one frame at most"
         );
         // Two frames of half a chunk go over the byte bound: one chunk carries one of them.
-        assert_eq!(frames(feed.next_after(0, 10, None)).1, 1);
+        assert_eq!(frames(feed.next_after(0, 10, None, false)).1, 1);
         // A single frame larger than a chunk still goes, alone.
         let huge = "y".repeat(MAX_CHUNK_BYTES * 3);
         fanout.publish([event(7, "a", &huge)].iter());
-        assert_eq!(frames(feed.next_after(6, 10, None)).1, 7);
+        assert_eq!(frames(feed.next_after(6, 10, None, false)).1, 7);
     }
 
     #[test]
@@ -376,12 +477,21 @@ mod tests {
         let feed = fanout.feed("a");
         let records: Vec<Record> = (1..=5).map(|c| event(c, "a", "1")).collect();
         fanout.publish(records.iter());
-        assert!(matches!(feed.next_after(0, 10, None), Next::ReadLog(2)));
-        assert_eq!(frames(feed.next_after(2, 10, None)).1, 5);
+        assert!(matches!(
+            feed.next_after(0, 10, None, false),
+            Next::ReadLog(2)
+        ));
+        assert_eq!(frames(feed.next_after(2, 10, None, false)).1, 5);
         // One big frame pushes out everything before it, but stays itself.
         fanout.publish([event(6, "a", &"z".repeat(500))].iter());
-        assert!(matches!(feed.next_after(5, 10, None), Next::Frames(_, 6)));
-        assert!(matches!(feed.next_after(4, 10, None), Next::ReadLog(5)));
+        assert!(matches!(
+            feed.next_after(5, 10, None, false),
+            Next::Frames(_, 6)
+        ));
+        assert!(matches!(
+            feed.next_after(4, 10, None, false),
+            Next::ReadLog(5)
+        ));
     }
 
     #[test]

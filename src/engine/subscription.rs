@@ -10,6 +10,7 @@ use super::Engine;
 use super::fanout::{Next, TenantFeed};
 use super::sse_frame::{self, CloseReason};
 use crate::log::Cursor;
+use crate::state::record::EventInserted;
 use crate::state::{LatestEvent, Record, RecordKind};
 
 /// Indexed cursors at most this far apart are read in one pass rather than seeked to one by
@@ -73,6 +74,8 @@ pub struct Subscription {
     owner: Option<String>,
     /// Only events of these names, if set.
     filter: Option<EventFilter>,
+    /// `data:` is the envelope (`id`, `at`, `by`, `data`) rather than the bare data.
+    envelope: bool,
     /// The final frame was sent.
     ended: bool,
 }
@@ -144,8 +147,19 @@ impl Subscription {
             credentials,
             owner: owner.map(|(username, _)| username.to_owned()),
             filter,
+            envelope: false,
             ended: false,
         }
+    }
+
+    /// Sends each event's envelope as its `data:` (`/sse?envelope=true`) from now on.
+    pub fn with_envelope(mut self) -> Self {
+        if !self.envelope {
+            self.envelope = true;
+            self.snapshot.envelope = true;
+            self.feed.count_envelope(true);
+        }
+        self
     }
 
     /// The cursor up to which this subscriber has everything (the snapshot once sent).
@@ -179,10 +193,12 @@ impl Subscription {
                 return Some(self.end(reason));
             }
             self.newest.borrow_and_update();
-            match self
-                .feed
-                .next_after(self.cursor, MAX_FRAMES_PER_CHUNK, self.filter.as_ref())
-            {
+            match self.feed.next_after(
+                self.cursor,
+                MAX_FRAMES_PER_CHUNK,
+                self.filter.as_ref(),
+                self.envelope,
+            ) {
                 // Only frames the filter passed over: nothing to send, look again.
                 Next::Frames(bytes, last) if bytes.is_empty() => {
                     self.cursor = last;
@@ -259,6 +275,7 @@ impl Subscription {
         let tenant = self.tenant.clone();
         let after = self.cursor;
         let filter = self.filter.clone();
+        let envelope = self.envelope;
         let read = tokio::task::spawn_blocking(move || -> Result<(Bytes, Cursor), String> {
             let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
             let cursors = store
@@ -282,7 +299,7 @@ impl Subscription {
                             && let RecordKind::EventInserted(e) = &record.kind
                             && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                         {
-                            out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
+                            out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
                         }
                         wanted.peek().is_some()
                     })
@@ -316,6 +333,7 @@ impl Subscription {
         let tenant = self.tenant.clone();
         let after = self.cursor;
         let filter = self.filter.clone();
+        let envelope = self.envelope;
         let read = tokio::task::spawn_blocking(move || {
             let mut out = BytesMut::new();
             let mut frames = 0;
@@ -328,7 +346,7 @@ impl Subscription {
                     && e.tenant == tenant
                     && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                 {
-                    out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
+                    out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
                     frames += 1;
                     last_event = cursor;
                 }
@@ -362,8 +380,21 @@ impl Subscription {
     }
 }
 
+/// The frame of an event read from the log: bare or enveloped.
+fn frame(cursor: Cursor, at_ms: i64, e: &EventInserted, envelope: bool) -> Bytes {
+    if envelope {
+        let data = sse_frame::envelope(&e.id, at_ms, e.author(), &e.data);
+        sse_frame::event(cursor, &e.event, &data)
+    } else {
+        sse_frame::event(cursor, &e.event, &e.data)
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.envelope {
+            self.feed.count_envelope(false);
+        }
         self.engine.fanout().release(&self.tenant, &self.feed);
     }
 }
@@ -373,6 +404,8 @@ impl Drop for Subscription {
 struct Snapshot {
     events: std::collections::VecDeque<LatestEvent>,
     sent: usize,
+    /// Each event's `data:` is its envelope.
+    envelope: bool,
 }
 
 impl Snapshot {
@@ -385,7 +418,13 @@ impl Snapshot {
                 break;
             };
             let head = format!("id: {}\nevent: {}\ndata: ", event.cursor, event.event);
-            let parts: [&[u8]; 3] = [head.as_bytes(), event.data.as_bytes(), b"\n\n"];
+            // Rendered again for each chunk the event spans: only a frame bigger than a
+            // chunk spans several, and envelopes are opt-in.
+            let enveloped = self.envelope.then(|| {
+                sse_frame::envelope(&event.id, event.at_ms, event.by.as_deref(), &event.data)
+            });
+            let data = enveloped.as_deref().unwrap_or(&event.data);
+            let parts: [&[u8]; 3] = [head.as_bytes(), data.as_bytes(), b"\n\n"];
             let total: usize = parts.iter().map(|p| p.len()).sum();
             let mut skip = self.sent;
             for part in parts {
@@ -423,6 +462,8 @@ mod tests {
             id: [0; 16],
             event: Arc::from(name),
             data: Arc::from(data),
+            at_ms: 0,
+            by: None,
         }
     }
 
@@ -442,6 +483,7 @@ mod tests {
             let mut snapshot = Snapshot {
                 events: events.clone().into(),
                 sent: 0,
+                envelope: false,
             };
             let mut wire = Vec::new();
             let mut chunks = 0;

@@ -7,6 +7,7 @@ use crate::auth::credentials::CredentialsError;
 use crate::auth::jwt::JwtError;
 use crate::auth::scopes::MissingScope;
 use crate::engine::EngineError;
+use crate::http::routes::sse::EventListError;
 use crate::state::Rejection;
 use crate::state::validate::Invalid;
 
@@ -111,6 +112,12 @@ impl IntoResponse for ApiError {
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<EventListError> for ApiError {
+    fn from(e: EventListError) -> Self {
         ApiError::bad_request(e.to_string())
     }
 }
