@@ -15,7 +15,7 @@ use crate::state::{LatestEvent, Record, RecordKind};
 
 /// Indexed cursors at most this far apart are read in one pass rather than seeked to one by
 /// one (the log's sparse index has an entry every 64 frames).
-const CLOSE_CURSORS: Cursor = 64;
+pub(super) const CLOSE_CURSORS: Cursor = 64;
 
 /// Frames sent in one chunk at most, so one subscriber's catch-up stays incremental.
 const MAX_FRAMES_PER_CHUNK: usize = 512;
