@@ -170,7 +170,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 24] = [
+    const ROUTES: [&str; 25] = [
         "/compact",
         "/",
         "/create_user",
@@ -195,6 +195,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/server_stats",
         "/refresh",
         "/ready",
+        "/events",
     ];
     ROUTES
         .iter()
