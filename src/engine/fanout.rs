@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::sse_frame;
 use super::subscription::EventFilter;
@@ -66,6 +66,33 @@ pub struct Recent {
     /// Every event of this tenant at or below this cursor may be missing from `frames`
     /// and must be read from the log.
     pub only_in_log_upto: Cursor,
+    /// Subscribers woken by the names they filter on rather than by every event
+    /// (`/sse?event=`), by name. Empty for most tenants: publishing then looks at nothing.
+    named: HashMap<Arc<str>, Named>,
+}
+
+/// The subscribers woken by one event name.
+struct Named {
+    wakers: Vec<Arc<Notify>>,
+    /// The newest frame of this name evicted from the ring while it had subscribers: one
+    /// asleep since before that must read the log, one awake since may skip what left.
+    evicted: Cursor,
+}
+
+/// A subscriber woken only by events of its names (see [`TenantFeed::watch_names`]).
+pub struct NameWatch {
+    names: Vec<Arc<str>>,
+    waker: Arc<Notify>,
+    /// Evictions are recorded for these names from here on; below it, the log decides.
+    floor: Cursor,
+}
+
+impl NameWatch {
+    /// Resolves at the next event of one of the names (at once if one came since the last
+    /// wake-up: the permit is kept).
+    pub async fn wait(&self) {
+        self.waker.notified().await;
+    }
 }
 
 /// The most bytes of frames handed to one subscriber in one chunk. hyper queues up to 16
@@ -157,6 +184,7 @@ impl Fanout {
     /// Pushes durable records into their tenants' feeds and wakes those tenants only.
     pub(crate) fn publish<'a>(&self, records: impl Iterator<Item = &'a Record>) {
         let mut touched: Vec<(Arc<TenantFeed>, Cursor)> = Vec::new();
+        let mut wake: Vec<Arc<Notify>> = Vec::new();
         let mut feeds = self.inner.lock().expect("fanout lock");
         let before = feeds.published;
         let mut newest = before;
@@ -178,7 +206,13 @@ impl Fanout {
                 }),
             };
             {
-                let mut recent = feed.recent.lock().expect("feed lock");
+                let mut guard = feed.recent.lock().expect("feed lock");
+                let recent = &mut *guard;
+                if !recent.named.is_empty()
+                    && let Some(named) = recent.named.get(e.event.as_str())
+                {
+                    wake.extend(named.wakers.iter().cloned());
+                }
                 recent.bytes += entry.len();
                 recent.frames.push_back(entry);
                 // The newest frame always stays (it is what wakes the subscribers).
@@ -188,6 +222,12 @@ impl Fanout {
                 {
                     recent.bytes -= evicted.len();
                     recent.only_in_log_upto = evicted.cursor;
+                    if !recent.named.is_empty()
+                        && let Some(name) = sse_frame::event_name(&evicted.frame)
+                        && let Some(named) = recent.named.get_mut(name)
+                    {
+                        named.evicted = evicted.cursor;
+                    }
                 }
             }
             match touched.iter_mut().find(|(f, _)| Arc::ptr_eq(f, feed)) {
@@ -199,6 +239,9 @@ impl Fanout {
         drop(feeds);
         for (feed, cursor) in touched {
             feed.newest.send_replace(cursor);
+        }
+        for waker in wake {
+            waker.notify_one();
         }
     }
 }
@@ -250,6 +293,7 @@ impl TenantFeed {
                 frames: VecDeque::new(),
                 bytes: 0,
                 only_in_log_upto,
+                named: HashMap::new(),
             }),
             newest: watch::Sender::new(only_in_log_upto),
             envelopes: AtomicUsize::new(0),
@@ -259,6 +303,44 @@ impl TenantFeed {
     /// A receiver woken whenever this tenant gets a new event.
     pub fn watch(&self) -> watch::Receiver<Cursor> {
         self.newest.subscribe()
+    }
+
+    /// Registers a subscriber that only events named in `names` should wake: a filtered
+    /// subscriber of a busy tenant then sleeps through the other names instead of waking for
+    /// each to pass it over. Undo with [`Self::unwatch_names`].
+    pub(crate) fn watch_names(&self, names: impl IntoIterator<Item = String>) -> NameWatch {
+        let waker = Arc::new(Notify::new());
+        let mut recent = self.recent.lock().expect("feed lock");
+        let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
+        for name in &names {
+            recent
+                .named
+                .entry(Arc::clone(name))
+                .or_insert_with(|| Named {
+                    wakers: Vec::new(),
+                    evicted: 0,
+                })
+                .wakers
+                .push(Arc::clone(&waker));
+        }
+        NameWatch {
+            names,
+            waker,
+            floor: recent.only_in_log_upto,
+        }
+    }
+
+    /// Ends what [`Self::watch_names`] registered.
+    pub(crate) fn unwatch_names(&self, watch: &NameWatch) {
+        let mut recent = self.recent.lock().expect("feed lock");
+        for name in &watch.names {
+            if let Some(named) = recent.named.get_mut(name) {
+                named.wakers.retain(|w| !Arc::ptr_eq(w, &watch.waker));
+                if named.wakers.is_empty() {
+                    recent.named.remove(name);
+                }
+            }
+        }
     }
 
     /// An envelope subscriber starts (`true`) or ends (`false`): frames published while one
@@ -281,9 +363,24 @@ impl TenantFeed {
         max_frames: usize,
         filter: Option<&EventFilter>,
         envelope: bool,
+        names: Option<&NameWatch>,
     ) -> Next {
         let recent = self.recent.lock().expect("feed lock");
         if recent.only_in_log_upto > after {
+            // Asleep while the ring moved on: when none of its names left the ring above its
+            // cursor since it registered, there is nothing of its in the log to read.
+            let skip = names.is_some_and(|watch| {
+                after >= watch.floor
+                    && watch.names.iter().all(|name| {
+                        recent
+                            .named
+                            .get(name)
+                            .is_none_or(|named| named.evicted <= after)
+                    })
+            });
+            if skip {
+                return Next::Frames(Bytes::new(), recent.only_in_log_upto);
+            }
             return Next::ReadLog(recent.only_in_log_upto);
         }
         let start = recent.frames.partition_point(|f| f.cursor <= after);
@@ -349,14 +446,17 @@ mod tests {
         let fanout = Fanout::new(0, 16, 1 << 20);
         let feed = fanout.feed("a");
         fanout.publish([event(1, "a", "1"), event(2, "b", "2"), event(3, "a", "3")].iter());
-        let (bytes, last) = frames(feed.next_after(0, 10, None, false));
+        let (bytes, last) = frames(feed.next_after(0, 10, None, false, None));
         assert_eq!(last, 3);
         assert_eq!(
             bytes,
             [sse_frame::event(1, "e", "1"), sse_frame::event(3, "e", "3")].concat()
         );
-        assert_eq!(frames(feed.next_after(1, 10, None, false)).1, 3);
-        assert!(matches!(feed.next_after(3, 10, None, false), Next::Idle));
+        assert_eq!(frames(feed.next_after(1, 10, None, false, None)).1, 3);
+        assert!(matches!(
+            feed.next_after(3, 10, None, false, None),
+            Next::Idle
+        ));
         assert_eq!(fanout.published(), 3);
     }
 
@@ -385,7 +485,7 @@ mod tests {
             .iter(),
         );
         let only_yes = EventFilter::new(|name| name == "yes");
-        let (bytes, last) = frames(feed.next_after(0, 10, Some(&only_yes), false));
+        let (bytes, last) = frames(feed.next_after(0, 10, Some(&only_yes), false, None));
         assert_eq!(
             bytes,
             [
@@ -396,15 +496,18 @@ mod tests {
         );
         assert_eq!(last, 4, "past the last frame looked at, wanted or not");
         // Nothing wanted: no bytes, but the cursor moves, so the subscriber does not spin.
-        let (bytes, last) = frames(feed.next_after(3, 10, Some(&only_yes), false));
+        let (bytes, last) = frames(feed.next_after(3, 10, Some(&only_yes), false, None));
         assert!(bytes.is_empty());
         assert_eq!(last, 4);
         assert!(matches!(
-            feed.next_after(4, 10, Some(&only_yes), false),
+            feed.next_after(4, 10, Some(&only_yes), false, None),
             Next::Idle
         ));
         // Bounded by frames looked at, not only by frames sent.
-        assert_eq!(frames(feed.next_after(0, 2, Some(&only_yes), false)).1, 2);
+        assert_eq!(
+            frames(feed.next_after(0, 2, Some(&only_yes), false, None)).1,
+            2
+        );
     }
 
     #[test]
@@ -415,13 +518,13 @@ mod tests {
         // Published with nobody asking: no envelope, so an envelope subscriber reads it
         // from the log, while the plain stream is untouched.
         assert!(matches!(
-            feed.next_after(0, 10, None, true),
+            feed.next_after(0, 10, None, true, None),
             Next::ReadLog(1)
         ));
         assert!(recent_envelopes(&feed) == 0);
         feed.count_envelope(true);
         fanout.publish([event(2, "a", "2"), event(3, "a", "3")].iter());
-        let (bytes, last) = frames(feed.next_after(1, 10, None, true));
+        let (bytes, last) = frames(feed.next_after(1, 10, None, true, None));
         assert_eq!(last, 3);
         let text = String::from_utf8(bytes).unwrap();
         assert!(
@@ -430,15 +533,58 @@ mod tests {
         );
         assert!(text.contains(r#""by":"u","data":3}"#), "{text}");
         assert!(matches!(
-            feed.next_after(0, 10, None, true),
+            feed.next_after(0, 10, None, true, None),
             Next::ReadLog(1)
         ));
         // The plain stream still gets plain frames.
-        let (bytes, _) = frames(feed.next_after(2, 10, None, false));
+        let (bytes, _) = frames(feed.next_after(2, 10, None, false, None));
         assert_eq!(bytes, sse_frame::event(3, "e", "3").to_vec());
         feed.count_envelope(false);
         fanout.publish([event(4, "a", "4")].iter());
         assert_eq!(recent_envelopes(&feed), 2);
+    }
+
+    #[test]
+    fn a_named_subscriber_is_woken_only_by_its_names_and_skips_what_left_the_ring() {
+        use futures_util::FutureExt;
+        let fanout = Fanout::new(0, 3, 1 << 20);
+        let feed = fanout.feed("a");
+        let named = |cursor, name: &str| Record {
+            cursor,
+            at_ms: 0,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [0; 16],
+                tenant: "a".into(),
+                event: name.into(),
+                data: "1".into(),
+                username: "u".into(),
+            }),
+        };
+        let watch = feed.watch_names(["yes".to_owned()]);
+        let woken = |watch: &NameWatch| watch.wait().now_or_never().is_some();
+        fanout.publish([named(1, "yes")].iter());
+        assert!(woken(&watch), "its name wakes it");
+        fanout.publish([named(2, "no"), named(3, "no")].iter());
+        assert!(!woken(&watch), "other names do not");
+        // The ring (3 frames) moves past "yes" at 1 while it sleeps.
+        let rest: Vec<Record> = (4..=9).map(|c| named(c, "no")).collect();
+        fanout.publish(rest.iter());
+        assert!(!woken(&watch));
+        let only_yes = EventFilter::new(|name| name == "yes");
+        let next = |after| feed.next_after(after, 10, Some(&only_yes), false, Some(&watch));
+        // Seen up to 1: nothing of its names left the ring above that, so no log read.
+        assert!(matches!(next(1), Next::Frames(bytes, 6) if bytes.is_empty()));
+        // Not yet past 1: the "yes" at 1 is only in the log now.
+        assert!(matches!(next(0), Next::ReadLog(6)));
+        // Without the name watch, the same subscriber would have to read the log.
+        assert!(matches!(
+            feed.next_after(1, 10, Some(&only_yes), false, None),
+            Next::ReadLog(6)
+        ));
+        feed.unwatch_names(&watch);
+        fanout.publish([named(10, "yes")].iter());
+        assert!(!woken(&watch), "unwatched");
+        assert!(feed.recent.lock().unwrap().named.is_empty());
     }
 
     fn recent_envelopes(feed: &TenantFeed) -> usize {
@@ -458,16 +604,16 @@ mod tests {
         let records: Vec<Record> = (1..=6).map(|c| event(c, "a", &big)).collect();
         fanout.publish(records.iter());
         assert_eq!(
-            frames(feed.next_after(0, 1, None, false)).1,
+            frames(feed.next_after(0, 1, None, false, None)).1,
             1,
             "one frame at most"
         );
         // Two frames of half a chunk go over the byte bound: one chunk carries one of them.
-        assert_eq!(frames(feed.next_after(0, 10, None, false)).1, 1);
+        assert_eq!(frames(feed.next_after(0, 10, None, false, None)).1, 1);
         // A single frame larger than a chunk still goes, alone.
         let huge = "y".repeat(MAX_CHUNK_BYTES * 3);
         fanout.publish([event(7, "a", &huge)].iter());
-        assert_eq!(frames(feed.next_after(6, 10, None, false)).1, 7);
+        assert_eq!(frames(feed.next_after(6, 10, None, false, None)).1, 7);
     }
 
     #[test]
@@ -478,18 +624,18 @@ mod tests {
         let records: Vec<Record> = (1..=5).map(|c| event(c, "a", "1")).collect();
         fanout.publish(records.iter());
         assert!(matches!(
-            feed.next_after(0, 10, None, false),
+            feed.next_after(0, 10, None, false, None),
             Next::ReadLog(2)
         ));
-        assert_eq!(frames(feed.next_after(2, 10, None, false)).1, 5);
+        assert_eq!(frames(feed.next_after(2, 10, None, false, None)).1, 5);
         // One big frame pushes out everything before it, but stays itself.
         fanout.publish([event(6, "a", &"z".repeat(500))].iter());
         assert!(matches!(
-            feed.next_after(5, 10, None, false),
+            feed.next_after(5, 10, None, false, None),
             Next::Frames(_, 6)
         ));
         assert!(matches!(
-            feed.next_after(4, 10, None, false),
+            feed.next_after(4, 10, None, false, None),
             Next::ReadLog(5)
         ));
     }

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::Engine;
-use super::fanout::{Next, TenantFeed};
+use super::fanout::{NameWatch, Next, TenantFeed};
 use super::sse_frame::{self, CloseReason};
 use crate::log::Cursor;
 use crate::state::record::EventInserted;
@@ -76,6 +76,8 @@ pub struct Subscription {
     filter: Option<EventFilter>,
     /// `data:` is the envelope (`id`, `at`, `by`, `data`) rather than the bare data.
     envelope: bool,
+    /// Woken only by events of these names, if set (instead of by every event of the tenant).
+    names: Option<NameWatch>,
     /// The final frame was sent.
     ended: bool,
 }
@@ -148,8 +150,18 @@ impl Subscription {
             owner: owner.map(|(username, _)| username.to_owned()),
             filter,
             envelope: false,
+            names: None,
             ended: false,
         }
+    }
+
+    /// Wakes only for events named in `names` — a hint for a filtered subscription whose
+    /// filter passes no other name (`/sse?event=`): the filter still decides what is sent.
+    pub fn wake_only_for(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        if self.names.is_none() {
+            self.names = Some(self.feed.watch_names(names));
+        }
+        self
     }
 
     /// Sends each event's envelope as its `data:` (`/sse?envelope=true`) from now on.
@@ -198,6 +210,7 @@ impl Subscription {
                 MAX_FRAMES_PER_CHUNK,
                 self.filter.as_ref(),
                 self.envelope,
+                self.names.as_ref(),
             ) {
                 // Only frames the filter passed over: nothing to send, look again.
                 Next::Frames(bytes, last) if bytes.is_empty() => {
@@ -223,8 +236,17 @@ impl Subscription {
                     None => std::future::pending().await,
                 }
             };
+            let woken = async {
+                match &self.names {
+                    Some(names) => {
+                        names.wait().await;
+                        Ok(())
+                    }
+                    None => self.newest.changed().await,
+                }
+            };
             tokio::select! {
-                changed = self.newest.changed() => if changed.is_err() { return None },
+                changed = woken => if changed.is_err() { return None },
                 _ = self.shutdown.changed() => continue,
                 // `changed()` marked the change seen: end here, not at the loop's check.
                 _ = invalidated => {
@@ -394,6 +416,9 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if self.envelope {
             self.feed.count_envelope(false);
+        }
+        if let Some(names) = &self.names {
+            self.feed.unwatch_names(names);
         }
         self.engine.fanout().release(&self.tenant, &self.feed);
     }

@@ -315,3 +315,41 @@ async fn envelopes_carry_id_at_and_by_in_snapshot_catch_up_and_live() {
         assert_eq!(bare.last().unwrap().2, json!("live"));
     }
 }
+
+#[tokio::test]
+async fn a_filtered_stream_of_a_busy_tenant_sleeps_through_other_names_and_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A ring of 4 frames: the other names push the wanted ones out while the stream sleeps.
+    let s = Server::start(dir.path(), &["--sse_buffer", "4", "--fsync", "never"]);
+    let c = client();
+    create_user(&c, &s, "busy", "pw", "t").await;
+    let jwt = login(&c, &s, "busy", "pw").await;
+    let mut rare = stream(&s, &jwt, "event=rare", None, false).await;
+    let mut both = stream(&s, &jwt, "event=rare&event=burst", None, true).await;
+    let mut expected_rare = Vec::new();
+    let mut expected_both = Vec::new();
+    for round in 0..4 {
+        let noise: Vec<&str> = (0..30)
+            .map(|i| if i % 10 == 9 { "burst" } else { "noise" })
+            .collect();
+        let cursors = inserts(&c, &s, &jwt, &noise).await;
+        expected_both.extend(
+            cursors
+                .iter()
+                .zip(&noise)
+                .filter(|(_, n)| **n == "burst")
+                .map(|(c, _)| *c),
+        );
+        let wanted = inserts(&c, &s, &jwt, &["rare"]).await[0];
+        expected_rare.push(wanted);
+        expected_both.push(wanted);
+        let got: Vec<u64> = drain(&mut rare).await.iter().map(|f| f.0).collect();
+        assert_eq!(got, vec![wanted], "round {round}");
+    }
+    let got: Vec<u64> = drain(&mut both).await.iter().map(|f| f.0).collect();
+    assert_eq!(got, expected_both);
+    // A resume from before all of it reads the log and gets exactly the wanted ones.
+    let mut again = stream(&s, &jwt, "event=rare", Some(0), false).await;
+    let got: Vec<u64> = drain(&mut again).await.iter().map(|f| f.0).collect();
+    assert_eq!(got, expected_rare);
+}

@@ -332,6 +332,10 @@ async fn sse(
     if view.envelope {
         subscription = subscription.with_envelope();
     }
+    if !view.events.is_empty() {
+        // The filter passes none but these names: no other event needs to wake the stream.
+        subscription = subscription.wake_only_for(view.events);
+    }
     let keep_alive = app.config.sse.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse.sse_retry_ms);
     // The slot lives as long as the stream: it is dropped with the unfold's state.
