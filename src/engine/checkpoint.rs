@@ -364,6 +364,33 @@ impl Checkpoints {
         })
     }
 
+    /// Cursors of `tenant`'s events in `(after, upto]`, the newest `max` of them, newest first.
+    pub fn tenant_cursors_newest(
+        &self,
+        tenant: &str,
+        after: Cursor,
+        upto: Cursor,
+        max: usize,
+    ) -> Result<Vec<Cursor>, CheckpointError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        self.with(|st| {
+            let mut out = Vec::new();
+            for guard in st
+                .tenants
+                .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
+                .rev()
+                .take(max)
+            {
+                let key = guard.key().map_err(store("reading the tenant index"))?;
+                let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
+                out.push(u64::from_be_bytes(tail));
+            }
+            Ok(out)
+        })
+    }
+
     /// The newest checkpoint and the segment lengths it saw, or why there is none to use.
     pub fn load(&self) -> Result<Option<Loaded>, CheckpointError> {
         self.with(|st| {

@@ -14,6 +14,7 @@
 //!   fan-out, committed head, credential watches). It never holds the engine.
 //! - [`checkpoint`] stores projections and the per-tenant index in fjall;
 //!   [`tenant_index`] says what that index covers.
+//! - [`history`] reads a tenant's past events a page at a time (`GET /events`).
 //! - [`fanout`] (per-tenant rings of recent frames) and [`subscription`] (one SSE cursor);
 //!   [`credentials`] ends a user's streams when their epoch moves.
 //! - [`backend`] is the log interface (append, read from a cursor, committed): the embedded
@@ -29,6 +30,7 @@ pub mod checkpoint;
 pub mod compaction;
 pub mod credentials;
 pub mod fanout;
+pub mod history;
 pub mod jetstream;
 pub mod metrics;
 mod open;

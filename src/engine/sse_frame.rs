@@ -20,6 +20,51 @@ pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
     out.freeze()
 }
 
+/// The `data:` of an envelope subscriber (`/sse?envelope=true`):
+/// `{"id":"<uuid>","at":"<RFC 3339>","by":"<username>"|null,"data":<data>}`. `data` is
+/// compact JSON already, so it is spliced in, not parsed again.
+pub fn envelope(id: &[u8; 16], at_ms: i64, by: Option<&str>, data: &str) -> String {
+    let by = serde_json::to_string(&by).expect("a string or null serializes");
+    let mut out = String::with_capacity(data.len() + by.len() + 90);
+    out.push_str(r#"{"id":""#);
+    out.push_str(
+        uuid::Uuid::from_bytes(*id)
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    out.push_str(r#"","at":""#);
+    out.push_str(&rfc3339(at_ms));
+    out.push_str(r#"","by":"#);
+    out.push_str(&by);
+    out.push_str(r#","data":"#);
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 in UTC with milliseconds,
+/// `2026-12-04T19:12:56.123Z` (civil-from-days, H. Hinnant: no date crate for one format).
+pub fn rfc3339(ms: i64) -> String {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = ms_of_day / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        ms_of_day % 1000
+    )
+}
+
 /// The event name of a frame [`event`] encoded (its second line).
 pub fn event_name(frame: &[u8]) -> Option<&str> {
     let rest = frame.strip_prefix(b"id: ")?;
@@ -83,6 +128,28 @@ pub fn retry(ms: u64) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_796_411_576_123), "2026-12-04T19:12:56.123Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn an_envelope_wraps_the_data_as_json() {
+        let text = envelope(&[0xab; 16], 0, Some("al\"ice"), r#"{"a":[1]}"#);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["id"], "abababab-abab-abab-abab-abababababab");
+        assert_eq!(v["at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["by"], "al\"ice");
+        assert_eq!(v["data"], serde_json::json!({"a": [1]}));
+        let admin: serde_json::Value =
+            serde_json::from_str(&envelope(&[0; 16], 0, None, "1")).unwrap();
+        assert!(admin["by"].is_null());
+    }
 
     #[test]
     fn the_name_of_an_event_frame_is_read_back() {

@@ -7,14 +7,15 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::Engine;
-use super::fanout::{Next, TenantFeed};
+use super::fanout::{NameWatch, Next, TenantFeed};
 use super::sse_frame::{self, CloseReason};
 use crate::log::Cursor;
+use crate::state::record::EventInserted;
 use crate::state::{LatestEvent, Record, RecordKind};
 
 /// Indexed cursors at most this far apart are read in one pass rather than seeked to one by
 /// one (the log's sparse index has an entry every 64 frames).
-const CLOSE_CURSORS: Cursor = 64;
+pub(super) const CLOSE_CURSORS: Cursor = 64;
 
 /// Frames sent in one chunk at most, so one subscriber's catch-up stays incremental.
 const MAX_FRAMES_PER_CHUNK: usize = 512;
@@ -76,6 +77,10 @@ pub struct Subscription {
     owner_id: Option<[u8; 16]>,
     /// Only events of these names, if set.
     filter: Option<EventFilter>,
+    /// `data:` is the envelope (`id`, `at`, `by`, `data`) rather than the bare data.
+    envelope: bool,
+    /// Woken only by events of these names, if set (instead of by every event of the tenant).
+    names: Option<NameWatch>,
     /// The final frame was sent.
     ended: bool,
 }
@@ -150,8 +155,29 @@ impl Subscription {
             owner: owner.map(|(username, _)| username.to_owned()),
             owner_id,
             filter,
+            envelope: false,
+            names: None,
             ended: false,
         }
+    }
+
+    /// Wakes only for events named in `names` — a hint for a filtered subscription whose
+    /// filter passes no other name (`/sse?event=`): the filter still decides what is sent.
+    pub fn wake_only_for(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        if self.names.is_none() {
+            self.names = Some(self.feed.watch_names(names));
+        }
+        self
+    }
+
+    /// Sends each event's envelope as its `data:` (`/sse?envelope=true`) from now on.
+    pub fn with_envelope(mut self) -> Self {
+        if !self.envelope {
+            self.envelope = true;
+            self.snapshot.envelope = true;
+            self.feed.count_envelope(true);
+        }
+        self
     }
 
     /// The cursor up to which this subscriber has everything (the snapshot once sent).
@@ -185,10 +211,13 @@ impl Subscription {
                 return Some(self.end(reason));
             }
             self.newest.borrow_and_update();
-            match self
-                .feed
-                .next_after(self.cursor, MAX_FRAMES_PER_CHUNK, self.filter.as_ref())
-            {
+            match self.feed.next_after(
+                self.cursor,
+                MAX_FRAMES_PER_CHUNK,
+                self.filter.as_ref(),
+                self.envelope,
+                self.names.as_ref(),
+            ) {
                 // Only frames the filter passed over: nothing to send, look again.
                 Next::Frames(bytes, last) if bytes.is_empty() => {
                     self.cursor = last;
@@ -213,8 +242,17 @@ impl Subscription {
                     None => std::future::pending().await,
                 }
             };
+            let woken = async {
+                match &self.names {
+                    Some(names) => {
+                        names.wait().await;
+                        Ok(())
+                    }
+                    None => self.newest.changed().await,
+                }
+            };
             tokio::select! {
-                changed = self.newest.changed() => if changed.is_err() { return None },
+                changed = woken => if changed.is_err() { return None },
                 _ = self.shutdown.changed() => continue,
                 // `changed()` marked the change seen: end here, not at the loop's check.
                 _ = invalidated => {
@@ -267,6 +305,7 @@ impl Subscription {
         let tenant = self.tenant.clone();
         let after = self.cursor;
         let filter = self.filter.clone();
+        let envelope = self.envelope;
         let read = tokio::task::spawn_blocking(move || -> Result<(Bytes, Cursor), String> {
             let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
             let cursors = store
@@ -290,7 +329,7 @@ impl Subscription {
                             && let RecordKind::EventInserted(e) = &record.kind
                             && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                         {
-                            out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
+                            out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
                         }
                         wanted.peek().is_some()
                     })
@@ -324,6 +363,7 @@ impl Subscription {
         let tenant = self.tenant.clone();
         let after = self.cursor;
         let filter = self.filter.clone();
+        let envelope = self.envelope;
         let read = tokio::task::spawn_blocking(move || {
             let mut out = BytesMut::new();
             let mut frames = 0;
@@ -336,7 +376,7 @@ impl Subscription {
                     && e.tenant == tenant
                     && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                 {
-                    out.extend_from_slice(&sse_frame::event(cursor, &e.event, &e.data));
+                    out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
                     frames += 1;
                     last_event = cursor;
                 }
@@ -370,8 +410,24 @@ impl Subscription {
     }
 }
 
+/// The frame of an event read from the log: bare or enveloped.
+fn frame(cursor: Cursor, at_ms: i64, e: &EventInserted, envelope: bool) -> Bytes {
+    if envelope {
+        let data = sse_frame::envelope(&e.id, at_ms, e.author(), &e.data);
+        sse_frame::event(cursor, &e.event, &data)
+    } else {
+        sse_frame::event(cursor, &e.event, &e.data)
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.envelope {
+            self.feed.count_envelope(false);
+        }
+        if let Some(names) = &self.names {
+            self.feed.unwatch_names(names);
+        }
         self.engine.fanout().release(&self.tenant, &self.feed);
     }
 }
@@ -381,6 +437,8 @@ impl Drop for Subscription {
 struct Snapshot {
     events: std::collections::VecDeque<LatestEvent>,
     sent: usize,
+    /// Each event's `data:` is its envelope.
+    envelope: bool,
 }
 
 impl Snapshot {
@@ -393,7 +451,13 @@ impl Snapshot {
                 break;
             };
             let head = format!("id: {}\nevent: {}\ndata: ", event.cursor, event.event);
-            let parts: [&[u8]; 3] = [head.as_bytes(), event.data.as_bytes(), b"\n\n"];
+            // Rendered again for each chunk the event spans: only a frame bigger than a
+            // chunk spans several, and envelopes are opt-in.
+            let enveloped = self.envelope.then(|| {
+                sse_frame::envelope(&event.id, event.at_ms, event.by.as_deref(), &event.data)
+            });
+            let data = enveloped.as_deref().unwrap_or(&event.data);
+            let parts: [&[u8]; 3] = [head.as_bytes(), data.as_bytes(), b"\n\n"];
             let total: usize = parts.iter().map(|p| p.len()).sum();
             let mut skip = self.sent;
             for part in parts {
@@ -431,6 +495,8 @@ mod tests {
             id: [0; 16],
             event: Arc::from(name),
             data: Arc::from(data),
+            at_ms: 0,
+            by: None,
         }
     }
 
@@ -450,6 +516,7 @@ mod tests {
             let mut snapshot = Snapshot {
                 events: events.clone().into(),
                 sent: 0,
+                envelope: false,
             };
             let mut wire = Vec::new();
             let mut chunks = 0;

@@ -134,6 +134,23 @@ pub enum AdminTokenError {
 }
 
 impl AdminHeader {
+    /// The header of `req` (400 when it is sent more than once).
+    pub fn of(req: &Request) -> Result<Self, ApiError> {
+        let mut values = req.headers().get_all(ADMIN_HEADER).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(AdminTokenError::Repeated.to_string()));
+        }
+        // Raw bytes: whatever was sent is a candidate, compared like the body field (a value
+        // that is no UTF-8 is simply wrong, and counts as a wrong guess).
+        Ok(AdminHeader(first.map(|v| v.as_bytes().to_vec())))
+    }
+
+    /// Whether the header was sent at all.
+    pub fn is_sent(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The token to check: the header, the body field, or both when they are equal.
     pub fn token<'t>(&'t self, body: Option<&'t str>) -> Result<&'t [u8], AdminTokenError> {
         match (self.0.as_deref(), body) {
@@ -184,14 +201,7 @@ impl<'a> ApiExtractor<'a> for AdminHeader {
         _: &mut RequestBody,
         _: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        let mut values = req.headers().get_all(ADMIN_HEADER).iter();
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(ApiError::bad_request(AdminTokenError::Repeated.to_string()).into());
-        }
-        // Raw bytes: whatever was sent is a candidate, compared like the body field (a value
-        // that is no UTF-8 is simply wrong, and counts as a wrong guess).
-        Ok(AdminHeader(first.map(|v| v.as_bytes().to_vec())))
+        Ok(AdminHeader::of(req)?)
     }
 }
 

@@ -7,6 +7,8 @@ use crate::auth::credentials::CredentialsError;
 use crate::auth::jwt::JwtError;
 use crate::auth::scopes::MissingScope;
 use crate::engine::EngineError;
+use crate::http::routes::history::HistoryQueryError;
+use crate::http::routes::sse::EventListError;
 use crate::state::Rejection;
 use crate::state::validate::Invalid;
 
@@ -111,6 +113,18 @@ impl IntoResponse for ApiError {
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<HistoryQueryError> for ApiError {
+    fn from(e: HistoryQueryError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<EventListError> for ApiError {
+    fn from(e: EventListError) -> Self {
         ApiError::bad_request(e.to_string())
     }
 }
@@ -296,6 +310,9 @@ pub type TicketErrors = Errors<{ UNAUTHORIZED | TOO_MANY | INTERNAL | UNAVAILABL
 /// `/sse`: a header and a ticket at once, credentials, the streams-per-user limit.
 pub type StreamErrors =
     Errors<{ BAD_REQUEST | UNAUTHORIZED | FORBIDDEN | TOO_MANY | INTERNAL | UNAVAILABLE }>;
+
+/// `/events`: bad parameters, credentials (user or admin), scopes, throttles, the log.
+pub type HistoryErrors = StreamErrors;
 
 fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
     use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses};

@@ -13,7 +13,9 @@ pub mod routes;
 pub mod server;
 mod throttle;
 
-use routes::{codes, console, events, health, maintenance, session, sse, ticket, users, verify};
+use routes::{
+    codes, console, events, health, history, maintenance, session, sse, ticket, users, verify,
+};
 pub use server::{audit, client, cors, limits, metrics, streams, tls};
 
 use std::ops::Deref;
@@ -154,6 +156,7 @@ pub type Apis = (
     session::SessionApi,
     verify::VerifyApi,
     events::EventsApi,
+    history::HistoryApi,
     sse::StreamApi,
     ticket::TicketApi,
     maintenance::MaintenanceApi,

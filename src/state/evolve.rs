@@ -159,6 +159,11 @@ pub fn evolve(state: &mut State, record: &Record) {
                     slot.cursor = cursor;
                     slot.id = e.id;
                     slot.data = Arc::from(e.data.as_str());
+                    slot.at_ms = record.at_ms;
+                    // Most inserts of a name come from the same user: keep the shared text.
+                    if slot.by.as_deref() != e.author() {
+                        slot.by = e.author().map(Arc::from);
+                    }
                 }
                 None => {
                     names.insert(
@@ -168,6 +173,8 @@ pub fn evolve(state: &mut State, record: &Record) {
                             id: e.id,
                             event: Arc::from(e.event.as_str()),
                             data: Arc::from(e.data.as_str()),
+                            at_ms: record.at_ms,
+                            by: e.author().map(Arc::from),
                         },
                     );
                 }

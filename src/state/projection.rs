@@ -115,6 +115,10 @@ pub struct LatestEvent {
     pub event: Arc<str>,
     /// Compact JSON text.
     pub data: Arc<str>,
+    /// When it was appended, milliseconds since the Unix epoch (the envelope's `at`).
+    pub at_ms: i64,
+    /// Who inserted it, `None` for the admin (the envelope's `by`).
+    pub by: Option<Arc<str>>,
 }
 
 impl State {

@@ -162,6 +162,14 @@ pub struct EventInserted {
     pub idempotency_key: Option<String>,
 }
 
+impl EventInserted {
+    /// Who inserted it, `None` for the admin: the envelope's `by`. The one place the
+    /// inserting user is read from the record, so a change of its shape changes only this.
+    pub fn author(&self) -> Option<&str> {
+        self.by.as_deref()
+    }
+}
+
 impl Record {
     /// The rkyv bytes of this record: the payload of its log frame.
     pub fn encode(&self) -> Vec<u8> {

@@ -25,6 +25,9 @@ pub struct Load {
     pub rate: u64,
     /// How long to publish.
     pub duration: Duration,
+    /// Subscribers ask for `?event=fan` only, and each insert of `fan` has an insert of
+    /// another name beside it: what a filtered subscriber of a busy tenant costs.
+    pub filter: bool,
 }
 
 /// What a fan-out load measured.
@@ -59,6 +62,7 @@ impl FanoutResult {
             .with("server", server)
             .with("subscribers", load.subscribers)
             .with("rate", load.rate)
+            .with("filter", load.filter)
             .with("published", self.published)
             .with("expected", self.expected)
             .with("delivered", self.delivered)
@@ -97,6 +101,12 @@ pub async fn load(
     let progress: Arc<Vec<AtomicU64>> =
         Arc::new((0..load.subscribers).map(|_| AtomicU64::new(0)).collect());
     let auth = format!("Bearer {sub_token}");
+    // The baseline has no filters: it sends its subscribers everything, and they skip.
+    let path = if load.filter && sub_token != "ceiling" {
+        "/sse?event=fan"
+    } else {
+        "/sse"
+    };
     let mut subs = Vec::with_capacity(load.subscribers);
     // Connect in waves so the listen backlog is never what is being measured.
     for wave in (0..load.subscribers).collect::<Vec<_>>().chunks(100) {
@@ -104,7 +114,7 @@ pub async fn load(
         for _ in wave {
             let auth = auth.clone();
             opening.push(tokio::spawn(async move {
-                SseStream::open(addr, "/sse", &[("authorization", auth.as_str())]).await
+                SseStream::open(addr, path, &[("authorization", auth.as_str())]).await
             }));
         }
         for task in opening {
@@ -167,6 +177,12 @@ pub async fn load(
                     Ok(r) if r.status == 200 => {
                         insert_latencies.lock().await.push(sent.elapsed());
                         acked.lock().await.push(seq);
+                        if load.filter {
+                            let noise = br#"{"event":"noise","data":{"skip":true}}"#;
+                            if c.request("POST", "/insert", &headers, noise).await.is_err() {
+                                conn = None;
+                            }
+                        }
                     }
                     Ok(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +308,7 @@ pub async fn scenario(
     ctx: &Ctx,
     pairs: &[(usize, u64)],
     ramp: Option<usize>,
+    filter: bool,
 ) -> Result<Vec<Row>, String> {
     let mut runs = Vec::new();
     for _ in 0..ctx.runs {
@@ -301,6 +318,7 @@ pub async fn scenario(
                 subscribers,
                 rate,
                 duration: ctx.duration,
+                filter,
             };
             let ceiling = ctx.ceiling()?;
             let r = load(ceiling.addr(), "ceiling", "ceiling", l).await?;
@@ -347,6 +365,7 @@ async fn ramp_up(
             subscribers,
             rate,
             duration: step,
+            filter: false,
         };
         let mut r = load(addr, token, token, l).await?;
         let p99 = r.latencies.quantile_ms(0.99);

@@ -93,6 +93,7 @@ pub async fn scenario(
                 subscribers: fan.0,
                 rate: fan.1,
                 duration: ctx.duration,
+                filter: false,
             };
             let addr = server.addr();
             let tokens = [token.clone()];

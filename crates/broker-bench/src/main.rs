@@ -6,6 +6,7 @@
 mod ceiling;
 mod client;
 mod fanout;
+mod history;
 mod idle;
 mod insert;
 mod login;
@@ -100,6 +101,10 @@ enum Scenario {
         /// Then raise the rate with this many subscribers until p99 passes 50 ms.
         #[arg(long)]
         ramp: Option<usize>,
+        /// Subscribers filter on the published name (`/sse?event=fan`) while as many inserts
+        /// of another name go to the same tenant.
+        #[arg(long)]
+        filter: bool,
     },
     /// N open SSE connections: server RSS per connection, CPU while idle, sockets freed.
     Idle {
@@ -108,6 +113,11 @@ enum Scenario {
         /// Seconds of idleness measured.
         #[arg(long, default_value_t = 5)]
         idle_secs: u64,
+    },
+    /// A tenant of N events (seeded), then `GET /events` pages: pages/s and latency.
+    History {
+        #[arg(long, default_value = "1000,1000000", value_delimiter = ',')]
+        events: Vec<u64>,
     },
     /// K events in the log, then a subscriber with an old Last-Event-ID: catch-up events/s.
     Resume {
@@ -411,12 +421,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             subscribers,
             rate,
             ramp,
+            filter,
         } => {
             if subscribers.len() != rate.len() {
                 return Err("--subscribers and --rate pair up: give as many of each".into());
             }
             let pairs: Vec<(usize, u64)> = subscribers.into_iter().zip(rate).collect();
-            ("fanout", fanout::scenario(&ctx, &pairs, ramp).await?)
+            (
+                "fanout",
+                fanout::scenario(&ctx, &pairs, ramp, filter).await?,
+            )
         }
         Scenario::Idle {
             connections,
@@ -425,6 +439,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             "idle",
             idle::scenario(&ctx, connections, Duration::from_secs(idle_secs)).await?,
         ),
+        Scenario::History { events } => ("history", history::scenario(&ctx, &events).await?),
         Scenario::Resume { events } => ("resume", resume::scenario(&ctx, events).await?),
         Scenario::Tenants {
             tenants,

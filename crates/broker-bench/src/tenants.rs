@@ -42,6 +42,7 @@ pub async fn scenario(
                     subscribers: fan.0,
                     rate: fan.1,
                     duration: ctx.duration.min(Duration::from_secs(5)),
+                    filter: false,
                 };
                 let mut f = fanout::load(server.addr(), &tokens[0], &tokens[0], l).await?;
                 let (_, fan_p99, fan_max) = f.latencies.summary();

@@ -5,6 +5,7 @@ pub mod codes;
 pub mod console;
 pub mod events;
 pub mod health;
+pub mod history;
 pub mod maintenance;
 pub mod session;
 pub mod sse;

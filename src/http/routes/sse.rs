@@ -169,8 +169,18 @@ impl StreamApi {
         /// are sent); a value that is not a cursor gets `broker.reset` and the snapshot.
         #[oai(name = "last_event_id")]
         _last_event_id: Query<Option<String>>,
+        /// Only events of these names (repeat for several, at most 64), in the snapshot, in
+        /// catch-up and live; `id:` stays the global cursor. Without it, every name.
+        event: Query<Option<Vec<String>>>,
+        /// `true`: each `data:` is `{"id","at","by","data"}` (the event's UUID, when it was
+        /// appended in RFC 3339 UTC, who inserted it or null for the admin, its data).
+        envelope: Query<Option<bool>>,
     ) -> Result<EventStream, StreamErrors> {
-        Ok(sse(&app, req, caller.0).await?)
+        let view = View {
+            events: event.0.unwrap_or_default(),
+            envelope: envelope.0.unwrap_or(false),
+        };
+        Ok(sse(&app, req, caller.0, view).await?)
     }
 }
 
@@ -208,6 +218,68 @@ impl ApiResponse for EventStream {
     fn register(_: &mut Registry) {}
 }
 
+/// What a client asked to see of its tenant's events (`/sse` and `/events` alike).
+struct View {
+    /// `?event=` names, as sent (none: every name).
+    events: Vec<String>,
+    /// `?envelope=true`.
+    envelope: bool,
+}
+
+/// Names one `?event=` list may hold: a filter is a handful of names, and the bound keeps a
+/// hostile list from costing more than a glance.
+pub const MAX_EVENT_FILTER: usize = 64;
+
+/// Why a client's `?event=` list was refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventListError {
+    /// More than [`MAX_EVENT_FILTER`] names.
+    #[error("event: at most {MAX_EVENT_FILTER} names per request, got {0}")]
+    TooMany(usize),
+    /// A name that could not be an event name.
+    #[error("event={name:?}: {reason}")]
+    BadName {
+        /// The name as sent.
+        name: String,
+        /// What is wrong with it.
+        reason: crate::state::validate::Invalid,
+    },
+}
+
+/// The filter of a stream or a history page: the names `holder` may read
+/// (`--enforce_scopes`), narrowed to `requested` when the client sent `?event=`. A requested
+/// name that is not readable is 403, one that is no event name 400.
+pub(crate) fn event_filter(
+    app: &App,
+    holder: &Holder,
+    requested: &[String],
+) -> Result<Option<EventFilter>, ApiError> {
+    if requested.len() > MAX_EVENT_FILTER {
+        return Err(EventListError::TooMany(requested.len()).into());
+    }
+    for name in requested {
+        crate::state::validate::event_name(name).map_err(|reason| EventListError::BadName {
+            name: name.clone(),
+            reason,
+        })?;
+    }
+    let readable = app.readable(holder);
+    readable.check_requested(requested.iter().map(String::as_str))?;
+    let scoped = match readable {
+        ReadFilter::All => None,
+        only => Some(EventFilter::new(move |name| only.allows(name))),
+    };
+    if requested.is_empty() {
+        return Ok(scoped);
+    }
+    let names: std::collections::BTreeSet<String> = requested.iter().cloned().collect();
+    let asked = EventFilter::new(move |name| names.contains(name));
+    Ok(Some(match scoped {
+        Some(scoped) => scoped.and(asked),
+        None => asked,
+    }))
+}
+
 impl App {
     /// The names `holder`'s stream may carry: with `--enforce_scopes`, a user's readable
     /// names (`auth::scopes::readable`); everything for the admin and without the flag.
@@ -229,7 +301,13 @@ impl App {
     }
 }
 
-async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, ApiError> {
+async fn sse(
+    app: &App,
+    req: &Request,
+    holder: Holder,
+    view: View,
+) -> Result<EventStream, ApiError> {
+    let filter = event_filter(app, &holder, &view.events)?;
     let tenant = match &holder {
         Holder::User(caller) => caller.tenant.as_str(),
         Holder::Admin { tenant } => tenant.as_str(),
@@ -252,16 +330,16 @@ async fn sse(app: &App, req: &Request, holder: Holder) -> Result<EventStream, Ap
             )
         });
     };
-    // A client's own `?event=` list must pass `readable.check_requested` (403) and joins the
-    // filter with `EventFilter::and`.
-    let readable = app.readable(&holder);
-    let filter = match readable {
-        ReadFilter::All => None,
-        only => Some(EventFilter::new(move |name| only.allows(name))),
-    };
-    let subscription = app
+    let mut subscription = app
         .engine
         .subscribe(tenant, start_of(req), owner_of(&holder), filter);
+    if view.envelope {
+        subscription = subscription.with_envelope();
+    }
+    if !view.events.is_empty() {
+        // The filter passes none but these names: no other event needs to wake the stream.
+        subscription = subscription.wake_only_for(view.events);
+    }
     let keep_alive = app.config.sse.sse_keepalive;
     let retry = sse_frame::retry(app.config.sse.sse_retry_ms);
     // The slot lives as long as the stream: it is dropped with the unfold's state.

@@ -194,7 +194,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 26] = [
+    const ROUTES: [&str; 27] = [
         "/compact",
         "/",
         "/create_user",
@@ -221,6 +221,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/server_stats",
         "/refresh",
         "/ready",
+        "/events",
     ];
     ROUTES
         .iter()
