@@ -31,10 +31,14 @@ commit=$(git rev-parse --short HEAD)
 runs=3
 dur=5
 restart_records=10000000
+memory_users=1000000
+memory_tenants=100000
 if [ -n "${BENCH_QUICK:-}" ]; then
     runs=1
     dur=2
     restart_records=200000
+    memory_users=20000
+    memory_tenants=2000
 fi
 # The idle scenario holds 10,000 sockets on each side.
 ulimit -n "$(ulimit -Hn)" || true
@@ -58,6 +62,9 @@ run fanout --duration "$dur" fanout --subscribers 200,1000 --rate 200,20 --ramp 
 run idle idle --connections 10000 --idle-secs 5
 run resume resume --events 200000
 run restart restart --records "$restart_records"
+run memory memory --users "$memory_users" --tenants "$memory_tenants"
+run history --duration "$dur" history --events 1000,1000000
+run fanout_filtered --duration "$dur" fanout --subscribers 200 --rate 200 --filter
 run tenants --duration 3 tenants --tenants 1,100,10000 --users 10,100000
 run login --duration 3 login --rate 100
 

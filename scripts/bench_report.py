@@ -128,6 +128,55 @@ def targets(s):
     return t
 
 
+def targets_round2(s):
+    """(target, figure, met) for issue 17's targets (performance, round 2) and issue 18's rows."""
+    t = []
+    ins = s.get("insert", [])
+    always = find(ins, server="broker fsync=always")
+    never = find(ins, server="broker fsync=never")
+    if always:
+        t.append(("Durable inserts (fsync always, 64 conns) ≥ 0.6 of the ceiling",
+                  f"{always['inserts_per_s']}/s = {always.get('of_ceiling')} of ceiling",
+                  (always.get("of_ceiling") or 0) >= 0.6))
+    if never:
+        t.append(("Inserts with fsync never ≥ 0.75 of the ceiling",
+                  f"{never['inserts_per_s']}/s = {never.get('of_ceiling')} of ceiling",
+                  (never.get("of_ceiling") or 0) >= 0.75))
+    fan = s.get("fanout", [])
+    b = find(fan, server="broker fsync=always", subscribers=1000, rate=20)
+    c = find(fan, server="ceiling", subscribers=1000, rate=20)
+    if b and c and b.get("insert_p50_ms") is not None and c.get("insert_p50_ms"):
+        ratio = round(b["insert_p50_ms"] / c["insert_p50_ms"], 2)
+        t.append(("Insert p50 while 1,000 subscribers receive 20 events/s ≤ 2× the ceiling's",
+                  f"{b['insert_p50_ms']} ms vs ceiling {c['insert_p50_ms']} ms = {ratio}×",
+                  ratio <= 2))
+    rs = s.get("restart", [])
+    full = find(rs, start="full replay")
+    ck = find(rs, start="from checkpoint")
+    if full:
+        t.append(("Full replay ≥ 3,000,000 records/s", f"{full['records_per_s']} records/s",
+                  full["records_per_s"] >= 3_000_000))
+    if ck:
+        n = ck["records"]
+        t.append((f"Restart from a checkpoint ≤ 0.1 s at {n:,} records", f"{ck['serving_after_s']} s",
+                  ck["serving_after_s"] <= 0.1 and n >= 10_000_000))
+    mem = (s.get("memory") or [None])[0]
+    if mem:
+        t.append((f"Memory: a user (hash included) ≤ 400 bytes, at {mem['users']:,} users / {mem['tenants']:,} tenants",
+                  f"{mem['bytes_per_user']} B per user, {mem['bytes_per_tenant']} B per tenant (server RSS, every copy of the state)",
+                  mem["bytes_per_user"] <= 400))
+    for r in s.get("history", []):
+        if r.get("server", "").startswith("broker"):
+            t.append((f"History ({r.get('pages')}): pages/s at {r.get('events'):,} events in the tenant (issue 18, reported)",
+                      f"{r.get('pages_per_s')} pages/s, p50 {r.get('p50_ms')} ms", True))
+    ff = find(s.get("fanout_filtered", []), server="broker fsync=always")
+    if ff:
+        t.append(("Filtered fan-out (200 subscribers on one name, 200/s plus as many of another): 0 lost (issue 18)",
+                  f"p99 {ff['p99_ms']} ms, lost {ff['lost']}, duplicated {ff['duplicated']}",
+                  ff["lost"] == 0 and ff["duplicated"] == 0))
+    return t
+
+
 def jetstream(lines):
     """The JetStream section: inserts and publish-to-delivery latency for each log, side by
     side, from scripts/bench_nats.sh's lines (insert and fanout per log, in one run)."""
@@ -186,6 +235,11 @@ def main():
     print("## Targets (issue 7)\n")
     print("| target | measured | |\n|---|---|---|")
     for name, figure, ok in targets(scenarios):
+        print(f"| {name} | {figure} | {mark(ok)} |")
+    print()
+    print("## Targets, round 2 (issues 17 and 18)\n")
+    print("| target | measured | |\n|---|---|---|")
+    for name, figure, ok in targets_round2(scenarios):
         print(f"| {name} | {figure} | {mark(ok)} |")
     print()
     if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):

@@ -2,10 +2,9 @@
 //! `decide` produced always applies; a record naming an unknown user (possible only in a
 //! hand-edited or foreign log) changes nothing but the cursor.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
+use super::projection::{LatestEvent, Map, RESET_CODE_TRIES, ResetCode, State, User};
 use super::record::{Record, RecordKind};
 
 /// Applies `record` to `state`.
@@ -148,7 +147,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             // place, allocating the tenant and name keys only when they are new (replay
             // and the writer both run this once per event).
             if !state.latest.contains_key(e.tenant.as_str()) {
-                state.latest.insert(e.tenant.clone(), HashMap::new());
+                state.latest.insert(e.tenant.clone(), Map::default());
             }
             let names = state
                 .latest

@@ -10,6 +10,7 @@ mod history;
 mod idle;
 mod insert;
 mod login;
+mod memory;
 mod report;
 mod restart;
 mod resume;
@@ -141,6 +142,13 @@ enum Scenario {
     Restart {
         #[arg(long, default_value_t = 10_000_000)]
         records: u64,
+    },
+    /// What the state costs: server RSS per user and per tenant, from seeded logs.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        users: u64,
+        #[arg(long, default_value_t = 100_000)]
+        tenants: u64,
     },
     /// Inserts and fan-out with and without a burst of logins beside them.
     Login {
@@ -427,8 +435,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Err("--subscribers and --rate pair up: give as many of each".into());
             }
             let pairs: Vec<(usize, u64)> = subscribers.into_iter().zip(rate).collect();
+            // Its own scenario name, so bench/results.jsonl keeps both rows.
             (
-                "fanout",
+                if filter { "fanout_filtered" } else { "fanout" },
                 fanout::scenario(&ctx, &pairs, ramp, filter).await?,
             )
         }
@@ -452,6 +461,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             tenants::scenario(&ctx, &tenants, &users, connections, (subscribers, rate)).await?,
         ),
         Scenario::Restart { records } => ("restart", restart::scenario(&ctx, records).await?),
+        Scenario::Memory { users, tenants } => {
+            ("memory", memory::scenario(&ctx, users, tenants).await?)
+        }
         Scenario::Login {
             rate,
             connections,

@@ -11,7 +11,10 @@ use crate::seed::Seed;
 use crate::target::{ScratchDir, Target, broker_args};
 
 /// Starts the server on `db` and polls `GET /` until it answers 200: the time to serve.
-async fn time_to_serve(ctx: &Ctx, db: &std::path::Path) -> Result<(Target, Duration), String> {
+pub(crate) async fn time_to_serve(
+    ctx: &Ctx,
+    db: &std::path::Path,
+) -> Result<(Target, Duration), String> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
