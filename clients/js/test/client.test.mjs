@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { EventSource } from 'eventsource';
-import { Broker, BrokerError } from '../dist/index.js';
+import { Broker, BrokerError, jwtTimes } from '../dist/index.js';
 
 const BIN = process.env.BROKER_BIN;
 const ADMIN = 'letmein';
@@ -76,12 +76,12 @@ async function until(events, n, what) {
   }
 }
 
-/** Waits (bounded) until `check()` is truthy. */
-async function waitFor(check, what, ms = 20000) {
+/** Waits (bounded) until `check()` is truthy, asking every `every` ms. */
+async function waitFor(check, what, ms = 20000, every = 20) {
   const deadline = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, every));
   }
 }
 
@@ -343,4 +343,167 @@ test('broker.closed: deleted and credentials_changed end a subscription without 
   assert.deepEqual(stay.log.slice(0, 2), ['open', { closed: 'shutdown', cursor: 'number' }]);
   assert.ok(stay.log.filter((l) => l === 'open').length >= 2, JSON.stringify(stay.log));
   assert.ok(stay.log.every((l) => l.willRetry !== false), JSON.stringify(stay.log));
+});
+
+test('token refresh: subscriptions on both transports outlive several JWT expiries and a reconnect', async (t) => {
+  const s = await withServer(t, ['--jwt_expiry', '3']);
+  await admin(s.url, '/create_user', { username: 'ref', password: 'pw', tenant_name: 'web' });
+  const jwts = [];
+  const broker = await Broker.login(s.url, 'ref', 'pw', { onJwt: (jwt) => jwts.push(jwt) });
+  t.after(() => broker.dispose());
+  const original = broker.jwt;
+  assert.deepEqual(jwts, [original]);
+  const refused = async (jwt) =>
+    (await fetch(`${s.url}/verify`, { headers: { authorization: `Bearer ${jwt}` } })).status === 401;
+
+  const opens = [];
+  const seen = { fetch: [], es: [] };
+  const errors = [];
+  const viaFetch = broker.subscribe({ minRetryMs: 100, maxRetryMs: 400 })
+    .on('n', (n) => seen.fetch.push(n)).onOpen(() => opens.push('fetch'))
+    .onError((e, willRetry) => errors.push({ message: e.message, willRetry }));
+  const viaEs = broker.subscribe({ transport: 'eventsource', EventSource, minRetryMs: 100, maxRetryMs: 400 })
+    .on('n', (n) => seen.es.push(n)).onOpen(() => opens.push('es'))
+    .onError((e, willRetry) => errors.push({ message: e.message, willRetry }));
+  t.after(() => { viaFetch.close(); viaEs.close(); });
+  await until(opens, 2, 'opens');
+
+  // Insert while tokens come and go, until two refreshes happened and the login's token is
+  // refused by the server (expired): more than one expiry period.
+  let n = 0;
+  await waitFor(async () => {
+    await broker.insert('n', n++);
+    return jwts.length >= 3 && await refused(original);
+  }, 'two refreshes and the login token expiring', 30000, 250);
+  // Each token was replaced before it expired.
+  for (let i = 1; i < jwts.length; i++) {
+    assert.ok(jwtTimes(jwts[i]).iat <= jwtTimes(jwts[i - 1]).exp, `token ${i} came after ${i - 1} expired`);
+  }
+  assert.equal(broker.jwt, jwts.at(-1));
+
+  // A reconnection now needs the refreshed token (the login's is refused).
+  await s.restart();
+  for (let i = 0; i < 3; i++) await broker.insert('n', n++);
+  const all = Array.from({ length: n }, (_, i) => i);
+  await until(seen.fetch, n, 'every event (fetch)');
+  await until(seen.es, n, 'every event (eventsource)');
+  assert.deepEqual(seen.fetch, all);
+  assert.deepEqual(seen.es, all);
+  assert.ok(opens.length >= 4, JSON.stringify(opens));
+  assert.ok(errors.every((e) => e.willRetry), JSON.stringify(errors));
+});
+
+test('token refresh: a 401 is answered by one refresh and one retry, then given up', async (t) => {
+  const s = await withServer(t);
+  await admin(s.url, '/create_user', { username: 'r401', password: 'pw', tenant_name: 'web' });
+  const calls = [];
+  let spoil = 0;
+  const spoiling = (url, init) => {
+    const path = new URL(String(url)).pathname;
+    calls.push(path);
+    // Send a token the server refuses, as if ours had expired in the meantime.
+    if (path === '/insert' && spoil > 0) {
+      spoil -= 1;
+      return fetch(url, { ...init, headers: { ...init.headers, authorization: 'Bearer not.a.token' } });
+    }
+    return fetch(url, init);
+  };
+  const jwts = [];
+  const broker = await Broker.login(s.url, 'r401', 'pw', { fetch: spoiling, onJwt: (jwt) => jwts.push(jwt) });
+  t.after(() => broker.dispose());
+  spoil = 1;
+  calls.length = 0;
+  const stored = await broker.insert('x', 1);
+  assert.ok(stored.cursor > 0);
+  assert.deepEqual(calls, ['/insert', '/refresh', '/insert']);
+  assert.equal(jwts.length, 2); // the login's and the refreshed one
+
+  // Refused again after the refresh: no second refresh, the 401 reaches the caller.
+  spoil = 2;
+  calls.length = 0;
+  await assert.rejects(broker.insert('x', 2), (e) => e instanceof BrokerError && e.status === 401);
+  assert.deepEqual(calls, ['/insert', '/refresh', '/insert']);
+
+  // A revoked user's refresh is refused too: one try, then the 401.
+  await admin(s.url, '/revoke_user', { username: 'r401' });
+  calls.length = 0;
+  await assert.rejects(broker.insert('x', 3), (e) => e instanceof BrokerError && e.status === 401);
+  assert.deepEqual(calls, ['/insert', '/refresh']);
+
+  // Without autoRefresh, no refresh at all.
+  await admin(s.url, '/unrevoke_user', { username: 'r401' });
+  const plain = await Broker.login(s.url, 'r401', 'pw', { fetch: spoiling, autoRefresh: false });
+  spoil = 1;
+  calls.length = 0;
+  await assert.rejects(plain.insert('x', 4), (e) => e instanceof BrokerError && e.status === 401);
+  assert.deepEqual(calls, ['/insert']);
+});
+
+test('idempotent inserts: retries after a lost answer, a timeout or a restart store one event, with one key', async (t) => {
+  const s = await withServer(t);
+  await admin(s.url, '/create_user', { username: 'idem', password: 'pw', tenant_name: 'web' });
+  let keys = [];
+  let trouble = null;
+  const flaky = async (url, init) => {
+    if (new URL(String(url)).pathname !== '/insert') return fetch(url, init);
+    keys.push(init.headers['idempotency-key']);
+    const now = trouble;
+    trouble = null;
+    if (now === null) return fetch(url, init);
+    // The server gets the request and answers; the client never sees the answer.
+    const answer = await fetch(url, { ...init, signal: undefined });
+    assert.equal(answer.status, 200);
+    await answer.arrayBuffer();
+    if (now === 'lost') throw new TypeError('fetch failed: socket hang up');
+    if (now === 'restart') {
+      await s.restart();
+      throw new TypeError('fetch failed: connection reset');
+    }
+    // 'slow': the answer comes after the client's timeout.
+    return new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason)));
+  };
+  const broker = await Broker.login(s.url, 'idem', 'pw', { fetch: flaky, insertRetryMs: 20 });
+  const auth = `Bearer ${broker.jwt}`;
+
+  const results = {};
+  for (const [i, how] of ['lost', 'slow', 'restart'].entries()) {
+    keys = [];
+    trouble = how;
+    results[how] = await broker.insert(`e-${how}`, { i }, how === 'slow' ? { timeoutMs: 300 } : {});
+    assert.equal(keys.length, 2, `${how}: ${JSON.stringify(keys)}`);
+    assert.equal(keys[0], keys[1], `${how}: the retry reuses the key`);
+    assert.match(keys[0], /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  }
+  // Two logical inserts: two keys.
+  keys = [];
+  const one = await broker.insert('plain', 1);
+  const two = await broker.insert('plain', 2);
+  assert.equal(keys.length, 2);
+  assert.notEqual(keys[0], keys[1]);
+
+  const stored = await storedEvents(s.url, auth);
+  assert.deepEqual(stored.map((e) => [e.event, e.cursor, e.id]), [
+    ['e-lost', results.lost.cursor, results.lost.id],
+    ['e-slow', results.slow.cursor, results.slow.id],
+    ['e-restart', results.restart.cursor, results.restart.id],
+    ['plain', one.cursor, one.id],
+    ['plain', two.cursor, two.id],
+  ]);
+
+  // A key of the caller's own, reused for other data: 422, not retried.
+  keys = [];
+  await broker.insert('mine', 1, { idempotencyKey: 'order-1001' });
+  await assert.rejects(broker.insert('mine', 2, { idempotencyKey: 'order-1001' }),
+    (e) => e instanceof BrokerError && e.status === 422);
+  assert.deepEqual(keys, ['order-1001', 'order-1001']);
+
+  // Retries are bounded.
+  let tries = 0;
+  const nowhere = new Broker('http://127.0.0.1:1', {
+    fetch: (url, init) => { tries += 1; return fetch(url, init); },
+    insertRetries: 2,
+    insertRetryMs: 10,
+  }).useBasic('idem', 'pw');
+  await assert.rejects(nowhere.insert('x', 1), (e) => e instanceof BrokerError && e.status === 0);
+  assert.equal(tries, 3);
 });
