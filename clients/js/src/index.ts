@@ -364,7 +364,14 @@ export class Broker {
     })();
     this.#refreshing = attempt;
     const clear = () => { if (this.#refreshing === attempt) this.#refreshing = null; };
-    attempt.then(clear, clear);
+    attempt.then(clear, (e: unknown) => {
+      clear();
+      // Refused: this token cannot be refreshed any more (expired, revoked, outdated); stop
+      // trying before every request. Other failures are tried again later.
+      if (this.#authorization !== used) return;
+      if (e instanceof BrokerError && e.status === 401) this.#clearRefresh();
+      else if (this.#refreshDue !== null && this.#refreshTimer === null) this.#refreshDue = Date.now() + 5000;
+    });
     return attempt;
   }
 
@@ -506,11 +513,14 @@ export class Broker {
     if (fresh) this.#onJwt?.(jwt);
     const times = this.#autoRefresh ? jwtTimes(jwt) : null;
     if (!times) return;
-    // A fresh token's lifetime counts from now (immune to clock skew); an older one's from
-    // its `iat` (or, without one, it is refreshed now).
+    // A fresh token's lifetime counts from now (immune to clock skew between client and
+    // server), less a second: `iat` is whole seconds, so the token may be up to a second old
+    // already. An older token's counts from its `iat` (without one, it is refreshed now).
     const lifetime = times.iat === undefined ? 0 : (times.exp - times.iat) * 1000;
-    const start = fresh ? Date.now() : (times.iat ?? 0) * 1000;
-    this.#scheduleRefresh(start + lifetime * this.#refreshAt);
+    const due = fresh
+      ? Date.now() + Math.max(0, lifetime - 1000) * this.#refreshAt
+      : (times.iat ?? 0) * 1000 + lifetime * this.#refreshAt;
+    this.#scheduleRefresh(due);
   }
 
   #scheduleRefresh(due: number): void {

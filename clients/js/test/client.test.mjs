@@ -346,7 +346,7 @@ test('broker.closed: deleted and credentials_changed end a subscription without 
 });
 
 test('token refresh: subscriptions on both transports outlive several JWT expiries and a reconnect', async (t) => {
-  const s = await withServer(t, ['--jwt_expiry', '3']);
+  const s = await withServer(t, ['--jwt_expiry', '4']);
   await admin(s.url, '/create_user', { username: 'ref', password: 'pw', tenant_name: 'web' });
   const jwts = [];
   const broker = await Broker.login(s.url, 'ref', 'pw', { onJwt: (jwt) => jwts.push(jwt) });
