@@ -1,5 +1,6 @@
-//! The TypeScript client (`clients/js`): compiled with `tsc`, then its own `node:test` suite
-//! runs against this build's binary (each test starts and restarts its own server).
+//! The TypeScript client (`clients/js`): compiled with `tsc`, its type tests checked
+//! (`tsc -p test`), then its own `node:test` suite runs against this build's binary (each test
+//! starts and restarts its own server).
 //!
 //! Needs Node.js and the packages of `clients/js`: a plain `cargo nextest run` lists this test
 //! as skipped, and `scripts/test.sh` installs them and runs it (`common::tools`).
@@ -21,6 +22,19 @@ fn typescript_client_builds_and_passes_its_tests_against_the_server() {
         "tsc failed:\n{}{}",
         String::from_utf8_lossy(&build.stdout),
         String::from_utf8_lossy(&build.stderr)
+    );
+    // The public API's types (test/types.ts: what must and must not compile).
+    let types = Command::new("node")
+        .arg("node_modules/typescript/bin/tsc")
+        .args(["-p", "test"])
+        .current_dir(&dir)
+        .output()
+        .expect("node must be installed");
+    assert!(
+        types.status.success(),
+        "the type tests failed:\n{}{}",
+        String::from_utf8_lossy(&types.stdout),
+        String::from_utf8_lossy(&types.stderr)
     );
     let test = Command::new("node")
         .args(["--test", "--test-concurrency=1", "test/client.test.mjs"])

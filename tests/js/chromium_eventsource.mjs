@@ -10,6 +10,8 @@
 //    fetch with the Authorization header, resuming by itself;
 //  - "broker-client-es": the same client's `eventsource` transport (Chromium's EventSource,
 //    a fresh ticket per connection), logged in by the client itself.
+// Before subscribing, the page inserts one event with broker-client (its Idempotency-Key header
+// passes the CORS preflight).
 // Prints one JSON line per event: {client, id, event, data}.
 // Usage: node chromium_eventsource.mjs <base-url> <jwt> <count> <timeout-ms> <username> <password> <page-port>
 // with $BROKER_CLIENT_DIST naming clients/js/dist.
@@ -113,6 +115,10 @@ await page.evaluate(async ({ base, jwt, username, password, names }) => {
 
   // broker-client, as a page would use it.
   const { Broker } = await import('/broker-client/index.js');
+  // Its inserts carry an Idempotency-Key, which CORS must let through from this origin (an
+  // event of a name no subscriber here listens to).
+  const stored = await new Broker(base, { jwt }).insert('from-page', { ok: true });
+  if (!(stored.cursor > 0)) throw new Error(`insert from the page: ${JSON.stringify(stored)}`);
   const sub = new Broker(base, { jwt }).subscribe({ minRetryMs: 100, maxRetryMs: 500 });
   for (const name of names) {
     sub.on(name, (data, { id, event }) =>

@@ -34,13 +34,15 @@ use crate::http::error::ApiError;
 /// Methods our routes use.
 const METHODS: &str = "GET, HEAD, POST, OPTIONS";
 /// Request headers a cross-origin page may send (beyond the CORS-safelisted ones).
-const HEADERS: [&str; 5] = [
+const HEADERS: [&str; 6] = [
     "authorization",
     // Admin routes still refuse every page whose origin `--origin` does not name.
     "x-admin-token",
     "content-type",
     "last-event-id",
     "cache-control",
+    // Idempotent inserts (broker-client sends one with every insert).
+    "idempotency-key",
 ];
 /// How long browsers may cache a preflight answer, seconds.
 const MAX_AGE: &str = "600";
@@ -374,7 +376,7 @@ mod tests {
                 ("access-control-request-method", "POST"),
                 (
                     "access-control-request-headers",
-                    "Authorization, Content-Type",
+                    "Authorization, Content-Type, Idempotency-Key",
                 ),
             ],
         )
@@ -387,7 +389,7 @@ mod tests {
         assert_eq!(header(&r, "access-control-allow-credentials"), Some("true"));
         assert_eq!(
             header(&r, "access-control-allow-headers"),
-            Some("authorization, content-type")
+            Some("authorization, content-type, idempotency-key")
         );
         assert_eq!(header(&r, "access-control-max-age"), Some("600"));
         let r = call(flag, Method::POST, &[("origin", "https://app.example")]).await;
