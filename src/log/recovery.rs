@@ -317,6 +317,8 @@ pub fn open_from(
     let mut horizon = 0;
     let count = listed.len();
     let firsts: Vec<Cursor> = listed.iter().map(|(first, _)| *first).collect();
+    // One buffer for every segment read (see `segment::read_into`).
+    let mut bytes = Vec::new();
     for (i, (first, path)) in listed.into_iter().enumerate() {
         let unchanged = || {
             fs::metadata(&path)
@@ -339,7 +341,7 @@ pub fn open_from(
             });
             continue;
         }
-        let bytes = segment::read(&path, segment_bytes)?;
+        segment::read_into(&path, segment_bytes, &mut bytes)?;
         let scan = scan_segment(&path, &bytes, codec, last_cursor, &mut visit)?;
         if let Some((fault, after)) = scan.fault {
             let compacted = scan.header.flags & FLAG_COMPACTED != 0;

@@ -77,6 +77,15 @@ pub fn segment_bytes_for(len: u64) -> u64 {
 /// The size is checked before anything is read, and the read itself stops one byte past the
 /// limit, so a file that grows meanwhile cannot slip through either.
 pub fn read(path: &Path, segment_bytes: u64) -> Result<Vec<u8>, LogError> {
+    let mut bytes = Vec::new();
+    read_into(path, segment_bytes, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`read`] into `bytes` (emptied first), so that a walk over many segments reuses one
+/// buffer: a fresh 64 MiB buffer per segment is mapped, faulted in and zeroed page by page,
+/// which cost a tenth of a full replay (measured with perf).
+pub fn read_into(path: &Path, segment_bytes: u64, bytes: &mut Vec<u8>) -> Result<(), LogError> {
     use std::io::Read;
     let limit = max_len(segment_bytes);
     let too_large = |len| LogError::SegmentTooLarge {
@@ -90,14 +99,15 @@ pub fn read(path: &Path, segment_bytes: u64) -> Result<Vec<u8>, LogError> {
     if len > limit {
         return Err(too_large(len));
     }
-    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.clear();
+    bytes.reserve(len as usize);
     file.take(limit + 1)
-        .read_to_end(&mut bytes)
+        .read_to_end(bytes)
         .map_err(|e| LogError::io(path, e))?;
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// The decoded fixed header of a segment.
