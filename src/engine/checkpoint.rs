@@ -346,22 +346,7 @@ impl Checkpoints {
         upto: Cursor,
         max: usize,
     ) -> Result<Vec<Cursor>, CheckpointError> {
-        if upto <= after {
-            return Ok(Vec::new());
-        }
-        self.with(|st| {
-            let mut out = Vec::new();
-            for guard in st
-                .tenants
-                .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
-                .take(max)
-            {
-                let key = guard.key().map_err(store("reading the tenant index"))?;
-                let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
-                out.push(u64::from_be_bytes(tail));
-            }
-            Ok(out)
-        })
+        self.indexed(tenant, after, upto, max, false)
     }
 
     /// Cursors of `tenant`'s events in `(after, upto]`, the newest `max` of them, newest first.
@@ -372,17 +357,33 @@ impl Checkpoints {
         upto: Cursor,
         max: usize,
     ) -> Result<Vec<Cursor>, CheckpointError> {
+        self.indexed(tenant, after, upto, max, true)
+    }
+
+    /// The index's cursors of `tenant` in `(after, upto]`: the first `max`, or the last `max`
+    /// newest first.
+    fn indexed(
+        &self,
+        tenant: &str,
+        after: Cursor,
+        upto: Cursor,
+        max: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Cursor>, CheckpointError> {
         if upto <= after {
             return Ok(Vec::new());
         }
         self.with(|st| {
-            let mut out = Vec::new();
-            for guard in st
+            let range = st
                 .tenants
-                .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto))
-                .rev()
-                .take(max)
-            {
+                .range(tenant_key(tenant, after + 1)..=tenant_key(tenant, upto));
+            let keys: Box<dyn Iterator<Item = _>> = if newest_first {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            let mut out = Vec::new();
+            for guard in keys.take(max) {
                 let key = guard.key().map_err(store("reading the tenant index"))?;
                 let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("8 bytes");
                 out.push(u64::from_be_bytes(tail));
