@@ -58,6 +58,9 @@ run() {
 }
 
 run insert --duration "$dur" insert --connections 64 --fsync always,never
+# The same over HTTPS (self-signed certificate; HTTP/1.1, then HTTP/2), each protocol against
+# the ceiling over HTTPS.
+run insert_tls --duration "$dur" insert --tls --protocols http1,h2 --connections 64 --fsync always
 run fanout --duration "$dur" fanout --subscribers 200,1000 --rate 200,20 --ramp 200
 run idle idle --connections 10000 --idle-secs 5
 run resume resume --events 200000

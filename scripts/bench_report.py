@@ -57,7 +57,25 @@ def find(rows, **want):
 
 
 def mark(ok):
+    """`ok` True or False for a target; None for a figure only reported."""
+    if ok is None:
+        return "reported"
     return "**met**" if ok else "**not met**"
+
+
+def https_inserts(rows):
+    """The figure of issue 17's HTTPS row: per protocol, Broker's durable inserts over TLS and
+    their fraction of the ceiling over TLS of the same protocol; None without such rows."""
+    parts = []
+    for protocol, name in (("https/1.1", "HTTP/1.1"), ("h2", "HTTP/2")):
+        c = find(rows, server=f"ceiling {protocol}")
+        for r in rows:
+            if r.get("protocol") == protocol and str(r.get("server", "")).startswith("broker"):
+                fsync = r["server"].split(f"broker {protocol} ", 1)[-1]
+                parts.append(f"{name} {fsync}: {r['inserts_per_s']}/s = {r.get('of_ceiling')} of ceiling"
+                             + (f" ({c['inserts_per_s']}/s)" if c else "")
+                             + f", p50 {r['p50_ms']} ms, errors {r['errors']}")
+    return "; ".join(parts) or None
 
 
 def targets(s):
@@ -169,6 +187,11 @@ def targets_round2(s):
         if r.get("server", "").startswith("broker"):
             t.append((f"History ({r.get('pages')}): pages/s at {r.get('events'):,} events in the tenant (issue 18, reported)",
                       f"{r.get('pages_per_s')} pages/s, p50 {r.get('p50_ms')} ms", True))
+    https = https_inserts(s.get("insert_tls", []))
+    if https:
+        conns = s["insert_tls"][0].get("connections")
+        t.append((f"Inserts over HTTPS (HTTP/1.1, HTTP/2) beside the ceiling over HTTPS ({conns} conns, one request in flight on each)",
+                  https, None))
     ff = find(s.get("fanout_filtered", []), server="broker fsync=always")
     if ff:
         t.append(("Filtered fan-out (200 subscribers on one name, 200/s plus as many of another): 0 lost (issue 18)",

@@ -2,6 +2,10 @@
 //! answering the same requests the scenarios send, with no storage, no auth and no JSON
 //! beyond what the load generator reads. Whatever rate it reaches is the most the machine
 //! and the load generator allow; every Broker figure is also reported as a fraction of it.
+//!
+//! With a certificate it serves HTTPS instead: tokio-rustls in front (ALPN `h2` and
+//! `http/1.1`, as Broker offers), hyper-util's auto builder choosing HTTP/2 or HTTP/1.1 per
+//! connection (as poem serves Broker).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,7 +19,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -26,10 +30,13 @@ struct Shared {
     feed: broadcast::Sender<Bytes>,
 }
 
-/// Serves until the process is killed; prints `ceiling listening on http://ADDR` first.
-pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+/// Serves until the process is killed; prints `ceiling listening on http://ADDR` (or
+/// `https://`, with `tls`) first.
+pub async fn serve(addr: SocketAddr, tls: Option<rustls::ServerConfig>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    println!("ceiling listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("ceiling listening on {scheme}://{}", listener.local_addr()?);
+    let acceptor = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     let shared = Arc::new(Shared {
         cursor: AtomicU64::new(0),
         // Deep enough that the fan-out ramp measures queueing, not lag-drops.
@@ -39,6 +46,19 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let shared = shared.clone();
+        if let Some(acceptor) = acceptor.clone() {
+            tokio::spawn(async move {
+                // A failed handshake is the client's problem; the baseline reports nothing.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |req| handle(shared.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(shared.clone(), req));
             // Errors are clients going away; the baseline has nothing to report about them.

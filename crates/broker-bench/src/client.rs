@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// What went wrong talking to the server.
@@ -52,9 +52,9 @@ impl Response {
     }
 }
 
-/// One keep-alive connection.
-pub struct Conn {
-    stream: TcpStream,
+/// One keep-alive connection: plain TCP, or TLS over it (`Conn<TlsStream<TcpStream>>`).
+pub struct Conn<S = TcpStream> {
+    stream: S,
     host: String,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -76,12 +76,31 @@ impl Conn {
     pub async fn connect(addr: SocketAddr) -> Result<Conn, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Conn {
+        Ok(Conn::over(stream, addr))
+    }
+}
+
+impl Conn<tokio_rustls::client::TlsStream<TcpStream>> {
+    /// Connects and completes a TLS handshake (the connector's ALPN should offer `http/1.1`
+    /// only: this client speaks nothing else).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        tls: &crate::tls::Client,
+    ) -> Result<Self, ClientError> {
+        let stream = tls.connect(addr).await?;
+        Ok(Conn::over(stream, addr))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// A connection over an already connected stream to `addr`.
+    pub fn over(stream: S, addr: SocketAddr) -> Conn<S> {
+        Conn {
             stream,
             host: addr.to_string(),
             buf: Vec::with_capacity(4096),
             out: Vec::with_capacity(1024),
-        })
+        }
     }
 
     /// Sends one request and reads its response.
@@ -175,7 +194,7 @@ struct Head {
     framing: Framing,
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ClientError> {
+async fn fill(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Result<(), ClientError> {
     buf.reserve(4096);
     let n = stream.read_buf(buf).await?;
     if n == 0 {
@@ -185,7 +204,10 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ClientErr
 }
 
 /// Reads up to the end of the response head, leaving what follows it in `buf`.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Head, ClientError> {
+async fn read_head(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Result<Head, ClientError> {
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             let head = parse_head(&buf[..end])?;

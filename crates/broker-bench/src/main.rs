@@ -18,6 +18,7 @@ mod seed;
 mod stats;
 mod target;
 mod tenants;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,19 @@ enum Scenario {
     Insert {
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Over HTTPS instead (scenario `insert_tls`): a self-signed certificate made at
+        /// start, served by the ceiling and by Broker, once per `--protocols`.
+        #[arg(long)]
+        tls: bool,
+        /// With `--tls`: the protocols, each offered alone by ALPN (`http1`: one keep-alive
+        /// connection per client; `h2`: one connection per client, one request in flight).
+        #[arg(
+            long,
+            default_value = "http1,h2",
+            value_delimiter = ',',
+            requires = "tls"
+        )]
+        protocols: Vec<tls::Protocol>,
     },
     /// S subscribers of one tenant, a publisher at R inserts/s: publish-to-delivery latency,
     /// delivered vs expected.
@@ -182,6 +196,11 @@ enum Scenario {
     ServeCeiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Serve HTTPS with this PEM certificate (and `--tls-key`).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -238,6 +257,22 @@ impl Server {
             .map_err(|e| format!("creating a user: {e}"))
     }
 
+    /// A JWT of a fresh user in `tenant`, created and logged in over HTTPS.
+    pub async fn jwt_for_new_user_tls(
+        &self,
+        tls: &tls::Client,
+        tenant: &str,
+    ) -> Result<String, String> {
+        let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let mut conn = client::Conn::connect_tls(self.addr(), tls)
+            .await
+            .map_err(|e| format!("connecting over TLS: {e}"))?;
+        self.target
+            .user_jwt_over(&mut conn, &name, tenant)
+            .await
+            .map_err(|e| format!("creating a user: {e}"))
+    }
+
     /// A JWT of an existing (seeded) user.
     pub async fn jwt_for(&self, username: &str) -> Result<String, String> {
         let mut conn = client::Conn::connect(self.addr())
@@ -257,6 +292,23 @@ impl Ctx {
         let target = Target::spawn(&me, &["serve-ceiling".into()])?;
         Ok(Server {
             target,
+            label: "ceiling".into(),
+            _dir: None,
+        })
+    }
+
+    /// The baseline server over HTTPS with `cert`, started fresh.
+    pub fn ceiling_tls(&self, cert: &tls::SelfSigned) -> Result<Server, String> {
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        let args = [
+            "serve-ceiling".to_owned(),
+            "--tls-cert".into(),
+            cert.cert_path.display().to_string(),
+            "--tls-key".into(),
+            cert.key_path.display().to_string(),
+        ];
+        Ok(Server {
+            target: Target::spawn(&me, &args)?,
             label: "ceiling".into(),
             _dir: None,
         })
@@ -362,12 +414,27 @@ pub fn with_fraction(mut rows: Vec<Row>, key: &str) -> Vec<Row> {
 
 fn main() {
     let cli = Cli::parse();
-    if let Scenario::ServeCeiling { listen } = cli.scenario {
+    if let Scenario::ServeCeiling {
+        listen,
+        tls_cert,
+        tls_key,
+    } = cli.scenario
+    {
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => match tls::server_config(&cert, &key) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    eprintln!("ceiling: {e}");
+                    std::process::exit(1);
+                }
+            },
+            _ => None,
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime");
-        if let Err(e) = rt.block_on(ceiling::serve(listen)) {
+        if let Err(e) = rt.block_on(ceiling::serve(listen, tls)) {
             eprintln!("ceiling: {e}");
             std::process::exit(1);
         }
@@ -393,7 +460,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(url) => {
             let hostport = url
                 .strip_prefix("http://")
-                .ok_or("--url must be http://HOST:PORT (TLS is not benchmarked)")?
+                .ok_or(
+                    "--url must be http://HOST:PORT (`insert --tls` starts its own HTTPS servers)",
+                )?
                 .trim_end_matches('/');
             let addr = tokio::net::lookup_host(hostport)
                 .await
@@ -424,7 +493,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             ("ceiling", report::medians(runs))
         }
-        Scenario::Insert { connections } => ("insert", insert::scenario(&ctx, connections).await?),
+        Scenario::Insert {
+            connections,
+            tls: false,
+            ..
+        } => ("insert", insert::scenario(&ctx, connections).await?),
+        Scenario::Insert {
+            connections,
+            tls: true,
+            protocols,
+        } => (
+            // Its own scenario name, so bench/results.jsonl keeps both.
+            "insert_tls",
+            insert::scenario_tls(&ctx, connections, &protocols).await?,
+        ),
         Scenario::Fanout {
             subscribers,
             rate,

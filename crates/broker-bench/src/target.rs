@@ -64,7 +64,7 @@ impl Target {
         }
     }
 
-    /// Starts `program args…`, waiting for its "listening on http://ADDR" line.
+    /// Starts `program args…`, waiting for its "listening on http://ADDR" (or https) line.
     pub fn spawn(program: &Path, args: &[String]) -> Result<Target, String> {
         let mut child = Command::new(program)
             .args(args)
@@ -78,10 +78,7 @@ impl Target {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split_once("listening on http://")
-                    .and_then(|(_, a)| a.trim().parse::<SocketAddr>().ok())
-                {
+                if let Some(addr) = listening_addr(&line) {
                     let _ = tx.send(addr);
                 }
             }
@@ -148,6 +145,19 @@ impl Target {
     /// Creates a user (admin API) and returns a JWT for it.
     pub async fn user_jwt(&self, username: &str, tenant: &str) -> Result<String, ClientError> {
         let mut conn = Conn::connect(self.addr).await?;
+        self.user_jwt_over(&mut conn, username, tenant).await
+    }
+
+    /// Creates a user (admin API) over `conn` and returns a JWT for it.
+    pub async fn user_jwt_over<S>(
+        &self,
+        conn: &mut Conn<S>,
+        username: &str,
+        tenant: &str,
+    ) -> Result<String, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         conn.post_json(
             "/create_user",
             None,
@@ -157,11 +167,14 @@ impl Target {
             }),
         )
         .await?;
-        self.login(&mut conn, username).await
+        self.login(conn, username).await
     }
 
     /// Logs an existing user in.
-    pub async fn login(&self, conn: &mut Conn, username: &str) -> Result<String, ClientError> {
+    pub async fn login<S>(&self, conn: &mut Conn<S>, username: &str) -> Result<String, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let reply = conn
             .post_json(
                 "/login",
@@ -183,6 +196,15 @@ impl Drop for Target {
             let _ = child.wait();
         }
     }
+}
+
+/// The address of a "… listening on http://ADDR" or "… listening on https://ADDR" line.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on ")?;
+    let addr = rest
+        .strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("https://"))?;
+    addr.trim().parse().ok()
 }
 
 /// The flags of a `broker` this run starts: loopback, its own data directory, no NTP, and
@@ -245,5 +267,30 @@ pub mod proc {
     /// Open file descriptors.
     pub fn fds(pid: u32) -> Option<usize> {
         Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_gives_the_address_over_http_and_https() {
+        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        for line in [
+            "broker listening on http://127.0.0.1:4321",
+            "broker listening on https://127.0.0.1:4321",
+            "ceiling listening on https://127.0.0.1:4321 ",
+        ] {
+            assert_eq!(listening_addr(line), Some(addr), "{line}");
+        }
+        for line in [
+            "listening on ftp://127.0.0.1:4321",
+            "listening on https://localhost:4321",
+            "listening on 127.0.0.1:4321",
+            "broker ready",
+        ] {
+            assert_eq!(listening_addr(line), None, "{line}");
+        }
     }
 }
