@@ -510,6 +510,15 @@ impl JetStream {
                         cursor = last.cursor,
                         "acknowledged by JetStream but not yet folded on this node"
                     );
+                    if keyed.is_some() {
+                        // Which use of the key the stream kept (ours, or another node's that
+                        // its duplicate window matched ours to) only the fold can tell: an
+                        // answer now might carry another insert's id. The insert is stored
+                        // once whatever happens; the same key answers it once folded.
+                        return Err(EngineError::Unavailable(
+                            "stored, but not yet folded on this node: send it again with the same Idempotency-Key for its id and cursor".into(),
+                        ));
+                    }
                 } else if let Some((caller, key)) = &keyed
                     && let Some(answer) = keyed_answer(engine, last, caller.as_deref(), key)
                 {
