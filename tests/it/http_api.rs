@@ -164,6 +164,16 @@ async fn openapi_document_and_swagger_ui_are_served() {
                 "400", "401", "403", "413", "422", "429", "500", "503", "507"
             ]
         );
+        // The optional header is declared, so Swagger UI and generated clients offer it.
+        let params = spec["paths"][insert]["post"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{insert}: no parameters"));
+        let key = params
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap_or_else(|| panic!("{insert}: no Idempotency-Key in {params:?}"));
+        assert_eq!(key["in"], "header", "{key}");
+        assert_ne!(key["required"], true, "{key}");
     }
     assert_eq!(
         statuses("/get_user", "post"),

@@ -63,6 +63,7 @@ impl EventsApi {
         req: &Request,
         body: JsonBody<Insert>,
         caller: Caller,
+        #[oai(name = "Idempotency-Key")] _key: IdempotencyKeyHeader,
     ) -> Result<Json<Inserted>, InsertErrors> {
         let key = idempotency_key(req)?;
         Ok(insert(&app, caller.0, body.0, key).await?)
@@ -77,6 +78,7 @@ impl EventsApi {
         req: &Request,
         admin: AdminHeader,
         body: JsonBody<AdminInsert>,
+        #[oai(name = "Idempotency-Key")] _key: IdempotencyKeyHeader,
     ) -> Result<Json<Inserted>, AdminInsertErrors> {
         app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let key = idempotency_key(req)?;
@@ -113,6 +115,39 @@ pub(crate) fn is_insert(req: &Request) -> bool {
 
 /// The route's path, for the table and the direct path alike.
 const PATH: &str = "/insert";
+
+/// Declares the optional `Idempotency-Key` header in `/openapi.json` (so Swagger UI and
+/// generated clients offer it) without reading it: [`idempotency_key`] does, after the body,
+/// the caller and (for `/admin_insert`) the admin token, with errors that name the header.
+pub struct IdempotencyKeyHeader;
+
+impl<'a> poem_openapi::ApiExtractor<'a> for IdempotencyKeyHeader {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::Parameter];
+    const PARAM_IS_REQUIRED: bool = false;
+    type ParamType = Option<String>;
+    type ParamRawType = String;
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <String as poem_openapi::types::Type>::register(registry);
+    }
+
+    fn param_in() -> Option<poem_openapi::registry::MetaParamIn> {
+        Some(poem_openapi::registry::MetaParamIn::Header)
+    }
+
+    fn param_schema_ref() -> Option<poem_openapi::registry::MetaSchemaRef> {
+        Some(<String as poem_openapi::types::Type>::schema_ref())
+    }
+
+    async fn from_request(
+        _: &'a Request,
+        _: &mut poem::RequestBody,
+        _: poem_openapi::ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(IdempotencyKeyHeader)
+    }
+}
 
 /// The `Idempotency-Key` header, if sent: one, of 1–255 printable ASCII bytes, else 400.
 fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
