@@ -22,6 +22,9 @@ const problems = [];
 const page = context.pages()[0] ?? await context.newPage();
 page.setDefaultTimeout(15000);
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+// Revoke and delete ask for confirmation; the dialogs seen are checked below.
+const dialogs = [];
+page.on('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
 page.on('console', (m) => {
   if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
 });
@@ -79,6 +82,7 @@ try {
   await page.getByRole('button', { name: 'Revoke carol' }).click();
   await row.locator('td', { hasText: /^revoked$/ }).waitFor();
   await page.getByRole('button', { name: 'Unrevoke carol' }).waitFor();
+  if (!dialogs.some((m) => m.startsWith('Revoke carol?'))) throw new Error(`no confirmation before revoking: ${dialogs}`);
   await shot('3-user-revoked');
 
   step('QR enrolment');
@@ -112,6 +116,15 @@ try {
   const text = await live.textContent();
   if (!text.includes('temperature') || !text.includes('21.5')) throw new Error(`live row shows ${text}`);
   await shot('5-live-event');
+
+  step('delete a user (after a confirmation)');
+  await page.getByRole('button', { name: 'Reload', exact: true }).click();
+  await page.getByRole('button', { name: 'Delete dave' }).click();
+  await page.getByText('dave deleted').waitFor();
+  await page.locator('#users tr[data-username="dave"]').waitFor({ state: 'detached' });
+  if (!dialogs.some((m) => m.startsWith('Delete dave?'))) throw new Error(`no confirmation before deleting: ${dialogs}`);
+  const gone = await fetch(`${base}/get_user`, { method: 'POST', body: JSON.stringify({ admin_token: adminToken, username: 'dave' }) });
+  if (gone.status !== 404) throw new Error(`/get_user after delete answered ${gone.status}`);
 
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByLabel('Admin token').waitFor();

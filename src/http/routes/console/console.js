@@ -140,13 +140,18 @@ function renderUsers() {
           onclick: () => setRevoked(u.username, !u.revoked),
           ariaLabel: `${u.revoked ? 'Unrevoke' : 'Revoke'} ${u.username}` }),
         el('button', { type: 'button', textContent: 'QR', onclick: () => openQr(u.username),
-          ariaLabel: `Two-factor QR code of ${u.username}` })));
+          ariaLabel: `Two-factor QR code of ${u.username}` }),
+        el('button', { type: 'button', textContent: 'Delete', className: 'danger',
+          onclick: () => deleteUser(u.username),
+          ariaLabel: `Delete ${u.username}` })));
     row.dataset.username = u.username;
     return row;
   }));
 }
 
 async function setRevoked(username, revoked) {
+  // Revoking ends the user's sessions and streams at once: ask first.
+  if (revoked && !window.confirm(`Revoke ${username}? Their tokens stop working and their streams close.`)) return;
   try {
     await api(revoked ? '/revoke_user' : '/unrevoke_user', { username });
     say(`${username} ${revoked ? 'revoked: their tokens no longer work and their streams closed' : 'unrevoked: they can log in again'}.`);
@@ -154,6 +159,18 @@ async function setRevoked(username, revoked) {
     await refreshHealth();
   } catch (e) {
     say(`Could not ${revoked ? 'revoke' : 'unrevoke'} ${username}: ${e.message}`, true);
+  }
+}
+
+async function deleteUser(username) {
+  if (!window.confirm(`Delete ${username}? They cannot log in again, their streams close, and their personal data is erased at the next compaction. Their events stay.`)) return;
+  try {
+    await api('/delete_user', { username });
+    say(`${username} deleted: the name is free again; their events stay in the tenant.`);
+    await loadUsers();
+    await refreshHealth();
+  } catch (e) {
+    say(`Could not delete ${username}: ${e.message}`, true);
   }
 }
 
