@@ -30,6 +30,7 @@ pub mod checkpoint;
 pub mod compaction;
 pub mod credentials;
 pub mod fanout;
+pub mod heap;
 pub mod history;
 pub mod jetstream;
 pub mod metrics;

@@ -130,6 +130,8 @@ impl Engine {
         let mut state = state;
         let cursor = recovered.last_cursor.max(state.cursor);
         state.cursor = cursor;
+        // Every record the replay decoded is freed by now (see `engine::heap`).
+        super::heap::release_freed();
         let (tx, rx) = mpsc::channel(8192);
         let published = Arc::new(Published::new(
             state.clone(),

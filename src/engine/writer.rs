@@ -146,6 +146,8 @@ impl Writer {
                 Ok(()) => {
                     index.stored(base, cursor);
                     tracing::debug!(cursor, "checkpoint stored");
+                    // The state's clone was just dropped (see `engine::heap`).
+                    super::heap::release_freed();
                 }
                 Err(why) => {
                     // Its events never reached the index: the next checkpoint's index

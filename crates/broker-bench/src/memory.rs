@@ -21,13 +21,21 @@ async fn rss_serving(
     let db = scratch.0.join(label);
     crate::seed::write(&db, seed)?;
     let (mut server, _) = crate::restart::time_to_serve(ctx, &db).await?;
-    // The replay's buffers are freed by now; a short settle lets the writer and the first
-    // checkpoint thread finish before the reading.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = server
-        .pid
-        .and_then(proc::rss_bytes)
-        .ok_or("cannot read the server's RSS")?;
+    // A long replay is followed by a checkpoint in the background (a clone of the state and
+    // its encoding): read once the RSS has held still for a second, within a minute.
+    let pid = server.pid.ok_or("no server pid")?;
+    let read = || proc::rss_bytes(pid).ok_or("cannot read the server's RSS");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut rss = read()?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = read()?;
+        let still = now.abs_diff(rss) <= rss / 100;
+        rss = now;
+        if still || std::time::Instant::now() >= deadline {
+            break;
+        }
+    }
     server.stop()?;
     let _ = std::fs::remove_dir_all(&db);
     Ok(rss)
