@@ -446,3 +446,45 @@ async fn a_revoked_users_stream_ends_with_the_reason() {
     );
     assert!(err.to_string().contains("deleted"), "{err}");
 }
+
+#[tokio::test]
+async fn an_insert_sent_while_the_server_is_down_is_retried_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("db"), 0);
+    let setup = user(&server, "alice", "acme").await;
+    // Enough retries (capped at 10 s apart) to outlast a restart on a busy machine.
+    let alice = Client::with_insert_retries(&server.base, 12).unwrap();
+    alice.use_jwt(&setup.jwt().unwrap());
+    let before = alice.insert("n", 0).await.unwrap();
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let pending = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.insert("n", 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "the insert must wait for the server"
+    );
+    let (db, port) = (server.db.clone(), server.port);
+    let _server = tokio::task::spawn_blocking(move || Server::start(&db, port))
+        .await
+        .unwrap();
+    let inserted = tokio::time::timeout(Duration::from_secs(90), pending)
+        .await
+        .expect("the insert did not finish")
+        .unwrap()
+        .unwrap();
+    assert!(inserted.cursor > before.cursor);
+    let page = alice
+        .history(&HistoryQuery {
+            after: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let values: Vec<Value> = page.events.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(values, vec![json!(0), json!(1)]);
+}
