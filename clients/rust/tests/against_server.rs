@@ -1,0 +1,490 @@
+//! broker-client against the real `broker` binary: each test starts its own server on a free
+//! loopback port with a fresh data directory (and restarts it on the same port and data).
+//!
+//! The binary is `$BROKER_BIN`, else `broker` in the target directory this test runs from
+//! (`cargo build -p broker` or `cargo nextest run --workspace` builds it).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use broker_client::{
+    Client, CloseReason, Error, Event, HistoryQuery, SubscribeOptions, Subscription,
+};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "letmein";
+/// The longest any single expected thing may take (a debug server on a busy 2-core machine).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Where the server binary is: `$BROKER_BIN`, or `broker` beside this test's `deps/` folder
+/// (`target/<profile>/deps/<test>` → `target/<profile>/broker`), or under `$CARGO_TARGET_DIR`
+/// or the workspace's `target/`.
+fn broker_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BROKER_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "BROKER_BIN={} is not a file", bin.display());
+        return bin;
+    }
+    let name = format!("broker{}", std::env::consts::EXE_SUFFIX);
+    let mut tried = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        tried.push(profile_dir.join(&name));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        tried.push(PathBuf::from(dir).join("debug").join(&name));
+    }
+    tried.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/debug")
+            .join(&name),
+    );
+    tried
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the broker binary is missing: build it first (`cargo build -p broker`) or set \
+             BROKER_BIN; looked at {tried:?}"
+            )
+        })
+}
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    db: PathBuf,
+    base: String,
+}
+
+impl Server {
+    /// Starts a server on `db` and `port` (0: a free one) and waits until it answers.
+    fn start(db: &Path, port: u16) -> Server {
+        let port = if port == 0 { free_port() } else { port };
+        // The port was free a moment ago; a restart may find it still held: retry a little.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = std::fs::File::create(db.with_extension(format!("{port}.log"))).unwrap();
+            let mut child = Command::new(broker_bin())
+                .args([
+                    "--listen",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--ntp",
+                    "false",
+                ])
+                .arg("--db")
+                .arg(db)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn broker");
+            let base = format!("http://127.0.0.1:{port}");
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(db.with_extension(format!("{port}.log")))
+                        .unwrap_or_default();
+                    assert!(
+                        Instant::now() < deadline,
+                        "broker exited ({status}) without serving:\n{log}"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Server {
+                        child,
+                        port,
+                        db: db.to_owned(),
+                        base,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("broker did not listen on {port} within {WAIT:?}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// SIGKILL, then the same data on the same port.
+    fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Server::start(&self.db.clone(), self.port);
+    }
+
+    /// SIGTERM (streams get `broker.closed` `shutdown`), wait, then start again.
+    fn stop_and_restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "broker did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *self = Server::start(&self.db.clone(), self.port);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Admin call with the `X-Admin-Token` header; panics unless 200.
+async fn admin(server: &Server, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .header("x-admin-token", ADMIN)
+        .json(&body)
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+async fn user(server: &Server, name: &str, tenant: &str) -> Client {
+    admin(
+        server,
+        "/create_user",
+        json!({"username": name, "password": "correct horse battery", "tenant_name": tenant}),
+    )
+    .await;
+    let client = Client::new(&server.base).unwrap();
+    client.login(name, "correct horse battery").await.unwrap();
+    client
+}
+
+/// The next item, within [`WAIT`].
+async fn next(sub: &mut Subscription) -> Result<Event, Error> {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("no event within the wait")
+        .expect("the stream ended")
+}
+
+/// Fast reconnection, so restarts cost the tests little time.
+fn quick(mut options: SubscribeOptions) -> SubscribeOptions {
+    options.min_retry = Duration::from_millis(100);
+    options.max_retry = Duration::from_secs(1);
+    options
+}
+
+#[tokio::test]
+async fn login_insert_history_refresh_and_subscribe_snapshot_then_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("db"), 0);
+    let alice = user(&server, "alice", "acme").await;
+
+    let a = alice
+        .insert("temperature", json!({"celsius": 20}))
+        .await
+        .unwrap();
+    let b = alice
+        .insert("temperature", json!({"celsius": 21}))
+        .await
+        .unwrap();
+    let c = alice.insert("door", "open").await.unwrap();
+    assert!(a.cursor < b.cursor && b.cursor < c.cursor);
+
+    // The same key twice: one event, the same answer.
+    let k1 = alice
+        .insert_with_key("order", json!({"id": 1}), "order-1")
+        .await
+        .unwrap();
+    let k2 = alice
+        .insert_with_key("order", json!({"id": 1}), "order-1")
+        .await
+        .unwrap();
+    assert_eq!(k1, k2);
+    let err = alice
+        .insert_with_key("order", json!({"id": 2}), "order-1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+
+    let page = alice
+        .history(&HistoryQuery {
+            after: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cursors: Vec<u64> = page.events.iter().map(|e| e.cursor).collect();
+    assert_eq!(cursors, vec![a.cursor, b.cursor, c.cursor, k1.cursor]);
+    assert_eq!(page.events[0].by.as_deref(), Some("alice"));
+    assert_eq!(page.head, k1.cursor);
+    let newest = alice
+        .history(&HistoryQuery {
+            limit: Some(1),
+            events: vec!["temperature".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.events.len(), 1);
+    assert_eq!(newest.events[0].cursor, b.cursor);
+    assert_eq!(newest.next, Some(b.cursor));
+
+    // refresh swaps the JWT and the new one works.
+    let before = alice.jwt().unwrap();
+    let fresh = alice.refresh().await.unwrap();
+    assert_eq!(alice.jwt(), Some(fresh));
+    let _ = before;
+
+    // Snapshot: the latest of each name, in cursor order; then live.
+    let mut sub = alice.subscribe(quick(SubscribeOptions::default()));
+    let snapshot: Vec<(u64, String)> = {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = next(&mut sub).await.unwrap();
+            got.push((e.cursor, e.event));
+        }
+        got
+    };
+    assert_eq!(
+        snapshot,
+        vec![
+            (b.cursor, "temperature".into()),
+            (c.cursor, "door".into()),
+            (k1.cursor, "order".into())
+        ]
+    );
+    let live = alice.insert("door", "closed").await.unwrap();
+    let e = next(&mut sub).await.unwrap();
+    assert_eq!(
+        (e.cursor, e.event.as_str(), &e.data),
+        (live.cursor, "door", &json!("closed"))
+    );
+    assert_eq!(sub.last_event_id(), Some(live.cursor));
+
+    // Basic works as well; wrong credentials are a typed 401.
+    let basic = Client::new(&server.base).unwrap();
+    basic.use_basic("alice", "wrong");
+    let err = basic.insert("x", 1).await.unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    let nobody = Client::new(&server.base).unwrap();
+    assert!(matches!(
+        nobody.insert("x", 1).await.unwrap_err(),
+        Error::Credentials(_)
+    ));
+}
+
+/// Reads `n` events and checks their cursors are exactly `expected`.
+async fn expect_cursors(sub: &mut Subscription, expected: &[u64]) {
+    let mut got = Vec::new();
+    for _ in expected {
+        got.push(next(sub).await.unwrap().cursor);
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn a_subscription_resumes_across_restarts_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("db"), 0);
+    let alice = user(&server, "alice", "acme").await;
+    let first = alice.insert("n", 0).await.unwrap();
+    let mut sub = alice.subscribe(quick(SubscribeOptions {
+        last_event_id: Some(0),
+        ..Default::default()
+    }));
+    // After Last-Event-ID 0: every event of the tenant, in order.
+    expect_cursors(&mut sub, &[first.cursor]).await;
+
+    let mut expected = Vec::new();
+    for i in 1..=3 {
+        expected.push(alice.insert("n", i).await.unwrap().cursor);
+    }
+    expect_cursors(&mut sub, &expected).await;
+
+    // A clean stop: broker.closed shutdown, then a reconnect once the server is back.
+    server.stop_and_restart();
+    let mut expected = Vec::new();
+    for i in 4..=6 {
+        // The client's insert retries cover a server still starting.
+        expected.push(alice.insert("n", i).await.unwrap().cursor);
+    }
+    expect_cursors(&mut sub, &expected).await;
+
+    // A crash: the connection just drops; a few inserts are stored while the stream is down.
+    server.crash_and_restart();
+    let mut expected = Vec::new();
+    for i in 7..=9 {
+        expected.push(alice.insert("n", i).await.unwrap().cursor);
+    }
+    expect_cursors(&mut sub, &expected).await;
+
+    // Nothing else is pending: the next event is a new one, not a repeat.
+    let last = alice.insert("n", 10).await.unwrap();
+    let e = next(&mut sub).await.unwrap();
+    assert_eq!((e.cursor, e.data), (last.cursor, json!(10)));
+
+    // History agrees: every event once, in order.
+    let page = alice
+        .history(&HistoryQuery {
+            after: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let values: Vec<Value> = page.events.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(values, (0..=10).map(|i| json!(i)).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn filters_envelopes_and_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("db"), 0);
+    let alice = user(&server, "alice", "acme").await;
+    let mallory = user(&server, "mallory", "other").await;
+    alice.insert("temperature", 20).await.unwrap();
+    alice.insert("humidity", 40).await.unwrap();
+
+    let mut sub = alice.subscribe(quick(SubscribeOptions {
+        events: vec!["door".into(), "temperature".into()],
+        envelope: true,
+        ..Default::default()
+    }));
+    let e = next(&mut sub).await.unwrap();
+    assert_eq!(e.event, "temperature");
+    let envelope = e.envelope().unwrap();
+    assert_eq!(
+        (envelope.by.as_deref(), &envelope.data),
+        (Some("alice"), &json!(20))
+    );
+
+    mallory.insert("door", "other tenant").await.unwrap();
+    alice.insert("humidity", 41).await.unwrap();
+    let door = alice.insert("door", "open").await.unwrap();
+    let e = next(&mut sub).await.unwrap();
+    assert_eq!((e.cursor, e.event.as_str()), (door.cursor, "door"));
+    let envelope = e.envelope().unwrap();
+    assert_eq!(envelope.data, json!("open"));
+    assert!(!envelope.id.is_empty() && !envelope.at.is_empty());
+
+    // A bad filter is refused for good: the stream ends with the server's 400.
+    let mut bad = alice.subscribe(quick(SubscribeOptions {
+        events: vec!["a\nb".into()],
+        ..Default::default()
+    }));
+    let err = next(&mut bad).await.unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(
+        tokio::time::timeout(WAIT, bad.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "the stream ends after a 400"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_users_stream_ends_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("db"), 0);
+    let alice = user(&server, "alice", "acme").await;
+    let bob = user(&server, "bob", "acme").await;
+    let first = alice.insert("n", 1).await.unwrap();
+
+    let mut alice_sub = alice.subscribe(quick(SubscribeOptions::default()));
+    let mut bob_sub = bob.subscribe(quick(SubscribeOptions::default()));
+    assert_eq!(next(&mut alice_sub).await.unwrap().cursor, first.cursor);
+    assert_eq!(next(&mut bob_sub).await.unwrap().cursor, first.cursor);
+
+    admin(&server, "/revoke_user", json!({"username": "alice"})).await;
+    match next(&mut alice_sub).await {
+        Err(Error::Closed { reason, .. }) => assert_eq!(reason, CloseReason::Revoked),
+        other => panic!("expected the stream to close as revoked, got {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(WAIT, alice_sub.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "no reconnect after revocation"
+    );
+
+    // A deleted user's stream says so too; other users' streams go on.
+    admin(&server, "/delete_user", json!({"username": "bob"})).await;
+    let err = next(&mut bob_sub).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Closed {
+                reason: CloseReason::Deleted,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("deleted"), "{err}");
+}
+
+#[tokio::test]
+async fn an_insert_sent_while_the_server_is_down_is_retried_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("db"), 0);
+    let setup = user(&server, "alice", "acme").await;
+    // Enough retries (capped at 10 s apart) to outlast a restart on a busy machine.
+    let alice = Client::with_insert_retries(&server.base, 12).unwrap();
+    alice.use_jwt(&setup.jwt().unwrap());
+    let before = alice.insert("n", 0).await.unwrap();
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let pending = tokio::spawn({
+        let alice = alice.clone();
+        async move { alice.insert("n", 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pending.is_finished(),
+        "the insert must wait for the server"
+    );
+    let (db, port) = (server.db.clone(), server.port);
+    let _server = tokio::task::spawn_blocking(move || Server::start(&db, port))
+        .await
+        .unwrap();
+    let inserted = tokio::time::timeout(Duration::from_secs(90), pending)
+        .await
+        .expect("the insert did not finish")
+        .unwrap()
+        .unwrap();
+    assert!(inserted.cursor > before.cursor);
+    let page = alice
+        .history(&HistoryQuery {
+            after: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let values: Vec<Value> = page.events.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(values, vec![json!(0), json!(1)]);
+}
