@@ -196,6 +196,75 @@ async fn openapi_document_and_swagger_ui_are_served() {
     assert!(docs.text().await.unwrap().contains("Swagger UI"));
 }
 
+/// RFC 9110: a 405 names the methods the path does support. Each path of /openapi.json, sent
+/// every other method, answers 405 with `{"error"}` and an `Allow` of exactly its methods
+/// (HEAD wherever GET is: poem answers it with the GET handler). A plain OPTIONS is a 405 too:
+/// OPTIONS is answered only as a CORS preflight, so `Allow` does not list it.
+#[tokio::test]
+async fn every_405_carries_allow_with_the_methods_of_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let spec: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut paths: Vec<(String, Vec<String>)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, ops)| {
+            let declared: Vec<String> = ops
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|m| m.to_uppercase())
+                .collect();
+            let allowed = ["GET", "HEAD", "POST"]
+                .into_iter()
+                .filter(|m| {
+                    declared.iter().any(|d| d == m)
+                        || (*m == "HEAD" && declared.iter().any(|d| d == "GET"))
+                })
+                .map(str::to_owned)
+                .collect();
+            (path.clone(), allowed)
+        })
+        .collect();
+    assert!(paths.len() > 20, "{paths:?}");
+    paths.push(("/metrics".into(), vec!["GET".into(), "HEAD".into()]));
+    let mut checked = 0;
+    for (path, allowed) in &paths {
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            if allowed.iter().any(|m| m == method) {
+                continue;
+            }
+            let resp = c
+                .request(method.parse().unwrap(), s.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 405, "{method} {path}");
+            let allow = resp
+                .headers()
+                .get("allow")
+                .unwrap_or_else(|| panic!("{method} {path}: no Allow"))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(allow, allowed.join(", "), "{method} {path}");
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["error"].is_string(), "{method} {path}: {body}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}
+
 #[tokio::test]
 async fn flags_come_from_broker_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
