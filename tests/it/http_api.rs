@@ -196,6 +196,70 @@ async fn openapi_document_and_swagger_ui_are_served() {
     assert!(docs.text().await.unwrap().contains("Swagger UI"));
 }
 
+/// The body schemas declare the limits the server enforces (`state::validate`), so that a
+/// client or a fuzzer reading /openapi.json knows `{"event": ""}` is refused before sending it.
+/// (JSON Schema counts characters where the server counts bytes: the declared maximum is the
+/// byte limit, which no longer string passes; the descriptions say bytes.)
+#[tokio::test]
+async fn body_schemas_declare_the_limits_the_server_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let spec: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let no_control = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
+    for (schema, field, max, pattern) in [
+        ("Insert", "event", 255, Some(no_control)),
+        ("AdminInsert", "event", 255, Some(no_control)),
+        ("AdminInsert", "tenant_name", 128, Some(no_control)),
+        ("CreateUser", "tenant_name", 128, Some(no_control)),
+        (
+            "CreateUser",
+            "username",
+            128,
+            Some("^[^\\x00-\\x1F\\x7F-\\x9F:]*$"),
+        ),
+        ("CreateUser", "password", 1024, None),
+        ("UpdateUser", "tenant_name", 128, Some(no_control)),
+        ("UpdateUser", "password", 1024, None),
+        ("PasswordReset", "password", 1024, None),
+        ("AdminSseTicket", "tenant_name", 128, Some(no_control)),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["minLength"], 1, "{schema}.{field}: {property}");
+        assert_eq!(property["maxLength"], max, "{schema}.{field}: {property}");
+        match pattern {
+            Some(p) => assert_eq!(property["pattern"], p, "{schema}.{field}: {property}"),
+            None => assert!(property["pattern"].is_null(), "{schema}.{field}"),
+        }
+    }
+    // What the schema declares, the server refuses, with {"error"} naming the field.
+    let (status, body) = post(
+        &c,
+        s.url("/admin_insert"),
+        json!({"admin_token": ADMIN, "tenant_name": "t", "event": "", "data": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("event"), "{body}");
+    // `limit` on /events: 1–1000.
+    let limit = spec["paths"]["/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"].as_f64(), Some(1.0), "{limit}");
+    assert_eq!(limit["schema"]["maximum"].as_f64(), Some(1000.0), "{limit}");
+}
+
 /// RFC 9110: a 405 names the methods the path does support. Each path of /openapi.json, sent
 /// every other method, answers 405 with `{"error"}` and an `Allow` of exactly its methods
 /// (HEAD wherever GET is: poem answers it with the GET handler). A plain OPTIONS is a 405 too:

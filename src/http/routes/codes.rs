@@ -63,6 +63,7 @@ pub struct PasswordReset {
     /// The code from /create_totp.
     totp: String,
     /// The new password.
+    #[oai(validator(min_length = 1, max_length = 1024))]
     password: String,
 }
 

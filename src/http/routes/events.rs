@@ -20,6 +20,11 @@ use crate::state::{Author, Command, validate};
 #[derive(Debug, Deserialize, Object)]
 pub struct Insert {
     /// Event name: 1–255 bytes of UTF-8, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     event: String,
     /// Any JSON value.
     data: Value,
@@ -30,9 +35,20 @@ pub struct Insert {
 pub struct AdminInsert {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     admin_token: Option<String>,
-    /// The tenant to insert into; a tenant with no event yet is created by it.
+    /// The tenant to insert into (1–128 bytes, no control characters); a tenant with no event
+    /// yet is created by it.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     tenant_name: String,
     /// Event name: 1–255 bytes of UTF-8, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     event: String,
     /// Any JSON value.
     data: Value,

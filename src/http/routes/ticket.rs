@@ -206,6 +206,11 @@ pub struct AdminSseTicket {
     #[serde(default)]
     admin_token: Option<String>,
     /// The tenant to watch.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     tenant_name: String,
 }
 
