@@ -260,6 +260,66 @@ async fn body_schemas_declare_the_limits_the_server_enforces() {
     assert_eq!(limit["schema"]["maximum"].as_f64(), Some(1000.0), "{limit}");
 }
 
+/// Swagger UI groups operations by tag: every operation has exactly one, of the declared set.
+#[tokio::test]
+async fn every_operation_has_exactly_one_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let spec: Value = client()
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // poem-openapi lists the tags in name order.
+    let declared: Vec<&str> = spec["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            "admin",
+            "events",
+            "operations",
+            "streams",
+            "two-factor",
+            "users"
+        ]
+    );
+    for tag in spec["tags"].as_array().unwrap() {
+        assert!(tag["description"].is_string(), "{tag}");
+    }
+    let mut used = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let tags = op["tags"].as_array().map(Vec::as_slice).unwrap_or_default();
+            assert_eq!(tags.len(), 1, "{method} {path}: {tags:?}");
+            let tag = tags[0].as_str().unwrap();
+            assert!(declared.contains(&tag), "{method} {path}: {tag}");
+            used.entry(tag.to_owned())
+                .or_default()
+                .push(format!("{method} {path}"));
+        }
+    }
+    assert_eq!(
+        used.len(),
+        declared.len(),
+        "a tag with no operation: {used:?}"
+    );
+    let mut events = used["events"].clone();
+    events.sort();
+    assert_eq!(events, ["get /events", "post /insert"]);
+    assert!(
+        used["admin"].contains(&"post /admin_insert".to_owned()),
+        "{used:?}"
+    );
+}
+
 /// RFC 9110: a 405 names the methods the path does support. Each path of /openapi.json, sent
 /// every other method, answers 405 with `{"error"}` and an `Allow` of exactly its methods
 /// (HEAD wherever GET is: poem answers it with the GET handler). A plain OPTIONS is a 405 too:

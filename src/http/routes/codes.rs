@@ -78,7 +78,7 @@ pub struct Done {
 #[derive(Default)]
 pub struct CodesApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::TwoFactor")]
 impl CodesApi {
     /// The user's enrolment QR code for authenticator apps (admin).
     #[oai(path = "/create_qr", method = "post")]

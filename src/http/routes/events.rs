@@ -72,7 +72,7 @@ impl EventsApi {
     /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable. With
     /// an `Idempotency-Key` header (1–255 printable ASCII bytes), a retry with the same key
     /// answers the first insert's id and cursor and appends nothing; 422 if its body differs.
-    #[oai(path = "/insert", method = "post")]
+    #[oai(path = "/insert", method = "post", tag = "super::Tags::Events")]
     async fn insert(
         &self,
         app: Data<&App>,
@@ -87,7 +87,7 @@ impl EventsApi {
 
     /// Inserts an event into any tenant as the admin (`by` is null); an unknown tenant is
     /// created by it. Takes an `Idempotency-Key` header as `/insert` does.
-    #[oai(path = "/admin_insert", method = "post")]
+    #[oai(path = "/admin_insert", method = "post", tag = "super::Tags::Admin")]
     async fn admin_insert(
         &self,
         app: Data<&App>,

@@ -171,7 +171,7 @@ impl From<&User> for UserView {
 #[derive(Default)]
 pub struct UsersApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Users")]
 impl UsersApi {
     /// Creates a user (admin): 200 `{"id": "<uuid>"}`; 400 if the username is taken.
     #[oai(path = "/create_user", method = "post")]
