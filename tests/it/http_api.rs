@@ -173,6 +173,10 @@ async fn openapi_document_and_swagger_ui_are_served() {
             .find(|p| p["name"] == "Idempotency-Key")
             .unwrap_or_else(|| panic!("{insert}: no Idempotency-Key in {params:?}"));
         assert_eq!(key["in"], "header", "{key}");
+        // What the server accepts: 1–255 printable ASCII bytes.
+        assert_eq!(key["schema"]["minLength"], 1, "{key}");
+        assert_eq!(key["schema"]["maxLength"], 255, "{key}");
+        assert_eq!(key["schema"]["pattern"], "^[ -~]*$", "{key}");
         assert_ne!(key["required"], true, "{key}");
     }
     assert_eq!(

@@ -152,8 +152,16 @@ impl<'a> poem_openapi::ApiExtractor<'a> for IdempotencyKeyHeader {
         Some(poem_openapi::registry::MetaParamIn::Header)
     }
 
+    /// What [`validate::idempotency_key`] accepts: 1–255 printable ASCII bytes (one byte a
+    /// character, so the lengths are exact).
     fn param_schema_ref() -> Option<poem_openapi::registry::MetaSchemaRef> {
-        Some(<String as poem_openapi::types::Type>::schema_ref())
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        Some(MetaSchemaRef::Inline(Box::new(MetaSchema {
+            min_length: Some(1),
+            max_length: Some(crate::state::idempotency::MAX_KEY_LEN),
+            pattern: Some("^[ -~]*$".to_owned()),
+            ..MetaSchema::new("string")
+        })))
     }
 
     async fn from_request(
