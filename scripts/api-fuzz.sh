@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# API fuzzing with schemathesis against Broker's own /openapi.json: no 5xx, every response
-# matches the schema. Starts the release-less debug binary cargo built for the tests on a
+# API fuzzing with schemathesis against Broker's own /openapi.json: every check (no 5xx, every
+# response matches the schema, 405s carry Allow, invalid input is refused...) but one, see below.
+# Starts the debug binary cargo built for the tests (under $CARGO_TARGET_DIR if set) on a
 # loopback port with a throwaway data directory. Usage: scripts/api-fuzz.sh [examples per op]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   echo "==> installing schemathesis (PyPI)"
   python3 -m pip install --quiet schemathesis
 fi
-bin=target/debug/broker
+bin="${CARGO_TARGET_DIR:-target}/debug/broker"
 [ -x "$bin" ] || cargo build --quiet
 db=$(mktemp -d)
 out=$(mktemp)
@@ -28,7 +29,11 @@ done
 curl -sf -d '{"username":"fuzz","password":"fuzz-pw","admin_token":"letmein","tenant_name":"fuzz"}' "$base/create_user" >/dev/null
 auth="Authorization: Basic $(printf 'fuzz:fuzz-pw' | base64)"
 # /sse never ends, so it is left out of the authenticated run (its 401 path is covered).
+# Every check but positive_data_acceptance, which flags three refusals made on purpose: the
+# global Basic header beside a generated X-Admin-Token on /events (400: one credential at a
+# time), that Basic header on /refresh (400: only a Bearer JWT is refreshed), and a reused
+# Idempotency-Key with a new body on /insert (422, as the IETF draft says; the check allows 409).
 schemathesis run "$base/openapi.json" \
-  --checks not_a_server_error,response_schema_conformance \
+  --checks all --exclude-checks positive_data_acceptance \
   --max-examples "$examples" --phases examples,fuzzing \
   --header "$auth" --exclude-path /sse

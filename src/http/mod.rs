@@ -5,6 +5,7 @@
 //! [`body`], errors mapped to statuses in [`error`], the brute-force policy in `throttle` and
 //! quotas in [`quota`].
 
+pub mod allow;
 pub mod authn;
 pub mod body;
 pub mod error;
@@ -118,6 +119,7 @@ pub fn router(app: App) -> impl Endpoint {
     let api = api_service();
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let allowed = Arc::new(allow::AllowTable::of(&api.spec()));
     let observed = Arc::clone(&app.metrics);
     let audit = Arc::clone(&app.audit);
     Route::new()
@@ -126,11 +128,18 @@ pub fn router(app: App) -> impl Endpoint {
         .nest("/console", console::routes())
         .at("/openapi.json", spec)
         .at("/metrics", poem::get(metrics::metrics))
-        .around(|ep, req| async move {
-            if routes::events::is_insert(&req) {
-                return routes::events::insert_direct(req).await;
+        .around(move |ep, req| {
+            let allowed = Arc::clone(&allowed);
+            async move {
+                if routes::events::is_insert(&req) {
+                    return routes::events::insert_direct(req).await;
+                }
+                // A clone of the Uri shares its bytes: the path is read only for a 405.
+                let uri = req.uri().clone();
+                ep.call(req)
+                    .await
+                    .or_else(|err| allowed.answer(err, uri.path()))
             }
-            ep.call(req).await
         })
         .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), Arc::clone(&site)))
         .data(app)
@@ -142,8 +151,18 @@ pub fn router(app: App) -> impl Endpoint {
 
 /// The `--metrics_addr` listener's routes: `/metrics` only, no token.
 pub fn metrics_router(app: App) -> impl Endpoint {
+    let allowed = Arc::new(allow::AllowTable::of("{}"));
     Route::new()
         .at("/metrics", poem::get(metrics::open_metrics))
+        .around(move |ep, req| {
+            let allowed = Arc::clone(&allowed);
+            async move {
+                let uri = req.uri().clone();
+                ep.call(req)
+                    .await
+                    .or_else(|err| allowed.answer(err, uri.path()))
+            }
+        })
         .data(app)
         .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
 }

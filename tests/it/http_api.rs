@@ -173,6 +173,10 @@ async fn openapi_document_and_swagger_ui_are_served() {
             .find(|p| p["name"] == "Idempotency-Key")
             .unwrap_or_else(|| panic!("{insert}: no Idempotency-Key in {params:?}"));
         assert_eq!(key["in"], "header", "{key}");
+        // What the server accepts: 1–255 printable ASCII bytes.
+        assert_eq!(key["schema"]["minLength"], 1, "{key}");
+        assert_eq!(key["schema"]["maxLength"], 255, "{key}");
+        assert_eq!(key["schema"]["pattern"], "^[ -~]*$", "{key}");
         assert_ne!(key["required"], true, "{key}");
     }
     assert_eq!(
@@ -194,6 +198,199 @@ async fn openapi_document_and_swagger_ui_are_served() {
     let docs = c.get(s.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("Swagger UI"));
+}
+
+/// The body schemas declare the limits the server enforces (`state::validate`), so that a
+/// client or a fuzzer reading /openapi.json knows `{"event": ""}` is refused before sending it.
+/// (JSON Schema counts characters where the server counts bytes: the declared maximum is the
+/// byte limit, which no longer string passes; the descriptions say bytes.)
+#[tokio::test]
+async fn body_schemas_declare_the_limits_the_server_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let spec: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let no_control = "^[^\\x00-\\x1F\\x7F-\\x9F]*$";
+    for (schema, field, max, pattern) in [
+        ("Insert", "event", 255, Some(no_control)),
+        ("AdminInsert", "event", 255, Some(no_control)),
+        ("AdminInsert", "tenant_name", 128, Some(no_control)),
+        ("CreateUser", "tenant_name", 128, Some(no_control)),
+        (
+            "CreateUser",
+            "username",
+            128,
+            Some("^[^\\x00-\\x1F\\x7F-\\x9F:]*$"),
+        ),
+        ("CreateUser", "password", 1024, None),
+        ("UpdateUser", "tenant_name", 128, Some(no_control)),
+        ("UpdateUser", "password", 1024, None),
+        ("PasswordReset", "password", 1024, None),
+        ("AdminSseTicket", "tenant_name", 128, Some(no_control)),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert_eq!(property["minLength"], 1, "{schema}.{field}: {property}");
+        assert_eq!(property["maxLength"], max, "{schema}.{field}: {property}");
+        match pattern {
+            Some(p) => assert_eq!(property["pattern"], p, "{schema}.{field}: {property}"),
+            None => assert!(property["pattern"].is_null(), "{schema}.{field}"),
+        }
+    }
+    // What the schema declares, the server refuses, with {"error"} naming the field.
+    let (status, body) = post(
+        &c,
+        s.url("/admin_insert"),
+        json!({"admin_token": ADMIN, "tenant_name": "t", "event": "", "data": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("event"), "{body}");
+    // `limit` on /events: 1–1000.
+    let limit = spec["paths"]["/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"].as_f64(), Some(1.0), "{limit}");
+    assert_eq!(limit["schema"]["maximum"].as_f64(), Some(1000.0), "{limit}");
+}
+
+/// Swagger UI groups operations by tag: every operation has exactly one, of the declared set.
+#[tokio::test]
+async fn every_operation_has_exactly_one_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let spec: Value = client()
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // poem-openapi lists the tags in name order.
+    let declared: Vec<&str> = spec["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            "admin",
+            "events",
+            "operations",
+            "streams",
+            "two-factor",
+            "users"
+        ]
+    );
+    for tag in spec["tags"].as_array().unwrap() {
+        assert!(tag["description"].is_string(), "{tag}");
+    }
+    let mut used = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let tags = op["tags"].as_array().map(Vec::as_slice).unwrap_or_default();
+            assert_eq!(tags.len(), 1, "{method} {path}: {tags:?}");
+            let tag = tags[0].as_str().unwrap();
+            assert!(declared.contains(&tag), "{method} {path}: {tag}");
+            used.entry(tag.to_owned())
+                .or_default()
+                .push(format!("{method} {path}"));
+        }
+    }
+    assert_eq!(
+        used.len(),
+        declared.len(),
+        "a tag with no operation: {used:?}"
+    );
+    let mut events = used["events"].clone();
+    events.sort();
+    assert_eq!(events, ["get /events", "post /insert"]);
+    assert!(
+        used["admin"].contains(&"post /admin_insert".to_owned()),
+        "{used:?}"
+    );
+}
+
+/// RFC 9110: a 405 names the methods the path does support. Each path of /openapi.json, sent
+/// every other method, answers 405 with `{"error"}` and an `Allow` of exactly its methods
+/// (HEAD wherever GET is: poem answers it with the GET handler). A plain OPTIONS is a 405 too:
+/// OPTIONS is answered only as a CORS preflight, so `Allow` does not list it.
+#[tokio::test]
+async fn every_405_carries_allow_with_the_methods_of_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let spec: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut paths: Vec<(String, Vec<String>)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, ops)| {
+            let declared: Vec<String> = ops
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|m| m.to_uppercase())
+                .collect();
+            let allowed = ["GET", "HEAD", "POST"]
+                .into_iter()
+                .filter(|m| {
+                    declared.iter().any(|d| d == m)
+                        || (*m == "HEAD" && declared.iter().any(|d| d == "GET"))
+                })
+                .map(str::to_owned)
+                .collect();
+            (path.clone(), allowed)
+        })
+        .collect();
+    assert!(paths.len() > 20, "{paths:?}");
+    paths.push(("/metrics".into(), vec!["GET".into(), "HEAD".into()]));
+    let mut checked = 0;
+    for (path, allowed) in &paths {
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            if allowed.iter().any(|m| m == method) {
+                continue;
+            }
+            let resp = c
+                .request(method.parse().unwrap(), s.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 405, "{method} {path}");
+            let allow = resp
+                .headers()
+                .get("allow")
+                .unwrap_or_else(|| panic!("{method} {path}: no Allow"))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(allow, allowed.join(", "), "{method} {path}");
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["error"].is_string(), "{method} {path}: {body}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ pub struct PasswordReset {
     /// The code from /create_totp.
     totp: String,
     /// The new password.
+    #[oai(validator(min_length = 1, max_length = 1024))]
     password: String,
 }
 
@@ -77,7 +78,7 @@ pub struct Done {
 #[derive(Default)]
 pub struct CodesApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::TwoFactor")]
 impl CodesApi {
     /// The user's enrolment QR code for authenticator apps (admin).
     #[oai(path = "/create_qr", method = "post")]

@@ -20,6 +20,11 @@ use crate::state::{Author, Command, validate};
 #[derive(Debug, Deserialize, Object)]
 pub struct Insert {
     /// Event name: 1–255 bytes of UTF-8, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     event: String,
     /// Any JSON value.
     data: Value,
@@ -30,9 +35,20 @@ pub struct Insert {
 pub struct AdminInsert {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     admin_token: Option<String>,
-    /// The tenant to insert into; a tenant with no event yet is created by it.
+    /// The tenant to insert into (1–128 bytes, no control characters); a tenant with no event
+    /// yet is created by it.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     tenant_name: String,
     /// Event name: 1–255 bytes of UTF-8, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     event: String,
     /// Any JSON value.
     data: Value,
@@ -56,7 +72,7 @@ impl EventsApi {
     /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable. With
     /// an `Idempotency-Key` header (1–255 printable ASCII bytes), a retry with the same key
     /// answers the first insert's id and cursor and appends nothing; 422 if its body differs.
-    #[oai(path = "/insert", method = "post")]
+    #[oai(path = "/insert", method = "post", tag = "super::Tags::Events")]
     async fn insert(
         &self,
         app: Data<&App>,
@@ -71,7 +87,7 @@ impl EventsApi {
 
     /// Inserts an event into any tenant as the admin (`by` is null); an unknown tenant is
     /// created by it. Takes an `Idempotency-Key` header as `/insert` does.
-    #[oai(path = "/admin_insert", method = "post")]
+    #[oai(path = "/admin_insert", method = "post", tag = "super::Tags::Admin")]
     async fn admin_insert(
         &self,
         app: Data<&App>,
@@ -136,8 +152,16 @@ impl<'a> poem_openapi::ApiExtractor<'a> for IdempotencyKeyHeader {
         Some(poem_openapi::registry::MetaParamIn::Header)
     }
 
+    /// What [`validate::idempotency_key`] accepts: 1–255 printable ASCII bytes (one byte a
+    /// character, so the lengths are exact).
     fn param_schema_ref() -> Option<poem_openapi::registry::MetaSchemaRef> {
-        Some(<String as poem_openapi::types::Type>::schema_ref())
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        Some(MetaSchemaRef::Inline(Box::new(MetaSchema {
+            min_length: Some(1),
+            max_length: Some(crate::state::idempotency::MAX_KEY_LEN),
+            pattern: Some("^[ -~]*$".to_owned()),
+            ..MetaSchema::new("string")
+        })))
     }
 
     async fn from_request(

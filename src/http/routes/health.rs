@@ -48,7 +48,7 @@ pub enum Readiness {
 #[derive(Default)]
 pub struct HealthApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Operations")]
 impl HealthApi {
     /// Health check (liveness): 200 with the newest durable cursor while the process serves.
     #[oai(path = "/", method = "get", method = "head")]

@@ -121,7 +121,7 @@ impl<'a> ApiExtractor<'a> for HistoryCaller {
 #[derive(Default)]
 pub struct HistoryApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Events")]
 impl HistoryApi {
     /// A page of the tenant's past events from the log (a user's own tenant; the admin's
     /// `?tenant=`): with `after`, cursors above it oldest first; with `before`, cursors below

@@ -77,7 +77,7 @@ pub struct ServerStats {
 #[derive(Default)]
 pub struct MaintenanceApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Admin")]
 impl MaintenanceApi {
     /// Compacts closed log segments (admin): keeps users and the latest event per
     /// (tenant, name) below the retain point and everything from it on.

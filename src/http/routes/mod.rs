@@ -13,6 +13,27 @@ pub mod ticket;
 pub mod users;
 pub mod verify;
 
+/// The groups of `/openapi.json` (and of Swagger UI's page): every operation has one.
+#[derive(poem_openapi::Tags)]
+#[oai(rename_all = "kebab-case")]
+pub enum Tags {
+    /// Inserting events and reading past ones: `/insert`, `/events`.
+    Events,
+    /// Live events over Server-Sent Events: `/sse` and the tickets that open it.
+    Streams,
+    /// Accounts and sessions: creating and managing users (admin), logging in and out,
+    /// refreshing and verifying tokens.
+    Users,
+    /// Two-factor enrolment (`/create_qr`, `/create_totp`) and password resets with the
+    /// codes the admin hands out.
+    TwoFactor,
+    /// The admin's own operations: inserting into any tenant, watching any tenant, compaction,
+    /// server statistics.
+    Admin,
+    /// Liveness and readiness probes.
+    Operations,
+}
+
 /// Feeds `bytes` to every request body type (fuzzing and its corpus tests): parsing must
 /// answer Ok or a 400, never panic. Returns how many types accepted the bytes. (Here, where
 /// the body types live: `body` knows no route.)

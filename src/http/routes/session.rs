@@ -76,7 +76,7 @@ pub struct LoggedOut {
 #[derive(Default)]
 pub struct SessionApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Users")]
 impl SessionApi {
     /// Logs in: 200 `{"jwt": "<token>"}`; 401 for any wrong credential, with no hint which;
     /// 429 after too many failures for the username or the address. With

@@ -151,7 +151,7 @@ impl<'a> poem_openapi::ApiExtractor<'a> for StreamCaller {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Streams")]
 impl StreamApi {
     /// Server-Sent Events of the caller's tenant: the snapshot (latest event per name) or,
     /// with `Last-Event-ID` / `?last_event_id=`, every event after that cursor; then live

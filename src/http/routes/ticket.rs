@@ -206,6 +206,11 @@ pub struct AdminSseTicket {
     #[serde(default)]
     admin_token: Option<String>,
     /// The tenant to watch.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     tenant_name: String,
 }
 
@@ -219,7 +224,7 @@ impl TicketApi {
     /// `GET /sse?ticket=…` (Bearer or Basic): for browsers' `EventSource`, which cannot send
     /// an Authorization header. It stops working if the user is revoked or their password or
     /// tenant changes before it is used.
-    #[oai(path = "/sse_ticket", method = "post")]
+    #[oai(path = "/sse_ticket", method = "post", tag = "super::Tags::Streams")]
     async fn sse_ticket(
         &self,
         app: Data<&App>,
@@ -234,7 +239,11 @@ impl TicketApi {
 
     /// A single-use ticket (valid 30 s) that opens any tenant's stream as
     /// `GET /sse?ticket=…` (admin): what the console's live view uses.
-    #[oai(path = "/admin_sse_ticket", method = "post")]
+    #[oai(
+        path = "/admin_sse_ticket",
+        method = "post",
+        tag = "super::Tags::Admin"
+    )]
     async fn admin_sse_ticket(
         &self,
         app: Data<&App>,

@@ -20,14 +20,26 @@ use crate::state::{Command, User, validate};
 /// `POST /create_user` body.
 #[derive(Debug, Deserialize, Object)]
 pub struct CreateUser {
-    /// Login name, unique across all tenants.
+    /// Login name, unique across all tenants: 1–128 bytes, no control characters, no ':', no
+    /// surrounding spaces.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F:]*$"
+    ))]
     username: String,
-    /// The password (hashed with Argon2id; never stored or returned in clear).
+    /// The password, 1–1024 bytes (hashed with Argon2id; never stored or returned in clear).
+    #[oai(validator(min_length = 1, max_length = 1024))]
     password: String,
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
     admin_token: Option<String>,
-    /// The tenant whose events the user reads and writes.
+    /// The tenant whose events the user reads and writes: 1–128 bytes, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     tenant_name: String,
     /// Contact address (syntax and throwaway domains are checked).
     #[serde(default)]
@@ -86,9 +98,15 @@ pub struct UpdateUser {
     username: String,
     /// Move the user to another tenant (invalidates their tokens, closes their streams).
     #[serde(default)]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     tenant_name: Option<String>,
     /// A new password (invalidates their tokens, closes their streams).
     #[serde(default)]
+    #[oai(validator(min_length = 1, max_length = 1024))]
     password: Option<String>,
     /// A new email, or `null` to clear it.
     #[serde(default)]
@@ -153,7 +171,7 @@ impl From<&User> for UserView {
 #[derive(Default)]
 pub struct UsersApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Users")]
 impl UsersApi {
     /// Creates a user (admin): 200 `{"id": "<uuid>"}`; 400 if the username is taken.
     #[oai(path = "/create_user", method = "post")]

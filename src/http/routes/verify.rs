@@ -32,7 +32,7 @@ pub struct Verified {
 #[derive(Default)]
 pub struct VerifyApi;
 
-#[OpenApi]
+#[OpenApi(tag = "super::Tags::Users")]
 impl VerifyApi {
     /// Checks the caller's credentials (Bearer or Basic) and returns a biscuit of their
     /// scopes with the public key that verifies it.
