@@ -405,16 +405,51 @@ impl Client {
     ) -> Result<Inserted, Error> {
         let data = serde_json::to_value(data).map_err(Error::Serialize)?;
         let body = serde_json::json!({"event": event, "data": data});
+        self.post_insert("/insert", &body, key, None).await
+    }
+
+    /// Inserts an event into any tenant as the admin (`POST /admin_insert`; its `by` is null,
+    /// and a tenant without events is created by it), with an `Idempotency-Key` and the same
+    /// retries as [`Client::insert`]. The admin token travels in the `X-Admin-Token` header.
+    pub async fn admin_insert(
+        &self,
+        admin_token: &str,
+        tenant: &str,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Inserted, Error> {
+        let data = serde_json::to_value(data).map_err(Error::Serialize)?;
+        let body = serde_json::json!({"tenant_name": tenant, "event": event, "data": data});
+        let key = uuid::Uuid::new_v4().to_string();
+        self.post_insert("/admin_insert", &body, &key, Some(admin_token))
+            .await
+    }
+
+    /// Posts an insert with `key`, retrying what may be retried with the same key: as the
+    /// caller logged in, or as the admin with `admin_token`.
+    async fn post_insert(
+        &self,
+        path: &str,
+        body: &Value,
+        key: &str,
+        admin_token: Option<&str>,
+    ) -> Result<Inserted, Error> {
         let mut attempt = 0u32;
         loop {
-            let auth = self.auth()?;
-            let request = self
+            let auth = match admin_token {
+                Some(_) => None,
+                None => Some(self.auth()?),
+            };
+            let mut request = self
                 .inner
                 .http
-                .post(self.url("/insert"))
+                .post(self.url(path))
                 .header("idempotency-key", key)
-                .json(&body);
-            match self.send::<Inserted>(request, Some(auth)).await {
+                .json(body);
+            if let Some(token) = admin_token {
+                request = request.header("x-admin-token", token);
+            }
+            match self.send::<Inserted>(request, auth).await {
                 Ok(inserted) => return Ok(inserted),
                 Err(e) if e.is_retriable() && attempt < self.inner.insert_retries => {
                     let mut delay =
@@ -452,6 +487,39 @@ impl Client {
         let request = self.inner.http.get(self.url("/events")).query(&pairs);
         let auth = self.auth()?;
         self.send(request, Some(auth)).await
+    }
+
+    /// Every event `query` reaches, page after page (each page's `next`), as one stream:
+    /// oldest first from `after`, newest first otherwise. It ends after the last page, or with
+    /// the first error.
+    pub fn history_all(
+        &self,
+        query: HistoryQuery,
+    ) -> impl futures_util::Stream<Item = Result<HistoryEvent, Error>> + Send + 'static {
+        use futures_util::TryStreamExt;
+        let ascending = query.after.is_some();
+        futures_util::stream::try_unfold(
+            (self.clone(), Some(query)),
+            move |(client, query)| async move {
+                let Some(query) = query else {
+                    return Ok(None);
+                };
+                let page = client.history(&query).await?;
+                let from = if ascending { query.after } else { query.before };
+                // A next page must start elsewhere, or the walk would never end.
+                let next = page
+                    .next
+                    .filter(|next| Some(*next) != from)
+                    .map(|next| HistoryQuery {
+                        after: ascending.then_some(next),
+                        before: (!ascending).then_some(next),
+                        ..query
+                    });
+                let events = futures_util::stream::iter(page.events.into_iter().map(Ok));
+                Ok(Some((events, (client, next))))
+            },
+        )
+        .try_flatten()
     }
 
     /// Follows the tenant's events over SSE: the snapshot (or, with `last_event_id`, every

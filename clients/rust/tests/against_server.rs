@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_client::{
-    Client, CloseReason, Error, Event, HistoryQuery, SubscribeOptions, Subscription,
+    Client, CloseReason, Error, Event, HistoryEvent, HistoryQuery, SubscribeOptions, Subscription,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -487,4 +487,54 @@ async fn an_insert_sent_while_the_server_is_down_is_retried_and_stored_once() {
         .unwrap();
     let values: Vec<Value> = page.events.iter().map(|e| e.data.clone()).collect();
     assert_eq!(values, vec![json!(0), json!(1)]);
+}
+
+#[tokio::test]
+async fn the_admin_inserts_and_history_all_walks_every_page_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("db"), 0);
+    let alice = user(&server, "alice", "acme").await;
+    let mut cursors = Vec::new();
+    for i in 0..25 {
+        cursors.push(alice.insert("reading", i).await.unwrap().cursor);
+    }
+    // The admin's insert: no author, into alice's tenant, retried safely with its key.
+    let by_admin = alice
+        .admin_insert(ADMIN, "acme", "notice", "from the admin")
+        .await
+        .unwrap();
+    cursors.push(by_admin.cursor);
+    let wrong = alice
+        .admin_insert("not the token", "acme", "notice", 1)
+        .await;
+    assert_eq!(wrong.unwrap_err().status(), Some(401));
+
+    // Oldest first from `after`, seven a page: every event exactly once, in order.
+    let oldest_first: Vec<HistoryEvent> = alice
+        .history_all(HistoryQuery {
+            after: Some(0),
+            limit: Some(7),
+            ..Default::default()
+        })
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let seen: Vec<u64> = oldest_first.iter().map(|e| e.cursor).collect();
+    assert_eq!(seen, cursors);
+    let last = oldest_first.last().unwrap();
+    assert_eq!((last.event.as_str(), last.by.as_deref()), ("notice", None));
+
+    // Newest first without `after`, with a name filter.
+    let newest_first: Vec<u64> = alice
+        .history_all(HistoryQuery {
+            limit: Some(4),
+            events: vec!["reading".into()],
+            ..Default::default()
+        })
+        .map(|e| e.unwrap().cursor)
+        .collect()
+        .await;
+    let mut readings = cursors[..25].to_vec();
+    readings.reverse();
+    assert_eq!(newest_first, readings);
 }
