@@ -726,6 +726,11 @@ impl ServeFlags {
             .as_deref()
             .map(|r| r.parse().map_err(|e| ConfigError(format!("--{e}"))))
             .transpose()?;
+        if self.idempotency_window_secs == 0 {
+            return Err(ConfigError(
+                "--idempotency_window_secs must be at least 1 (it is how long a retry with the same Idempotency-Key is answered)".into(),
+            ));
+        }
         if self.compact_interval_secs == 0 {
             return Err(ConfigError(
                 "--compact_interval_secs must be at least 1 (it is the time between the compactions of --retain)".into(),
@@ -766,7 +771,7 @@ impl ServeFlags {
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_sse_per_user: self.max_sse_per_user.max(1),
                 max_event_names: self.max_event_names.max(1),
-                idempotency_window: Duration::from_secs(self.idempotency_window_secs.max(1)),
+                idempotency_window: Duration::from_secs(self.idempotency_window_secs),
                 max_inserts_per_sec: self.max_inserts_per_sec,
                 max_failures: self.max_failures.max(1),
                 max_failures_per_user: self.max_failures_per_user.max(1),

@@ -331,3 +331,12 @@ async fn ten_thousand_keys_from_one_caller_stay_within_the_cap() {
     assert_eq!(fresh["cursor"].as_f64().unwrap(), before + 1.0);
     assert_eq!(metric(&s, "broker_idempotency_keys").await, 1000.0);
 }
+
+#[test]
+fn a_zero_window_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().to_str().unwrap();
+    let (code, _, err) = run_broker(&["--db", db, "--port", "0", "--idempotency_window_secs", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--idempotency_window_secs"), "{err}");
+}
