@@ -67,6 +67,10 @@ pub(super) struct Writer {
     last_checkpoint: Instant,
     /// A checkpoint being written in the background, if any.
     checkpointing: Option<std::thread::JoinHandle<()>>,
+    /// The first checkpoint after the start frees a clone of the whole replayed state: that
+    /// one returns the freed heap to the system (`engine::heap`). Later ones do not, so that
+    /// no arena lock is taken away from requests while the server serves.
+    trim_after_checkpoint: bool,
 }
 
 impl Writer {
@@ -95,6 +99,7 @@ impl Writer {
             since_checkpoint,
             last_checkpoint: Instant::now(),
             checkpointing: None,
+            trim_after_checkpoint: true,
         }
     }
 
@@ -128,6 +133,7 @@ impl Writer {
         let events = std::mem::take(&mut policy.tenant_events);
         let base = policy.index_base;
         let index = Arc::clone(&self.shares.index);
+        let trim = std::mem::take(&mut self.trim_after_checkpoint);
         let save = move || {
             let infos = segments
                 .into_iter()
@@ -146,8 +152,9 @@ impl Writer {
                 Ok(()) => {
                     index.stored(base, cursor);
                     tracing::debug!(cursor, "checkpoint stored");
-                    // The state's clone was just dropped (see `engine::heap`).
-                    super::heap::release_freed();
+                    if trim {
+                        super::heap::release_freed();
+                    }
                 }
                 Err(why) => {
                     // Its events never reached the index: the next checkpoint's index
