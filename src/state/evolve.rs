@@ -27,6 +27,8 @@ pub fn evolve(state: &mut State, record: &Record) {
                     revoked: false,
                     credential_epoch: cursor,
                     version: cursor,
+                    created_ms: record.at_ms,
+                    changed_ms: record.at_ms,
                     last_login_step: 0,
                     last_reset_step: 0,
                     reset_code: None,
@@ -64,6 +66,7 @@ pub fn evolve(state: &mut State, record: &Record) {
                     user.two_factor = two_factor;
                 }
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::UserRevoked { username } => {
@@ -71,12 +74,14 @@ pub fn evolve(state: &mut State, record: &Record) {
                 user.revoked = true;
                 user.credential_epoch = cursor;
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::UserUnrevoked { username } => {
             if let Some(user) = state.users.get_mut(username) {
                 user.revoked = false;
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::PasswordChanged {
@@ -87,12 +92,14 @@ pub fn evolve(state: &mut State, record: &Record) {
                 user.password_hash = password_hash.clone();
                 user.credential_epoch = cursor;
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::LoginCodeUsed { username, step } => {
             if let Some(user) = state.users.get_mut(username) {
                 user.last_login_step = user.last_login_step.max(*step);
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::PasswordReset {
@@ -106,6 +113,7 @@ pub fn evolve(state: &mut State, record: &Record) {
                 user.reset_code = None;
                 user.credential_epoch = cursor;
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::ResetCodeIssued {
@@ -121,6 +129,7 @@ pub fn evolve(state: &mut State, record: &Record) {
                     failures: 0,
                 });
                 user.version = cursor;
+                user.changed_ms = record.at_ms;
             }
         }
         RecordKind::ResetCodeFailed { username } => {

@@ -58,6 +58,11 @@ pub struct User {
     pub credential_epoch: Cursor,
     /// Cursor of the last record that changed the user in any way.
     pub version: Cursor,
+    /// When the user was created (its `UserCreated`), milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When the last record that changed the user was written (as `version`), milliseconds
+    /// since the Unix epoch.
+    pub changed_ms: i64,
     /// TOTP step of the last accepted two-factor login code.
     pub last_login_step: u64,
     /// Step of the last used password-reset code.
