@@ -17,7 +17,7 @@ mod throttle;
 use routes::{
     codes, console, events, health, history, maintenance, session, sse, ticket, users, verify,
 };
-pub use server::{audit, client, cors, limits, metrics, streams, tls};
+pub use server::{audit, client, conn, cors, limits, metrics, streams, tls};
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -235,31 +235,20 @@ async fn serve_limited(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let local = limited.local_addr();
     let endpoint = Arc::new(router(app).map_to_response());
-    // Streams are served by `streams`, everything else by hyper: one router for both.
-    let (to_hyper, handed_off) = tokio::sync::mpsc::channel(1024);
-    let (stopped, stopping) = tokio::sync::watch::channel(false);
+    // Streams are served by `streams`, everything else by hyper (`conn`): one router for both.
+    let (connections, shutdown) = conn::pair();
     let accepting = tokio::spawn(streams::accept_loop(
         limited,
-        to_hyper,
-        Arc::clone(&endpoint),
-        stopping,
-    ));
-    let stop = async move {
-        stop.await;
-        let _ = stopped.send(true);
-    };
-    let served = serve_with(
-        streams::HandOff::new(handed_off, local),
+        connections,
         endpoint,
-        stop,
-        // The idle timeout is `limits`' (cheaper than poem's, and it covers streams too).
-        None,
-    )
-    .await;
+        shutdown.receiver(),
+    ));
+    stop.await;
+    // The accept loop sees the same signal and stops taking connections.
+    shutdown.drain(DRAIN).await;
     accepting.abort();
-    served
+    Ok(())
 }
 
 /// How long in-flight requests may run on after a shutdown signal.

@@ -1,10 +1,12 @@
 //! What carries the routes: connection admission and deadlines ([`limits`]), TLS ([`tls`]),
-//! the client's address through trusted proxies ([`client`]), CORS and the browser rules
+//! the client's address through trusted proxies ([`client`]), the other connections on hyper
+//! ([`conn`]), CORS and the browser rules
 //! ([`cors`]), SSE connections served straight off the socket ([`streams`]), `/metrics`
 //! ([`metrics`]) and the audit log of refused requests ([`audit`]).
 
 pub mod audit;
 pub mod client;
+pub mod conn;
 pub mod cors;
 pub mod limits;
 pub mod metrics;

@@ -8,7 +8,8 @@
 //! router (auth, CORS, metrics, errors: nothing is duplicated), and a streaming answer is
 //! written as chunks straight to the socket while a 32-byte probe watches for the client
 //! closing. Every other connection — and any request this module is unsure of — is handed to
-//! hyper untouched, with the bytes already read replayed in front of the socket.
+//! hyper untouched ([`super::conn`]), with the bytes already read replayed in front of the
+//! socket.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -21,15 +22,14 @@ use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+
+use super::conn::Connections;
 
 /// A request head bigger than this is left to hyper (which has its own limit and answer).
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers this module parses at most; more goes to hyper.
 const MAX_HEADERS: usize = 64;
-
-/// A connection on its way to hyper.
-pub type HandedOff<Io> = (Rewind<Io>, LocalAddr, RemoteAddr, Scheme);
 
 /// What the first bytes of a connection say.
 #[doc(hidden)]
@@ -133,7 +133,7 @@ pub async fn route<Io, E>(
     local: LocalAddr,
     remote: RemoteAddr,
     scheme: Scheme,
-    hyper: mpsc::Sender<HandedOff<Io>>,
+    hyper: Connections,
     endpoint: Arc<E>,
 ) where
     Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -148,18 +148,14 @@ pub async fn route<Io, E>(
         match classify(&head) {
             Class::NeedMore => continue,
             Class::Other => {
-                let _ = hyper
-                    .send((Rewind::new(head, io), local, remote, scheme))
-                    .await;
-                return;
+                let io = Rewind::new(head, io);
+                return hyper.serve(io, local, remote, scheme, endpoint).await;
             }
             Class::Sse { .. } => {
                 let Some(req) = request(&head, local.clone(), remote.clone(), scheme.clone())
                 else {
-                    let _ = hyper
-                        .send((Rewind::new(head, io), local, remote, scheme))
-                        .await;
-                    return;
+                    let io = Rewind::new(head, io);
+                    return hyper.serve(io, local, remote, scheme, endpoint).await;
                 };
                 drop(head);
                 // Boxed: the router's future is large, and inlined it would size this task's
@@ -345,41 +341,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
-/// The acceptor hyper (through poem) serves: the connections [`route`] handed over.
-pub struct HandOff<Io> {
-    rx: mpsc::Receiver<HandedOff<Io>>,
-    local: Vec<LocalAddr>,
-}
-
-impl<Io> HandOff<Io> {
-    /// Receives from `rx`; `local` is what the real listener is bound to.
-    pub fn new(rx: mpsc::Receiver<HandedOff<Io>>, local: Vec<LocalAddr>) -> Self {
-        HandOff { rx, local }
-    }
-}
-
-impl<Io: AsyncRead + AsyncWrite + Send + Unpin + 'static> Acceptor for HandOff<Io> {
-    type Io = Rewind<Io>;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.local.clone()
-    }
-
-    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        match self.rx.recv().await {
-            Some(conn) => Ok(conn),
-            // The accept loop stopped (shutdown): nothing more will come; poem stops on
-            // its own signal.
-            None => std::future::pending().await,
-        }
-    }
-}
-
 /// Accepts from `acceptor` until `stop` turns true, routing each connection by its first
 /// request (each on its own task, so a slow client never holds up the next accept).
 pub async fn accept_loop<A, E>(
     mut acceptor: A,
-    hyper: mpsc::Sender<HandedOff<A::Io>>,
+    hyper: Connections,
     endpoint: Arc<E>,
     mut stop: watch::Receiver<bool>,
 ) where
