@@ -200,6 +200,14 @@ async fn list_users_refuses_bad_paging_naming_the_parameter() {
     let schema = &doc["components"]["schemas"]["ListUsers"]["properties"];
     assert_eq!(schema["limit"]["minimum"], 1.0, "{schema}");
     assert_eq!(schema["limit"]["maximum"], 1000.0, "{schema}");
+    // Both answers fit the documented one: an array or a page, no `type` that rules one out.
+    let list = &doc["components"]["schemas"]["UserList"];
+    assert!(list.get("type").is_none(), "{list}");
+    assert_eq!(list["oneOf"][0]["type"], "array", "{list}");
+    assert_eq!(
+        list["oneOf"][1]["$ref"], "#/components/schemas/UserPage",
+        "{list}"
+    );
     let sorts = &doc["components"]["schemas"]["UserSort"]["enum"];
     assert_eq!(
         *sorts,
@@ -251,6 +259,15 @@ async fn list_tenants_names_tenants_of_users_and_events() {
     assert_eq!(status, 401);
     let (status, reply) = post_raw(&c, s.url("/list_tenants"), "[".into(), None).await;
     assert_eq!(status, 400, "{reply}");
+    // An array is no body of any route, even where every field may be left out.
+    for path in ["/list_tenants", "/list_users", "/server_stats"] {
+        let (status, reply) = post_raw(&c, s.url(path), format!(r#"["{ADMIN}"]"#), None).await;
+        assert_eq!(status, 400, "{path}: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("JSON object"),
+            "{path}: {reply}"
+        );
+    }
 }
 
 #[tokio::test]
