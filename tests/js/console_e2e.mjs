@@ -25,7 +25,8 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const problems = [];
 const page = context.pages()[0] ?? await context.newPage();
-page.setDefaultTimeout(15000);
+// Generous: the machine running the suite may be busy with a build.
+page.setDefaultTimeout(30000);
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 // Revoke and delete ask for confirmation; the messages are checked below. `refuseNext`
 // answers the next one with Cancel.

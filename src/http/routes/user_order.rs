@@ -51,15 +51,10 @@ pub struct Key {
 }
 
 impl Key {
-    fn of(user: &User, sort: UserSort) -> Key {
-        let ms = match sort {
-            UserSort::Username | UserSort::UsernameDesc => None,
-            UserSort::Created | UserSort::CreatedDesc => Some(user.created_ms),
-            UserSort::Changed | UserSort::ChangedDesc => Some(user.changed_ms),
-        };
+    fn of(place: Place<'_>) -> Key {
         Key {
-            ms,
-            username: user.username.clone(),
+            ms: place.0,
+            username: place.1.to_owned(),
         }
     }
 
@@ -132,10 +127,21 @@ pub fn sort_name(sort: UserSort) -> &'static str {
         .expect("every sort is in ALL")]
 }
 
-fn compare(sort: UserSort, a: &Key, b: &Key) -> Ordering {
-    let ascending =
-        a.ms.cmp(&b.ms)
-            .then_with(|| natural(&a.username, &b.username));
+/// Where a user sits, borrowed from the state: a page looks at every user without copying
+/// their names.
+type Place<'a> = (Option<i64>, &'a str);
+
+fn place(user: &User, sort: UserSort) -> Place<'_> {
+    let ms = match sort {
+        UserSort::Username | UserSort::UsernameDesc => None,
+        UserSort::Created | UserSort::CreatedDesc => Some(user.created_ms),
+        UserSort::Changed | UserSort::ChangedDesc => Some(user.changed_ms),
+    };
+    (ms, &user.username)
+}
+
+fn compare(sort: UserSort, a: Place<'_>, b: Place<'_>) -> Ordering {
+    let ascending = a.0.cmp(&b.0).then_with(|| natural(a.1, b.1));
     match sort {
         UserSort::Username | UserSort::Created | UserSort::Changed => ascending,
         UserSort::UsernameDesc | UserSort::CreatedDesc | UserSort::ChangedDesc => {
@@ -152,18 +158,19 @@ pub fn page<'a>(
     after: Option<&Key>,
     limit: usize,
 ) -> UserPage {
-    let mut rest: Vec<(Key, &User)> = users
-        .map(|u| (Key::of(u, sort), u))
-        .filter(|(key, _)| after.is_none_or(|after| compare(sort, key, after).is_gt()))
+    let after = after.map(|key| (key.ms, key.username.as_str()));
+    let mut rest: Vec<(Place<'a>, &User)> = users
+        .map(|u| (place(u, sort), u))
+        .filter(|(at, _)| after.is_none_or(|after| compare(sort, *at, after).is_gt()))
         .collect();
     let more = rest.len() > limit;
     if more {
-        rest.select_nth_unstable_by(limit, |a, b| compare(sort, &a.0, &b.0));
+        rest.select_nth_unstable_by(limit, |a, b| compare(sort, a.0, b.0));
         rest.truncate(limit);
     }
-    rest.sort_unstable_by(|a, b| compare(sort, &a.0, &b.0));
+    rest.sort_unstable_by(|a, b| compare(sort, a.0, b.0));
     let next = if more {
-        rest.last().map(|(key, _)| key.text(sort))
+        rest.last().map(|(at, _)| Key::of(*at).text(sort))
     } else {
         None
     };
