@@ -357,7 +357,8 @@ try {
   process.exit(0);
 } catch (e) {
   await page.screenshot({ path: join(artifacts, 'failure.png'), fullPage: true }).catch(() => {});
-  console.error(`console e2e failed: ${e.message}\n${problems.join('\n')}`);
+  const status = await page.locator('#status').textContent().catch(() => '?');
+  console.error(`console e2e failed: ${e.message}\nthe console said: ${status}\n${problems.join('\n')}`);
   await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });
   process.exit(1);
