@@ -510,17 +510,21 @@ function eventRow({ cursor, event, at, by, data }) {
 // ---- events per minute ----
 
 const MINUTES = 30;
-const chart = { tenant: null, seen: new Set(), times: [] };
+const HISTORY_PAGES = 5;
+const chart = { tenant: null, seen: new Set(), times: [], partial: false };
 
-/** Counts the last MINUTES of the tenant from history (a few pages at most), then live. */
+/** Counts the last MINUTES of the tenant from history (at most HISTORY_PAGES pages of 1000
+ * events, newest first), then live. */
 async function loadChart() {
   const name = tenant();
   chart.tenant = name;
   chart.seen = new Set();
   chart.times = [];
+  chart.partial = false;
   const since = Date.now() - MINUTES * 60000;
   let before = null;
-  for (let pages = 0; pages < 5; pages += 1) {
+  for (let pages = 0; ; pages += 1) {
+    if (pages === HISTORY_PAGES) { chart.partial = true; break; }
     const params = new URLSearchParams({ tenant: name, limit: '1000' });
     if (before !== null) params.set('before', before);
     let page;
@@ -528,7 +532,7 @@ async function loadChart() {
     if (chart.tenant !== name) return;
     for (const e of page.events) count(e.cursor, e.at);
     const oldest = page.events.at(-1);
-    if (page.next === null || !oldest || Date.parse(oldest.at) < since) break;
+    if (page.next === null || (oldest && Date.parse(oldest.at) < since)) break;
     before = page.next;
   }
   drawChart();
@@ -575,7 +579,8 @@ function drawChart() {
   });
   box.replaceChildren(...parts);
   const total = buckets.reduce((a, b) => a + b, 0);
-  $('chart-caption').textContent = `Events per minute in “${chart.tenant}”, last ${MINUTES} minutes: ${total} in all (history, then live while the live tail watches this tenant)`;
+  const partial = chart.partial ? `; older minutes count only the newest ${HISTORY_PAGES * 1000} events read` : '';
+  $('chart-caption').textContent = `Events per minute in “${chart.tenant}”, last ${MINUTES} minutes: ${total} in all (history, then live while the live tail watches this tenant${partial})`;
 }
 
 function clock(t) {
