@@ -90,6 +90,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return serde_json::from_str("{}")
             .map_err(|_| ApiError::bad_request("request body is empty: send a JSON object"));
     }
+    // Every body is an object; serde would also fill a struct from an array (`[]` gives all
+    // defaults), which the schema does not allow.
+    if text.trim_start().starts_with('[') {
+        return Err(ApiError::bad_request(
+            "invalid request body: send a JSON object, not an array",
+        ));
+    }
     let mut json = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut json)
         .map_err(|e| ApiError::bad_request(describe(&e)))?;

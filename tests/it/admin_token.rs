@@ -47,7 +47,7 @@ async fn every_admin_route_takes_the_header_instead_of_the_body_field() {
     .await;
     assert_eq!(status, 200, "{body}");
     // Routes whose body is only the token need no body at all with the header.
-    for path in ["/list_users", "/server_stats"] {
+    for path in ["/list_users", "/server_stats", "/list_tenants"] {
         let (status, body) = admin_post(&c, &s, path, ADMIN, None, &[]).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
@@ -57,6 +57,7 @@ async fn every_admin_route_takes_the_header_instead_of_the_body_field() {
         ("/update_user", json!({"username": "hd", "data": {"k": 1}})),
         ("/create_qr", json!({"username": "hd", "issuer": "Acme"})),
         ("/create_totp", user.clone()),
+        ("/list_users", json!({"sort": "-created", "limit": 5})),
         ("/revoke_user", user.clone()),
         ("/unrevoke_user", user.clone()),
         ("/admin_sse_ticket", json!({"tenant_name": "t"})),

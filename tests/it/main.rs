@@ -36,3 +36,4 @@ mod sse;
 mod stream_end;
 mod ts_client;
 mod user_deletion;
+mod user_listing;

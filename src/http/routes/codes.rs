@@ -14,6 +14,8 @@ use crate::http::App;
 use crate::http::authn::AdminHeader;
 use crate::http::body::JsonBody;
 use crate::http::error::{AdminErrors, AdminLookupErrors, ApiError, WriteErrors};
+use crate::http::routes::users::UserView;
+use crate::state::record::UserUpdated;
 use crate::state::{Command, Rejection};
 
 /// `POST /create_qr` body.
@@ -45,6 +47,19 @@ pub struct CreateTotp {
     admin_token: Option<String>,
     /// Whose.
     username: String,
+}
+
+/// `POST /enable_two_factor` body.
+#[derive(Debug, Deserialize, Object)]
+pub struct EnableTwoFactor {
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
+    /// Whose.
+    username: String,
+    /// The 6-digit code the user's authenticator app shows now, after enrolling from
+    /// `/create_qr`.
+    totp: String,
 }
 
 /// A password-reset code.
@@ -99,6 +114,44 @@ impl CodesApi {
             qr: base64::engine::general_purpose::STANDARD.encode(png),
             uri,
         }))
+    }
+
+    /// Turns two-factor login on for the user (admin) once a code from their authenticator
+    /// app proves the enrolment worked: 400 for a wrong or expired code (nothing changes),
+    /// 404 for an unknown username. Returns the user. Turning it on without a code
+    /// (`/update_user`) can lock out a user who never scanned the QR code.
+    #[oai(path = "/enable_two_factor", method = "post")]
+    async fn enable_two_factor(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        admin: AdminHeader,
+        body: JsonBody<EnableTwoFactor>,
+    ) -> Result<Json<UserView>, AdminErrors> {
+        let body = body.0;
+        app.require_admin(&admin, body.admin_token.as_deref(), req)?;
+        let secret = app.secret_of(&body.username)?;
+        if totp::check_login_code(&secret, body.totp.trim(), app.clock.now_s()).is_none() {
+            return Err(ApiError::bad_request(
+                "totp: wrong or expired code; two-factor login stays off (send the code the app shows now)",
+            )
+            .into());
+        }
+        let update = UserUpdated {
+            username: body.username.clone(),
+            tenant: None,
+            email: None,
+            scopes: None,
+            data: None,
+            two_factor: Some(true),
+        };
+        app.engine
+            .submit(Command::UpdateUser {
+                update,
+                password_hash: None,
+            })
+            .await?;
+        Ok(app.user_view(&body.username).map(Json)?)
     }
 
     /// Issues a password-reset code for the user (admin), to hand over out of band. The

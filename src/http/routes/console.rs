@@ -1,6 +1,7 @@
 //! `/console`: the admin console, a few static files compiled into the binary (no CDN, no
 //! build step). It speaks only the public admin API with the admin token the operator types
-//! in, which stays in the page's memory (never in storage, a cookie or a URL).
+//! in, sent in the `X-Admin-Token` header and kept in the tab's sessionStorage so that a reload
+//! does not sign out (never localStorage, a cookie or a URL; cleared at sign-out).
 
 use poem::http::{StatusCode, header};
 use poem::web::Path;

@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod session;
 pub mod sse;
 pub mod ticket;
+mod user_order;
 pub mod users;
 pub mod verify;
 
@@ -21,8 +22,8 @@ pub enum Tags {
     Events,
     /// Live events over Server-Sent Events: `/sse` and the tickets that open it.
     Streams,
-    /// Accounts and sessions: creating and managing users (admin), logging in and out,
-    /// refreshing and verifying tokens.
+    /// Accounts and sessions: creating, listing and managing users and listing tenants
+    /// (admin), logging in and out, refreshing and verifying tokens.
     Users,
     /// Two-factor enrolment (`/create_qr`, `/create_totp`) and password resets with the
     /// codes the admin hands out.
@@ -52,10 +53,12 @@ pub fn parse_every_body(bytes: &[u8]) -> usize {
         + ok::<users::UpdateUser>(bytes)
         + ok::<users::AdminUser>(bytes)
         + ok::<users::AdminOnly>(bytes)
+        + ok::<users::ListUsers>(bytes)
         + ok::<session::Login>(bytes)
         + ok::<events::Insert>(bytes)
         + ok::<codes::CreateQr>(bytes)
         + ok::<codes::CreateTotp>(bytes)
+        + ok::<codes::EnableTwoFactor>(bytes)
         + ok::<codes::PasswordReset>(bytes)
         + ok::<maintenance::Compact>(bytes)
         + ok::<ticket::AdminSseTicket>(bytes)

@@ -1,15 +1,20 @@
 //! Admin user endpoints: create, list, get, update, revoke, unrevoke, delete. Every one takes the
 //! `admin_token` in the body; every change is a log record.
 
+use std::borrow::Cow;
+
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::types::MaybeUndefined;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{MaybeUndefined, ToJSON, Type};
+use poem_openapi::{Enum, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::user_order;
 use crate::auth::{strength, totp};
+use crate::engine::sse_frame::rfc3339;
 use crate::http::App;
 use crate::http::authn::AdminHeader;
 use crate::http::body::JsonBody;
@@ -68,6 +73,143 @@ pub struct AdminOnly {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
     pub(in crate::http) admin_token: Option<String>,
+}
+
+/// `POST /list_users` body. With none of `limit`, `after` and `sort` the answer is every user
+/// as one array (as in 15.x); with any of them, one page of a [`UserPage`].
+#[derive(Debug, Deserialize, Object)]
+pub struct ListUsers {
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
+    /// Users per page, 1–1000 (default 100).
+    #[serde(default)]
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+    limit: Option<u32>,
+    /// The `next` of the previous page, sent with the same `sort`: the page starts after it.
+    #[serde(default)]
+    after: Option<String>,
+    /// The order of the pages (default `username`).
+    #[serde(default)]
+    sort: Option<UserSort>,
+}
+
+/// Users per page when `limit` is not sent.
+pub const DEFAULT_USER_PAGE: u32 = 100;
+/// The largest `limit` of `/list_users`.
+pub const MAX_USER_PAGE: u32 = 1000;
+
+/// The orders `/list_users` pages in. Names compare in natural order (`user2` before
+/// `user10`); equal times fall back to the name; `-` reverses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum UserSort {
+    /// By username, natural order.
+    #[oai(rename = "username")]
+    Username,
+    /// By username, natural order reversed.
+    #[oai(rename = "-username")]
+    UsernameDesc,
+    /// Oldest created first.
+    #[oai(rename = "created")]
+    Created,
+    /// Newest created first.
+    #[oai(rename = "-created")]
+    CreatedDesc,
+    /// Least recently changed first.
+    #[oai(rename = "changed")]
+    Changed,
+    /// Most recently changed first.
+    #[oai(rename = "-changed")]
+    ChangedDesc,
+}
+
+impl<'de> Deserialize<'de> for UserSort {
+    // By hand: serde_json reports a derived enum fed a number as malformed JSON, without the
+    // field's name; a string is read first here, so every mistake names `sort`.
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(de)?;
+        user_order::ALL
+            .into_iter()
+            .find(|sort| user_order::sort_name(*sort) == name)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, &user_order::NAMES))
+    }
+}
+
+/// One page of users.
+#[derive(Debug, Object)]
+pub struct UserPage {
+    /// The users of this page, in the order asked for.
+    pub users: Vec<UserView>,
+    /// What to send as `after` (with the same `sort`) for the next page; null on the last.
+    #[oai(nullable)]
+    pub next: Option<String>,
+}
+
+/// `POST /list_users`'s answer: every user (no paging field sent) or one page.
+#[derive(Debug)]
+pub enum UserList {
+    /// Every user, by username (15.x's answer).
+    All(Vec<UserView>),
+    /// One page (`limit`, `after` or `sort` sent).
+    Page(UserPage),
+}
+
+// By hand rather than `#[derive(Union)]`: the derive declares every union `type: object`,
+// which the plain array answer would contradict (schemathesis checks each answer against it).
+impl Type for UserList {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "UserList".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |registry| {
+            Vec::<UserView>::register(registry);
+            UserPage::register(registry);
+            MetaSchema {
+                description: Some(
+                    "Every user as an array (no `limit`, `after` or `sort` sent), or one page.",
+                ),
+                one_of: vec![Vec::<UserView>::schema_ref(), UserPage::schema_ref()],
+                ..MetaSchema::ANY
+            }
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for UserList {
+    fn to_json(&self) -> Option<Value> {
+        match self {
+            UserList::All(users) => users.to_json(),
+            UserList::Page(page) => page.to_json(),
+        }
+    }
+}
+
+/// One tenant, as `/list_tenants` shows it.
+#[derive(Debug, Object)]
+pub struct TenantView {
+    /// Its name.
+    pub tenant_name: String,
+    /// Users in it (revoked ones included).
+    pub users: u64,
+    /// Event names it holds a latest event of (what a stream's snapshot sends).
+    pub event_names: u64,
 }
 
 /// A body naming one user.
@@ -131,9 +273,11 @@ pub struct UserView {
     pub username: String,
     /// Tenant.
     pub tenant_name: String,
-    /// Email, if any.
+    /// Email, if any (null when none).
+    #[oai(nullable)]
     pub email: Option<String>,
     /// Scopes: `null` when never set, `[]` when set to an empty list.
+    #[oai(nullable)]
     pub scopes: Option<Vec<String>>,
     /// Data, if any.
     pub data: Option<Value>,
@@ -145,6 +289,10 @@ pub struct UserView {
     pub password: String,
     /// Always `***`: the TOTP secret never leaves the server (use /create_qr to enrol).
     pub totp: String,
+    /// When the user was created, RFC 3339 UTC with milliseconds (the time of its record).
+    pub created_at: String,
+    /// When the user last changed in any way (fields, password, revocation), RFC 3339 UTC.
+    pub changed_at: String,
 }
 
 impl From<&User> for UserView {
@@ -163,6 +311,8 @@ impl From<&User> for UserView {
             revoked: user.revoked,
             password: "***".into(),
             totp: "***".into(),
+            created_at: rfc3339(user.created_ms),
+            changed_at: rfc3339(user.changed_ms),
         }
     }
 }
@@ -186,21 +336,81 @@ impl UsersApi {
         Ok(create_user(&app, body.0).await?)
     }
 
-    /// Lists every user (admin), secrets masked.
+    /// Lists users (admin), secrets masked: every user as an array by username, or — with
+    /// `limit`, `after` or `sort` — one page `{"users": […], "next": …}`. 400 names a bad
+    /// `limit`, `sort` or `after`.
     #[oai(path = "/list_users", method = "post")]
     async fn list_users(
         &self,
         app: Data<&App>,
         req: &Request,
         admin: AdminHeader,
-        body: JsonBody<AdminOnly>,
-    ) -> Result<Json<Vec<UserView>>, AdminReadErrors> {
-        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
-        let mut users: Vec<UserView> = app
+        body: JsonBody<ListUsers>,
+    ) -> Result<Json<UserList>, AdminReadErrors> {
+        let body = body.0;
+        app.require_admin(&admin, body.admin_token.as_deref(), req)?;
+        if body.limit.is_none() && body.after.is_none() && body.sort.is_none() {
+            let mut users: Vec<UserView> = app
+                .engine
+                .read(|s| s.users.values().map(UserView::from).collect());
+            users.sort_by(|a, b| a.username.cmp(&b.username));
+            return Ok(Json(UserList::All(users)));
+        }
+        let limit = body.limit.unwrap_or(DEFAULT_USER_PAGE);
+        if !(1..=MAX_USER_PAGE).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit: users per page are 1–{MAX_USER_PAGE}, got {limit}"
+            ))
+            .into());
+        }
+        let sort = body.sort.unwrap_or(UserSort::Username);
+        let after = body
+            .after
+            .as_deref()
+            .map(|text| user_order::Key::parse(sort, text))
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let page = app
             .engine
-            .read(|s| s.users.values().map(UserView::from).collect());
-        users.sort_by(|a, b| a.username.cmp(&b.username));
-        Ok(Json(users))
+            .read(|s| user_order::page(s.users.values(), sort, after.as_ref(), limit as usize));
+        Ok(Json(UserList::Page(page)))
+    }
+
+    /// Every tenant that has users or events (admin), in natural order, with how many users
+    /// and event names each holds: what the console offers to browse and watch.
+    #[oai(path = "/list_tenants", method = "post")]
+    async fn list_tenants(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        admin: AdminHeader,
+        body: JsonBody<AdminOnly>,
+    ) -> Result<Json<Vec<TenantView>>, AdminReadErrors> {
+        app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
+        let mut tenants: Vec<TenantView> = app.engine.read(|s| {
+            let mut by_name: std::collections::HashMap<&str, TenantView> =
+                std::collections::HashMap::new();
+            let blank = |name: &str| TenantView {
+                tenant_name: name.to_owned(),
+                users: 0,
+                event_names: 0,
+            };
+            for user in s.users.values() {
+                by_name
+                    .entry(&user.tenant)
+                    .or_insert_with(|| blank(&user.tenant))
+                    .users += 1;
+            }
+            for (tenant, names) in &s.latest {
+                by_name
+                    .entry(tenant)
+                    .or_insert_with(|| blank(tenant))
+                    .event_names = names.len() as u64;
+            }
+            by_name.into_values().collect()
+        });
+        tenants.sort_by(|a, b| user_order::natural(&a.tenant_name, &b.tenant_name));
+        Ok(Json(tenants))
     }
 
     /// One user (admin); 404 for an unknown username.

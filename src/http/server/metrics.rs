@@ -194,7 +194,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 27] = [
+    const ROUTES: [&str; 29] = [
         "/compact",
         "/",
         "/create_user",
@@ -204,12 +204,14 @@ pub fn route_label(path: &str) -> &'static str {
         "/sse",
         "/verify",
         "/list_users",
+        "/list_tenants",
         "/get_user",
         "/update_user",
         "/revoke_user",
         "/unrevoke_user",
         "/delete_user",
         "/create_qr",
+        "/enable_two_factor",
         "/create_totp",
         "/password_reset",
         "/metrics",
