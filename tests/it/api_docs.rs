@@ -251,3 +251,61 @@ async fn sse_explains_that_swagger_cannot_show_a_stream_and_gives_the_curl_line(
     assert!(page.contains("--max_sse_per_user"));
     assert!(page.contains("\"celsius\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node.js and tests/js packages (scripts/test.sh installs them and runs this)"]
+async fn swagger_ui_renders_the_examples_under_the_six_tags() {
+    crate::common::tools::chromium();
+    let js = crate::common::tools::npm_packages("tests/js", &["playwright-core"]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let doc = document(&s).await;
+    let base = s.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(js.join("swagger_examples.mjs"))
+            .arg(&base)
+            .output()
+            .expect("node must be installed (scripts/test.sh installs it)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["ok"], true, "{seen}");
+    let seen = seen["operations"].as_object().unwrap();
+    // Every operation of the document is on the page, under its tag, with its example body
+    // (or none when it takes no body), and what the page shows is never a placeholder.
+    let all = operations(&doc);
+    assert_eq!(seen.len(), all.len(), "{seen:?}");
+    for (path, method, op) in all {
+        let key = format!(
+            "{} {} {path}",
+            op["tags"][0].as_str().unwrap(),
+            method.to_uppercase()
+        );
+        let shown = seen
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} is not on the page: {seen:?}"));
+        match op["requestBody"]["content"]["application/json"].get("schema") {
+            Some(schema) => {
+                let shown: Value = serde_json::from_str(shown.as_str().unwrap())
+                    .unwrap_or_else(|e| panic!("{key}: {shown} is no JSON ({e})"));
+                assert_eq!(shown, resolve(&doc, schema)["example"], "{key}");
+                assert!(!has_placeholder(&shown), "{key}: {shown}");
+            }
+            None => assert!(shown.is_null(), "{key} shows a body: {shown}"),
+        }
+    }
+    let insert: Value =
+        serde_json::from_str(seen["events POST /insert"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        insert,
+        serde_json::json!({"event": "temperature", "data": {"celsius": 21}})
+    );
+}
