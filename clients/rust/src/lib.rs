@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod sse;
 
 use std::fmt;
@@ -41,6 +42,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use admin::{Admin, Enrolment, NewUser, User};
 pub use sse::CloseReason;
 
 /// Everything that can go wrong talking to Broker.

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_client::{
-    Client, CloseReason, Error, Event, HistoryEvent, HistoryQuery, SubscribeOptions, Subscription,
+    Client, CloseReason, Error, Event, HistoryEvent, HistoryQuery, NewUser, SubscribeOptions,
+    Subscription,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -657,4 +658,106 @@ async fn the_tail_example_prints_the_snapshot_then_live_events() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: tail"));
+}
+
+#[tokio::test]
+async fn the_admin_manages_users_two_factor_and_reset_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 0);
+    let client = Client::new(&server.base).unwrap();
+    let admin = client.admin(ADMIN);
+    let mut new = NewUser::new("dora", "first passphrase", "acme");
+    new.email = Some("dora@example.com".into());
+    new.scopes = Some(vec!["temperature:write".into()]);
+    let id = admin.create_user(&new).await.unwrap();
+    let dora = admin.get_user("dora").await.unwrap();
+    assert_eq!(dora.id, id);
+    assert_eq!(dora.tenant_name, "acme");
+    assert_eq!(dora.email.as_deref(), Some("dora@example.com"));
+    assert_eq!(dora.scopes, Some(vec!["temperature:write".to_owned()]));
+    assert!(!dora.revoked && !dora.two_factor);
+    let taken = admin.create_user(&new).await.unwrap_err();
+    assert_eq!(taken.status(), Some(400), "{taken}");
+    assert!(
+        admin
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.username == "dora")
+    );
+
+    // An update clears with null and leaves absent fields alone; a non-object is refused
+    // before anything is sent.
+    let changed = admin
+        .update_user("dora", json!({"email": null, "data": {"plan": "pro"}}))
+        .await
+        .unwrap();
+    assert_eq!(changed.email, None);
+    assert_eq!(changed.data, Some(json!({"plan": "pro"})));
+    assert_eq!(changed.scopes, dora.scopes);
+    assert!(matches!(
+        admin.update_user("dora", json!(["email"])).await,
+        Err(Error::Protocol(_))
+    ));
+
+    // Revoked: no login; unrevoked: login again.
+    assert!(admin.revoke_user("dora").await.unwrap().revoked);
+    let user = Client::new(&server.base).unwrap();
+    let refused = user.login("dora", "first passphrase").await.unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    assert!(!admin.unrevoke_user("dora").await.unwrap().revoked);
+    user.login("dora", "first passphrase").await.unwrap();
+
+    // A reset code works once.
+    let code = admin.create_totp("dora").await.unwrap();
+    assert!(
+        code.len() == 8 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    user.password_reset("dora", &code, "second passphrase")
+        .await
+        .unwrap();
+    let again = user
+        .password_reset("dora", &code, "third passphrase")
+        .await
+        .unwrap_err();
+    assert_eq!(again.status(), Some(401), "{again}");
+    assert!(user.login("dora", "first passphrase").await.is_err());
+    user.login("dora", "second passphrase").await.unwrap();
+
+    let enrolment = admin.create_qr("dora", "Acme").await.unwrap();
+    assert!(
+        enrolment
+            .uri
+            .starts_with("otpauth://totp/Acme:dora?secret="),
+        "{}",
+        enrolment.uri
+    );
+    assert!(enrolment.qr.len() > 100);
+    let inserted = admin
+        .insert("acme", "maintenance", json!({"at": "22:00"}))
+        .await
+        .unwrap();
+    assert!(inserted.cursor > 1);
+
+    // A wrong token is refused, and never printed.
+    let wrong = client.admin("not the token");
+    let refused = wrong.get_user("dora").await.unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    let shown = format!("{wrong:?} {admin:?}");
+    assert!(
+        !shown.contains("not the token") && !shown.contains(ADMIN),
+        "{shown}"
+    );
+
+    admin.delete_user("dora").await.unwrap();
+    assert_eq!(
+        admin.get_user("dora").await.unwrap_err().status(),
+        Some(404)
+    );
+    assert_eq!(
+        admin.delete_user("dora").await.unwrap_err().status(),
+        Some(404)
+    );
 }
