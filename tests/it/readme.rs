@@ -253,8 +253,10 @@ fn the_parser_reads_commands_outputs_and_prose() {
 }
 
 #[test]
-#[ignore = "needs the release binary (cargo build --release --bin broker; scripts/test.sh builds it)"]
+#[ignore = "needs the release binary (cargo build --release --bin broker) and oathtool; scripts/test.sh builds and installs them"]
 fn every_marked_walk_through_runs_as_written() {
+    crate::common::tools::program("curl", "curl");
+    crate::common::tools::program("oathtool", "oathtool");
     let text = readme();
     let blocks = blocks(&text);
     let chain: Vec<&Block> = blocks
