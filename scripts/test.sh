@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test Broker has, on a fresh machine too: installs what the tests need when it is
 # missing (Node.js + npm for the real SSE clients and their npm packages, Chromium for the
-# browser and console tests, pebble for ACME, curl, schemathesis, cargo-fuzz, rustfmt,
-# clippy), then checks formatting and lints,
-# runs the whole suite, fuzzes the API and runs every fuzz target for a short bounded time.
+# browser and console tests, pebble for ACME, curl, oathtool, schemathesis, cargo-fuzz,
+# rustfmt, clippy), then checks formatting and lints, builds the release server (the README's
+# walk-throughs run against it), runs the whole suite, fuzzes the API and runs every fuzz
+# target for a short bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,8 @@ fi
 # Debian packages the tests drive: Node.js + npm (SSE clients, the TypeScript client),
 # Chromium (native EventSource and the console, driven by playwright-core: never
 # `playwright install`, which downloads browsers), pebble (ACME test server), curl (the TLS
-# client), nats-server (the multi-node tests' JetStream cluster).
+# client), nats-server (the multi-node tests' JetStream cluster), oathtool (the README's
+# two-factor walk-through computes its code with it).
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
@@ -28,6 +30,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v oathtool >/dev/null 2>&1 || missing+=(oathtool)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (Debian packages)"
   sudo=""
@@ -49,6 +52,11 @@ cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --features broker/fault-injection --quiet -- -D warnings
+
+say "release build of the server (the README's walk-throughs run against it)"
+# Only the server binary, once: tests/it/readme.rs runs the README's commands against what
+# `cargo run --release` starts.
+cargo build --release --bin broker
 
 say "test suite"
 # fault-injection: a test-only feature; the disk-fault tests need it. The tests that drive

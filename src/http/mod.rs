@@ -9,6 +9,7 @@ pub mod allow;
 pub mod authn;
 pub mod body;
 pub mod error;
+pub mod openapi;
 pub mod quota;
 pub mod routes;
 pub mod server;
@@ -117,8 +118,9 @@ pub fn router(app: App) -> impl Endpoint {
         app.config.listen.trusted_proxies.clone(),
     ));
     let api = api_service();
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = openapi::document(&api);
+    let docs = openapi::swagger_ui(&api, &document);
+    let spec = openapi::spec_endpoint(document);
     let allowed = Arc::new(allow::AllowTable::of(&api.spec()));
     let observed = Arc::clone(&app.metrics);
     let audit = Arc::clone(&app.audit);

@@ -22,16 +22,19 @@
 //!
 //! It mirrors the TypeScript client (`clients/js`): every insert carries an `Idempotency-Key`
 //! and is retried with it, a subscription reconnects with jittered backoff and never delivers
-//! an event twice, and `broker.closed` frames end it (revoked, deleted, credentials changed) or
-//! make it reconnect (shutdown).
+//! an event twice, `broker.closed` frames end it (revoked, deleted, credentials changed) or
+//! make it reconnect (shutdown), and the JWT is refreshed by itself at 80 % of its lifetime
+//! (see [`Client::set_auto_refresh`]).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+mod admin;
 mod sse;
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +42,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use admin::{Admin, Enrolment, NewUser, User};
 pub use sse::CloseReason;
 
 /// Everything that can go wrong talking to Broker.
@@ -270,6 +274,18 @@ struct Inner {
     request_timeout: Duration,
     insert_retries: u32,
     insert_retry_base: Duration,
+    /// Whether a JWT in use is refreshed before it expires.
+    auto_refresh: AtomicBool,
+    /// The task that refreshes the JWT in use, if one is scheduled.
+    refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.refresher.get_mut().unwrap().take() {
+            task.abort();
+        }
+    }
 }
 
 /// Broker's client: the server's base URL and one user's credentials. Cheap to clone (the
@@ -307,6 +323,8 @@ impl Client {
                 request_timeout: Duration::from_secs(10),
                 insert_retries: retries,
                 insert_retry_base: Duration::from_millis(200),
+                auto_refresh: AtomicBool::new(true),
+                refresher: Mutex::new(None),
             }),
         })
     }
@@ -316,14 +334,32 @@ impl Client {
         &self.inner.base
     }
 
-    /// Uses this JWT (from an earlier login) for every request.
+    /// Uses this JWT (from an earlier login) for every request, and refreshes it before it
+    /// expires (see [`Client::set_auto_refresh`]).
     pub fn use_jwt(&self, jwt: &Jwt) {
         *self.inner.auth.write().unwrap() = Some(Auth::Bearer(jwt.0.clone()));
+        self.schedule_refresh(refresh_delay(&jwt.0, Issued::Earlier));
     }
 
     /// Uses HTTP Basic for every request instead of a JWT (not for two-factor users).
     pub fn use_basic(&self, username: impl Into<String>, password: impl Into<String>) {
         *self.inner.auth.write().unwrap() = Some(Auth::Basic(username.into(), password.into()));
+        self.schedule_refresh(None);
+    }
+
+    /// Whether the JWT in use is refreshed by itself (`POST /refresh`) at about 80 % of its
+    /// lifetime, so that a long-lived client and its subscriptions outlive `--jwt_expiry`
+    /// (default: on). A refresh refused with 401 (the user was revoked or deleted, or their
+    /// password changed) stops it until the next login; one that gets no answer is tried
+    /// again with jittered backoff until the token expires. It runs on the tokio runtime the
+    /// JWT was set from (a JWT set outside a runtime is not refreshed by itself), and holds
+    /// no reference to the client: it ends when the client is dropped.
+    pub fn set_auto_refresh(&self, on: bool) {
+        self.inner.auto_refresh.store(on, Ordering::Relaxed);
+        let delay = self
+            .jwt()
+            .and_then(|jwt| refresh_delay(&jwt.0, Issued::Earlier));
+        self.schedule_refresh(if on { delay } else { None });
     }
 
     /// The JWT in use, if any (the latest, after [`Client::refresh`]).
@@ -360,13 +396,23 @@ impl Client {
         }
         let request = self.inner.http.post(self.url("/login")).json(&body);
         let answer: Answer = self.send(request, None).await?;
-        self.use_jwt(&answer.jwt);
+        *self.inner.auth.write().unwrap() = Some(Auth::Bearer(answer.jwt.0.clone()));
+        self.schedule_refresh(refresh_delay(&answer.jwt.0, Issued::Now));
         Ok(answer.jwt)
     }
 
     /// Trades the JWT in use for one with a fresh expiry (`POST /refresh`) and uses it from
-    /// then on. A 401 means it is expired, revoked or outdated: log in again.
+    /// then on. A 401 means it is expired, revoked or outdated: log in again. (With
+    /// [`Client::set_auto_refresh`] on, the default, this happens by itself.)
     pub async fn refresh(&self) -> Result<Jwt, Error> {
+        let jwt = self.exchange().await?;
+        self.schedule_refresh(refresh_delay(&jwt.0, Issued::Now));
+        Ok(jwt)
+    }
+
+    /// `POST /refresh` with the JWT in use; the answer replaces it unless another JWT was set
+    /// meanwhile.
+    async fn exchange(&self) -> Result<Jwt, Error> {
         #[derive(Deserialize)]
         struct Answer {
             jwt: Jwt,
@@ -546,6 +592,22 @@ impl Client {
         format!("{}{}", self.inner.base, path)
     }
 
+    /// Replaces the refresh task: none, or one that refreshes the JWT in use after `delay`
+    /// and then at 80 % of each new token's lifetime.
+    fn schedule_refresh(&self, delay: Option<Duration>) {
+        let mut slot = self.inner.refresher.lock().unwrap();
+        if let Some(task) = slot.take() {
+            task.abort();
+        }
+        let Some(delay) = delay.filter(|_| self.inner.auto_refresh.load(Ordering::Relaxed)) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        *slot = Some(runtime.spawn(refresh_loop(Arc::downgrade(&self.inner), delay)));
+    }
+
     fn auth(&self) -> Result<Auth, Error> {
         self.inner
             .auth
@@ -627,6 +689,100 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Error> 
     })
 }
 
+/// Refreshes the JWT in use after `delay`, then again at 80 % of each new token's lifetime,
+/// for as long as the client lives and the server agrees. Holds the client only while a
+/// refresh runs, so that dropping every `Client` ends it.
+async fn refresh_loop(inner: Weak<Inner>, mut delay: Duration) {
+    let mut attempt = 0;
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let client = Client { inner };
+        let before = client.jwt();
+        match client.exchange().await {
+            Ok(jwt) => match refresh_delay(&jwt.0, Issued::Now) {
+                Some(next) => {
+                    attempt = 0;
+                    delay = next;
+                }
+                None => return,
+            },
+            // No answer or a busy server: try again, while the token may still be valid.
+            Err(e) if e.is_retriable() => {
+                let left = before.as_ref().and_then(|jwt| expires_in(&jwt.0));
+                if left.is_none_or(|left| left.is_zero()) {
+                    return;
+                }
+                delay = jittered(Duration::from_secs(1), attempt, Duration::from_secs(30))
+                    .min(left.unwrap_or_default());
+                attempt += 1;
+            }
+            // 401: the credentials are void (revoked, deleted, new password): only a new
+            // login helps, and it schedules its own refresh.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether a JWT was issued just now (its lifetime starts now, whatever the clocks say) or
+/// earlier (kept from a login before; its `iat` is read against this machine's clock).
+#[derive(Clone, Copy)]
+enum Issued {
+    Now,
+    Earlier,
+}
+
+/// The `iat` and `exp` claims of a JWT, in seconds (the server signs them; this client
+/// only reads them to time the refresh).
+fn claims(jwt: &str) -> Option<(u64, u64)> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Claims {
+        iat: u64,
+        exp: u64,
+    }
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    (claims.exp > claims.iat).then_some((claims.iat, claims.exp))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When to refresh `jwt`: at 80 % of its lifetime, less a second, for `iat` and `exp` count
+/// whole seconds (a token issued at 10.9 s with a 3-second lifetime says 10 and 13, so it
+/// lives 2.1 s), but never before half of it. `None` when it carries no readable lifetime
+/// (then it is not refreshed by itself).
+fn refresh_delay(jwt: &str, issued: Issued) -> Option<Duration> {
+    let (iat, exp) = claims(jwt)?;
+    let lifetime = Duration::from_secs(exp - iat);
+    let at = lifetime
+        .mul_f64(0.8)
+        .saturating_sub(Duration::from_secs(1))
+        .max(lifetime / 2);
+    Some(match issued {
+        Issued::Now => at,
+        Issued::Earlier => {
+            let age = Duration::from_secs(unix_now().saturating_sub(iat));
+            at.saturating_sub(age)
+        }
+    })
+}
+
+/// How long `jwt` stays valid by this machine's clock.
+fn expires_in(jwt: &str) -> Option<Duration> {
+    let (_, exp) = claims(jwt)?;
+    Some(Duration::from_secs(exp.saturating_sub(unix_now())))
+}
+
 /// A delay that doubles per attempt up to `max`, with jitter: half to all of it, so clients
 /// dropped together (a restart) do not all come back at once.
 pub(crate) fn jittered(base: Duration, attempt: u32, max: Duration) -> Duration {
@@ -694,6 +850,42 @@ mod tests {
         for s in [400, 401, 403, 413, 422, 500] {
             assert!(!api(s).is_retriable(), "{s}");
         }
+    }
+
+    fn token(claims: &str) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64(claims))
+    }
+
+    #[test]
+    fn a_fresh_token_is_refreshed_at_80_percent_of_its_lifetime() {
+        let jwt = token(r#"{"sub":"a","iat":1000,"exp":1100}"#);
+        assert_eq!(
+            refresh_delay(&jwt, Issued::Now),
+            Some(Duration::from_secs(79))
+        );
+        // A kept token issued long ago is due at once; one without a lifetime never.
+        assert_eq!(refresh_delay(&jwt, Issued::Earlier), Some(Duration::ZERO));
+        assert_eq!(
+            refresh_delay(&token(r#"{"iat":5,"exp":5}"#), Issued::Now),
+            None
+        );
+        assert_eq!(refresh_delay(&token(r#"{"sub":"a"}"#), Issued::Now), None);
+        assert_eq!(refresh_delay("not a jwt", Issued::Now), None);
+        assert_eq!(refresh_delay("a.%%%.c", Issued::Now), None);
+        let now = unix_now();
+        let recent = token(&format!(r#"{{"iat":{},"exp":{}}}"#, now - 10, now + 90));
+        let delay = refresh_delay(&recent, Issued::Earlier).unwrap();
+        assert!(
+            delay <= Duration::from_secs(69) && delay >= Duration::from_secs(67),
+            "{delay:?}"
+        );
+        // A short lifetime: never sooner than half of it.
+        assert_eq!(
+            refresh_delay(&token(r#"{"iat":0,"exp":2}"#), Issued::Now),
+            Some(Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_client::{
-    Client, CloseReason, Error, Event, HistoryEvent, HistoryQuery, SubscribeOptions, Subscription,
+    Client, CloseReason, Error, Event, HistoryEvent, HistoryQuery, NewUser, SubscribeOptions,
+    Subscription,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -61,11 +62,17 @@ struct Server {
     port: u16,
     db: PathBuf,
     base: String,
+    flags: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on `db` and `port` (0: a free one) and waits until it answers.
     fn start(db: &Path, port: u16) -> Server {
+        Server::start_with(db, port, &[])
+    }
+
+    /// Like [`Server::start`], with extra flags (kept for restarts).
+    fn start_with(db: &Path, port: u16, flags: &[&str]) -> Server {
         let port = if port == 0 { free_port() } else { port };
         // The port was free a moment ago; a restart may find it still held: retry a little.
         let deadline = Instant::now() + WAIT;
@@ -82,6 +89,7 @@ impl Server {
                 ])
                 .arg("--db")
                 .arg(db)
+                .args(flags)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -105,6 +113,7 @@ impl Server {
                         port,
                         db: db.to_owned(),
                         base,
+                        flags: flags.iter().map(|f| f.to_string()).collect(),
                     };
                 }
                 if Instant::now() > deadline {
@@ -121,7 +130,9 @@ impl Server {
     fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = Server::start(&self.db.clone(), self.port);
+        let flags = self.flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        *self = Server::start_with(&self.db.clone(), self.port, &flags);
     }
 
     /// SIGTERM (streams get `broker.closed` `shutdown`), wait, then start again.
@@ -134,7 +145,9 @@ impl Server {
             assert!(Instant::now() < deadline, "broker did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
-        *self = Server::start(&self.db.clone(), self.port);
+        let flags = self.flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        *self = Server::start_with(&self.db.clone(), self.port, &flags);
     }
 }
 
@@ -537,4 +550,214 @@ async fn the_admin_inserts_and_history_all_walks_every_page_once() {
     let mut readings = cursors[..25].to_vec();
     readings.reverse();
     assert_eq!(newest_first, readings);
+}
+
+#[tokio::test]
+async fn a_jwt_is_refreshed_before_it_expires_and_a_client_without_refresh_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tokens live 3 s: a refresh is due after 2.4 s.
+    let server = Server::start_with(dir.path(), 0, &["--jwt_expiry", "3"]);
+    let client = user(&server, "fresh", "refresh").await;
+    let first = client.jwt().unwrap();
+    let stale = Client::new(&server.base).unwrap();
+    stale.set_auto_refresh(false);
+    stale.login("fresh", "correct horse battery").await.unwrap();
+    let mut sub = client.subscribe(quick(SubscribeOptions::default()));
+
+    // Two lifetimes later the first token is dead, yet the client inserts and its
+    // subscription, opened with the first token, goes on.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let now = client.jwt().unwrap();
+    assert_ne!(now, first, "the JWT was not refreshed");
+    let inserted = client.insert("tick", json!(1)).await.unwrap();
+    let event = next(&mut sub).await.unwrap();
+    assert_eq!(event.cursor, inserted.cursor);
+
+    // Without refresh the same login is refused once its token expired.
+    let refused = stale.insert("tick", json!(2)).await.unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    let refused = reqwest::Client::new()
+        .post(format!("{}/insert", server.base))
+        .bearer_auth(first.as_str())
+        .json(&json!({"event": "tick", "data": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // A revoked user's refresh is refused: the client stops refreshing and says 401.
+    admin(&server, "/revoke_user", json!({"username": "fresh"})).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = client.insert("tick", json!(4)).await.unwrap_err();
+    assert_eq!(after.status(), Some(401), "{after}");
+}
+
+/// The example binary cargo built beside this test (`target/<profile>/examples/<name>`).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test -p broker-client` builds the examples (or `cargo build -p broker-client --examples`)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_tail_example_prints_the_snapshot_then_live_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 0);
+    let alice = user(&server, "alice", "acme").await;
+    let first = alice
+        .insert("temperature", json!({"celsius": 21}))
+        .await
+        .unwrap();
+    let mut child = Command::new(example("tail"))
+        .args([server.base.as_str(), "alice", "correct horse battery"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = |what: &str| {
+        read.recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("the example printed no {what} within {WAIT:?}"))
+    };
+    assert_eq!(
+        line("snapshot"),
+        format!("{}\ttemperature\t{{\"celsius\":21}}", first.cursor)
+    );
+    let live = alice.insert("door", json!("open")).await.unwrap();
+    assert_eq!(
+        line("live event"),
+        format!("{}\tdoor\t\"open\"", live.cursor)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Wrong arguments: a usage line and a failure, not a hang.
+    let out = Command::new(example("tail"))
+        .arg(&server.base)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: tail"));
+}
+
+#[tokio::test]
+async fn the_admin_manages_users_two_factor_and_reset_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 0);
+    let client = Client::new(&server.base).unwrap();
+    let admin = client.admin(ADMIN);
+    let mut new = NewUser::new("dora", "first passphrase", "acme");
+    new.email = Some("dora@example.com".into());
+    new.scopes = Some(vec!["temperature:write".into()]);
+    let id = admin.create_user(&new).await.unwrap();
+    let dora = admin.get_user("dora").await.unwrap();
+    assert_eq!(dora.id, id);
+    assert_eq!(dora.tenant_name, "acme");
+    assert_eq!(dora.email.as_deref(), Some("dora@example.com"));
+    assert_eq!(dora.scopes, Some(vec!["temperature:write".to_owned()]));
+    assert!(!dora.revoked && !dora.two_factor);
+    let taken = admin.create_user(&new).await.unwrap_err();
+    assert_eq!(taken.status(), Some(400), "{taken}");
+    assert!(
+        admin
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.username == "dora")
+    );
+
+    // An update clears with null and leaves absent fields alone; a non-object is refused
+    // before anything is sent.
+    let changed = admin
+        .update_user("dora", json!({"email": null, "data": {"plan": "pro"}}))
+        .await
+        .unwrap();
+    assert_eq!(changed.email, None);
+    assert_eq!(changed.data, Some(json!({"plan": "pro"})));
+    assert_eq!(changed.scopes, dora.scopes);
+    assert!(matches!(
+        admin.update_user("dora", json!(["email"])).await,
+        Err(Error::Protocol(_))
+    ));
+
+    // Revoked: no login; unrevoked: login again.
+    assert!(admin.revoke_user("dora").await.unwrap().revoked);
+    let user = Client::new(&server.base).unwrap();
+    let refused = user.login("dora", "first passphrase").await.unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    assert!(!admin.unrevoke_user("dora").await.unwrap().revoked);
+    user.login("dora", "first passphrase").await.unwrap();
+
+    // A reset code works once.
+    let code = admin.create_totp("dora").await.unwrap();
+    assert!(
+        code.len() == 8 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    user.password_reset("dora", &code, "second passphrase")
+        .await
+        .unwrap();
+    let again = user
+        .password_reset("dora", &code, "third passphrase")
+        .await
+        .unwrap_err();
+    assert_eq!(again.status(), Some(401), "{again}");
+    assert!(user.login("dora", "first passphrase").await.is_err());
+    user.login("dora", "second passphrase").await.unwrap();
+
+    let enrolment = admin.create_qr("dora", "Acme").await.unwrap();
+    assert!(
+        enrolment
+            .uri
+            .starts_with("otpauth://totp/Acme:dora?secret="),
+        "{}",
+        enrolment.uri
+    );
+    assert!(enrolment.qr.len() > 100);
+    let inserted = admin
+        .insert("acme", "maintenance", json!({"at": "22:00"}))
+        .await
+        .unwrap();
+    assert!(inserted.cursor > 1);
+
+    // A wrong token is refused, and never printed.
+    let wrong = client.admin("not the token");
+    let refused = wrong.get_user("dora").await.unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    let shown = format!("{wrong:?} {admin:?}");
+    assert!(
+        !shown.contains("not the token") && !shown.contains(ADMIN),
+        "{shown}"
+    );
+
+    admin.delete_user("dora").await.unwrap();
+    assert_eq!(
+        admin.get_user("dora").await.unwrap_err().status(),
+        Some(404)
+    );
+    assert_eq!(
+        admin.delete_user("dora").await.unwrap_err().status(),
+        Some(404)
+    );
 }

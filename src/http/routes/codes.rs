@@ -20,6 +20,7 @@ use crate::state::{Command, Rejection};
 
 /// `POST /create_qr` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct CreateQr {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -28,6 +29,17 @@ pub struct CreateQr {
     issuer: String,
     /// Whose.
     username: String,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for CreateQr {
+    fn example() -> Self {
+        CreateQr {
+            admin_token: None,
+            issuer: "Acme".into(),
+            username: "alice".into(),
+        }
+    }
 }
 
 /// An enrolment QR code.
@@ -41,6 +53,7 @@ pub struct Qr {
 
 /// `POST /create_totp` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct CreateTotp {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -51,6 +64,7 @@ pub struct CreateTotp {
 
 /// `POST /enable_two_factor` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct EnableTwoFactor {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -60,6 +74,28 @@ pub struct EnableTwoFactor {
     /// The 6-digit code the user's authenticator app shows now, after enrolling from
     /// `/create_qr`.
     totp: String,
+}
+
+/// Swagger UI's example body (the admin token from "Authorize"; the code is the one `alice`'s
+/// app would show, so trying it as is answers 400 and changes nothing).
+impl poem_openapi::types::Example for EnableTwoFactor {
+    fn example() -> Self {
+        EnableTwoFactor {
+            admin_token: None,
+            username: "alice".into(),
+            totp: "492039".into(),
+        }
+    }
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for CreateTotp {
+    fn example() -> Self {
+        CreateTotp {
+            admin_token: None,
+            username: "alice".into(),
+        }
+    }
 }
 
 /// A password-reset code.
@@ -72,6 +108,7 @@ pub struct ResetCode {
 
 /// `POST /password_reset` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct PasswordReset {
     /// Whose.
     username: String,
@@ -80,6 +117,17 @@ pub struct PasswordReset {
     /// The new password.
     #[oai(validator(min_length = 1, max_length = 1024))]
     password: String,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for PasswordReset {
+    fn example() -> Self {
+        PasswordReset {
+            username: "alice".into(),
+            totp: "49302817".into(),
+            password: "a new long passphrase".into(),
+        }
+    }
 }
 
 /// An empty success.
@@ -156,6 +204,9 @@ impl CodesApi {
 
     /// Issues a password-reset code for the user (admin), to hand over out of band. The
     /// code is random; the log keeps only its digest and expiry.
+    ///
+    /// **Writes** (a record; it replaces the user's earlier code): the example issues a code
+    /// for `alice`. Authorize with `X-Admin-Token` first.
     #[oai(path = "/create_totp", method = "post")]
     async fn create_totp(
         &self,
@@ -180,6 +231,9 @@ impl CodesApi {
 
     /// Sets a new password with a reset code (public): 401 for a wrong, expired or used code
     /// and for an unknown username alike; the old password and tokens stop working.
+    ///
+    /// **Writes**: with a valid code, the example changes `alice`'s password. Get the code
+    /// from `/create_totp` first; the example's code is only a placeholder and answers 401.
     #[oai(path = "/password_reset", method = "post")]
     async fn password_reset(
         &self,

@@ -18,6 +18,7 @@ use crate::state::{Author, Command, validate};
 
 /// `POST /insert` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct Insert {
     /// Event name: 1–255 bytes of UTF-8, no control characters.
     #[oai(validator(
@@ -30,8 +31,19 @@ pub struct Insert {
     data: Value,
 }
 
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for Insert {
+    fn example() -> Self {
+        Insert {
+            event: "temperature".into(),
+            data: serde_json::json!({"celsius": 21}),
+        }
+    }
+}
+
 /// `POST /admin_insert` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct AdminInsert {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     admin_token: Option<String>,
@@ -54,6 +66,18 @@ pub struct AdminInsert {
     data: Value,
 }
 
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for AdminInsert {
+    fn example() -> Self {
+        AdminInsert {
+            admin_token: None,
+            tenant_name: "acme".into(),
+            event: "maintenance".into(),
+            data: serde_json::json!({"at": "22:00"}),
+        }
+    }
+}
+
 /// Where the event went.
 #[derive(Debug, Object)]
 pub struct Inserted {
@@ -72,6 +96,10 @@ impl EventsApi {
     /// Inserts an event into the caller's tenant (Bearer or Basic); 200 once durable. With
     /// an `Idempotency-Key` header (1–255 printable ASCII bytes), a retry with the same key
     /// answers the first insert's id and cursor and appends nothing; 422 if its body differs.
+    ///
+    /// **Writes**: the example stores a `temperature` event with `{"celsius": 21}` in your
+    /// tenant, where every subscriber sees it (and the snapshot keeps it as the latest
+    /// `temperature`). Authorize with `bearer` (a JWT from `/login`) or `basic` first.
     #[oai(path = "/insert", method = "post", tag = "super::Tags::Events")]
     async fn insert(
         &self,
@@ -87,6 +115,9 @@ impl EventsApi {
 
     /// Inserts an event into any tenant as the admin (`by` is null); an unknown tenant is
     /// created by it. Takes an `Idempotency-Key` header as `/insert` does.
+    ///
+    /// **Writes**: the example stores a `maintenance` event in tenant `acme`, delivered to
+    /// its subscribers. Authorize with `X-Admin-Token` first.
     #[oai(path = "/admin_insert", method = "post", tag = "super::Tags::Admin")]
     async fn admin_insert(
         &self,

@@ -17,12 +17,23 @@ use crate::http::error::{AdminReadErrors, ApiError, WriteErrors};
 
 /// `POST /compact` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct Compact {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
     admin_token: Option<String>,
     /// Keep everything younger than this age (`7d`, `12h`, `30m`) or from this cursor on.
     retain: String,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for Compact {
+    fn example() -> Self {
+        Compact {
+            admin_token: None,
+            retain: "7d".into(),
+        }
+    }
 }
 
 /// What compaction did.
@@ -81,6 +92,10 @@ pub struct MaintenanceApi;
 impl MaintenanceApi {
     /// Compacts closed log segments (admin): keeps users and the latest event per
     /// (tenant, name) below the retain point and everything from it on.
+    ///
+    /// **Rewrites the log**: the example keeps the last 7 days whole; older events other than
+    /// each name's latest are gone for good, and a `Last-Event-ID` before the new horizon
+    /// gets `broker.reset` and the snapshot.
     #[oai(path = "/compact", method = "post")]
     async fn compact(
         &self,

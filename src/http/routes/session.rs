@@ -15,6 +15,7 @@ use crate::state::Command;
 
 /// `POST /login` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct Login {
     /// Login name.
     username: String,
@@ -28,6 +29,18 @@ pub struct Login {
     /// authenticated, reconnections included.
     #[serde(default)]
     session_cookie: Option<bool>,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for Login {
+    fn example() -> Self {
+        Login {
+            username: "alice".into(),
+            password: "correct horse".into(),
+            totp: None,
+            session_cookie: None,
+        }
+    }
 }
 
 /// A session token.

@@ -159,6 +159,14 @@ impl StreamApi {
     /// Bearer or Basic, or — for browsers' `EventSource` — by `?ticket=` (from
     /// `POST /sse_ticket`, single use) or the `broker_session` cookie (from `POST /login`
     /// with `session_cookie: true`).
+    ///
+    /// **Swagger UI cannot show a stream**: "Execute" waits for a response that never ends
+    /// (it spins until you cancel). Use curl, which prints the frames as they come:
+    ///
+    /// `curl -N -H "Authorization: Bearer $JWT" http://localhost:8080/sse`
+    ///
+    /// (add `-H "Last-Event-ID: 2"` to resume after cursor 2, or `-u 'alice:correct horse'`
+    /// for HTTP Basic), or `EventSource` / broker-client from a page.
     #[oai(path = "/sse", method = "get")]
     async fn sse(
         &self,

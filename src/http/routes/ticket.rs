@@ -201,6 +201,7 @@ pub struct SseTicket {
 
 /// `POST /admin_sse_ticket` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct AdminSseTicket {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -212,6 +213,16 @@ pub struct AdminSseTicket {
         pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
     ))]
     tenant_name: String,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for AdminSseTicket {
+    fn example() -> Self {
+        AdminSseTicket {
+            admin_token: None,
+            tenant_name: "acme".into(),
+        }
+    }
 }
 
 /// Ticket routes.

@@ -24,6 +24,7 @@ use crate::state::{Command, User, validate};
 
 /// `POST /create_user` body.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct CreateUser {
     /// Login name, unique across all tenants: 1–128 bytes, no control characters, no ':', no
     /// surrounding spaces.
@@ -60,6 +61,22 @@ pub struct CreateUser {
     data: Option<Value>,
 }
 
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for CreateUser {
+    fn example() -> Self {
+        CreateUser {
+            username: "alice".into(),
+            password: "correct horse".into(),
+            admin_token: None,
+            tenant_name: "acme".into(),
+            email: Some("alice@example.com".into()),
+            two_factor: None,
+            scopes: None,
+            data: Some(serde_json::json!({"team": "ops"})),
+        }
+    }
+}
+
 /// The new user's id.
 #[derive(Debug, Object)]
 pub struct Created {
@@ -69,6 +86,7 @@ pub struct Created {
 
 /// A body with only the admin token.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct AdminOnly {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -78,6 +96,7 @@ pub struct AdminOnly {
 /// `POST /list_users` body. With none of `limit`, `after` and `sort` the answer is every user
 /// as one array (as in 15.x); with any of them, one page of a [`UserPage`].
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct ListUsers {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -92,6 +111,18 @@ pub struct ListUsers {
     /// The order of the pages (default `username`).
     #[serde(default)]
     sort: Option<UserSort>,
+}
+
+/// Swagger UI's example body: the first page of 20, newest first.
+impl poem_openapi::types::Example for ListUsers {
+    fn example() -> Self {
+        ListUsers {
+            admin_token: None,
+            limit: Some(20),
+            after: None,
+            sort: Some(UserSort::CreatedDesc),
+        }
+    }
 }
 
 /// Users per page when `limit` is not sent.
@@ -212,14 +243,32 @@ pub struct TenantView {
     pub event_names: u64,
 }
 
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for AdminOnly {
+    fn example() -> Self {
+        AdminOnly { admin_token: None }
+    }
+}
+
 /// A body naming one user.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct AdminUser {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
     admin_token: Option<String>,
     /// Whose.
     username: String,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for AdminUser {
+    fn example() -> Self {
+        AdminUser {
+            admin_token: None,
+            username: "alice".into(),
+        }
+    }
 }
 
 /// `POST /delete_user`'s answer.
@@ -232,6 +281,7 @@ pub struct Deleted {
 /// `POST /update_user` body: an absent field stays as it is; `null` clears `email`,
 /// `scopes` and `data`.
 #[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct UpdateUser {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
@@ -262,6 +312,22 @@ pub struct UpdateUser {
     /// Turn two-factor login on or off.
     #[serde(default)]
     two_factor: Option<bool>,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for UpdateUser {
+    fn example() -> Self {
+        UpdateUser {
+            admin_token: None,
+            username: "alice".into(),
+            tenant_name: None,
+            password: None,
+            email: MaybeUndefined::Value("alice@example.org".into()),
+            scopes: MaybeUndefined::Undefined,
+            data: MaybeUndefined::Undefined,
+            two_factor: None,
+        }
+    }
 }
 
 /// A user as the admin API shows it: secrets masked.
@@ -324,6 +390,9 @@ pub struct UsersApi;
 #[OpenApi(tag = "super::Tags::Users")]
 impl UsersApi {
     /// Creates a user (admin): 200 `{"id": "<uuid>"}`; 400 if the username is taken.
+    ///
+    /// **Writes**: the example creates the user `alice` (password `correct horse`) in tenant
+    /// `acme`. Authorize with `X-Admin-Token` first; the body then needs no `admin_token`.
     #[oai(path = "/create_user", method = "post")]
     async fn create_user(
         &self,
@@ -427,6 +496,8 @@ impl UsersApi {
     }
 
     /// Changes the fields given (admin); absent fields stay, `null` clears. Returns the user.
+    ///
+    /// **Writes**: the example changes `alice`'s email. Authorize with `X-Admin-Token` first.
     #[oai(path = "/update_user", method = "post")]
     async fn update_user(
         &self,
@@ -440,6 +511,8 @@ impl UsersApi {
     }
 
     /// Revokes a user (admin): no more logins, earlier tokens refused, open streams closed.
+    ///
+    /// **Writes**: the example revokes `alice` (`/unrevoke_user` lets her log in again).
     #[oai(path = "/revoke_user", method = "post")]
     async fn revoke_user(
         &self,
@@ -461,6 +534,8 @@ impl UsersApi {
     }
 
     /// Lets a revoked user log in again (admin); their earlier tokens stay invalid.
+    ///
+    /// **Writes**: the example lets `alice` log in again.
     #[oai(path = "/unrevoke_user", method = "post")]
     async fn unrevoke_user(
         &self,
@@ -484,6 +559,8 @@ impl UsersApi {
     /// Deletes a user (admin): gone from the listing, no more logins, earlier tokens refused,
     /// open streams closed with reason `deleted`; the name may be created again. Their events
     /// stay in the tenant. Compaction past the deletion erases their fields from the disk.
+    ///
+    /// **Writes, and cannot be undone**: the example deletes `alice`.
     #[oai(path = "/delete_user", method = "post")]
     async fn delete_user(
         &self,

@@ -66,14 +66,36 @@ impl Server {
             .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
-    #[allow(clippy::zombie_processes)]
+    /// Starts another build of the server (the release binary) on `db` with extra flags.
+    pub fn start_binary(binary: &Path, db: &Path, extra: &[&str]) -> Server {
+        Self::spawn_binary(binary, db, extra, &[], true)
+            .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+    }
+
     fn spawn(
         db: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
         name_listen: bool,
     ) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        Self::spawn_binary(
+            Path::new(env!("CARGO_BIN_EXE_broker")),
+            db,
+            extra,
+            env,
+            name_listen,
+        )
+    }
+
+    #[allow(clippy::zombie_processes)]
+    fn spawn_binary(
+        binary: &Path,
+        db: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        name_listen: bool,
+    ) -> Result<Server, String> {
+        let mut child = Command::new(binary)
             .arg("--db")
             .arg(db)
             .args(if name_listen {

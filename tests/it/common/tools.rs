@@ -63,3 +63,13 @@ pub fn pebble() {
         missing("pebble", "apt-get install pebble");
     }
 }
+
+/// Checks that `program` (a command-line tool the test runs, such as `oathtool` or `curl`)
+/// is on the PATH; `package` is the Debian package that provides it.
+pub fn program(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
+    if !found {
+        missing(program, &format!("apt-get install {package}"));
+    }
+}
