@@ -58,6 +58,10 @@ say "release build of the server (the README's walk-throughs run against it)"
 # `cargo run --release` starts.
 cargo build --release --bin broker
 
+say "the Rust client's example (its test runs it as a user would)"
+# nextest's --all-targets builds examples as test harnesses only; the runnable one is this.
+cargo build -p broker-client --examples
+
 say "test suite"
 # fault-injection: a test-only feature; the disk-fault tests need it. The tests that drive
 # the tools installed above (npm clients, Chromium, pebble, nats-server) are #[ignore]d so
