@@ -37,11 +37,17 @@
 //!   `state::recheck`, which drops an insert whose epoch is no longer the author's: no
 //!   projection, local copy or subscriber ever has it, on any node, and the node that
 //!   published it answers the request 401, exactly as one node would have.
-//! - A command of two records (an update that also sets a password) publishes its second
-//!   record after the first without a compare-and-set: what the first record's check
+//! - A command of two records (an update that also sets a password) is one **atomic batch**
+//!   where the servers take them (nats-server 2.12+, the stream's `allow_atomic`, set by the
+//!   node at start): the stream stores both records at consecutive sequences or neither, the
+//!   compare-and-set on the first deciding for the batch. On older servers the second record
+//!   is published after the first without a compare-and-set: what the first record's check
 //!   established still holds for the second, unless another node deleted the user in between;
-//!   then the second names an unknown user and every node's `state::recheck` drops it. The second is retried for
-//!   up to 30 s (same message id, stored once), since by then the first is stored.
+//!   then the second names an unknown user and every node's `state::recheck` drops it. The
+//!   second is retried for up to 30 s (same message id, stored once), since by then the first
+//!   is stored; if NATS stays away longer, the request answers 503 naming the half stored.
+//!   The fold needs no batch of its own: each record is valid alone, and a batch that was not
+//!   committed (its publisher died, or a forged one) is never stored.
 //!
 //! - **Nothing from the stream is trusted for having decoded.** Anyone who can publish to
 //!   `<stream>.>` can put anything there, so before a record is folded every node checks it
@@ -276,9 +282,48 @@ const EPOCH_HEADER: &str = "Broker-Credential-Epoch";
 /// How long creating the stream's reader may take before it is tried again.
 const CREATE_WAIT: Duration = Duration::from_secs(2);
 
-/// How long the later records of a two-record command are retried: the first is stored
-/// already, so giving up early would leave the command half done.
+/// How long the later records of a two-record command are retried on a server without atomic
+/// batches: the first is stored already, so giving up early would leave the command half done.
 const LATER_RECORD_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the commit of an atomic batch waits for JetStream's answer.
+const BATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// Whether a nats-server that says it is `version` (`2.12.8`) takes atomic batches (2.12+).
+fn takes_atomic_batches(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= (2, 12))
+}
+
+/// JetStream's answer to the commit of an atomic batch: a publish ack naming the batch, or an
+/// error.
+#[derive(Debug, serde::Deserialize)]
+struct BatchAck {
+    #[serde(default)]
+    error: Option<BatchAckError>,
+    /// The stream sequence of the batch's last record.
+    #[serde(default)]
+    seq: Cursor,
+    #[serde(default)]
+    batch: String,
+    #[serde(default)]
+    count: usize,
+}
+
+/// An error JetStream answered.
+#[derive(Debug, serde::Deserialize)]
+struct BatchAckError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
 
 /// A node's connection to the shared stream: the JetStream implementation of [`LogBackend`].
 pub struct JetStream {
@@ -288,6 +333,9 @@ pub struct JetStream {
     /// Woken when the client reconnects (to the same or another server): a consumer on a
     /// lost server is then replaced at once instead of after the idle checks.
     reconnected: Arc<tokio::sync::Notify>,
+    /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
+    /// command of several records is then stored as one unit.
+    atomic: bool,
     /// The engine whose state decides and whose fold a reply waits for. Weak: the engine
     /// holds this log, and a strong handle back would keep both alive for ever.
     engine: super::WeakEngine,
@@ -401,6 +449,75 @@ impl JetStream {
         }
     }
 
+    /// Publishes the records of one command as one atomic batch (nats-server 2.12+): the stream
+    /// stores all of them, at consecutive sequences, or none. The first carries the
+    /// compare-and-set; `Ok(None)` when it lost. Returns the last record's sequence.
+    ///
+    /// A batch cannot carry message ids, so a batch whose answer is lost is not sent again: the
+    /// request answers 503 and stored either the whole command or nothing of it.
+    async fn publish_batch(
+        &self,
+        records: &[Record],
+        expected: Option<Cursor>,
+    ) -> Result<Option<Cursor>, EngineError> {
+        let client = self.js.client();
+        let batch = uuid::Uuid::new_v4().simple().to_string();
+        let unavailable =
+            |why: &dyn std::fmt::Display| EngineError::Unavailable(format!("JetStream: {why}"));
+        let last = records.len();
+        for (i, record) in records.iter().enumerate() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            if i == 0
+                && let Some(seq) = expected
+            {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    seq.to_string().as_str(),
+                );
+            }
+            let subject = self.subject_of(record);
+            let payload = bytes::Bytes::from(record.encode());
+            if i + 1 < last {
+                // Unacknowledged: the commit's answer covers the batch, and the server
+                // discards a batch with a gap or without its commit.
+                client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                #[cfg(feature = "fault-injection")]
+                {
+                    let _ = client.flush().await;
+                    crate::log::fault::abort_at("nats:inside_batch");
+                }
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let answer = tokio::time::timeout(
+                BATCH_WAIT,
+                client.request_with_headers(subject, headers, payload),
+            )
+            .await
+            .map_err(|_| {
+                unavailable(&"no answer to the commit of the change within 5 s; it was stored whole or not at all: send the request again")
+            })?
+            .map_err(|e| unavailable(&e))?;
+            let ack: BatchAck =
+                serde_json::from_slice(&answer.payload).map_err(|e| unavailable(&e))?;
+            return match ack.error {
+                Some(error) if error.err_code == WRONG_LAST_SEQUENCE => Ok(None),
+                Some(error) => Err(unavailable(&error.description)),
+                None if ack.batch != batch || ack.count != last => Err(unavailable(&format!(
+                    "the commit of batch {batch} of {last} was answered for {:?} of {}",
+                    ack.batch, ack.count
+                ))),
+                None => Ok(Some(ack.seq)),
+            };
+        }
+        Err(EngineError::Unavailable("an empty batch".into()))
+    }
+
     /// Decides `command` on the node's folded state and stores its records in the stream;
     /// resolves once they are acknowledged and folded here.
     async fn submit(&self, engine: &Engine, command: Command) -> Result<Vec<Record>, EngineError> {
@@ -458,7 +575,26 @@ impl JetStream {
             };
             let mut stored = Vec::with_capacity(records.len());
             let mut lost = false;
-            for (i, record) in records.into_iter().enumerate() {
+            // Without atomic batches (older servers) the records go one by one, below.
+            let one_by_one = if self.atomic && records.len() > 1 {
+                match self.publish_batch(&records, expected).await? {
+                    // A batch is stored at consecutive sequences, ending at the commit's.
+                    Some(end) => {
+                        let first = end + 1 - records.len() as Cursor;
+                        stored.extend(
+                            records
+                                .into_iter()
+                                .zip(first..)
+                                .map(|(record, cursor)| Record { cursor, ..record }),
+                        );
+                        Vec::new()
+                    }
+                    None => continue,
+                }
+            } else {
+                records
+            };
+            for (i, record) in one_by_one.into_iter().enumerate() {
                 // Only the first record is compared-and-set: once it is stored, what it
                 // checked holds for the rest (a deletion in between makes the fold drop them), and a later record
                 // must be stored whatever another node wrote to this user meanwhile.
@@ -725,9 +861,17 @@ pub(super) async fn attach(
         tracing::info!(%why, "the JetStream stream is not available yet; retrying");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let stream = allow_atomic(&js, stream).await;
+    let atomic = stream.cached_info().config.allow_atomic_publish;
+    tracing::info!(
+        server = %js.client().server_info().version,
+        atomic,
+        "attached to the JetStream stream (atomic: a command of several records is stored as one batch)"
+    );
     let log = Arc::new(JetStream {
         js,
         stream,
+        atomic,
         name: options.name.clone(),
         reconnected,
         engine: engine.downgrade(),
@@ -749,6 +893,34 @@ pub(super) async fn attach(
     }
     engine.committed(last).await.map_err(|e| stream_error(&e))?;
     Ok(log)
+}
+
+/// The stream, set to take atomic batches when its server can (2.12+) and it does not yet (a
+/// stream made by an older broker, or before the servers were upgraded). If the server refuses,
+/// the stream is used as it is: a command of several records then goes record by record.
+async fn allow_atomic(
+    js: &jetstream::Context,
+    mut stream: jetstream::stream::Stream,
+) -> jetstream::stream::Stream {
+    let config = &stream.cached_info().config;
+    if config.allow_atomic_publish || !takes_atomic_batches(&js.client().server_info().version) {
+        return stream;
+    }
+    let config = jetstream::stream::Config {
+        allow_atomic_publish: true,
+        ..config.clone()
+    };
+    match tokio::time::timeout(CREATE_WAIT, js.update_stream(config)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the stream could not be set to take atomic batches")
+        }
+        Err(_) => tracing::warn!(
+            "the stream could not be set to take atomic batches: no answer within 2 s"
+        ),
+    }
+    let _ = stream.info().await;
+    stream
 }
 
 /// Whether the local copy's record at `cursor` is the stream's: a copy made from another
@@ -935,6 +1107,23 @@ mod tests {
             split_userinfo("nats://t%zz%4@h"),
             ("nats://h".into(), Some(NatsAuth::Token("t%zz%4".into())))
         );
+    }
+
+    #[test]
+    fn atomic_batches_from_2_12_on() {
+        for (version, atomic) in [
+            ("2.12.8", true),
+            ("2.12.0", true),
+            ("v2.14.1", true),
+            ("3.0.0", true),
+            ("2.11.9", false),
+            ("2.9.10", false),
+            ("2.12.0-beta.1", true),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(takes_atomic_batches(version), atomic, "{version}");
+        }
     }
 
     #[test]
