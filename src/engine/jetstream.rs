@@ -272,8 +272,22 @@ const MAX_ATTEMPTS: usize = 32;
 const FOLD_WAIT: Duration = Duration::from_secs(10);
 
 /// Silence after which the reader checks that the stream holds nothing newer; a consumer
-/// silent through two checks while the stream grew is replaced.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// silent through two checks while the stream grew is replaced. The fallback for a lost
+/// consumer: a new stream leader or a reconnection replaces it at once.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// How long one attempt at a publish ack, or at a read of the stream's state, may wait before
+/// it is sent again: while NATS elects a new stream leader nothing answers, and an attempt
+/// sent after the election must not queue behind one that waits for a dead leader.
+const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the client pings its NATS server; it gives up on a server that misses three.
+const STALL_PING: Duration = Duration::from_millis(500);
+
+/// How long a command's publishes and reads are retried (each attempt [`ATTEMPT_WAIT`]) before
+/// the request answers 503: long enough to ride out a stream leader's election (a few seconds),
+/// shorter than a client's patience.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The message header carrying an insert's credential epoch beside its record (see
 /// [`Entry::Record`]).
@@ -330,9 +344,10 @@ pub struct JetStream {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     name: String,
-    /// Woken when the client reconnects (to the same or another server): a consumer on a
-    /// lost server is then replaced at once instead of after the idle checks.
-    reconnected: Arc<tokio::sync::Notify>,
+    /// Woken when the client reconnects (to the same or another server) and when the stream
+    /// elects a new leader (JetStream's advisory): a consumer on a lost server is then replaced
+    /// at once instead of after the idle checks.
+    replace_reader: Arc<tokio::sync::Notify>,
     /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
     /// command of several records is then stored as one unit.
     atomic: bool,
@@ -395,13 +410,26 @@ impl JetStream {
         subject_of(&self.name, record)
     }
 
-    /// The last sequence stored on `subject`, 0 if none.
+    /// The last sequence stored on `subject`, 0 if none; asked again (each attempt bounded)
+    /// until [`PUBLISH_PATIENCE`] runs out.
     async fn last_on(&self, subject: &str) -> Result<Cursor, EngineError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        match self.stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => Ok(message.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(EngineError::Unavailable(format!("JetStream: {e}"))),
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        loop {
+            let attempt = tokio::time::timeout(
+                ATTEMPT_WAIT,
+                self.stream.get_last_raw_message_by_subject(subject),
+            );
+            let why = match attempt.await {
+                Ok(Ok(message)) => return Ok(message.sequence),
+                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 1 s".to_owned(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!("JetStream: {why}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -430,14 +458,14 @@ impl JetStream {
             if let Some(epoch) = credential_epoch {
                 message = message.header(EPOCH_HEADER, epoch.to_string().as_str());
             }
-            let acked = match self.js.send_publish(subject.clone(), message).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            let why = match acked {
-                Ok(ack) => return Ok(Some(ack.sequence)),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
-                Err(e) => e.to_string(),
+            let acked = tokio::time::timeout(ATTEMPT_WAIT, async {
+                self.js.send_publish(subject.clone(), message).await?.await
+            });
+            let why = match acked.await {
+                Ok(Ok(ack)) => return Ok(Some(ack.sequence)),
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no publish ack within 1 s".to_owned(),
             };
             attempt += 1;
             if attempt >= 3 && tokio::time::Instant::now() >= deadline {
@@ -445,7 +473,8 @@ impl JetStream {
                     "JetStream did not acknowledge: {why}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(5)))).await;
+            // Soon again: the new leader answers as soon as it is elected.
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(4)))).await;
         }
     }
 
@@ -599,7 +628,7 @@ impl JetStream {
                 // checked holds for the rest (a deletion in between makes the fold drop them), and a later record
                 // must be stored whatever another node wrote to this user meanwhile.
                 let (check, patience) = if i == 0 {
-                    (expected, Duration::ZERO)
+                    (expected, PUBLISH_PATIENCE)
                 } else {
                     (None, LATER_RECORD_WAIT)
                 };
@@ -734,12 +763,12 @@ impl LogBackend for JetStream {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
         let name = self.name.clone();
-        let reconnected = Arc::clone(&self.reconnected);
+        let replace = Arc::clone(&self.replace_reader);
         tokio::spawn(async move {
             let outcome = tokio::select! {
                 outcome = consume(&stream, &name, after, &tx) => outcome,
                 _ = tx.closed() => return,
-                _ = reconnected.notified() => Err("reconnected to NATS".to_owned()),
+                _ = replace.notified() => Err("reconnected to NATS, or a new stream leader".to_owned()),
             };
             if let Err(why) = outcome {
                 let _ = tx.send(Err(EngineError::Unavailable(why))).await;
@@ -772,8 +801,8 @@ pub(super) async fn attach(
     options: &StreamOptions,
 ) -> Result<Arc<JetStream>, StreamError> {
     let servers = redacted_list(&options.servers);
-    let reconnected = Arc::new(tokio::sync::Notify::new());
-    let on_event = Arc::clone(&reconnected);
+    let replace_reader = Arc::new(tokio::sync::Notify::new());
+    let on_event = Arc::clone(&replace_reader);
     let mut connect = async_nats::ConnectOptions::new();
     connect = match &options.auth {
         NatsAuth::None => connect,
@@ -809,6 +838,11 @@ pub(super) async fn attach(
         .collect();
     let client = connect
         .connection_timeout(Duration::from_secs(5))
+        // A server that stalls (stopped, or a network that drops packets) keeps the TCP
+        // connection open: only unanswered pings tell. Three missed ones (1.5 s) and the client
+        // moves to another server; the default (60 s) would leave the node writing nowhere
+        // for minutes.
+        .ping_interval(STALL_PING)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(move |event| {
@@ -861,6 +895,29 @@ pub(super) async fn attach(
         tracing::info!(%why, "the JetStream stream is not available yet; retrying");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // A new stream leader means the consumers on the old one are gone (a lost or stalled
+    // server): JetStream announces the election, and the reader is replaced on the spot
+    // instead of after its silence checks. Without the permission to subscribe to
+    // advisories, those checks remain.
+    match js
+        .client()
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{}",
+            options.name
+        ))
+        .await
+    {
+        Ok(mut elections) => {
+            let replace = Arc::clone(&replace_reader);
+            tokio::spawn(async move {
+                while elections.next().await.is_some() {
+                    tracing::info!("the stream elected a new leader; replacing its reader");
+                    replace.notify_waiters();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot follow the stream's leader elections"),
+    }
     let stream = allow_atomic(&js, stream).await;
     let atomic = stream.cached_info().config.allow_atomic_publish;
     tracing::info!(
@@ -873,7 +930,7 @@ pub(super) async fn attach(
         stream,
         atomic,
         name: options.name.clone(),
-        reconnected,
+        replace_reader,
         engine: engine.downgrade(),
     });
     let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
@@ -953,11 +1010,12 @@ async fn consume(
     after: Cursor,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
 ) -> Result<(), String> {
-    // While a lost server's leadership is being re-elected, creating a consumer hangs until
-    // the client's request timeout; a short one lets the next attempt (250 ms later) land
-    // soon after the election instead of up to a full timeout after it.
+    // While a lost server's leadership is being re-elected (the stream's, or JetStream's own
+    // leader, which creates consumers and may be elected after the stream's), creating a
+    // consumer hangs until the client's request timeout; a short one lets the next attempt
+    // (100 ms later) land soon after the election instead of up to a full timeout after it.
     let consumer = tokio::time::timeout(
-        CREATE_WAIT,
+        ATTEMPT_WAIT,
         stream.create_consumer(jetstream::consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: after + 1,
@@ -968,7 +1026,7 @@ async fn consume(
     .await
     .map_err(|_| "creating a consumer timed out (a NATS election in progress?)".to_owned())?
     .map_err(|e| e.to_string())?;
-    let messages = tokio::time::timeout(CREATE_WAIT, consumer.messages())
+    let messages = tokio::time::timeout(ATTEMPT_WAIT, consumer.messages())
         .await
         .map_err(|_| "starting the consumer timed out".to_owned())?
         .map_err(|e| e.to_string())?;
@@ -983,8 +1041,12 @@ async fn consume(
             Err(_) => {
                 // Quiet: fine if the stream is quiet too. A consumer silent through two checks
                 // while the stream holds newer records (its NATS server lost) is replaced.
-                let last = probe.info().await.map_err(|e| e.to_string())?;
-                let last = last.state.last_sequence;
+                // No answer: the stream has no leader now; its election's advisory (or the
+                // next checks) tell what became of this consumer.
+                let Ok(info) = tokio::time::timeout(ATTEMPT_WAIT, probe.info()).await else {
+                    continue;
+                };
+                let last = info.map_err(|e| e.to_string())?.state.last_sequence;
                 if last <= here {
                     suspect = None;
                 } else if suspect == Some(here) {
