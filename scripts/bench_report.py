@@ -235,6 +235,13 @@ def jetstream(lines):
     print()
 
 
+def meta_note(d):
+    """Which elections the figure waited for, when the victim also led JetStream's meta group."""
+    if not d.get("victim_led_meta"):
+        return ""
+    return " (stream + meta)" if d["fault"].startswith("leader") else " (meta)"
+
+
 def failover(lines):
     """The failover section, from scripts/failover_nats.py's lines (bench/failover-nats.jsonl)."""
     print("## Several nodes: failover (issue 20)\n")
@@ -251,7 +258,7 @@ def failover(lines):
             "fault": d["fault"],
             "nats-server": d["nats"],
             "NATS's elections s": "—" if election is None else
-            f"{election}{' (stream + meta)' if d.get('victim_led_meta') else ''}",
+            f"{election}{meta_note(d)}",
             "longest without an acked write s": d["writes_gap_s"],
             "refused": d["refused"],
             "silence A / B s": f"{d['silence_a_s']} / {d['silence_b_s']}",

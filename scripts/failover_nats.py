@@ -306,7 +306,8 @@ def main():
             row = run(fault, nats, broker, version)
             row["commit"] = commit
             election = row["election_s"]
-            election = "—" if election is None else f"{election}{' (stream + meta)' if row['victim_led_meta'] else ''}"
+            note = (" (stream + meta)" if fault.startswith("leader") else " (meta)") if row["victim_led_meta"] else ""
+            election = "—" if election is None else f"{election}{note}"
             print(f"| {fault} | {version} | {election} "
                   f"| {row['writes_gap_s']} | {row['refused']} | {row['silence_a_s']} / {row['silence_b_s']} |",
                   flush=True)
