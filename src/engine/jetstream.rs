@@ -358,12 +358,25 @@ pub struct JetStream {
 
 /// Subject tokens may not hold `.`, `*`, `>` or spaces: names are hex-encoded.
 fn hex(name: &str) -> String {
-    use std::fmt::Write;
-    name.bytes()
-        .fold(String::with_capacity(name.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    // Once per insert (its tenant's subject): a table, not the formatting machinery.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(name.len() * 2);
+    for b in name.bytes() {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// A message id no other publish of any node uses within the stream's duplicate window: this
+/// process's random prefix and a counter (a fresh random id per insert would cost a
+/// `getrandom` system call each).
+fn message_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{prefix}.{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The user a command is about: every command names exactly one.
@@ -572,7 +585,8 @@ impl JetStream {
             }
             _ => (false, None, None),
         };
-        let subject = self.user_subject(user_of(&command));
+        // Inserts never compare-and-set: they need no user subject.
+        let subject = (!insert).then(|| self.user_subject(user_of(&command)));
         // A keyed insert's message id is its caller and key: the stream's own duplicate
         // window (2 min) then stores a retry that reaches two nodes at once only once.
         let id = match &keyed {
@@ -581,13 +595,11 @@ impl JetStream {
                 caller.as_deref().map_or_else(|| "admin".to_owned(), hex),
                 hex(key)
             ),
-            None => uuid::Uuid::new_v4().to_string(),
+            None => message_id(),
         };
         for _ in 0..MAX_ATTEMPTS {
-            let expected = if insert {
-                None
-            } else {
-                let last = self.last_on(&subject).await?;
+            let expected = if let Some(subject) = &subject {
+                let last = self.last_on(subject).await?;
                 tokio::time::timeout(FOLD_WAIT, engine.committed(last))
                     .await
                     .map_err(|_| {
@@ -596,6 +608,8 @@ impl JetStream {
                         ))
                     })??;
                 Some(last)
+            } else {
+                None
             };
             let at_ms = engine.now_ms();
             let records = match engine.read(|state| decide(state, command.clone(), at_ms))? {
@@ -1169,6 +1183,17 @@ mod tests {
             split_userinfo("nats://t%zz%4@h"),
             ("nats://h".into(), Some(NatsAuth::Token("t%zz%4".into())))
         );
+    }
+
+    #[test]
+    fn message_ids_are_never_reused() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| message_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        let first = message_id();
+        let (prefix, _) = first.split_once('.').unwrap();
+        // A random prefix per process: another node's counter never meets this one's.
+        assert_eq!(prefix.len(), 32);
+        assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]

@@ -641,8 +641,9 @@ async fn stream_messages(
     messages
 }
 
-/// Issue 20: on a current nats-server an update that also sets a password is one atomic batch:
-/// both records are stored at consecutive sequences or neither is — a node killed between
+/// Issue 20: on a current nats-server an update that also sets a password is one atomic batch
+/// (also on a stream made without them: the node sets `allow_atomic`): both records are stored
+/// at consecutive sequences or neither is — a node killed between
 /// sending the first and committing stores nothing, and a batch forged by another publisher
 /// that never commits, or commits without its start, is never stored either.
 #[cfg(feature = "fault-injection")]
@@ -655,6 +656,16 @@ async fn an_update_with_a_password_is_stored_whole_or_not_at_all() {
     let url = format!("nats://127.0.0.1:{}", nats.port);
     let fault = dir.path().join("fault");
     std::fs::write(&fault, "").unwrap();
+    // The stream exists already, made without atomic batches (by an older node, or before
+    // the servers were upgraded): the first node to attach sets `allow_atomic`.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "atomic".into(),
+        subjects: vec!["atomic.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let args = [
         "--log",
         &url,
@@ -669,6 +680,8 @@ async fn an_update_with_a_password_is_stored_whole_or_not_at_all() {
         &[("BROKER_FAULT_FILE", fault.to_str().unwrap())],
     );
     let b = Server::start(&dir.path().join("b"), &args);
+    let info = js.get_stream("atomic").await.unwrap();
+    assert!(info.cached_info().config.allow_atomic_publish);
     let c = client();
     assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
     login_when_known(&c, &b, "bob").await;
