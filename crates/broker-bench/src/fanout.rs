@@ -367,7 +367,7 @@ pub async fn scenario(
 
 /// Several broker nodes on one shared log (`--broker-arg=--log=nats://…`): each pair's
 /// subscribers spread evenly over `nodes` nodes, the publisher on the first, against one node
-/// with all of them; the resident memory of each node after the load.
+/// with all of them; each node's peak resident memory during the load.
 async fn across_nodes(ctx: &Ctx, pairs: &[(usize, u64)], nodes: usize) -> Result<Vec<Row>, String> {
     let mut runs = Vec::new();
     for _ in 0..ctx.runs {
@@ -387,11 +387,27 @@ async fn across_nodes(ctx: &Ctx, pairs: &[(usize, u64)], nodes: usize) -> Result
                 for &node in &addrs[1..] {
                     wait_until_known(node, &token).await?;
                 }
-                let r = load_across(addrs[0], &addrs, &token, &token, l).await?;
-                let rss: Vec<f64> = servers
-                    .iter()
-                    .filter_map(|s| s.target.pid)
-                    .filter_map(crate::target::proc::rss_bytes)
+                // Each node's peak resident memory while its subscribers are connected.
+                let pids: Vec<u32> = servers.iter().filter_map(|s| s.target.pid).collect();
+                let (stop, mut stopped) = watch::channel(false);
+                let sampler = tokio::spawn(async move {
+                    let mut peak = vec![0u64; pids.len()];
+                    loop {
+                        for (p, pid) in peak.iter_mut().zip(&pids) {
+                            *p = (*p).max(crate::target::proc::rss_bytes(*pid).unwrap_or(0));
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            _ = stopped.changed() => return peak,
+                        }
+                    }
+                });
+                let r = load_across(addrs[0], &addrs, &token, &token, l).await;
+                let _ = stop.send(true);
+                let peak = sampler.await.map_err(|e| e.to_string())?;
+                let r = r?;
+                let rss: Vec<f64> = peak
+                    .into_iter()
                     .map(|b| b as f64 / (1024.0 * 1024.0))
                     .collect();
                 let max_rss = rss.iter().copied().fold(0.0, f64::max);
