@@ -72,5 +72,5 @@ run tenants --duration 3 tenants --tenants 1,100,10000 --users 10,100000
 run login --duration 3 login --rate 100
 
 # The JetStream rows (scripts/bench_nats.sh) keep their section.
-python3 scripts/bench_report.py "$out" bench/results-nats.jsonl > bench/results.md
+python3 scripts/bench_report.py "$out" bench/results-nats.jsonl bench/failover-nats.jsonl > bench/results.md
 echo "wrote bench/results.md" >&2

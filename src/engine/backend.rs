@@ -274,7 +274,8 @@ pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) 
         let at = engine.committed_cursor();
         tracing::warn!(%why, from, at, "reading the shared log failed; reading again from `at`");
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            // Short: after a NATS election the next attempt is the one that succeeds.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             _ = stop.changed() => return,
         }
     }

@@ -37,11 +37,17 @@
 //!   `state::recheck`, which drops an insert whose epoch is no longer the author's: no
 //!   projection, local copy or subscriber ever has it, on any node, and the node that
 //!   published it answers the request 401, exactly as one node would have.
-//! - A command of two records (an update that also sets a password) publishes its second
-//!   record after the first without a compare-and-set: what the first record's check
+//! - A command of two records (an update that also sets a password) is one **atomic batch**
+//!   where the servers take them (nats-server 2.12+, the stream's `allow_atomic`, set by the
+//!   node at start): the stream stores both records at consecutive sequences or neither, the
+//!   compare-and-set on the first deciding for the batch. On older servers the second record
+//!   is published after the first without a compare-and-set: what the first record's check
 //!   established still holds for the second, unless another node deleted the user in between;
-//!   then the second names an unknown user and every node's `state::recheck` drops it. The second is retried for
-//!   up to 30 s (same message id, stored once), since by then the first is stored.
+//!   then the second names an unknown user and every node's `state::recheck` drops it. The
+//!   second is retried for up to 30 s (same message id, stored once), since by then the first
+//!   is stored; if NATS stays away longer, the request answers 503 naming the half stored.
+//!   The fold needs no batch of its own: each record is valid alone, and a batch that was not
+//!   committed (its publisher died, or a forged one) is never stored.
 //!
 //! - **Nothing from the stream is trusted for having decoded.** Anyone who can publish to
 //!   `<stream>.>` can put anything there, so before a record is folded every node checks it
@@ -266,8 +272,22 @@ const MAX_ATTEMPTS: usize = 32;
 const FOLD_WAIT: Duration = Duration::from_secs(10);
 
 /// Silence after which the reader checks that the stream holds nothing newer; a consumer
-/// silent through two checks while the stream grew is replaced.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// silent through two checks while the stream grew is replaced. The fallback for a lost
+/// consumer: a new stream leader or a reconnection replaces it at once.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// How long one attempt at a publish ack, or at a read of the stream's state, may wait before
+/// it is sent again: while NATS elects a new stream leader nothing answers, and an attempt
+/// sent after the election must not queue behind one that waits for a dead leader.
+const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the client pings its NATS server; it gives up on a server that misses three.
+const STALL_PING: Duration = Duration::from_millis(500);
+
+/// How long a command's publishes and reads are retried (each attempt [`ATTEMPT_WAIT`]) before
+/// the request answers 503: long enough to ride out a stream leader's election (a few seconds),
+/// shorter than a client's patience.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The message header carrying an insert's credential epoch beside its record (see
 /// [`Entry::Record`]).
@@ -276,18 +296,61 @@ const EPOCH_HEADER: &str = "Broker-Credential-Epoch";
 /// How long creating the stream's reader may take before it is tried again.
 const CREATE_WAIT: Duration = Duration::from_secs(2);
 
-/// How long the later records of a two-record command are retried: the first is stored
-/// already, so giving up early would leave the command half done.
+/// How long the later records of a two-record command are retried on a server without atomic
+/// batches: the first is stored already, so giving up early would leave the command half done.
 const LATER_RECORD_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the commit of an atomic batch waits for JetStream's answer.
+const BATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// Whether a nats-server that says it is `version` (`2.12.8`) takes atomic batches (2.12+).
+fn takes_atomic_batches(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= (2, 12))
+}
+
+/// JetStream's answer to the commit of an atomic batch: a publish ack naming the batch, or an
+/// error.
+#[derive(Debug, serde::Deserialize)]
+struct BatchAck {
+    #[serde(default)]
+    error: Option<BatchAckError>,
+    /// The stream sequence of the batch's last record.
+    #[serde(default)]
+    seq: Cursor,
+    #[serde(default)]
+    batch: String,
+    #[serde(default)]
+    count: usize,
+}
+
+/// An error JetStream answered.
+#[derive(Debug, serde::Deserialize)]
+struct BatchAckError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
 
 /// A node's connection to the shared stream: the JetStream implementation of [`LogBackend`].
 pub struct JetStream {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     name: String,
-    /// Woken when the client reconnects (to the same or another server): a consumer on a
-    /// lost server is then replaced at once instead of after the idle checks.
-    reconnected: Arc<tokio::sync::Notify>,
+    /// Woken when the client reconnects (to the same or another server) and when the stream
+    /// elects a new leader (JetStream's advisory): a consumer on a lost server is then replaced
+    /// at once instead of after the idle checks.
+    replace_reader: Arc<tokio::sync::Notify>,
+    /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
+    /// command of several records is then stored as one unit.
+    atomic: bool,
     /// The engine whose state decides and whose fold a reply waits for. Weak: the engine
     /// holds this log, and a strong handle back would keep both alive for ever.
     engine: super::WeakEngine,
@@ -295,12 +358,25 @@ pub struct JetStream {
 
 /// Subject tokens may not hold `.`, `*`, `>` or spaces: names are hex-encoded.
 fn hex(name: &str) -> String {
-    use std::fmt::Write;
-    name.bytes()
-        .fold(String::with_capacity(name.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    // Once per insert (its tenant's subject): a table, not the formatting machinery.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(name.len() * 2);
+    for b in name.bytes() {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// A message id no other publish of any node uses within the stream's duplicate window: this
+/// process's random prefix and a counter (a fresh random id per insert would cost a
+/// `getrandom` system call each).
+fn message_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("{prefix}.{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The user a command is about: every command names exactly one.
@@ -347,13 +423,26 @@ impl JetStream {
         subject_of(&self.name, record)
     }
 
-    /// The last sequence stored on `subject`, 0 if none.
+    /// The last sequence stored on `subject`, 0 if none; asked again (each attempt bounded)
+    /// until [`PUBLISH_PATIENCE`] runs out.
     async fn last_on(&self, subject: &str) -> Result<Cursor, EngineError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        match self.stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => Ok(message.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(EngineError::Unavailable(format!("JetStream: {e}"))),
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        loop {
+            let attempt = tokio::time::timeout(
+                ATTEMPT_WAIT,
+                self.stream.get_last_raw_message_by_subject(subject),
+            );
+            let why = match attempt.await {
+                Ok(Ok(message)) => return Ok(message.sequence),
+                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 1 s".to_owned(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!("JetStream: {why}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -382,14 +471,14 @@ impl JetStream {
             if let Some(epoch) = credential_epoch {
                 message = message.header(EPOCH_HEADER, epoch.to_string().as_str());
             }
-            let acked = match self.js.send_publish(subject.clone(), message).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            let why = match acked {
-                Ok(ack) => return Ok(Some(ack.sequence)),
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
-                Err(e) => e.to_string(),
+            let acked = tokio::time::timeout(ATTEMPT_WAIT, async {
+                self.js.send_publish(subject.clone(), message).await?.await
+            });
+            let why = match acked.await {
+                Ok(Ok(ack)) => return Ok(Some(ack.sequence)),
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no publish ack within 1 s".to_owned(),
             };
             attempt += 1;
             if attempt >= 3 && tokio::time::Instant::now() >= deadline {
@@ -397,8 +486,78 @@ impl JetStream {
                     "JetStream did not acknowledge: {why}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(5)))).await;
+            // Soon again: the new leader answers as soon as it is elected.
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(4)))).await;
         }
+    }
+
+    /// Publishes the records of one command as one atomic batch (nats-server 2.12+): the stream
+    /// stores all of them, at consecutive sequences, or none. The first carries the
+    /// compare-and-set; `Ok(None)` when it lost. Returns the last record's sequence.
+    ///
+    /// A batch cannot carry message ids, so a batch whose answer is lost is not sent again: the
+    /// request answers 503 and stored either the whole command or nothing of it.
+    async fn publish_batch(
+        &self,
+        records: &[Record],
+        expected: Option<Cursor>,
+    ) -> Result<Option<Cursor>, EngineError> {
+        let client = self.js.client();
+        let batch = uuid::Uuid::new_v4().simple().to_string();
+        let unavailable =
+            |why: &dyn std::fmt::Display| EngineError::Unavailable(format!("JetStream: {why}"));
+        let last = records.len();
+        for (i, record) in records.iter().enumerate() {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Batch-Id", batch.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            if i == 0
+                && let Some(seq) = expected
+            {
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence",
+                    seq.to_string().as_str(),
+                );
+            }
+            let subject = self.subject_of(record);
+            let payload = bytes::Bytes::from(record.encode());
+            if i + 1 < last {
+                // Unacknowledged: the commit's answer covers the batch, and the server
+                // discards a batch with a gap or without its commit.
+                client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                #[cfg(feature = "fault-injection")]
+                {
+                    let _ = client.flush().await;
+                    crate::log::fault::abort_at("nats:inside_batch");
+                }
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let answer = tokio::time::timeout(
+                BATCH_WAIT,
+                client.request_with_headers(subject, headers, payload),
+            )
+            .await
+            .map_err(|_| {
+                unavailable(&"no answer to the commit of the change within 5 s; it was stored whole or not at all: send the request again")
+            })?
+            .map_err(|e| unavailable(&e))?;
+            let ack: BatchAck =
+                serde_json::from_slice(&answer.payload).map_err(|e| unavailable(&e))?;
+            return match ack.error {
+                Some(error) if error.err_code == WRONG_LAST_SEQUENCE => Ok(None),
+                Some(error) => Err(unavailable(&error.description)),
+                None if ack.batch != batch || ack.count != last => Err(unavailable(&format!(
+                    "the commit of batch {batch} of {last} was answered for {:?} of {}",
+                    ack.batch, ack.count
+                ))),
+                None => Ok(Some(ack.seq)),
+            };
+        }
+        Err(EngineError::Unavailable("an empty batch".into()))
     }
 
     /// Decides `command` on the node's folded state and stores its records in the stream;
@@ -426,7 +585,8 @@ impl JetStream {
             }
             _ => (false, None, None),
         };
-        let subject = self.user_subject(user_of(&command));
+        // Inserts never compare-and-set: they need no user subject.
+        let subject = (!insert).then(|| self.user_subject(user_of(&command)));
         // A keyed insert's message id is its caller and key: the stream's own duplicate
         // window (2 min) then stores a retry that reaches two nodes at once only once.
         let id = match &keyed {
@@ -435,13 +595,11 @@ impl JetStream {
                 caller.as_deref().map_or_else(|| "admin".to_owned(), hex),
                 hex(key)
             ),
-            None => uuid::Uuid::new_v4().to_string(),
+            None => message_id(),
         };
         for _ in 0..MAX_ATTEMPTS {
-            let expected = if insert {
-                None
-            } else {
-                let last = self.last_on(&subject).await?;
+            let expected = if let Some(subject) = &subject {
+                let last = self.last_on(subject).await?;
                 tokio::time::timeout(FOLD_WAIT, engine.committed(last))
                     .await
                     .map_err(|_| {
@@ -450,6 +608,8 @@ impl JetStream {
                         ))
                     })??;
                 Some(last)
+            } else {
+                None
             };
             let at_ms = engine.now_ms();
             let records = match engine.read(|state| decide(state, command.clone(), at_ms))? {
@@ -458,12 +618,31 @@ impl JetStream {
             };
             let mut stored = Vec::with_capacity(records.len());
             let mut lost = false;
-            for (i, record) in records.into_iter().enumerate() {
+            // Without atomic batches (older servers) the records go one by one, below.
+            let one_by_one = if self.atomic && records.len() > 1 {
+                match self.publish_batch(&records, expected).await? {
+                    // A batch is stored at consecutive sequences, ending at the commit's.
+                    Some(end) => {
+                        let first = end + 1 - records.len() as Cursor;
+                        stored.extend(
+                            records
+                                .into_iter()
+                                .zip(first..)
+                                .map(|(record, cursor)| Record { cursor, ..record }),
+                        );
+                        Vec::new()
+                    }
+                    None => continue,
+                }
+            } else {
+                records
+            };
+            for (i, record) in one_by_one.into_iter().enumerate() {
                 // Only the first record is compared-and-set: once it is stored, what it
                 // checked holds for the rest (a deletion in between makes the fold drop them), and a later record
                 // must be stored whatever another node wrote to this user meanwhile.
                 let (check, patience) = if i == 0 {
-                    (expected, Duration::ZERO)
+                    (expected, PUBLISH_PATIENCE)
                 } else {
                     (None, LATER_RECORD_WAIT)
                 };
@@ -598,12 +777,12 @@ impl LogBackend for JetStream {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
         let name = self.name.clone();
-        let reconnected = Arc::clone(&self.reconnected);
+        let replace = Arc::clone(&self.replace_reader);
         tokio::spawn(async move {
             let outcome = tokio::select! {
                 outcome = consume(&stream, &name, after, &tx) => outcome,
                 _ = tx.closed() => return,
-                _ = reconnected.notified() => Err("reconnected to NATS".to_owned()),
+                _ = replace.notified() => Err("reconnected to NATS, or a new stream leader".to_owned()),
             };
             if let Err(why) = outcome {
                 let _ = tx.send(Err(EngineError::Unavailable(why))).await;
@@ -636,8 +815,8 @@ pub(super) async fn attach(
     options: &StreamOptions,
 ) -> Result<Arc<JetStream>, StreamError> {
     let servers = redacted_list(&options.servers);
-    let reconnected = Arc::new(tokio::sync::Notify::new());
-    let on_event = Arc::clone(&reconnected);
+    let replace_reader = Arc::new(tokio::sync::Notify::new());
+    let on_event = Arc::clone(&replace_reader);
     let mut connect = async_nats::ConnectOptions::new();
     connect = match &options.auth {
         NatsAuth::None => connect,
@@ -673,6 +852,11 @@ pub(super) async fn attach(
         .collect();
     let client = connect
         .connection_timeout(Duration::from_secs(5))
+        // A server that stalls (stopped, or a network that drops packets) keeps the TCP
+        // connection open: only unanswered pings tell. Three missed ones (1.5 s) and the client
+        // moves to another server; the default (60 s) would leave the node writing nowhere
+        // for minutes.
+        .ping_interval(STALL_PING)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(move |event| {
@@ -725,11 +909,42 @@ pub(super) async fn attach(
         tracing::info!(%why, "the JetStream stream is not available yet; retrying");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // A new stream leader means the consumers on the old one are gone (a lost or stalled
+    // server): JetStream announces the election, and the reader is replaced on the spot
+    // instead of after its silence checks. Without the permission to subscribe to
+    // advisories, those checks remain.
+    match js
+        .client()
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{}",
+            options.name
+        ))
+        .await
+    {
+        Ok(mut elections) => {
+            let replace = Arc::clone(&replace_reader);
+            tokio::spawn(async move {
+                while elections.next().await.is_some() {
+                    tracing::info!("the stream elected a new leader; replacing its reader");
+                    replace.notify_waiters();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot follow the stream's leader elections"),
+    }
+    let stream = allow_atomic(&js, stream).await;
+    let atomic = stream.cached_info().config.allow_atomic_publish;
+    tracing::info!(
+        server = %js.client().server_info().version,
+        atomic,
+        "attached to the JetStream stream (atomic: a command of several records is stored as one batch)"
+    );
     let log = Arc::new(JetStream {
         js,
         stream,
+        atomic,
         name: options.name.clone(),
-        reconnected,
+        replace_reader,
         engine: engine.downgrade(),
     });
     let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
@@ -749,6 +964,34 @@ pub(super) async fn attach(
     }
     engine.committed(last).await.map_err(|e| stream_error(&e))?;
     Ok(log)
+}
+
+/// The stream, set to take atomic batches when its server can (2.12+) and it does not yet (a
+/// stream made by an older broker, or before the servers were upgraded). If the server refuses,
+/// the stream is used as it is: a command of several records then goes record by record.
+async fn allow_atomic(
+    js: &jetstream::Context,
+    mut stream: jetstream::stream::Stream,
+) -> jetstream::stream::Stream {
+    let config = &stream.cached_info().config;
+    if config.allow_atomic_publish || !takes_atomic_batches(&js.client().server_info().version) {
+        return stream;
+    }
+    let config = jetstream::stream::Config {
+        allow_atomic_publish: true,
+        ..config.clone()
+    };
+    match tokio::time::timeout(CREATE_WAIT, js.update_stream(config)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the stream could not be set to take atomic batches")
+        }
+        Err(_) => tracing::warn!(
+            "the stream could not be set to take atomic batches: no answer within 2 s"
+        ),
+    }
+    let _ = stream.info().await;
+    stream
 }
 
 /// Whether the local copy's record at `cursor` is the stream's: a copy made from another
@@ -781,11 +1024,12 @@ async fn consume(
     after: Cursor,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
 ) -> Result<(), String> {
-    // While a lost server's leadership is being re-elected, creating a consumer hangs until
-    // the client's request timeout; a short one lets the next attempt (250 ms later) land
-    // soon after the election instead of up to a full timeout after it.
+    // While a lost server's leadership is being re-elected (the stream's, or JetStream's own
+    // leader, which creates consumers and may be elected after the stream's), creating a
+    // consumer hangs until the client's request timeout; a short one lets the next attempt
+    // (100 ms later) land soon after the election instead of up to a full timeout after it.
     let consumer = tokio::time::timeout(
-        CREATE_WAIT,
+        ATTEMPT_WAIT,
         stream.create_consumer(jetstream::consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: after + 1,
@@ -796,7 +1040,7 @@ async fn consume(
     .await
     .map_err(|_| "creating a consumer timed out (a NATS election in progress?)".to_owned())?
     .map_err(|e| e.to_string())?;
-    let messages = tokio::time::timeout(CREATE_WAIT, consumer.messages())
+    let messages = tokio::time::timeout(ATTEMPT_WAIT, consumer.messages())
         .await
         .map_err(|_| "starting the consumer timed out".to_owned())?
         .map_err(|e| e.to_string())?;
@@ -811,8 +1055,12 @@ async fn consume(
             Err(_) => {
                 // Quiet: fine if the stream is quiet too. A consumer silent through two checks
                 // while the stream holds newer records (its NATS server lost) is replaced.
-                let last = probe.info().await.map_err(|e| e.to_string())?;
-                let last = last.state.last_sequence;
+                // No answer: the stream has no leader now; its election's advisory (or the
+                // next checks) tell what became of this consumer.
+                let Ok(info) = tokio::time::timeout(ATTEMPT_WAIT, probe.info()).await else {
+                    continue;
+                };
+                let last = info.map_err(|e| e.to_string())?.state.last_sequence;
                 if last <= here {
                     suspect = None;
                 } else if suspect == Some(here) {
@@ -935,6 +1183,34 @@ mod tests {
             split_userinfo("nats://t%zz%4@h"),
             ("nats://h".into(), Some(NatsAuth::Token("t%zz%4".into())))
         );
+    }
+
+    #[test]
+    fn message_ids_are_never_reused() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| message_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        let first = message_id();
+        let (prefix, _) = first.split_once('.').unwrap();
+        // A random prefix per process: another node's counter never meets this one's.
+        assert_eq!(prefix.len(), 32);
+        assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn atomic_batches_from_2_12_on() {
+        for (version, atomic) in [
+            ("2.12.8", true),
+            ("2.12.0", true),
+            ("v2.14.1", true),
+            ("3.0.0", true),
+            ("2.11.9", false),
+            ("2.9.10", false),
+            ("2.12.0-beta.1", true),
+            ("", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(takes_atomic_batches(version), atomic, "{version}");
+        }
     }
 
     #[test]

@@ -297,10 +297,11 @@ async fn losing_a_nats_node_or_a_broker_node_loses_nothing() {
             );
         }
     }
-    // Node B's consumer may have been on the killed server: it notices (a reconnect, or two
-    // quiet 1 s checks), waits out the stream's leader election and follows from another
-    // server. What is tested is that nothing is lost, not how fast NATS fails over (a
-    // SIGKILLed leader takes NATS 10-15 s to replace on this machine), so allow it a minute.
+    // Node B's consumer may have been on the killed server: it notices (a reconnect, a new
+    // stream leader's advisory, or two quiet 0.5 s checks), waits out NATS's elections and
+    // follows from another server. What is tested is that nothing is lost, not how fast NATS
+    // fails over (scripts/failover_nats.py measures that: 4-9 s here on 2.12), so allow it a
+    // minute.
     let mut seen: Vec<u64> = sse
         .take(15, FAILOVER_WAIT)
         .await
@@ -620,4 +621,199 @@ async fn a_user_deleted_on_one_node_is_gone_on_every_node() {
     assert_ne!(fresh, on_b);
     assert_eq!(insert(&c, &a, &on_b, "e", json!(3)).await.0, 401);
     assert_eq!(insert(&c, &a, &fresh, "e", json!(4)).await.0, 200);
+}
+
+/// The stream's messages from `from` on, as any NATS client reads them.
+async fn stream_messages(
+    url: &str,
+    stream: &str,
+    from: u64,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let stream = js.get_stream(stream).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut messages = Vec::new();
+    for seq in from..=last {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            messages.push(message);
+        }
+    }
+    messages
+}
+
+/// Issue 20: on a current nats-server an update that also sets a password is one atomic batch
+/// (also on a stream made without them: the node sets `allow_atomic`): both records are stored
+/// at consecutive sequences or neither is — a node killed between
+/// sending the first and committing stores nothing, and a batch forged by another publisher
+/// that never commits, or commits without its start, is never stored either.
+#[cfg(feature = "fault-injection")]
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_with_a_password_is_stored_whole_or_not_at_all() {
+    let binary = crate::common::tools::nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let fault = dir.path().join("fault");
+    std::fs::write(&fault, "").unwrap();
+    // The stream exists already, made without atomic batches (by an older node, or before
+    // the servers were upgraded): the first node to attach sets `allow_atomic`.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "atomic".into(),
+        subjects: vec!["atomic.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let args = [
+        "--log",
+        &url,
+        "--log_stream",
+        "atomic",
+        "--log_replicas",
+        "1",
+    ];
+    let mut a = Server::start_env(
+        &dir.path().join("a"),
+        &args,
+        &[("BROKER_FAULT_FILE", fault.to_str().unwrap())],
+    );
+    let b = Server::start(&dir.path().join("b"), &args);
+    let info = js.get_stream("atomic").await.unwrap();
+    assert!(info.cached_info().config.allow_atomic_publish);
+    let c = client();
+    assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
+    login_when_known(&c, &b, "bob").await;
+    let update = |s: &Server, password: &str| {
+        post(
+            &c,
+            s.url("/update_user"),
+            json!({"username": "bob", "password": password, "email": "bob@example.com", "admin_token": ADMIN}),
+        )
+    };
+    let before = stream_messages(&url, "atomic", 1).await.len() as u64;
+    let (status, body) = update(&a, "pw2").await;
+    assert_eq!(status, 200, "{body}");
+    let batch = stream_messages(&url, "atomic", before + 1).await;
+    assert_eq!(batch.len(), 2, "the update and the password change");
+    assert_eq!(batch[1].sequence, batch[0].sequence + 1);
+    let id = |m: &async_nats::jetstream::message::StreamMessage| {
+        m.headers
+            .get("Nats-Batch-Id")
+            .map(|v| v.as_str().to_owned())
+    };
+    assert!(id(&batch[0]).is_some(), "{:?}", batch[0].headers);
+    assert_eq!(id(&batch[0]), id(&batch[1]));
+    let last = batch[1].sequence;
+
+    // The node dies after sending the first record and before the commit: nothing is stored.
+    std::fs::write(&fault, "abort_at:nats:inside_batch").unwrap();
+    let died = c
+        .post(a.url("/update_user"))
+        .json(&json!({"username": "bob", "password": "pw3", "admin_token": ADMIN}))
+        .timeout(WAIT)
+        .send()
+        .await;
+    assert!(died.is_err(), "a dying node answered: {died:?}");
+    a.kill();
+    assert!(
+        a.stderr().contains("failpoint nats:inside_batch"),
+        "{}",
+        a.stderr()
+    );
+
+    // Another publisher forges batches on bob's subject: a start never committed, and a commit
+    // without its start (a gap). The server refuses the second; neither is ever stored.
+    let raw = async_nats::connect(&url).await.unwrap();
+    let subject = format!("atomic.user.{}", hex("bob"));
+    let forged = batch[1].payload.clone();
+    let mut start = async_nats::HeaderMap::new();
+    start.insert("Nats-Batch-Id", "forged-start");
+    start.insert("Nats-Batch-Sequence", "1");
+    raw.publish_with_headers(subject.clone(), start, forged.clone())
+        .await
+        .unwrap();
+    let mut commit = async_nats::HeaderMap::new();
+    commit.insert("Nats-Batch-Id", "forged-commit");
+    commit.insert("Nats-Batch-Sequence", "2");
+    commit.insert("Nats-Batch-Commit", "1");
+    let answer = raw
+        .request_with_headers(subject.clone(), commit, forged)
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert!(answer.get("error").is_some(), "{answer}");
+    raw.flush().await.unwrap();
+    // Past the server's 10 s abandonment of an idle batch: still nothing stored.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let after = stream_messages(&url, "atomic", last + 1).await;
+    assert!(after.is_empty(), "stored: {:?}", after);
+    for (password, works) in [("pw2", 200), ("pw3", 401)] {
+        let (status, body) = post(
+            &c,
+            b.url("/login"),
+            json!({"username": "bob", "password": password}),
+        )
+        .await;
+        assert_eq!(status, works, "{password}: {body}");
+    }
+
+    // Node A comes back on its own data and completes the change in one piece.
+    std::fs::write(&fault, "").unwrap();
+    let a = Server::start(&dir.path().join("a"), &args);
+    let (status, body) = update(&a, "pw3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(stream_messages(&url, "atomic", last + 1).await.len(), 2);
+    let deadline = Instant::now() + WAIT;
+    while post(
+        &c,
+        b.url("/login"),
+        json!({"username": "bob", "password": "pw3"}),
+    )
+    .await
+    .0 != 200
+    {
+        assert!(Instant::now() < deadline, "node B never folded the change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 20: a nats-server older than 2.12 (Debian's 2.9) has no atomic batches; an update with
+/// a password still works there, record by record, and nothing carries batch headers.
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_older_nats_server_an_update_with_a_password_goes_record_by_record() {
+    let binary = crate::common::tools::old_nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let args = ["--log", &url, "--log_stream", "old", "--log_replicas", "1"];
+    let a = Server::start(&dir.path().join("a"), &args);
+    let c = client();
+    assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
+    let (status, body) = post(
+        &c,
+        a.url("/update_user"),
+        json!({"username": "bob", "password": "pw2", "email": "bob@example.com", "admin_token": ADMIN}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    login(&c, &a, "bob", "pw2").await;
+    let messages = stream_messages(&url, "old", 1).await;
+    assert_eq!(
+        messages.len(),
+        3,
+        "the creation, the update, the password change"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.headers.get("Nats-Batch-Id").is_none())
+    );
+}
+
+/// A name as a subject token, as the nodes write it.
+fn hex(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
 }

@@ -96,6 +96,18 @@ pub async fn load(
     pub_token: &str,
     load: Load,
 ) -> Result<FanoutResult, String> {
+    load_across(addr, &[addr], sub_token, pub_token, load).await
+}
+
+/// [`load`] with the publisher on `addr` and the subscribers spread evenly over `nodes`
+/// (several broker nodes on one shared log).
+pub async fn load_across(
+    addr: SocketAddr,
+    nodes: &[SocketAddr],
+    sub_token: &str,
+    pub_token: &str,
+    load: Load,
+) -> Result<FanoutResult, String> {
     let run = uuid::Uuid::new_v4().as_u128() as u64 >> 12;
     let (stop_tx, stop_rx) = watch::channel(false);
     let progress: Arc<Vec<AtomicU64>> =
@@ -111,10 +123,11 @@ pub async fn load(
     // Connect in waves so the listen backlog is never what is being measured.
     for wave in (0..load.subscribers).collect::<Vec<_>>().chunks(100) {
         let mut opening = Vec::new();
-        for _ in wave {
+        for &i in wave {
             let auth = auth.clone();
+            let node = nodes[i % nodes.len()];
             opening.push(tokio::spawn(async move {
-                SseStream::open(addr, path, &[("authorization", auth.as_str())]).await
+                SseStream::open(node, path, &[("authorization", auth.as_str())]).await
             }));
         }
         for task in opening {
@@ -309,7 +322,11 @@ pub async fn scenario(
     pairs: &[(usize, u64)],
     ramp: Option<usize>,
     filter: bool,
+    nodes: usize,
 ) -> Result<Vec<Row>, String> {
+    if nodes > 1 {
+        return across_nodes(ctx, pairs, nodes).await;
+    }
     let mut runs = Vec::new();
     for _ in 0..ctx.runs {
         let mut rows = Vec::new();
@@ -346,6 +363,87 @@ pub async fn scenario(
         rows = crate::with_fraction(rows, "max_deliveries_per_s");
     }
     Ok(rows)
+}
+
+/// Several broker nodes on one shared log (`--broker-arg=--log=nats://…`): each pair's
+/// subscribers spread evenly over `nodes` nodes, the publisher on the first, against one node
+/// with all of them; each node's peak resident memory during the load.
+async fn across_nodes(ctx: &Ctx, pairs: &[(usize, u64)], nodes: usize) -> Result<Vec<Row>, String> {
+    let mut runs = Vec::new();
+    for _ in 0..ctx.runs {
+        let mut rows = Vec::new();
+        for &(subscribers, rate) in pairs {
+            let l = Load {
+                subscribers,
+                rate,
+                duration: ctx.duration,
+                filter: false,
+            };
+            for count in [1, nodes] {
+                let servers = ctx.brokers(count)?;
+                let token = servers[0].jwt_for_new_user("t0").await?;
+                let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr()).collect();
+                // Every node must know the user before its subscribers connect.
+                for &node in &addrs[1..] {
+                    wait_until_known(node, &token).await?;
+                }
+                // Each node's peak resident memory while its subscribers are connected.
+                let pids: Vec<u32> = servers.iter().filter_map(|s| s.target.pid).collect();
+                let (stop, mut stopped) = watch::channel(false);
+                let sampler = tokio::spawn(async move {
+                    let mut peak = vec![0u64; pids.len()];
+                    loop {
+                        for (p, pid) in peak.iter_mut().zip(&pids) {
+                            *p = (*p).max(crate::target::proc::rss_bytes(*pid).unwrap_or(0));
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            _ = stopped.changed() => return peak,
+                        }
+                    }
+                });
+                let r = load_across(addrs[0], &addrs, &token, &token, l).await;
+                let _ = stop.send(true);
+                let peak = sampler.await.map_err(|e| e.to_string())?;
+                let r = r?;
+                let rss: Vec<f64> = peak
+                    .into_iter()
+                    .map(|b| b as f64 / (1024.0 * 1024.0))
+                    .collect();
+                let max_rss = rss.iter().copied().fold(0.0, f64::max);
+                let mean_rss = rss.iter().sum::<f64>() / rss.len().max(1) as f64;
+                rows.push(
+                    r.row(&servers[0].label(), l)
+                        .with("nodes", count)
+                        .with("subscribers_per_node", subscribers.div_ceil(count))
+                        .with("rss_mib_per_node_max", max_rss)
+                        .with("rss_mib_per_node_mean", mean_rss),
+                );
+            }
+        }
+        runs.push(rows);
+    }
+    Ok(crate::report::medians(runs))
+}
+
+/// Waits (bounded) until the node at `addr` accepts `token`: it has folded the user.
+async fn wait_until_known(addr: SocketAddr, token: &str) -> Result<(), String> {
+    let auth = format!("Bearer {token}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if SseStream::open(addr, "/sse", &[("authorization", auth.as_str())])
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the node at {addr} never accepted the user's token"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Doubles the rate (then refines between the last good and first bad) until publish-to-

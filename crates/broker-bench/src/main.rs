@@ -120,6 +120,10 @@ enum Scenario {
         /// of another name go to the same tenant.
         #[arg(long)]
         filter: bool,
+        /// Several broker nodes on one shared log (needs `--broker-arg=--log=nats://…`): the
+        /// same subscribers spread over this many nodes, against one node holding them all.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
     },
     /// N open SSE connections: server RSS per connection, CPU while idle, sockets freed.
     Idle {
@@ -364,6 +368,24 @@ impl Ctx {
         })
     }
 
+    /// `count` broker nodes on one shared log (the `--broker-arg` flags, `{n}` the same for
+    /// all: one stream), each on a fresh data directory.
+    pub fn brokers(&self, count: usize) -> Result<Vec<Server>, String> {
+        let shared = self.with_broker_args(&[]);
+        (0..count)
+            .map(|_| {
+                let dir =
+                    ScratchDir::new(self.scratch.as_deref(), "db").map_err(|e| e.to_string())?;
+                let args = target::broker_args(&dir.0, "never", &shared);
+                Ok(Server {
+                    target: Target::spawn(&self.broker_bin, &args)?,
+                    label: self.label("never"),
+                    _dir: Some(dir),
+                })
+            })
+            .collect()
+    }
+
     /// Broker on a data directory whose log was seeded first.
     pub fn seeded_broker(
         &self,
@@ -512,15 +534,33 @@ async fn run(cli: Cli) -> Result<(), String> {
             rate,
             ramp,
             filter,
+            nodes,
         } => {
             if subscribers.len() != rate.len() {
                 return Err("--subscribers and --rate pair up: give as many of each".into());
             }
+            if nodes > 1 && (ramp.is_some() || filter || ctx.external.is_some()) {
+                return Err("--nodes starts its own nodes, without --ramp or --filter".into());
+            }
+            if nodes > 1
+                && !ctx
+                    .broker_args
+                    .iter()
+                    .any(|a| a.starts_with("--log=nats://"))
+            {
+                return Err("--nodes needs a shared log: --broker-arg=--log=nats://…".into());
+            }
             let pairs: Vec<(usize, u64)> = subscribers.into_iter().zip(rate).collect();
             // Its own scenario name, so bench/results.jsonl keeps both rows.
             (
-                if filter { "fanout_filtered" } else { "fanout" },
-                fanout::scenario(&ctx, &pairs, ramp, filter).await?,
+                if filter {
+                    "fanout_filtered"
+                } else if nodes > 1 {
+                    "fanout_nodes"
+                } else {
+                    "fanout"
+                },
+                fanout::scenario(&ctx, &pairs, ramp, filter, nodes).await?,
             )
         }
         Scenario::Idle {

