@@ -97,7 +97,9 @@ pub async fn observe<E: Endpoint>(
     let client = client::of(&req).ip;
     // A clone of the Uri shares its bytes: the path is copied only for a line to write.
     let uri = req.uri().clone();
-    let response = ep.call(req).await.map(IntoResponse::into_response)?;
+    let response = Box::pin(ep.call(req))
+        .await
+        .map(IntoResponse::into_response)?;
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS {
         let now_ms = std::time::SystemTime::now()

@@ -165,7 +165,9 @@ pub async fn resolve<E: Endpoint>(
 ) -> poem::Result<Response> {
     if trusted.0.is_empty() {
         // Nothing to resolve: `of` reads the peer itself, and the request stays unallocated.
-        return ep.call(req).await.map(IntoResponse::into_response);
+        return Box::pin(ep.call(req))
+            .await
+            .map(IntoResponse::into_response);
     }
     let tls = *req.scheme() == Scheme::HTTPS;
     let peer = req
@@ -174,7 +176,9 @@ pub async fn resolve<E: Endpoint>(
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let client = trusted.client(peer, tls, req.headers());
     req.extensions_mut().insert(client);
-    ep.call(req).await.map(IntoResponse::into_response)
+    Box::pin(ep.call(req))
+        .await
+        .map(IntoResponse::into_response)
 }
 
 /// The request's client ([`resolve`] ran), or its TCP peer when it did not.

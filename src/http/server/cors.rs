@@ -178,7 +178,9 @@ pub async fn cors<E: Endpoint>(
         .map(str::to_owned)
     else {
         // Not a cross-origin request: no `Admitted` extension.
-        return ep.call(req).await.map(IntoResponse::into_response);
+        return Box::pin(ep.call(req))
+            .await
+            .map(IntoResponse::into_response);
     };
     if forgeable_body(&req) {
         return Ok(ApiError::new(
@@ -188,7 +190,9 @@ pub async fn cors<E: Endpoint>(
         .into_response());
     }
     if is_same_origin(&origin, &req, &site) {
-        return ep.call(req).await.map(IntoResponse::into_response);
+        return Box::pin(ep.call(req))
+            .await
+            .map(IntoResponse::into_response);
     }
     if !policy.allows(&origin) {
         return Ok(refuse(format!(
@@ -211,7 +215,7 @@ pub async fn cors<E: Endpoint>(
     } else {
         // Errors become their JSON answer here, so that they carry the CORS headers too
         // and the page can read what went wrong.
-        let mut response = match ep.call(req).await {
+        let mut response = match Box::pin(ep.call(req)).await {
             Ok(response) => response.into_response(),
             Err(err) => ApiError::from_poem(err).into_response(),
         };

@@ -248,7 +248,7 @@ pub async fn observe<E: Endpoint>(
     let started = Instant::now();
     let method = req.method().clone();
     let route = route_label(req.uri().path());
-    let response = ep.get_response(req).await;
+    let response = Box::pin(ep.get_response(req)).await;
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     counters.request(route, status);
