@@ -4,39 +4,42 @@
 
 use std::sync::Arc;
 
-use super::projection::{LatestEvent, Map, RESET_CODE_TRIES, ResetCode, State, User};
+use super::projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 use super::record::{Record, RecordKind};
+use super::view::Fold;
 
 /// Applies `record` to `state`.
 pub fn evolve(state: &mut State, record: &Record) {
+    evolve_into(state, record);
+}
+
+/// Applies `record` to what `state` is: the whole state, or a batch's overlay (`view`).
+pub fn evolve_into(state: &mut impl Fold, record: &Record) {
     let cursor = record.cursor;
     match &record.kind {
         RecordKind::UserCreated(u) => {
-            state.users.insert(
-                u.username.clone(),
-                User {
-                    id: u.id,
-                    username: u.username.clone(),
-                    tenant: u.tenant.clone(),
-                    password_hash: u.password_hash.clone(),
-                    email: u.email.clone(),
-                    scopes: u.scopes.clone(),
-                    data: u.data.clone(),
-                    two_factor: u.two_factor,
-                    totp_secret: u.totp_secret.clone(),
-                    revoked: false,
-                    credential_epoch: cursor,
-                    version: cursor,
-                    created_ms: record.at_ms,
-                    changed_ms: record.at_ms,
-                    last_login_step: 0,
-                    last_reset_step: 0,
-                    reset_code: None,
-                },
-            );
+            state.add_user(User {
+                id: u.id,
+                username: u.username.clone(),
+                tenant: u.tenant.clone(),
+                password_hash: u.password_hash.clone(),
+                email: u.email.clone(),
+                scopes: u.scopes.clone(),
+                data: u.data.clone(),
+                two_factor: u.two_factor,
+                totp_secret: u.totp_secret.clone(),
+                revoked: false,
+                credential_epoch: cursor,
+                version: cursor,
+                created_ms: record.at_ms,
+                changed_ms: record.at_ms,
+                last_login_step: 0,
+                last_reset_step: 0,
+                reset_code: None,
+            });
         }
         RecordKind::UserUpdated(update) => {
-            if let Some(user) = state.users.get_mut(&update.username) {
+            if let Some(user) = state.user_mut(&update.username) {
                 if let Some(tenant) = &update.tenant
                     && *tenant != user.tenant
                 {
@@ -70,7 +73,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::UserRevoked { username } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.revoked = true;
                 user.credential_epoch = cursor;
                 user.version = cursor;
@@ -78,7 +81,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::UserUnrevoked { username } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.revoked = false;
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -88,7 +91,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             username,
             password_hash,
         } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.password_hash = password_hash.clone();
                 user.credential_epoch = cursor;
                 user.version = cursor;
@@ -96,7 +99,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::LoginCodeUsed { username, step } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.last_login_step = user.last_login_step.max(*step);
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -107,7 +110,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             password_hash,
             step,
         } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.password_hash = password_hash.clone();
                 user.last_reset_step = user.last_reset_step.max(*step);
                 user.reset_code = None;
@@ -121,7 +124,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             code_hash,
             expires_ms,
         } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.reset_code = Some(ResetCode {
                     issued: cursor,
                     code_hash: *code_hash,
@@ -135,7 +138,7 @@ pub fn evolve(state: &mut State, record: &Record) {
         RecordKind::ResetCodeFailed { username } => {
             // `version` stays: wrong codes from a stranger must not flush the user's cached
             // Basic credentials.
-            if let Some(user) = state.users.get_mut(username)
+            if let Some(user) = state.user_mut(username)
                 && let Some(code) = &mut user.reset_code
             {
                 code.failures = code.failures.saturating_add(1);
@@ -148,21 +151,14 @@ pub fn evolve(state: &mut State, record: &Record) {
             // The user's events stay in their tenant's `latest`: they belong to the tenant.
             // A user created again under this name starts a new credential epoch (the
             // cursor of its `UserCreated`), so the old user's tokens never match it.
-            state.users.remove(username);
+            state.remove_user(username);
         }
         RecordKind::EventInserted(e) => {
-            state.idempotency.remember(record, e);
+            state.remember_key(record, e);
             // Most events replace the latest of a name the tenant already has: update in
             // place, allocating the tenant and name keys only when they are new (replay
             // and the writer both run this once per event).
-            if !state.latest.contains_key(e.tenant.as_str()) {
-                state.latest.insert(e.tenant.clone(), Map::default());
-            }
-            let names = state
-                .latest
-                .get_mut(e.tenant.as_str())
-                .expect("inserted above");
-            match names.get_mut(e.event.as_str()) {
+            match state.latest_mut(&e.tenant, &e.event) {
                 Some(slot) => {
                     slot.cursor = cursor;
                     slot.id = e.id;
@@ -173,21 +169,20 @@ pub fn evolve(state: &mut State, record: &Record) {
                         slot.by = e.author().map(Arc::from);
                     }
                 }
-                None => {
-                    names.insert(
-                        e.event.clone(),
-                        LatestEvent {
-                            cursor,
-                            id: e.id,
-                            event: Arc::from(e.event.as_str()),
-                            data: Arc::from(e.data.as_str()),
-                            at_ms: record.at_ms,
-                            by: e.author().map(Arc::from),
-                        },
-                    );
-                }
+                None => state.add_latest(
+                    &e.tenant,
+                    &e.event,
+                    LatestEvent {
+                        cursor,
+                        id: e.id,
+                        event: Arc::from(e.event.as_str()),
+                        data: Arc::from(e.data.as_str()),
+                        at_ms: record.at_ms,
+                        by: e.author().map(Arc::from),
+                    },
+                ),
             }
         }
     }
-    state.cursor = state.cursor.max(cursor);
+    state.advance(cursor);
 }
