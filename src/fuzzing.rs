@@ -200,7 +200,9 @@ pub fn decide_evolve(data: &[u8]) {
             }
         }
         assert!(
-            live.users.iter().all(|(name, u)| *name == u.username),
+            live.users
+                .iter()
+                .all(|u| live.users.get(&u.username) == Some(u)),
             "usernames stay keys"
         );
         match kind / 64 {

@@ -22,7 +22,7 @@ use crate::log::Cursor;
 use crate::state::State;
 
 /// Bumped whenever `Snapshot` changes shape: older checkpoints are then ignored.
-pub const SCHEMA: u32 = 5;
+pub const SCHEMA: u32 = 6;
 
 const KEY: &[u8] = b"newest";
 

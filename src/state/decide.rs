@@ -111,7 +111,7 @@ pub fn decide(
                     credential_epoch,
                 } => match state.user(&username) {
                     Some(u) if u.accepts(credential_epoch) => {
-                        let tenant = u.tenant.clone();
+                        let tenant = u.tenant.to_string();
                         (Some(username), tenant)
                     }
                     _ => return Err(Rejection::CredentialsInvalid(username)),
@@ -267,7 +267,7 @@ pub fn recheck(
             if let Some(username) = &e.by {
                 match state.user(username) {
                     Some(user)
-                        if user.tenant == e.tenant
+                        if *user.tenant == *e.tenant
                             && credential_epoch
                                 .map_or(!user.revoked, |epoch| user.accepts(epoch)) => {}
                     _ => return Err(Rejection::CredentialsInvalid(username.clone())),
@@ -305,7 +305,7 @@ fn live_reset_code(
     code: u64,
     at_ms: i64,
 ) -> Result<(), Rejection> {
-    match state.user(username).and_then(|u| u.reset_code.as_ref()) {
+    match state.user(username).and_then(|u| u.reset_code()) {
         Some(live) if live.issued == code && at_ms < live.expires_ms => Ok(()),
         _ => Err(Rejection::ResetCodeInvalid),
     }

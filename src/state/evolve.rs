@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
+use super::projection::{LatestEvent, PasswordHash, RESET_CODE_TRIES, ResetCode, State, User};
 use super::record::{Record, RecordKind};
 use super::view::Fold;
 
@@ -18,36 +18,19 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
     let cursor = record.cursor;
     match &record.kind {
         RecordKind::UserCreated(u) => {
-            state.add_user(User {
-                id: u.id,
-                username: u.username.clone(),
-                tenant: u.tenant.clone(),
-                password_hash: u.password_hash.clone(),
-                email: u.email.clone(),
-                scopes: u.scopes.clone(),
-                data: u.data.clone(),
-                two_factor: u.two_factor,
-                totp_secret: u.totp_secret.clone(),
-                revoked: false,
-                credential_epoch: cursor,
-                version: cursor,
-                created_ms: record.at_ms,
-                changed_ms: record.at_ms,
-                last_login_step: 0,
-                last_reset_step: 0,
-                reset_code: None,
-            });
+            let tenant = state.tenant(&u.tenant);
+            state.add_user(User::created(u, tenant, cursor, record.at_ms));
         }
         RecordKind::UserUpdated(update) => {
+            let mut tenant = update.tenant.as_deref().map(|t| state.tenant(t));
+            let mut left = None;
             if let Some(user) = state.user_mut(&update.username) {
-                if let Some(tenant) = &update.tenant
-                    && *tenant != user.tenant
-                {
-                    user.tenant = tenant.clone();
+                if let Some(moved) = tenant.take_if(|t| *t != user.tenant) {
+                    left = Some(std::mem::replace(&mut user.tenant, moved));
                     user.credential_epoch = cursor;
                 }
                 if let Some(email) = &update.email {
-                    user.email = email.clone();
+                    user.set_email(email.clone());
                 }
                 // A token's scopes are read at use, but a biscuit carries them: new scopes end
                 // every credential issued under the old ones.
@@ -56,10 +39,10 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
                     if scopes.as_deref().unwrap_or_default() != user.scope_list() {
                         user.credential_epoch = cursor;
                     }
-                    user.scopes = scopes.clone();
+                    user.set_scopes(scopes.clone());
                 }
                 if let Some(data) = &update.data {
-                    user.data = data.clone();
+                    user.set_data(data.clone());
                 }
                 if let Some(two_factor) = update.two_factor {
                     // Turning two-factor on ends the sessions opened with the password alone.
@@ -70,6 +53,10 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
                 }
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
+            }
+            // The tenant the user left, and one named that nobody moved to, may be empty now.
+            for tenant in left.into_iter().chain(tenant) {
+                state.release_tenant(tenant);
             }
         }
         RecordKind::UserRevoked { username } => {
@@ -92,7 +79,7 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             password_hash,
         } => {
             if let Some(user) = state.user_mut(username) {
-                user.password_hash = password_hash.clone();
+                user.password_hash = PasswordHash::from_phc(password_hash);
                 user.credential_epoch = cursor;
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -111,9 +98,9 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             step,
         } => {
             if let Some(user) = state.user_mut(username) {
-                user.password_hash = password_hash.clone();
+                user.password_hash = PasswordHash::from_phc(password_hash);
                 user.last_reset_step = user.last_reset_step.max(*step);
-                user.reset_code = None;
+                user.change_reset_code(|code| *code = None);
                 user.credential_epoch = cursor;
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -125,11 +112,13 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             expires_ms,
         } => {
             if let Some(user) = state.user_mut(username) {
-                user.reset_code = Some(ResetCode {
-                    issued: cursor,
-                    code_hash: *code_hash,
-                    expires_ms: *expires_ms,
-                    failures: 0,
+                user.change_reset_code(|code| {
+                    *code = Some(ResetCode {
+                        issued: cursor,
+                        code_hash: *code_hash,
+                        expires_ms: *expires_ms,
+                        failures: 0,
+                    });
                 });
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -139,12 +128,17 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             // `version` stays: wrong codes from a stranger must not flush the user's cached
             // Basic credentials.
             if let Some(user) = state.user_mut(username)
-                && let Some(code) = &mut user.reset_code
+                && user.reset_code().is_some()
             {
-                code.failures = code.failures.saturating_add(1);
-                if code.failures >= RESET_CODE_TRIES {
-                    user.reset_code = None;
-                }
+                user.change_reset_code(|code| {
+                    let void = code.as_mut().is_some_and(|live| {
+                        live.failures = live.failures.saturating_add(1);
+                        live.failures >= RESET_CODE_TRIES
+                    });
+                    if void {
+                        *code = None;
+                    }
+                });
             }
         }
         RecordKind::UserDeleted { username } => {

@@ -8,6 +8,8 @@
 //! overlay is dropped; a failed write drops it too, which is all it takes to forget what was
 //! decided but never written.
 
+use std::sync::Arc;
+
 use super::idempotency::{KeyUse, KeysOverlay};
 use super::projection::{LatestEvent, Map, State, User};
 use super::record::{EventInserted, Record};
@@ -37,6 +39,10 @@ pub trait Fold {
     fn latest_mut(&mut self, tenant: &str, event: &str) -> Option<&mut LatestEvent>;
     /// Adds the first event called `event` to `tenant`.
     fn add_latest(&mut self, tenant: &str, event: &str, latest: LatestEvent);
+    /// The tenant called `name`, shared with its users.
+    fn tenant(&mut self, name: &str) -> Arc<str>;
+    /// A user left `tenant` (or nobody came): it is forgotten if no user is in it.
+    fn release_tenant(&mut self, tenant: Arc<str>);
     /// Remembers an insert's `Idempotency-Key`.
     fn remember_key(&mut self, record: &Record, event: &EventInserted);
     /// Moves the cursor up to `cursor`.
@@ -69,7 +75,7 @@ impl Fold for State {
     }
 
     fn add_user(&mut self, user: User) {
-        self.users.insert(user.username.clone(), user);
+        self.users.insert(user);
     }
 
     fn remove_user(&mut self, username: &str) {
@@ -88,6 +94,14 @@ impl Fold for State {
         if let Some(names) = self.latest.get_mut(tenant) {
             names.insert(event.to_owned(), latest);
         }
+    }
+
+    fn tenant(&mut self, name: &str) -> Arc<str> {
+        self.users.tenant(name)
+    }
+
+    fn release_tenant(&mut self, tenant: Arc<str>) {
+        self.users.release(tenant);
     }
 
     fn remember_key(&mut self, record: &Record, event: &EventInserted) {
@@ -205,7 +219,9 @@ impl Fold for Layered<'_> {
     }
 
     fn add_user(&mut self, user: User) {
-        self.overlay.users.insert(user.username.clone(), Some(user));
+        self.overlay
+            .users
+            .insert(user.username.to_string(), Some(user));
     }
 
     fn remove_user(&mut self, username: &str) {
@@ -237,6 +253,16 @@ impl Fold for Layered<'_> {
             .or_default()
             .insert(event.to_owned(), latest);
     }
+
+    fn tenant(&mut self, name: &str) -> Arc<str> {
+        // A batch's new tenants are interned when it is published, not here.
+        self.published
+            .users
+            .known_tenant(name)
+            .unwrap_or_else(|| Arc::from(name))
+    }
+
+    fn release_tenant(&mut self, _: Arc<str>) {}
 
     fn remember_key(&mut self, record: &Record, event: &EventInserted) {
         self.overlay

@@ -151,14 +151,11 @@ impl From<&User> for UserView {
     fn from(user: &User) -> Self {
         UserView {
             id: uuid::Uuid::from_bytes(user.id),
-            username: user.username.clone(),
-            tenant_name: user.tenant.clone(),
-            email: user.email.clone(),
-            scopes: user.scopes.clone(),
-            data: user
-                .data
-                .as_deref()
-                .and_then(|d| serde_json::from_str(d).ok()),
+            username: user.username.to_string(),
+            tenant_name: user.tenant.to_string(),
+            email: user.email().map(str::to_owned),
+            scopes: user.scopes().map(<[String]>::to_vec),
+            data: user.data().and_then(|d| serde_json::from_str(d).ok()),
             two_factor: user.two_factor,
             revoked: user.revoked,
             password: "***".into(),
@@ -198,7 +195,7 @@ impl UsersApi {
         app.require_admin(&admin, body.0.admin_token.as_deref(), req)?;
         let mut users: Vec<UserView> = app
             .engine
-            .read(|s| s.users.values().map(UserView::from).collect());
+            .read(|s| s.users.iter().map(UserView::from).collect());
         users.sort_by(|a, b| a.username.cmp(&b.username));
         Ok(Json(users))
     }
