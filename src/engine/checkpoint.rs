@@ -121,6 +121,22 @@ impl Store {
     }
 }
 
+/// Lets fjall give back the memory of the checkpoint it was just given. fjall keeps a written
+/// value in its memtable, and after a flush in the tree version that still names that memtable
+/// until a later flush collects old versions: a checkpoint is as large as the state, so the
+/// server held every user a second time (measured at 1 M users: 458 B per user instead of
+/// 267). Two flushes here — the checkpoint's, then one of a marker written after it — leave no
+/// version naming the memtable; they write a table of the checkpoint on the checkpoint's own
+/// thread, off the writer's path.
+fn release_value(keyspace: &Keyspace) -> Result<(), fjall::Error> {
+    keyspace.rotate_memtable_and_wait()?;
+    keyspace.insert(FLUSHED, [])?;
+    keyspace.rotate_memtable_and_wait()
+}
+
+/// The marker [`release_value`] writes after a checkpoint (never read).
+const FLUSHED: &[u8] = b"flushed";
+
 /// Where a rewrite moves the old store before deleting it; found at open, it is deleted then.
 fn retired(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -334,7 +350,11 @@ impl Checkpoints {
             if !stale {
                 batch.insert(&st.keyspace, KEY, value);
             }
-            batch.commit().map_err(store("writing a checkpoint"))
+            batch.commit().map_err(store("writing a checkpoint"))?;
+            if !stale {
+                release_value(&st.keyspace).map_err(store("flushing a checkpoint"))?;
+            }
+            Ok(())
         })
     }
 
