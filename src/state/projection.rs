@@ -517,7 +517,9 @@ mod tests {
                 username: username.into(),
                 tenant: tenant.into(),
                 password_hash: hash.into(),
-                email: cursor.is_multiple_of(2).then(|| format!("{username}@example.com")),
+                email: cursor
+                    .is_multiple_of(2)
+                    .then(|| format!("{username}@example.com")),
                 scopes: None,
                 data: None,
                 two_factor: false,
