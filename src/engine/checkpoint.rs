@@ -129,9 +129,26 @@ impl Store {
 /// version naming the memtable; they write a table of the checkpoint on the checkpoint's own
 /// thread, off the writer's path.
 fn release_value(keyspace: &Keyspace) -> Result<(), fjall::Error> {
-    keyspace.rotate_memtable_and_wait()?;
+    flush(keyspace)?;
     keyspace.insert(FLUSHED, [])?;
-    keyspace.rotate_memtable_and_wait()
+    flush(keyspace)
+}
+
+/// How long [`flush`] waits for fjall's flush worker, at most.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Seals the memtable and waits (at most [`FLUSH_WAIT`]) until fjall wrote it to a table.
+/// fjall's own `rotate_memtable_and_wait` waits forever, and a flush that fails (a disk fault)
+/// leaves its memtable sealed: the checkpoint thread, and a shutdown that joins it, would hang.
+/// fjall has no stable flush call; these two are public but unlisted in its docs.
+fn flush(keyspace: &Keyspace) -> Result<(), fjall::Error> {
+    if keyspace.rotate_memtable()? {
+        let deadline = std::time::Instant::now() + FLUSH_WAIT;
+        while keyspace.sealed_memtable_count() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    Ok(())
 }
 
 /// The marker [`release_value`] writes after a checkpoint (never read).
