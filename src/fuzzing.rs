@@ -6,7 +6,9 @@ use crate::auth::jwt::{Claims, ISSUER, JwtKey, MAX_IAT_SKEW_S};
 use crate::http::streams::{Class, classify_for_fuzzing};
 use crate::log::{self, frame, segment};
 use crate::state::record::{UserCreated, UserUpdated};
-use crate::state::{Author, Command, Decision, Record, State, decide, evolve};
+use crate::state::{
+    Author, Command, Decision, Overlay, Record, State, decide, evolve, evolve_into, recheck,
+};
 
 /// Frames and records from arbitrary bytes: no panic; a record that validates re-encodes
 /// and decodes to itself, and its cursor agrees with [`Record::cursor_of`].
@@ -78,10 +80,15 @@ const NAMES: [&str; 4] = ["ann", "ben", "cy", "dee"];
 
 /// Commands decoded from bytes (three bytes per command), folded with `decide`/`evolve`:
 /// usernames stay unique, cursors rise by one, revoked users cannot act, and replaying the
-/// encoded records from scratch gives the live state.
+/// encoded records from scratch gives the live state. The writer's way gives the same
+/// answers: each command decided against an overlay of the batch over a published state
+/// that lags (published when a command's byte says so, or dropped as by a failed write).
 pub fn decide_evolve(data: &[u8]) {
     let mut live = State::default();
     let mut written = Vec::new();
+    let mut published = State::default();
+    let mut overlay = Overlay::new(0);
+    let mut batch: Vec<Record> = Vec::new();
     for (i, op) in data.chunks(3).enumerate() {
         let (kind, a, b) = (op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0));
         let user = NAMES[a as usize % NAMES.len()].to_owned();
@@ -163,7 +170,10 @@ pub fn decide_evolve(data: &[u8]) {
             }
         );
         let before = live.cursor;
-        if let Ok(decision) = decide(&live, command, i as i64) {
+        let layered = decide(&overlay.over(&published), command.clone(), i as i64);
+        let decided = decide(&live, command, i as i64);
+        assert_eq!(layered, decided, "the overlay decides as the whole state");
+        if let Ok(decision) = decided {
             if let Decision::Duplicate(earlier) = &decision {
                 assert!(
                     earlier.cursor <= before,
@@ -177,14 +187,42 @@ pub fn decide_evolve(data: &[u8]) {
             );
             for (n, record) in records.iter().enumerate() {
                 assert_eq!(record.cursor, before + 1 + n as u64, "cursors rise by one");
+                let mut over = overlay.over(&published);
+                assert_eq!(
+                    recheck(&over, record, None),
+                    recheck(&live, record, None),
+                    "the overlay rechecks as the whole state"
+                );
+                evolve_into(&mut over, record);
                 evolve(&mut live, record);
                 written.push(record.encode());
+                batch.push(record.clone());
             }
         }
         assert!(
-            live.users.iter().all(|(name, u)| *name == u.username),
+            live.users
+                .iter()
+                .all(|u| live.users.get(&u.username) == Some(u)),
             "usernames stay keys"
         );
+        match kind / 64 {
+            // Published: the batch is durable and visible.
+            1 => {
+                for record in batch.drain(..) {
+                    evolve(&mut published, &record);
+                }
+                overlay.published();
+                assert_eq!(published, live, "published equals live");
+            }
+            // Its write failed: nothing of the batch happened.
+            2 => {
+                batch.clear();
+                overlay.discard(published.cursor);
+                live = published.clone();
+                written.truncate(written.len().min(published.cursor as usize));
+            }
+            _ => {}
+        }
     }
     let mut replayed = State::default();
     for bytes in &written {

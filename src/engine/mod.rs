@@ -9,7 +9,7 @@
 //! Who owns what:
 //! - [`open`](Engine::open) (`open.rs`) takes the lock, recovers the log, loads a checkpoint,
 //!   replays the tail and starts the writer.
-//! - The writer thread (`writer.rs`) owns the `LogWriter` and its *decision* state, and holds
+//! - The writer thread (`writer.rs`) owns the `LogWriter` and its batch's overlay, and holds
 //!   an `Arc` of [`published::Published`] — the one place a batch becomes visible (state,
 //!   fan-out, committed head, credential watches). It never holds the engine.
 //! - [`checkpoint`] stores projections and the per-tenant index in fjall;
@@ -20,10 +20,11 @@
 //! - [`backend`] is the log interface (append, read from a cursor, committed): the embedded
 //!   log, or [`jetstream`], several nodes on one NATS JetStream stream.
 //!
-//! Two states exist on purpose: the writer's *decision* state runs ahead of the disk (so a
-//! batch decides against every earlier command of the batch), while the *published* state
-//! readers see only ever holds durable records. A failed write resets the first from the
-//! second, so nothing unwritten is ever visible or acknowledged.
+//! The state is held once: the *published* state readers see, which only ever holds durable
+//! records. The writer runs ahead of the disk within a batch (so a batch decides against every
+//! earlier command of the batch) in a small overlay over it (`state::Overlay`: only what the
+//! batch touched), dropped once the batch is published. A failed write drops the overlay, so
+//! nothing unwritten is ever visible or acknowledged.
 
 pub mod backend;
 pub mod checkpoint;

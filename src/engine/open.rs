@@ -134,7 +134,7 @@ impl Engine {
         super::heap::release_freed();
         let (tx, rx) = mpsc::channel(8192);
         let published = Arc::new(Published::new(
-            state.clone(),
+            state,
             Fanout::new(
                 cursor,
                 options.recent_per_tenant,
@@ -182,7 +182,6 @@ impl Engine {
                 shared: options.shared,
             },
             recovered.writer,
-            state,
             options.fsync,
             clock,
             rx,

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use tokio::sync::watch;
 
@@ -106,9 +106,15 @@ impl Published {
         });
     }
 
-    /// A copy of the state (the writer's decision state after a failed batch; checkpoints).
+    /// A copy of the state, for a checkpoint.
     pub(super) fn state(&self) -> State {
         self.state.read().expect("published state").clone()
+    }
+
+    /// The published state, read-locked: the writer decides against it (with its batch's
+    /// overlay) and must drop it before it publishes.
+    pub(super) fn read_guard(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().expect("published state")
     }
 
     /// Runs `f` on a consistent view of the published state.

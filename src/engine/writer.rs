@@ -1,7 +1,8 @@
 //! The writer thread: the only place state changes.
 //!
 //! Group commit: the thread takes every command that queued up while the previous batch
-//! was being written and fsynced, decides them in order against its decision state,
+//! was being written and fsynced, decides them in order against the published state with
+//! what the batch decided so far over it (`state::Overlay`),
 //! appends their records, and makes the whole batch durable with one write and one fsync.
 //! On several nodes (`--log nats://…`) it decides nothing: it folds what the shared stream
 //! delivers into this node's copy (`writer/fold.rs`).
@@ -15,7 +16,7 @@ use super::published::Published;
 use super::tenant_index::TenantIndex;
 use super::{EngineError, FsyncPolicy, Msg, Stamp};
 use crate::log::LogWriter;
-use crate::state::{Decision, Record, State, decide, evolve};
+use crate::state::{Decision, Overlay, Record, decide, evolve_into};
 
 mod fold;
 
@@ -54,8 +55,9 @@ pub(super) struct Shares {
 pub(super) struct Writer {
     shares: Shares,
     log: LogWriter,
-    /// Runs ahead of the disk within a batch; reset from the published state on failure.
-    decision: State,
+    /// What the batch decided so far over the published state: runs ahead of the disk within
+    /// a batch, dropped once the batch is published or its write failed.
+    overlay: Overlay,
     fsync: FsyncPolicy,
     clock: Stamp,
     rx: mpsc::Receiver<Msg>,
@@ -77,7 +79,6 @@ impl Writer {
     pub(super) fn new(
         shares: Shares,
         log: LogWriter,
-        decision: State,
         fsync: FsyncPolicy,
         clock: Stamp,
         rx: mpsc::Receiver<Msg>,
@@ -86,10 +87,11 @@ impl Writer {
         // Records replayed at start count: a start that replayed a long tail stores a
         // checkpoint at once, so the next start does not replay it again.
         let since_checkpoint = checkpoints.as_ref().map_or(0, |c| c.replayed);
+        let overlay = Overlay::new(shares.published.read(|state| state.cursor));
         Writer {
             shares,
             log,
-            decision,
+            overlay,
             fsync,
             clock,
             rx,
@@ -104,7 +106,7 @@ impl Writer {
     }
 
     /// Stores a checkpoint in the background when enough records or time went by. The state
-    /// is cloned here (the decision state equals the published one between batches); encoding
+    /// is cloned here (between batches, the published state is all that was decided); encoding
     /// and the fsync happen on another thread, so the writer never waits for them.
     fn maybe_checkpoint(&mut self, force: bool) {
         let Some(policy) = &mut self.checkpoints else {
@@ -127,7 +129,7 @@ impl Writer {
                 let _ = running.join();
             }
         }
-        let state = self.decision.clone();
+        let state = self.shares.published.state();
         let store = std::sync::Arc::clone(&policy.store);
         let segments = self.shares.reader.segments();
         let events = std::mem::take(&mut policy.tenant_events);
@@ -277,7 +279,7 @@ impl Writer {
             Ok(())
         } else {
             self.log
-                .close_segment(self.decision.cursor + 1)
+                .close_segment(self.overlay.cursor() + 1)
                 .map_err(EngineError::from)
         };
         for reply in replies {
@@ -329,7 +331,9 @@ impl Writer {
                     failed = Some(e);
                 }
             }
-            let records = match decide(&self.decision, command, at_ms) {
+            let published = Arc::clone(&self.shares.published);
+            let state = published.read_guard();
+            let records = match decide(&self.overlay.over(&state), command, at_ms) {
                 Ok(Decision::Append(records)) => records,
                 // Answered once this batch is durable: the earlier insert may be in it.
                 Ok(Decision::Duplicate(earlier)) => {
@@ -356,9 +360,11 @@ impl Writer {
                 let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
                 continue;
             }
+            let mut overlay = self.overlay.over(&state);
             for record in &records {
-                evolve(&mut self.decision, record);
+                evolve_into(&mut overlay, record);
             }
+            drop(state);
             accepted.push((Some(reply), records));
         }
         let written = if accepted.is_empty() {
@@ -405,7 +411,7 @@ impl Writer {
         if let Err(e) = flushed {
             metrics.write_failures.inc();
             tracing::error!(error = %e, records = accepted.len(), "writing a batch to the log failed; the batch is refused");
-            self.decision = published.state();
+            self.overlay.discard(published.read(|state| state.cursor));
             for reply in accepted.into_iter().filter_map(|(reply, _)| reply) {
                 let _ = reply.send(Err(EngineError::Unavailable(e.to_string())));
             }
@@ -447,6 +453,7 @@ impl Writer {
         }
         let records: Vec<&Record> = accepted.iter().flat_map(|(_, r)| r).collect();
         let wakeups = self.shares.published.publish(&records);
+        self.overlay.published();
         for (reply, records) in accepted {
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(records));

@@ -295,8 +295,8 @@ pub(super) fn stream_bearer(app: &App, token: &str) -> Result<Principal, ApiErro
 fn principal_of(app: &App, claims: &jwt::Claims) -> Result<Principal, ApiError> {
     app.engine.read(|state| match state.user(&claims.sub) {
         Some(user) if user.accepts(claims.epoch) => Ok(Principal {
-            username: user.username.clone(),
-            tenant: user.tenant.clone(),
+            username: user.username.to_string(),
+            tenant: user.tenant.to_string(),
             credential_epoch: user.credential_epoch,
             expires: claims.exp,
         }),
@@ -330,9 +330,10 @@ async fn basic(
         let attempt = app.attempt(&username, req);
         app.throttle_check(&attempt)?;
         // Same work for unknown users as for real ones: timing tells no usernames apart.
-        let hash = user
-            .as_ref()
-            .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+        let hash = user.as_ref().map_or_else(
+            || DUMMY_HASH.clone(),
+            |u| u.password_hash.phc().into_owned(),
+        );
         let matches = app.verify_password(password, hash).await?;
         match &user {
             Some(user) if matches && usable(user) => app.throttle_clear(&attempt),
@@ -356,8 +357,8 @@ async fn basic(
     }
     let user = user.ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?;
     Ok(Principal {
-        username: user.username,
-        tenant: user.tenant,
+        username: user.username.into(),
+        tenant: user.tenant.to_string(),
         credential_epoch: user.credential_epoch,
         expires: app.clock.now_s() + app.config.identity.jwt_expiry,
     })

@@ -3,9 +3,10 @@
 
 use super::command::{Author, Command};
 use super::idempotency::{earlier_record, request_digest};
-use super::projection::State;
+use super::projection::User;
 use super::record::{EventInserted, Record, RecordKind};
 use super::validate::{self, Invalid};
+use super::view::View;
 
 #[cfg(test)]
 mod tests;
@@ -75,7 +76,11 @@ impl Decision {
 
 /// The records `command` produces against `state`, with cursors following `state.cursor`
 /// and the given time, or the earlier insert a retried one repeats.
-pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, Rejection> {
+pub fn decide(
+    state: &(impl View + ?Sized),
+    command: Command,
+    at_ms: i64,
+) -> Result<Decision, Rejection> {
     let kinds = match command {
         Command::CreateUser(user) => {
             validate::username(&user.username)?;
@@ -86,7 +91,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
             if let Some(email) = &user.email {
                 validate::email(email)?;
             }
-            if state.users.contains_key(&user.username) {
+            if state.user(&user.username).is_some() {
                 return Err(Rejection::UsernameTaken(user.username));
             }
             vec![RecordKind::UserCreated(user)]
@@ -104,9 +109,9 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
                 Author::User {
                     username,
                     credential_epoch,
-                } => match state.users.get(&username) {
+                } => match state.user(&username) {
                     Some(u) if u.accepts(credential_epoch) => {
-                        let tenant = u.tenant.clone();
+                        let tenant = u.tenant.to_string();
                         (Some(username), tenant)
                     }
                     _ => return Err(Rejection::CredentialsInvalid(username)),
@@ -127,9 +132,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
             // A retry is answered before the quota: it adds no name.
             if let Some(key) = &inserted.idempotency_key {
                 validate::idempotency_key(key)?;
-                if let Some((cursor, used)) =
-                    state.idempotency.live(inserted.by.as_deref(), key, at_ms)
-                {
+                if let Some((cursor, used)) = state.live_key(inserted.by.as_deref(), key, at_ms) {
                     if used.request
                         != request_digest(&inserted.tenant, &inserted.event, &inserted.data)
                     {
@@ -140,10 +143,8 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
             }
             // One latest event per name is kept forever (snapshot, compaction): the number
             // of names is what bounds a tenant's memory.
-            if let Some(names) = state.latest.get(&inserted.tenant)
-                && names.len() >= name_limit
-                && !names.contains_key(&inserted.event)
-            {
+            let (names, known_name) = state.event_names(&inserted.tenant, &inserted.event);
+            if names >= name_limit && !known_name {
                 return Err(Rejection::TooManyEventNames(name_limit));
             }
             vec![RecordKind::EventInserted(inserted)]
@@ -225,7 +226,7 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
     Ok(Decision::Append(
         kinds
             .into_iter()
-            .zip(state.cursor + 1..)
+            .zip(state.cursor() + 1..)
             .map(|(kind, cursor)| Record {
                 cursor,
                 at_ms,
@@ -257,16 +258,16 @@ pub fn decide(state: &State, command: Command, at_ms: i64) -> Result<Decision, R
 /// always pass (each user's records are compared-and-set on the user's subject), so this only
 /// ever drops a record someone else wrote to the stream, before `evolve` could act on it.
 pub fn recheck(
-    state: &State,
+    state: &(impl View + ?Sized),
     record: &Record,
     credential_epoch: Option<u64>,
 ) -> Result<(), Rejection> {
     match &record.kind {
         RecordKind::EventInserted(e) => {
             if let Some(username) = &e.by {
-                match state.users.get(username) {
+                match state.user(username) {
                     Some(user)
-                        if user.tenant == e.tenant
+                        if *user.tenant == *e.tenant
                             && credential_epoch
                                 .map_or(!user.revoked, |epoch| user.accepts(epoch)) => {}
                     _ => return Err(Rejection::CredentialsInvalid(username.clone())),
@@ -275,18 +276,13 @@ pub fn recheck(
             // Two nodes may both append a retry of one keyed insert: the later is dropped
             // everywhere, and its node answers with the earlier one (or 422).
             match &e.idempotency_key {
-                Some(key)
-                    if state
-                        .idempotency
-                        .live(e.by.as_deref(), key, record.at_ms)
-                        .is_some() =>
-                {
+                Some(key) if state.live_key(e.by.as_deref(), key, record.at_ms).is_some() => {
                     Err(Rejection::KeyReused)
                 }
                 _ => Ok(()),
             }
         }
-        RecordKind::UserCreated(user) if state.users.contains_key(&user.username) => {
+        RecordKind::UserCreated(user) if state.user(&user.username).is_some() => {
             Err(Rejection::UsernameTaken(user.username.clone()))
         }
         RecordKind::UserCreated(_) => Ok(()),
@@ -294,8 +290,8 @@ pub fn recheck(
     }
 }
 
-fn active<'a>(state: &'a State, username: &str) -> Result<&'a super::projection::User, Rejection> {
-    match state.users.get(username) {
+fn active<'a>(state: &'a (impl View + ?Sized), username: &str) -> Result<&'a User, Rejection> {
+    match state.user(username) {
         Some(user) if !user.revoked => Ok(user),
         _ => Err(Rejection::CredentialsInvalid(username.to_owned())),
     }
@@ -303,19 +299,20 @@ fn active<'a>(state: &'a State, username: &str) -> Result<&'a super::projection:
 
 /// The user's reset code issued at `code` is still the one that counts: not replaced, used,
 /// expired by `at_ms` or void (the projection forgets a code once it is used or void).
-fn live_reset_code(state: &State, username: &str, code: u64, at_ms: i64) -> Result<(), Rejection> {
-    match state
-        .users
-        .get(username)
-        .and_then(|u| u.reset_code.as_ref())
-    {
+fn live_reset_code(
+    state: &(impl View + ?Sized),
+    username: &str,
+    code: u64,
+    at_ms: i64,
+) -> Result<(), Rejection> {
+    match state.user(username).and_then(|u| u.reset_code()) {
         Some(live) if live.issued == code && at_ms < live.expires_ms => Ok(()),
         _ => Err(Rejection::ResetCodeInvalid),
     }
 }
 
-fn known(state: &State, username: &str) -> Result<(), Rejection> {
-    if state.users.contains_key(username) {
+fn known(state: &(impl View + ?Sized), username: &str) -> Result<(), Rejection> {
+    if state.user(username).is_some() {
         Ok(())
     } else {
         Err(Rejection::UnknownUser(username.to_owned()))

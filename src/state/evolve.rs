@@ -4,47 +4,33 @@
 
 use std::sync::Arc;
 
-use super::projection::{LatestEvent, Map, RESET_CODE_TRIES, ResetCode, State, User};
+use super::projection::{LatestEvent, PasswordHash, RESET_CODE_TRIES, ResetCode, State, User};
 use super::record::{Record, RecordKind};
+use super::view::Fold;
 
 /// Applies `record` to `state`.
 pub fn evolve(state: &mut State, record: &Record) {
+    evolve_into(state, record);
+}
+
+/// Applies `record` to what `state` is: the whole state, or a batch's overlay (`view`).
+pub fn evolve_into(state: &mut impl Fold, record: &Record) {
     let cursor = record.cursor;
     match &record.kind {
         RecordKind::UserCreated(u) => {
-            state.users.insert(
-                u.username.clone(),
-                User {
-                    id: u.id,
-                    username: u.username.clone(),
-                    tenant: u.tenant.clone(),
-                    password_hash: u.password_hash.clone(),
-                    email: u.email.clone(),
-                    scopes: u.scopes.clone(),
-                    data: u.data.clone(),
-                    two_factor: u.two_factor,
-                    totp_secret: u.totp_secret.clone(),
-                    revoked: false,
-                    credential_epoch: cursor,
-                    version: cursor,
-                    created_ms: record.at_ms,
-                    changed_ms: record.at_ms,
-                    last_login_step: 0,
-                    last_reset_step: 0,
-                    reset_code: None,
-                },
-            );
+            let tenant = state.tenant(&u.tenant);
+            state.add_user(User::created(u, tenant, cursor, record.at_ms));
         }
         RecordKind::UserUpdated(update) => {
-            if let Some(user) = state.users.get_mut(&update.username) {
-                if let Some(tenant) = &update.tenant
-                    && *tenant != user.tenant
-                {
-                    user.tenant = tenant.clone();
+            let mut tenant = update.tenant.as_deref().map(|t| state.tenant(t));
+            let mut left = None;
+            if let Some(user) = state.user_mut(&update.username) {
+                if let Some(moved) = tenant.take_if(|t| *t != user.tenant) {
+                    left = Some(std::mem::replace(&mut user.tenant, moved));
                     user.credential_epoch = cursor;
                 }
                 if let Some(email) = &update.email {
-                    user.email = email.clone();
+                    user.set_email(email.clone());
                 }
                 // A token's scopes are read at use, but a biscuit carries them: new scopes end
                 // every credential issued under the old ones.
@@ -53,10 +39,10 @@ pub fn evolve(state: &mut State, record: &Record) {
                     if scopes.as_deref().unwrap_or_default() != user.scope_list() {
                         user.credential_epoch = cursor;
                     }
-                    user.scopes = scopes.clone();
+                    user.set_scopes(scopes.clone());
                 }
                 if let Some(data) = &update.data {
-                    user.data = data.clone();
+                    user.set_data(data.clone());
                 }
                 if let Some(two_factor) = update.two_factor {
                     // Turning two-factor on ends the sessions opened with the password alone.
@@ -68,9 +54,13 @@ pub fn evolve(state: &mut State, record: &Record) {
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
             }
+            // The tenant the user left, and one named that nobody moved to, may be empty now.
+            for tenant in left.into_iter().chain(tenant) {
+                state.release_tenant(tenant);
+            }
         }
         RecordKind::UserRevoked { username } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.revoked = true;
                 user.credential_epoch = cursor;
                 user.version = cursor;
@@ -78,7 +68,7 @@ pub fn evolve(state: &mut State, record: &Record) {
             }
         }
         RecordKind::UserUnrevoked { username } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.revoked = false;
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -88,15 +78,15 @@ pub fn evolve(state: &mut State, record: &Record) {
             username,
             password_hash,
         } => {
-            if let Some(user) = state.users.get_mut(username) {
-                user.password_hash = password_hash.clone();
+            if let Some(user) = state.user_mut(username) {
+                user.password_hash = PasswordHash::from_phc(password_hash);
                 user.credential_epoch = cursor;
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
             }
         }
         RecordKind::LoginCodeUsed { username, step } => {
-            if let Some(user) = state.users.get_mut(username) {
+            if let Some(user) = state.user_mut(username) {
                 user.last_login_step = user.last_login_step.max(*step);
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -107,10 +97,10 @@ pub fn evolve(state: &mut State, record: &Record) {
             password_hash,
             step,
         } => {
-            if let Some(user) = state.users.get_mut(username) {
-                user.password_hash = password_hash.clone();
+            if let Some(user) = state.user_mut(username) {
+                user.password_hash = PasswordHash::from_phc(password_hash);
                 user.last_reset_step = user.last_reset_step.max(*step);
-                user.reset_code = None;
+                user.change_reset_code(|code| *code = None);
                 user.credential_epoch = cursor;
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -121,12 +111,14 @@ pub fn evolve(state: &mut State, record: &Record) {
             code_hash,
             expires_ms,
         } => {
-            if let Some(user) = state.users.get_mut(username) {
-                user.reset_code = Some(ResetCode {
-                    issued: cursor,
-                    code_hash: *code_hash,
-                    expires_ms: *expires_ms,
-                    failures: 0,
+            if let Some(user) = state.user_mut(username) {
+                user.change_reset_code(|code| {
+                    *code = Some(ResetCode {
+                        issued: cursor,
+                        code_hash: *code_hash,
+                        expires_ms: *expires_ms,
+                        failures: 0,
+                    });
                 });
                 user.version = cursor;
                 user.changed_ms = record.at_ms;
@@ -135,34 +127,32 @@ pub fn evolve(state: &mut State, record: &Record) {
         RecordKind::ResetCodeFailed { username } => {
             // `version` stays: wrong codes from a stranger must not flush the user's cached
             // Basic credentials.
-            if let Some(user) = state.users.get_mut(username)
-                && let Some(code) = &mut user.reset_code
+            if let Some(user) = state.user_mut(username)
+                && user.reset_code().is_some()
             {
-                code.failures = code.failures.saturating_add(1);
-                if code.failures >= RESET_CODE_TRIES {
-                    user.reset_code = None;
-                }
+                user.change_reset_code(|code| {
+                    let void = code.as_mut().is_some_and(|live| {
+                        live.failures = live.failures.saturating_add(1);
+                        live.failures >= RESET_CODE_TRIES
+                    });
+                    if void {
+                        *code = None;
+                    }
+                });
             }
         }
         RecordKind::UserDeleted { username } => {
             // The user's events stay in their tenant's `latest`: they belong to the tenant.
             // A user created again under this name starts a new credential epoch (the
             // cursor of its `UserCreated`), so the old user's tokens never match it.
-            state.users.remove(username);
+            state.remove_user(username);
         }
         RecordKind::EventInserted(e) => {
-            state.idempotency.remember(record, e);
+            state.remember_key(record, e);
             // Most events replace the latest of a name the tenant already has: update in
             // place, allocating the tenant and name keys only when they are new (replay
             // and the writer both run this once per event).
-            if !state.latest.contains_key(e.tenant.as_str()) {
-                state.latest.insert(e.tenant.clone(), Map::default());
-            }
-            let names = state
-                .latest
-                .get_mut(e.tenant.as_str())
-                .expect("inserted above");
-            match names.get_mut(e.event.as_str()) {
+            match state.latest_mut(&e.tenant, &e.event) {
                 Some(slot) => {
                     slot.cursor = cursor;
                     slot.id = e.id;
@@ -173,21 +163,20 @@ pub fn evolve(state: &mut State, record: &Record) {
                         slot.by = e.author().map(Arc::from);
                     }
                 }
-                None => {
-                    names.insert(
-                        e.event.clone(),
-                        LatestEvent {
-                            cursor,
-                            id: e.id,
-                            event: Arc::from(e.event.as_str()),
-                            data: Arc::from(e.data.as_str()),
-                            at_ms: record.at_ms,
-                            by: e.author().map(Arc::from),
-                        },
-                    );
-                }
+                None => state.add_latest(
+                    &e.tenant,
+                    &e.event,
+                    LatestEvent {
+                        cursor,
+                        id: e.id,
+                        event: Arc::from(e.event.as_str()),
+                        data: Arc::from(e.data.as_str()),
+                        at_ms: record.at_ms,
+                        by: e.author().map(Arc::from),
+                    },
+                ),
             }
         }
     }
-    state.cursor = state.cursor.max(cursor);
+    state.advance(cursor);
 }

@@ -6,7 +6,7 @@
 //! [`KEYS_TOTAL`] in all, the oldest forgotten first, and a key older than the window (in
 //! record time, `at_ms`) is forgotten as soon as a newer insert is folded.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rkyv::{Archive, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -112,43 +112,7 @@ impl IdempotencyKeys {
     /// Folds an insert: forgets what fell out of the window by its time, then remembers its
     /// key (replacing an earlier use of the same key) within the caps.
     pub(super) fn remember(&mut self, record: &Record, event: &EventInserted) {
-        let Some(key) = &event.idempotency_key else {
-            return;
-        };
-        while let Some((&oldest, used)) = self.uses.first_key_value() {
-            if record.at_ms.saturating_sub(used.at_ms) < self.window_ms {
-                break;
-            }
-            self.forget(oldest);
-        }
-        if let Some(&earlier) = self.index.get(&index_key(event.by.as_deref(), key)) {
-            self.forget(earlier);
-        }
-        let who = caller(event.by.as_deref()).to_owned();
-        let mine = self.per_caller.entry(who.clone()).or_default();
-        mine.insert(record.cursor);
-        let over = (mine.len() > KEYS_PER_CALLER).then(|| mine.first().copied());
-        self.index
-            .insert(index_key(event.by.as_deref(), key), record.cursor);
-        self.uses.insert(
-            record.cursor,
-            KeyUse {
-                by: event.by.clone(),
-                key: key.clone(),
-                at_ms: record.at_ms,
-                id: event.id,
-                request: request_digest(&event.tenant, &event.event, &event.data),
-            },
-        );
-        if let Some(Some(oldest)) = over {
-            self.forget(oldest);
-        }
-        while self.uses.len() > KEYS_TOTAL {
-            let Some(&oldest) = self.uses.keys().next() else {
-                break;
-            };
-            self.forget(oldest);
-        }
+        remember(self, record, event);
     }
 
     fn forget(&mut self, cursor: Cursor) {
@@ -166,6 +130,291 @@ impl IdempotencyKeys {
                 self.per_caller.remove(who);
             }
         }
+    }
+}
+
+/// What [`remember`] does to a set of keys, as steps: on the whole set, or on a batch's
+/// changes over the published set ([`KeysOverlay`]). Both run the one `remember`, so the
+/// writer decides a batch against exactly what folding it will leave.
+trait KeyStore {
+    fn window_ms(&self) -> i64;
+    /// The oldest use: its cursor and record time.
+    fn oldest(&mut self) -> Option<(Cursor, i64)>;
+    /// The cursor of the use of `index_key`.
+    fn find(&self, index_key: &str) -> Option<Cursor>;
+    fn caller_len(&self, who: &str) -> usize;
+    fn caller_oldest(&mut self, who: &str) -> Option<Cursor>;
+    fn add(&mut self, cursor: Cursor, used: KeyUse);
+    fn forget(&mut self, cursor: Cursor);
+    fn len(&self) -> usize;
+}
+
+fn remember(store: &mut impl KeyStore, record: &Record, event: &EventInserted) {
+    let Some(key) = &event.idempotency_key else {
+        return;
+    };
+    while let Some((oldest, at_ms)) = store.oldest() {
+        if record.at_ms.saturating_sub(at_ms) < store.window_ms() {
+            break;
+        }
+        store.forget(oldest);
+    }
+    if let Some(earlier) = store.find(&index_key(event.by.as_deref(), key)) {
+        store.forget(earlier);
+    }
+    store.add(
+        record.cursor,
+        KeyUse {
+            by: event.by.clone(),
+            key: key.clone(),
+            at_ms: record.at_ms,
+            id: event.id,
+            request: request_digest(&event.tenant, &event.event, &event.data),
+        },
+    );
+    let who = caller(event.by.as_deref());
+    if store.caller_len(who) > KEYS_PER_CALLER
+        && let Some(oldest) = store.caller_oldest(who)
+    {
+        store.forget(oldest);
+    }
+    while store.len() > KEYS_TOTAL {
+        let Some((oldest, _)) = store.oldest() else {
+            break;
+        };
+        store.forget(oldest);
+    }
+}
+
+impl KeyStore for IdempotencyKeys {
+    fn window_ms(&self) -> i64 {
+        self.window_ms
+    }
+
+    fn oldest(&mut self) -> Option<(Cursor, i64)> {
+        self.uses.first_key_value().map(|(&c, u)| (c, u.at_ms))
+    }
+
+    fn find(&self, index_key: &str) -> Option<Cursor> {
+        self.index.get(index_key).copied()
+    }
+
+    fn caller_len(&self, who: &str) -> usize {
+        self.per_caller.get(who).map_or(0, BTreeSet::len)
+    }
+
+    fn caller_oldest(&mut self, who: &str) -> Option<Cursor> {
+        self.per_caller.get(who)?.first().copied()
+    }
+
+    fn add(&mut self, cursor: Cursor, used: KeyUse) {
+        let who = caller(used.by.as_deref()).to_owned();
+        self.per_caller.entry(who).or_default().insert(cursor);
+        self.index
+            .insert(index_key(used.by.as_deref(), &used.key), cursor);
+        self.uses.insert(cursor, used);
+    }
+
+    fn forget(&mut self, cursor: Cursor) {
+        IdempotencyKeys::forget(self, cursor);
+    }
+
+    fn len(&self) -> usize {
+        self.uses.len()
+    }
+}
+
+/// A batch's changes to the published keys, not yet published: uses it added, published
+/// uses it forgot, and the index entries that moved. The writer folds the batch into this
+/// instead of into a copy of the keys, and drops it once the batch is published.
+#[derive(Debug, Default)]
+pub struct KeysOverlay {
+    added: BTreeMap<Cursor, KeyUse>,
+    /// Published uses this batch forgot.
+    forgotten: HashSet<Cursor>,
+    /// `caller \n key` → its use now (`None`: none), over the published index.
+    index: HashMap<String, Option<Cursor>>,
+    /// Per caller: uses added, and published uses forgotten.
+    callers: HashMap<String, CallerChanges>,
+    /// Every published use below this cursor is forgotten: where the search for the oldest
+    /// starts, so that a batch evicting many is not quadratic.
+    floor: Cursor,
+}
+
+#[derive(Debug, Default)]
+struct CallerChanges {
+    added: BTreeSet<Cursor>,
+    forgotten: usize,
+    floor: Cursor,
+}
+
+impl KeysOverlay {
+    /// Whether the batch changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.forgotten.is_empty()
+    }
+
+    /// Forgets the batch.
+    pub fn clear(&mut self) {
+        *self = KeysOverlay::default();
+    }
+
+    /// The use of `key` by `by` that answers retries at `at_ms`, after the batch.
+    pub fn live<'a>(
+        &'a self,
+        published: &'a IdempotencyKeys,
+        by: Option<&str>,
+        key: &str,
+        at_ms: i64,
+    ) -> Option<(Cursor, &'a KeyUse)> {
+        let index_key = index_key(by, key);
+        let cursor = match self.index.get(&index_key) {
+            Some(cursor) => (*cursor)?,
+            None => *published.index.get(&index_key)?,
+        };
+        let used = match self.added.get(&cursor) {
+            Some(used) => used,
+            None if self.forgotten.contains(&cursor) => return None,
+            None => published.uses.get(&cursor)?,
+        };
+        (at_ms.saturating_sub(used.at_ms) < published.window_ms).then_some((cursor, used))
+    }
+
+    /// Folds an insert of the batch, exactly as [`IdempotencyKeys::remember`] would fold it
+    /// into the published keys after the batch's earlier inserts.
+    pub fn remember(
+        &mut self,
+        published: &IdempotencyKeys,
+        record: &Record,
+        event: &EventInserted,
+    ) {
+        remember(
+            &mut Layered {
+                published,
+                changes: self,
+            },
+            record,
+            event,
+        );
+    }
+}
+
+/// The published keys with a batch's changes over them.
+struct Layered<'a> {
+    published: &'a IdempotencyKeys,
+    changes: &'a mut KeysOverlay,
+}
+
+/// The first cursor of `published` at or above `*floor` that `forgotten` does not hold; the
+/// floor moves up to it (everything skipped is forgotten for good).
+fn first_kept<'a>(
+    mut published: impl Iterator<Item = &'a Cursor>,
+    forgotten: &HashSet<Cursor>,
+    floor: &mut Cursor,
+) -> Option<Cursor> {
+    let found = published.find(|c| !forgotten.contains(c)).copied();
+    if let Some(found) = found {
+        *floor = found;
+    }
+    found
+}
+
+impl KeyStore for Layered<'_> {
+    fn window_ms(&self) -> i64 {
+        self.published.window_ms
+    }
+
+    fn oldest(&mut self) -> Option<(Cursor, i64)> {
+        let changes = &mut *self.changes;
+        let kept = first_kept(
+            self.published.uses.range(changes.floor..).map(|(c, _)| c),
+            &changes.forgotten,
+            &mut changes.floor,
+        )
+        .and_then(|c| self.published.uses.get(&c).map(|u| (c, u.at_ms)));
+        let added = changes.added.first_key_value().map(|(&c, u)| (c, u.at_ms));
+        match (kept, added) {
+            (Some(k), Some(a)) => Some(if k.0 < a.0 { k } else { a }),
+            (k, a) => k.or(a),
+        }
+    }
+
+    fn find(&self, index_key: &str) -> Option<Cursor> {
+        match self.changes.index.get(index_key) {
+            Some(cursor) => *cursor,
+            None => self.published.index.get(index_key).copied(),
+        }
+    }
+
+    fn caller_len(&self, who: &str) -> usize {
+        let changes = self.changes.callers.get(who);
+        self.published.per_caller.get(who).map_or(0, BTreeSet::len)
+            - changes.map_or(0, |c| c.forgotten)
+            + changes.map_or(0, |c| c.added.len())
+    }
+
+    fn caller_oldest(&mut self, who: &str) -> Option<Cursor> {
+        let changes = &mut *self.changes;
+        let mine = changes.callers.entry(who.to_owned()).or_default();
+        let kept = self.published.per_caller.get(who).and_then(|published| {
+            first_kept(
+                published.range(mine.floor..),
+                &changes.forgotten,
+                &mut mine.floor,
+            )
+        });
+        let added = mine.added.first().copied();
+        match (kept, added) {
+            (Some(k), Some(a)) => Some(k.min(a)),
+            (k, a) => k.or(a),
+        }
+    }
+
+    fn add(&mut self, cursor: Cursor, used: KeyUse) {
+        let who = caller(used.by.as_deref()).to_owned();
+        self.changes
+            .callers
+            .entry(who)
+            .or_default()
+            .added
+            .insert(cursor);
+        self.changes
+            .index
+            .insert(index_key(used.by.as_deref(), &used.key), Some(cursor));
+        self.changes.added.insert(cursor, used);
+    }
+
+    fn forget(&mut self, cursor: Cursor) {
+        let index_key = match self.changes.added.remove(&cursor) {
+            Some(used) => {
+                if let Some(mine) = self.changes.callers.get_mut(caller(used.by.as_deref())) {
+                    mine.added.remove(&cursor);
+                }
+                index_key(used.by.as_deref(), &used.key)
+            }
+            None => {
+                let published = self.published;
+                let Some(used) = published.uses.get(&cursor) else {
+                    return;
+                };
+                if !self.changes.forgotten.insert(cursor) {
+                    return;
+                }
+                self.changes
+                    .callers
+                    .entry(caller(used.by.as_deref()).to_owned())
+                    .or_default()
+                    .forgotten += 1;
+                index_key(used.by.as_deref(), &used.key)
+            }
+        };
+        if self.find(&index_key) == Some(cursor) {
+            self.changes.index.insert(index_key, None);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.published.uses.len() - self.changes.forgotten.len() + self.changes.added.len()
     }
 }
 
@@ -266,6 +515,87 @@ mod tests {
             0,
             "the oldest caller's keys went first"
         );
+    }
+
+    /// The writer folds a batch into an overlay over the published keys: whatever the batch
+    /// evicts (window, caller cap, total cap, a reused key), the overlay answers as the keys
+    /// after the batch do.
+    #[test]
+    fn an_overlay_answers_as_the_folded_keys() {
+        let mut published = IdempotencyKeys {
+            window_ms: 1_000_000,
+            ..Default::default()
+        };
+        let mut cursor = 0;
+        let mut at_ms = 0;
+        let mut next = |by: &str, key: String, step: i64| {
+            cursor += 1;
+            at_ms += step;
+            insert(cursor, at_ms, (!by.is_empty()).then_some(by), &key)
+        };
+        // Published: near the total cap, bob near his own.
+        let mut records = Vec::new();
+        for c in 0..(KEYS_TOTAL / KEYS_PER_CALLER - 1) {
+            for k in 0..KEYS_PER_CALLER - 10 {
+                records.push(next(&format!("u{c}"), format!("k{k}"), 0));
+            }
+        }
+        for k in 0..KEYS_PER_CALLER - 5 {
+            records.push(next("bob", format!("k{k}"), 0));
+        }
+        for record in &records {
+            fold(&mut published, record);
+        }
+        // The batch: bob past his cap, everyone past the total, a reused key, the admin, and
+        // time moving past the window of the oldest.
+        let mut batch = Vec::new();
+        for k in 0..30 {
+            batch.push(next("bob", format!("new{k}"), 0));
+        }
+        batch.push(next("bob", "k500".into(), 0));
+        batch.push(next("", "k1".into(), 0));
+        for k in 0..2_000 {
+            batch.push(next(&format!("v{}", k % 3), format!("k{k}"), 0));
+        }
+        batch.push(next("ann", "late".into(), 1_000_000));
+        let asked: Vec<(Option<String>, String)> = records
+            .iter()
+            .chain(&batch)
+            .map(|r| {
+                let RecordKind::EventInserted(e) = &r.kind else {
+                    unreachable!()
+                };
+                (e.by.clone(), e.idempotency_key.clone().unwrap_or_default())
+            })
+            .collect();
+        let mut overlay = KeysOverlay::default();
+        let mut whole = published.clone();
+        for (n, record) in batch.iter().enumerate() {
+            let RecordKind::EventInserted(e) = &record.kind else {
+                unreachable!()
+            };
+            overlay.remember(&published, record, e);
+            whole.remember(record, e);
+            if n + 2 < batch.len() {
+                continue;
+            }
+            for (by, key) in &asked {
+                assert_eq!(
+                    overlay.live(&published, by.as_deref(), key, record.at_ms),
+                    whole.live(by.as_deref(), key, record.at_ms),
+                    "{by:?} {key} after record {n}"
+                );
+            }
+            if n + 2 == batch.len() {
+                assert_eq!(whole.len(), KEYS_TOTAL, "the total cap evicted");
+                assert_eq!(
+                    whole.len_of(Some("bob")),
+                    KEYS_PER_CALLER,
+                    "bob's cap evicted"
+                );
+            }
+        }
+        assert_eq!(whole.len(), 1, "the window emptied the oldest");
     }
 
     #[test]

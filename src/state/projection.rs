@@ -1,13 +1,22 @@
 //! Projections: the log folded into what requests read.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use rkyv::{Archive, Deserialize, Serialize};
+use base64::Engine as _;
+use hashbrown::HashTable;
+use rkyv::rancor::Fallible;
+use rkyv::ser::{Allocator, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::with::{ArchiveWith, DeserializeWith, SerializeWith};
+use rkyv::{Archive, Deserialize, Place, Serialize};
 
 use crate::cursor::Cursor;
 
 use super::idempotency::IdempotencyKeys;
+use super::record::UserCreated;
 
 /// The projections' hash map. Its keys (usernames, tenants, event names) are chosen by
 /// clients, so the hasher is seeded at random per process (foldhash's `RandomState`: not
@@ -21,7 +30,8 @@ pub type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct State {
     /// Users by username (usernames are unique across tenants).
-    pub users: Map<String, User>,
+    #[rkyv(with = UserList)]
+    pub users: Users,
     /// Per tenant, the latest event of each event name.
     pub latest: Map<String, Map<String, LatestEvent>>,
     /// The cursor of the last record folded in (0 before any).
@@ -30,27 +40,23 @@ pub struct State {
     pub idempotency: IdempotencyKeys,
 }
 
-/// A user as the projection holds it.
+/// A user as the projection holds it. Every user is held once (in [`Users`]), so its size
+/// is what a user costs: what a user rarely has is boxed apart ([`UserExtras`]), the tenant
+/// is shared with the tenant's other users, and the password hash is kept as its parts.
 #[derive(Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct User {
     /// Random UUID bytes.
     pub id: [u8; 16],
-    /// Login name, unique across tenants.
-    pub username: String,
-    /// The tenant whose events the user reads and writes.
-    pub tenant: String,
-    /// Argon2id PHC string.
-    pub password_hash: String,
-    /// Optional email.
-    pub email: Option<String>,
-    /// `resource:operation` pairs; `None` when never set (the API shows `null`).
-    pub scopes: Option<Vec<String>>,
-    /// Free JSON text.
-    pub data: Option<String>,
+    /// Login name, unique across tenants (also what [`Users`] finds the user by).
+    pub username: Box<str>,
+    /// The tenant whose events the user reads and writes (one allocation per tenant).
+    pub tenant: Arc<str>,
+    /// The Argon2id hash of the password.
+    pub password_hash: PasswordHash,
+    /// TOTP secret bytes.
+    pub totp_secret: Box<[u8]>,
     /// Whether login requires a TOTP code.
     pub two_factor: bool,
-    /// TOTP secret bytes.
-    pub totp_secret: Vec<u8>,
     /// Revoked users cannot log in or act.
     pub revoked: bool,
     /// Cursor of the last record that invalidated the user's tokens (creation, password or
@@ -67,14 +73,97 @@ pub struct User {
     pub last_login_step: u64,
     /// Step of the last used password-reset code.
     pub last_reset_step: u64,
-    /// The live password-reset code, if the admin issued one that is not used or void yet.
-    pub reset_code: Option<ResetCode>,
+    /// Email, scopes, data and a live reset code; `None` while the user has none of them.
+    extras: Option<Box<UserExtras>>,
+}
+
+/// What most users do not have: a single pointer in the user while they have none of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct UserExtras {
+    email: Option<String>,
+    scopes: Option<Vec<String>>,
+    data: Option<String>,
+    reset_code: Option<ResetCode>,
 }
 
 impl User {
+    /// A user as their `UserCreated` makes them, in `tenant`, at `cursor` and `at_ms`.
+    pub fn created(created: &UserCreated, tenant: Arc<str>, cursor: Cursor, at_ms: i64) -> User {
+        let mut user = User {
+            id: created.id,
+            username: created.username.as_str().into(),
+            tenant,
+            password_hash: PasswordHash::from_phc(&created.password_hash),
+            totp_secret: created.totp_secret.as_slice().into(),
+            two_factor: created.two_factor,
+            revoked: false,
+            credential_epoch: cursor,
+            version: cursor,
+            created_ms: at_ms,
+            changed_ms: at_ms,
+            last_login_step: 0,
+            last_reset_step: 0,
+            extras: None,
+        };
+        user.set_email(created.email.clone());
+        user.set_scopes(created.scopes.clone());
+        user.set_data(created.data.clone());
+        user
+    }
+
     /// The user's scopes, empty when none were set.
     pub fn scope_list(&self) -> &[String] {
-        self.scopes.as_deref().unwrap_or_default()
+        self.scopes().unwrap_or_default()
+    }
+
+    /// `resource:operation` pairs; `None` when never set (the API shows `null`).
+    pub fn scopes(&self) -> Option<&[String]> {
+        self.extras.as_ref()?.scopes.as_deref()
+    }
+
+    /// Optional email.
+    pub fn email(&self) -> Option<&str> {
+        self.extras.as_ref()?.email.as_deref()
+    }
+
+    /// Free JSON text.
+    pub fn data(&self) -> Option<&str> {
+        self.extras.as_ref()?.data.as_deref()
+    }
+
+    /// The live password-reset code, if the admin issued one that is not used or void yet.
+    pub fn reset_code(&self) -> Option<&ResetCode> {
+        self.extras.as_ref()?.reset_code.as_ref()
+    }
+
+    /// Sets the email (`None` clears it).
+    pub fn set_email(&mut self, email: Option<String>) {
+        self.change_extras(|extras| extras.email = email);
+    }
+
+    /// Sets the scopes (`None`: never set).
+    pub fn set_scopes(&mut self, scopes: Option<Vec<String>>) {
+        self.change_extras(|extras| extras.scopes = scopes);
+    }
+
+    /// Sets the data (`None` clears it).
+    pub fn set_data(&mut self, data: Option<String>) {
+        self.change_extras(|extras| extras.data = data);
+    }
+
+    /// Changes the live reset code.
+    pub fn change_reset_code(&mut self, change: impl FnOnce(&mut Option<ResetCode>)) {
+        self.change_extras(|extras| change(&mut extras.reset_code));
+    }
+
+    /// Applies `change` to the extras, dropping them once nothing is left in them: a user
+    /// without extras never holds an allocation for them.
+    fn change_extras(&mut self, change: impl FnOnce(&mut UserExtras)) {
+        let mut extras = self.extras.take().unwrap_or_default();
+        change(&mut extras);
+        if *extras != UserExtras::default() {
+            self.extras = Some(extras);
+        }
     }
 
     /// The one credential rule: a credential issued in `epoch` (a JWT, a ticket, a stream, an
@@ -82,6 +171,268 @@ impl User {
     /// their credential epoch since (password, tenant, scopes, two-factor, revocation).
     pub fn accepts(&self, epoch: Cursor) -> bool {
         !self.revoked && self.credential_epoch == epoch
+    }
+}
+
+/// An Argon2id password hash. The shape Broker writes (`$argon2id$v=19$m=…,t=…,p=…$`, a
+/// 16-byte salt, a 32-byte hash) is kept as its parts: 64 bytes in the user instead of a
+/// 97-byte string, its allocation and its pointer. Any other PHC string (other lengths or
+/// parameters, a log written by another tool) is kept as it was written.
+#[derive(Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub enum PasswordHash {
+    /// The usual shape, as its parts.
+    Argon2id {
+        /// Memory cost, KiB.
+        m: u32,
+        /// Time cost, iterations.
+        t: u32,
+        /// Parallelism.
+        p: u32,
+        /// The salt.
+        salt: [u8; 16],
+        /// The hash.
+        hash: [u8; 32],
+    },
+    /// Any other PHC string, as it was written.
+    Phc(Box<str>),
+}
+
+impl PasswordHash {
+    /// The hash a PHC string holds: its parts when [`PasswordHash::phc`] gives back exactly
+    /// this string from them, else the string itself.
+    pub fn from_phc(phc: &str) -> PasswordHash {
+        Self::parts(phc)
+            .filter(|parts| parts.phc() == phc)
+            .unwrap_or_else(|| PasswordHash::Phc(phc.into()))
+    }
+
+    fn parts(phc: &str) -> Option<PasswordHash> {
+        let rest = phc.strip_prefix("$argon2id$v=19$m=")?;
+        let (m, rest) = rest.split_once(",t=")?;
+        let (t, rest) = rest.split_once(",p=")?;
+        let (p, rest) = rest.split_once('$')?;
+        let (salt, hash) = rest.split_once('$')?;
+        Some(PasswordHash::Argon2id {
+            m: m.parse().ok()?,
+            t: t.parse().ok()?,
+            p: p.parse().ok()?,
+            salt: PHC_BASE64.decode(salt).ok()?.try_into().ok()?,
+            hash: PHC_BASE64.decode(hash).ok()?.try_into().ok()?,
+        })
+    }
+
+    /// The PHC string, as it was written.
+    pub fn phc(&self) -> Cow<'_, str> {
+        match self {
+            PasswordHash::Argon2id {
+                m,
+                t,
+                p,
+                salt,
+                hash,
+            } => format!(
+                "$argon2id$v=19$m={m},t={t},p={p}${}${}",
+                PHC_BASE64.encode(salt),
+                PHC_BASE64.encode(hash)
+            )
+            .into(),
+            PasswordHash::Phc(phc) => Cow::Borrowed(phc),
+        }
+    }
+}
+
+/// PHC strings' base64: the standard alphabet, no padding.
+const PHC_BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+impl std::fmt::Debug for PasswordHash {
+    // A hash never reaches a log line, not even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The users, each held once: in a vector, found by username through a table of positions
+/// (so no username is stored a second time as a key), with their tenants interned (one
+/// `Arc<str>` per tenant, shared by its users). A vector grows by doubling, but the part of
+/// it not written yet is never touched, so it costs no resident memory.
+#[derive(Clone, Default)]
+pub struct Users {
+    list: Vec<User>,
+    /// Positions in `list`, hashed by the username there.
+    index: HashTable<u32>,
+    hasher: foldhash::quality::RandomState,
+    /// Every tenant some user is in, once.
+    tenants: HashSet<Arc<str>, foldhash::quality::RandomState>,
+}
+
+impl Users {
+    /// How many users there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there is no user.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Every user, in no particular order.
+    pub fn iter(&self) -> std::slice::Iter<'_, User> {
+        self.list.iter()
+    }
+
+    fn position(&self, username: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(username);
+        self.index
+            .find(hash, |&at| &*self.list[at as usize].username == username)
+            .map(|&at| at as usize)
+    }
+
+    /// The user called `username`.
+    pub fn get(&self, username: &str) -> Option<&User> {
+        self.position(username).map(|at| &self.list[at])
+    }
+
+    /// The user called `username`, to change (their username must stay).
+    pub fn get_mut(&mut self, username: &str) -> Option<&mut User> {
+        self.position(username).map(|at| &mut self.list[at])
+    }
+
+    /// Whether a user is called `username`.
+    pub fn contains(&self, username: &str) -> bool {
+        self.position(username).is_some()
+    }
+
+    /// Adds `user`, replacing one of the same name.
+    pub fn insert(&mut self, mut user: User) {
+        user.tenant = self.tenant(&user.tenant);
+        if let Some(at) = self.position(&user.username) {
+            let old = std::mem::replace(&mut self.list[at], user);
+            self.release(old.tenant);
+            return;
+        }
+        let at = u32::try_from(self.list.len()).expect("fewer than 2^32 users");
+        let hash = self.hasher.hash_one(&*user.username);
+        self.list.push(user);
+        let (list, hasher) = (&self.list, &self.hasher);
+        self.index.insert_unique(hash, at, |&at| {
+            hasher.hash_one(&*list[at as usize].username)
+        });
+    }
+
+    /// Removes the user called `username`; whether there was one.
+    pub fn remove(&mut self, username: &str) -> bool {
+        let hash = self.hasher.hash_one(username);
+        let list = &self.list;
+        let entry = self
+            .index
+            .find_entry(hash, |&at| &*list[at as usize].username == username);
+        let Ok(entry) = entry else {
+            return false;
+        };
+        let at = *entry.get() as usize;
+        entry.remove();
+        let user = self.list.swap_remove(at);
+        // The last user moved into the hole: its position changes.
+        if let Some(moved) = self.list.get(at) {
+            let was = self.list.len() as u32;
+            let hash = self.hasher.hash_one(&*moved.username);
+            if let Some(slot) = self.index.find_mut(hash, |&p| p == was) {
+                *slot = at as u32;
+            }
+        }
+        self.release(user.tenant);
+        true
+    }
+
+    /// The tenant called `name`, shared with its users if it has any.
+    pub fn tenant(&mut self, name: &str) -> Arc<str> {
+        match self.tenants.get(name) {
+            Some(tenant) => Arc::clone(tenant),
+            None => {
+                let tenant: Arc<str> = Arc::from(name);
+                self.tenants.insert(Arc::clone(&tenant));
+                tenant
+            }
+        }
+    }
+
+    /// The tenant called `name`, if some user is in it.
+    pub fn known_tenant(&self, name: &str) -> Option<Arc<str>> {
+        self.tenants.get(name).cloned()
+    }
+
+    /// A user left `tenant` (moved or deleted): the tenant is forgotten with its last user.
+    pub fn release(&mut self, tenant: Arc<str>) {
+        // Held by the table and by `tenant` alone: no user is in it any more.
+        if Arc::strong_count(&tenant) <= 2 {
+            self.tenants.remove(&*tenant);
+        }
+    }
+
+    fn from_list(list: Vec<User>) -> Users {
+        let mut users = Users {
+            list: Vec::with_capacity(list.len()),
+            ..Users::default()
+        };
+        users.index.reserve(list.len(), |_| 0);
+        for user in list {
+            users.insert(user);
+        }
+        users
+    }
+}
+
+impl PartialEq for Users {
+    fn eq(&self, other: &Users) -> bool {
+        self.len() == other.len() && self.iter().all(|u| other.get(&u.username) == Some(u))
+    }
+}
+
+impl Eq for Users {}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Checkpoints store the users as a list; the table and the tenants are rebuilt on load.
+pub struct UserList;
+
+impl ArchiveWith<Users> for UserList {
+    type Archived = ArchivedVec<ArchivedUser>;
+    type Resolver = VecResolver;
+
+    fn resolve_with(field: &Users, resolver: VecResolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<S> SerializeWith<Users, S> for UserList
+where
+    S: Fallible + Allocator + Writer + ?Sized,
+    User: Serialize<S>,
+{
+    fn serialize_with(field: &Users, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        ArchivedVec::serialize_from_slice(&field.list, serializer)
+    }
+}
+
+impl<D> DeserializeWith<ArchivedVec<ArchivedUser>, Users, D> for UserList
+where
+    D: Fallible + ?Sized,
+    ArchivedUser: Deserialize<User, D>,
+{
+    fn deserialize_with(
+        field: &ArchivedVec<ArchivedUser>,
+        deserializer: &mut D,
+    ) -> Result<Users, D::Error> {
+        let list = field
+            .iter()
+            .map(|user| user.deserialize(deserializer))
+            .collect::<Result<Vec<User>, D::Error>>()?;
+        Ok(Users::from_list(list))
     }
 }
 
@@ -148,5 +499,189 @@ impl State {
     /// The user called `username`, if any.
     pub fn user(&self, username: &str) -> Option<&User> {
         self.users.get(username)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::evolve;
+    use crate::state::record::{Record, RecordKind, UserUpdated};
+
+    fn created(cursor: Cursor, username: &str, tenant: &str, hash: &str) -> Record {
+        Record {
+            cursor,
+            at_ms: 7,
+            kind: RecordKind::UserCreated(UserCreated {
+                id: [cursor as u8; 16],
+                username: username.into(),
+                tenant: tenant.into(),
+                password_hash: hash.into(),
+                email: cursor
+                    .is_multiple_of(2)
+                    .then(|| format!("{username}@example.com")),
+                scopes: None,
+                data: None,
+                two_factor: false,
+                totp_secret: vec![1; 20],
+            }),
+        }
+    }
+
+    fn record(cursor: Cursor, kind: RecordKind) -> Record {
+        Record {
+            cursor,
+            at_ms: 8,
+            kind,
+        }
+    }
+
+    #[test]
+    fn the_usual_argon2id_hash_is_kept_as_parts_and_given_back_as_written() {
+        let phc = crate::auth::password::hash("correct horse").unwrap();
+        let kept = PasswordHash::from_phc(&phc);
+        assert!(matches!(kept, PasswordHash::Argon2id { .. }), "{phc}");
+        assert_eq!(kept.phc(), phc);
+        assert!(crate::auth::password::verify("correct horse", &kept.phc()));
+        // Anything else is kept as it was written: other parameters' spelling, lengths,
+        // algorithms, padding, or no PHC string at all.
+        for other in [
+            "h",
+            "",
+            "$argon2id$v=19$m=019456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+            "$argon2i$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+            "$argon2id$v=19$m=19456,t=2,p=1,keyid=x$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+        ] {
+            let kept = PasswordHash::from_phc(other);
+            assert_eq!(kept, PasswordHash::Phc(other.into()));
+            assert_eq!(kept.phc(), other);
+        }
+        assert_eq!(format!("{kept:?}"), "***");
+    }
+
+    #[test]
+    fn users_are_found_after_removals_move_others_and_tenants_are_shared_then_forgotten() {
+        let mut state = State::default();
+        for i in 0..100u64 {
+            evolve(
+                &mut state,
+                &created(i + 1, &format!("u{i}"), &format!("t{}", i % 3), "h"),
+            );
+        }
+        let mut cursor = 100;
+        for i in (0..100u64).step_by(7) {
+            cursor += 1;
+            let username = format!("u{i}");
+            evolve(
+                &mut state,
+                &record(cursor, RecordKind::UserDeleted { username }),
+            );
+        }
+        for i in 0..100u64 {
+            let user = state.users.get(&format!("u{i}"));
+            assert_eq!(user.is_none(), i % 7 == 0, "u{i}");
+            if let Some(user) = user {
+                assert_eq!(*user.tenant, format!("t{}", i % 3));
+                let first = state.users.get(&format!("u{}", i % 3 + 3)).unwrap();
+                assert!(
+                    Arc::ptr_eq(&user.tenant, &first.tenant),
+                    "one Arc per tenant"
+                );
+            }
+        }
+        assert_eq!(state.users.len(), 100 - 15);
+        // Everyone leaves t0 (moved or deleted): it is forgotten; t1 stays.
+        for user in state
+            .users
+            .iter()
+            .map(|u| u.username.to_string())
+            .collect::<Vec<_>>()
+        {
+            cursor += 1;
+            let kind = if user.ends_with('3') {
+                RecordKind::UserDeleted { username: user }
+            } else {
+                RecordKind::UserUpdated(UserUpdated {
+                    username: user,
+                    tenant: Some("t1".into()),
+                    ..UserUpdated::default()
+                })
+            };
+            evolve(&mut state, &record(cursor, kind));
+        }
+        assert!(state.users.known_tenant("t0").is_none());
+        assert!(state.users.known_tenant("t2").is_none());
+        assert!(state.users.known_tenant("t1").is_some());
+        // A move to an unknown user's tenant leaves no tenant behind.
+        cursor += 1;
+        let nobody = RecordKind::UserUpdated(UserUpdated {
+            username: "nobody".into(),
+            tenant: Some("t9".into()),
+            ..UserUpdated::default()
+        });
+        evolve(&mut state, &record(cursor, nobody));
+        assert!(state.users.known_tenant("t9").is_none());
+    }
+
+    #[test]
+    fn a_checkpointed_state_reads_back_equal_with_its_tenants_shared() {
+        let mut state = State::default();
+        let phc = crate::auth::password::hash("pw").unwrap();
+        for i in 0..50u64 {
+            evolve(
+                &mut state,
+                &created(i + 1, &format!("u{i}"), &format!("t{}", i % 2), &phc),
+            );
+        }
+        evolve(&mut state, &created(51, "odd", "t0", "not a phc string"));
+        evolve(
+            &mut state,
+            &record(
+                52,
+                RecordKind::UserDeleted {
+                    username: "u3".into(),
+                },
+            ),
+        );
+        let issued = RecordKind::ResetCodeIssued {
+            username: "u4".into(),
+            code_hash: [3; 32],
+            expires_ms: 99,
+        };
+        evolve(&mut state, &record(53, issued));
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&state).unwrap();
+        let back = rkyv::from_bytes::<State, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(
+            back.users.get("u4").unwrap().reset_code().unwrap().issued,
+            53
+        );
+        assert_eq!(
+            back.users.get("u1").unwrap().email(),
+            Some("u1@example.com")
+        );
+        let (a, b) = (back.users.get("u0").unwrap(), back.users.get("u2").unwrap());
+        assert!(Arc::ptr_eq(&a.tenant, &b.tenant));
+        assert!(back.users.known_tenant("t1").is_some());
+    }
+
+    #[test]
+    fn a_user_without_extras_holds_no_allocation_for_them() {
+        let mut user = User::created(
+            &match created(1, "bob", "t", "h").kind {
+                RecordKind::UserCreated(u) => u,
+                _ => unreachable!(),
+            },
+            Arc::from("t"),
+            1,
+            0,
+        );
+        assert!(user.extras.is_none());
+        user.set_data(Some("1".into()));
+        assert_eq!(user.data(), Some("1"));
+        user.set_data(None);
+        assert!(user.extras.is_none());
     }
 }

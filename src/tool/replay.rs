@@ -53,10 +53,10 @@ pub fn fold(
 
 /// One line about a state.
 pub fn summary(state: &State) -> String {
-    let revoked = state.users.values().filter(|u| u.revoked).count();
+    let revoked = state.users.iter().filter(|u| u.revoked).count();
     let events: usize = state.latest.values().map(|by_name| by_name.len()).sum();
     let mut tenants: std::collections::HashSet<&str> =
-        state.users.values().map(|u| u.tenant.as_str()).collect();
+        state.users.iter().map(|u| &*u.tenant).collect();
     tenants.extend(state.latest.keys().map(String::as_str));
     format!(
         "cursor {}, {} users ({revoked} revoked), {} tenants, {events} latest events",
@@ -109,7 +109,12 @@ pub fn run(db: &Path, to: Option<u64>, check: bool) -> Result<(), ToolError> {
 /// What differs between two states, one line per user or (tenant, event).
 pub fn differences(a: &State, b: &State) -> Vec<String> {
     let mut out = Vec::new();
-    let names: std::collections::BTreeSet<&String> = a.users.keys().chain(b.users.keys()).collect();
+    let names: std::collections::BTreeSet<&str> = a
+        .users
+        .iter()
+        .chain(b.users.iter())
+        .map(|u| &*u.username)
+        .collect();
     for name in names {
         if a.users.get(name) != b.users.get(name) {
             out.push(format!("user {name:?}"));

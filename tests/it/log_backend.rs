@@ -650,7 +650,7 @@ async fn records_no_node_could_have_decided_are_skipped_alike_by_every_node() {
         assert_eq!(node.metrics().rejected_records.get(), refused.len() as u64);
         assert_eq!(node.metrics().dropped_inserts.get(), 0);
         let state = node.read(State::clone);
-        let mut users: Vec<&str> = state.users.keys().map(String::as_str).collect();
+        let mut users: Vec<&str> = state.users.iter().map(|u| &*u.username).collect();
         users.sort_unstable();
         assert_eq!(users, ["ann", "bob"]);
         assert_eq!(state.user("ann"), Some(&ann_before));

@@ -127,7 +127,7 @@ fn command(op: &Op, state: &State) -> Command {
 fn live_code(state: &State, u: usize) -> Option<u64> {
     state
         .user(NAMES[u])
-        .and_then(|user| user.reset_code.as_ref())
+        .and_then(|user| user.reset_code())
         .map(|code| code.issued)
 }
 

@@ -6,7 +6,9 @@
 use super::{Reply, Writer};
 use crate::engine::EngineError;
 use crate::engine::backend::Entry;
-use crate::state::{Record, Rejection, evolve, recheck, validate};
+use std::sync::Arc;
+
+use crate::state::{Record, Rejection, evolve_into, recheck, validate};
 
 impl Writer {
     /// Flushes and publishes records folded from the shared stream; whether that worked.
@@ -30,7 +32,7 @@ impl Writer {
         let mut failed = None;
         let mut dropped_upto = None;
         for entry in entries {
-            if entry.cursor() <= self.decision.cursor {
+            if entry.cursor() <= self.overlay.cursor() {
                 continue;
             }
             let (record, credential_epoch) = match entry {
@@ -44,10 +46,13 @@ impl Writer {
                     continue;
                 }
             };
+            let published = Arc::clone(&self.shares.published);
+            let state = published.read_guard();
             let verdict = match validate::record(&record.kind) {
-                Ok(()) => recheck(&self.decision, &record, credential_epoch),
+                Ok(()) => recheck(&self.overlay.over(&state), &record, credential_epoch),
                 Err(invalid) => Err(invalid.into()),
             };
+            drop(state);
             match verdict {
                 Ok(()) => {}
                 Err(why @ (Rejection::CredentialsInvalid(_) | Rejection::KeyReused))
@@ -56,7 +61,7 @@ impl Writer {
                     tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed or after the same Idempotency-Key");
                     self.shares.published.note_dropped(record.cursor);
                     self.shares.published.metrics().dropped_inserts.inc();
-                    self.decision.cursor = record.cursor;
+                    self.overlay.pass(record.cursor);
                     dropped_upto = Some(record.cursor);
                     continue;
                 }
@@ -77,7 +82,9 @@ impl Writer {
                 failed = Some(e.to_string());
                 break;
             }
-            evolve(&mut self.decision, &record);
+            let state = published.read_guard();
+            evolve_into(&mut self.overlay.over(&state), &record);
+            drop(state);
             folded.push(record);
         }
         let published = self.publish_folded(folded);
@@ -85,7 +92,7 @@ impl Writer {
         // that published it waits for it, and a restarted reader must not fetch it again.
         if published
             && let Some(dropped) = dropped_upto
-            && dropped == self.decision.cursor
+            && dropped == self.overlay.cursor()
         {
             self.shares.published.advance(dropped);
         }
@@ -109,6 +116,6 @@ impl Writer {
         );
         self.shares.published.note_dropped(cursor);
         self.shares.published.metrics().rejected_records.inc();
-        self.decision.cursor = cursor;
+        self.overlay.pass(cursor);
     }
 }

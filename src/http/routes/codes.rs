@@ -250,7 +250,7 @@ impl App {
     /// The TOTP secret of `username`, or 404.
     fn secret_of(&self, username: &str) -> Result<Vec<u8>, ApiError> {
         self.engine
-            .read(|s| s.user(username).map(|u| u.totp_secret.clone()))
+            .read(|s| s.user(username).map(|u| u.totp_secret.to_vec()))
             .ok_or_else(|| {
                 ApiError::new(
                     poem::http::StatusCode::NOT_FOUND,
@@ -270,7 +270,7 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
     let now_ms = app.clock.now_ms();
     let live = app.engine.read(|s| {
         s.user(&body.username)
-            .and_then(|u| u.reset_code.clone())
+            .and_then(|u| u.reset_code().cloned())
             .filter(|code| now_ms < code.expires_ms)
     });
     let Some(live) = live else {

@@ -234,7 +234,7 @@ async fn insert(
         // scopes read here are no longer the user's.
         app.engine
             .read(|s| {
-                let scopes = s.user(&caller.username).and_then(|u| u.scopes.as_deref());
+                let scopes = s.user(&caller.username).and_then(|u| u.scopes());
                 let scopes = scopes.unwrap_or_default();
                 scopes::may_write(scopes, &body.event)
             })

@@ -138,13 +138,13 @@ impl MaintenanceApi {
         let (users, revoked_users, tenants) = app.engine.read(|s| {
             let tenants: std::collections::HashSet<&str> = s
                 .users
-                .values()
-                .map(|u| u.tenant.as_str())
+                .iter()
+                .map(|u| &*u.tenant)
                 .chain(s.latest.keys().map(String::as_str))
                 .collect();
             (
                 s.users.len() as u64,
-                s.users.values().filter(|u| u.revoked).count() as u64,
+                s.users.iter().filter(|u| u.revoked).count() as u64,
                 tenants.len() as u64,
             )
         });

@@ -179,9 +179,10 @@ async fn login(
     let attempt = app.attempt(&body.username, req);
     app.throttle_check(&attempt)?;
     let user = app.engine.read(|state| state.user(&body.username).cloned());
-    let hash = user
-        .as_ref()
-        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    let hash = user.as_ref().map_or_else(
+        || DUMMY_HASH.clone(),
+        |u| u.password_hash.phc().into_owned(),
+    );
     let matches = app.verify_password(body.password, hash).await?;
     let user = match user {
         Some(user) if matches => user,
@@ -210,7 +211,7 @@ async fn login(
         let used = app
             .engine
             .submit(Command::UseLoginCode {
-                username: user.username.clone(),
+                username: user.username.to_string(),
                 step,
             })
             .await;
@@ -225,11 +226,11 @@ async fn login(
     let epoch = user.credential_epoch;
     let now = app.clock.now_s();
     let claims = jwt::Claims {
-        sub: user.username,
+        sub: user.username.into(),
         iat: now,
         exp: now + app.config.identity.jwt_expiry,
         iss: jwt::ISSUER.into(),
-        tenant: user.tenant,
+        tenant: user.tenant.to_string(),
         epoch,
         aud: None,
     };

@@ -299,7 +299,7 @@ impl App {
                 self.engine.read(|s| {
                     scopes::readable(
                         s.user(&caller.username)
-                            .and_then(|u| u.scopes.as_deref())
+                            .and_then(|u| u.scopes())
                             .unwrap_or_default(),
                     )
                 })

@@ -177,7 +177,7 @@ impl App {
         if let Holder::User(principal) = &holder {
             let still_valid = self.engine.read(|s| {
                 s.user(&principal.username).is_some_and(|u| {
-                    u.accepts(principal.credential_epoch) && u.tenant == principal.tenant
+                    u.accepts(principal.credential_epoch) && *u.tenant == *principal.tenant
                 })
             });
             if !still_valid {

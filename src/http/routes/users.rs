@@ -365,14 +365,11 @@ impl From<&User> for UserView {
     fn from(user: &User) -> Self {
         UserView {
             id: uuid::Uuid::from_bytes(user.id),
-            username: user.username.clone(),
-            tenant_name: user.tenant.clone(),
-            email: user.email.clone(),
-            scopes: user.scopes.clone(),
-            data: user
-                .data
-                .as_deref()
-                .and_then(|d| serde_json::from_str(d).ok()),
+            username: user.username.to_string(),
+            tenant_name: user.tenant.to_string(),
+            email: user.email().map(str::to_owned),
+            scopes: user.scopes().map(<[String]>::to_vec),
+            data: user.data().and_then(|d| serde_json::from_str(d).ok()),
             two_factor: user.two_factor,
             revoked: user.revoked,
             password: "***".into(),
@@ -421,7 +418,7 @@ impl UsersApi {
         if body.limit.is_none() && body.after.is_none() && body.sort.is_none() {
             let mut users: Vec<UserView> = app
                 .engine
-                .read(|s| s.users.values().map(UserView::from).collect());
+                .read(|s| s.users.iter().map(UserView::from).collect());
             users.sort_by(|a, b| a.username.cmp(&b.username));
             return Ok(Json(UserList::All(users)));
         }
@@ -441,7 +438,7 @@ impl UsersApi {
             .map_err(ApiError::bad_request)?;
         let page = app
             .engine
-            .read(|s| user_order::page(s.users.values(), sort, after.as_ref(), limit as usize));
+            .read(|s| user_order::page(s.users.iter(), sort, after.as_ref(), limit as usize));
         Ok(Json(UserList::Page(page)))
     }
 
@@ -464,9 +461,9 @@ impl UsersApi {
                 users: 0,
                 event_names: 0,
             };
-            for user in s.users.values() {
+            for user in s.users.iter() {
                 by_name
-                    .entry(&user.tenant)
+                    .entry(&*user.tenant)
                     .or_insert_with(|| blank(&user.tenant))
                     .users += 1;
             }
