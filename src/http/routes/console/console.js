@@ -189,14 +189,22 @@ const users = {
   // The `after` of each page seen so far: [null, next of page 1, …]; the last is this page's.
   trail: [null],
   next: null,
+  // Requests of pages made so far; the answer of an earlier one is dropped.
+  loads: 0,
 };
 
 async function loadUsers() {
   const body = { sort: $('user-sort').value, limit: Number($('user-limit').value) };
-  const after = users.trail.at(-1);
+  const trail = users.trail.slice();
+  const after = trail.at(-1);
   if (after !== null) body.after = after;
+  // Answers can arrive out of order (a refresh after an edit, then a click on Next): only
+  // the latest request's page is shown, so an older page never lands under a newer number.
+  const ticket = ++users.loads;
   try {
     const page = await api('/list_users', body);
+    if (ticket !== users.loads) return;
+    users.trail = trail;
     users.list = page.users;
     users.next = page.next;
     if (!page.users.length && users.trail.length > 1) {
