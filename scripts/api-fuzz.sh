@@ -35,5 +35,5 @@ auth="Authorization: Basic $(printf 'fuzz:fuzz-pw' | base64)"
 # Idempotency-Key with a new body on /insert (422, as the IETF draft says; the check allows 409).
 schemathesis run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
-  --max-examples "$examples" --phases examples,fuzzing \
+  --max-examples "$examples" --phases examples,coverage,fuzzing,stateful \
   --header "$auth" --exclude-path /sse
