@@ -283,6 +283,7 @@ async fn run(config: Config) -> Result<(), StartError> {
                 &cache,
                 ca_file.as_deref(),
             )
+            .await
             .map_err(StartError::Certificate)?;
             http::serve_tls(listener, source, app, stop(stop_rx)).await
         }

@@ -161,8 +161,14 @@ pub enum CertSource {
     },
 }
 
+/// How long a start waits for a cached certificate to be loaded before it serves.
+const CACHED_CERT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starts ACME for `domains`: orders or loads a cached certificate, renews it, forever.
-pub fn acme(
+/// With a certificate in the cache, it returns once that one is deployed (at most
+/// [`CACHED_CERT_WAIT`]): a handshake before then found no certificate and was refused, so a
+/// restart briefly refused its clients.
+pub async fn acme(
     domains: &[String],
     directory: &str,
     email: Option<&str>,
@@ -193,14 +199,32 @@ pub fn acme(
         .state();
     let resolver = state.resolver();
     let challenge = state.challenge_rustls_config();
+    let cached = std::fs::read_dir(cache).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("cached_cert_"))
+    });
+    let (first, first_event) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let mut first = Some(first);
         while let Some(event) = state.next().await {
             match event {
                 Ok(ok) => tracing::info!(event = ?ok, "ACME"),
                 Err(err) => tracing::warn!(error = %err, "ACME"),
             }
+            // The cache is read first: the first event says whether its certificate is in use.
+            if let Some(first) = first.take() {
+                let _ = first.send(());
+            }
         }
     });
+    if cached
+        && tokio::time::timeout(CACHED_CERT_WAIT, first_event)
+            .await
+            .is_err()
+    {
+        tracing::warn!("ACME: the cached certificate was not loaded within 5 s; serving anyway");
+    }
     Ok(CertSource::Acme {
         resolver,
         challenge,
