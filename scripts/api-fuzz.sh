@@ -14,7 +14,16 @@ bin="${CARGO_TARGET_DIR:-target}/debug/broker"
 [ -x "$bin" ] || cargo build --quiet
 db=$(mktemp -d)
 out=$(mktemp)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$db" "$out"' EXIT
+# The server is stopped and waited for before its data directory goes: killed mid-checkpoint,
+# it was still writing files while `rm -rf` ran, and the failed rm failed the run.
+stop_server() {
+  if [ -n "${pid:-}" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$db" "$out" || true
+}
+trap stop_server EXIT
 # Generous failure limits: the fuzzer sends many wrong passwords on purpose.
 "$bin" --db "$db" --listen 127.0.0.1 --port 0 --ntp false --fsync never \
   --max_failures 1000000 --max_failures_per_user 1000000 --max_failures_per_address 1000000 >"$out" 2>/dev/null &
