@@ -236,10 +236,17 @@ impl Fold for Layered<'_> {
             .is_some_and(|names| names.contains_key(event));
         if !touched {
             let published = self.published.latest.get(tenant)?.get(event)?.clone();
+            // The tenant's key is allocated once per batch, not once per name faulted in:
+            // this runs for every insert of a name the batch has not touched yet.
+            if !self.overlay.latest.contains_key(tenant) {
+                self.overlay
+                    .latest
+                    .insert(tenant.to_owned(), Map::default());
+            }
             self.overlay
                 .latest
-                .entry(tenant.to_owned())
-                .or_default()
+                .get_mut(tenant)
+                .expect("inserted above")
                 .insert(event.to_owned(), published);
         }
         self.overlay.latest.get_mut(tenant)?.get_mut(event)
