@@ -137,6 +137,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "invalid request body: send a JSON object, not an array",
         ));
     }
+    // The happy path parses once, plainly; path tracking (a third of a small body's parse)
+    // runs only for a body that fails, to name the field at fault.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut json = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut json)
         .map_err(|e| ApiError::bad_request(describe(&e)))?;

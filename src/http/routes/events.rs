@@ -3,7 +3,7 @@
 
 use poem::http::Method;
 use poem::web::Data;
-use poem::{IntoResponse, Request, Response};
+use poem::{Request, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
@@ -87,6 +87,27 @@ pub struct Inserted {
     pub cursor: u64,
 }
 
+impl Inserted {
+    /// The same answer poem-openapi's `Json` gives, written directly: that one builds a
+    /// `serde_json::Value` map of the two fields first (3,400 instructions per insert;
+    /// `format!` and a parsed content type took 2,200 of them again).
+    fn to_response(&self) -> Response {
+        let mut uuid = uuid::Uuid::encode_buffer();
+        let mut body = String::with_capacity(64);
+        body.push_str(r#"{"cursor":"#);
+        body.push_str(itoa::Buffer::new().format(self.cursor));
+        body.push_str(r#","id":""#);
+        body.push_str(self.id.hyphenated().encode_lower(&mut uuid));
+        body.push_str(r#""}"#);
+        Response::builder()
+            .header(
+                poem::http::header::CONTENT_TYPE,
+                poem::http::HeaderValue::from_static("application/json; charset=utf-8"),
+            )
+            .body(body)
+    }
+}
+
 /// Event routes.
 #[derive(Default)]
 pub struct EventsApi;
@@ -151,7 +172,7 @@ pub(crate) async fn insert_direct(req: Request) -> poem::Result<Response> {
     let app = app_of(&req)?;
     let caller = authenticate(app, &req).await?;
     let key = idempotency_key(&req)?;
-    Ok(insert(app, caller, parsed, key).await?.into_response())
+    Ok(insert(app, caller, parsed, key).await?.0.to_response())
 }
 
 /// Whether `req` is for [`insert_direct`]: exactly what the route table would give the
@@ -257,13 +278,17 @@ async fn submit(
     data: Value,
     idempotency_key: Option<String>,
 ) -> Result<Json<Inserted>, ApiError> {
+    // Compact text, as `Display` writes it, but straight into a buffer rather than through
+    // `fmt`'s adapter (a third of the cost for a small object).
+    let data = serde_json::to_string(&data)
+        .map_err(|e| ApiError::internal(format!("event data could not be written: {e}")))?;
     let records = app
         .engine
         .submit(Command::InsertEvent {
             by,
             id: *uuid::Uuid::now_v7().as_bytes(),
             event,
-            data: data.to_string(),
+            data,
             name_limit: app.config.limits.max_event_names,
             idempotency_key,
         })
@@ -276,5 +301,33 @@ async fn submit(
         _ => Err(ApiError::internal(
             "an insert was answered without its record",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::IntoResponse;
+
+    #[tokio::test]
+    async fn the_direct_answer_is_the_operations_answer() {
+        // The route table's `/insert` answers through poem-openapi's `Json`; the direct path
+        // must give clients the very same bytes and headers.
+        for cursor in [0, 1, 42, u64::MAX] {
+            let inserted = Inserted {
+                id: uuid::Uuid::now_v7(),
+                cursor,
+            };
+            let direct = inserted.to_response();
+            let operation = Json(Inserted { ..inserted }).into_response();
+            assert_eq!(direct.status(), operation.status());
+            assert_eq!(
+                direct.headers().get("content-type"),
+                operation.headers().get("content-type")
+            );
+            let direct = direct.into_body().into_bytes().await.unwrap();
+            let operation = operation.into_body().into_bytes().await.unwrap();
+            assert_eq!(direct, operation, "{}", String::from_utf8_lossy(&operation));
+        }
     }
 }
