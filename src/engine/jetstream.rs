@@ -11,7 +11,8 @@
 //!   the cursor written inside the published bytes is a placeholder, replaced by the sequence
 //!   when the record is folded.
 //! - **Read / committed**: every node follows the stream with an ordered consumer, in
-//!   sequence order, and hands what it reads to its engine's writer thread, which appends it
+//!   sequence order (and by batched direct gets while it has no working consumer, as during a
+//!   failover: see `read`), and hands what it reads to its engine's writer thread, which appends it
 //!   to a **local copy** (the ordinary segmented log under `<db>/log`, cursors = stream
 //!   sequences), folds it with the same `evolve` into the node's projections and publishes it
 //!   to the SSE fan-out. Logins, SSE snapshots, catch-up reads and checkpoints then work on
@@ -67,13 +68,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures_util::StreamExt;
 
-use super::backend::{Batches, BoxFuture, Entry, LogBackend, READ_BATCH};
+use super::backend::{Batches, BoxFuture, LogBackend};
 use super::{Engine, EngineError};
 use crate::log::Cursor;
 use crate::state::{Author, Command, Decision, Record, RecordKind, Rejection, decide};
+
+mod read;
 
 /// How a node reaches the shared stream.
 #[derive(Clone, PartialEq, Eq)]
@@ -306,13 +309,24 @@ const BATCH_WAIT: Duration = Duration::from_secs(5);
 /// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 
-/// Whether a nats-server that says it is `version` (`2.12.8`) takes atomic batches (2.12+).
-fn takes_atomic_batches(version: &str) -> bool {
+/// Whether a nats-server that says it is `version` (`2.12.8`) is `major.minor` or later.
+fn at_least(version: &str, wanted: (u32, u32)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().ok());
-    matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= (2, 12))
+    matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= wanted)
+}
+
+/// Whether a nats-server that says it is `version` takes atomic batches (2.12+).
+fn takes_atomic_batches(version: &str) -> bool {
+    at_least(version, (2, 12))
+}
+
+/// Whether a nats-server that says it is `version` answers batched direct gets (2.11+; an
+/// older one ignores `batch` and answers one message).
+fn answers_batched_direct_gets(version: &str) -> bool {
+    at_least(version, (2, 11))
 }
 
 /// JetStream's answer to the commit of an atomic batch: a publish ack naming the batch, or an
@@ -351,6 +365,9 @@ pub struct JetStream {
     /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
     /// command of several records is then stored as one unit.
     atomic: bool,
+    /// Whether the stream answers batched direct gets (nats-server 2.11 or later,
+    /// `allow_direct`): the reader then needs no consumer while one cannot be created.
+    direct: bool,
     /// The engine whose state decides and whose fold a reply waits for. Weak: the engine
     /// holds this log, and a strong handle back would keep both alive for ever.
     engine: super::WeakEngine,
@@ -776,11 +793,21 @@ impl LogBackend for JetStream {
     fn read_from(&self, after: Cursor) -> Batches {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
+        let client = self.js.client();
         let name = self.name.clone();
+        let direct = self.direct;
         let replace = Arc::clone(&self.replace_reader);
         tokio::spawn(async move {
+            let reader = read::Reader {
+                stream: &stream,
+                client: &client,
+                name: &name,
+                direct,
+                here: after,
+                tx: &tx,
+            };
             let outcome = tokio::select! {
-                outcome = consume(&stream, &name, after, &tx) => outcome,
+                outcome = reader.run() => outcome,
                 _ = tx.closed() => return,
                 _ = replace.notified() => Err("reconnected to NATS, or a new stream leader".to_owned()),
             };
@@ -890,6 +917,9 @@ pub(super) async fn attach(
         storage: jetstream::stream::StorageType::File,
         num_replicas: options.replicas.max(1),
         duplicate_window: Duration::from_secs(120),
+        // Direct gets are answered by followers too: the reader's way around a consumer that
+        // cannot be created during a failover (see `read`).
+        allow_direct: true,
         ..Default::default()
     };
     // A cluster that is still starting has no JetStream leader yet: wait for it, bounded.
@@ -932,17 +962,21 @@ pub(super) async fn attach(
         }
         Err(e) => tracing::warn!(error = %e, "cannot follow the stream's leader elections"),
     }
-    let stream = allow_atomic(&js, stream).await;
+    let stream = enable_features(&js, stream).await;
+    let version = js.client().server_info().version;
     let atomic = stream.cached_info().config.allow_atomic_publish;
+    let direct = stream.cached_info().config.allow_direct && answers_batched_direct_gets(&version);
     tracing::info!(
-        server = %js.client().server_info().version,
+        server = %version,
         atomic,
-        "attached to the JetStream stream (atomic: a command of several records is stored as one batch)"
+        direct,
+        "attached to the JetStream stream (atomic: a command of several records is stored as one batch; direct: the stream is read without a consumer while none can be created)"
     );
     let log = Arc::new(JetStream {
         js,
         stream,
         atomic,
+        direct,
         name: options.name.clone(),
         replace_reader,
         engine: engine.downgrade(),
@@ -966,28 +1000,36 @@ pub(super) async fn attach(
     Ok(log)
 }
 
-/// The stream, set to take atomic batches when its server can (2.12+) and it does not yet (a
-/// stream made by an older broker, or before the servers were upgraded). If the server refuses,
-/// the stream is used as it is: a command of several records then goes record by record.
-async fn allow_atomic(
+/// The stream, set to take atomic batches (2.12+) and to answer direct gets (which the reader
+/// uses from 2.11 on) where its server can and it does not yet: a stream made by an older
+/// broker, or before the servers were upgraded. If the server refuses, the stream is used as
+/// it is: a command of several records then goes record by record, and the reader waits for a
+/// consumer as before.
+async fn enable_features(
     js: &jetstream::Context,
     mut stream: jetstream::stream::Stream,
 ) -> jetstream::stream::Stream {
     let config = &stream.cached_info().config;
-    if config.allow_atomic_publish || !takes_atomic_batches(&js.client().server_info().version) {
+    let version = js.client().server_info().version;
+    let atomic = config.allow_atomic_publish || takes_atomic_batches(&version);
+    let direct = config.allow_direct || answers_batched_direct_gets(&version);
+    if (atomic, direct) == (config.allow_atomic_publish, config.allow_direct) {
         return stream;
     }
     let config = jetstream::stream::Config {
-        allow_atomic_publish: true,
+        allow_atomic_publish: atomic,
+        allow_direct: direct,
         ..config.clone()
     };
     match tokio::time::timeout(CREATE_WAIT, js.update_stream(config)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the stream could not be set to take atomic batches")
+            tracing::warn!(error = %e, atomic, direct, "the stream's settings could not be updated")
         }
         Err(_) => tracing::warn!(
-            "the stream could not be set to take atomic batches: no answer within 2 s"
+            atomic,
+            direct,
+            "the stream's settings could not be updated: no answer within 2 s"
         ),
     }
     let _ = stream.info().await;
@@ -1012,111 +1054,6 @@ async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor
         (None, _) => true,
         (Some(_), Err(_)) => false,
     }
-}
-
-/// Reads the stream `name` after `after` with an ordered consumer and sends what it reads,
-/// in batches, until the consumer ends or stalls. A message that is no record of the stream
-/// is sent as [`Entry::Unreadable`], for the fold to skip: it must not stop the fold, here or
-/// on any other node.
-async fn consume(
-    stream: &jetstream::stream::Stream,
-    name: &str,
-    after: Cursor,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
-) -> Result<(), String> {
-    // While a lost server's leadership is being re-elected (the stream's, or JetStream's own
-    // leader, which creates consumers and may be elected after the stream's), creating a
-    // consumer hangs until the client's request timeout; a short one lets the next attempt
-    // (100 ms later) land soon after the election instead of up to a full timeout after it.
-    let consumer = tokio::time::timeout(
-        ATTEMPT_WAIT,
-        stream.create_consumer(jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        }),
-    )
-    .await
-    .map_err(|_| "creating a consumer timed out (a NATS election in progress?)".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let messages = tokio::time::timeout(ATTEMPT_WAIT, consumer.messages())
-        .await
-        .map_err(|_| "starting the consumer timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let mut chunks = std::pin::pin!(messages.ready_chunks(READ_BATCH));
-    let mut probe = stream.clone();
-    let mut here = after;
-    let mut suspect = None;
-    loop {
-        let chunk = match tokio::time::timeout(IDLE_CHECK, chunks.next()).await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(_) => {
-                // Quiet: fine if the stream is quiet too. A consumer silent through two checks
-                // while the stream holds newer records (its NATS server lost) is replaced.
-                // No answer: the stream has no leader now; its election's advisory (or the
-                // next checks) tell what became of this consumer.
-                let Ok(info) = tokio::time::timeout(ATTEMPT_WAIT, probe.info()).await else {
-                    continue;
-                };
-                let last = info.map_err(|e| e.to_string())?.state.last_sequence;
-                if last <= here {
-                    suspect = None;
-                } else if suspect == Some(here) {
-                    return Err(format!(
-                        "the consumer stalled at {here} with the stream at {last}"
-                    ));
-                } else {
-                    suspect = Some(here);
-                }
-                continue;
-            }
-        };
-        suspect = None;
-        let mut records = Vec::with_capacity(chunk.len());
-        for message in chunk {
-            let message = message.map_err(|e| e.to_string())?;
-            let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
-            let record = match Record::decode(&message.payload) {
-                Ok(record) => Record { cursor, ..record },
-                Err(e) => {
-                    records.push(Entry::Unreadable {
-                        cursor,
-                        why: format!("does not decode as a record: {e}"),
-                    });
-                    continue;
-                }
-            };
-            if message.subject.as_str() != subject_of(name, &record) {
-                records.push(Entry::Unreadable {
-                    cursor,
-                    why: format!(
-                        "a record published under the wrong subject {:?}",
-                        message.subject.as_str()
-                    ),
-                });
-                continue;
-            }
-            // A header that does not parse is ignored: the fold then checks what it can.
-            let credential_epoch = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(EPOCH_HEADER))
-                .and_then(|v| v.as_str().parse().ok());
-            records.push(Entry::Record {
-                record,
-                credential_epoch,
-            });
-        }
-        if let Some(last) = records.last() {
-            here = last.cursor();
-        }
-        if tx.send(Ok(records)).await.is_err() {
-            return Ok(());
-        }
-    }
-    Err("the stream's consumer ended".into())
 }
 
 #[cfg(test)]
@@ -1210,6 +1147,20 @@ mod tests {
             ("garbage", false),
         ] {
             assert_eq!(takes_atomic_batches(version), atomic, "{version}");
+        }
+    }
+
+    #[test]
+    fn batched_direct_gets_from_2_11_on() {
+        for (version, direct) in [
+            ("2.11.0", true),
+            ("2.12.8", true),
+            ("v2.11.3", true),
+            ("2.10.29", false),
+            ("2.9.25", false),
+            ("", false),
+        ] {
+            assert_eq!(answers_batched_direct_gets(version), direct, "{version}");
         }
     }
 
