@@ -284,6 +284,13 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// sent after the election must not queue behind one that waits for a dead leader.
 const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a publish waits for its ack before the same message (same id: stored once) is
+/// sent again beside it.
+const SEND_BESIDE: Duration = Duration::from_millis(250);
+
+/// The most attempts at one publish waiting for their ack at once.
+const MAX_BESIDE: usize = 4;
+
 /// How often the client pings its NATS server; it gives up on a server that misses three.
 const STALL_PING: Duration = Duration::from_millis(500);
 
@@ -362,6 +369,11 @@ pub struct JetStream {
     /// elects a new leader (JetStream's advisory): a consumer on a lost server is then replaced
     /// at once instead of after the idle checks.
     replace_reader: Arc<tokio::sync::Notify>,
+    /// How often the client has (re)connected: an answer awaited across a reconnection went to
+    /// the lost connection and never comes, so the request is sent again at once instead of
+    /// after [`ATTEMPT_WAIT`]. A watch, not a [`tokio::sync::Notify`]: a publish must see a
+    /// reconnection that happened while it was being sent.
+    connections: tokio::sync::watch::Receiver<u64>,
     /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
     /// command of several records is then stored as one unit.
     atomic: bool,
@@ -440,21 +452,31 @@ impl JetStream {
         subject_of(&self.name, record)
     }
 
+    /// `request`'s answer, waited for at most [`ATTEMPT_WAIT`]; `None` when none came in time or
+    /// the client reconnected meanwhile (the answer went to the lost connection).
+    async fn answer<T>(&self, request: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut connections = self.connections.clone();
+        connections.mark_unchanged();
+        tokio::select! {
+            answer = tokio::time::timeout(ATTEMPT_WAIT, request) => answer.ok(),
+            _ = connections.changed() => None,
+        }
+    }
+
     /// The last sequence stored on `subject`, 0 if none; asked again (each attempt bounded)
     /// until [`PUBLISH_PATIENCE`] runs out.
     async fn last_on(&self, subject: &str) -> Result<Cursor, EngineError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
         loop {
-            let attempt = tokio::time::timeout(
-                ATTEMPT_WAIT,
-                self.stream.get_last_raw_message_by_subject(subject),
-            );
+            let attempt = self.answer(self.stream.get_last_raw_message_by_subject(subject));
             let why = match attempt.await {
-                Ok(Ok(message)) => return Ok(message.sequence),
-                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer within 1 s".to_owned(),
+                Some(Ok(message)) => return Ok(message.sequence),
+                Some(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(0);
+                }
+                Some(Err(e)) => e.to_string(),
+                None => "no answer within 1 s, or the connection was replaced".to_owned(),
             };
             if tokio::time::Instant::now() >= deadline {
                 return Err(EngineError::Unavailable(format!("JetStream: {why}")));
@@ -477,8 +499,7 @@ impl JetStream {
         let subject = self.subject_of(record);
         let payload = bytes::Bytes::from(record.encode());
         let deadline = tokio::time::Instant::now() + patience;
-        let mut attempt = 0u32;
-        loop {
+        let send = || {
             let mut message = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(id);
@@ -488,23 +509,50 @@ impl JetStream {
             if let Some(epoch) = credential_epoch {
                 message = message.header(EPOCH_HEADER, epoch.to_string().as_str());
             }
-            let acked = tokio::time::timeout(ATTEMPT_WAIT, async {
-                self.js.send_publish(subject.clone(), message).await?.await
-            });
-            let why = match acked.await {
-                Ok(Ok(ack)) => return Ok(Some(ack.sequence)),
-                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no publish ack within 1 s".to_owned(),
-            };
-            attempt += 1;
-            if attempt >= 3 && tokio::time::Instant::now() >= deadline {
-                return Err(EngineError::Unavailable(format!(
-                    "JetStream did not acknowledge: {why}"
-                )));
+            let subject = subject.clone();
+            self.answer(async move { self.js.send_publish(subject, message).await?.await })
+        };
+        // Attempts still waiting for their ack. One sent during an election is never answered;
+        // the next is sent beside it, not after it, so that the first attempt after the election
+        // is answered at once.
+        let mut waiting = futures_util::stream::FuturesUnordered::new();
+        let mut sent = 0u32;
+        let mut send_now = true;
+        let mut why = String::new();
+        loop {
+            if send_now {
+                if sent >= 3 && tokio::time::Instant::now() >= deadline {
+                    return Err(EngineError::Unavailable(format!(
+                        "JetStream did not acknowledge: {why}"
+                    )));
+                }
+                waiting.push(send());
+                sent += 1;
             }
-            // Soon again: the new leader answers as soon as it is elected.
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(4)))).await;
+            // Never empty here: an attempt was just sent, or some are still waiting.
+            let answer = tokio::select! {
+                Some(answer) = waiting.next() => answer,
+                () = tokio::time::sleep(SEND_BESIDE), if waiting.len() < MAX_BESIDE => {
+                    send_now = true;
+                    continue;
+                }
+            };
+            send_now = false;
+            match answer {
+                Some(Ok(ack)) => return Ok(Some(ack.sequence)),
+                Some(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Ok(None);
+                }
+                // A copy sent beside one still in flight is refused as a duplicate in
+                // progress: the first copy's ack answers.
+                Some(Err(e)) => why = e.to_string(),
+                None => why = "no publish ack within 1 s, or the connection was replaced".into(),
+            }
+            if waiting.is_empty() {
+                // Refused or unanswered: soon again, the new leader answers once elected.
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(sent.min(4)))).await;
+                send_now = true;
+            }
         }
     }
 
@@ -844,6 +892,8 @@ pub(super) async fn attach(
     let servers = redacted_list(&options.servers);
     let replace_reader = Arc::new(tokio::sync::Notify::new());
     let on_event = Arc::clone(&replace_reader);
+    let (connected, connections) = tokio::sync::watch::channel(0u64);
+    let connected = Arc::new(connected);
     let mut connect = async_nats::ConnectOptions::new();
     connect = match &options.auth {
         NatsAuth::None => connect,
@@ -888,8 +938,10 @@ pub(super) async fn attach(
         .max_reconnects(None)
         .event_callback(move |event| {
             let on_event = Arc::clone(&on_event);
+            let connected = Arc::clone(&connected);
             async move {
                 if matches!(event, async_nats::Event::Connected) {
+                    connected.send_modify(|n| *n += 1);
                     on_event.notify_waiters();
                 }
             }
@@ -979,6 +1031,7 @@ pub(super) async fn attach(
         direct,
         name: options.name.clone(),
         replace_reader,
+        connections,
         engine: engine.downgrade(),
     });
     let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
