@@ -10,6 +10,8 @@ any error); one SSE subscriber is on each node. Then one fault, each on a fresh 
   leader-kill      `kill -9` of the NATS server leading the stream
   follower-kill    `kill -9` of a NATS server that does not lead it
   leader-stop      `SIGSTOP` of the leading server for 20 s, then `SIGCONT` (a stalled network)
+  meta-kill        `kill -9` of JetStream's meta leader (which places new consumers), whether or
+                   not it also leads the stream (opt in: `--faults meta-kill`)
 
 and for each, from the fault on:
 
@@ -239,7 +241,9 @@ def run(fault, nats, broker, version):
         time.sleep(3)
         leader, meta = cluster.leaders(stream)
         assert leader is not None, "no stream leader"
-        victim = leader if fault.startswith("leader") else (leader + 1) % 3
+        assert meta is not None or fault != "meta-kill", "no meta leader"
+        victim = {"meta-kill": meta, "follower-kill": (leader + 1) % 3}.get(fault, leader)
+        led_stream = victim == leader
         others = [i for i in range(3) if i != victim]
         t0 = time.monotonic()
         if fault.endswith("kill"):
@@ -255,9 +259,9 @@ def run(fault, nats, broker, version):
                 resumed = True
             # A new consumer needs JetStream's meta leader too: when the victim was also that,
             # the election ends once both are elected again.
-            if elected is None and (fault.startswith("leader") or meta == victim):
+            if elected is None and (led_stream or meta == victim):
                 now, now_meta = cluster.leaders(stream, others)
-                stream_ok = now not in (None, victim) or not fault.startswith("leader")
+                stream_ok = now not in (None, victim) or not led_stream
                 meta_ok = now_meta not in (None, victim)
                 if stream_ok and meta_ok:
                     elected = time.monotonic() - t0
@@ -269,6 +273,7 @@ def run(fault, nats, broker, version):
         return {
             "fault": fault,
             "victim_led_meta": meta == victim,
+            "victim_led_stream": led_stream,
             "nats": version,
             "election_s": None if elected is None else round(elected, 2),
             "writes_gap_s": round(longest_gap(writer.acked, t0, stop), 2),
@@ -306,7 +311,7 @@ def main():
             row = run(fault, nats, broker, version)
             row["commit"] = commit
             election = row["election_s"]
-            note = (" (stream + meta)" if fault.startswith("leader") else " (meta)") if row["victim_led_meta"] else ""
+            note = (" (stream + meta)" if row["victim_led_stream"] else " (meta)") if row["victim_led_meta"] else ""
             election = "—" if election is None else f"{election}{note}"
             print(f"| {fault} | {version} | {election} "
                   f"| {row['writes_gap_s']} | {row['refused']} | {row['silence_a_s']} / {row['silence_b_s']} |",

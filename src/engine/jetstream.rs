@@ -11,7 +11,8 @@
 //!   the cursor written inside the published bytes is a placeholder, replaced by the sequence
 //!   when the record is folded.
 //! - **Read / committed**: every node follows the stream with an ordered consumer, in
-//!   sequence order, and hands what it reads to its engine's writer thread, which appends it
+//!   sequence order (and by batched direct gets while it has no working consumer, as during a
+//!   failover: see `read`), and hands what it reads to its engine's writer thread, which appends it
 //!   to a **local copy** (the ordinary segmented log under `<db>/log`, cursors = stream
 //!   sequences), folds it with the same `evolve` into the node's projections and publishes it
 //!   to the SSE fan-out. Logins, SSE snapshots, catch-up reads and checkpoints then work on
@@ -67,13 +68,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use futures_util::StreamExt;
 
-use super::backend::{Batches, BoxFuture, Entry, LogBackend, READ_BATCH};
+use super::backend::{Batches, BoxFuture, LogBackend};
 use super::{Engine, EngineError};
 use crate::log::Cursor;
 use crate::state::{Author, Command, Decision, Record, RecordKind, Rejection, decide};
+
+mod read;
 
 /// How a node reaches the shared stream.
 #[derive(Clone, PartialEq, Eq)]
@@ -281,6 +284,13 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// sent after the election must not queue behind one that waits for a dead leader.
 const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a publish waits for its ack before the same message (same id: stored once) is
+/// sent again beside it.
+const SEND_BESIDE: Duration = Duration::from_millis(250);
+
+/// The most attempts at one publish waiting for their ack at once.
+const MAX_BESIDE: usize = 4;
+
 /// How often the client pings its NATS server; it gives up on a server that misses three.
 const STALL_PING: Duration = Duration::from_millis(500);
 
@@ -306,13 +316,24 @@ const BATCH_WAIT: Duration = Duration::from_secs(5);
 /// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 
-/// Whether a nats-server that says it is `version` (`2.12.8`) takes atomic batches (2.12+).
-fn takes_atomic_batches(version: &str) -> bool {
+/// Whether a nats-server that says it is `version` (`2.12.8`) is `major.minor` or later.
+fn at_least(version: &str, wanted: (u32, u32)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().ok());
-    matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= (2, 12))
+    matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= wanted)
+}
+
+/// Whether a nats-server that says it is `version` takes atomic batches (2.12+).
+fn takes_atomic_batches(version: &str) -> bool {
+    at_least(version, (2, 12))
+}
+
+/// Whether a nats-server that says it is `version` answers batched direct gets (2.11+; an
+/// older one ignores `batch` and answers one message).
+fn answers_batched_direct_gets(version: &str) -> bool {
+    at_least(version, (2, 11))
 }
 
 /// JetStream's answer to the commit of an atomic batch: a publish ack naming the batch, or an
@@ -348,9 +369,17 @@ pub struct JetStream {
     /// elects a new leader (JetStream's advisory): a consumer on a lost server is then replaced
     /// at once instead of after the idle checks.
     replace_reader: Arc<tokio::sync::Notify>,
+    /// How often the client has (re)connected: an answer awaited across a reconnection went to
+    /// the lost connection and never comes, so the request is sent again at once instead of
+    /// after [`ATTEMPT_WAIT`]. A watch, not a [`tokio::sync::Notify`]: a publish must see a
+    /// reconnection that happened while it was being sent.
+    connections: tokio::sync::watch::Receiver<u64>,
     /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
     /// command of several records is then stored as one unit.
     atomic: bool,
+    /// Whether the stream answers batched direct gets (nats-server 2.11 or later,
+    /// `allow_direct`): the reader then needs no consumer while one cannot be created.
+    direct: bool,
     /// The engine whose state decides and whose fold a reply waits for. Weak: the engine
     /// holds this log, and a strong handle back would keep both alive for ever.
     engine: super::WeakEngine,
@@ -423,21 +452,31 @@ impl JetStream {
         subject_of(&self.name, record)
     }
 
+    /// `request`'s answer, waited for at most [`ATTEMPT_WAIT`]; `None` when none came in time or
+    /// the client reconnected meanwhile (the answer went to the lost connection).
+    async fn answer<T>(&self, request: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut connections = self.connections.clone();
+        connections.mark_unchanged();
+        tokio::select! {
+            answer = tokio::time::timeout(ATTEMPT_WAIT, request) => answer.ok(),
+            _ = connections.changed() => None,
+        }
+    }
+
     /// The last sequence stored on `subject`, 0 if none; asked again (each attempt bounded)
     /// until [`PUBLISH_PATIENCE`] runs out.
     async fn last_on(&self, subject: &str) -> Result<Cursor, EngineError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
         loop {
-            let attempt = tokio::time::timeout(
-                ATTEMPT_WAIT,
-                self.stream.get_last_raw_message_by_subject(subject),
-            );
+            let attempt = self.answer(self.stream.get_last_raw_message_by_subject(subject));
             let why = match attempt.await {
-                Ok(Ok(message)) => return Ok(message.sequence),
-                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer within 1 s".to_owned(),
+                Some(Ok(message)) => return Ok(message.sequence),
+                Some(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(0);
+                }
+                Some(Err(e)) => e.to_string(),
+                None => "no answer within 1 s, or the connection was replaced".to_owned(),
             };
             if tokio::time::Instant::now() >= deadline {
                 return Err(EngineError::Unavailable(format!("JetStream: {why}")));
@@ -460,8 +499,7 @@ impl JetStream {
         let subject = self.subject_of(record);
         let payload = bytes::Bytes::from(record.encode());
         let deadline = tokio::time::Instant::now() + patience;
-        let mut attempt = 0u32;
-        loop {
+        let send = || {
             let mut message = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(id);
@@ -471,23 +509,50 @@ impl JetStream {
             if let Some(epoch) = credential_epoch {
                 message = message.header(EPOCH_HEADER, epoch.to_string().as_str());
             }
-            let acked = tokio::time::timeout(ATTEMPT_WAIT, async {
-                self.js.send_publish(subject.clone(), message).await?.await
-            });
-            let why = match acked.await {
-                Ok(Ok(ack)) => return Ok(Some(ack.sequence)),
-                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => return Ok(None),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no publish ack within 1 s".to_owned(),
-            };
-            attempt += 1;
-            if attempt >= 3 && tokio::time::Instant::now() >= deadline {
-                return Err(EngineError::Unavailable(format!(
-                    "JetStream did not acknowledge: {why}"
-                )));
+            let subject = subject.clone();
+            self.answer(async move { self.js.send_publish(subject, message).await?.await })
+        };
+        // Attempts still waiting for their ack. One sent during an election is never answered;
+        // the next is sent beside it, not after it, so that the first attempt after the election
+        // is answered at once.
+        let mut waiting = futures_util::stream::FuturesUnordered::new();
+        let mut sent = 0u32;
+        let mut send_now = true;
+        let mut why = String::new();
+        loop {
+            if send_now {
+                if sent >= 3 && tokio::time::Instant::now() >= deadline {
+                    return Err(EngineError::Unavailable(format!(
+                        "JetStream did not acknowledge: {why}"
+                    )));
+                }
+                waiting.push(send());
+                sent += 1;
             }
-            // Soon again: the new leader answers as soon as it is elected.
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(4)))).await;
+            // Never empty here: an attempt was just sent, or some are still waiting.
+            let answer = tokio::select! {
+                Some(answer) = waiting.next() => answer,
+                () = tokio::time::sleep(SEND_BESIDE), if waiting.len() < MAX_BESIDE => {
+                    send_now = true;
+                    continue;
+                }
+            };
+            send_now = false;
+            match answer {
+                Some(Ok(ack)) => return Ok(Some(ack.sequence)),
+                Some(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Ok(None);
+                }
+                // A copy sent beside one still in flight is refused as a duplicate in
+                // progress: the first copy's ack answers.
+                Some(Err(e)) => why = e.to_string(),
+                None => why = "no publish ack within 1 s, or the connection was replaced".into(),
+            }
+            if waiting.is_empty() {
+                // Refused or unanswered: soon again, the new leader answers once elected.
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(sent.min(4)))).await;
+                send_now = true;
+            }
         }
     }
 
@@ -776,11 +841,21 @@ impl LogBackend for JetStream {
     fn read_from(&self, after: Cursor) -> Batches {
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
+        let client = self.js.client();
         let name = self.name.clone();
+        let direct = self.direct;
         let replace = Arc::clone(&self.replace_reader);
         tokio::spawn(async move {
+            let reader = read::Reader {
+                stream: &stream,
+                client: &client,
+                name: &name,
+                direct,
+                here: after,
+                tx: &tx,
+            };
             let outcome = tokio::select! {
-                outcome = consume(&stream, &name, after, &tx) => outcome,
+                outcome = reader.run() => outcome,
                 _ = tx.closed() => return,
                 _ = replace.notified() => Err("reconnected to NATS, or a new stream leader".to_owned()),
             };
@@ -817,6 +892,8 @@ pub(super) async fn attach(
     let servers = redacted_list(&options.servers);
     let replace_reader = Arc::new(tokio::sync::Notify::new());
     let on_event = Arc::clone(&replace_reader);
+    let (connected, connections) = tokio::sync::watch::channel(0u64);
+    let connected = Arc::new(connected);
     let mut connect = async_nats::ConnectOptions::new();
     connect = match &options.auth {
         NatsAuth::None => connect,
@@ -861,8 +938,10 @@ pub(super) async fn attach(
         .max_reconnects(None)
         .event_callback(move |event| {
             let on_event = Arc::clone(&on_event);
+            let connected = Arc::clone(&connected);
             async move {
                 if matches!(event, async_nats::Event::Connected) {
+                    connected.send_modify(|n| *n += 1);
                     on_event.notify_waiters();
                 }
             }
@@ -890,6 +969,9 @@ pub(super) async fn attach(
         storage: jetstream::stream::StorageType::File,
         num_replicas: options.replicas.max(1),
         duplicate_window: Duration::from_secs(120),
+        // Direct gets are answered by followers too: the reader's way around a consumer that
+        // cannot be created during a failover (see `read`).
+        allow_direct: true,
         ..Default::default()
     };
     // A cluster that is still starting has no JetStream leader yet: wait for it, bounded.
@@ -932,19 +1014,24 @@ pub(super) async fn attach(
         }
         Err(e) => tracing::warn!(error = %e, "cannot follow the stream's leader elections"),
     }
-    let stream = allow_atomic(&js, stream).await;
+    let stream = enable_features(&js, stream).await;
+    let version = js.client().server_info().version;
     let atomic = stream.cached_info().config.allow_atomic_publish;
+    let direct = stream.cached_info().config.allow_direct && answers_batched_direct_gets(&version);
     tracing::info!(
-        server = %js.client().server_info().version,
+        server = %version,
         atomic,
-        "attached to the JetStream stream (atomic: a command of several records is stored as one batch)"
+        direct,
+        "attached to the JetStream stream (atomic: a command of several records is stored as one batch; direct: the stream is read without a consumer while none can be created)"
     );
     let log = Arc::new(JetStream {
         js,
         stream,
         atomic,
+        direct,
         name: options.name.clone(),
         replace_reader,
+        connections,
         engine: engine.downgrade(),
     });
     let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
@@ -966,28 +1053,36 @@ pub(super) async fn attach(
     Ok(log)
 }
 
-/// The stream, set to take atomic batches when its server can (2.12+) and it does not yet (a
-/// stream made by an older broker, or before the servers were upgraded). If the server refuses,
-/// the stream is used as it is: a command of several records then goes record by record.
-async fn allow_atomic(
+/// The stream, set to take atomic batches (2.12+) and to answer direct gets (which the reader
+/// uses from 2.11 on) where its server can and it does not yet: a stream made by an older
+/// broker, or before the servers were upgraded. If the server refuses, the stream is used as
+/// it is: a command of several records then goes record by record, and the reader waits for a
+/// consumer as before.
+async fn enable_features(
     js: &jetstream::Context,
     mut stream: jetstream::stream::Stream,
 ) -> jetstream::stream::Stream {
     let config = &stream.cached_info().config;
-    if config.allow_atomic_publish || !takes_atomic_batches(&js.client().server_info().version) {
+    let version = js.client().server_info().version;
+    let atomic = config.allow_atomic_publish || takes_atomic_batches(&version);
+    let direct = config.allow_direct || answers_batched_direct_gets(&version);
+    if (atomic, direct) == (config.allow_atomic_publish, config.allow_direct) {
         return stream;
     }
     let config = jetstream::stream::Config {
-        allow_atomic_publish: true,
+        allow_atomic_publish: atomic,
+        allow_direct: direct,
         ..config.clone()
     };
     match tokio::time::timeout(CREATE_WAIT, js.update_stream(config)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the stream could not be set to take atomic batches")
+            tracing::warn!(error = %e, atomic, direct, "the stream's settings could not be updated")
         }
         Err(_) => tracing::warn!(
-            "the stream could not be set to take atomic batches: no answer within 2 s"
+            atomic,
+            direct,
+            "the stream's settings could not be updated: no answer within 2 s"
         ),
     }
     let _ = stream.info().await;
@@ -1012,111 +1107,6 @@ async fn same_record(engine: &Engine, stream: &jetstream::stream::Stream, cursor
         (None, _) => true,
         (Some(_), Err(_)) => false,
     }
-}
-
-/// Reads the stream `name` after `after` with an ordered consumer and sends what it reads,
-/// in batches, until the consumer ends or stalls. A message that is no record of the stream
-/// is sent as [`Entry::Unreadable`], for the fold to skip: it must not stop the fold, here or
-/// on any other node.
-async fn consume(
-    stream: &jetstream::stream::Stream,
-    name: &str,
-    after: Cursor,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>,
-) -> Result<(), String> {
-    // While a lost server's leadership is being re-elected (the stream's, or JetStream's own
-    // leader, which creates consumers and may be elected after the stream's), creating a
-    // consumer hangs until the client's request timeout; a short one lets the next attempt
-    // (100 ms later) land soon after the election instead of up to a full timeout after it.
-    let consumer = tokio::time::timeout(
-        ATTEMPT_WAIT,
-        stream.create_consumer(jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        }),
-    )
-    .await
-    .map_err(|_| "creating a consumer timed out (a NATS election in progress?)".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let messages = tokio::time::timeout(ATTEMPT_WAIT, consumer.messages())
-        .await
-        .map_err(|_| "starting the consumer timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let mut chunks = std::pin::pin!(messages.ready_chunks(READ_BATCH));
-    let mut probe = stream.clone();
-    let mut here = after;
-    let mut suspect = None;
-    loop {
-        let chunk = match tokio::time::timeout(IDLE_CHECK, chunks.next()).await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(_) => {
-                // Quiet: fine if the stream is quiet too. A consumer silent through two checks
-                // while the stream holds newer records (its NATS server lost) is replaced.
-                // No answer: the stream has no leader now; its election's advisory (or the
-                // next checks) tell what became of this consumer.
-                let Ok(info) = tokio::time::timeout(ATTEMPT_WAIT, probe.info()).await else {
-                    continue;
-                };
-                let last = info.map_err(|e| e.to_string())?.state.last_sequence;
-                if last <= here {
-                    suspect = None;
-                } else if suspect == Some(here) {
-                    return Err(format!(
-                        "the consumer stalled at {here} with the stream at {last}"
-                    ));
-                } else {
-                    suspect = Some(here);
-                }
-                continue;
-            }
-        };
-        suspect = None;
-        let mut records = Vec::with_capacity(chunk.len());
-        for message in chunk {
-            let message = message.map_err(|e| e.to_string())?;
-            let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
-            let record = match Record::decode(&message.payload) {
-                Ok(record) => Record { cursor, ..record },
-                Err(e) => {
-                    records.push(Entry::Unreadable {
-                        cursor,
-                        why: format!("does not decode as a record: {e}"),
-                    });
-                    continue;
-                }
-            };
-            if message.subject.as_str() != subject_of(name, &record) {
-                records.push(Entry::Unreadable {
-                    cursor,
-                    why: format!(
-                        "a record published under the wrong subject {:?}",
-                        message.subject.as_str()
-                    ),
-                });
-                continue;
-            }
-            // A header that does not parse is ignored: the fold then checks what it can.
-            let credential_epoch = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(EPOCH_HEADER))
-                .and_then(|v| v.as_str().parse().ok());
-            records.push(Entry::Record {
-                record,
-                credential_epoch,
-            });
-        }
-        if let Some(last) = records.last() {
-            here = last.cursor();
-        }
-        if tx.send(Ok(records)).await.is_err() {
-            return Ok(());
-        }
-    }
-    Err("the stream's consumer ended".into())
 }
 
 #[cfg(test)]
@@ -1210,6 +1200,20 @@ mod tests {
             ("garbage", false),
         ] {
             assert_eq!(takes_atomic_batches(version), atomic, "{version}");
+        }
+    }
+
+    #[test]
+    fn batched_direct_gets_from_2_11_on() {
+        for (version, direct) in [
+            ("2.11.0", true),
+            ("2.12.8", true),
+            ("v2.11.3", true),
+            ("2.10.29", false),
+            ("2.9.25", false),
+            ("", false),
+        ] {
+            assert_eq!(answers_batched_direct_gets(version), direct, "{version}");
         }
     }
 

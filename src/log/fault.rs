@@ -7,6 +7,9 @@
 //! `abort_at:<point>` to abort at a named point (`compact:before_rename`, `log:after_flush`: a
 //! batch is durable and nobody was answered yet, …). The file named
 //! by `BROKER_FAULT_FREE_BYTES_FILE` holds the free bytes the log's disk pretends to have.
+//! Failpoints that fail an operation instead of the process (`nats:create_consumer`: creating a
+//! consumer hangs; `nats:consumer_silent`: a consumer delivers nothing) are switched on by
+//! `fail_at:<point>` in that file, or by [`switch`] in a test that runs the engine in-process.
 
 /// A disk fault the writer can be made to suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,4 +56,30 @@ pub fn abort_at(point: &str) {
         eprintln!("failpoint {point}: aborting");
         std::process::abort();
     }
+}
+
+/// Failpoints switched on in this process by [`switch`].
+static SWITCHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Switches the failpoint `point` on or off for every engine in this process.
+pub fn switch(point: &str, on: bool) {
+    let mut switched = SWITCHED.lock().unwrap_or_else(|e| e.into_inner());
+    switched.retain(|p| p != point);
+    if on {
+        switched.push(point.to_owned());
+    }
+}
+
+/// Whether the failpoint `point` is on: switched on in this process, or named by the fault
+/// file as `fail_at:<point>`.
+pub fn fails_at(point: &str) -> bool {
+    let switched = SWITCHED.lock().unwrap_or_else(|e| e.into_inner());
+    if switched.iter().any(|p| p == point) {
+        return true;
+    }
+    let Some(path) = std::env::var_os("BROKER_FAULT_FILE") else {
+        return false;
+    };
+    let named = std::fs::read_to_string(path).unwrap_or_default();
+    named.trim().strip_prefix("fail_at:") == Some(point)
 }

@@ -689,6 +689,124 @@ async fn records_no_node_could_have_decided_are_skipped_alike_by_every_node() {
     }
 }
 
+/// The cursors of the local copy of `node` in `(after, upto]`, waiting (bounded) until it has
+/// folded up to `upto`.
+async fn copy_after(node: &Engine, after: Cursor, upto: Cursor, wait: Duration) -> Vec<Cursor> {
+    tokio::time::timeout(wait, node.committed(upto))
+        .await
+        .unwrap_or_else(|_| panic!("the node did not fold up to {upto} in {wait:?}"))
+        .unwrap();
+    let mut cursors = Vec::new();
+    node.log()
+        .read_after(after, upto, |cursor, _| {
+            cursors.push(cursor);
+            true
+        })
+        .unwrap();
+    cursors
+}
+
+/// Issue 20: a node whose consumer falls silent mid-stream (it sat on a lost NATS server), or
+/// cannot be created at all (JetStream's meta leader is being elected, or places it on a lost
+/// server), reads the stream by batched direct gets: every record once and in order, messages
+/// that are no record skipped as the consumer skips them, also one whose own headers claim
+/// another sequence and the subject it should have had; back on a consumer it repeats nothing.
+#[cfg(feature = "fault-injection")]
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_without_a_consumer_reads_by_direct_gets_once_in_order_and_skips_forgeries() {
+    use broker::log::fault::switch;
+    let binary = crate::common::tools::nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&binary, &dir.path().join("nats"));
+    // Made by an older broker, without direct gets: the first node to attach allows them.
+    let js = async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "direct".into(),
+        subjects: vec!["direct.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let a = attached(&dir.path().join("a"), &nats, "direct").await;
+    let info = js.get_stream("direct").await.unwrap();
+    assert!(info.cached_info().config.allow_direct);
+    a.submit(create("ann", "acme")).await.unwrap();
+    let start = a.submit(insert(&a, "ann", 1)).await.unwrap()[0].cursor;
+    let mut sse = a.subscribe("acme", Start::After(start), None, None);
+    let mut kept = Vec::new();
+
+    // Mid-stream the consumer falls silent: the node's own writes are folded all the same.
+    switch("nats:consumer_silent", true);
+    for i in 2..=4 {
+        kept.push(a.submit(insert(&a, "ann", i)).await.unwrap()[0].cursor);
+    }
+    assert_eq!(copy_after(&a, start, kept[2], WAIT).await, kept);
+    // Read only by direct gets: bytes that are no record, and a record under the wrong subject
+    // whose own headers claim sequence 1 and its user's subject (the server's own headers come
+    // after them and must be the ones believed).
+    let events = format!("direct.event.{}", hex("acme"));
+    let mut lying = async_nats::HeaderMap::new();
+    lying.insert("Nats-Sequence", "1");
+    lying.insert(
+        "Nats-Subject",
+        format!("direct.user.{}", hex("eve")).as_str(),
+    );
+    let eve = forged(user_created("eve", "acme", PHC));
+    let refused = [
+        publish_bytes(&js, events.clone(), lying, eve).await,
+        publish_bytes(&js, events, async_nats::HeaderMap::new(), b"junk".to_vec()).await,
+    ];
+    assert_eq!(refused, [kept[2] + 1, kept[2] + 2]);
+    // No consumer can be created either: a node that starts now has direct gets alone.
+    switch("nats:create_consumer", true);
+    for i in 5..=7 {
+        kept.push(a.submit(insert(&a, "ann", i)).await.unwrap()[0].cursor);
+    }
+    let late = tokio::time::timeout(WAIT, attached(&dir.path().join("late"), &nats, "direct"))
+        .await
+        .expect("a node without a consumer did not catch up");
+    for node in [&a, &late] {
+        assert_eq!(copy_after(node, start, kept[5], WAIT).await, kept);
+        assert_eq!(node.cursor(), kept[5]);
+        assert_eq!(node.metrics().rejected_records.get(), 2);
+        let users: Vec<String> =
+            node.read(|s| s.users.iter().map(|u| u.username.to_string()).collect());
+        assert_eq!(users, ["ann"]);
+    }
+
+    // Consumers again: they start where the direct gets got to and repeat nothing.
+    switch("nats:create_consumer", false);
+    switch("nats:consumer_silent", false);
+    for i in 8..=9 {
+        kept.push(a.submit(insert(&a, "ann", i)).await.unwrap()[0].cursor);
+    }
+    let last = kept[7];
+    for node in [&a, &late] {
+        assert_eq!(copy_after(node, start, last, WAIT).await, kept);
+        assert_eq!(node.metrics().rejected_records.get(), 2);
+        assert_eq!(node.read(|s| s.latest["acme"]["tick"].cursor), last);
+    }
+    // The subscriber saw each insert once, in order.
+    let mut text = String::new();
+    while !text.contains(&format!("id: {last}\n")) {
+        let chunk = tokio::time::timeout(WAIT, sse.next(Duration::from_secs(600)))
+            .await
+            .expect("no frame reached the subscriber")
+            .expect("the subscription ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ids: Vec<Cursor> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(ids, kept);
+    for node in [a, late] {
+        node.shutdown().await;
+    }
+}
+
 /// `ann`'s insert of `data` with the Idempotency-Key `pay-1`, as node `engine` decides it.
 fn keyed_pay(engine: &Engine, id: u8, data: &str) -> Command {
     Command::InsertEvent {

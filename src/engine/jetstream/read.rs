@@ -1,0 +1,357 @@
+//! Reading the shared stream: an ordered consumer, and batched direct gets whenever the
+//! consumer cannot be had.
+//!
+//! Why two ways: an ordered consumer is an R1 consumer, and JetStream's meta leader places each
+//! new one on a *random* server among the stream's peers it believes online (nats-server
+//! 2.12.8, `createGroupForConsumer`). A server that vanished without saying so (`kill -9`, a
+//! stall) counts as online until it has missed its stats heartbeats for 150 s (the orphan
+//! check, `5 × eventsHBInterval`), so right after a fault about one creation in three is placed
+//! on the lost server and never answered, and none is answered while the meta leader itself is
+//! being elected. That was most of a node's wait beyond NATS's elections (issue 20).
+//!
+//! A **batched direct get** (`$JS.API.DIRECT.GET.<stream>` with `{"seq":N,"batch":K}`,
+//! nats-server 2.11+, streams with `allow_direct`) is answered by any server that holds a
+//! replica of the stream, followers included, and needs neither leader. Each replica stores a
+//! message only once it is committed, so whatever one answers is stored by the stream's quorum,
+//! in sequence order. The reader therefore reads that way while a consumer is being created
+//! and while its consumer is silent although the stream grew; once the consumer delivers, it
+//! skips what the direct gets already handed on. Both ways turn a message into an [`Entry`]
+//! with the same [`entry`], so a forged message is skipped alike whichever read it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use super::{ATTEMPT_WAIT, EPOCH_HEADER, IDLE_CHECK, subject_of};
+use crate::engine::EngineError;
+use crate::engine::backend::{Entry, READ_BATCH};
+use crate::log::Cursor;
+use crate::state::Record;
+
+/// How long a new consumer may take before the reader reads by direct gets meanwhile: a
+/// healthy cluster creates one within milliseconds.
+const DIRECT_AFTER: Duration = Duration::from_millis(200);
+
+/// How often the reader asks by direct get while it has no consumer, or while its consumer
+/// lags the stream: a write's reply waits for this node's fold.
+const DIRECT_EVERY: Duration = Duration::from_millis(50);
+
+/// How long the reader waits before it asks for a consumer again after an attempt failed.
+const CREATE_AGAIN: Duration = Duration::from_millis(100);
+
+/// Where the reader sends what it read, in cursor order.
+pub(super) type Sink = tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>;
+
+/// The ordered consumer's messages.
+type Messages = jetstream::consumer::pull::Ordered;
+
+/// One reader of the stream, from the cursor after which it reads.
+pub(super) struct Reader<'a> {
+    /// The stream, to create the consumer on and ask for its state.
+    pub stream: &'a jetstream::stream::Stream,
+    /// The connection the direct gets go over.
+    pub client: &'a async_nats::Client,
+    /// The stream's name (its subjects are `<name>.>`).
+    pub name: &'a str,
+    /// Whether the stream answers batched direct gets (`allow_direct`, nats-server 2.11+);
+    /// without them the reader is the consumer alone, as before.
+    pub direct: bool,
+    /// The newest cursor handed on.
+    pub here: Cursor,
+    /// Where the entries go.
+    pub tx: &'a Sink,
+}
+
+impl Reader<'_> {
+    /// Reads until the consumer ends or stalls (an error, after which the caller starts a new
+    /// reader from the fold's cursor) or nobody listens any more (`Ok`).
+    pub(super) async fn run(mut self) -> Result<(), String> {
+        match self.open().await? {
+            Some(messages) => self.follow(messages).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A consumer from the cursor reached, read by direct gets while it is being created;
+    /// `None` once nobody listens. Without direct gets a failed creation is the reader's end.
+    async fn open(&mut self) -> Result<Option<Messages>, String> {
+        let stream = self.stream;
+        let mut attempt = Box::pin(open_consumer(stream, self.here, Duration::ZERO));
+        let mut next_read = Instant::now() + DIRECT_AFTER;
+        loop {
+            tokio::select! {
+                opened = &mut attempt => match opened {
+                    Ok(messages) => return Ok(Some(messages)),
+                    Err(why) if !self.direct => return Err(why),
+                    Err(why) => {
+                        tracing::info!(%why, at = self.here, "no consumer on the stream yet; reading it by direct gets meanwhile");
+                        attempt = Box::pin(open_consumer(stream, self.here, CREATE_AGAIN));
+                    }
+                },
+                () = tokio::time::sleep_until(next_read), if self.direct => {
+                    let Some(read) = self.read_direct().await else {
+                        return Ok(None);
+                    };
+                    // A full batch means more is waiting.
+                    let pause = if read == READ_BATCH { Duration::ZERO } else { DIRECT_EVERY };
+                    next_read = Instant::now() + pause;
+                }
+            }
+        }
+    }
+
+    /// Hands on what the consumer delivers until it ends or stalls. A quiet consumer is checked
+    /// against the stream: by a direct get, which hands on what the consumer has not (and a
+    /// consumer that stays behind for [`IDLE_CHECK`] is given up), or else by the stream's
+    /// state, twice.
+    async fn follow(&mut self, messages: Messages) -> Result<(), String> {
+        let mut chunks = std::pin::pin!(messages.ready_chunks(READ_BATCH));
+        // Since when the consumer has been behind what the direct gets found.
+        let mut behind_since: Option<Instant> = None;
+        let mut suspect = None;
+        let mut probe = self.stream.clone();
+        loop {
+            let quiet = if behind_since.is_some() {
+                DIRECT_EVERY
+            } else {
+                IDLE_CHECK
+            };
+            let chunk = match tokio::time::timeout(quiet, next_chunk(&mut chunks)).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Err("the stream's consumer ended".into()),
+                Err(_) if self.direct => {
+                    let Some(read) = self.read_direct().await else {
+                        return Ok(());
+                    };
+                    if read == 0 {
+                        behind_since = None;
+                        continue;
+                    }
+                    let since = *behind_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= IDLE_CHECK {
+                        return Err(format!(
+                            "the consumer stalled; direct gets read on to {}",
+                            self.here
+                        ));
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    // Quiet: fine if the stream is quiet too. No answer: the stream has no
+                    // leader now; its election's advisory (or the next checks) tell what
+                    // became of this consumer.
+                    let Ok(info) = tokio::time::timeout(ATTEMPT_WAIT, probe.info()).await else {
+                        continue;
+                    };
+                    let last = info.map_err(|e| e.to_string())?.state.last_sequence;
+                    if last <= self.here {
+                        suspect = None;
+                    } else if suspect == Some(self.here) {
+                        return Err(format!(
+                            "the consumer stalled at {} with the stream at {last}",
+                            self.here
+                        ));
+                    } else {
+                        suspect = Some(self.here);
+                    }
+                    continue;
+                }
+            };
+            behind_since = None;
+            suspect = None;
+            let mut entries = Vec::with_capacity(chunk.len());
+            for message in chunk {
+                let message = message.map_err(|e| e.to_string())?;
+                let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                entries.push(entry(
+                    self.name,
+                    cursor,
+                    message.subject.as_str(),
+                    &message.payload,
+                    message.headers.as_ref(),
+                ));
+            }
+            if !self.hand_on(entries).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads by one batched direct get and hands on what it got; how many entries that was, or
+    /// `None` once nobody listens. A failed read is logged and read 0: the consumer, or the
+    /// next read, goes on.
+    async fn read_direct(&mut self) -> Option<usize> {
+        match direct_batch(self.client, self.name, self.here).await {
+            Ok(entries) => {
+                let read = entries.len();
+                self.hand_on(entries).await.then_some(read)
+            }
+            Err(why) => {
+                tracing::debug!(%why, at = self.here, "a direct get of the stream failed");
+                Some(0)
+            }
+        }
+    }
+
+    /// Sends the entries after the cursor reached (a consumer repeats what direct gets read
+    /// before it started); `false` once nobody listens.
+    async fn hand_on(&mut self, mut entries: Vec<Entry>) -> bool {
+        entries.retain(|e| e.cursor() > self.here);
+        let Some(last) = entries.last() else {
+            return true;
+        };
+        self.here = last.cursor();
+        self.tx.send(Ok(entries)).await.is_ok()
+    }
+}
+
+/// The consumer's next chunk of messages (none while the failpoint `nats:consumer_silent` is
+/// on: a consumer on a lost server).
+async fn next_chunk<S: futures_util::Stream + Unpin>(chunks: &mut S) -> Option<S::Item> {
+    #[cfg(feature = "fault-injection")]
+    if crate::log::fault::fails_at("nats:consumer_silent") {
+        return std::future::pending().await;
+    }
+    chunks.next().await
+}
+
+/// An ordered consumer of `stream` from after `after`, asked for after `pause`. While a lost
+/// server's leadership is re-elected (the stream's, or JetStream's meta leader, which places
+/// consumers), or when the consumer is placed on a lost server, creating it hangs until the
+/// client's request timeout; a short wait lets the next attempt land soon after.
+async fn open_consumer(
+    stream: &jetstream::stream::Stream,
+    after: Cursor,
+    pause: Duration,
+) -> Result<Messages, String> {
+    tokio::time::sleep(pause).await;
+    #[cfg(feature = "fault-injection")]
+    if crate::log::fault::fails_at("nats:create_consumer") {
+        // As on a lost server: no answer until the attempt gives up.
+        tokio::time::sleep(ATTEMPT_WAIT).await;
+        return Err("creating a consumer timed out (failpoint nats:create_consumer)".into());
+    }
+    let consumer = tokio::time::timeout(
+        ATTEMPT_WAIT,
+        stream.create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(|_| "creating a consumer timed out (a NATS election in progress?)".to_owned())?
+    .map_err(|e| e.to_string())?;
+    tokio::time::timeout(ATTEMPT_WAIT, consumer.messages())
+        .await
+        .map_err(|_| "starting the consumer timed out".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+/// The header a batched direct get's end of batch carries (status 204, "EOB").
+const END_OF_BATCH: u16 = 204;
+
+/// The messages after `after`, up to [`READ_BATCH`], by one batched direct get, as long as
+/// their sequences follow on without a gap: a gap is a deleted message or a server that is
+/// still catching up, which direct gets cannot tell apart, so what lies beyond it is left to
+/// the consumer. Empty when the stream holds nothing newer (as far as the answering server
+/// knows).
+pub(super) async fn direct_batch(
+    client: &async_nats::Client,
+    name: &str,
+    after: Cursor,
+) -> Result<Vec<Entry>, String> {
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = serde_json::json!({ "seq": after + 1, "batch": READ_BATCH });
+    client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{name}"),
+            inbox,
+            request.to_string().into(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + ATTEMPT_WAIT;
+    let mut entries = Vec::new();
+    loop {
+        let message = match tokio::time::timeout_at(deadline, replies.next()).await {
+            Ok(Some(message)) => message,
+            Ok(None) => return Err("the direct get's subscription ended".into()),
+            Err(_) => return Err("no answer to a direct get within 1 s".into()),
+        };
+        match message.status.map(|s| s.as_u16()) {
+            None => {}
+            // Nothing after `after`, or the batch's end.
+            Some(404 | END_OF_BATCH) => return Ok(entries),
+            Some(status) => {
+                return Err(format!(
+                    "a direct get was answered {status} {}",
+                    message.description.unwrap_or_default()
+                ));
+            }
+        }
+        let cursor = server_header(&message, "Nats-Sequence")
+            .and_then(|s| s.parse::<Cursor>().ok())
+            .ok_or("a direct get's answer without its sequence")?;
+        if cursor != after + 1 + entries.len() as Cursor {
+            return Ok(entries);
+        }
+        let subject = server_header(&message, "Nats-Subject").unwrap_or_default();
+        entries.push(entry(
+            name,
+            cursor,
+            subject,
+            &message.payload,
+            message.headers.as_ref(),
+        ));
+    }
+}
+
+/// A header the server added to a direct get's answer. The stored message's own headers come
+/// first and the server appends its own (nats-server `genHeader`), so the last value is the
+/// server's even if a publisher forged the header.
+fn server_header<'m>(message: &'m async_nats::Message, name: &str) -> Option<&'m str> {
+    let headers = message.headers.as_ref()?;
+    headers.get_all(name).last().map(|v| v.as_str())
+}
+
+/// The message at `cursor` as the fold takes it: a record, or [`Entry::Unreadable`] when it
+/// is no record of this stream. It must not stop the fold, here or on any other node.
+fn entry(
+    name: &str,
+    cursor: Cursor,
+    subject: &str,
+    payload: &[u8],
+    headers: Option<&async_nats::HeaderMap>,
+) -> Entry {
+    let record = match Record::decode(payload) {
+        Ok(record) => Record { cursor, ..record },
+        Err(e) => {
+            return Entry::Unreadable {
+                cursor,
+                why: format!("does not decode as a record: {e}"),
+            };
+        }
+    };
+    if subject != subject_of(name, &record) {
+        return Entry::Unreadable {
+            cursor,
+            why: format!("a record published under the wrong subject {subject:?}"),
+        };
+    }
+    // A header that does not parse is ignored: the fold then checks what it can.
+    let credential_epoch = headers
+        .and_then(|h| h.get(EPOCH_HEADER))
+        .and_then(|v| v.as_str().parse().ok());
+    Entry::Record {
+        record,
+        credential_epoch,
+    }
+}
