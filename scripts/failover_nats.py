@@ -211,8 +211,13 @@ class Writer(threading.Thread):
 
 def longest_gap(times, since, until):
     """The longest time in [since, until] without an entry of `times`."""
+    return gap_at(times, since, until)[0]
+
+
+def gap_at(times, since, until):
+    """That longest gap, and when it started (seconds after `since`)."""
     points = [since] + [t for t in times if since < t <= until] + [until]
-    return max(b - a for a, b in zip(points, points[1:]))
+    return max((b - a, a - since) for a, b in zip(points, points[1:]))
 
 
 def run(fault, nats, broker, version):
@@ -280,6 +285,10 @@ def run(fault, nats, broker, version):
             "refused": len([r for r in writer.refused if r[0] >= t0]),
             "silence_a_s": round(longest_gap(subs[0].arrivals, t0, stop), 2),
             "silence_b_s": round(longest_gap(subs[1].arrivals, t0, stop), 2),
+            # When each longest gap began: a gap that begins at the fault is the failover's,
+            # one that begins at the SIGCONT is the stalled server coming back.
+            "gaps_begin_s": [round(gap_at(t, t0, stop)[1], 2)
+                             for t in (writer.acked, subs[0].arrivals, subs[1].arrivals)],
         }
     finally:
         for n in nodes:

@@ -41,6 +41,14 @@ const DIRECT_EVERY: Duration = Duration::from_millis(50);
 /// How long the reader waits before it asks for a consumer again after an attempt failed.
 const CREATE_AGAIN: Duration = Duration::from_millis(100);
 
+/// How long a direct get may take to bring its first message. Every replica answers the
+/// stream's direct gets as one queue group, and a stalled server (`SIGSTOP`, a frozen VM)
+/// keeps its place in that group until its routes time out, long after the election: a
+/// request routed to it is never answered, and the next one, sent at once, most likely goes
+/// to a live replica. Measured: with 1 s here, a write's answer (which waits for this node's
+/// fold) waited 1–2 s past the election in half the `SIGSTOP` runs.
+const DIRECT_FIRST: Duration = Duration::from_millis(250);
+
 /// Where the reader sends what it read, in cursor order.
 pub(super) type Sink = tokio::sync::mpsc::Sender<Result<Vec<Entry>, EngineError>>;
 
@@ -95,7 +103,7 @@ impl Reader<'_> {
                         return Ok(None);
                     };
                     // A full batch means more is waiting.
-                    let pause = if read == READ_BATCH { Duration::ZERO } else { DIRECT_EVERY };
+                    let pause = if read == Direct::Read(READ_BATCH) { Duration::ZERO } else { DIRECT_EVERY };
                     next_read = Instant::now() + pause;
                 }
             }
@@ -111,9 +119,11 @@ impl Reader<'_> {
         // Since when the consumer has been behind what the direct gets found.
         let mut behind_since: Option<Instant> = None;
         let mut suspect = None;
+        // The last direct get went unanswered (perhaps to a stalled replica): ask again soon.
+        let mut unanswered = false;
         let mut probe = self.stream.clone();
         loop {
-            let quiet = if behind_since.is_some() {
+            let quiet = if behind_since.is_some() || unanswered {
                 DIRECT_EVERY
             } else {
                 IDLE_CHECK
@@ -125,9 +135,14 @@ impl Reader<'_> {
                     let Some(read) = self.read_direct().await else {
                         return Ok(());
                     };
-                    if read == 0 {
-                        behind_since = None;
-                        continue;
+                    unanswered = read == Direct::Failed;
+                    match read {
+                        Direct::Failed => continue,
+                        Direct::Read(0) => {
+                            behind_since = None;
+                            continue;
+                        }
+                        Direct::Read(_) => {}
                     }
                     let since = *behind_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= IDLE_CHECK {
@@ -161,6 +176,7 @@ impl Reader<'_> {
             };
             behind_since = None;
             suspect = None;
+            unanswered = false;
             let mut entries = Vec::with_capacity(chunk.len());
             for message in chunk {
                 let message = message.map_err(|e| e.to_string())?;
@@ -179,18 +195,17 @@ impl Reader<'_> {
         }
     }
 
-    /// Reads by one batched direct get and hands on what it got; how many entries that was, or
-    /// `None` once nobody listens. A failed read is logged and read 0: the consumer, or the
-    /// next read, goes on.
-    async fn read_direct(&mut self) -> Option<usize> {
+    /// Reads by one batched direct get and hands on what it got; `None` once nobody listens.
+    /// A failed read is logged: the consumer, or the next read, goes on.
+    async fn read_direct(&mut self) -> Option<Direct> {
         match direct_batch(self.client, self.name, self.here).await {
             Ok(entries) => {
                 let read = entries.len();
-                self.hand_on(entries).await.then_some(read)
+                self.hand_on(entries).await.then_some(Direct::Read(read))
             }
             Err(why) => {
                 tracing::debug!(%why, at = self.here, "a direct get of the stream failed");
-                Some(0)
+                Some(Direct::Failed)
             }
         }
     }
@@ -205,6 +220,15 @@ impl Reader<'_> {
         self.here = last.cursor();
         self.tx.send(Ok(entries)).await.is_ok()
     }
+}
+
+/// What one direct get came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direct {
+    /// Answered, with this many entries (0: nothing newer).
+    Read(usize),
+    /// Not answered in time, or refused.
+    Failed,
 }
 
 /// The consumer's next chunk of messages (none while the failpoint `nats:consumer_silent` is
@@ -278,14 +302,25 @@ pub(super) async fn direct_batch(
         )
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + ATTEMPT_WAIT;
+    // The first message soon, or another replica is asked; the rest of a batch follows from
+    // the replica that answers, within the usual bound.
+    let mut deadline = Instant::now() + DIRECT_FIRST;
     let mut entries = Vec::new();
     loop {
         let message = match tokio::time::timeout_at(deadline, replies.next()).await {
             Ok(Some(message)) => message,
             Ok(None) => return Err("the direct get's subscription ended".into()),
-            Err(_) => return Err("no answer to a direct get within 1 s".into()),
+            Err(_) if entries.is_empty() => {
+                return Err(format!(
+                    "no answer to a direct get within {} ms",
+                    DIRECT_FIRST.as_millis()
+                ));
+            }
+            Err(_) => return Err("a direct get's batch stopped within 1 s".into()),
         };
+        if entries.is_empty() {
+            deadline = Instant::now() + ATTEMPT_WAIT;
+        }
         match message.status.map(|s| s.as_u16()) {
             None => {}
             // Nothing after `after`, or the batch's end.
