@@ -249,7 +249,8 @@ def failover(lines):
     print("and B, an insert through A every 50 ms, one SSE subscriber on each node; one fault per")
     print("fresh cluster). NATS's elections: until the survivors name a new stream leader (and a new")
     print("JetStream meta leader, which creates consumers, when the victim was that too). Broker's")
-    print("share is the rest of the longest wait.\n")
+    print("share is the rest of the longest wait. `meta-kill` kills JetStream's meta leader, whether")
+    print("or not it also leads the stream. Most runs shared the 2-core machine with builds or tests.\n")
     rows = []
     for d in lines:
         election = d.get("election_s")
