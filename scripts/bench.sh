@@ -16,6 +16,9 @@ bin=target/release/broker-bench
 out=bench/results.jsonl
 mkdir -p bench
 only=" $* "
+# Before the output is touched: a results file being rewritten is not a code change.
+commit=$(git rev-parse --short HEAD)
+[ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+"
 if [ $# -eq 0 ]; then
     : > "$out"
 else
@@ -25,8 +28,6 @@ else
         mv "$out.tmp" "$out"
     done
 fi
-commit=$(git rev-parse --short HEAD)
-[ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+"
 
 runs=3
 dur=5

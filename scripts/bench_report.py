@@ -239,7 +239,8 @@ def meta_note(d):
     """Which elections the figure waited for, when the victim also led JetStream's meta group."""
     if not d.get("victim_led_meta"):
         return ""
-    return " (stream + meta)" if d["fault"].startswith("leader") else " (meta)"
+    led_stream = d.get("victim_led_stream", d["fault"].startswith("leader"))
+    return " (stream + meta)" if led_stream else " (meta)"
 
 
 def failover(lines):
