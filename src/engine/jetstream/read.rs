@@ -115,7 +115,7 @@ impl Reader<'_> {
     /// consumer that stays behind for [`IDLE_CHECK`] is given up), or else by the stream's
     /// state, twice.
     async fn follow(&mut self, messages: Messages) -> Result<(), String> {
-        let mut chunks = std::pin::pin!(messages.ready_chunks(READ_BATCH));
+        let mut chunks = std::pin::pin!(messages);
         // Since when the consumer has been behind what the direct gets found.
         let mut behind_since: Option<Instant> = None;
         let mut suspect = None;
@@ -231,14 +231,29 @@ enum Direct {
     Failed,
 }
 
-/// The consumer's next chunk of messages (none while the failpoint `nats:consumer_silent` is
-/// on: a consumer on a lost server).
-async fn next_chunk<S: futures_util::Stream + Unpin>(chunks: &mut S) -> Option<S::Item> {
+/// The consumer's next chunk: the next message and every one already there after it, up to
+/// [`READ_BATCH`] (none while the failpoint `nats:consumer_silent` is on: a consumer on a lost
+/// server).
+///
+/// Not `StreamExt::ready_chunks`: that reserves room for a full chunk on every chunk, and
+/// 1,024 messages are over glibc's mmap threshold, so each chunk (one to a few messages under
+/// load) cost an `mmap`, page faults and an `munmap` with its TLB shootdown across threads.
+async fn next_chunk<S: futures_util::Stream + Unpin>(messages: &mut S) -> Option<Vec<S::Item>> {
+    use futures_util::FutureExt;
     #[cfg(feature = "fault-injection")]
     if crate::log::fault::fails_at("nats:consumer_silent") {
         return std::future::pending().await;
     }
-    chunks.next().await
+    let mut chunk = vec![messages.next().await?];
+    while chunk.len() < READ_BATCH {
+        // Polled once: a message already received, or nothing (the next `await` above registers
+        // the task's waker again).
+        match messages.next().now_or_never() {
+            Some(Some(message)) => chunk.push(message),
+            Some(None) | None => break,
+        }
+    }
+    Some(chunk)
 }
 
 /// An ordered consumer of `stream` from after `after`, asked for after `pause`. While a lost
