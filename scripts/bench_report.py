@@ -226,13 +226,31 @@ def jetstream(lines):
                 entry["lost / duplicated"] = f"{r['lost']} / {r['duplicated']}"
             entry.pop("runs", None)
             entry["runs"] = r.get("runs")
-    print("## Several nodes: the JetStream log (issue 9)\n")
+    print("## Several nodes: the JetStream log (issues 9 and 20)\n")
     print(f"Measured at commit {commit} by `scripts/bench_nats.sh`, all rows in one run: the embedded")
     print("log (`--fsync always`), one NATS server (R1 stream), and a 3-server NATS cluster (R3")
     print("stream), every NATS server on this same machine. Delivery latency is from the insert's")
     print("publish to its arrival at each subscriber.\n")
+    embedded = next((e for e in logs.values() if e["log"].startswith("embedded")), None)
+    base = embedded and embedded.get("inserts/s (64 conns)")
+    targets = {"R1": 0.8, "R3": 0.5}
+    checks = []
+    for e in logs.values():
+        if base and "inserts/s (64 conns)" in e:
+            ratio = round(e["inserts/s (64 conns)"] / base, 3)
+            e["of embedded"] = ratio
+            e["runs"] = e.pop("runs", None)
+            for replicas, want in targets.items():
+                if f" {replicas} " in e["log"]:
+                    checks.append((f"{replicas} inserts ≥ {want} of the embedded log's (issue 20)",
+                                   f"{e['inserts/s (64 conns)']}/s = {ratio} of {base}/s", ratio >= want))
     print(table(list(logs.values())))
     print()
+    if checks:
+        print("| target | measured | |\n|---|---|---|")
+        for name, figure, ok in checks:
+            print(f"| {name} | {figure} | {mark(ok)} |")
+        print()
 
 
 def meta_note(d):
