@@ -115,7 +115,8 @@ impl Reader<'_> {
     /// consumer that stays behind for [`IDLE_CHECK`] is given up), or else by the stream's
     /// state, twice.
     async fn follow(&mut self, messages: Messages) -> Result<(), String> {
-        let mut chunks = std::pin::pin!(messages);
+        // Fused: a chunk may end on the stream's end, and the next call polls it again.
+        let mut chunks = std::pin::pin!(messages.fuse());
         // Since when the consumer has been behind what the direct gets found.
         let mut behind_since: Option<Instant> = None;
         let mut suspect = None;
@@ -403,5 +404,46 @@ fn entry(
     Entry::Record {
         record,
         credential_epoch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk is what is already there, up to READ_BATCH; it waits only for its first item,
+    /// and a stream's end comes after the last chunk, polled again without harm.
+    #[tokio::test]
+    async fn a_chunk_takes_what_is_ready_up_to_a_batch_and_waits_only_for_its_first() {
+        let total = READ_BATCH + READ_BATCH / 2;
+        let mut ready = std::pin::pin!(futures_util::stream::iter(0..total).fuse());
+        let first = next_chunk(&mut ready).await.unwrap();
+        assert_eq!(first, (0..READ_BATCH).collect::<Vec<_>>());
+        let second = next_chunk(&mut ready).await.unwrap();
+        assert_eq!(second, (READ_BATCH..total).collect::<Vec<_>>());
+        assert_eq!(next_chunk(&mut ready).await, None);
+        assert_eq!(next_chunk(&mut ready).await, None);
+
+        // Two items now, the third only later: the chunk does not wait for it.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut later = Box::pin(tokio_stream_of(rx).fuse());
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(next_chunk(&mut later).await, Some(vec![1, 2]));
+        let waiting = tokio::spawn(async move { next_chunk(&mut later).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "an empty stream yields no empty chunk"
+        );
+        tx.send(3).unwrap();
+        assert_eq!(waiting.await.unwrap(), Some(vec![3]));
+    }
+
+    /// An unbounded receiver as a stream.
+    fn tokio_stream_of<T>(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 }
