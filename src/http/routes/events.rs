@@ -225,9 +225,13 @@ impl<'a> poem_openapi::ApiExtractor<'a> for IdempotencyKeyHeader {
     }
 }
 
+/// `Idempotency-Key`, prepared once (a `&str` name is parsed again on every lookup).
+const IDEMPOTENCY_KEY: poem::http::HeaderName =
+    poem::http::HeaderName::from_static("idempotency-key");
+
 /// The `Idempotency-Key` header, if sent: one, of 1–255 printable ASCII bytes, else 400.
 fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
-    let mut values = req.headers().get_all("idempotency-key").iter();
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };

@@ -109,9 +109,13 @@ pub fn refuse_foreign_admin(req: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// `Sec-Fetch-Site`, prepared once: a name given as `&str` is parsed again on every lookup,
+/// and this one is looked for on every request.
+const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
+
 /// Whether the request comes from a browser page (only browsers send these).
 fn from_browser(req: &Request) -> bool {
-    req.headers().contains_key(header::ORIGIN) || req.headers().contains_key("sec-fetch-site")
+    req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(SEC_FETCH_SITE)
 }
 
 /// A body whose type a browser could send cross-site without a preflight.
