@@ -425,8 +425,8 @@ mod tests {
         assert_eq!(next_chunk(&mut ready).await, None);
 
         // Two items now, the third only later: the chunk does not wait for it.
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut later = Box::pin(tokio_stream_of(rx).fuse());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut later = Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).fuse());
         tx.send(1).unwrap();
         tx.send(2).unwrap();
         assert_eq!(next_chunk(&mut later).await, Some(vec![1, 2]));
@@ -438,12 +438,5 @@ mod tests {
         );
         tx.send(3).unwrap();
         assert_eq!(waiting.await.unwrap(), Some(vec![3]));
-    }
-
-    /// An unbounded receiver as a stream.
-    fn tokio_stream_of<T>(
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-    ) -> impl futures_util::Stream<Item = T> {
-        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 }
