@@ -18,7 +18,7 @@ mod throttle;
 use routes::{
     codes, console, events, health, history, maintenance, session, sse, ticket, users, verify,
 };
-pub use server::{audit, client, conn, cors, limits, metrics, streams, tls};
+pub use server::{audit, client, conn, cors, front, limits, metrics, streams, tls};
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -110,45 +110,20 @@ impl App {
 }
 
 /// Every route, with the client resolved, browser rules, JSON errors, the audit log and
-/// metrics (the last `around` runs first).
-pub fn router(app: App) -> impl Endpoint {
-    let policy = Arc::new(app.config.listen.cors.clone());
-    let site = Arc::new(cors::Site::of(&app.config));
-    let trusted = Arc::new(client::TrustedProxies(
-        app.config.listen.trusted_proxies.clone(),
-    ));
+/// metrics ([`front::Front`]).
+pub fn router(app: App) -> impl Endpoint<Output = poem::Response> {
     let api = api_service();
     let document = openapi::document(&api);
     let docs = openapi::swagger_ui(&api, &document);
     let spec = openapi::spec_endpoint(document);
-    let allowed = Arc::new(allow::AllowTable::of(&api.spec()));
-    let observed = Arc::clone(&app.metrics);
-    let audit = Arc::clone(&app.audit);
-    Route::new()
+    let allowed = allow::AllowTable::of(&api.spec());
+    let routes = Route::new()
         .nest("/", api)
         .nest("/docs", docs)
         .nest("/console", console::routes())
         .at("/openapi.json", spec)
-        .at("/metrics", poem::get(metrics::metrics))
-        .around(move |ep, req| {
-            let allowed = Arc::clone(&allowed);
-            async move {
-                if routes::events::is_insert(&req) {
-                    return Box::pin(routes::events::insert_direct(req)).await;
-                }
-                // A clone of the Uri shares its bytes: the path is read only for a 405.
-                let uri = req.uri().clone();
-                ep.call(req)
-                    .await
-                    .or_else(|err| allowed.answer(err, uri.path()))
-            }
-        })
-        .around(move |ep, req| cors::cors(ep, req, Arc::clone(&policy), Arc::clone(&site)))
-        .data(app)
-        .catch_all_error(|err| async move { ApiError::from_poem(err).into_response() })
-        .around(move |ep, req| audit::observe(ep, req, Arc::clone(&audit)))
-        .around(move |ep, req| metrics::observe(ep, req, Arc::clone(&observed)))
-        .around(move |ep, req| client::resolve(ep, req, Arc::clone(&trusted)))
+        .at("/metrics", poem::get(metrics::metrics));
+    front::Front::new(routes, app, allowed)
 }
 
 /// The `--metrics_addr` listener's routes: `/metrics` only, no token.

@@ -4,12 +4,9 @@
 //! [`LINES_PER_SECOND`] lines in a second the rest are counted and reported in one line.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use poem::http::StatusCode;
-use poem::{Endpoint, IntoResponse, Request, Response};
-
-use super::client;
 
 /// Failure lines written per second at most.
 pub const LINES_PER_SECOND: u32 = 20;
@@ -88,26 +85,14 @@ impl Audit {
     }
 }
 
-/// The middleware: logs the 401s and 429s of every route.
-pub async fn observe<E: Endpoint>(
-    ep: Arc<E>,
-    req: Request,
-    audit: Arc<Audit>,
-) -> poem::Result<Response> {
-    let client = client::of(&req).ip;
-    // A clone of the Uri shares its bytes: the path is copied only for a line to write.
-    let uri = req.uri().clone();
-    let response = Box::pin(ep.call(req))
-        .await
-        .map(IntoResponse::into_response)?;
-    let status = response.status();
+/// Logs a refused credential (401) or a throttled attempt (429) with its client.
+pub fn record(audit: &Audit, status: StatusCode, path: &str, client: IpAddr) {
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        audit.failure(now_ms, status, uri.path(), client);
+        audit.failure(now_ms, status, path, client);
     }
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@
 //! anyone else those headers are ignored, so a client cannot choose its own address.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
+use poem::Request;
 use poem::http::HeaderMap;
 use poem::http::uri::Scheme;
-use poem::{Endpoint, IntoResponse, Request, Response};
 
 pub use crate::config::Cidr;
 
@@ -157,17 +156,11 @@ fn parse_node(node: &str) -> Option<IpAddr> {
     node.rsplit_once(':')?.0.parse().ok()
 }
 
-/// The middleware that resolves [`Client`] once and keeps it in the request's extensions.
-pub async fn resolve<E: Endpoint>(
-    ep: Arc<E>,
-    mut req: Request,
-    trusted: Arc<TrustedProxies>,
-) -> poem::Result<Response> {
+/// Resolves [`Client`] once and keeps it in the request's extensions, when proxies are
+/// trusted; without them [`of`] reads the TCP peer itself and the request stays unallocated.
+pub fn resolve(req: &mut Request, trusted: &TrustedProxies) {
     if trusted.0.is_empty() {
-        // Nothing to resolve: `of` reads the peer itself, and the request stays unallocated.
-        return Box::pin(ep.call(req))
-            .await
-            .map(IntoResponse::into_response);
+        return;
     }
     let tls = *req.scheme() == Scheme::HTTPS;
     let peer = req
@@ -176,9 +169,6 @@ pub async fn resolve<E: Endpoint>(
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let client = trusted.client(peer, tls, req.headers());
     req.extensions_mut().insert(client);
-    Box::pin(ep.call(req))
-        .await
-        .map(IntoResponse::into_response)
 }
 
 /// The request's client ([`resolve`] ran), or its TCP peer when it did not.

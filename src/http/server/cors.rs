@@ -23,11 +23,11 @@
 //!   CORS "simple request"); JSON forces a preflight, which `--origin` then decides. Requests
 //!   without `Origin` (curl, servers, 15.x clients) keep the any-Content-Type rule.
 
-use std::sync::Arc;
+use std::future::Future;
 
 use poem::http::header::{self, HeaderValue};
 use poem::http::{Method, StatusCode};
-use poem::{Endpoint, IntoResponse, Request, Response};
+use poem::{IntoResponse, Request, Response};
 
 use crate::http::error::ApiError;
 
@@ -153,13 +153,21 @@ fn is_json(req: &Request) -> bool {
             .is_some_and(|sub| sub.ends_with("+json"))
 }
 
-/// The middleware: wraps every route (see the module comment for the rules).
-pub async fn cors<E: Endpoint>(
-    ep: Arc<E>,
+/// The browser rules around one request (see the module comment): answers it here when they
+/// refuse it or it is a preflight, else hands it to `route` and adds the CORS headers a page
+/// of another origin needs to read the answer. Errors from `route` are left to the caller,
+/// except a cross-origin request's, which become their JSON answer here so that they carry
+/// the CORS headers too and the page can read what went wrong.
+pub async fn guard<F, Fut>(
     mut req: Request,
-    policy: Arc<CorsPolicy>,
-    site: Arc<Site>,
-) -> poem::Result<Response> {
+    policy: &CorsPolicy,
+    site: &Site,
+    route: F,
+) -> poem::Result<Response>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = poem::Result<Response>>,
+{
     if from_browser(&req) {
         // HTTP/2 carries the host as the URI's authority instead of a Host header.
         let host = req
@@ -167,9 +175,8 @@ pub async fn cors<E: Endpoint>(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_owned();
-        if !site.knows(&host) {
+            .unwrap_or("");
+        if !site.knows(host) {
             return Ok(refuse(format!(
                 "this server does not answer browsers that reach it as {host:?}; its operator names its public origin with --public_origin"
             )));
@@ -182,9 +189,7 @@ pub async fn cors<E: Endpoint>(
         .map(str::to_owned)
     else {
         // Not a cross-origin request: no `Admitted` extension.
-        return Box::pin(ep.call(req))
-            .await
-            .map(IntoResponse::into_response);
+        return route(req).await;
     };
     if forgeable_body(&req) {
         return Ok(ApiError::new(
@@ -193,17 +198,15 @@ pub async fn cors<E: Endpoint>(
         )
         .into_response());
     }
-    if is_same_origin(&origin, &req, &site) {
-        return Box::pin(ep.call(req))
-            .await
-            .map(IntoResponse::into_response);
+    if is_same_origin(&origin, &req, site) {
+        return route(req).await;
     }
     if !policy.allows(&origin) {
         return Ok(refuse(format!(
             "origin {origin:?} may not call this server from a browser"
         )));
     }
-    req.extensions_mut().insert(match &*policy {
+    req.extensions_mut().insert(match policy {
         CorsPolicy::Any => Admitted::Wildcard,
         CorsPolicy::Only(_) => Admitted::Listed,
     });
@@ -217,10 +220,8 @@ pub async fn cors<E: Endpoint>(
             Err(message) => return Ok(refuse(message)),
         }
     } else {
-        // Errors become their JSON answer here, so that they carry the CORS headers too
-        // and the page can read what went wrong.
-        let mut response = match Box::pin(ep.call(req)).await {
-            Ok(response) => response.into_response(),
+        let mut response = match route(req).await {
+            Ok(response) => response,
             Err(err) => ApiError::from_poem(err).into_response(),
         };
         response.headers_mut().insert(
@@ -230,7 +231,7 @@ pub async fn cors<E: Endpoint>(
         response
     };
     let headers = response.headers_mut();
-    match &*policy {
+    match policy {
         CorsPolicy::Any => {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -340,7 +341,7 @@ fn refuse(message: String) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use poem::{EndpointExt, handler};
+    use poem::{Endpoint, EndpointExt, handler};
 
     use super::*;
 
@@ -351,14 +352,22 @@ mod tests {
 
     /// Calls a route behind the middleware with `flag` as `--origin`.
     async fn call(flag: &str, method: Method, headers: &[(&str, &str)]) -> Response {
-        let policy = Arc::new(CorsPolicy::from_flag(flag));
-        let site = Arc::new(Site {
+        let policy = std::sync::Arc::new(CorsPolicy::from_flag(flag));
+        let site = std::sync::Arc::new(Site {
             own_origins: vec!["https://broker.example".into()],
             known_hosts: vec!["broker.example".into()],
         });
         let ep = poem::Route::new()
             .at("/x", poem::get(ok).post(ok))
-            .around(move |ep, req| cors(ep, req, Arc::clone(&policy), Arc::clone(&site)));
+            .around(move |ep, req| {
+                let (policy, site) = (std::sync::Arc::clone(&policy), std::sync::Arc::clone(&site));
+                async move {
+                    guard(req, &policy, &site, |req| async move {
+                        Ok(ep.get_response(req).await)
+                    })
+                    .await
+                }
+            });
         let mut req = Request::builder().method(method).uri_str("/x");
         if !headers.iter().any(|(name, _)| *name == "host") {
             req = req.header("host", "127.0.0.1:8080");

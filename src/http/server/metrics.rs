@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{Endpoint, IntoResponse, Request, Response, handler};
+use poem::{IntoResponse, Request, Response, handler};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -238,18 +238,15 @@ pub fn route_label(path: &str) -> &'static str {
         })
 }
 
-/// Logs one line per request (debug; warn for errors) and counts it. Only the path is
-/// logged: query strings and headers may carry credentials.
-pub async fn observe<E: Endpoint>(
-    ep: Arc<E>,
-    req: Request,
-    counters: Arc<HttpMetrics>,
-) -> poem::Result<Response> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let route = route_label(req.uri().path());
-    let response = Box::pin(ep.get_response(req)).await;
-    let status = response.status().as_u16();
+/// Counts a request under its route and status, and logs it (failures at `warn`).
+pub fn record(
+    counters: &HttpMetrics,
+    started: Instant,
+    method: &poem::http::Method,
+    route: &'static str,
+    status: StatusCode,
+) {
+    let status = status.as_u16();
     let micros = started.elapsed().as_micros() as u64;
     counters.request(route, status);
     if status >= 400 {
@@ -257,7 +254,6 @@ pub async fn observe<E: Endpoint>(
     } else {
         tracing::debug!(%method, route, status, micros, "request");
     }
-    Ok(response)
 }
 
 /// `GET /metrics` on the main listener: needs `Authorization: Bearer <--metrics_token>`.
