@@ -54,6 +54,15 @@ pub(crate) async fn parse<T: DeserializeOwned>(
     let limit = req
         .data::<App>()
         .map_or(1024 * 1024, |app| app.config.limits.max_body_bytes);
+    parse_limited(req, body, limit).await
+}
+
+/// Reads and decodes a JSON body of at most `limit` bytes.
+pub(crate) async fn parse_limited<T: DeserializeOwned>(
+    req: &Request,
+    body: &mut RequestBody,
+    limit: usize,
+) -> poem::Result<T> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

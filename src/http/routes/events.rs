@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::auth::scopes;
 use crate::http::App;
-use crate::http::authn::{AdminHeader, Caller, Principal, app_of, authenticate};
+use crate::http::authn::{AdminHeader, Caller, Principal, authenticate};
 use crate::http::body::JsonBody;
 use crate::http::error::{AdminInsertErrors, ApiError, InsertErrors};
 use crate::state::{Author, Command, validate};
@@ -163,13 +163,13 @@ impl EventsApi {
 /// `POST /insert` served without the route table and poem-openapi's layers, for it is the
 /// server's hottest route: the same steps in the same order as the operation above — the body
 /// ([`JsonBody`]'s parser), the caller ([`Caller`]'s authentication), the `Idempotency-Key`,
-/// then [`insert`] — with
-/// errors left to the same catch-all that turns them into JSON. The middlewares around the
-/// route table (client address, metrics, audit, CORS) run as for any route.
-pub(crate) async fn insert_direct(req: Request) -> poem::Result<Response> {
+/// then [`insert`] — with errors left to the same mapping that turns them into JSON. What runs
+/// around every route (client address, metrics, audit, CORS: `server::front`) runs as for any
+/// route; it passes `app` itself, so the request's extensions stay unallocated.
+pub(crate) async fn insert_direct(app: &App, req: Request) -> poem::Result<Response> {
     let (req, mut body) = req.split();
-    let parsed: Insert = crate::http::body::parse(&req, &mut body).await?;
-    let app = app_of(&req)?;
+    let limit = app.config.limits.max_body_bytes;
+    let parsed: Insert = crate::http::body::parse_limited(&req, &mut body, limit).await?;
     let caller = authenticate(app, &req).await?;
     let key = idempotency_key(&req)?;
     Ok(insert(app, caller, parsed, key).await?.0.to_response())

@@ -53,7 +53,6 @@ impl<E: Endpoint> Endpoint for Front<E> {
         let client = client::of(&req).ip;
         // A clone of the Uri shares its bytes: the path is read for a 405 or an audit line.
         let uri = req.uri().clone();
-        req.extensions_mut().insert(self.app.clone());
         let response = cors::guard(req, &self.policy, &self.site, |req| self.route(req, &uri))
             .await
             .unwrap_or_else(|err| ApiError::from_poem(err).into_response());
@@ -71,8 +70,12 @@ impl<E: Endpoint> Front<E> {
         // Both boxed: their futures are kilobytes each, and the request's future would hold
         // the larger inline (6.4 KB unboxed, against 2.5 for all of it boxed).
         if routes::events::is_insert(&req) {
-            return Box::pin(routes::events::insert_direct(req)).await;
+            return Box::pin(routes::events::insert_direct(&self.app, req)).await;
         }
+        // Handlers find the App in the request's extensions (poem's `Data`): the first
+        // insert allocates them, which `/insert` does without.
+        let mut req = req;
+        req.extensions_mut().insert(self.app.clone());
         Box::pin(self.routes.call(req))
             .await
             .map(IntoResponse::into_response)
