@@ -9,9 +9,10 @@ use crate::log::Cursor;
 /// Event names carry no control characters and `data` is compact JSON (no raw newline),
 /// so each field stays on its one line.
 pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(name.len() + data.len() + 40);
+    let mut out = BytesMut::with_capacity(name.len() + data.len() + 48);
     out.put_slice(b"id: ");
-    out.put_slice(cursor.to_string().as_bytes());
+    // Written in place: `to_string` would allocate a string per event.
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{cursor}"));
     out.put_slice(b"\nevent: ");
     out.put_slice(name.as_bytes());
     out.put_slice(b"\ndata: ");
@@ -149,6 +150,17 @@ mod tests {
         let admin: serde_json::Value =
             serde_json::from_str(&envelope(&[0; 16], 0, None, "1")).unwrap();
         assert!(admin["by"].is_null());
+    }
+
+    #[test]
+    fn an_event_frame_carries_its_cursor_name_and_data() {
+        for cursor in [0, 7, u64::MAX] {
+            let frame = event(cursor, "e", "{}");
+            assert_eq!(
+                frame,
+                format!("id: {cursor}\nevent: e\ndata: {{}}\n\n").as_bytes()
+            );
+        }
     }
 
     #[test]

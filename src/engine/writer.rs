@@ -67,6 +67,8 @@ pub(super) struct Writer {
     checkpoints: Option<CheckpointPolicy>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// Where each record is encoded before it is appended, reused.
+    scratch: rkyv::util::AlignedVec,
     /// A checkpoint being written in the background, if any.
     checkpointing: Option<std::thread::JoinHandle<()>>,
     /// The first checkpoint after the start frees a clone of the whole replayed state: that
@@ -101,6 +103,7 @@ impl Writer {
             since_checkpoint,
             last_checkpoint: Instant::now(),
             checkpointing: None,
+            scratch: rkyv::util::AlignedVec::with_capacity(1024),
             trim_after_checkpoint: true,
         }
     }
@@ -347,7 +350,8 @@ impl Writer {
             };
             let mut appended = Ok(());
             for record in &records {
-                appended = self.log.append(record.cursor, &record.encode());
+                record.encode_into(&mut self.scratch);
+                appended = self.log.append(record.cursor, &self.scratch);
                 if appended.is_err() {
                     break;
                 }

@@ -178,6 +178,15 @@ impl Record {
             .into_vec()
     }
 
+    /// The same bytes as [`Record::encode`], written into `buf` (cleared first): the writer
+    /// reuses one buffer instead of allocating one per record.
+    pub fn encode_into(&self, buf: &mut rkyv::util::AlignedVec) {
+        buf.clear();
+        let taken = std::mem::take(buf);
+        *buf = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, taken)
+            .expect("serializing plain owned data into memory cannot fail");
+    }
+
     /// Decodes and validates a frame payload; bytes from disk are untrusted.
     pub fn decode(payload: &[u8]) -> Result<Record, rkyv::rancor::Error> {
         // rkyv needs its root aligned; a slice read from a file has no such promise.
@@ -242,5 +251,12 @@ mod tests {
         assert_eq!(Record::decode(&bytes).unwrap(), r);
         assert_eq!(Record::cursor_of(&bytes), Some(7));
         assert_eq!(Record::cursor_of(&bytes[1..]), None);
+        // The writer's reused buffer holds the same bytes, whatever it held before.
+        let mut buf = rkyv::util::AlignedVec::new();
+        buf.extend_from_slice(&[0xff; 300]);
+        r.encode_into(&mut buf);
+        assert_eq!(buf.as_slice(), bytes.as_slice());
+        r.encode_into(&mut buf);
+        assert_eq!(buf.as_slice(), bytes.as_slice());
     }
 }
