@@ -347,6 +347,29 @@ async fn a_stream_nobody_reads_is_closed_after_the_write_timeout() {
 
 #[tokio::test]
 async fn every_request_on_a_keep_alive_connection_has_the_deadline() {
+    second_request_is_cut_after(Duration::ZERO, Second::Trickled);
+}
+
+#[tokio::test]
+async fn a_request_that_stalls_after_a_long_pause_on_a_keep_alive_connection_is_cut() {
+    // Longer than --request_timeout_secs: the connection's one timer fires early during the
+    // pause and is moved to the idle deadline (120 s); the next request must move it back,
+    // for a request that then sends nothing more is only ever seen by that timer.
+    second_request_is_cut_after(Duration::from_secs(3), Second::Stalled);
+}
+
+/// How the second request of [`second_request_is_cut_after`] is sent.
+#[derive(Clone, Copy, PartialEq)]
+enum Second {
+    /// Its head a byte every 250 ms.
+    Trickled,
+    /// Part of its head at once, then nothing.
+    Stalled,
+}
+
+/// One request answered, a pause, then a second request that never completes: the server
+/// must close the connection about --request_timeout_secs (2) after its first byte.
+fn second_request_is_cut_after(pause: Duration, how: Second) {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--request_timeout_secs", "2"]);
     let mut conn = TcpStream::connect(addr(&s)).unwrap();
@@ -361,10 +384,24 @@ async fn every_request_on_a_keep_alive_connection_has_the_deadline() {
         "{:?}",
         String::from_utf8_lossy(&buf[..n])
     );
+    std::thread::sleep(pause);
     // The second request's head, one byte at a time.
     let started = Instant::now();
     let second =
         b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    if how == Second::Stalled {
+        conn.write_all(second).unwrap();
+        // Blocks until the server closes (Ok(0) or a reset), or the 10 s read timeout.
+        let read = conn.read(&mut buf);
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(read, Ok(0))
+                || matches!(&read, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut),
+            "{read:?} after {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+        return;
+    }
     let mut closed = false;
     for byte in second {
         if started.elapsed() > Duration::from_secs(12) {
