@@ -177,10 +177,7 @@ pub struct Limited<T> {
     request_timeout: Duration,
     /// Armed while a request is arriving: from accept, or from the first byte read after a
     /// response, until the first byte of the next response.
-    /// When the request being read must be complete; `None` from the first byte of its
-    /// answer until the next request's first byte. Checked when bytes arrive and by
-    /// [`Idle`]'s timer while a read waits: no timer is made or registered per request.
-    request_due: Option<Instant>,
+    deadline: Option<Pin<Box<Sleep>>>,
     /// A response was written since the deadline was last armed: the next byte read starts
     /// a new request.
     answered: bool,
@@ -196,7 +193,7 @@ impl<T> Limited<T> {
             inner,
             _ticket: ticket,
             request_timeout: timeouts.request,
-            request_due: Some(Instant::now() + timeouts.request),
+            deadline: Some(Box::pin(tokio::time::sleep(timeouts.request))),
             answered: false,
             write_timeout: timeouts.write,
             write_stall: None,
@@ -217,7 +214,7 @@ impl<T> Limited<T> {
     ) -> Poll<io::Result<usize>> {
         match written {
             Poll::Ready(Ok(n)) if n > 0 => {
-                self.request_due = None;
+                self.deadline = None;
                 self.answered = true;
                 self.write_stall = None;
                 self.idle.last = Instant::now();
@@ -241,80 +238,31 @@ impl<T> Limited<T> {
     }
 }
 
-/// The idle timeout and the request deadline, checked lazily: every read and write only notes
-/// the time; one timer per connection is armed while a read waits and, when it fires early
-/// (there was traffic since, or its request was answered), moved forward. (poem's own idle
-/// timeout woke a second task on every read and write; a timer per request was allocated,
-/// and registered with the runtime's timer wheel and taken out again, on every request.)
+/// The idle timeout, checked lazily: every read and write only notes the time; the timer is
+/// armed while a read waits and, when it fires early (there was traffic since), moved
+/// forward once. (poem's own idle timeout wakes a second task on every read and write.)
 struct Idle {
     after: Duration,
     last: Instant,
-    /// Armed while a read waits, never later than the idle or the request deadline.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-/// Which limit a connection met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expired {
-    Request,
-    Idle,
-}
-
-impl Expired {
-    fn error(self) -> io::Error {
-        let why = match self {
-            Expired::Request => "no complete request within --request_timeout_secs",
-            Expired::Idle => "idle for --idle_timeout_secs",
-        };
-        io::Error::new(io::ErrorKind::TimedOut, why)
-    }
-}
-
 impl Idle {
-    /// When the timer must fire at the latest.
-    fn due(last: Instant, after: Duration, request: Option<Instant>) -> Instant {
-        let idle = last + after;
-        request.map_or(idle, |r| r.min(idle))
-    }
-
-    /// A request starts and is due at `due`: the timer, if armed later, is moved to it. It
-    /// rarely is: the timer stays at an earlier request's due time until it fires.
-    fn request_starts(&mut self, due: Instant) {
-        if let Some(timer) = self.timer.as_mut()
-            && timer.deadline() > due.into()
-        {
-            timer.as_mut().reset(due.into());
-        }
-    }
-
-    /// Ready when the connection has been idle for `after`, or `request_due` has passed.
-    fn poll_expired(
-        &mut self,
-        cx: &mut Context<'_>,
-        request_due: Option<Instant>,
-    ) -> Poll<Expired> {
-        let after = self.after;
-        let last = self.last;
-        let timer = self.timer.get_or_insert_with(|| {
-            let at = Self::due(last, after, request_due);
-            Box::pin(tokio::time::sleep_until(at.into()))
-        });
+    /// Ready(()) when the connection has been idle for `after`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
+            let due = self.last + self.after;
+            // Armed once; `last` only moves on, so the timer is never late, only early.
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
             match timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => {
-                    let now = Instant::now();
-                    if request_due.is_some_and(|d| now >= d) {
-                        return Poll::Ready(Expired::Request);
-                    }
-                    if now >= self.last + after {
-                        return Poll::Ready(Expired::Idle);
-                    }
-                    // Early (traffic since, or the request it was armed for was answered):
-                    // re-arm at the new due time, which is later than now.
-                    let at = Self::due(self.last, after, request_due);
-                    timer.as_mut().reset(at.into());
+                Poll::Ready(()) if Instant::now() >= self.last + self.after => {
+                    return Poll::Ready(());
                 }
+                // Traffic moved `last` on while the timer ran: re-arm at the new due time.
+                Poll::Ready(()) => timer.as_mut().reset(due.into()),
             }
         }
     }
@@ -326,38 +274,35 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no complete request within --request_timeout_secs",
+            )));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    let now = Instant::now();
-                    self.idle.last = now;
-                    match self.request_due {
-                        // Bytes trickling in (a slow-loris head or body) never make it wait.
-                        Some(due) if now >= due => {
-                            return Poll::Ready(Err(Expired::Request.error()));
-                        }
-                        Some(_) => {}
+                    self.idle.last = Instant::now();
+                    if self.answered && self.deadline.is_none() {
                         // The first byte of a later request on this connection: it too
                         // must arrive whole in time.
-                        None if self.answered => {
-                            self.answered = false;
-                            let due = now + self.request_timeout;
-                            self.request_due = Some(due);
-                            self.idle.request_starts(due);
-                        }
-                        None => {}
+                        self.answered = false;
+                        self.deadline = Some(Box::pin(tokio::time::sleep(self.request_timeout)));
                     }
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                let request_due = self.request_due;
-                match self.idle.poll_expired(cx, request_due) {
-                    Poll::Ready(expired) => Poll::Ready(Err(expired.error())),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => match self.idle.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle for --idle_timeout_secs",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
             other => other,
         }
     }
