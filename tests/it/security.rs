@@ -535,6 +535,41 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
 }
 
 #[tokio::test]
+async fn a_refused_insert_is_audited_with_its_forwarded_client_and_never_its_token() {
+    // `POST /insert` skips the route table: the layer around every route still audits it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--trusted_proxies", "127.0.0.0/8"]);
+    let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.forged-signature-text";
+    let resp = client()
+        .post(s.url("/insert"))
+        .header("x-forwarded-for", "192.0.2.77")
+        .header("authorization", format!("Bearer {forged}"))
+        .body(json!({"event": "e", "data": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        wait_for_log(&s, "client=192.0.2.77", WAIT).await,
+        "no audit line for the refused insert:\n{}",
+        s.stderr()
+    );
+    let logs = s.stderr();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("client=192.0.2.77"))
+        .unwrap();
+    assert!(
+        line.contains("request refused") && line.contains("/insert") && line.contains("401"),
+        "{line}"
+    );
+    assert!(
+        !logs.contains("forged-signature-text"),
+        "a credential reached the log"
+    );
+}
+
+#[tokio::test]
 async fn tokens_expire_with_their_credential_and_follow_the_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--jwt_secret", SECRET, "--jwt_expiry", "600"]);
