@@ -11,7 +11,8 @@ use crate::log::Cursor;
 pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(name.len() + data.len() + 48);
     out.put_slice(b"id: ");
-    // Written in place: `to_string` would allocate a string per event.
+    // Written in place: `to_string` would allocate a string per event. BytesMut grows as
+    // it is written, so this cannot fail.
     let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{cursor}"));
     out.put_slice(b"\nevent: ");
     out.put_slice(name.as_bytes());

@@ -9,7 +9,6 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
 
-use super::App;
 use super::error::ApiError;
 
 /// A JSON request body of type `T`: documented in the OpenAPI schema through `T: Type`,
@@ -51,9 +50,8 @@ pub(crate) async fn parse<T: DeserializeOwned>(
     req: &Request,
     body: &mut RequestBody,
 ) -> poem::Result<T> {
-    let limit = req
-        .data::<App>()
-        .map_or(1024 * 1024, |app| app.config.limits.max_body_bytes);
+    // No silent default: a route reached without its App is a bug, not a 1 MiB limit.
+    let limit = super::authn::app_of(req)?.config.limits.max_body_bytes;
     parse_limited(req, body, limit).await
 }
 

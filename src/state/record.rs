@@ -173,9 +173,9 @@ impl EventInserted {
 impl Record {
     /// The rkyv bytes of this record: the payload of its log frame.
     pub fn encode(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self)
-            .expect("serializing plain owned data into memory cannot fail")
-            .into_vec()
+        let mut buf = rkyv::util::AlignedVec::new();
+        self.encode_into(&mut buf);
+        buf.into_vec()
     }
 
     /// The same bytes as [`Record::encode`], written into `buf` (cleared first): the writer

@@ -352,9 +352,9 @@ async fn every_request_on_a_keep_alive_connection_has_the_deadline() {
 
 #[tokio::test]
 async fn a_request_that_stalls_after_a_long_pause_on_a_keep_alive_connection_is_cut() {
-    // Longer than --request_timeout_secs: the connection's one timer fires early during the
-    // pause and is moved to the idle deadline (120 s); the next request must move it back,
-    // for a request that then sends nothing more is only ever seen by that timer.
+    // A pause longer than --request_timeout_secs, then a request that sends nothing more: only
+    // a timer sees it, and that timer must be the request's (armed at its first byte), not
+    // what is left of the first request's or the idle timeout's (120 s).
     second_request_is_cut_after(Duration::from_secs(3), Second::Stalled);
 }
 

@@ -341,6 +341,8 @@ fn refuse(message: String) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use poem::{Endpoint, EndpointExt, handler};
 
     use super::*;
@@ -352,15 +354,15 @@ mod tests {
 
     /// Calls a route behind the middleware with `flag` as `--origin`.
     async fn call(flag: &str, method: Method, headers: &[(&str, &str)]) -> Response {
-        let policy = std::sync::Arc::new(CorsPolicy::from_flag(flag));
-        let site = std::sync::Arc::new(Site {
+        let policy = Arc::new(CorsPolicy::from_flag(flag));
+        let site = Arc::new(Site {
             own_origins: vec!["https://broker.example".into()],
             known_hosts: vec!["broker.example".into()],
         });
         let ep = poem::Route::new()
             .at("/x", poem::get(ok).post(ok))
             .around(move |ep, req| {
-                let (policy, site) = (std::sync::Arc::clone(&policy), std::sync::Arc::clone(&site));
+                let (policy, site) = (Arc::clone(&policy), Arc::clone(&site));
                 async move {
                     guard(req, &policy, &site, |req| async move {
                         Ok(ep.get_response(req).await)

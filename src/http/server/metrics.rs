@@ -238,7 +238,8 @@ pub fn route_label(path: &str) -> &'static str {
         })
 }
 
-/// Counts a request under its route and status, and logs it (failures at `warn`).
+/// Counts a request under its route and status, and logs it (failures at `warn`). Only the
+/// route is logged: query strings and headers may carry credentials.
 pub fn record(
     counters: &HttpMetrics,
     started: Instant,
