@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use broker::log::{self, LogWriter, frame};
 use broker::state::record::{EventInserted, UserCreated};
-use broker::state::{Author, Command, Record, RecordKind, State, decide, evolve};
+use broker::state::{Author, Command, Record, RecordKind, State, decide, evolve, evolve_archived};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A well-formed Argon2id PHC string: hashing stays out of every benchmark, as it stays out
@@ -234,7 +234,8 @@ fn write_replay_log(dir: &Path) {
 
 /// Opening a log of [`REPLAY_RECORDS`] records (warm page cache), step by step: the log's own
 /// scan (frame CRC + the `cursor_of` codec), plus `Record::decode`, plus `evolve` into a fresh
-/// `State` — the last is what a start without a checkpoint does. `evolve_only` folds records
+/// `State`; `scan_fold_archived` is what a start without a checkpoint does (each record read
+/// in place by `evolve_archived`, most events never decoded). `evolve_only` folds records
 /// decoded beforehand, to show what the fold alone costs.
 fn replay(c: &mut Criterion) {
     let mut group = c.benchmark_group("replay");
@@ -280,6 +281,19 @@ fn replay(c: &mut Criterion) {
             let mut state = State::default();
             replay_log(&dir, |payload| {
                 evolve(&mut state, &Record::decode(payload).expect("valid record"));
+            });
+            assert_eq!(state.cursor, REPLAY_RECORDS);
+            state
+        })
+    });
+    group.bench_function("scan_fold_archived", |b| {
+        let dir = log_dir();
+        b.iter(|| {
+            let mut state = State::default();
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
+            replay_log(&dir, |payload| {
+                let archived = Record::access_in(&mut aligned, payload).expect("valid record");
+                evolve_archived(&mut state, archived).expect("valid record");
             });
             assert_eq!(state.cursor, REPLAY_RECORDS);
             state

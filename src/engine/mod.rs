@@ -49,7 +49,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{self, Cursor, LogError, LogReader, TailRepair};
-use crate::state::{Command, Record, Rejection, State, evolve};
+use crate::state::{Command, Record, Rejection, State};
 
 pub use crate::log::FsyncPolicy;
 pub use backend::LogBackend;

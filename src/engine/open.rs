@@ -9,6 +9,8 @@ use super::published::Published;
 use super::tenant_index::TenantIndex;
 use super::*;
 use crate::log::{self, LogError};
+use crate::state::evolve_archived;
+use crate::state::record::ArchivedRecordKind;
 
 /// Whether every segment a checkpoint knew is still there, at least as long as it was then.
 fn segments_intact(dir: &std::path::Path, known: &log::KnownSegments) -> bool {
@@ -66,6 +68,8 @@ impl Engine {
             let mut tail_events: Vec<(String, Cursor)> = Vec::new();
             let mut records = 0u64;
             let mut bad: Option<(Cursor, String)> = None;
+            // Each record is copied here to be read in place (one buffer for the replay).
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
             let recovered = log::open_from(
                 &options.dir,
                 Record::cursor_of,
@@ -76,19 +80,23 @@ impl Engine {
                     if cursor <= skip_upto {
                         return;
                     }
-                    match Record::decode(payload) {
-                        Ok(record) => {
-                            if let Some(tenant) = record.tenant() {
-                                if tail_events.len() < MAX_TAIL_INDEX {
-                                    tail_events.push((tenant.to_owned(), cursor));
-                                } else {
-                                    tail_events.clear();
-                                    index_base = cursor;
-                                }
-                            }
-                            evolve(&mut state, &record);
-                            records += 1;
+                    let archived = match Record::access_in(&mut aligned, payload) {
+                        Ok(archived) => archived,
+                        Err(e) => {
+                            bad.get_or_insert((cursor, e.to_string()));
+                            return;
                         }
+                    };
+                    if let ArchivedRecordKind::EventInserted(e) = &archived.kind {
+                        if tail_events.len() < MAX_TAIL_INDEX {
+                            tail_events.push((e.tenant.as_str().to_owned(), cursor));
+                        } else {
+                            tail_events.clear();
+                            index_base = cursor;
+                        }
+                    }
+                    match evolve_archived(&mut state, archived) {
+                        Ok(()) => records += 1,
                         Err(e) => {
                             bad.get_or_insert((cursor, e.to_string()));
                         }

@@ -15,7 +15,7 @@ pub mod view;
 
 pub use command::{Author, Command};
 pub use decide::{Decision, Rejection, decide, recheck};
-pub use evolve::{evolve, evolve_into};
+pub use evolve::{evolve, evolve_archived, evolve_into};
 pub use projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 pub use record::{Record, RecordKind};
 pub use view::{Fold, Layered, Overlay, View};

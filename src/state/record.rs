@@ -170,6 +170,13 @@ impl EventInserted {
     }
 }
 
+impl ArchivedEventInserted {
+    /// Who inserted it, as [`EventInserted::author`] reads it from the record.
+    pub fn author(&self) -> Option<&str> {
+        self.by.as_ref().map(|by| by.as_str())
+    }
+}
+
 impl Record {
     /// The rkyv bytes of this record: the payload of its log frame.
     pub fn encode(&self) -> Vec<u8> {
@@ -195,12 +202,34 @@ impl Record {
         rkyv::from_bytes::<Record, rkyv::rancor::Error>(&aligned)
     }
 
+    /// The archived record in `payload`, validated, copied into `aligned` (reused between
+    /// calls: rkyv needs its root aligned) to be read in place.
+    pub fn access_in<'a>(
+        aligned: &'a mut rkyv::util::AlignedVec<16>,
+        payload: &[u8],
+    ) -> Result<&'a ArchivedRecord, rkyv::rancor::Error> {
+        aligned.clear();
+        aligned.extend_from_slice(payload);
+        rkyv::access::<ArchivedRecord, rkyv::rancor::Error>(aligned)
+    }
+
     /// The cursor of a valid payload, `None` for anything else: the log's codec.
     pub fn cursor_of(payload: &[u8]) -> Option<Cursor> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-        aligned.extend_from_slice(payload);
-        let archived = rkyv::access::<ArchivedRecord, rkyv::rancor::Error>(&aligned).ok()?;
-        Some(archived.cursor.to_native())
+        thread_local! {
+            // Reused: the codec runs once per frame of every scan and read of the log.
+            static ALIGNED: std::cell::RefCell<rkyv::util::AlignedVec<16>> =
+                std::cell::RefCell::new(rkyv::util::AlignedVec::new());
+        }
+        ALIGNED.with_borrow_mut(|aligned| {
+            let cursor = Record::access_in(aligned, payload)
+                .ok()
+                .map(|archived| archived.cursor.to_native());
+            // A large record's buffer is not kept for the thread's life.
+            if aligned.capacity() > 64 * 1024 {
+                *aligned = rkyv::util::AlignedVec::new();
+            }
+            cursor
+        })
     }
 
     /// The user a user record is about; `None` for events.
