@@ -11,9 +11,8 @@ use crate::log::Cursor;
 pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(name.len() + data.len() + 48);
     out.put_slice(b"id: ");
-    // Written in place: `to_string` would allocate a string per event. BytesMut grows as
-    // it is written, so this cannot fail.
-    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{cursor}"));
+    // Through `itoa`'s stack buffer: neither a string per event nor `fmt`'s machinery.
+    out.put_slice(itoa::Buffer::new().format(cursor).as_bytes());
     out.put_slice(b"\nevent: ");
     out.put_slice(name.as_bytes());
     out.put_slice(b"\ndata: ");

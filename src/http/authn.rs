@@ -292,11 +292,13 @@ pub(super) fn stream_bearer(app: &App, token: &str) -> Result<Principal, ApiErro
     }
 }
 
+/// (`String::from(&str)` copies the names; `to_string` on a `Box<str>` or `Arc<str>` would go
+/// through `Display` and a formatter, a measurable part of every request.)
 fn principal_of(app: &App, claims: &jwt::Claims) -> Result<Principal, ApiError> {
     app.engine.read(|state| match state.user(&claims.sub) {
         Some(user) if user.accepts(claims.epoch) => Ok(Principal {
-            username: user.username.to_string(),
-            tenant: user.tenant.to_string(),
+            username: String::from(&*user.username),
+            tenant: String::from(&*user.tenant),
             credential_epoch: user.credential_epoch,
             expires: claims.exp,
         }),
@@ -358,7 +360,7 @@ async fn basic(
     let user = user.ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?;
     Ok(Principal {
         username: user.username.into(),
-        tenant: user.tenant.to_string(),
+        tenant: String::from(&*user.tenant),
         credential_epoch: user.credential_epoch,
         expires: app.clock.now_s() + app.config.identity.jwt_expiry,
     })

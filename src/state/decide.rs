@@ -111,7 +111,8 @@ pub fn decide(
                     credential_epoch,
                 } => match state.user(&username) {
                     Some(u) if u.accepts(credential_epoch) => {
-                        let tenant = u.tenant.to_string();
+                        // `String::from(&str)` copies; `to_string` on an `Arc<str>` goes through `Display`.
+                        let tenant = String::from(&*u.tenant);
                         (Some(username), tenant)
                     }
                     _ => return Err(Rejection::CredentialsInvalid(username)),

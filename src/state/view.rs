@@ -221,7 +221,7 @@ impl Fold for Layered<'_> {
     fn add_user(&mut self, user: User) {
         self.overlay
             .users
-            .insert(user.username.to_string(), Some(user));
+            .insert(String::from(&*user.username), Some(user));
     }
 
     fn remove_user(&mut self, username: &str) {

@@ -211,7 +211,7 @@ async fn login(
         let used = app
             .engine
             .submit(Command::UseLoginCode {
-                username: user.username.to_string(),
+                username: String::from(&*user.username),
                 step,
             })
             .await;
@@ -230,7 +230,7 @@ async fn login(
         iat: now,
         exp: now + app.config.identity.jwt_expiry,
         iss: jwt::ISSUER.into(),
-        tenant: user.tenant.to_string(),
+        tenant: String::from(&*user.tenant),
         epoch,
         aud: None,
     };

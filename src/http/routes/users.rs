@@ -365,8 +365,8 @@ impl From<&User> for UserView {
     fn from(user: &User) -> Self {
         UserView {
             id: uuid::Uuid::from_bytes(user.id),
-            username: user.username.to_string(),
-            tenant_name: user.tenant.to_string(),
+            username: String::from(&*user.username),
+            tenant_name: String::from(&*user.tenant),
             email: user.email().map(str::to_owned),
             scopes: user.scopes().map(<[String]>::to_vec),
             data: user.data().and_then(|d| serde_json::from_str(d).ok()),
