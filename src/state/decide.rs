@@ -111,7 +111,7 @@ pub fn decide(
                     credential_epoch,
                 } => match state.user(&username) {
                     Some(u) if u.accepts(credential_epoch) => {
-                        // `String::from(&str)` copies; `to_string` on an `Arc<str>` goes through `Display`.
+                        // A copy: `to_string` on an `Arc<str>` goes through `Display`.
                         let tenant = String::from(&*u.tenant);
                         (Some(username), tenant)
                     }

@@ -196,14 +196,13 @@ impl Record {
 
     /// Decodes and validates a frame payload; bytes from disk are untrusted.
     pub fn decode(payload: &[u8]) -> Result<Record, rkyv::rancor::Error> {
-        // rkyv needs its root aligned; a slice read from a file has no such promise.
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-        aligned.extend_from_slice(payload);
-        rkyv::from_bytes::<Record, rkyv::rancor::Error>(&aligned)
+        rkyv::deserialize::<Record, rkyv::rancor::Error>(Self::access_in(&mut aligned, payload)?)
     }
 
     /// The archived record in `payload`, validated, copied into `aligned` (reused between
-    /// calls: rkyv needs its root aligned) to be read in place.
+    /// calls) to be read in place: rkyv needs its root aligned, and a slice read from a file
+    /// has no such promise.
     pub fn access_in<'a>(
         aligned: &'a mut rkyv::util::AlignedVec<16>,
         payload: &[u8],

@@ -66,7 +66,7 @@ impl<E: Endpoint> Endpoint for Front<E> {
 impl<E: Endpoint> Front<E> {
     /// The request's route: `POST /insert` is the hottest, and goes to its handler without
     /// the route table and poem-openapi's layers (the same steps, `events::insert_direct`).
-    async fn route(&self, req: Request, uri: &poem::http::Uri) -> poem::Result<Response> {
+    async fn route(&self, mut req: Request, uri: &poem::http::Uri) -> poem::Result<Response> {
         // Both boxed: their futures are kilobytes each, and the request's future would hold
         // the larger inline (a debug build: 6.4 KB with `/insert`'s inline, 4.6 with both
         // boxed; `http::tests::a_requests_future_stays_small` holds the bound).
@@ -75,7 +75,6 @@ impl<E: Endpoint> Front<E> {
         }
         // Handlers find the App in the request's extensions (poem's `Data`): the first
         // insert allocates them, which `/insert` does without.
-        let mut req = req;
         req.extensions_mut().insert(self.app.clone());
         Box::pin(self.routes.call(req))
             .await
