@@ -730,3 +730,47 @@ async fn concurrent_connects_never_overshoot_the_stream_cap_and_ghost_feeds_go()
         "feeds of tenants without events outlived their streams"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_insert_gets_the_answer() {
+    // `printf ... | nc -N` and HTTP/1.0-style clients shut their sending side down once the
+    // request is out: that is not a request to cancel. The insert is answered and stored.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "half", "pw", "t").await;
+    let jwt = login(&c, &s, "half", "pw").await;
+    let body = json!({"event": "closed", "data": {"n": 1}}).to_string();
+    let request = format!(
+        "POST /insert HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {jwt}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = tokio::task::spawn_blocking({
+        let addr = addr(&s);
+        move || {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(request.as_bytes()).unwrap();
+            conn.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answer = Vec::new();
+            let _ = conn.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains("\"id\""), "{answer:?}");
+    let page: serde_json::Value = c
+        .get(s.url("/events?event=closed"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(1), "{page}");
+    still_serving(&s).await;
+}
