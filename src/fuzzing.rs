@@ -235,13 +235,15 @@ pub fn decide_evolve(data: &[u8]) {
 }
 
 /// Request bodies, the Authorization header and `Last-Event-ID` from arbitrary bytes: every
-/// parser answers a value or a clean error.
+/// parser answers a value or a clean error; event data taken as it came is exactly the text
+/// serde_json would have written for it.
 pub fn request_inputs(data: &[u8]) {
     crate::http::routes::parse_every_body(data);
     let _ = crate::auth::credentials::parse(Some(data));
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::http::parse_last_event_id(text);
         let _ = crate::auth::jwt::verify(b"secret", text, 0);
+        crate::http::event_data::check_against_value(text);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod allow;
 pub mod authn;
 pub mod body;
 pub mod error;
+pub mod event_data;
 pub mod openapi;
 pub mod quota;
 pub mod routes;
