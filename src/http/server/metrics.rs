@@ -32,6 +32,8 @@ pub struct RequestLabels {
 pub struct HttpMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// `requests`' counter for `POST /insert` answered 200, once there is one.
+    inserted: std::sync::OnceLock<Counter>,
     /// Failed logins, password resets and admin tokens.
     pub auth_failures: Counter,
     /// Requests answered 429.
@@ -53,6 +55,7 @@ impl HttpMetrics {
         let mut registry = Registry::with_prefix("broker");
         let m = HttpMetrics {
             requests: Family::default(),
+            inserted: std::sync::OnceLock::new(),
             auth_failures: Counter::default(),
             rate_limited: Counter::default(),
             subscribers: Gauge::default(),
@@ -166,9 +169,18 @@ impl HttpMetrics {
 
     /// Counts one answered request.
     pub fn request(&self, route: &'static str, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
+        let labels = RequestLabels { route, status };
+        if route == "/insert" && status == 200 {
+            // The hottest pair keeps a handle on its counter: the family's lookup (a lock and
+            // SipHash of the labels) was ~1 % of an insert's instructions. Made at first use,
+            // so /metrics lists the series only once it counts, as for every other pair.
+            let counter = self
+                .inserted
+                .get_or_init(|| self.requests.get_or_create(&labels).clone());
+            counter.inc();
+            return;
+        }
+        self.requests.get_or_create(&labels).inc();
     }
 
     /// The text exposition, with state gauges read now.
