@@ -182,7 +182,7 @@ pub(crate) fn is_insert(req: &Request) -> bool {
 }
 
 /// The route's path, for the table and the direct path alike.
-const PATH: &str = "/insert";
+pub(crate) const PATH: &str = "/insert";
 
 /// Declares the optional `Idempotency-Key` header in `/openapi.json` (so Swagger UI and
 /// generated clients offer it) without reading it: [`idempotency_key`] does, after the body,

@@ -9,6 +9,7 @@
 //! Routing, authentication, CORS, metrics and errors are the router's, unchanged.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,20 @@ impl Drop for Open {
     }
 }
 
+/// `req`'s answer from `endpoint`: its error, if it gives one, as the error's response.
+///
+/// Not boxed: the router does its work up to the route before it returns its future, which
+/// holds only what the answer needs (`server::front`), and hyper keeps one allocation per
+/// connection for the future of the request in flight; the route's own future is boxed
+/// there. (Before, the router's future was 6.6 KB, boxed per request here.)
+pub fn respond<E: Endpoint<Output = Response>>(
+    endpoint: &E,
+    req: Request,
+) -> impl Future<Output = Response> + Send + '_ {
+    let answer = endpoint.call(req);
+    async move { answer.await.unwrap_or_else(|err| err.into_response()) }
+}
+
 impl Connections {
     /// Serves `io` until the client closes it or shutdown finishes its requests.
     pub async fn serve<Io, E>(
@@ -105,10 +120,7 @@ impl Connections {
             let endpoint = Arc::clone(&endpoint);
             let request = Request::from((req, local.clone(), remote.clone(), scheme.clone()));
             async move {
-                // Boxed: the router's future is kilobytes, and hyper moves the future it is
-                // given several times per request (measured: four copies, a quarter of an
-                // insert's instructions, before it was boxed).
-                let response = Box::pin(endpoint.get_response(request)).await;
+                let response = respond(&*endpoint, request).await;
                 Ok::<_, Infallible>(hyper::Response::<Body>::from(response))
             }
         });

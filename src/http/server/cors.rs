@@ -153,22 +153,25 @@ fn is_json(req: &Request) -> bool {
             .is_some_and(|sub| sub.ends_with("+json"))
 }
 
-/// The browser rules around one request (see the module comment): answers it here when they
-/// refuse it or it is a preflight, else hands it to `route` and adds the CORS headers a page
-/// of another origin needs to read the answer. Errors from `route` are left to the caller,
-/// except a cross-origin request's, which become their JSON answer here so that they carry
-/// the CORS headers too and the page can read what went wrong.
-pub async fn guard<F, Fut>(
-    mut req: Request,
-    policy: &CorsPolicy,
-    site: &Site,
-    route: F,
-) -> poem::Result<Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = poem::Result<Response>>,
-{
-    if from_browser(&req) {
+/// What the browser rules say of a request before it is routed (see [`admit`]).
+pub enum Admission {
+    /// Answered here: refused, or a preflight.
+    Answered(Response),
+    /// Route it and answer as the route does: not from another origin.
+    Plain,
+    /// Route it, then [`finish`] the answer for this origin (another one, and allowed).
+    CrossOrigin(String),
+}
+
+/// The browser rules around one request (see the module comment), up to routing it: answers
+/// it here when they refuse it or it is a preflight. A cross-origin request that may go on
+/// gets its `Admitted` extension, and its answer goes through [`finish`].
+///
+/// Not a wrapper around the route's future: a plain function before it and one after keep
+/// the request out of one more future's state (each layer held its own copy of the request
+/// and made every request's future larger: docs/performance.md).
+pub fn admit(req: &mut Request, policy: &CorsPolicy, site: &Site) -> Admission {
+    if from_browser(req) {
         // HTTP/2 carries the host as the URI's authority instead of a Host header.
         let host = req
             .headers()
@@ -177,7 +180,7 @@ where
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
         if !site.knows(host) {
-            return Ok(refuse(format!(
+            return Admission::Answered(refuse(format!(
                 "this server does not answer browsers that reach it as {host:?}; its operator names its public origin with --public_origin"
             )));
         }
@@ -189,20 +192,22 @@ where
         .map(str::to_owned)
     else {
         // Not a cross-origin request: no `Admitted` extension.
-        return route(req).await;
+        return Admission::Plain;
     };
-    if forgeable_body(&req) {
-        return Ok(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content-type: a browser must send request bodies as application/json",
-        )
-        .into_response());
+    if forgeable_body(req) {
+        return Admission::Answered(
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-type: a browser must send request bodies as application/json",
+            )
+            .into_response(),
+        );
     }
-    if is_same_origin(&origin, &req, site) {
-        return route(req).await;
+    if is_same_origin(&origin, req, site) {
+        return Admission::Plain;
     }
     if !policy.allows(&origin) {
-        return Ok(refuse(format!(
+        return Admission::Answered(refuse(format!(
             "origin {origin:?} may not call this server from a browser"
         )));
     }
@@ -214,22 +219,32 @@ where
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight {
-        match preflight_answer(&req) {
-            Ok(response) => response,
-            Err(message) => return Ok(refuse(message)),
+    if !preflight {
+        return Admission::CrossOrigin(origin);
+    }
+    match preflight_answer(req) {
+        Ok(mut response) => {
+            allow_origin(&mut response, policy, &origin);
+            Admission::Answered(response)
         }
-    } else {
-        let mut response = match route(req).await {
-            Ok(response) => response,
-            Err(err) => ApiError::from_poem(err).into_response(),
-        };
-        response.headers_mut().insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSE),
-        );
-        response
-    };
+        Err(message) => Admission::Answered(refuse(message)),
+    }
+}
+
+/// The answer to an [`Admission::CrossOrigin`] request: an error becomes its JSON answer here,
+/// so that it carries the CORS headers too and the page can read what went wrong.
+pub fn finish(routed: poem::Result<Response>, policy: &CorsPolicy, origin: &str) -> Response {
+    let mut response = routed.unwrap_or_else(|err| ApiError::from_poem(err).into_response());
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE),
+    );
+    allow_origin(&mut response, policy, origin);
+    response
+}
+
+/// The headers that let a page of `origin` read `response`.
+fn allow_origin(response: &mut Response, policy: &CorsPolicy, origin: &str) {
     let headers = response.headers_mut();
     match policy {
         CorsPolicy::Any => {
@@ -239,7 +254,7 @@ where
             );
         }
         CorsPolicy::Only(_) => {
-            if let Ok(value) = HeaderValue::from_str(&origin) {
+            if let Ok(value) = HeaderValue::from_str(origin) {
                 headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
             }
             headers.insert(
@@ -249,7 +264,25 @@ where
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
-    Ok(response)
+}
+
+/// [`admit`], `route`, [`finish`]: the browser rules around one request, as one call. Errors
+/// from `route` are left to the caller, except a cross-origin request's.
+pub async fn guard<F, Fut>(
+    mut req: Request,
+    policy: &CorsPolicy,
+    site: &Site,
+    route: F,
+) -> poem::Result<Response>
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = poem::Result<Response>>,
+{
+    match admit(&mut req, policy, site) {
+        Admission::Answered(response) => Ok(response),
+        Admission::Plain => route(req).await,
+        Admission::CrossOrigin(origin) => Ok(finish(route(req).await, policy, &origin)),
+    }
 }
 
 /// 204 for an acceptable preflight, or why it is not acceptable.

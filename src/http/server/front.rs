@@ -6,11 +6,14 @@
 //! [`audit::record`], [`metrics::record`]), called in turn here. They were five poem
 //! middlewares, and each boxed the call it wrapped, moved the request's future into the box
 //! and cloned its shared settings on every request: about 1,000 instructions a layer whatever
-//! it did (docs/performance.md). Here the whole request is one future, boxed once by the
-//! connection.
+//! it did (docs/performance.md). Here the steps before the route run before any future, and
+//! the route's future is the only one that holds the request.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
+use poem::http::Uri;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use super::{audit, client, cors, metrics};
@@ -42,43 +45,78 @@ impl<E> Front<E> {
     }
 }
 
+/// A route's future, boxed: see [`Front::route`].
+type Routed<'a> = Pin<Box<dyn Future<Output = poem::Result<Response>> + Send + 'a>>;
+
+/// What a request does after the browser rules: answered by them, or routed (and then, from
+/// another origin, finished for it).
+enum Next<'a> {
+    Answered(Response),
+    Routed(Routed<'a>, Option<String>),
+}
+
 impl<E: Endpoint> Endpoint for Front<E> {
     type Output = Response;
 
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+    /// Everything up to the route runs here, before the future: the request moves straight
+    /// into the route's own (boxed) future, and the future returned holds only what the
+    /// answer's audit line and metrics need. As an `async fn` every layer kept its own copy
+    /// of the request (~500 bytes each), and the future of a request reached 6.6 KB, copied
+    /// into a fresh allocation per request (docs/performance.md).
+    fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         client::resolve(&mut req, &self.trusted);
         let started = Instant::now();
         let method = req.method().clone();
         let route = metrics::route_label(req.uri().path());
         let client = client::of(&req).ip;
-        // A clone of the Uri shares its bytes: the path is read for a 405 or an audit line.
-        let uri = req.uri().clone();
-        let response = cors::guard(req, &self.policy, &self.site, |req| self.route(req, &uri))
-            .await
-            .unwrap_or_else(|err| ApiError::from_poem(err).into_response());
-        let status = response.status();
-        audit::record(&self.app.audit, status, uri.path(), client);
-        metrics::record(&self.app.metrics, started, &method, route, status);
-        Ok(response)
+        // The path, for a 405 or an audit line: `/insert` is known without a clone of the Uri.
+        let uri = (!routes::events::is_insert(&req)).then(|| req.uri().clone());
+        let next = match cors::admit(&mut req, &self.policy, &self.site) {
+            cors::Admission::Answered(response) => Next::Answered(response),
+            cors::Admission::Plain => Next::Routed(self.route(req, uri.clone()), None),
+            cors::Admission::CrossOrigin(origin) => {
+                Next::Routed(self.route(req, uri.clone()), Some(origin))
+            }
+        };
+        async move {
+            let response = match next {
+                Next::Answered(response) => response,
+                Next::Routed(routed, None) => routed
+                    .await
+                    .unwrap_or_else(|err| ApiError::from_poem(err).into_response()),
+                Next::Routed(routed, Some(origin)) => {
+                    cors::finish(routed.await, &self.policy, &origin)
+                }
+            };
+            let status = response.status();
+            let path = uri.as_ref().map_or(routes::events::PATH, |uri| uri.path());
+            audit::record(&self.app.audit, status, path, client);
+            metrics::record(&self.app.metrics, started, &method, route, status);
+            Ok(response)
+        }
     }
 }
 
 impl<E: Endpoint> Front<E> {
-    /// The request's route: `POST /insert` is the hottest, and goes to its handler without
-    /// the route table and poem-openapi's layers (the same steps, `events::insert_direct`).
-    async fn route(&self, mut req: Request, uri: &poem::http::Uri) -> poem::Result<Response> {
-        // Both boxed: their futures are kilobytes each, and the request's future would hold
-        // the larger inline (a debug build: 6.4 KB with `/insert`'s inline, 4.6 with both
-        // boxed; `http::tests::a_requests_future_stays_small` holds the bound).
-        if routes::events::is_insert(&req) {
-            return Box::pin(routes::events::insert_direct(&self.app, req)).await;
-        }
+    /// The request's route: `POST /insert` (no `uri`) is the hottest, and goes to its handler
+    /// without the route table and poem-openapi's layers (the same steps,
+    /// `events::insert_direct`); any other goes through the table, `uri` naming its path for
+    /// a 405's `Allow`.
+    fn route(&self, mut req: Request, uri: Option<Uri>) -> Routed<'_> {
+        // Boxed, each on its own: their futures are kilobytes, and the request's future would
+        // hold the larger inline (`http::tests::a_requests_future_stays_small`).
+        let Some(uri) = uri else {
+            return Box::pin(routes::events::insert_direct(&self.app, req));
+        };
         // Handlers find the App in the request's extensions (poem's `Data`): the first
         // insert allocates them, which `/insert` does without.
         req.extensions_mut().insert(self.app.clone());
-        Box::pin(self.routes.call(req))
-            .await
-            .map(IntoResponse::into_response)
-            .or_else(|err| self.allowed.answer(err, uri.path()))
+        Box::pin(async move {
+            self.routes
+                .call(req)
+                .await
+                .map(IntoResponse::into_response)
+                .or_else(|err| self.allowed.answer(err, uri.path()))
+        })
     }
 }

@@ -158,9 +158,9 @@ pub async fn route<Io, E>(
                     return hyper.serve(io, local, remote, scheme, endpoint).await;
                 };
                 drop(head);
-                // Boxed: the router's future is large, and inlined it would size this task's
-                // allocation for the stream's whole life, though it finishes at once.
-                let response = Box::pin(endpoint.get_response(req)).await;
+                // Boxed: inlined, the router's future would size this task's allocation for
+                // the stream's whole life, though it finishes at once.
+                let response = Box::pin(super::conn::respond(&*endpoint, req)).await;
                 let _ = respond(&mut io, response).await;
                 return;
             }
