@@ -42,10 +42,12 @@ pub mod subscription;
 pub mod tenant_index;
 mod writer;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{self, Cursor, LogError, LogReader, TailRepair};
@@ -272,18 +274,29 @@ impl Engine {
 
     /// Appends `command` to the log; resolves once its records are durable and visible on
     /// this node (or refused, with nothing stored).
-    pub async fn submit(&self, command: Command) -> Result<Vec<Record>, EngineError> {
-        if matches!(
+    ///
+    /// The checks run at the call, and the future is the backend's (boxed) append: as an
+    /// `async fn` it also held the command, twice, in every insert's future.
+    pub fn submit(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<Vec<Record>, EngineError>> + Send + '_ {
+        let refused = if matches!(
             command,
             Command::InsertEvent { .. } | Command::CreateUser(_)
         ) && let Some(free) = self.inner.space.low()
         {
-            return Err(EngineError::DiskLow {
+            Err(EngineError::DiskLow {
                 free,
                 floor: self.inner.space.floor(),
-            });
+            })
+        } else {
+            self.backend()
+        };
+        match refused {
+            Ok(backend) => Either::Left(backend.append(command)),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
         }
-        self.backend()?.append(command).await
     }
 
     /// Whether writes would be accepted now, and if not why (`GET /ready`). A log fault is

@@ -264,10 +264,37 @@ const REVOKED_OR_CHANGED: &str = "credentials no longer valid: the user was revo
 
 /// Authenticates `req` from its `Authorization` header.
 pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
-    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    match credentials::parse(header)? {
-        Credentials::Bearer(token) => bearer(app, &token),
-        Credentials::Basic { username, password } => basic(app, req, username, password).await,
+    Presented::of(req).check(app).await
+}
+
+/// What a request presents to authenticate with, read from its head: the request need not
+/// be kept until [`Presented::check`] (`POST /insert` drops it before reading its body).
+pub struct Presented {
+    credentials: Result<Credentials, ApiError>,
+    /// Basic counts failed attempts per client address.
+    client: std::net::IpAddr,
+}
+
+impl Presented {
+    /// The `Authorization` header of `req`, and its client.
+    pub fn of(req: &Request) -> Self {
+        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        Presented {
+            credentials: credentials::parse(header).map_err(ApiError::from),
+            client: crate::http::server::client::of(req).ip,
+        }
+    }
+
+    /// The principal these credentials name, or why not.
+    pub async fn check(self, app: &App) -> Result<Principal, ApiError> {
+        match self.credentials? {
+            Credentials::Bearer(token) => bearer(app, &token),
+            // Boxed: Basic's future (Argon2 on the blocking pool) is large, and every Bearer
+            // request's future would carry its size.
+            Credentials::Basic { username, password } => {
+                Box::pin(basic(app, self.client, username, password)).await
+            }
+        }
     }
 }
 
@@ -312,7 +339,7 @@ const BASIC_REFUSED: &str = "wrong username or password";
 
 async fn basic(
     app: &App,
-    req: &Request,
+    client: std::net::IpAddr,
     username: String,
     password: String,
 ) -> Result<Principal, ApiError> {
@@ -329,7 +356,7 @@ async fn basic(
     });
     if !cached {
         // Only a cache miss costs Argon2, so only a miss is an attempt worth counting.
-        let attempt = app.attempt(&username, req);
+        let attempt = app.throttle.attempt(&username, client);
         app.throttle_check(&attempt)?;
         // Same work for unknown users as for real ones: timing tells no usernames apart.
         let hash = user.as_ref().map_or_else(

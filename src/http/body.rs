@@ -61,17 +61,30 @@ pub(crate) async fn parse_limited<T: DeserializeOwned>(
     body: &mut RequestBody,
     limit: usize,
 ) -> poem::Result<T> {
+    parse_declared(declared_length(req), body, limit).await
+}
+
+/// The request's `Content-Length`, if it gives a number.
+pub(crate) fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// [`parse_limited`] of a body whose request declared `declared` bytes (its head need not be
+/// kept while the body is read).
+pub(crate) async fn parse_declared<T: DeserializeOwned>(
+    declared: Option<u64>,
+    body: &mut RequestBody,
+    limit: usize,
+) -> poem::Result<T> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {limit} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large().into());
     }
