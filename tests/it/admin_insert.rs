@@ -206,14 +206,6 @@ async fn scopes_are_null_until_set_and_an_empty_list_stays_one() {
     assert_eq!(same["scopes"], json!([]));
     // /verify still answers a list: no scopes is an empty one.
     let jwt = login(&c, &s, "none", "pw-123-abc").await;
-    let verify: Value = c
-        .get(s.url("/verify"))
-        .bearer_auth(&jwt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let verify = get_json(&c, &s, "/verify", &jwt).await;
     assert_eq!(verify["scopes"], json!([]));
 }

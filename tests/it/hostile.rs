@@ -762,15 +762,7 @@ async fn a_client_that_half_closes_after_its_insert_gets_the_answer() {
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(answer.contains("\"id\""), "{answer:?}");
-    let page: serde_json::Value = c
-        .get(s.url("/events?event=closed"))
-        .bearer_auth(&jwt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&c, &s, "/events?event=closed", &jwt).await;
     assert_eq!(page["events"].as_array().map(Vec::len), Some(1), "{page}");
     still_serving(&s).await;
 }

@@ -321,15 +321,7 @@ async fn verify_returns_a_biscuit_that_verifies_with_the_public_key_alone() {
     let c = client();
     create(&c, &s, json!({"username": "svc", "password": "pw", "tenant_name": "acme", "scopes": ["news:get", "users:list"]})).await;
     let jwt = login(&c, &s, "svc", "pw").await;
-    let reply: Value = c
-        .get(s.url("/verify"))
-        .bearer_auth(&jwt)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = get_json(&c, &s, "/verify", &jwt).await;
     assert_eq!(reply["username"], "svc");
     assert_eq!(reply["scopes"], json!(["news:get", "users:list"]));
     let bytes = |v: &Value| -> Vec<u8> {

@@ -285,6 +285,18 @@ pub async fn insert(
     .await
 }
 
+/// `GET path` with `jwt` as its bearer token; the answer's JSON, whatever its status.
+pub async fn get_json(c: &reqwest::Client, s: &Server, path: &str, jwt: &str) -> Value {
+    c.get(s.url(path))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// One SSE frame as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Frame {
