@@ -9,17 +9,27 @@ use crate::log::Cursor;
 /// Event names carry no control characters and `data` is compact JSON (no raw newline),
 /// so each field stays on its one line.
 pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(name.len() + data.len() + 48);
-    out.put_slice(b"id: ");
     // Through `itoa`'s stack buffer: neither a string per event nor `fmt`'s machinery.
-    out.put_slice(itoa::Buffer::new().format(cursor).as_bytes());
+    let mut digits = itoa::Buffer::new();
+    let cursor = digits.format(cursor);
+    // Exactly the frame's length: a buffer with room to spare becomes `Bytes` through one
+    // more allocation (a shared header), and the spare room stays with the frame as long as
+    // the tenant's ring keeps it.
+    let len = FRAME_FIXED.len() + cursor.len() + name.len() + data.len();
+    let mut out = BytesMut::with_capacity(len);
+    out.put_slice(b"id: ");
+    out.put_slice(cursor.as_bytes());
     out.put_slice(b"\nevent: ");
     out.put_slice(name.as_bytes());
     out.put_slice(b"\ndata: ");
     out.put_slice(data.as_bytes());
     out.put_slice(b"\n\n");
+    debug_assert_eq!(out.len(), len);
     out.freeze()
 }
+
+/// The bytes of an [`event`] frame besides its cursor, name and data.
+const FRAME_FIXED: &str = "id: \nevent: \ndata: \n\n";
 
 /// The `data:` of an envelope subscriber (`/sse?envelope=true`):
 /// `{"id":"<uuid>","at":"<RFC 3339>","by":"<username>"|null,"data":<data>}`. `data` is
