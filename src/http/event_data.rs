@@ -56,7 +56,13 @@ impl EventData {
 impl<'de> Deserialize<'de> for EventData {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
-        EventData::from_raw(raw).map_err(serde::de::Error::custom)
+        EventData::from_raw(raw).map_err(|e| {
+            // The position serde_json gives is within the data; the body's deserializer
+            // adds the position within the body, which is the one a client can use.
+            let text = e.to_string();
+            let within = format!(" at line {} column {}", e.line(), e.column());
+            serde::de::Error::custom(text.strip_suffix(&within).unwrap_or(&text))
+        })
     }
 }
 
@@ -270,6 +276,15 @@ mod tests {
         assert!(
             missing.to_string().contains("missing field `data`"),
             "{missing}"
+        );
+        // A refusal on the Value path names the field and a position in the body (the data's
+        // end), not one within the data.
+        let refused = crate::http::body::parse_json::<Body>(br#"{"data": [1, 1e999]}"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            refused.message,
+            "invalid request body: data: number out of range at line 1 column 20"
         );
     }
 
