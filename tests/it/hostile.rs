@@ -766,3 +766,49 @@ async fn a_client_that_half_closes_after_its_insert_gets_the_answer() {
     assert_eq!(page["events"].as_array().map(Vec::len), Some(1), "{page}");
     still_serving(&s).await;
 }
+
+#[tokio::test]
+async fn a_stream_on_a_reused_connection_is_freed_soon_after_its_client_goes() {
+    // The first request of this connection is not `/sse`, so hyper serves the stream (not
+    // `streams`): it sees the client's close at a write, and a keep-alive comment is one
+    // every --sse_keepalive_secs. Within two of them the subscriber is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--sse_keepalive_secs", "1", "--metrics_token", "m"],
+    );
+    let c = client();
+    create_user(&c, &s, "gone", "pw", "t").await;
+    let jwt = login(&c, &s, "gone", "pw").await;
+    let conn = tokio::task::spawn_blocking({
+        let addr = addr(&s);
+        move || {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+            let sse = format!(
+                "GET /sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {jwt}\r\nAccept: text/event-stream\r\n\r\n"
+            );
+            conn.write_all(sse.as_bytes()).unwrap();
+            let n = conn.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+            conn
+        }
+    })
+    .await
+    .unwrap();
+    assert!(metric_reaches(&s, "broker_sse_subscribers", 1.0, Duration::from_secs(5)).await);
+    let closed = Instant::now();
+    drop(conn);
+    assert!(
+        metric_reaches(&s, "broker_sse_subscribers", 0.0, Duration::from_secs(10)).await,
+        "the stream outlived its client by 10 s"
+    );
+    let took = closed.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    still_serving(&s).await;
+}

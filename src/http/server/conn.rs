@@ -129,8 +129,10 @@ impl Connections {
         // habits) still gets its answer; hyper's default drops the request unanswered. It also
         // spares a read while each request is in flight, which found the read buffer shared
         // with that request's headers and allocated a new 8 KiB one per request (-7 % of an
-        // insert's instructions). A client that goes away is still seen at the next write;
-        // SSE streams, which idle, are served in `streams` and watch for it there.
+        // insert's instructions). The price: a client that goes away is seen at the next
+        // write, not at once. A stream opened as a connection's first request is served in
+        // `streams`, which watches for the close; one opened on a reused HTTP/1.1 connection
+        // is served here, and a vanished client is seen within two `--sse_keepalive_secs`.
         builder.http1().half_close(true);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
