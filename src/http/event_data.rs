@@ -193,25 +193,6 @@ impl ToJSON for EventData {
     }
 }
 
-/// For the fuzz target `request_inputs`: whatever `text` is, [`EventData::parse`] gives
-/// exactly serde_json's `Value` text, or fails where serde_json fails, and the scan never
-/// vouches for text that differs from it.
-#[doc(hidden)]
-pub fn check_against_value(text: &str) {
-    let through_value = serde_json::from_str::<Value>(text).map(|v| EventData::of(&v));
-    match (&through_value, EventData::parse(text)) {
-        (Ok(expected), Ok(got)) => assert_eq!(*expected, got, "{text:?}"),
-        (Err(_), Err(_)) => {}
-        (expected, got) => panic!("{text:?}: {expected:?} against {got:?}"),
-    }
-    if is_canonical(text.as_bytes()) && serde_json::from_str::<Box<RawValue>>(text).is_ok() {
-        assert!(
-            through_value.is_ok_and(|v| v.0 == text),
-            "vouched for {text:?}"
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,7 +212,7 @@ mod tests {
         ];
         for text in taken {
             assert!(is_canonical(text.as_bytes()), "{text}");
-            check_against_value(text);
+            crate::fuzzing::event_data_as_value(text);
         }
         let rewritten = [
             (r#"{"b":1,"a":2}"#, r#"{"a":2,"b":1}"#),
@@ -250,7 +231,7 @@ mod tests {
         for (text, canonical) in rewritten {
             assert!(!is_canonical(text.as_bytes()), "{text}");
             assert_eq!(EventData::parse(text).unwrap().into_string(), canonical);
-            check_against_value(text);
+            crate::fuzzing::event_data_as_value(text);
         }
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(!is_canonical(deep.as_bytes()));
@@ -319,7 +300,7 @@ mod tests {
             // what is stored is what a Value of the text says, for every spelling alike.
             let stored = EventData::of(&serde_json::from_str::<Value>(&canonical).unwrap());
             for text in [&canonical, &pretty, &reversed(&value)] {
-                check_against_value(text);
+                crate::fuzzing::event_data_as_value(text);
                 prop_assert_eq!(&EventData::parse(text).unwrap(), &stored);
             }
         }

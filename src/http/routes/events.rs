@@ -140,7 +140,7 @@ impl EventsApi {
         #[oai(name = "Idempotency-Key")] _key: IdempotencyKeyHeader,
     ) -> Result<Json<Inserted>, InsertErrors> {
         let key = idempotency_key(req)?;
-        Ok(insert(&app, caller.0, body.0, key).await?)
+        Ok(insert(&app, caller.0, body.0, key)?.await?)
     }
 
     /// Inserts an event into any tenant as the admin (`by` is null); an unknown tenant is
@@ -192,7 +192,7 @@ pub(crate) fn insert_direct(
         let limit = app.config.limits.max_body_bytes;
         let parsed: Insert = crate::http::body::parse_declared(declared, &mut body, limit).await?;
         let caller = presented.check(app).await?;
-        Ok(insert(app, caller, parsed, key?).await?.0.to_response())
+        Ok(insert(app, caller, parsed, key?)?.await?.0.to_response())
     }
 }
 
@@ -268,18 +268,8 @@ fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-/// Checks the insert at the call; the future is the submission's (see [`submit`]).
+/// Checks the insert; the future is its submission's (see [`submit`]).
 fn insert(
-    app: &App,
-    caller: Principal,
-    body: Insert,
-    key: Option<String>,
-) -> impl Future<Output = Result<Json<Inserted>, ApiError>> + Send + '_ {
-    let submitted = checked(app, caller, body, key);
-    async move { submitted?.await }
-}
-
-fn checked(
     app: &App,
     caller: Principal,
     body: Insert,

@@ -23,8 +23,6 @@
 //!   CORS "simple request"); JSON forces a preflight, which `--origin` then decides. Requests
 //!   without `Origin` (curl, servers, 15.x clients) keep the any-Content-Type rule.
 
-use std::future::Future;
-
 use poem::http::header::{self, HeaderValue};
 use poem::http::{Method, StatusCode};
 use poem::{IntoResponse, Request, Response};
@@ -266,25 +264,6 @@ fn allow_origin(response: &mut Response, policy: &CorsPolicy, origin: &str) {
     }
 }
 
-/// [`admit`], `route`, [`finish`]: the browser rules around one request, as one call. Errors
-/// from `route` are left to the caller, except a cross-origin request's.
-pub async fn guard<F, Fut>(
-    mut req: Request,
-    policy: &CorsPolicy,
-    site: &Site,
-    route: F,
-) -> poem::Result<Response>
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: Future<Output = poem::Result<Response>>,
-{
-    match admit(&mut req, policy, site) {
-        Admission::Answered(response) => Ok(response),
-        Admission::Plain => route(req).await,
-        Admission::CrossOrigin(origin) => Ok(finish(route(req).await, policy, &origin)),
-    }
-}
-
 /// 204 for an acceptable preflight, or why it is not acceptable.
 fn preflight_answer(req: &Request) -> Result<Response, String> {
     let method = req
@@ -374,11 +353,30 @@ fn refuse(message: String) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::Arc;
 
     use poem::{Endpoint, EndpointExt, handler};
 
     use super::*;
+
+    /// [`admit`], `route`, [`finish`] around one request, as `server::front` calls them.
+    async fn guard<F, Fut>(
+        mut req: Request,
+        policy: &CorsPolicy,
+        site: &Site,
+        route: F,
+    ) -> poem::Result<Response>
+    where
+        F: FnOnce(Request) -> Fut,
+        Fut: Future<Output = poem::Result<Response>>,
+    {
+        match admit(&mut req, policy, site) {
+            Admission::Answered(response) => Ok(response),
+            Admission::Plain => route(req).await,
+            Admission::CrossOrigin(origin) => Ok(finish(route(req).await, policy, &origin)),
+        }
+    }
 
     #[handler]
     fn ok() -> &'static str {

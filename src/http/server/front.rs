@@ -2,8 +2,8 @@
 //! route (`POST /insert` straight to its handler, the rest through the route table), errors
 //! as JSON, the audit log and the metrics, in that order.
 //!
-//! Each step is a plain function of its own module ([`client::resolve`], [`cors::guard`],
-//! [`audit::record`], [`metrics::record`]), called in turn here. They were five poem
+//! Each step is a plain function of its own module ([`client::resolve`], [`cors::admit`]
+//! and [`cors::finish`], [`audit::record`], [`metrics::record`]), called in turn here. They were five poem
 //! middlewares, and each boxed the call it wrapped, moved the request's future into the box
 //! and cloned its shared settings on every request: about 1,000 instructions a layer whatever
 //! it did (docs/performance.md). Here the steps before the route run before any future, and
