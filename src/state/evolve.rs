@@ -66,7 +66,7 @@ fn fold_latest(state: &mut impl Fold, cursor: Cursor, at_ms: i64, e: Inserted<'_
         Some(slot) => {
             slot.cursor = cursor;
             slot.id = e.id;
-            slot.data = Arc::from(e.data);
+            set_data(&mut slot.data, e.data);
             slot.at_ms = at_ms;
             // Most inserts of a name come from the same user: keep the shared text.
             if slot.by.as_deref() != e.by {
@@ -85,6 +85,22 @@ fn fold_latest(state: &mut impl Fold, cursor: Cursor, at_ms: i64, e: Inserted<'_
                 by: e.by.map(Arc::from),
             },
         ),
+    }
+}
+
+/// Replaces an event's data, writing over the old text where only this slot holds it and the
+/// lengths agree: replay folds every event of a name into one slot, and most of an app's
+/// events of a name differ in values, not in length. Elsewhere (a slot shared with the
+/// published state or a reader) the text is allocated anew.
+fn set_data(slot: &mut Arc<str>, data: &str) {
+    match Arc::get_mut(slot) {
+        Some(text) if text.len() == data.len() => {
+            // SAFETY: `text` and `data` have the same length and `data` is a whole `str`, so
+            // after the copy `text` holds exactly `data`'s bytes: valid UTF-8 from its first
+            // byte to its last. Nothing else can see `text` meanwhile (`Arc::get_mut`).
+            unsafe { text.as_bytes_mut() }.copy_from_slice(data.as_bytes());
+        }
+        _ => *slot = Arc::from(data),
     }
 }
 
@@ -318,5 +334,29 @@ mod tests {
             !owned.idempotency.is_empty(),
             "the keyed inserts were remembered"
         );
+    }
+
+    #[test]
+    fn event_data_is_written_over_only_where_nobody_else_holds_it() {
+        let mut slot: Arc<str> = Arc::from(r#"{"a":1}"#);
+        let first = Arc::as_ptr(&slot);
+        set_data(&mut slot, r#"{"a":2}"#);
+        assert_eq!(&*slot, r#"{"a":2}"#);
+        assert_eq!(
+            Arc::as_ptr(&slot),
+            first,
+            "same length, sole holder: reused"
+        );
+        // A reader (the published state, a stream's snapshot) keeps what it read.
+        let reader = Arc::clone(&slot);
+        set_data(&mut slot, r#"{"a":3}"#);
+        assert_eq!(&*reader, r#"{"a":2}"#);
+        assert_eq!(&*slot, r#"{"a":3}"#);
+        drop(reader);
+        // Another length, multi-byte text: a new allocation holding exactly the new text.
+        set_data(&mut slot, r#"{"a":"é"}"#);
+        assert_eq!(&*slot, r#"{"a":"é"}"#);
+        set_data(&mut slot, r#"{"a":"ü"}"#);
+        assert_eq!(&*slot, r#"{"a":"ü"}"#);
     }
 }
