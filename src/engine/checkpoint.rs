@@ -52,6 +52,61 @@ pub struct Loaded {
 /// Index writes at least this big are ingested as a table instead of journaled.
 const INGEST_FROM: usize = 4096;
 
+/// Tenant events since the last checkpoint, for its per-tenant index: each tenant's name held
+/// once, with its events' cursors in the order they came. Replay and the writer add one per
+/// insert; a `(String, Cursor)` pair each cost an allocation and a copy of the name.
+#[derive(Debug, Default)]
+pub struct TenantEvents {
+    by_tenant: crate::state::projection::Map<String, Vec<Cursor>>,
+    len: usize,
+}
+
+impl TenantEvents {
+    /// Adds `tenant`'s event at `cursor`.
+    pub fn push(&mut self, tenant: &str, cursor: Cursor) {
+        match self.by_tenant.get_mut(tenant) {
+            Some(cursors) => cursors.push(cursor),
+            None => {
+                self.by_tenant.insert(tenant.to_owned(), vec![cursor]);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every event.
+    pub fn clear(&mut self) {
+        self.by_tenant.clear();
+        self.len = 0;
+    }
+
+    /// Every `(tenant, cursor)`, tenant by tenant.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Cursor)> + '_ {
+        self.by_tenant
+            .iter()
+            .flat_map(|(tenant, cursors)| cursors.iter().map(move |c| (tenant.as_str(), *c)))
+    }
+}
+
+impl<T: AsRef<str>> FromIterator<(T, Cursor)> for TenantEvents {
+    fn from_iter<I: IntoIterator<Item = (T, Cursor)>>(iter: I) -> Self {
+        let mut events = TenantEvents::default();
+        for (tenant, cursor) in iter {
+            events.push(tenant.as_ref(), cursor);
+        }
+        events
+    }
+}
+
 fn tenant_key(tenant: &str, cursor: Cursor) -> Vec<u8> {
     let mut key = Vec::with_capacity(tenant.len() + 9);
     key.extend_from_slice(tenant.as_bytes());
@@ -311,7 +366,7 @@ impl Checkpoints {
         &self,
         state: State,
         segments: Vec<SegmentInfo>,
-        tenant_events: &[(String, Cursor)],
+        tenant_events: &TenantEvents,
         index_base: Cursor,
     ) -> Result<(), CheckpointError> {
         // The index entries still go in: the writer counts on them.
@@ -338,7 +393,7 @@ impl Checkpoints {
                 // only up to the cursor a stored checkpoint vouches for.
                 let mut keys: Vec<Vec<u8>> = tenant_events
                     .iter()
-                    .map(|(tenant, cursor)| tenant_key(tenant, *cursor))
+                    .map(|(tenant, cursor)| tenant_key(tenant, cursor))
                     .collect();
                 keys.sort_unstable();
                 keys.dedup();
@@ -352,8 +407,8 @@ impl Checkpoints {
                 }
                 ingestion.finish().map_err(fail)?;
             } else {
-                for (tenant, cursor) in tenant_events {
-                    batch.insert(&st.tenants, tenant_key(tenant, *cursor), Vec::<u8>::new());
+                for (tenant, cursor) in tenant_events.iter() {
+                    batch.insert(&st.tenants, tenant_key(tenant, cursor), Vec::<u8>::new());
                 }
             }
             for segment in &segments {
@@ -496,15 +551,15 @@ mod ingestion_tests {
             ..State::default()
         };
         // Two tenants interleaved, unsorted by key, one entry repeated.
-        let mut events: Vec<(String, Cursor)> = (1..=state.cursor)
-            .map(|c| (if c % 2 == 0 { "even" } else { "odd" }.to_owned(), c))
+        let mut events: TenantEvents = (1..=state.cursor)
+            .map(|c| (if c % 2 == 0 { "even" } else { "odd" }, c))
             .collect();
-        events.push(("odd".into(), 1));
+        events.push("odd", 1);
         {
             let store = Checkpoints::open(&path).unwrap();
             store.save(state.clone(), Vec::new(), &events, 0).unwrap();
             // A small save after it goes through the journal, as before.
-            let more = vec![("odd".to_owned(), state.cursor + 1)];
+            let more: TenantEvents = [("odd", state.cursor + 1)].into_iter().collect();
             store.save(state.clone(), Vec::new(), &more, 0).unwrap();
         }
         let store = Checkpoints::open(&path).unwrap();
@@ -532,7 +587,7 @@ mod rewrite_tests {
             ..State::default()
         };
         let store = Checkpoints::open(&path).unwrap();
-        let events = vec![("t".to_owned(), 1), ("t".to_owned(), 2)];
+        let events: TenantEvents = [("t", 1), ("t", 2)].into_iter().collect();
         store.save(at(2), Vec::new(), &events, 0).unwrap();
         store.rewrite(5).unwrap();
         assert!(
@@ -542,11 +597,13 @@ mod rewrite_tests {
         assert_eq!(store.tenant_cursors("t", 0, 10, 10).unwrap(), vec![1, 2]);
         // A state taken before the rewrite may hold what it erased: only its index entries go in.
         store
-            .save(at(4), Vec::new(), &[("t".to_owned(), 3)], 0)
+            .save(at(4), Vec::new(), &[("t", 3)].into_iter().collect(), 0)
             .unwrap();
         assert!(store.load().unwrap().is_none());
         assert_eq!(store.tenant_cursors("t", 0, 10, 10).unwrap(), vec![1, 2, 3]);
-        store.save(at(5), Vec::new(), &[], 0).unwrap();
+        store
+            .save(at(5), Vec::new(), &TenantEvents::default(), 0)
+            .unwrap();
         assert_eq!(store.load().unwrap().unwrap().state.cursor, 5);
         drop(store);
         // What a crash in the middle of a rewrite leaves is deleted at the next open.

@@ -65,7 +65,7 @@ impl Engine {
             let skip_upto = state.cursor;
             // Tenant events replayed here go into the next checkpoint's index — unless there
             // are too many to hold, then the index starts after them.
-            let mut tail_events: Vec<(String, Cursor)> = Vec::new();
+            let mut tail_events = checkpoint::TenantEvents::default();
             let mut records = 0u64;
             let mut bad: Option<(Cursor, String)> = None;
             // Each record is copied here to be read in place (one buffer for the replay).
@@ -89,7 +89,7 @@ impl Engine {
                     };
                     if let ArchivedRecordKind::EventInserted(e) = &archived.kind {
                         if tail_events.len() < MAX_TAIL_INDEX {
-                            tail_events.push((e.tenant.as_str().to_owned(), cursor));
+                            tail_events.push(e.tenant.as_str(), cursor);
                         } else {
                             tail_events.clear();
                             index_base = cursor;

@@ -31,7 +31,7 @@ pub(super) struct CheckpointPolicy {
     pub(super) every_records: u64,
     pub(super) every: std::time::Duration,
     /// Tenant events published since the last checkpoint, for its index.
-    pub(super) tenant_events: Vec<(String, crate::log::Cursor)>,
+    pub(super) tenant_events: super::checkpoint::TenantEvents,
     /// The index is complete above this cursor.
     pub(super) index_base: crate::log::Cursor,
     /// Records the start replayed beyond the last checkpoint.
@@ -449,9 +449,7 @@ impl Writer {
             }
             for record in accepted.iter().flat_map(|(_, r)| r) {
                 if let Some(tenant) = record.tenant() {
-                    policy
-                        .tenant_events
-                        .push((tenant.to_owned(), record.cursor));
+                    policy.tenant_events.push(tenant, record.cursor);
                 }
             }
         }
