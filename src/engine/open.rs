@@ -68,8 +68,6 @@ impl Engine {
             let mut tail_events = checkpoint::TenantEvents::default();
             let mut records = 0u64;
             let mut bad: Option<(Cursor, String)> = None;
-            // Each record is copied here to be read in place (one buffer for the replay).
-            let mut aligned = rkyv::util::AlignedVec::<16>::new();
             let recovered = log::open_from(
                 &options.dir,
                 Record::cursor_of,
@@ -80,23 +78,23 @@ impl Engine {
                     if cursor <= skip_upto {
                         return;
                     }
-                    let archived = match Record::access_in(&mut aligned, payload) {
-                        Ok(archived) => archived,
-                        Err(e) => {
-                            bad.get_or_insert((cursor, e.to_string()));
-                            return;
+                    // The scan's codec validated this record just now: it is read as is.
+                    let folded = Record::with_archived(payload, |archived| {
+                        if let ArchivedRecordKind::EventInserted(e) = &archived.kind {
+                            if tail_events.len() < MAX_TAIL_INDEX {
+                                tail_events.push(e.tenant.as_str(), cursor);
+                            } else {
+                                tail_events.clear();
+                                index_base = cursor;
+                            }
                         }
-                    };
-                    if let ArchivedRecordKind::EventInserted(e) = &archived.kind {
-                        if tail_events.len() < MAX_TAIL_INDEX {
-                            tail_events.push(e.tenant.as_str(), cursor);
-                        } else {
-                            tail_events.clear();
-                            index_base = cursor;
+                        evolve_archived(&mut state, archived).map_err(|e| e.to_string())
+                    });
+                    match folded {
+                        Ok(Ok(())) => records += 1,
+                        Ok(Err(why)) => {
+                            bad.get_or_insert((cursor, why));
                         }
-                    }
-                    match evolve_archived(&mut state, archived) {
-                        Ok(()) => records += 1,
                         Err(e) => {
                             bad.get_or_insert((cursor, e.to_string()));
                         }

@@ -177,6 +177,19 @@ impl ArchivedEventInserted {
     }
 }
 
+/// The payload [`Record::cursor_of`] last read on this thread, in the aligned buffer it was
+/// read in, and whether it held a valid record.
+struct LastChecked {
+    bytes: rkyv::util::AlignedVec<16>,
+    valid: bool,
+}
+
+thread_local! {
+    // Reused: the codec runs once per frame of every scan and read of the log.
+    static LAST_CHECKED: std::cell::RefCell<LastChecked> =
+        std::cell::RefCell::new(LastChecked { bytes: rkyv::util::AlignedVec::new(), valid: false });
+}
+
 impl Record {
     /// The rkyv bytes of this record: the payload of its log frame.
     pub fn encode(&self) -> Vec<u8> {
@@ -214,20 +227,45 @@ impl Record {
 
     /// The cursor of a valid payload, `None` for anything else: the log's codec.
     pub fn cursor_of(payload: &[u8]) -> Option<Cursor> {
-        thread_local! {
-            // Reused: the codec runs once per frame of every scan and read of the log.
-            static ALIGNED: std::cell::RefCell<rkyv::util::AlignedVec<16>> =
-                std::cell::RefCell::new(rkyv::util::AlignedVec::new());
-        }
-        ALIGNED.with_borrow_mut(|aligned| {
-            let cursor = Record::access_in(aligned, payload)
+        LAST_CHECKED.with_borrow_mut(|last| {
+            last.valid = false;
+            let cursor = Record::access_in(&mut last.bytes, payload)
                 .ok()
                 .map(|archived| archived.cursor.to_native());
             // A large record's buffer is not kept for the thread's life.
-            if aligned.capacity() > 64 * 1024 {
-                *aligned = rkyv::util::AlignedVec::new();
+            if last.bytes.capacity() > 64 * 1024 {
+                last.bytes = rkyv::util::AlignedVec::new();
+            } else {
+                last.valid = cursor.is_some();
             }
             cursor
+        })
+    }
+
+    /// Runs `read` on the archived record in `payload`, validating it unless the last call
+    /// of [`Record::cursor_of`] on this thread just validated these very bytes — as it has
+    /// for every record a log scan hands its visitor, so that a replay validates each record
+    /// once.
+    pub fn with_archived<T>(
+        payload: &[u8],
+        read: impl FnOnce(&ArchivedRecord) -> T,
+    ) -> Result<T, rkyv::rancor::Error> {
+        LAST_CHECKED.with_borrow_mut(|last| {
+            if last.valid && last.bytes.as_slice() == payload {
+                // SAFETY: `valid` is true only right after `cursor_of` validated `last.bytes`
+                // as an `ArchivedRecord` (`rkyv::access`) in this same 16-aligned buffer, or
+                // after the same validation below; every other write to the buffer clears it
+                // first, and the buffer lives in this thread alone, borrowed mutably here.
+                // Its bytes are therefore the validated ones, and they equal `payload`
+                // (compared just now): reading them unchecked reads a valid archive.
+                let archived = unsafe { rkyv::access_unchecked::<ArchivedRecord>(&last.bytes) };
+                return Ok(read(archived));
+            }
+            last.valid = false;
+            let archived = Record::access_in(&mut last.bytes, payload)?;
+            let value = read(archived);
+            last.valid = true;
+            Ok(value)
         })
     }
 
@@ -286,5 +324,53 @@ mod tests {
         assert_eq!(buf.as_slice(), bytes.as_slice());
         r.encode_into(&mut buf);
         assert_eq!(buf.as_slice(), bytes.as_slice());
+    }
+
+    #[test]
+    fn a_record_the_codec_validated_is_read_without_a_second_check_and_nothing_else_is() {
+        let record = |cursor, data: &str| Record {
+            cursor,
+            at_ms: 1,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [1; 16],
+                tenant: "t".into(),
+                event: "e".into(),
+                data: data.into(),
+                by: None,
+                idempotency_key: None,
+            }),
+        };
+        let cursor_and_data = |a: &ArchivedRecord| {
+            let ArchivedRecordKind::EventInserted(e) = &a.kind else {
+                panic!("an insert")
+            };
+            (a.cursor.to_native(), e.data.as_str().to_owned())
+        };
+        let first = record(1, r#"{"a":1}"#).encode();
+        let second = record(2, r#"{"b":2}"#).encode();
+        // After the codec: the same bytes are read as the codec found them.
+        assert_eq!(Record::cursor_of(&first), Some(1));
+        let read = Record::with_archived(&first, cursor_and_data).unwrap();
+        assert_eq!(read, (1, r#"{"a":1}"#.to_owned()));
+        // Other bytes than the codec's last are validated, and read right.
+        assert_eq!(Record::cursor_of(&first), Some(1));
+        let read = Record::with_archived(&second, cursor_and_data).unwrap();
+        assert_eq!(read, (2, r#"{"b":2}"#.to_owned()));
+        // Damaged bytes are refused however the codec was called before them.
+        // The event's data made invalid UTF-8 in place (0xc0 starts no UTF-8 sequence; 0xff
+        // would only end an inline string early).
+        let mut damaged = first.clone();
+        let at = damaged
+            .windows(7)
+            .position(|w| w == br#"{"a":1}"#)
+            .expect("the data is in the record");
+        damaged[at + 1] = 0xc0;
+        assert_eq!(Record::cursor_of(&first), Some(1));
+        assert!(Record::with_archived(&damaged, cursor_and_data).is_err());
+        assert_eq!(Record::cursor_of(&damaged), None);
+        assert!(Record::with_archived(&damaged, cursor_and_data).is_err());
+        // A refused check leaves nothing taken for valid: the next good record still reads.
+        let read = Record::with_archived(&second, cursor_and_data).unwrap();
+        assert_eq!(read, (2, r#"{"b":2}"#.to_owned()));
     }
 }
