@@ -18,7 +18,7 @@ mkdir -p bench
 only=" $* "
 # Before the output is touched: a results file being rewritten is not a code change.
 commit=$(git rev-parse --short HEAD)
-[ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+"
+[ -z "$(git status --porcelain --untracked-files=no -- . ':!bench')" ] || commit="$commit+"
 if [ $# -eq 0 ]; then
     : > "$out"
 else
