@@ -89,14 +89,13 @@ impl Engine {
                             }
                         }
                         evolve_archived(&mut state, archived).map_err(|e| e.to_string())
-                    });
+                    })
+                    .map_err(|e| e.to_string())
+                    .and_then(std::convert::identity);
                     match folded {
-                        Ok(Ok(())) => records += 1,
-                        Ok(Err(why)) => {
+                        Ok(()) => records += 1,
+                        Err(why) => {
                             bad.get_or_insert((cursor, why));
-                        }
-                        Err(e) => {
-                            bad.get_or_insert((cursor, e.to_string()));
                         }
                     }
                 },

@@ -245,7 +245,7 @@ impl Record {
     /// Runs `read` on the archived record in `payload`, validating it unless the last call
     /// of [`Record::cursor_of`] on this thread just validated these very bytes — as it has
     /// for every record a log scan hands its visitor, so that a replay validates each record
-    /// once.
+    /// once. `read` must not decode log payloads itself: the buffer is borrowed while it runs.
     pub fn with_archived<T>(
         payload: &[u8],
         read: impl FnOnce(&ArchivedRecord) -> T,

@@ -3,11 +3,11 @@
 //! as JSON, the audit log and the metrics, in that order.
 //!
 //! Each step is a plain function of its own module ([`client::resolve`], [`cors::admit`]
-//! and [`cors::finish`], [`audit::record`], [`metrics::record`]), called in turn here. They were five poem
-//! middlewares, and each boxed the call it wrapped, moved the request's future into the box
-//! and cloned its shared settings on every request: about 1,000 instructions a layer whatever
-//! it did (docs/performance.md). Here the steps before the route run before any future, and
-//! the route's future is the only one that holds the request.
+//! and [`cors::finish`], [`audit::record`], [`metrics::record`]), called in turn here. They
+//! were five poem middlewares, and each boxed the call it wrapped, moved the request's future
+//! into the box and cloned its shared settings on every request: about 1,000 instructions a
+//! layer whatever it did (docs/performance.md). Here the steps before the route run before
+//! any future, and the route's future is the only one that holds the request.
 
 use std::future::Future;
 use std::pin::Pin;
