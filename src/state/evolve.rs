@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::projection::{LatestEvent, PasswordHash, RESET_CODE_TRIES, ResetCode, State, User};
 use super::record::{ArchivedRecord, ArchivedRecordKind, Record, RecordKind};
-use super::view::Fold;
+use super::view::{Fold, Inserted};
 use crate::cursor::Cursor;
 
 /// Applies `record` to `state`.
@@ -48,21 +48,16 @@ pub fn evolve_archived(
     Ok(())
 }
 
-/// What the projections keep of an inserted event, owned or archived.
-struct Inserted<'a> {
-    id: [u8; 16],
-    tenant: &'a str,
-    event: &'a str,
-    data: &'a str,
-    by: Option<&'a str>,
-}
-
-/// Makes `e` the latest event of its name in its tenant.
-fn fold_latest(state: &mut impl Fold, cursor: Cursor, at_ms: i64, e: Inserted<'_>) {
+/// Makes `e` the latest event of its name in its tenant (the whole state's [`Fold`]).
+pub(super) fn fold_latest(state: &mut State, cursor: Cursor, at_ms: i64, e: Inserted<'_>) {
     // Most events replace the latest of a name the tenant already has: update in place,
     // allocating the tenant and name keys only when they are new (replay and the writer
     // both run this once per event).
-    match state.latest_mut(e.tenant, e.event) {
+    match state
+        .latest
+        .get_mut(e.tenant)
+        .and_then(|names| names.get_mut(e.event))
+    {
         Some(slot) => {
             slot.cursor = cursor;
             slot.id = e.id;
@@ -73,18 +68,22 @@ fn fold_latest(state: &mut impl Fold, cursor: Cursor, at_ms: i64, e: Inserted<'_
                 slot.by = e.by.map(Arc::from);
             }
         }
-        None => state.add_latest(
-            e.tenant,
-            e.event,
-            LatestEvent {
+        None => {
+            let latest = LatestEvent {
                 cursor,
                 id: e.id,
                 event: Arc::from(e.event),
                 data: Arc::from(e.data),
                 at_ms,
                 by: e.by.map(Arc::from),
-            },
-        ),
+            };
+            // The tenant key is allocated only for a tenant's first event name.
+            let names = match state.latest.get_mut(e.tenant) {
+                Some(names) => names,
+                None => state.latest.entry(e.tenant.to_owned()).or_default(),
+            };
+            names.insert(e.event.to_owned(), latest);
+        }
     }
 }
 
@@ -240,8 +239,7 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
         }
         RecordKind::EventInserted(e) => {
             state.remember_key(record, e);
-            fold_latest(
-                state,
+            state.fold_latest(
                 cursor,
                 record.at_ms,
                 Inserted {

@@ -18,4 +18,4 @@ pub use decide::{Decision, Rejection, decide, recheck};
 pub use evolve::{evolve, evolve_archived, evolve_into};
 pub use projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 pub use record::{Record, RecordKind};
-pub use view::{Fold, Layered, Overlay, View};
+pub use view::{Fold, Inserted, Layered, Overlay, View};

@@ -2,16 +2,16 @@
 //!
 //! The server holds the state once: the published state, which readers see and which holds
 //! only durable records. A batch is decided ahead of the disk, so the writer folds it into an
-//! [`Overlay`] — the users, latest events and idempotency keys it touched, faulted in from the
-//! published state on first touch and evolved there by the one `evolve` — and decides every
-//! command against the overlay over the published state. Once the batch is published the
-//! overlay is dropped; a failed write drops it too, which is all it takes to forget what was
-//! decided but never written.
+//! [`Overlay`] — the users and idempotency keys it touched, faulted in from the published
+//! state on first touch and evolved there by the one `evolve`, and the event names it added —
+//! and decides every command against the overlay over the published state. Once the batch is
+//! published the overlay is dropped; a failed write drops it too, which is all it takes to
+//! forget what was decided but never written.
 
 use std::sync::Arc;
 
 use super::idempotency::{KeyUse, KeysOverlay};
-use super::projection::{LatestEvent, Map, State, User};
+use super::projection::{Map, State, User};
 use super::record::{EventInserted, Record};
 use crate::cursor::Cursor;
 
@@ -27,6 +27,20 @@ pub trait View {
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)>;
 }
 
+/// What the projections keep of an inserted event, owned or archived.
+pub struct Inserted<'a> {
+    /// UUIDv7 bytes.
+    pub id: [u8; 16],
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its name.
+    pub event: &'a str,
+    /// Its compact JSON text.
+    pub data: &'a str,
+    /// Who inserted it, `None` for the admin.
+    pub by: Option<&'a str>,
+}
+
 /// What `evolve` changes: the whole state, or a batch's overlay over the published one.
 pub trait Fold {
     /// The user called `username`, to change in place.
@@ -35,10 +49,8 @@ pub trait Fold {
     fn add_user(&mut self, user: User);
     /// Removes the user called `username`.
     fn remove_user(&mut self, username: &str);
-    /// The latest event called `event` of `tenant`, to change in place.
-    fn latest_mut(&mut self, tenant: &str, event: &str) -> Option<&mut LatestEvent>;
-    /// Adds the first event called `event` to `tenant`.
-    fn add_latest(&mut self, tenant: &str, event: &str, latest: LatestEvent);
+    /// Makes `event` the latest of its name in its tenant.
+    fn fold_latest(&mut self, cursor: Cursor, at_ms: i64, event: Inserted<'_>);
     /// The tenant called `name`, shared with its users.
     fn tenant(&mut self, name: &str) -> Arc<str>;
     /// A user left `tenant` (or nobody came): it is forgotten if no user is in it.
@@ -82,18 +94,8 @@ impl Fold for State {
         self.users.remove(username);
     }
 
-    fn latest_mut(&mut self, tenant: &str, event: &str) -> Option<&mut LatestEvent> {
-        self.latest.get_mut(tenant)?.get_mut(event)
-    }
-
-    fn add_latest(&mut self, tenant: &str, event: &str, latest: LatestEvent) {
-        // The tenant key is allocated only for a tenant's first event name.
-        if !self.latest.contains_key(tenant) {
-            self.latest.insert(tenant.to_owned(), Map::default());
-        }
-        if let Some(names) = self.latest.get_mut(tenant) {
-            names.insert(event.to_owned(), latest);
-        }
+    fn fold_latest(&mut self, cursor: Cursor, at_ms: i64, event: Inserted<'_>) {
+        super::evolve::fold_latest(self, cursor, at_ms, event);
     }
 
     fn tenant(&mut self, name: &str) -> Arc<str> {
@@ -121,10 +123,10 @@ pub struct Overlay {
     cursor: Cursor,
     /// Users the batch touched, as they are after it (`None`: there is none by that name).
     users: Map<String, Option<User>>,
-    /// Latest events the batch touched, per tenant.
-    latest: Map<String, Map<String, LatestEvent>>,
-    /// Per tenant, how many of those names the published state does not have.
-    new_names: Map<String, usize>,
+    /// Per tenant, the event names the batch added that the published state does not have:
+    /// all `decide` reads of events is which names a tenant has (`--max_event_names`), so
+    /// the events themselves are left to the published state, which gets them at publish.
+    new_names: Map<String, Map<String, ()>>,
     keys: KeysOverlay,
 }
 
@@ -134,7 +136,6 @@ impl Overlay {
         Overlay {
             cursor,
             users: Map::default(),
-            latest: Map::default(),
             new_names: Map::default(),
             keys: KeysOverlay::default(),
         }
@@ -151,7 +152,6 @@ impl Overlay {
     /// The batch was published: the published state now holds all of it.
     pub fn published(&mut self) {
         self.users.clear();
-        self.latest.clear();
         self.new_names.clear();
         self.keys.clear();
     }
@@ -193,13 +193,10 @@ impl View for Layered<'_> {
 
     fn event_names(&self, tenant: &str, event: &str) -> (usize, bool) {
         let (published, has) = self.published.event_names(tenant, event);
-        let added = self.overlay.new_names.get(tenant).copied().unwrap_or(0);
-        let touched = self
-            .overlay
-            .latest
-            .get(tenant)
-            .is_some_and(|names| names.contains_key(event));
-        (published + added, has || touched)
+        match self.overlay.new_names.get(tenant) {
+            Some(added) => (published + added.len(), has || added.contains_key(event)),
+            None => (published, has),
+        }
     }
 
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)> {
@@ -228,37 +225,23 @@ impl Fold for Layered<'_> {
         self.overlay.users.insert(username.to_owned(), None);
     }
 
-    fn latest_mut(&mut self, tenant: &str, event: &str) -> Option<&mut LatestEvent> {
-        let touched = self
-            .overlay
-            .latest
-            .get(tenant)
-            .is_some_and(|names| names.contains_key(event));
-        if !touched {
-            let published = self.published.latest.get(tenant)?.get(event)?.clone();
-            // The tenant's key is allocated once per batch, not once per name faulted in:
-            // this runs for every insert of a name the batch has not touched yet.
-            if !self.overlay.latest.contains_key(tenant) {
-                self.overlay
-                    .latest
-                    .insert(tenant.to_owned(), Map::default());
-            }
-            self.overlay
-                .latest
-                .get_mut(tenant)
-                .expect("inserted above")
-                .insert(event.to_owned(), published);
+    fn fold_latest(&mut self, _: Cursor, _: i64, e: Inserted<'_>) {
+        // Most inserts are of a name the tenant has: nothing to note, nothing allocated.
+        let published = self.published.latest.get(e.tenant);
+        if published.is_some_and(|names| names.contains_key(e.event)) {
+            return;
         }
-        self.overlay.latest.get_mut(tenant)?.get_mut(event)
-    }
-
-    fn add_latest(&mut self, tenant: &str, event: &str, latest: LatestEvent) {
-        *self.overlay.new_names.entry(tenant.to_owned()).or_default() += 1;
-        self.overlay
-            .latest
-            .entry(tenant.to_owned())
-            .or_default()
-            .insert(event.to_owned(), latest);
+        let added = match self.overlay.new_names.get_mut(e.tenant) {
+            Some(added) => added,
+            None => self
+                .overlay
+                .new_names
+                .entry(e.tenant.to_owned())
+                .or_default(),
+        };
+        if !added.contains_key(e.event) {
+            added.insert(e.event.to_owned(), ());
+        }
     }
 
     fn tenant(&mut self, name: &str) -> Arc<str> {
@@ -279,5 +262,62 @@ impl Fold for Layered<'_> {
 
     fn advance(&mut self, cursor: Cursor) {
         self.overlay.cursor = self.overlay.cursor.max(cursor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{RecordKind, evolve, evolve_into};
+
+    fn insert(cursor: Cursor, tenant: &str, event: &str) -> Record {
+        Record {
+            cursor,
+            at_ms: 0,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [cursor as u8; 16],
+                tenant: tenant.into(),
+                event: event.into(),
+                data: cursor.to_string(),
+                by: None,
+                idempotency_key: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_batch_counts_the_names_it_adds_once_and_known_names_cost_nothing() {
+        let mut published = State::default();
+        evolve(&mut published, &insert(1, "t", "a"));
+        let mut overlay = Overlay::new(1);
+        let batch = [
+            insert(2, "t", "a"),
+            insert(3, "t", "b"),
+            insert(4, "t", "b"),
+            insert(5, "u", "a"),
+        ];
+        let mut whole = published.clone();
+        for (n, record) in batch.iter().enumerate() {
+            evolve_into(&mut overlay.over(&published), record);
+            evolve(&mut whole, record);
+            if n == 0 {
+                // Only a name the published state lacks is noted.
+                assert!(overlay.new_names.is_empty());
+            }
+        }
+        let layered = overlay.over(&published);
+        for (tenant, event) in [("t", "a"), ("t", "b"), ("t", "c"), ("u", "a"), ("v", "a")] {
+            assert_eq!(
+                layered.event_names(tenant, event),
+                whole.event_names(tenant, event),
+                "{tenant}/{event}"
+            );
+        }
+        assert_eq!(layered.event_names("t", "b"), (2, true));
+        assert_eq!(layered.cursor(), 5);
+        // Published, the overlay is empty again and the published state answers alone.
+        overlay.published();
+        assert!(overlay.new_names.is_empty());
+        assert_eq!(overlay.over(&published).event_names("t", "b"), (1, false));
     }
 }
