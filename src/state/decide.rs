@@ -81,7 +81,9 @@ pub fn decide(
     command: Command,
     at_ms: i64,
 ) -> Result<Decision, Rejection> {
-    let kinds = match command {
+    // At most two records, in a vector of exactly their number: it is the answer, and the
+    // insert's one allocation here (a vector of kinds mapped into records was two).
+    let (first, second) = match command {
         Command::CreateUser(user) => {
             validate::username(&user.username)?;
             validate::tenant(&user.tenant)?;
@@ -94,7 +96,7 @@ pub fn decide(
             if state.user(&user.username).is_some() {
                 return Err(Rejection::UsernameTaken(user.username));
             }
-            vec![RecordKind::UserCreated(user)]
+            (RecordKind::UserCreated(user), None)
         }
         Command::InsertEvent {
             by,
@@ -148,7 +150,7 @@ pub fn decide(
             if names >= name_limit && !known_name {
                 return Err(Rejection::TooManyEventNames(name_limit));
             }
-            vec![RecordKind::EventInserted(inserted)]
+            (RecordKind::EventInserted(inserted), None)
         }
         Command::UpdateUser {
             update,
@@ -156,22 +158,18 @@ pub fn decide(
         } => {
             known(state, &update.username)?;
             validate::user_update(&update)?;
-            let username = update.username.clone();
-            let mut kinds = vec![RecordKind::UserUpdated(update)];
-            if let Some(password_hash) = password_hash {
-                kinds.push(RecordKind::PasswordChanged {
-                    username,
-                    password_hash,
-                });
-            }
-            kinds
+            let changed = password_hash.map(|password_hash| RecordKind::PasswordChanged {
+                username: update.username.clone(),
+                password_hash,
+            });
+            (RecordKind::UserUpdated(update), changed)
         }
         Command::UseLoginCode { username, step } => {
             let user = active(state, &username)?;
             if step <= user.last_login_step {
                 return Err(Rejection::CodeReused);
             }
-            vec![RecordKind::LoginCodeUsed { username, step }]
+            (RecordKind::LoginCodeUsed { username, step }, None)
         }
         Command::ResetPassword {
             username,
@@ -179,11 +177,14 @@ pub fn decide(
             code,
         } => {
             live_reset_code(state, &username, code, at_ms)?;
-            vec![RecordKind::PasswordReset {
-                username,
-                password_hash,
-                step: code,
-            }]
+            (
+                RecordKind::PasswordReset {
+                    username,
+                    password_hash,
+                    step: code,
+                },
+                None,
+            )
         }
         Command::IssueResetCode {
             username,
@@ -191,50 +192,60 @@ pub fn decide(
             expires_ms,
         } => {
             known(state, &username)?;
-            vec![RecordKind::ResetCodeIssued {
-                username,
-                code_hash,
-                expires_ms,
-            }]
+            (
+                RecordKind::ResetCodeIssued {
+                    username,
+                    code_hash,
+                    expires_ms,
+                },
+                None,
+            )
         }
         Command::FailResetCode { username, code } => {
             live_reset_code(state, &username, code, at_ms)?;
-            vec![RecordKind::ResetCodeFailed { username }]
+            (RecordKind::ResetCodeFailed { username }, None)
         }
         Command::RevokeUser { username } => {
             known(state, &username)?;
-            vec![RecordKind::UserRevoked { username }]
+            (RecordKind::UserRevoked { username }, None)
         }
         Command::UnrevokeUser { username } => {
             known(state, &username)?;
-            vec![RecordKind::UserUnrevoked { username }]
+            (RecordKind::UserUnrevoked { username }, None)
         }
         Command::DeleteUser { username } => {
             known(state, &username)?;
-            vec![RecordKind::UserDeleted { username }]
+            (RecordKind::UserDeleted { username }, None)
         }
         Command::ChangePassword {
             username,
             password_hash,
         } => {
             known(state, &username)?;
-            vec![RecordKind::PasswordChanged {
-                username,
-                password_hash,
-            }]
+            (
+                RecordKind::PasswordChanged {
+                    username,
+                    password_hash,
+                },
+                None,
+            )
         }
     };
-    Ok(Decision::Append(
-        kinds
-            .into_iter()
-            .zip(state.cursor() + 1..)
-            .map(|(kind, cursor)| Record {
-                cursor,
-                at_ms,
-                kind,
-            })
-            .collect(),
-    ))
+    let cursor = state.cursor() + 1;
+    let mut records = Vec::with_capacity(1 + usize::from(second.is_some()));
+    records.push(Record {
+        cursor,
+        at_ms,
+        kind: first,
+    });
+    if let Some(kind) = second {
+        records.push(Record {
+            cursor: cursor + 1,
+            at_ms,
+            kind,
+        });
+    }
+    Ok(Decision::Append(records))
 }
 
 /// Whether `record`, decided on a view that may lag the log, still holds at the place the log
