@@ -91,6 +91,17 @@ pub trait LogBackend: Send + Sync {
     /// folded them; a refusal stores nothing.
     fn append(&self, command: Command) -> BoxFuture<'_, Result<Vec<Record>, EngineError>>;
 
+    /// [`append`](Self::append) without waiting to hand `command` over: the log takes it
+    /// now and the answer is awaited in a [`Queued`], or the command comes back (the log
+    /// has no room for it now, or takes commands no other way) for `append`.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the command comes back whole, on the rare path that then waits; boxing it would allocate"
+    )]
+    fn try_append(&self, command: Command) -> Result<Queued, Command> {
+        Err(command)
+    }
+
     /// Every committed record with a cursor above `after`, in order, in batches of at most
     /// [`READ_BATCH`], waiting for new ones once it has read them all.
     fn read_from(&self, after: Cursor) -> Batches;
@@ -103,6 +114,23 @@ pub trait LogBackend: Send + Sync {
     /// embedded log always can; its disk faults are the writer's to report.
     fn reachable(&self) -> bool {
         true
+    }
+}
+
+/// An append the log took at once ([`LogBackend::try_append`]): its answer, to await. No
+/// future is boxed and the command is not moved again: most inserts are submitted this way.
+pub struct Queued(oneshot::Receiver<Result<Vec<Record>, EngineError>>);
+
+impl Future for Queued {
+    type Output = Result<Vec<Record>, EngineError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(EngineError::ShuttingDown)))
     }
 }
 
@@ -167,6 +195,17 @@ impl LogBackend for Embedded {
                 .map_err(|_| EngineError::ShuttingDown)?;
             answer.await.map_err(|_| EngineError::ShuttingDown)?
         })
+    }
+
+    fn try_append(&self, command: Command) -> Result<Queued, Command> {
+        let (reply, answer) = oneshot::channel();
+        match self.tx.try_send(Msg::Submit { command, reply }) {
+            Ok(()) => Ok(Queued(answer)),
+            // The writer is gone: the dropped reply answers `ShuttingDown`.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Queued(answer)),
+            Err(mpsc::error::TrySendError::Full(Msg::Submit { command, .. })) => Err(command),
+            Err(mpsc::error::TrySendError::Full(_)) => unreachable!("a submission was sent"),
+        }
     }
 
     fn read_from(&self, after: Cursor) -> Batches {
@@ -278,5 +317,80 @@ pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) 
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Author;
+
+    fn insert(n: u8) -> Command {
+        Command::InsertEvent {
+            by: Author::Admin { tenant: "t".into() },
+            id: [n; 16],
+            event: "e".into(),
+            data: n.to_string(),
+            name_limit: 10,
+            idempotency_key: None,
+        }
+    }
+
+    fn event_id(msg: Option<Msg>) -> (u8, oneshot::Sender<Result<Vec<Record>, EngineError>>) {
+        match msg {
+            Some(Msg::Submit {
+                command: Command::InsertEvent { id, .. },
+                reply,
+            }) => (id[0], reply),
+            _ => panic!("not an insert's submission"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_gives_the_command_back_and_append_waits_for_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::log::open(dir.path(), Record::cursor_of, 1 << 20, |_, _| {}).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let (_committed_tx, committed) = watch::channel(0);
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let embedded = Embedded::new(tx, log.reader, committed, shutdown);
+
+        // Room: taken at once, and the writer's answer reaches the queued future.
+        let queued = embedded.try_append(insert(1)).expect("room for one");
+        // Full: the very command comes back, for `append` to wait with.
+        let Err(back) = embedded.try_append(insert(2)) else {
+            panic!("a full queue took a command");
+        };
+        assert!(matches!(&back, Command::InsertEvent { id, .. } if id[0] == 2));
+        let waiting = embedded.append(back);
+        tokio::pin!(waiting);
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+
+        let (first, reply) = event_id(rx.recv().await);
+        assert_eq!(first, 1);
+        let record = Record {
+            cursor: 1,
+            at_ms: 0,
+            kind: crate::state::RecordKind::UserRevoked {
+                username: "u".into(),
+            },
+        };
+        reply.send(Ok(vec![record.clone()])).unwrap();
+        assert_eq!(queued.await.unwrap(), vec![record]);
+
+        // The waiting append got in once there was room; a writer that drops it answers
+        // `ShuttingDown`, as it does for a queued one.
+        let (second, reply) = event_id(tokio::select! {
+            msg = rx.recv() => msg,
+            _ = waiting.as_mut() => panic!("answered before the writer took it"),
+        });
+        assert_eq!(second, 2);
+        drop(reply);
+        assert!(matches!(waiting.await, Err(EngineError::ShuttingDown)));
+
+        // The writer gone: refused, not lost in a queue.
+        drop(rx);
+        let queued = embedded.try_append(insert(3)).expect("answered at once");
+        assert!(matches!(queued.await, Err(EngineError::ShuttingDown)));
     }
 }

@@ -275,8 +275,10 @@ impl Engine {
     /// Appends `command` to the log; resolves once its records are durable and visible on
     /// this node (or refused, with nothing stored).
     ///
-    /// The checks run at the call, and the future is the backend's (boxed) append: as an
-    /// `async fn` it also held the command, twice, in every insert's future.
+    /// The checks run at the call, and so does the hand-over when the log has room for the
+    /// command (`LogBackend::try_append`): the future is then only the answer's receiver.
+    /// Otherwise it is the backend's (boxed) append, which waits for room. As an `async fn`
+    /// this held the command, twice, in every insert's future.
     pub fn submit(
         &self,
         command: Command,
@@ -294,7 +296,10 @@ impl Engine {
             self.backend()
         };
         match refused {
-            Ok(backend) => Either::Left(backend.append(command)),
+            Ok(backend) => Either::Left(match backend.try_append(command) {
+                Ok(queued) => Either::Left(queued),
+                Err(command) => Either::Right(backend.append(command)),
+            }),
             Err(e) => Either::Right(std::future::ready(Err(e))),
         }
     }
