@@ -6,8 +6,8 @@
 //! and the user's version, so any change to the user invalidates it.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use poem::http::header::AUTHORIZATION;
@@ -32,8 +32,9 @@ const BASIC_CACHE_MAX: usize = 100_000;
 pub struct Principal {
     /// Username.
     pub username: String,
-    /// Their tenant.
-    pub tenant: String,
+    /// Their tenant: the state's own name, shared (an insert never reads it, and a copy
+    /// was an allocation per request).
+    pub tenant: Arc<str>,
     /// The credential epoch they authenticated in (see [`crate::state::User`]).
     pub credential_epoch: Cursor,
     /// When the credential stops working, Unix seconds: a JWT's `exp`; for Basic, now +
@@ -325,7 +326,7 @@ fn principal_of(app: &App, claims: &jwt::Claims) -> Result<Principal, ApiError> 
     app.engine.read(|state| match state.user(&claims.sub) {
         Some(user) if user.accepts(claims.epoch) => Ok(Principal {
             username: String::from(&*user.username),
-            tenant: String::from(&*user.tenant),
+            tenant: Arc::clone(&user.tenant),
             credential_epoch: user.credential_epoch,
             expires: claims.exp,
         }),
@@ -387,7 +388,7 @@ async fn basic(
     let user = user.ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?;
     Ok(Principal {
         username: user.username.into(),
-        tenant: String::from(&*user.tenant),
+        tenant: user.tenant,
         credential_epoch: user.credential_epoch,
         expires: app.clock.now_s() + app.config.identity.jwt_expiry,
     })

@@ -162,7 +162,7 @@ impl HistoryApi {
         };
         let filter = event_filter(&app, &holder, event.0.as_deref().unwrap_or_default())?;
         let tenant = match &holder {
-            Holder::User(user) => user.tenant.as_str(),
+            Holder::User(user) => &*user.tenant,
             Holder::Admin { tenant } => tenant.as_str(),
         };
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;

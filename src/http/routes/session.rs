@@ -133,7 +133,7 @@ impl SessionApi {
             iat: now,
             exp: now + app.config.identity.jwt_expiry,
             iss: jwt::ISSUER.into(),
-            tenant: who.tenant,
+            tenant: String::from(&*who.tenant),
             epoch: who.credential_epoch,
             aud: None,
         };

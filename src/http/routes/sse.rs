@@ -317,7 +317,7 @@ async fn sse(
 ) -> Result<EventStream, ApiError> {
     let filter = event_filter(app, &holder, &view.events)?;
     let tenant = match &holder {
-        Holder::User(caller) => caller.tenant.as_str(),
+        Holder::User(caller) => &*caller.tenant,
         Holder::Admin { tenant } => tenant.as_str(),
     };
     // The admin's streams (the console's live views) share one allowance.
