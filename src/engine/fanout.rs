@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use super::sse_frame;
 use super::subscription::EventFilter;
 use crate::log::Cursor;
+use crate::state::projection::Map;
 use crate::state::{Record, RecordKind};
 
 /// All tenant feeds, and the newest published cursor.
@@ -29,7 +30,8 @@ pub struct Fanout {
 }
 
 struct Feeds {
-    by_tenant: HashMap<String, Arc<TenantFeed>>,
+    /// Keyed by tenant names clients choose: a DoS-resistant keyed hash, as the state's.
+    by_tenant: Map<String, Arc<TenantFeed>>,
     published: Cursor,
 }
 
@@ -115,7 +117,7 @@ impl Fanout {
     pub(crate) fn new(published: Cursor, capacity: usize, capacity_bytes: usize) -> Self {
         Fanout {
             inner: Mutex::new(Feeds {
-                by_tenant: HashMap::new(),
+                by_tenant: Map::default(),
                 published,
             }),
             capacity: capacity.max(1),
@@ -205,10 +207,14 @@ impl Fanout {
             let RecordKind::EventInserted(e) = &record.kind else {
                 continue;
             };
-            let feed = feeds
-                .by_tenant
-                .entry(e.tenant.clone())
-                .or_insert_with(|| TenantFeed::new(before));
+            // Looked up by `&str`: the tenant's name is copied only for its first feed (an
+            // entry per insert copied it each time, to drop it at once).
+            if !feeds.by_tenant.contains_key(e.tenant.as_str()) {
+                feeds
+                    .by_tenant
+                    .insert(e.tenant.clone(), TenantFeed::new(before));
+            }
+            let feed = &feeds.by_tenant[e.tenant.as_str()];
             let entry = RecentFrame {
                 cursor: record.cursor,
                 frame: sse_frame::event(record.cursor, &e.event, &e.data),
