@@ -184,6 +184,19 @@ struct LastChecked {
     valid: bool,
 }
 
+impl LastChecked {
+    /// Records whether the bytes just read were valid. A large record's buffer is not kept
+    /// for the thread's life, and with it goes the claim that it holds a valid record.
+    fn settle(&mut self, valid: bool) {
+        if self.bytes.capacity() > 64 * 1024 {
+            self.bytes = rkyv::util::AlignedVec::new();
+            self.valid = false;
+        } else {
+            self.valid = valid;
+        }
+    }
+}
+
 thread_local! {
     // Reused: the codec runs once per frame of every scan and read of the log.
     static LAST_CHECKED: std::cell::RefCell<LastChecked> =
@@ -232,12 +245,7 @@ impl Record {
             let cursor = Record::access_in(&mut last.bytes, payload)
                 .ok()
                 .map(|archived| archived.cursor.to_native());
-            // A large record's buffer is not kept for the thread's life.
-            if last.bytes.capacity() > 64 * 1024 {
-                last.bytes = rkyv::util::AlignedVec::new();
-            } else {
-                last.valid = cursor.is_some();
-            }
+            last.settle(cursor.is_some());
             cursor
         })
     }
@@ -264,7 +272,7 @@ impl Record {
             last.valid = false;
             let archived = Record::access_in(&mut last.bytes, payload)?;
             let value = read(archived);
-            last.valid = true;
+            last.settle(true);
             Ok(value)
         })
     }
@@ -372,5 +380,19 @@ mod tests {
         // A refused check leaves nothing taken for valid: the next good record still reads.
         let read = Record::with_archived(&second, cursor_and_data).unwrap();
         assert_eq!(read, (2, r#"{"b":2}"#.to_owned()));
+        // A record too large for the kept buffer is validated again, and still read right,
+        // after the codec and after a read of its own.
+        let text = format!(r#"{{"big":"{}"}}"#, "x".repeat(70 * 1024));
+        let big = record(3, &text).encode();
+        assert_eq!(Record::cursor_of(&big), Some(3));
+        for _ in 0..2 {
+            let read = Record::with_archived(&big, cursor_and_data).unwrap();
+            assert_eq!(read, (3, text.clone()));
+            // ...and its buffer is not kept for the thread's life.
+            let kept = LAST_CHECKED.with_borrow(|last| last.bytes.capacity());
+            assert!(kept <= 64 * 1024, "{kept} bytes kept");
+        }
+        let read = Record::with_archived(&first, cursor_and_data).unwrap();
+        assert_eq!(read, (1, r#"{"a":1}"#.to_owned()));
     }
 }
