@@ -227,8 +227,7 @@ impl Fold for Layered<'_> {
 
     fn fold_latest(&mut self, _: Cursor, _: i64, e: Inserted<'_>) {
         // Most inserts are of a name the tenant has: nothing to note, nothing allocated.
-        let published = self.published.latest.get(e.tenant);
-        if published.is_some_and(|names| names.contains_key(e.event)) {
+        if self.published.event_names(e.tenant, e.event).1 {
             return;
         }
         let added = match self.overlay.new_names.get_mut(e.tenant) {
