@@ -175,31 +175,25 @@ pub struct Limited<T> {
     inner: T,
     _ticket: Ticket,
     request_timeout: Duration,
-    /// Armed while a request is arriving: from accept, or from the first byte read after a
-    /// response, until the first byte of the next response.
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// A response was written since the deadline was last armed: the next byte read starts
-    /// a new request.
-    answered: bool,
     write_timeout: Duration,
     /// Armed while a write waits on a socket that accepts nothing.
     write_stall: Option<Pin<Box<Sleep>>>,
-    idle: Idle,
+    reading: ReadDeadlines,
 }
 
 impl<T> Limited<T> {
     fn new(inner: T, ticket: Ticket, timeouts: Timeouts) -> Self {
+        let now = Instant::now();
         Limited {
             inner,
             _ticket: ticket,
             request_timeout: timeouts.request,
-            deadline: Some(Box::pin(tokio::time::sleep(timeouts.request))),
-            answered: false,
             write_timeout: timeouts.write,
             write_stall: None,
-            idle: Idle {
-                after: timeouts.idle,
-                last: Instant::now(),
+            reading: ReadDeadlines {
+                idle_after: timeouts.idle,
+                last: now,
+                request: Some(now + timeouts.request),
                 timer: None,
             },
         }
@@ -214,10 +208,8 @@ impl<T> Limited<T> {
     ) -> Poll<io::Result<usize>> {
         match written {
             Poll::Ready(Ok(n)) if n > 0 => {
-                self.deadline = None;
-                self.answered = true;
+                self.reading.answered();
                 self.write_stall = None;
-                self.idle.last = Instant::now();
                 Poll::Ready(Ok(n))
             }
             Poll::Pending => {
@@ -238,31 +230,107 @@ impl<T> Limited<T> {
     }
 }
 
-/// The idle timeout, checked lazily: every read and write only notes the time; the timer is
-/// armed while a read waits and, when it fires early (there was traffic since), moved
-/// forward once. (poem's own idle timeout wakes a second task on every read and write.)
-struct Idle {
-    after: Duration,
+/// The read side's two deadlines, a request's (armed from accept, or from the first byte
+/// read after a response, until the first byte of the next response) and the idle
+/// timeout, as instants; one timer per connection fires at or before the earlier of them.
+///
+/// Why lazily: a timer made and dropped per request cost an allocation, two clock reads
+/// and two turns of the runtime's one timer lock (shared by every thread) per request. Here
+/// reads and writes only note times; the timer is armed while a read waits and is never
+/// late, only early: a new request's deadline is later than the last one's unless the
+/// timer was moved past it meanwhile, which `start_request` undoes. An early timer is
+/// moved forward once it fires.
+struct ReadDeadlines {
+    idle_after: Duration,
+    /// The last byte read or written.
     last: Instant,
+    /// When the request being read must be whole; `None` once it is answered.
+    request: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl Idle {
-    /// Ready(()) when the connection has been idle for `after`.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+/// Which deadline passed.
+enum Expired {
+    Request,
+    Idle,
+}
+
+impl Expired {
+    fn error(self) -> io::Error {
+        let why = match self {
+            Expired::Request => "no complete request within --request_timeout_secs",
+            Expired::Idle => "idle for --idle_timeout_secs",
+        };
+        io::Error::new(io::ErrorKind::TimedOut, why)
+    }
+}
+
+impl ReadDeadlines {
+    /// Bytes came in at `now`; the first after an answer starts a request due by `now + after`.
+    fn read(&mut self, now: Instant, after: Duration) {
+        self.last = now;
+        if self.request.is_none() {
+            let due = now + after;
+            self.request = Some(due);
+            if let Some(timer) = self.timer.as_mut()
+                && timer.deadline() > due.into()
+            {
+                timer.as_mut().reset(due.into());
+            }
+        }
+    }
+
+    /// A response made progress: the request is answered.
+    fn answered(&mut self) {
+        self.request = None;
+        self.last = Instant::now();
+    }
+
+    /// What passed by `now`, if anything.
+    fn expired(&self, now: Instant) -> Option<Expired> {
+        if self.request.is_some_and(|due| now >= due) {
+            Some(Expired::Request)
+        } else if now >= self.last + self.idle_after {
+            Some(Expired::Idle)
+        } else {
+            None
+        }
+    }
+
+    /// The earlier deadline.
+    fn due(&self) -> Instant {
+        let idle = self.last + self.idle_after;
+        self.request.map_or(idle, |request| request.min(idle))
+    }
+
+    /// A passed deadline, checked only once the timer has fired (no clock read otherwise):
+    /// a client that trickles bytes is cut even if a read never has to wait.
+    fn passed(&self) -> Option<Expired> {
+        match &self.timer {
+            Some(timer) if timer.is_elapsed() => self.expired(Instant::now()),
+            _ => None,
+        }
+    }
+
+    /// Ready with the deadline that passed; pending (the timer armed) otherwise.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
         loop {
-            let due = self.last + self.after;
-            // Armed once; `last` only moves on, so the timer is never late, only early.
+            let due = self.due();
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due.into())));
             match timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if Instant::now() >= self.last + self.after => {
-                    return Poll::Ready(());
+                Poll::Ready(()) => {
+                    if let Some(expired) = self.expired(Instant::now()) {
+                        return Poll::Ready(expired);
+                    }
+                    // Early: traffic or an answer moved the deadlines on. Re-arm.
+                    let due = self.due();
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.as_mut().reset(due.into());
+                    }
                 }
-                // Traffic moved `last` on while the timer ran: re-arm at the new due time.
-                Poll::Ready(()) => timer.as_mut().reset(due.into()),
             }
         }
     }
@@ -274,33 +342,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(deadline) = self.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no complete request within --request_timeout_secs",
-            )));
+        if let Some(expired) = self.reading.passed() {
+            return Poll::Ready(Err(expired.error()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    self.idle.last = Instant::now();
-                    if self.answered && self.deadline.is_none() {
-                        // The first byte of a later request on this connection: it too
-                        // must arrive whole in time.
-                        self.answered = false;
-                        self.deadline = Some(Box::pin(tokio::time::sleep(self.request_timeout)));
-                    }
+                    let after = self.request_timeout;
+                    self.reading.read(Instant::now(), after);
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => match self.idle.poll_expired(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "idle for --idle_timeout_secs",
-                ))),
+            Poll::Pending => match self.reading.poll_expired(cx) {
+                Poll::Ready(expired) => Poll::Ready(Err(expired.error())),
                 Poll::Pending => Poll::Pending,
             },
             other => other,
@@ -340,5 +395,99 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const REQUEST: Duration = Duration::from_millis(300);
+    const IDLE: Duration = Duration::from_millis(1500);
+
+    /// A server side under the limits (request 300 ms, idle 1.5 s) and its client.
+    fn pair() -> (Limited<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        let admission = Admission::new(
+            10,
+            0,
+            Timeouts {
+                request: REQUEST,
+                write: Duration::from_secs(5),
+                idle: IDLE,
+            },
+        );
+        (admission.admit(server, None).unwrap(), client)
+    }
+
+    /// Reads from `server` until an error; the error's text and when it came.
+    async fn cut(server: &mut Limited<DuplexStream>) -> (String, Duration) {
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => return (e.to_string(), started.elapsed()),
+                Err(_) => panic!("no deadline within 5 s"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trickled_first_request_is_cut_at_its_deadline() {
+        let (mut server, mut client) = pair();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..40 {
+                if client.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let (why, after) = cut(&mut server).await;
+        assert!(why.contains("--request_timeout_secs"), "{why}");
+        assert!(after < REQUEST * 2, "{after:?}");
+        trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn answered_requests_are_never_cut_while_they_keep_coming() {
+        let (mut server, mut client) = pair();
+        let mut buf = [0u8; 64];
+        // Three request timeouts' worth of requests, each answered within its own.
+        let started = Instant::now();
+        while started.elapsed() < REQUEST * 3 {
+            client.write_all(b"request").await.unwrap();
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"request");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            server.write_all(b"answer").await.unwrap();
+            let n = client.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"answer");
+        }
+        // Quiet and answered: what ends it is the idle timeout, counted from the answer.
+        let (why, after) = cut(&mut server).await;
+        assert!(why.contains("--idle_timeout_secs"), "{why}");
+        assert!(after >= IDLE - Duration::from_millis(50), "{after:?}");
+        assert!(after < IDLE * 2, "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_after_a_long_pause_gets_its_own_deadline() {
+        let (mut server, mut client) = pair();
+        let mut buf = [0u8; 64];
+        client.write_all(b"first").await.unwrap();
+        let _ = server.read(&mut buf).await.unwrap();
+        server.write_all(b"answer").await.unwrap();
+        // Wait on the read past the first deadline: the timer fires early, and is moved on
+        // to the idle timeout, later than the next request's deadline.
+        let waited = tokio::time::timeout(REQUEST * 2, server.read(&mut buf)).await;
+        assert!(waited.is_err(), "{waited:?}");
+        client.write_all(b"second, never finished").await.unwrap();
+        let (why, after) = cut(&mut server).await;
+        assert!(why.contains("--request_timeout_secs"), "{why}");
+        // Without the timer moved back it would come at the idle timeout, 0.9 s on.
+        assert!(after < REQUEST * 3 / 2, "{after:?}");
     }
 }
