@@ -8,12 +8,16 @@
 //! accepted it, hyper reads and writes the socket itself, and shutdown is one watch.
 //! Routing, authentication, CORS, metrics and errors are the router's, unchanged.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -29,26 +33,31 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 /// The server's shutdown as connections see it, and how many are still open.
 #[derive(Clone)]
 pub struct Connections {
-    stop: watch::Receiver<bool>,
+    stops: Arc<Stops>,
     open: Arc<watch::Sender<usize>>,
 }
 
 /// The other side of [`Connections`]: says stop, then waits for the connections to end.
 pub struct Shutdown {
     stop: watch::Sender<bool>,
+    stops: Arc<Stops>,
     open: Arc<watch::Sender<usize>>,
 }
 
 /// A new pair: connections served under [`Connections`] end when [`Shutdown::drain`] says so.
 pub fn pair() -> (Connections, Shutdown) {
-    let (stop, stopping) = watch::channel(false);
+    let stops = Arc::new(Stops::default());
     let open = Arc::new(watch::Sender::new(0));
     (
         Connections {
-            stop: stopping,
+            stops: Arc::clone(&stops),
             open: Arc::clone(&open),
         },
-        Shutdown { stop, open },
+        Shutdown {
+            stop: watch::Sender::new(false),
+            stops,
+            open,
+        },
     )
 }
 
@@ -58,13 +67,102 @@ impl Shutdown {
     /// runtime's end.
     pub async fn drain(self, drain: Duration) {
         let _ = self.stop.send(true);
+        self.stops.say();
         let mut open = self.open.subscribe();
         let _ = tokio::time::timeout(drain, open.wait_for(|n| *n == 0)).await;
     }
 
-    /// Whether stop was said (connections accepted after it are closed at once).
+    /// Whether stop was said (the accept loop stops taking connections).
     pub fn receiver(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+}
+
+/// The stop signal, one flag per open connection.
+///
+/// Why not a `watch` each connection waits on: a connection's task polls its stop future
+/// every time it wakes (about three times per request), and a `watch`'s waiting future
+/// takes a lock shared with other connections on every poll; a flag of its own costs a
+/// load and a compare-exchange on memory nobody else touches until shutdown.
+#[derive(Default)]
+struct Stops {
+    said: AtomicBool,
+    next: AtomicU64,
+    flags: Mutex<HashMap<u64, Arc<Flag>>>,
+}
+
+/// One connection's stop: set once, with the connection's task to wake.
+#[derive(Default)]
+struct Flag {
+    said: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Stops {
+    /// Sets every connection's flag and wakes it; connections registered later see `said`.
+    fn say(&self) {
+        self.said.store(true, Ordering::SeqCst);
+        for flag in self.lock().values() {
+            flag.said.store(true, Ordering::Release);
+            flag.waker.wake();
+        }
+    }
+
+    /// A flag for a new connection, already set if stop was said.
+    fn register(self: &Arc<Self>) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let flag = Arc::new(Flag::default());
+        self.lock().insert(id, Arc::clone(&flag));
+        // After the insert: a `say` that took the lock first has set `said` before it.
+        if self.said.load(Ordering::SeqCst) {
+            flag.said.store(true, Ordering::Release);
+        }
+        Registered {
+            stops: Arc::clone(self),
+            id,
+            flag,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Flag>>> {
+        // A panic while holding it leaves a map that is still whole.
+        self.flags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's place among the [`Stops`], given up when the connection ends.
+struct Registered {
+    stops: Arc<Stops>,
+    id: u64,
+    flag: Arc<Flag>,
+}
+
+impl Registered {
+    /// Whether stop was said.
+    fn said(&self) -> bool {
+        self.flag.said.load(Ordering::Acquire)
+    }
+
+    /// Ready once stop is said.
+    fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.said() {
+                return Poll::Ready(());
+            }
+            self.flag.waker.register(cx.waker());
+            // Set between the load and the register: `say` may have woken the old waker.
+            if self.said() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.stops.lock().remove(&self.id);
     }
 }
 
@@ -112,8 +210,8 @@ impl Connections {
         E: Endpoint<Output = Response> + 'static,
     {
         let _open = Open::new(&self.open);
-        let mut stop = self.stop.clone();
-        if *stop.borrow() {
+        let stop = self.stops.register();
+        if stop.said() {
             return;
         }
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -138,10 +236,86 @@ impl Connections {
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = stop.wait_for(|s| *s) => {}
+            _ = stop.stopped() => {}
         }
         // Requests in flight finish (bounded by `Shutdown::drain`); no new one is read.
         conn.as_mut().graceful_shutdown();
         let _ = conn.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::EndpointExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn endpoint() -> Arc<impl Endpoint<Output = Response>> {
+        Arc::new(poem::endpoint::make_sync(|_| "ok").map_to_response())
+    }
+
+    fn serve(connections: &Connections, io: DuplexStream) -> tokio::task::JoinHandle<()> {
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            connections
+                .serve(
+                    io,
+                    LocalAddr::default(),
+                    RemoteAddr::default(),
+                    Scheme::HTTP,
+                    endpoint(),
+                )
+                .await
+        })
+    }
+
+    /// Everything the server sends until it closes (bounded by 5 s).
+    async fn until_closed(client: &mut DuplexStream) -> String {
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut all));
+        assert!(read.await.is_ok(), "still open after 5 s");
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    #[tokio::test]
+    async fn stop_closes_idle_keep_alive_connections_and_refuses_new_ones() {
+        let (connections, shutdown) = pair();
+        let mut clients = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            let (server, mut client) = tokio::io::duplex(4096);
+            served.push(serve(&connections, server));
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = client.read(&mut buf).await.unwrap();
+            let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("ok"), "{answer}");
+            clients.push(client);
+        }
+        // One of them closed by its client first: it leaves the stop's list.
+        drop(clients.pop());
+        served.pop().unwrap().await.unwrap();
+        let started = std::time::Instant::now();
+        shutdown.drain(Duration::from_secs(5)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        for (mut client, served) in clients.into_iter().zip(served) {
+            assert_eq!(until_closed(&mut client).await, "");
+            served.await.unwrap();
+        }
+        assert!(connections.stops.lock().is_empty());
+        // After stop, a new connection is closed unanswered.
+        let (server, mut client) = tokio::io::duplex(4096);
+        let late = serve(&connections, server);
+        let _ = client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(until_closed(&mut client).await, "");
+        late.await.unwrap();
     }
 }
