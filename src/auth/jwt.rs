@@ -3,7 +3,9 @@
 //! Expiry is checked against our clock (NTP-corrected), not jsonwebtoken's own, so the
 //! `exp`/`iat` a client sees and the check agree.
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -82,8 +84,12 @@ pub fn verify(secret: &[u8], token: &str, now_s: u64) -> Result<Claims, JwtError
 #[derive(Clone)]
 pub struct JwtKey {
     mac: Hmac<Sha256>,
-    verified: std::sync::Arc<Verified>,
+    /// Which key a thread's [`Verified`] tokens were verified with.
+    id: u64,
 }
+
+/// Ids of keys made in this process.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Deserialize)]
 struct JoseHeader {
@@ -95,7 +101,7 @@ impl JwtKey {
     pub fn new(secret: &[u8]) -> Self {
         JwtKey {
             mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length"),
-            verified: Default::default(),
+            id: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -104,15 +110,20 @@ impl JwtKey {
     /// a tenth of the server's user CPU per insert. A token is found by its whole text
     /// (signature included), so a changed byte is a miss and verified afresh; expiry and
     /// `iat` are checked against `now_s` on every use; only tokens that verified are kept,
-    /// at most [`Verified::CAPACITY`].
+    /// at most [`Verified::CAPACITY`] on each thread.
     pub fn verify_cached(&self, token: &str, now_s: u64) -> Result<Arc<Claims>, JwtError> {
-        if let Some(claims) = self.verified.get(token) {
+        if let Some(claims) = Verified::get(self.id, token) {
             check_times(&claims, now_s)?;
             return Ok(claims);
         }
         let claims = Arc::new(self.verify(token, now_s)?);
-        self.verified.put(token, &claims, now_s);
+        Verified::put(self.id, token, &claims, now_s);
         Ok(claims)
+    }
+
+    /// Tokens this thread keeps verified for this key.
+    pub fn cached_here(&self) -> usize {
+        Verified::len(self.id)
     }
 
     /// Checks signature (constant time), algorithm and issuer, then expiry against `now_s`.
@@ -164,62 +175,62 @@ fn check_times(claims: &Claims, now_s: u64) -> Result<(), JwtError> {
     Ok(())
 }
 
-/// Tokens that verified, by their text, in shards so that requests on other threads seldom
-/// wait for one another.
+/// Tokens that verified, by their text, one map per thread.
+///
+/// Why per thread: every request of a client carries the same token, and on a map shared by
+/// the runtime's threads each request took its shard's lock and counted a reference to the
+/// same claims, two cache lines passed between the cores on every request. A thread's own
+/// map is touched by that thread only; a token is verified once on each thread it comes to.
 #[derive(Default)]
-pub struct Verified {
-    shards: [Mutex<Map<Box<str>, Arc<Claims>>>; SHARDS],
+struct Verified {
+    /// The key these tokens verified with: another key (tests make many) starts afresh.
+    key: u64,
+    tokens: Map<Box<str>, Arc<Claims>>,
 }
 
-const SHARDS: usize = 16;
+thread_local! {
+    static VERIFIED: RefCell<Verified> = RefCell::default();
+}
 
 impl Verified {
-    /// Tokens kept at most (each a few hundred bytes): many more clients than this only
-    /// verify afresh more often, they never grow the memory.
-    pub const CAPACITY: usize = SHARDS * PER_SHARD;
+    /// Tokens kept at most on each thread (each a few hundred bytes): many more clients
+    /// than this only verify afresh more often, they never grow the memory.
+    pub const CAPACITY: usize = 8192;
 
-    fn shard(&self, token: &str) -> &Mutex<Map<Box<str>, Arc<Claims>>> {
-        // The signature's last bytes are HMAC output: uniform, and not chosen by a client
-        // who does not hold the key (a forged token only lands in a shard, never in a map).
-        let tail = token.as_bytes().iter().rev().take(4);
-        let spread = tail.fold(0usize, |acc, b| acc * 31 + usize::from(*b));
-        &self.shards[spread % SHARDS]
+    fn get(key: u64, token: &str) -> Option<Arc<Claims>> {
+        VERIFIED.with_borrow(|v| {
+            if v.key != key {
+                return None;
+            }
+            v.tokens.get(token).cloned()
+        })
     }
 
-    fn get(&self, token: &str) -> Option<Arc<Claims>> {
-        let shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        shard.get(token).cloned()
-    }
-
-    fn put(&self, token: &str, claims: &Arc<Claims>, now_s: u64) {
+    fn put(key: u64, token: &str, claims: &Arc<Claims>, now_s: u64) {
         if token.len() > MAX_CACHED_TOKEN {
             return;
         }
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= PER_SHARD {
-            shard.retain(|_, c| c.exp > now_s);
-            if shard.len() >= PER_SHARD {
-                shard.clear();
+        VERIFIED.with_borrow_mut(|v| {
+            if v.key != key {
+                v.key = key;
+                v.tokens = Map::default();
             }
-        }
-        shard.insert(token.into(), Arc::clone(claims));
+            if v.tokens.len() >= Self::CAPACITY {
+                v.tokens.retain(|_, c| c.exp > now_s);
+                if v.tokens.len() >= Self::CAPACITY {
+                    v.tokens.clear();
+                }
+            }
+            v.tokens.insert(token.into(), Arc::clone(claims));
+        });
     }
 
-    /// Tokens kept now.
-    pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Tokens this thread keeps for `key`.
+    fn len(key: u64) -> usize {
+        VERIFIED.with_borrow(|v| if v.key == key { v.tokens.len() } else { 0 })
     }
 }
 
-const PER_SHARD: usize = 1024;
 /// Our tokens are a few hundred bytes; a longer one that verified is kept out of the cache.
 const MAX_CACHED_TOKEN: usize = 2048;
 
@@ -273,7 +284,7 @@ mod tests {
         let key = JwtKey::new(b"k");
         let token = issue(b"k", &claims(200));
         assert_eq!(*key.verify_cached(&token, 150).unwrap(), claims(200));
-        assert_eq!(key.verified.len(), 1);
+        assert_eq!(key.cached_here(), 1);
         assert_eq!(*key.verify_cached(&token, 199).unwrap(), claims(200));
         assert_eq!(key.verify_cached(&token, 200), Err(JwtError::Expired));
         // Another key's token, and ours with its signature or claims altered: never found.
@@ -295,7 +306,7 @@ mod tests {
         let (signed, _) = other_claims.rsplit_once('.').unwrap();
         let spliced = format!("{signed}.{signature}");
         assert_eq!(key.verify_cached(&spliced, 150), Err(JwtError::Invalid));
-        assert_eq!(key.verified.len(), 1, "only tokens that verified are kept");
+        assert_eq!(key.cached_here(), 1, "only tokens that verified are kept");
     }
 
     #[test]
@@ -311,8 +322,33 @@ mod tests {
             );
             assert_eq!(key.verify_cached(&token, 150).unwrap().epoch, i);
         }
-        assert!(key.verified.len() <= Verified::CAPACITY);
-        assert!(!key.verified.is_empty());
+        assert!(key.cached_here() <= Verified::CAPACITY);
+        assert!(key.cached_here() > 0);
+    }
+
+    #[test]
+    fn each_thread_and_each_key_keeps_its_own_tokens() {
+        let key = JwtKey::new(b"k");
+        let token = issue(b"k", &claims(200));
+        key.verify_cached(&token, 150).unwrap();
+        assert_eq!(key.cached_here(), 1);
+        // Another thread verifies it afresh, and still refuses it once expired or forged.
+        let elsewhere = key.clone();
+        std::thread::spawn(move || {
+            assert_eq!(elsewhere.cached_here(), 0);
+            assert_eq!(elsewhere.verify_cached(&token, 150).unwrap().sub, "bob");
+            assert_eq!(elsewhere.cached_here(), 1);
+            assert_eq!(elsewhere.verify_cached(&token, 200), Err(JwtError::Expired));
+        })
+        .join()
+        .unwrap();
+        // A key of another secret on this thread finds nothing of the first key's, even the
+        // same text: it verifies the token itself (and refuses it).
+        let other = JwtKey::new(b"other");
+        let token = issue(b"k", &claims(200));
+        assert_eq!(other.cached_here(), 0);
+        assert_eq!(other.verify_cached(&token, 150), Err(JwtError::Invalid));
+        assert_eq!(key.verify_cached(&token, 150).unwrap().sub, "bob");
     }
 
     #[test]
