@@ -37,6 +37,7 @@ pub mod jetstream;
 pub mod metrics;
 mod open;
 pub mod published;
+mod sched;
 pub mod sse_frame;
 pub mod subscription;
 pub mod tenant_index;

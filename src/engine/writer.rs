@@ -182,9 +182,15 @@ impl Writer {
     }
 
     pub(super) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let batch = self.fsync == FsyncPolicy::Never;
         std::thread::Builder::new()
             .name("broker-writer".into())
-            .spawn(move || self.run())
+            .spawn(move || {
+                if batch && !super::sched::batch_this_thread() {
+                    tracing::debug!("the writer stays in the default scheduling class");
+                }
+                self.run()
+            })
     }
 
     fn run(mut self) {

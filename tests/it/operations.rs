@@ -524,3 +524,30 @@ async fn json_logs_carry_requests_and_no_secrets() {
         assert!(!logs.contains(secret), "a secret reached the log: {secret}");
     }
 }
+
+/// The scheduling policy of the server's writer thread (`/proc/<pid>/task/<tid>/stat`
+/// field 41): 0 is SCHED_OTHER, 3 SCHED_BATCH.
+fn writer_policy(pid: u32) -> u32 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() != "broker-writer" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        // Fields after the command name, which is in parentheses: field 3 is the first.
+        let (_, after) = stat.rsplit_once(')').unwrap();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        return fields[41 - 3].parse().unwrap();
+    }
+    panic!("no broker-writer thread in {pid}");
+}
+
+#[test]
+fn the_writer_yields_to_requests_only_when_nothing_waits_for_an_fsync() {
+    for (fsync, policy) in [("never", 3), ("always", 0), ("interval:100", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Server::start(dir.path(), &["--fsync", fsync]);
+        assert_eq!(writer_policy(s.pid()), policy, "--fsync {fsync}");
+    }
+}
