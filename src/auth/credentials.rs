@@ -2,11 +2,11 @@
 
 use base64::Engine as _;
 
-/// What a client presented.
+/// What a client presented; a bearer token is borrowed from the header it came in.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Credentials {
+pub enum Credentials<'a> {
     /// A JWT.
-    Bearer(String),
+    Bearer(&'a str),
     /// A username and password.
     Basic {
         /// The part before the first colon.
@@ -16,7 +16,7 @@ pub enum Credentials {
     },
 }
 
-impl std::fmt::Debug for Credentials {
+impl std::fmt::Debug for Credentials<'_> {
     // Never print a secret, not even in a debug log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -44,7 +44,7 @@ pub enum CredentialsError {
 }
 
 /// Parses an `Authorization` header value.
-pub fn parse(header: Option<&[u8]>) -> Result<Credentials, CredentialsError> {
+pub fn parse(header: Option<&[u8]>) -> Result<Credentials<'_>, CredentialsError> {
     let raw = header.ok_or(CredentialsError::Missing)?;
     let value = std::str::from_utf8(raw)
         .map_err(|_| CredentialsError::UnknownScheme)?
@@ -55,7 +55,7 @@ pub fn parse(header: Option<&[u8]>) -> Result<Credentials, CredentialsError> {
         if rest.is_empty() {
             return Err(CredentialsError::EmptyBearer);
         }
-        Ok(Credentials::Bearer(rest.to_owned()))
+        Ok(Credentials::Bearer(rest))
     } else if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest)
@@ -81,7 +81,7 @@ mod tests {
     fn schemes() {
         assert_eq!(
             parse(Some(b"Bearer abc")),
-            Ok(Credentials::Bearer("abc".into()))
+            Ok(Credentials::Bearer("abc"))
         );
         // "bob:pa:ss" in base64: the password may contain colons.
         assert_eq!(

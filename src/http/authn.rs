@@ -235,7 +235,7 @@ impl<'a> ApiExtractor<'a> for BearerCaller {
         let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
         match credentials::parse(header).map_err(ApiError::from)? {
             Credentials::Bearer(token) => Ok(BearerCaller {
-                principal: bearer(app, &token)?,
+                principal: bearer(app, token)?,
             }),
             Credentials::Basic { .. } => Err(ApiError::bad_request(
                 "Authorization: only a Bearer JWT can be refreshed; log in with POST /login for one",
@@ -265,36 +265,58 @@ const REVOKED_OR_CHANGED: &str = "credentials no longer valid: the user was revo
 
 /// Authenticates `req` from its `Authorization` header.
 pub async fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
-    Presented::of(req).check(app).await
+    Presented::of(app, req).check(app).await
 }
 
 /// What a request presents to authenticate with, read from its head: the request need not
 /// be kept until [`Presented::check`] (`POST /insert` drops it before reading its body).
-pub struct Presented {
-    credentials: Result<Credentials, ApiError>,
-    /// Basic counts failed attempts per client address.
-    client: std::net::IpAddr,
+///
+/// A bearer token is verified at once, while its header is at hand (it needs no wait): a
+/// copy of the token kept for later was an allocation per request. Its answer, principal or
+/// error, waits for `check`, so errors come in the same order as before.
+pub enum Presented {
+    /// A bearer token, verified: the principal it names, or why not.
+    Bearer(Result<Principal, ApiError>),
+    /// Basic credentials, checked by [`Presented::check`] (Argon2 waits on the blocking pool).
+    Basic {
+        /// The username presented.
+        username: String,
+        /// The password presented.
+        password: String,
+        /// Basic counts failed attempts per client address.
+        client: std::net::IpAddr,
+    },
+    /// No usable `Authorization` header.
+    Unusable(ApiError),
 }
 
 impl Presented {
-    /// The `Authorization` header of `req`, and its client.
-    pub fn of(req: &Request) -> Self {
+    /// The `Authorization` header of `req`, a bearer token verified against `app`.
+    pub fn of(app: &App, req: &Request) -> Self {
         let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-        Presented {
-            credentials: credentials::parse(header).map_err(ApiError::from),
-            client: crate::http::server::client::of(req).ip,
+        match credentials::parse(header) {
+            Ok(Credentials::Bearer(token)) => Presented::Bearer(bearer(app, token)),
+            Ok(Credentials::Basic { username, password }) => Presented::Basic {
+                username,
+                password,
+                client: crate::http::server::client::of(req).ip,
+            },
+            Err(e) => Presented::Unusable(e.into()),
         }
     }
 
     /// The principal these credentials name, or why not.
     pub async fn check(self, app: &App) -> Result<Principal, ApiError> {
-        match self.credentials? {
-            Credentials::Bearer(token) => bearer(app, &token),
+        match self {
+            Presented::Bearer(checked) => checked,
             // Boxed: Basic's future (Argon2 on the blocking pool) is large, and every Bearer
             // request's future would carry its size.
-            Credentials::Basic { username, password } => {
-                Box::pin(basic(app, self.client, username, password)).await
-            }
+            Presented::Basic {
+                username,
+                password,
+                client,
+            } => Box::pin(basic(app, client, username, password)).await,
+            Presented::Unusable(e) => Err(e),
         }
     }
 }

@@ -186,7 +186,7 @@ pub(crate) fn insert_direct(
 ) -> impl Future<Output = poem::Result<Response>> + Send + '_ {
     let (req, mut body) = req.split();
     let declared = crate::http::body::declared_length(&req);
-    let presented = Presented::of(&req);
+    let presented = Presented::of(app, &req);
     let key = idempotency_key(&req);
     drop(req);
     async move {
