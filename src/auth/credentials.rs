@@ -79,10 +79,7 @@ mod tests {
 
     #[test]
     fn schemes() {
-        assert_eq!(
-            parse(Some(b"Bearer abc")),
-            Ok(Credentials::Bearer("abc"))
-        );
+        assert_eq!(parse(Some(b"Bearer abc")), Ok(Credentials::Bearer("abc")));
         // "bob:pa:ss" in base64: the password may contain colons.
         assert_eq!(
             parse(Some(b"basic Ym9iOnBhOnNz")),

@@ -238,7 +238,7 @@ impl<T> Limited<T> {
 /// and two turns of the runtime's one timer lock (shared by every thread) per request. Here
 /// reads and writes only note times; the timer is armed while a read waits and is never
 /// late, only early: a new request's deadline is later than the last one's unless the
-/// timer was moved past it meanwhile, which `start_request` undoes. An early timer is
+/// timer was moved past it meanwhile, which `read` undoes. An early timer is
 /// moved forward once it fires.
 struct ReadDeadlines {
     idle_after: Duration,
