@@ -122,7 +122,8 @@ impl JwtKey {
     }
 
     /// Tokens this thread keeps verified for this key.
-    pub fn cached_here(&self) -> usize {
+    #[cfg(test)]
+    fn cached_here(&self) -> usize {
         Verified::len(self.id)
     }
 
@@ -195,7 +196,7 @@ thread_local! {
 impl Verified {
     /// Tokens kept at most on each thread (each a few hundred bytes): many more clients
     /// than this only verify afresh more often, they never grow the memory.
-    pub const CAPACITY: usize = 8192;
+    const CAPACITY: usize = 8192;
 
     fn get(key: u64, token: &str) -> Option<Arc<Claims>> {
         VERIFIED.with_borrow(|v| {
@@ -226,6 +227,7 @@ impl Verified {
     }
 
     /// Tokens this thread keeps for `key`.
+    #[cfg(test)]
     fn len(key: u64) -> usize {
         VERIFIED.with_borrow(|v| if v.key == key { v.tokens.len() } else { 0 })
     }
