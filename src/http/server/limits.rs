@@ -174,7 +174,6 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
 pub struct Limited<T> {
     inner: T,
     _ticket: Ticket,
-    request_timeout: Duration,
     write_timeout: Duration,
     /// Armed while a write waits on a socket that accepts nothing.
     write_stall: Option<Pin<Box<Sleep>>>,
@@ -187,10 +186,10 @@ impl<T> Limited<T> {
         Limited {
             inner,
             _ticket: ticket,
-            request_timeout: timeouts.request,
             write_timeout: timeouts.write,
             write_stall: None,
             reading: ReadDeadlines {
+                request_after: timeouts.request,
                 idle_after: timeouts.idle,
                 last: now,
                 request: Some(now + timeouts.request),
@@ -241,6 +240,7 @@ impl<T> Limited<T> {
 /// timer was moved past it meanwhile, which `read` undoes. An early timer is
 /// moved forward once it fires.
 struct ReadDeadlines {
+    request_after: Duration,
     idle_after: Duration,
     /// The last byte read or written.
     last: Instant,
@@ -266,11 +266,12 @@ impl Expired {
 }
 
 impl ReadDeadlines {
-    /// Bytes came in at `now`; the first after an answer starts a request due by `now + after`.
-    fn read(&mut self, now: Instant, after: Duration) {
+    /// Bytes came in at `now`; the first after an answer starts a request, due
+    /// `request_after` later.
+    fn read(&mut self, now: Instant) {
         self.last = now;
         if self.request.is_none() {
-            let due = now + after;
+            let due = now + self.request_after;
             self.request = Some(due);
             if let Some(timer) = self.timer.as_mut()
                 && timer.deadline() > due.into()
@@ -349,8 +350,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    let after = self.request_timeout;
-                    self.reading.read(Instant::now(), after);
+                    self.reading.read(Instant::now());
                 }
                 Poll::Ready(Ok(()))
             }
