@@ -312,6 +312,23 @@ mod tests {
     }
 
     #[test]
+    fn a_token_too_long_to_keep_verifies_every_time() {
+        let key = JwtKey::new(b"k");
+        let long = Claims {
+            sub: "b".repeat(MAX_CACHED_TOKEN),
+            ..claims(200)
+        };
+        let token = issue(b"k", &long);
+        assert!(token.len() > MAX_CACHED_TOKEN);
+        assert_eq!(*key.verify_cached(&token, 150).unwrap(), long);
+        assert_eq!(key.cached_here(), 0, "a token over the limit was kept");
+        assert_eq!(key.verify_cached(&token, 200), Err(JwtError::Expired));
+        // One at the usual size on the same thread is kept.
+        key.verify_cached(&issue(b"k", &claims(200)), 150).unwrap();
+        assert_eq!(key.cached_here(), 1);
+    }
+
+    #[test]
     fn the_cache_stays_within_its_capacity() {
         let key = JwtKey::new(b"k");
         for i in 0..(Verified::CAPACITY as u64 + 5_000) {
