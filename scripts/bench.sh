@@ -59,6 +59,12 @@ run() {
 }
 
 run insert --duration "$dur" insert --connections 64 --fsync always,never
+# The same against the production build (scripts/pgo.sh, profile-guided; ~12 minutes more
+# the first time, ~6 after), each run beside a ceiling of its own.
+if [ "$only" = "  " ] || [[ "$only" == *" insert_pgo "* ]]; then
+    scripts/pgo.sh
+fi
+run insert_pgo --duration "$dur" --broker target/pgo/broker insert --connections 64 --fsync always,never
 # The same over HTTPS (self-signed certificate; HTTP/1.1, then HTTP/2), each protocol against
 # the ceiling over HTTPS.
 run insert_tls --duration "$dur" insert --tls --protocols http1,h2 --connections 64 --fsync always
