@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --workspace --bins
+# The profile-guided build (~13 minutes on 2 cores) is only for the insert_pgo scenario.
+if [ $# -eq 0 ] || [[ " $* " == *" insert_pgo "* ]]; then
+    scripts/pgo.sh
+fi
 bin=target/release/broker-bench
 out=bench/results.jsonl
 mkdir -p bench
@@ -59,11 +63,8 @@ run() {
 }
 
 run insert --duration "$dur" insert --connections 64 --fsync always,never
-# The same against the production build (scripts/pgo.sh, profile-guided; ~12 minutes more
-# the first time, ~6 after), each run beside a ceiling of its own.
-if [ "$only" = "  " ] || [[ "$only" == *" insert_pgo "* ]]; then
-    scripts/pgo.sh
-fi
+# The same against the production build (scripts/pgo.sh, built before any scenario runs so
+# that the two insert rows are measured minutes apart), each run beside a ceiling of its own.
 run insert_pgo --duration "$dur" --broker target/pgo/broker insert --connections 64 --fsync always,never
 # The same over HTTPS (self-signed certificate; HTTP/1.1, then HTTP/2), each protocol against
 # the ceiling over HTTPS.
