@@ -57,8 +57,11 @@ run() {
     fi
     echo "--- broker-bench $*" >&2
     local started=$SECONDS
-    # Each line records the commit it measured.
-    "$bin" --json --runs "$runs" "$@" | sed "s/^{/{\"commit\":\"$commit\",/" >> "$out"
+    # Each line records the commit it measured, and the scenario's name here (insert_pgo is
+    # broker-bench's insert against another binary).
+    "$bin" --json --runs "$runs" "$@" |
+        sed -e "s/^{/{\"commit\":\"$commit\",/" \
+            -e "s/\"scenario\":\"[a-z_]*\"/\"scenario\":\"$name\"/" >> "$out"
     echo "    ($((SECONDS - started)) s)" >&2
 }
 
