@@ -27,17 +27,26 @@ bench=$PWD/target/release/broker-bench
 CARGO_TARGET_DIR=$out/gen RUSTFLAGS="-Cprofile-generate=$out/raw" \
     cargo build --release -p broker --bin broker --target "$host"
 
+pid=
+# A failed step must not leave an instrumented server behind.
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true' EXIT
 # serve FSYNC DB: starts the instrumented server; its pid in $pid, its port 18461.
 serve() {
+    if curl -fs -o /dev/null http://127.0.0.1:18461/; then
+        echo "pgo: something already answers on 127.0.0.1:18461; stop it first" >&2
+        exit 1
+    fi
     "$out/gen/$host/release/broker" --listen 127.0.0.1 --port 18461 \
         --metrics_addr 127.0.0.1:18460 --ntp false --auto_cert false --admin_token letmein \
         --max_sse_per_user 1000000 --max_connections 100000 --fsync "$1" --db "$2" \
         > "$out/train/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
         curl -fs -o /dev/null http://127.0.0.1:18461/ && return 0
         sleep 0.1
     done
+    cat "$out/train/server.log" >&2
     echo "pgo: the instrumented server did not start" >&2
     exit 1
 }
@@ -45,6 +54,7 @@ serve() {
 stop() {
     kill -TERM "$pid"
     wait "$pid"
+    pid=
 }
 load() {
     "$bench" --runs 1 --url http://127.0.0.1:18461 --server-pid "$pid" "$@" > /dev/null
