@@ -4,8 +4,9 @@
 # SSE fan-out, logins beside them, a restart that replays the log), and the profile it
 # wrote tells the compiler which paths are hot, so they are laid out and inlined for the
 # instruction cache. The result is target/pgo/broker; `cargo run --release` stays a plain
-# build. About 12 minutes on 2 cores (two release builds); needs rustup's llvm-tools
-# component, which this installs if it is missing.
+# build. About 13 minutes on 2 cores the first time (two release builds), ~6 after (the
+# instrumented build is incremental); needs rustup's llvm-tools component, which this
+# installs if it is missing.
 #
 #   scripts/pgo.sh            # -> target/pgo/broker
 set -euo pipefail
