@@ -11,15 +11,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+only=" $* "
+# selected SCENARIO: whether this run measures it (every scenario when none was named).
+selected() {
+    [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]
+}
 cargo build --release --workspace --bins
 # The profile-guided build (~13 minutes on 2 cores) is only for the insert_pgo scenario.
-if [ $# -eq 0 ] || [[ " $* " == *" insert_pgo "* ]]; then
+if selected insert_pgo; then
     scripts/pgo.sh
 fi
 bin=target/release/broker-bench
 out=bench/results.jsonl
 mkdir -p bench
-only=" $* "
 # Before the output is touched: a results file being rewritten is not a code change.
 commit=$(git rev-parse --short HEAD)
 [ -z "$(git status --porcelain --untracked-files=no -- . ':!bench')" ] || commit="$commit+"
@@ -52,7 +56,7 @@ ulimit -n "$(ulimit -Hn)" || true
 run() {
     local name=$1
     shift
-    if [ "$only" != "  " ] && [[ "$only" != *" $name "* ]]; then
+    if ! selected "$name"; then
         return
     fi
     echo "--- broker-bench $*" >&2

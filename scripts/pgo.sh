@@ -20,7 +20,9 @@ fi
 
 out=$PWD/target/pgo
 rm -rf "$out/raw" "$out/train"
-mkdir -p "$out/raw" "$out/train"
+mkdir -p "$out/raw"
+# Owner-only, as the server wants a data directory (it holds the training log and keys).
+install -d -m 700 "$out/train"
 # The load generator is a plain build: only the server is profiled.
 cargo build --release -p broker-bench
 bench=$PWD/target/release/broker-bench
