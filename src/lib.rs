@@ -15,10 +15,12 @@
 //! - [`tool`] — `broker log …` subcommands.
 //! - [`config`] — flags → validated configuration.
 //! - [`ntp`] — the background task that keeps the clock's offset right.
+//! - [`coarse_clock`] — the kernel's tick-granular time, for checks in whole seconds.
 //!
 //! Dependencies point one way: `http`, `tool` → `engine` → `log`, `state`; `http` → `auth`.
 
 pub mod auth;
+pub mod coarse_clock;
 pub mod config;
 pub mod cursor;
 pub mod engine;

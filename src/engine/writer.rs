@@ -23,6 +23,9 @@ mod fold;
 /// The most commands decided and written as one batch.
 const MAX_BATCH: usize = 4096;
 
+/// Room for this many commands is kept between batches.
+const KEPT_BATCH: usize = 256;
+
 type Reply = oneshot::Sender<Result<Vec<Record>, EngineError>>;
 
 /// When and where the writer stores checkpoints.
@@ -196,11 +199,13 @@ impl Writer {
     fn run(mut self) {
         self.maybe_checkpoint(false);
         let mut stopping: Option<oneshot::Sender<()>> = None;
+        // Kept between batches, emptied by each: grown afresh, it was reallocated (and its
+        // commands copied) several times per batch.
+        let mut batch = Vec::new();
         while stopping.is_none() {
             let Some(first) = self.rx.blocking_recv() else {
                 break;
             };
-            let mut batch = Vec::new();
             let mut folds = Vec::new();
             let mut sync_due = false;
             let mut probes = Vec::new();
@@ -221,7 +226,9 @@ impl Writer {
                     None
                 };
             }
-            self.write_batch(batch);
+            self.write_batch(&mut batch);
+            // A burst's room (up to MAX_BATCH commands) is not kept for good.
+            batch.shrink_to(KEPT_BATCH);
             for (entries, reply) in folds {
                 self.fold(entries, reply);
             }
@@ -313,13 +320,14 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: Vec<(crate::state::Command, Reply)>) {
+    /// Decides, writes and answers the commands of `batch`, leaving it empty.
+    fn write_batch(&mut self, batch: &mut Vec<(crate::state::Command, Reply)>) {
         if batch.is_empty() {
             return;
         }
         if self.shares.shared {
             // Decided by a node against the shared stream, never here.
-            for (_, reply) in batch {
+            for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Err(EngineError::Unavailable(
                     "writes go through the shared stream".into(),
                 )));
@@ -331,7 +339,7 @@ impl Writer {
         let mut retried: Vec<(Reply, Record)> = Vec::new();
         // A retry may repeat an insert of a part of this batch whose write failed.
         let mut failed = None;
-        for (command, reply) in batch {
+        for (command, reply) in batch.drain(..) {
             if self.log.segment_full() {
                 // The batch ends here and the rest starts a new segment: written whole, it
                 // would carry this one past --segment_bytes by all the rest of the batch.

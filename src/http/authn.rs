@@ -324,7 +324,7 @@ impl Presented {
 /// Authenticates a JWT from `Authorization: Bearer`. A stream-only token (the session
 /// cookie's) is refused: it may open `/sse` and do nothing else.
 pub(super) fn bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
-    let claims = app.jwt_key.verify_cached(token, app.clock.now_s())?;
+    let claims = app.jwt_key.verify_cached(token, app.clock.now_s_coarse())?;
     if claims.aud.is_some() {
         return Err(ApiError::unauthorized(
             "this token only opens /sse; use the JWT from /login",
@@ -335,7 +335,7 @@ pub(super) fn bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
 
 /// Authenticates a JWT that opens a stream: a login JWT or a stream-only one.
 pub(super) fn stream_bearer(app: &App, token: &str) -> Result<Principal, ApiError> {
-    let claims = app.jwt_key.verify_cached(token, app.clock.now_s())?;
+    let claims = app.jwt_key.verify_cached(token, app.clock.now_s_coarse())?;
     match claims.aud.as_deref() {
         None | Some(jwt::STREAM_AUDIENCE) => principal_of(app, &claims),
         Some(_) => Err(ApiError::unauthorized("invalid token: log in again")),

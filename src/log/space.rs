@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How often the filesystem is asked, in milliseconds.
 const CHECK_EVERY_MS: i64 = 1_000;
@@ -38,9 +37,8 @@ impl FreeSpace {
         if self.floor == 0 {
             return None;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        // Coarse: this runs on every insert, and its unit is a second.
+        let now = crate::coarse_clock::unix_ms();
         let last = self.checked_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= CHECK_EVERY_MS
             && self

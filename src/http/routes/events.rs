@@ -165,7 +165,7 @@ impl EventsApi {
         let author = Author::Admin {
             tenant: body.tenant_name,
         };
-        let now_ms = app.clock.now_ms();
+        let now_ms = app.clock.now_ms_coarse();
         Ok(submit(&app, author, body.event, body.data, key, now_ms).await?)
     }
 }
@@ -288,7 +288,7 @@ fn insert(
             })
             .map_err(ApiError::from)?;
     }
-    let now_ms = app.clock.now_ms();
+    let now_ms = app.clock.now_ms_coarse();
     app.inserts.take(&caller.username, now_ms)?;
     let author = Author::User {
         username: caller.username,
@@ -299,7 +299,8 @@ fn insert(
 
 /// Hands the insert to the writer; the answer is the new record's id and cursor, or those of
 /// the earlier insert a retry repeats. The command is made at the call: the future holds
-/// only the engine's. `now_ms` (the server's clock) is the id's time.
+/// only the engine's. `now_ms` (the server's coarse clock: a UUIDv7's time may lag by a
+/// kernel tick, RFC 9562 §6.1) is the id's time.
 fn submit(
     app: &App,
     by: Author,

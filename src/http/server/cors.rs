@@ -111,11 +111,6 @@ pub fn refuse_foreign_admin(req: &Request) -> Result<(), ApiError> {
 /// and this one is looked for on every request.
 const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
 
-/// Whether the request comes from a browser page (only browsers send these).
-fn from_browser(req: &Request) -> bool {
-    req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(SEC_FETCH_SITE)
-}
-
 /// A body whose type a browser could send cross-site without a preflight.
 fn forgeable_body(req: &Request) -> bool {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -169,7 +164,10 @@ pub enum Admission {
 /// the request out of one more future's state (each layer held its own copy of the request
 /// and made every request's future larger: docs/performance.md).
 pub fn admit(req: &mut Request, policy: &CorsPolicy, site: &Site) -> Admission {
-    if from_browser(req) {
+    // A request from a browser page (only browsers send these). `Origin` is looked up once:
+    // each lookup hashes the name, on every request.
+    let origin = req.headers().get(header::ORIGIN);
+    if origin.is_some() || req.headers().contains_key(SEC_FETCH_SITE) {
         // HTTP/2 carries the host as the URI's authority instead of a Host header.
         let host = req
             .headers()
@@ -183,12 +181,7 @@ pub fn admit(req: &mut Request, policy: &CorsPolicy, site: &Site) -> Admission {
             )));
         }
     }
-    let Some(origin) = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
+    let Some(origin) = origin.and_then(|v| v.to_str().ok()).map(str::to_owned) else {
         // Not a cross-origin request: no `Admitted` extension.
         return Admission::Plain;
     };
