@@ -186,14 +186,20 @@ impl Writer {
 
     pub(super) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
         let batch = self.fsync == FsyncPolicy::Never;
-        std::thread::Builder::new()
+        // The thread says when its class is set, so that it is before the first request
+        // (a test that read the class right after the start raced the thread once).
+        let (classed, settled) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
             .name("broker-writer".into())
             .spawn(move || {
                 if batch && !super::sched::batch_this_thread() {
                     tracing::debug!("the writer stays in the default scheduling class");
                 }
+                let _ = classed.send(());
                 self.run()
-            })
+            })?;
+        let _ = settled.recv();
+        Ok(handle)
     }
 
     fn run(mut self) {
