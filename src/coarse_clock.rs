@@ -1,5 +1,7 @@
-//! The kernel's tick-granular clock (`CLOCK_REALTIME_COARSE`), for checks whose unit is a
-//! second or more: a JWT's expiry, the free-space check's pace.
+//! The kernel's tick-granular clock (`CLOCK_REALTIME_COARSE`), for what every request reads
+//! but needs no finer than a tick: a JWT's expiry, an insert's id time (a UUIDv7's time may
+//! lag, RFC 9562 §6.1) and its quota, the free-space check's pace. Latency metrics, read
+//! deadlines and the events' own times stay on the precise clock.
 //!
 //! Why: a precise reading goes through the TSC, ~30 ns here; the coarse one reads the time
 //! the kernel noted at its last tick, ~6 ns, and lags by at most that tick (1–10 ms). An

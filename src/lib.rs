@@ -15,7 +15,8 @@
 //! - [`tool`] — `broker log …` subcommands.
 //! - [`config`] — flags → validated configuration.
 //! - [`ntp`] — the background task that keeps the clock's offset right.
-//! - [`coarse_clock`] — the kernel's tick-granular time, for checks in whole seconds.
+//! - [`coarse_clock`] — the kernel's tick-granular time, for per-request reads that need no
+//!   finer (token expiry, insert ids and quota).
 //!
 //! Dependencies point one way: `http`, `tool` → `engine` → `log`, `state`; `http` → `auth`.
 

@@ -694,3 +694,47 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         "only the user and this event are in the log"
     );
 }
+
+/// README: an insert's `id` is a UUIDv7 whose time is the server's clock as of its last tick
+/// (the coarse clock: at most ~10 ms behind, never ahead), from `/insert` and
+/// `/admin_insert` alike, and each one new.
+#[tokio::test]
+async fn insert_ids_are_uuidv7_of_the_servers_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(create_user(&c, &s, "ann", "pw-ann-123", "acme").await, 200);
+    let jwt = login(&c, &s, "ann", "pw-ann-123").await;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20 {
+        let before = now_ms();
+        let (status, reply) = if i % 2 == 0 {
+            insert(&c, &s, &jwt, "tick", json!(i)).await
+        } else {
+            post(
+                &c,
+                s.url("/admin_insert"),
+                json!({"admin_token": ADMIN, "tenant_name": "acme", "event": "tick", "data": i}),
+            )
+            .await
+        };
+        let after = now_ms();
+        assert_eq!(status, 200, "{reply}");
+        let id = uuid::Uuid::parse_str(reply["id"].as_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        let (secs, nanos) = id.get_timestamp().expect("a v7 id has a time").to_unix();
+        let at = secs * 1000 + u64::from(nanos) / 1_000_000;
+        // A tick is at most 10 ms; 50 leaves room for a descheduled test.
+        assert!(
+            at <= after && at + 50 >= before,
+            "{id}: {at} not within [{before} - 50, {after}]"
+        );
+        assert!(seen.insert(id), "{id} twice");
+    }
+}
