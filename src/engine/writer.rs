@@ -265,6 +265,10 @@ impl Writer {
         if self.dirty || self.fsync == FsyncPolicy::Never {
             self.sync();
         }
+        // The zeros written ahead go: a stopped server's log ends with its last record.
+        if let Err(e) = self.log.release_reserve() {
+            tracing::warn!(error = %e, "the zeros reserved after the last record were not cut (the next start cuts them)");
+        }
         // A clean stop leaves a checkpoint at the last record: the next start replays nothing.
         self.maybe_checkpoint(true);
         if let Some(running) = self.checkpointing.take() {

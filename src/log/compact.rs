@@ -108,6 +108,9 @@ fn compact_within(
                 ),
             });
         }
+        if scan.zeros > 0 {
+            return Err(super::recovery::zeros_in_closed(&meta.path, &scan));
+        }
         prev = scan.last_cursor;
         // A segment's kept frames never exceed the segment, so a run always takes one.
         if run
@@ -178,11 +181,7 @@ fn swap(
     failpoint("after_rename");
     reader.swap_in(
         &chosen.iter().map(|s| s.first).collect::<Vec<_>>(),
-        SegmentMeta {
-            first,
-            path: chosen[0].path.clone(),
-            index: run.index,
-        },
+        SegmentMeta::closed(first, chosen[0].path.clone(), run.index),
         horizon,
     );
     for old in &chosen[1..] {

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use super::frame::{self, FRAME_HEADER};
@@ -22,6 +23,25 @@ pub struct SegmentMeta {
     pub path: PathBuf,
     /// Where a reader may start within the segment.
     pub index: SparseIndex,
+    /// Where the flushed frames end ([`CLOSED`] once no writer owns the segment): the
+    /// active segment's file goes on past it, in zeros written ahead or in a batch being
+    /// written, and a reader must not take those for records.
+    pub end: Arc<AtomicU64>,
+}
+
+/// [`SegmentMeta::end`] of a segment no writer owns: its records end where its file does.
+pub const CLOSED: u64 = u64::MAX;
+
+impl SegmentMeta {
+    /// A segment no writer appends to.
+    pub fn closed(first: Cursor, path: PathBuf, index: SparseIndex) -> Self {
+        SegmentMeta {
+            first,
+            path,
+            index,
+            end: Arc::new(AtomicU64::new(CLOSED)),
+        }
+    }
 }
 
 /// A cheap, cloneable handle for reading the log.
@@ -149,7 +169,7 @@ impl LogReader {
         if upto <= after {
             return Ok(last);
         }
-        let plan: Vec<(PathBuf, u64)> = {
+        let plan: Vec<(PathBuf, u64, u64)> = {
             let segments = self.segments.read().expect("segments lock");
             let start = segments
                 .partition_point(|s| s.first <= after + 1)
@@ -164,18 +184,20 @@ impl LogReader {
                     } else {
                         HEADER_LEN as u64
                     };
-                    (s.path.clone(), offset)
+                    let end = s.end.load(std::sync::atomic::Ordering::Acquire);
+                    (s.path.clone(), offset, end)
                 })
                 .collect()
         };
         let mut payload = Vec::new();
-        for (path, offset) in plan {
+        for (path, offset, end) in plan {
             let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
             let mut file = BufReader::with_capacity(64 * 1024, file);
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| LogError::io(&path, e))?;
             let mut at = offset;
-            loop {
+            // Past `end`: zeros written ahead of the writer, or a batch not yet flushed.
+            while at < end {
                 let mut head = [0u8; FRAME_HEADER];
                 match file.read_exact(&mut head) {
                     Ok(()) => {}

@@ -83,6 +83,11 @@ pub struct SegmentScan {
     pub index: SparseIndex,
     /// The first bad frame, if any, and what the search after it found.
     pub fault: Option<(Fault, After)>,
+    /// Zero bytes from the end of the last intact frame to the end of the file, which is
+    /// no fault: the space the writer zero-fills ahead of the active segment's records
+    /// (`writer.rs`). Only the last segment may have any, and only after a crash (a closed
+    /// segment and a stopped server's last one are cut back to their records).
+    pub zeros: u64,
 }
 
 /// What the bounded search after a bad frame found ([`search_after`]).
@@ -153,6 +158,7 @@ pub fn scan_segment(
         frames: 0,
         index: SparseIndex::default(),
         fault: None,
+        zeros: 0,
     };
     let ceiling = if header.flags & FLAG_COMPACTED != 0 {
         header.covers_upto
@@ -169,6 +175,10 @@ pub fn scan_segment(
                 scan.last_cursor = cursor;
                 offset += len;
                 scan.valid_len = offset as u64;
+            }
+            Err(_) if bytes[offset..].iter().all(|b| *b == 0) => {
+                scan.zeros = (bytes.len() - offset) as u64;
+                break;
             }
             Err(reason) => {
                 let after = search_after(bytes, offset, codec, scan.last_cursor, ceiling);
@@ -331,21 +341,30 @@ pub fn open_from(
             let header = read_header(&path)?;
             last_cursor = last_cursor.max(firsts[i + 1] - 1);
             horizon = horizon.max(header.horizon);
-            metas.push(SegmentMeta {
+            metas.push(SegmentMeta::closed(
                 first,
                 path,
-                index: known
+                known
                     .get(&first)
                     .map(|(_, index)| SparseIndex::from_entries(index.clone()))
                     .unwrap_or_default(),
-            });
+            ));
             continue;
         }
         segment::read_into(&path, segment_bytes, &mut bytes)?;
         let scan = scan_segment(&path, &bytes, codec, last_cursor, &mut visit)?;
+        let compacted = scan.header.flags & FLAG_COMPACTED != 0;
+        let may_be_torn = i + 1 == count && !compacted;
+        if scan.zeros > 0 {
+            if !may_be_torn {
+                return Err(zeros_in_closed(&path, &scan));
+            }
+            // What the writer had reserved when the server stopped without closing the log:
+            // no record is in it, so it is cut without a report.
+            truncate(&path, scan.valid_len)?;
+        }
         if let Some((fault, after)) = scan.fault {
-            let compacted = scan.header.flags & FLAG_COMPACTED != 0;
-            match judge(i + 1 == count && !compacted, &after) {
+            match judge(may_be_torn, &after) {
                 Verdict::Refuse => {
                     return Err(LogError::Damaged {
                         path: fault.path,
@@ -367,14 +386,11 @@ pub fn open_from(
         last_cursor = scan.last_cursor;
         horizon = horizon.max(scan.header.horizon);
         tail = (scan.frames, scan.valid_len);
-        metas.push(SegmentMeta {
-            first,
-            path,
-            index: scan.index,
-        });
+        metas.push(SegmentMeta::closed(first, path, scan.index));
     }
     let active = metas.last().expect("at least one segment");
     let writer_path = active.path.clone();
+    let writer_end = Arc::clone(&active.end);
     let segments = Arc::new(RwLock::new(metas));
     let reader = LogReader::new(
         dir.to_owned(),
@@ -390,6 +406,7 @@ pub fn open_from(
         tail.0,
         segment_bytes,
         segments,
+        writer_end,
     )?;
     Ok(Recovered {
         writer,
@@ -477,7 +494,27 @@ fn check_compacted(
     if let Some((fault, _)) = scan.fault {
         return Err(refuse(fault.offset, fault.reason));
     }
+    if scan.zeros > 0 {
+        return Err(refuse(
+            scan.valid_len,
+            format!("{} zero bytes after its last record", scan.zeros),
+        ));
+    }
     Ok(())
+}
+
+/// The refusal of zeros after the records of a segment that is not the last one (or is a
+/// compacted one): both were cut back to their records before anything came after them,
+/// so zeros there are damage, perhaps where records were.
+pub fn zeros_in_closed(path: &Path, scan: &SegmentScan) -> LogError {
+    LogError::Damaged {
+        path: path.to_owned(),
+        offset: scan.valid_len,
+        reason: format!(
+            "{} zero bytes after the last record of a closed segment (only the last segment may end in zeros the writer reserved)",
+            scan.zeros
+        ),
+    }
 }
 
 /// The header of `path` if it reads and its CRC holds; `None` otherwise (the scan that

@@ -4,10 +4,20 @@
 //! `write` and, when asked, one `fdatasync` — that is where group commit happens. A failed
 //! write or fsync cuts the file back to its last durable length, so the records of a failed
 //! batch are never left half on disk and never reported as written.
+//!
+//! The active segment is zero-filled ahead of the records ([`RESERVE`] bytes at a time, up
+//! to `--segment_bytes`) and batches overwrite those zeros. Why: a write that grows the file
+//! changes its size, and `fdatasync` must then commit the filesystem's journal too — on
+//! ext4 a second round trip to the disk and a hand-off to its journal thread (233 µs against
+//! 125 µs per 5 KB `fdatasync` on this machine's disk). The zeros are written by the batch
+//! that crosses into them, with its one `fdatasync`. Readers never read past what was
+//! flushed ([`SegmentMeta::end`]); a segment is cut back to its records when it is closed
+//! and when the server stops, and recovery cuts the zeros a crash left (`recovery.rs`).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::frame::{self, MAX_PAYLOAD};
@@ -16,6 +26,11 @@ use super::segment::create as create_segment;
 use super::sparse_index::SparseIndex;
 use super::{Cursor, LogError};
 
+/// Zeros written ahead of the records of the active segment at a time: one 256 KiB write
+/// took 0.4 ms with its `fdatasync` here, and spares the ~50 batches of 5 KB that follow
+/// a journal commit each.
+pub const RESERVE: u64 = 256 * 1024;
+
 /// The one writer of a log; owned by the engine's writer thread.
 pub struct LogWriter {
     dir: PathBuf,
@@ -23,6 +38,10 @@ pub struct LogWriter {
     file: File,
     /// Bytes of the active segment that are written (and, after a sync, durable).
     len: u64,
+    /// The file's length: `len` plus the zeros written ahead of the records.
+    reserved: u64,
+    /// `len` as readers see it (the active segment's [`SegmentMeta::end`]).
+    end: Arc<AtomicU64>,
     frames: u64,
     batch: Vec<u8>,
     batch_frames: u64,
@@ -34,6 +53,8 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
+    /// Takes over the active segment, whose records end at `len` (recovery cut anything
+    /// after them) and whose [`SegmentMeta::end`] is `end`.
     pub(crate) fn resume(
         dir: PathBuf,
         path: PathBuf,
@@ -41,16 +62,20 @@ impl LogWriter {
         frames: u64,
         segment_bytes: u64,
         segments: Arc<RwLock<Vec<SegmentMeta>>>,
+        end: Arc<AtomicU64>,
     ) -> Result<Self, LogError> {
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
+        end.store(len, Ordering::Release);
         Ok(LogWriter {
             dir,
             path,
             file,
             len,
+            reserved: len,
+            end,
             frames,
             batch: Vec::with_capacity(64 * 1024),
             batch_frames: 0,
@@ -116,6 +141,8 @@ impl LogWriter {
         #[cfg(feature = "fault-injection")]
         super::fault::abort_at("log:after_flush");
         self.len += self.batch.len() as u64;
+        self.reserved = self.reserved.max(self.len);
+        self.end.store(self.len, Ordering::Release);
         self.frames += self.batch_frames;
         self.batch_frames = 0;
         self.batch.clear();
@@ -130,11 +157,34 @@ impl LogWriter {
 
     #[cfg(not(feature = "fault-injection"))]
     fn write_batch(&mut self, sync: bool) -> std::io::Result<()> {
-        self.file.write_all(&self.batch)?;
+        self.file.write_all_at(&self.batch, self.len)?;
+        self.reserve_ahead();
         if sync {
             self.file.sync_data()?;
         }
         Ok(())
+    }
+
+    /// When this batch grew the file (its `fdatasync` commits the journal anyway), zeros
+    /// up to [`RESERVE`] bytes past it, never past `--segment_bytes`, for the next batches
+    /// to overwrite. A failure (a full disk) costs only speed: the batch is written, and
+    /// zeros written in part are what readers and recovery pass over.
+    fn reserve_ahead(&mut self) {
+        let end = self.len + self.batch.len() as u64;
+        if end <= self.reserved {
+            return;
+        }
+        let target = (end + RESERVE).min(self.segment_bytes);
+        if target <= end {
+            return;
+        }
+        let zeros = vec![0u8; (target - end) as usize];
+        if let Err(e) = self.file.write_all_at(&zeros, end) {
+            tracing::debug!(error = %e, "no zeros reserved ahead of the log");
+        }
+        // Even after a failure: the file may reach `target` now, and `release_reserve`
+        // must cut whatever it reached before the segment is closed.
+        self.reserved = target;
     }
 
     /// The same, suffering the fault the test asks for (see [`super::fault`]).
@@ -144,22 +194,26 @@ impl LogWriter {
         use std::io::{Error, ErrorKind};
         match current() {
             Some(DiskFault::ShortWrite) => {
-                self.file.write_all(&self.batch[..self.batch.len() / 2])?;
+                self.file
+                    .write_all_at(&self.batch[..self.batch.len() / 2], self.len)?;
                 Err(Error::new(ErrorKind::WriteZero, "injected short write"))
             }
             Some(DiskFault::Eio) => Err(Error::from_raw_os_error(5)),
             Some(DiskFault::NoSpace) => Err(Error::from_raw_os_error(28)),
             Some(DiskFault::FsyncError) => {
-                self.file.write_all(&self.batch)?;
+                self.file.write_all_at(&self.batch, self.len)?;
+                self.reserve_ahead();
                 Err(Error::other("injected fsync failure"))
             }
             Some(DiskFault::CrashAfterWrite) => {
-                self.file.write_all(&self.batch)?;
+                self.file.write_all_at(&self.batch, self.len)?;
+                self.reserve_ahead();
                 eprintln!("injected crash between write and fsync");
                 std::process::abort();
             }
             None => {
-                self.file.write_all(&self.batch)?;
+                self.file.write_all_at(&self.batch, self.len)?;
+                self.reserve_ahead();
                 if sync {
                     self.file.sync_data()?;
                 }
@@ -198,7 +252,21 @@ impl LogWriter {
             .set_len(self.len)
             .and_then(|_| self.file.sync_all())
             .map_err(|e| LogError::io(&self.path, e))?;
+        self.reserved = self.len;
         self.needs_repair = false;
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead of the records and makes that durable: a closed
+    /// segment, and the active one of a stopped server, end with their last record.
+    pub fn release_reserve(&mut self) -> Result<(), LogError> {
+        if self.reserved > self.len {
+            self.file
+                .set_len(self.len)
+                .and_then(|_| self.file.sync_data())
+                .map_err(|e| LogError::io(&self.path, e))?;
+            self.reserved = self.len;
+        }
         Ok(())
     }
 
@@ -215,12 +283,15 @@ impl LogWriter {
     }
 
     fn rotate(&mut self, first: Cursor) -> Result<(), LogError> {
+        self.release_reserve()?;
         self.sync()?;
         let path = create_segment(&self.dir, first)?;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
+        let len = super::segment::HEADER_LEN as u64;
+        let end = Arc::new(AtomicU64::new(len));
         self.segments
             .write()
             .expect("segments lock")
@@ -228,11 +299,134 @@ impl LogWriter {
                 first,
                 path: path.clone(),
                 index: SparseIndex::default(),
+                end: Arc::clone(&end),
             });
         self.file = file;
         self.path = path;
-        self.len = super::segment::HEADER_LEN as u64;
+        self.len = len;
+        self.reserved = len;
+        self.end = end;
         self.frames = 0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+
+    use super::*;
+    use crate::log::segment::{self, HEADER_LEN};
+
+    /// A test codec: the payload's first eight bytes are its cursor.
+    fn codec(payload: &[u8]) -> Option<Cursor> {
+        Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+    }
+
+    fn payload(cursor: Cursor, len: usize) -> Vec<u8> {
+        let mut payload = cursor.to_le_bytes().to_vec();
+        payload.resize(len, b'x');
+        payload
+    }
+
+    /// Where the frames of a segment file end (at the first zero length, or the file's end).
+    fn records_end(path: &Path) -> u64 {
+        let bytes = fs::read(path).unwrap();
+        let mut at = HEADER_LEN;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if len == 0 {
+                break;
+            }
+            at += 8 + len;
+        }
+        at as u64
+    }
+
+    fn fresh(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("broker-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn zeros_go_ahead_of_the_records_and_a_crash_leaves_them_to_the_next_open() {
+        let dir = fresh("reserve-crash");
+        let mut log = crate::log::open(&dir, codec, 1 << 20, |_, _| {}).unwrap();
+        for cursor in 1..=10 {
+            log.writer.append(cursor, &payload(cursor, 100)).unwrap();
+            log.writer.flush(true).unwrap();
+        }
+        let (_, path) = segment::list(&dir).unwrap().pop().unwrap();
+        let end = HEADER_LEN as u64 + 10 * 108;
+        assert_eq!(records_end(&path), end);
+        // The first batch grew the file and wrote the zeros; the nine after it overwrote them.
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            HEADER_LEN as u64 + 108 + RESERVE
+        );
+        // A reader asked for everything stops where the flushed frames end, not in the zeros.
+        let mut seen = Vec::new();
+        let last = log
+            .reader
+            .read_after(0, Cursor::MAX, |cursor, _| {
+                seen.push(cursor);
+                true
+            })
+            .unwrap();
+        assert_eq!((seen, last), ((1..=10).collect::<Vec<_>>(), 10));
+
+        // The process dies with the zeros in place: the next open cuts them, and they are no
+        // torn tail to report.
+        drop(log);
+        let mut seen = Vec::new();
+        let log = crate::log::open(&dir, codec, 1 << 20, |cursor, _| seen.push(cursor)).unwrap();
+        assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+        assert!(log.repairs.is_empty(), "{:?}", log.repairs);
+        assert_eq!(fs::metadata(&path).unwrap().len(), end);
+        drop(log);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn closed_segments_and_a_released_one_end_with_their_last_record() {
+        let dir = fresh("reserve-closed");
+        let mut log = crate::log::open(&dir, codec, 4096, |_, _| {}).unwrap();
+        for cursor in 1..=40 {
+            log.writer.append(cursor, &payload(cursor, 600)).unwrap();
+            log.writer.flush(true).unwrap();
+        }
+        let mut listed = segment::list(&dir).unwrap();
+        assert!(listed.len() >= 5, "{} segments", listed.len());
+        let (_, active) = listed.pop().unwrap();
+        for (_, path) in &listed {
+            let len = fs::metadata(path).unwrap().len();
+            assert_eq!(len, records_end(path), "{}", path.display());
+        }
+        // Zeros are never written past --segment_bytes.
+        let len = fs::metadata(&active).unwrap().len();
+        assert!(len > records_end(&active) && len <= 4096, "{len}");
+        log.writer.release_reserve().unwrap();
+        assert_eq!(fs::metadata(&active).unwrap().len(), records_end(&active));
+        drop(log);
+
+        // Zeros after the records of a closed segment are damage: the open refuses, and
+        // changes nothing.
+        let (_, first) = &listed[0];
+        let mut bytes = fs::read(first).unwrap();
+        bytes.extend_from_slice(&[0; 100]);
+        fs::write(first, &bytes).unwrap();
+        let refused = crate::log::open(&dir, codec, 4096, |_, _| {})
+            .err()
+            .expect("the open must refuse");
+        assert!(
+            refused
+                .to_string()
+                .contains("100 zero bytes after the last record"),
+            "{refused}"
+        );
+        assert_eq!(fs::read(first).unwrap(), bytes);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

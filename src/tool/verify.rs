@@ -143,11 +143,18 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                         fault.reason
                     ));
                 }
+                // Zeros the writer reserved are no fault in the last segment (the server
+                // cuts them at its next start); anywhere else they are damage.
+                if scan.zeros > 0 && (i + 1 != count || compacted) {
+                    report
+                        .faults
+                        .push(crate::log::recovery::zeros_in_closed(&path, &scan).to_string());
+                }
                 if compacted {
                     let upto = scan.header.covers_upto;
                     let covered = firsts[i + 1..].iter().take_while(|f| **f <= upto).count();
                     let next = firsts.get(i + 1 + covered).copied();
-                    let whole = scan.fault.is_none() && intact;
+                    let whole = scan.fault.is_none() && scan.zeros == 0 && intact;
                     if covered > 0 && whole && next == Some(upto.saturating_add(1)) {
                         covered_upto = upto;
                     } else if covered > 0 {

@@ -136,3 +136,79 @@ async fn restarts_with_small_segments_keep_every_record() {
     let s = Server::start(dir.path(), &["--segment_bytes", "4096"]);
     assert_eq!(cursors_present(&s).await, (2..=151).collect::<Vec<_>>());
 }
+
+/// Where the frames of a segment file end: at the first zero length, or the file's end.
+fn records_end(bytes: &[u8]) -> usize {
+    let mut at = 48;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+    }
+    at
+}
+
+#[tokio::test]
+async fn zeros_a_killed_server_reserved_are_cut_without_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    let c = client();
+    assert_eq!(create_user(&c, &s, "u", "pw", "t").await, 200);
+    let jwt = login(&c, &s, "u", "pw").await;
+    for i in 0..20 {
+        let (status, _) = insert(&c, &s, &jwt, "e", json!({"i": i})).await;
+        assert_eq!(status, 200);
+    }
+    s.kill();
+    let last = segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    let end = records_end(&bytes);
+    assert!(
+        bytes.len() > end && bytes[end..].iter().all(|b| *b == 0),
+        "the segment should go on in zeros past its records ({} of {} bytes)",
+        end,
+        bytes.len()
+    );
+    // Zeros after the last segment's records are no fault to `broker log verify`.
+    let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+
+    let mut s = Server::start(dir.path(), &[]);
+    // Read back from the log, past the reserved space a new write puts after them.
+    let jwt = login(&c, &s, "u", "pw").await;
+    assert_eq!(insert(&c, &s, &jwt, "e", json!({"i": 20})).await.0, 200);
+    assert_eq!(cursors_present(&s).await, (2..=22).collect::<Vec<_>>());
+    assert!(!s.stderr().contains("torn tail"), "{}", s.stderr());
+    // A clean stop leaves the segment ending with its last record.
+    assert_eq!(s.terminate(), Some(0));
+    let bytes = std::fs::read(&last).unwrap();
+    assert_eq!(records_end(&bytes), bytes.len());
+}
+
+#[tokio::test]
+async fn zeros_after_the_records_of_an_older_segment_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200, &["--segment_bytes", "4096"]).await;
+    let all = segments(dir.path());
+    assert!(all.len() >= 3);
+    let first = &all[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    assert_eq!(
+        records_end(&bytes),
+        bytes.len(),
+        "a closed segment has no zeros"
+    );
+    bytes.extend_from_slice(&[0; 64]);
+    std::fs::write(first, &bytes).unwrap();
+    let err = Server::try_start(dir.path(), &["--segment_bytes", "4096"])
+        .err()
+        .expect("must refuse");
+    let name = first.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name) && err.contains("64 zero bytes"), "{err}");
+    let (code, out, _) = run_broker(&["log", "verify", "--db", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("64 zero bytes") && out.contains(name), "{out}");
+    assert_eq!(std::fs::read(first).unwrap(), bytes);
+}
