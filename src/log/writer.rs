@@ -31,6 +31,11 @@ use super::{Cursor, LogError};
 /// a journal commit each.
 pub const RESERVE: u64 = 256 * 1024;
 
+/// What [`RESERVE`] is written from, a piece at a time: a static buffer (the kernel's zero
+/// page once read) instead of a 256 KiB heap allocation per reservation, which made the
+/// allocator consolidate its free lists on the writer thread.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// The one writer of a log; owned by the engine's writer thread.
 pub struct LogWriter {
     dir: PathBuf,
@@ -178,9 +183,14 @@ impl LogWriter {
         if target <= end {
             return;
         }
-        let zeros = vec![0u8; (target - end) as usize];
-        if let Err(e) = self.file.write_all_at(&zeros, end) {
-            tracing::debug!(error = %e, "no zeros reserved ahead of the log");
+        let mut at = end;
+        while at < target {
+            let piece = &ZEROS[..(target - at).min(ZEROS.len() as u64) as usize];
+            if let Err(e) = self.file.write_all_at(piece, at) {
+                tracing::debug!(error = %e, "no zeros reserved ahead of the log");
+                break;
+            }
+            at += piece.len() as u64;
         }
         // Even after a failure: the file may reach `target` now, and `release_reserve`
         // must cut whatever it reached before the segment is closed.
