@@ -75,5 +75,7 @@ pub fn write(db: &Path, seed: Seed) -> Result<u64, String> {
         }))?;
     }
     log.writer.flush(true).map_err(|e| e.to_string())?;
+    // As a stopped server leaves it: no zeros reserved after the last record.
+    log.writer.release_reserve().map_err(|e| e.to_string())?;
     Ok(cursor)
 }
