@@ -93,6 +93,9 @@ pub struct SegmentScan {
 /// What the bounded search after a bad frame found ([`search_after`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum After {
+    /// Not searched: the bad frame starts a zero-filled sector ([`unwritten_sector`]), the
+    /// part of the last write that never reached the disk; what follows was written with it.
+    Unwritten,
     /// An intact frame starts at this offset: the damage is in the middle of the data.
     Intact(u64),
     /// Every byte to the end of the segment was searched and no intact frame starts there.
@@ -104,6 +107,10 @@ pub enum After {
 impl std::fmt::Display for After {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            After::Unwritten => write!(
+                f,
+                "zeros fill its frame header and the rest of its {SECTOR}-byte sector: a write that never reached the disk"
+            ),
             After::Intact(at) => write!(f, "an intact frame follows at byte offset {at}"),
             After::Nothing => write!(f, "no intact frame follows"),
             After::Unsure(why) => write!(
@@ -181,7 +188,11 @@ pub fn scan_segment(
                 break;
             }
             Err(reason) => {
-                let after = search_after(bytes, offset, codec, scan.last_cursor, ceiling);
+                let after = if unwritten_sector(bytes, offset) {
+                    After::Unwritten
+                } else {
+                    search_after(bytes, offset, codec, scan.last_cursor, ceiling)
+                };
                 scan.fault = Some((
                     Fault {
                         path: path.to_owned(),
@@ -269,6 +280,23 @@ pub fn search_after(
     After::Nothing
 }
 
+/// The unit a disk writes whole (the smallest logical block size).
+pub const SECTOR: usize = 512;
+
+/// Whether the bad frame at `at` starts with zeros that fill its frame header and the rest
+/// of its sector. The writer overwrites zeros it wrote ahead (`writer.rs`), and a disk may
+/// keep any of a batch's sectors without the others until the batch's `fdatasync` returns:
+/// after a power cut, a sector of the last batch that never reached the disk reads as those
+/// zeros, with the batch's later sectors intact after it. A frame's length is never zero,
+/// and damage to data the disk had made durable does not zero a sector from a frame
+/// boundary on, so these zeros are the end of a write that was never acknowledged.
+pub fn unwritten_sector(bytes: &[u8], at: usize) -> bool {
+    let upto = (at + FRAME_HEADER)
+        .max((at / SECTOR + 1) * SECTOR)
+        .min(bytes.len());
+    bytes[at..upto].iter().all(|b| *b == 0)
+}
+
 /// What recovery does with a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -280,7 +308,7 @@ enum Verdict {
 
 /// `may_be_torn`: the fault is in the last segment, and that segment is not a compacted one.
 fn judge(may_be_torn: bool, after: &After) -> Verdict {
-    if may_be_torn && *after == After::Nothing {
+    if may_be_torn && matches!(after, After::Nothing | After::Unwritten) {
         Verdict::TruncateTail
     } else {
         Verdict::Refuse
@@ -378,7 +406,7 @@ pub fn open_from(
                         path: path.clone(),
                         offset: scan.valid_len,
                         removed: bytes.len() as u64 - scan.valid_len,
-                        reason: fault.reason,
+                        reason: format!("{}; {after}", fault.reason),
                     });
                 }
             }
@@ -673,5 +701,74 @@ mod tests {
         assert_eq!(judge(false, &After::Nothing), Verdict::Refuse);
         assert_eq!(judge(false, &After::Intact(60)), Verdict::Refuse);
         assert_eq!(judge(false, &unsure), Verdict::Refuse);
+        assert_eq!(judge(true, &After::Unwritten), Verdict::TruncateTail);
+        assert_eq!(judge(false, &After::Unwritten), Verdict::Refuse);
+    }
+
+    /// A header, frame 1, zeros to the end of the sector, then frames 2 and 3: the last
+    /// batch (frames 2 and 3 and what the zeros held) reached the disk in part.
+    fn unwritten_then_intact() -> Vec<u8> {
+        let mut bytes = Header::new(1).encode().to_vec();
+        frame::encode_into(&mut bytes, &1u64.to_le_bytes());
+        bytes.resize(SECTOR, 0);
+        frame::encode_into(&mut bytes, &2u64.to_le_bytes());
+        frame::encode_into(&mut bytes, &3u64.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_zero_filled_sector_before_intact_frames_is_a_write_that_never_reached_the_disk() {
+        let path = segment::path(Path::new("/nonexistent"), 1);
+        let scan = scan_segment(&path, &unwritten_then_intact(), codec, 0, |_, _| {}).unwrap();
+        assert_eq!(scan.last_cursor, 1);
+        let (fault, after) = scan.fault.expect("the zeros are a fault");
+        assert_eq!((fault.offset, after), (BAD as u64, After::Unwritten));
+
+        // Zeros that stop short of the sector's end are no unwritten sector: damage.
+        let mut short = unwritten_then_intact();
+        short[SECTOR - 1] = 7;
+        let scan = scan_segment(&path, &short, codec, 0, |_, _| {}).unwrap();
+        assert_eq!(scan.fault.expect("a fault").1, After::Intact(SECTOR as u64));
+        // So is a frame header that is not all zeros, even before a zero sector.
+        let mut garbled = unwritten_then_intact();
+        garbled[BAD + 5] = 1;
+        assert!(!unwritten_sector(&garbled, BAD));
+        // A frame header ending right at the file's end is checked to the end only.
+        assert!(unwritten_sector(&[0; 4], 0));
+    }
+
+    #[test]
+    fn a_last_segment_is_cut_at_a_write_that_never_reached_the_disk_and_no_other_is() {
+        let dir = std::env::temp_dir().join(format!("broker-unwritten-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let last = segment::path(&dir, 1);
+        fs::write(&last, unwritten_then_intact()).unwrap();
+        let mut seen = Vec::new();
+        let log = open(&dir, codec, 1 << 20, |cursor, _| seen.push(cursor)).unwrap();
+        assert_eq!(seen, [1]);
+        assert_eq!(log.repairs.len(), 1, "a cut with a warning");
+        assert!(
+            log.repairs[0].reason.contains("never reached the disk"),
+            "{:?}",
+            log.repairs
+        );
+        assert_eq!(fs::metadata(&last).unwrap().len(), BAD as u64);
+        drop(log);
+
+        // The same bytes in a segment with one after it: acknowledged data, refused.
+        fs::write(&last, unwritten_then_intact()).unwrap();
+        let next = segment::path(&dir, 4);
+        let mut bytes = Header::new(4).encode().to_vec();
+        frame::encode_into(&mut bytes, &4u64.to_le_bytes());
+        fs::write(&next, bytes).unwrap();
+        let refused = open(&dir, codec, 1 << 20, |_, _| {})
+            .err()
+            .expect("refused");
+        assert!(
+            refused.to_string().contains("never reached the disk"),
+            "{refused}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

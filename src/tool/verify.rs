@@ -128,7 +128,10 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                         After::Nothing if i + 1 == count && !compacted => {
                             "torn tail (the server cuts it away at its next start)".to_owned()
                         }
-                        After::Nothing => "damage".to_owned(),
+                        After::Unwritten if i + 1 == count && !compacted => {
+                            "torn tail: a write that never reached the disk (the server cuts it at its next start)".to_owned()
+                        }
+                        After::Nothing | After::Unwritten => "damage".to_owned(),
                         After::Intact(at) => {
                             format!("damage (an intact frame follows at byte offset {at})")
                         }
