@@ -207,10 +207,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
 mod tests {
     use super::*;
 
-    /// A test codec: the payload's first eight bytes are its cursor.
-    fn codec(payload: &[u8]) -> Option<Cursor> {
-        Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
-    }
+    use crate::log::test_codec as codec;
 
     fn cursors(dir: &Path) -> Vec<Cursor> {
         let mut seen = Vec::new();

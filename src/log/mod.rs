@@ -76,6 +76,12 @@ pub use fsync::FsyncPolicy;
 /// as damaged exactly as if its CRC had failed.
 pub type Codec = fn(&[u8]) -> Option<Cursor>;
 
+/// The log's tests' codec: a payload's first eight bytes are its cursor.
+#[cfg(test)]
+pub(crate) fn test_codec(payload: &[u8]) -> Option<Cursor> {
+    Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
 /// Errors of the log layer; each variant says what an operator should do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -614,10 +614,7 @@ fn remove_leftover_temp_files(dir: &Path) -> Result<(), LogError> {
 mod tests {
     use super::*;
 
-    /// A test codec: the payload's first eight bytes are its cursor.
-    fn codec(payload: &[u8]) -> Option<Cursor> {
-        Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
-    }
+    use crate::log::test_codec as codec;
 
     /// A segment's bytes: a header, one intact frame (cursor 1), then a frame with a bad CRC.
     fn damaged() -> Vec<u8> {

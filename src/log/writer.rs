@@ -329,10 +329,7 @@ mod tests {
     use super::*;
     use crate::log::segment::{self, HEADER_LEN};
 
-    /// A test codec: the payload's first eight bytes are its cursor.
-    fn codec(payload: &[u8]) -> Option<Cursor> {
-        Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
-    }
+    use crate::log::test_codec as codec;
 
     fn payload(cursor: Cursor, len: usize) -> Vec<u8> {
         let mut payload = cursor.to_le_bytes().to_vec();
@@ -340,18 +337,13 @@ mod tests {
         payload
     }
 
-    /// Where the frames of a segment file end (at the first zero length, or the file's end).
+    /// Where the intact frames of a segment file end, by recovery's own scan; a fault fails.
     fn records_end(path: &Path) -> u64 {
         let bytes = fs::read(path).unwrap();
-        let mut at = HEADER_LEN;
-        while at + 8 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-            if len == 0 {
-                break;
-            }
-            at += 8 + len;
-        }
-        at as u64
+        let scan = crate::log::recovery::scan_segment(path, &bytes, codec, 0, |_, _| {}).unwrap();
+        assert!(scan.fault.is_none(), "{}: {:?}", path.display(), scan.fault);
+        assert_eq!(scan.valid_len + scan.zeros, bytes.len() as u64);
+        scan.valid_len
     }
 
     fn fresh(name: &str) -> std::path::PathBuf {
@@ -417,8 +409,17 @@ mod tests {
         // Zeros are never written past --segment_bytes.
         let len = fs::metadata(&active).unwrap().len();
         assert!(len > records_end(&active) && len <= 4096, "{len}");
-        log.writer.release_reserve().unwrap();
+        // Closed before it is full (as compaction closes the active segment), a segment is
+        // cut back to its records: one closed at the limit has no zeros left to cut.
+        log.writer.close_segment(41).unwrap();
         assert_eq!(fs::metadata(&active).unwrap().len(), records_end(&active));
+        // The new active one, released as a stopping server does, too.
+        log.writer.append(41, &payload(41, 600)).unwrap();
+        log.writer.flush(true).unwrap();
+        let (_, newest) = segment::list(&dir).unwrap().pop().unwrap();
+        assert!(fs::metadata(&newest).unwrap().len() > records_end(&newest));
+        log.writer.release_reserve().unwrap();
+        assert_eq!(fs::metadata(&newest).unwrap().len(), records_end(&newest));
         drop(log);
 
         // Zeros after the records of a closed segment are damage: the open refuses, and
