@@ -120,6 +120,33 @@ async fn verify_finds_flips_truncation_missing_segments_and_gaps() {
     std::fs::write(&segs[1], &gapped).unwrap();
     expect_fault("gap", "gap: cursor");
     restore();
+
+    // After a segment's records, zeros to the end of their 512-byte sector and then written
+    // bytes (a copy of its first frame): a power cut's last batch, with a sector that never
+    // reached the disk. In the last segment the server cuts it at its next start; anywhere
+    // else it is damage.
+    let unwritten = |seg: &[u8]| {
+        let mut bytes = seg.to_vec();
+        bytes.resize((seg.len() / 512 + 1) * 512, 0);
+        bytes.extend_from_slice(&seg[48..48 + 8 + first_len]);
+        bytes
+    };
+    let last = segs.len() - 1;
+    std::fs::write(&segs[last], unwritten(&original[last])).unwrap();
+    expect_fault(
+        "unwritten sector, last segment",
+        &format!(
+            "@ {}: torn tail: a write that never reached the disk",
+            original[last].len()
+        ),
+    );
+    restore();
+    std::fs::write(&segs[1], unwritten(&original[1])).unwrap();
+    expect_fault(
+        "unwritten sector, older segment",
+        &format!("@ {}: damage:", original[1].len()),
+    );
+    restore();
     assert_eq!(
         run_broker(&["log", "verify", "--db", db_arg(dir.path())]).0,
         0
