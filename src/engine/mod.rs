@@ -180,8 +180,10 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Subscribers reading the segment files at once.
 const CATCH_UP_READERS: usize = 8;
 
-/// Tenant events of the replayed tail kept for the next checkpoint's index, at most.
-const MAX_TAIL_INDEX: usize = 1_000_000;
+/// Tenant events of the replayed tail kept for the next checkpoint's index, at most (8 bytes
+/// each): twice the most records a large state's snapshot waits for
+/// ([`checkpoint::SNAPSHOT_RECORDS_MAX`]), so that a start after a crash indexes its whole tail.
+const MAX_TAIL_INDEX: usize = 2_000_000;
 
 /// The time the writer stamps records with: milliseconds since the Unix epoch. (Not
 /// `auth::Clock`, the NTP-corrected clock of requests, though the server passes that one's

@@ -9,6 +9,7 @@ mod admin_insert;
 mod admin_token;
 mod api_docs;
 mod browser_auth;
+mod checkpoints;
 mod console;
 mod crash;
 mod fake_clock;
