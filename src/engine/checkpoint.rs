@@ -30,9 +30,10 @@ const KEY: &[u8] = b"newest";
 pub const SNAPSHOT_FREE_BYTES: u64 = 4 << 20;
 
 /// Above [`SNAPSHOT_FREE_BYTES`], the next snapshot waits for one record per this many of the
-/// last one's bytes. A snapshot costs ~12 ns of CPU per byte (encoding, fjall's journal, table
-/// and compaction; 24 MB at 100,000 users and 10,000 tenants), so this keeps its share near
-/// 0.4 µs per record, ~2 % of an insert, however large the state grows.
+/// last one's bytes. A snapshot costs ~22 ns of machine CPU per byte (encoding, fjall's
+/// journal, table and compaction, freeing the clone; measured at 24 MB, 100,000 users in
+/// 10,000 tenants), so this keeps its share near 0.7 µs per record, ~3 % of a durable insert,
+/// up to [`SNAPSHOT_RECORDS_MAX`].
 pub const SNAPSHOT_BYTES_PER_RECORD: u64 = 32;
 
 /// The most records between two snapshots (unless `--checkpoint_records` asks for more): a
