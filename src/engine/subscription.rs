@@ -325,8 +325,12 @@ impl Subscription {
                             return true;
                         }
                         wanted.next();
+                        // The index is a cache and may name a cursor another tenant's record
+                        // holds now (a tail lost with `--fsync never` and written again): only
+                        // the record itself says whose it is, as history's pages check too.
                         if let Ok(record) = Record::decode(payload)
                             && let RecordKind::EventInserted(e) = &record.kind
+                            && e.tenant == tenant
                             && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                         {
                             out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));

@@ -89,3 +89,44 @@ async fn a_large_state_is_snapshotted_by_its_size_and_a_clean_stop_snapshots_it(
     let s = start(large.path()).await;
     assert_eq!(replayed(&s), 0, "{}", s.stderr());
 }
+
+#[tokio::test]
+async fn a_resume_through_the_tenant_index_never_sends_another_tenants_event() {
+    use broker::engine::checkpoint::{Checkpoints, TenantEvents};
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = client();
+    // A ring of one event, so a resume from 0 reads the log through the index.
+    let flags = ["--sse_buffer", "1"];
+    let mut s = Server::start(dir.path(), &flags);
+    assert_eq!(create_user(&c, &s, "ann", "pw-ann-123", "acme").await, 200);
+    assert_eq!(create_user(&c, &s, "bob", "pw-bob-123", "bolt").await, 200);
+    let ann = login(&c, &s, "ann", "pw-ann-123").await;
+    let bob = login(&c, &s, "bob", "pw-bob-123").await;
+    let (_, a1) = insert(&c, &s, &ann, "a", json!(1)).await;
+    let (_, b1) = insert(&c, &s, &bob, "b", json!("bolt's")).await;
+    let (_, a2) = insert(&c, &s, &ann, "a", json!(2)).await;
+    let bolt_cursor = b1["cursor"].as_u64().expect("cursor");
+    assert_eq!(s.terminate(), Some(0));
+
+    // What a tail lost under `--fsync never` and written again can leave: the index naming,
+    // for acme, a cursor that holds bolt's event.
+    {
+        let store = Checkpoints::open(&dir.path().join("checkpoints")).unwrap();
+        let stale: TenantEvents = [("acme", bolt_cursor)].into_iter().collect();
+        store.save(None, Vec::new(), &stale, 0).unwrap();
+    }
+
+    let s = Server::start(dir.path(), &flags);
+    let mut sse = Sse::open(&s, &ann, Some("0")).await;
+    let mut cursors = Vec::new();
+    while let Some(frame) = sse.next_event(Duration::from_millis(700)).await {
+        assert!(!frame.data.contains("bolt's"), "{frame:?}");
+        cursors.push(frame.cursor());
+    }
+    let expected: Vec<u64> = [&a1, &a2]
+        .iter()
+        .map(|r| r["cursor"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cursors, expected);
+}
