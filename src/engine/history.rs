@@ -16,6 +16,11 @@ use crate::state::{Record, RecordKind};
 /// Records one page may look at, at most (index entries and scanned records alike).
 pub const LOOK_BUDGET: u64 = 100_000;
 
+/// Bytes of events (data, name and author) one page holds, at most, beyond its last event: a
+/// page of 1,000 events of 1 MB each was a gigabyte held for a client that need not read it.
+/// A page cut short by it holds what fits and a `next` to go on from, as a budget-cut page.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The largest window of the log scanned in one pass going backwards.
 const MAX_WINDOW: u64 = 64 * 1024;
 
@@ -86,6 +91,9 @@ impl Engine {
                 want: limit.saturating_add(1),
                 budget: LOOK_BUDGET,
                 found: Vec::new(),
+                bytes: 0,
+                batch: None,
+                cut: false,
             };
             let (found, stopped_at) = match from {
                 Direction::After(after) => reading.forward(after, head)?,
@@ -118,11 +126,64 @@ struct Reading<'a> {
     want: usize,
     budget: u64,
     found: Vec<PastEvent>,
+    /// [`event_bytes`] of the events in `found` that are kept.
+    bytes: usize,
+    /// Going backwards, a batch is read oldest first but the page keeps its newest: the
+    /// batch's events start at `found[start]`, and those before `found[dropped]` were dropped
+    /// for [`PAGE_BYTES`] (their data freed at once, the entries at [`Reading::settle`]).
+    batch: Option<Batch>,
+    /// The page reached [`PAGE_BYTES`]: it ends at its last event.
+    cut: bool,
+}
+
+/// See [`Reading::batch`].
+#[derive(Clone, Copy)]
+struct Batch {
+    start: usize,
+    dropped: usize,
+}
+
+/// What an event of a page weighs against [`PAGE_BYTES`]: its texts and a fixed part.
+fn event_bytes(e: &PastEvent) -> usize {
+    e.data.len() + e.event.len() + e.by.as_ref().map_or(0, String::len) + 64
 }
 
 impl Reading<'_> {
     fn full(&self) -> bool {
-        self.found.len() >= self.want
+        self.cut || self.found.len() >= self.want
+    }
+
+    /// Counts the event just pushed against [`PAGE_BYTES`]. Forwards, the page ends with
+    /// it; backwards, the batch's oldest events go until the rest fits (the newest is kept
+    /// whatever its size if the page holds nothing else), and the page ends there.
+    fn weigh_last(&mut self) {
+        self.bytes += self.found.last().map_or(0, event_bytes);
+        if self.bytes <= PAGE_BYTES {
+            return;
+        }
+        self.cut = true;
+        if let Some(batch) = &mut self.batch {
+            while self.bytes > PAGE_BYTES && batch.dropped + 1 < self.found.len() {
+                let gone = &mut self.found[batch.dropped];
+                self.bytes -= event_bytes(gone);
+                gone.data = String::new();
+                batch.dropped += 1;
+            }
+        }
+    }
+
+    /// Ends a backward batch: removes the events dropped for [`PAGE_BYTES`].
+    fn settle(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.found.drain(batch.start..batch.dropped);
+        }
+    }
+
+    /// Where the next page starts when this one was cut by [`PAGE_BYTES`]: at its last event.
+    fn cut_at(&self) -> Option<Cursor> {
+        self.cut
+            .then(|| self.found.last().map(|e| e.cursor))
+            .flatten()
     }
 
     /// Keeps `record` if it is one of the tenant's events the filter allows.
@@ -139,6 +200,7 @@ impl Reading<'_> {
                 by: e.author().map(str::to_owned),
                 data: e.data.clone(),
             });
+            self.weigh_last();
         }
     }
 
@@ -184,7 +246,8 @@ impl Reading<'_> {
                 }
             }
         }
-        Ok((self.found, None))
+        let next = self.cut_at();
+        Ok((self.found, next))
     }
 
     /// Newest first below `before`. Returns what was found and, when the budget ran out
@@ -214,7 +277,12 @@ impl Reading<'_> {
                     };
                     cursors.reverse();
                     let from = self.found.len();
+                    self.batch = Some(Batch {
+                        start: from,
+                        dropped: from,
+                    });
                     self.read_cursors(&cursors)?;
+                    self.settle();
                     self.found[from..].reverse();
                     continue;
                 }
@@ -231,7 +299,8 @@ impl Reading<'_> {
             before = after + 1;
             window = window.saturating_mul(2).min(MAX_WINDOW);
         }
-        Ok((self.found, None))
+        let next = self.cut_at();
+        Ok((self.found, next))
     }
 
     /// Cursors of the tenant's events from the index: in `(after, upto]` ascending, or the
@@ -270,8 +339,13 @@ impl Reading<'_> {
                 {
                     self.keep(&record);
                 }
-                wanted.peek().is_some()
+                // Forwards, a page cut by its bytes ends at its last event; backwards, the
+                // batch is read whole and keeps its newest.
+                wanted.peek().is_some() && !(self.cut && self.batch.is_none())
             })?;
+            if self.cut && self.batch.is_none() {
+                break;
+            }
         }
         Ok(())
     }
@@ -306,6 +380,10 @@ impl Reading<'_> {
         let from = self.found.len();
         let want = self.want;
         self.want = usize::MAX;
+        self.batch = Some(Batch {
+            start: from,
+            dropped: from,
+        });
         let read = log.read_after(after, top, |_, payload| {
             looked += 1;
             if let Ok(record) = Record::decode(payload) {
@@ -313,6 +391,7 @@ impl Reading<'_> {
             }
             true
         });
+        self.settle();
         self.want = want;
         read?;
         self.budget -= looked.min(self.budget);

@@ -312,6 +312,11 @@ impl Subscription {
                 .tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)
                 .map_err(|e| e.to_string())?;
             let mut out = BytesMut::new();
+            // The last indexed cursor looked at, and whether the chunk is full: a chunk holds
+            // at most MAX_CHUNK_BYTES (or one larger frame), as a scan's does, so a stream
+            // that does not read pins no more than that however large its tenant's events.
+            let mut looked = after;
+            let mut full = false;
             // Cursors close together are read in one pass (skipping the records between
             // undecoded); far apart, each is a seek. One read per cursor made a busy
             // tenant's catch-up 7x slower than scanning (broker-bench resume).
@@ -321,10 +326,14 @@ impl Subscription {
                 engine
                     .log()
                     .read_after(first - 1, last, |cursor, payload| {
+                        // An indexed cursor the log no longer holds (compaction dropped it)
+                        // is passed, not waited for: else the rest of its run was skipped.
+                        while wanted.next_if(|w| **w < cursor).is_some() {}
                         if wanted.peek() != Some(&&cursor) {
                             return true;
                         }
                         wanted.next();
+                        looked = cursor;
                         // The index is a cache and may name a cursor another tenant's record
                         // holds now (a tail lost with `--fsync never` and written again): only
                         // the record itself says whose it is, as history's pages check too.
@@ -334,12 +343,20 @@ impl Subscription {
                             && filter.as_ref().is_none_or(|f| f.allows(&e.event))
                         {
                             out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
+                            if out.len() >= super::fanout::MAX_CHUNK_BYTES {
+                                full = true;
+                                return false;
+                            }
                         }
                         wanted.peek().is_some()
                     })
                     .map_err(|e| e.to_string())?;
+                if full {
+                    break;
+                }
             }
             let reached = match cursors.last() {
+                _ if full => looked,
                 Some(last) if cursors.len() == MAX_FRAMES_PER_CHUNK => *last,
                 _ => until,
             };

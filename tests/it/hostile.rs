@@ -812,3 +812,94 @@ async fn a_stream_on_a_reused_connection_is_freed_soon_after_its_client_goes() {
     assert!(took < Duration::from_secs(4), "{took:?}");
     still_serving(&s).await;
 }
+
+/// `GET path` with the bearer token on a connection that never reads its answer.
+fn silent_request(s: &Server, jwt: &str, path: &str, last_event_id: Option<&str>) -> TcpStream {
+    let mut conn = TcpStream::connect(addr(s)).unwrap();
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {jwt}\r\n{resume}\r\n"
+    )
+    .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_ups_and_history_pages_for_clients_that_never_read_hold_bounded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tenant index in every checkpoint, and a ring of one event: a resume reads the log
+    // through the index, as a stream that fell behind does.
+    let flags = [
+        "--checkpoint_records",
+        "1",
+        "--checkpoint_secs",
+        "1",
+        "--sse_buffer",
+        "1",
+    ];
+    let s = Server::start(dir.path(), &flags);
+    let c = client();
+    create_user(&c, &s, "hoarder", "pw", "t").await;
+    let jwt = login(&c, &s, "hoarder", "pw").await;
+    big_events(&c, &s, &jwt, 40).await;
+    // The checkpoints' index reaches the last event.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = rss_kib(s.pid());
+    // Four resumes from the start and four pages of up to 1,000 events, none read: before
+    // the bounds, each held every one of the 40 MB (a catch-up chunk of up to 512 frames, a
+    // page of up to 1,001 events and its JSON).
+    let streams: Vec<TcpStream> = (0..4)
+        .map(|_| silent_request(&s, &jwt, "/sse", Some("0")))
+        .collect();
+    let pages: Vec<TcpStream> = (0..4)
+        .map(|_| silent_request(&s, &jwt, "/events?after=0&limit=1000", None))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    still_serving(&s).await;
+    let added = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("4 silent resumes and 4 silent pages of 40 MB of events added {added} KiB of RSS");
+    assert!(added <= 64 * 1024, "{added} KiB for 8 silent clients");
+    drop((streams, pages));
+
+    // A page cut by its bytes says where to go on, and the pages together hold every event.
+    let mut after = 0;
+    let mut seen = 0;
+    for _ in 0..40 {
+        let page = get_json(&c, &s, &format!("/events?after={after}&limit=1000"), &jwt).await;
+        let events = page["events"].as_array().expect("events");
+        assert!(
+            events.len() <= 5,
+            "{} events of 1 MB in one page",
+            events.len()
+        );
+        seen += events.len();
+        match page["next"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, 40);
+    // Newest first, the same: pages of the newest events, cut by bytes, then older ones.
+    let mut path = "/events?limit=1000".to_owned();
+    let mut cursors = Vec::new();
+    for _ in 0..40 {
+        let page = get_json(&c, &s, &path, &jwt).await;
+        let events = page["events"].as_array().expect("events");
+        assert!(
+            events.len() <= 5,
+            "{} events of 1 MB in one page",
+            events.len()
+        );
+        cursors.extend(events.iter().map(|e| e["cursor"].as_u64().unwrap()));
+        match page["next"].as_u64() {
+            Some(next) => path = format!("/events?before={next}&limit=1000"),
+            None => break,
+        }
+    }
+    let mut sorted = cursors.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(cursors, sorted, "newest first, each once");
+    assert_eq!(cursors.len(), 40);
+}

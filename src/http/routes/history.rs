@@ -48,7 +48,8 @@ pub struct HistoryPage {
     pub events: Vec<PastEventView>,
     /// The cursor to pass as `after` (or `before`) for the next page, or null when there is
     /// nothing more that way. A page may hold fewer than `limit` events and still have a
-    /// `next`: the server looks at a bounded number of records per page.
+    /// `next`: the server looks at a bounded number of records per page, and a page holds at
+    /// most 4 MiB of events beyond its last one.
     #[oai(nullable)]
     pub next: Option<u64>,
     /// The newest cursor of the log.
