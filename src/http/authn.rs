@@ -308,6 +308,11 @@ impl Presented {
     /// The principal these credentials name, or why not.
     pub async fn check(self, app: &App) -> Result<Principal, ApiError> {
         match self {
+            // Verified when the request's head came: a body that arrives after the token
+            // expired must still be refused, as the route table (body first) refuses it.
+            Presented::Bearer(Ok(principal)) if principal.expires <= app.clock.now_s_coarse() => {
+                Err(jwt::JwtError::Expired.into())
+            }
             Presented::Bearer(checked) => checked,
             // Boxed: Basic's future (Argon2 on the blocking pool) is large, and every Bearer
             // request's future would carry its size.

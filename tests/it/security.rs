@@ -703,3 +703,42 @@ async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
         "{cookie}"
     );
 }
+
+/// `POST /insert` with `jwt`, its body sent `pause` after its head; the answer's status line
+/// and body.
+fn insert_with_a_late_body(s: &Server, jwt: &str, pause: Duration) -> String {
+    use std::io::{Read, Write};
+    let body = r#"{"event":"late","data":1}"#;
+    let mut conn = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    write!(
+        conn,
+        "POST /insert HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {jwt}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(pause);
+    conn.write_all(body.as_bytes()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_comes_after_its_token_expired_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--jwt_expiry", "3"]);
+    let c = client();
+    assert_eq!(create_user(&c, &s, "dave", "pw-dave-123", "t").await, 200);
+    let jwt = login(&c, &s, "dave", "pw-dave-123").await;
+    // In time, the same request is stored.
+    let answer = insert_with_a_late_body(&s, &jwt, Duration::ZERO);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The head came while the token was good, the body after it expired: refused, as the
+    // route table refuses it (it reads the body before the caller).
+    let answer = insert_with_a_late_body(&s, &jwt, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("expired"), "{answer}");
+}
