@@ -74,6 +74,7 @@ impl Engine {
                 options.segment_bytes,
                 skip_upto,
                 &known,
+                !options.shared,
                 |cursor, payload| {
                     if cursor <= skip_upto {
                         return;

@@ -297,6 +297,26 @@ pub fn unwritten_sector(bytes: &[u8], at: usize) -> bool {
     bytes[at..upto].iter().all(|b| *b == 0)
 }
 
+/// A gapless log's segment that starts at `first` where `expect` was due: the records from
+/// `expect` up to it are in no segment (a file was deleted or not restored).
+fn missing_segment(path: &Path, first: Cursor, expect: Cursor) -> LogError {
+    LogError::Damaged {
+        path: path.to_owned(),
+        offset: 0,
+        reason: if expect == 1 {
+            format!(
+                "the log's first segment starts at cursor {first}, not 1: the segments before it are missing"
+            )
+        } else {
+            format!(
+                "this segment starts at cursor {first} but the log before it ends at cursor {}: the segment holding cursors {expect} to {} is missing",
+                expect - 1,
+                first - 1
+            )
+        },
+    }
+}
+
 /// What recovery does with a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -322,7 +342,15 @@ pub fn open(
     segment_bytes: u64,
     visit: impl FnMut(Cursor, &[u8]),
 ) -> Result<Recovered, LogError> {
-    open_from(dir, codec, segment_bytes, 0, &Default::default(), visit)
+    open_from(
+        dir,
+        codec,
+        segment_bytes,
+        0,
+        &Default::default(),
+        true,
+        visit,
+    )
 }
 
 /// What a checkpoint knew of each segment, by first cursor: its length and sparse index.
@@ -332,12 +360,18 @@ pub type KnownSegments = std::collections::HashMap<Cursor, (u64, Vec<(Cursor, u6
 /// checkpoint): segments holding only older records, whose length is still the one in
 /// `known`, get their header checked but are not read (their index comes from `known`),
 /// so a restart costs the tail, not the whole log. (`broker log verify` reads everything.)
+///
+/// `gapless`: the log is one writer's (not a shared stream's local copy, which skips the
+/// records its fold dropped), so its segments follow each other without a gap from cursor 1:
+/// a segment that starts anywhere else means one before it is missing, and the open refuses
+/// rather than serve a log without the acknowledged records it held.
 pub fn open_from(
     dir: &Path,
     codec: Codec,
     segment_bytes: u64,
     skip_upto: Cursor,
     known: &KnownSegments,
+    gapless: bool,
     mut visit: impl FnMut(Cursor, &[u8]),
 ) -> Result<Recovered, LogError> {
     fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
@@ -357,7 +391,12 @@ pub fn open_from(
     let firsts: Vec<Cursor> = listed.iter().map(|(first, _)| *first).collect();
     // One buffer for every segment read (see `segment::read_into`).
     let mut bytes = Vec::new();
+    // Where the next segment must start, in a gapless log.
+    let mut expect: Cursor = 1;
     for (i, (first, path)) in listed.into_iter().enumerate() {
+        if gapless && first != expect {
+            return Err(missing_segment(&path, first, expect));
+        }
         let unchanged = || {
             fs::metadata(&path)
                 .ok()
@@ -366,6 +405,21 @@ pub fn open_from(
         let wholly_old =
             firsts.get(i + 1).is_some_and(|next| *next <= skip_upto + 1) && unchanged();
         if wholly_old {
+            // Not read: it ends where the next one starts, unless the checkpoint knew a
+            // segment between the two, and that one is gone.
+            if gapless
+                && let Some(gone) = known
+                    .keys()
+                    .filter(|k| **k > first && **k < firsts[i + 1])
+                    .min()
+            {
+                return Err(missing_segment(
+                    &segment::path(dir, firsts[i + 1]),
+                    firsts[i + 1],
+                    *gone,
+                ));
+            }
+            expect = firsts[i + 1];
             let header = read_header(&path)?;
             last_cursor = last_cursor.max(firsts[i + 1] - 1);
             horizon = horizon.max(header.horizon);
@@ -412,6 +466,11 @@ pub fn open_from(
             }
         }
         last_cursor = scan.last_cursor;
+        expect = if compacted {
+            scan.header.covers_upto + 1
+        } else {
+            scan.last_cursor + 1
+        };
         horizon = horizon.max(scan.header.horizon);
         tail = (scan.frames, scan.valid_len);
         metas.push(SegmentMeta::closed(first, path, scan.index));

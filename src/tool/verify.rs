@@ -43,8 +43,9 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
         .collect();
     let walk = super::Walk::new(log_dir, "verifying")?;
     let count = walk.len();
-    // The cursor the next record must have, when gaps are not allowed.
-    let mut expect: Option<Cursor> = None;
+    // The cursor the next record must have, when gaps are not allowed: a log starts at 1
+    // (compaction names its output after the first segment it replaces).
+    let mut expect: Option<Cursor> = Some(1);
     // Segments an intact compacted segment covers are leftovers of an interrupted swap: the
     // next start removes them; they are not damage.
     let mut covered_upto = 0;

@@ -302,3 +302,38 @@ async fn a_burst_of_writes_never_carries_a_segment_far_past_segment_bytes() {
         assert!(len < 4096 + 2048, "{} is {len} bytes", name(&path));
     }
 }
+
+/// Regression: a segment deleted from the middle (or the first) was not noticed at start: the
+/// server served a log without the acknowledged records it held (and `verify` missed a
+/// missing first segment).
+#[tokio::test]
+async fn a_missing_segment_refuses_the_start_with_or_without_a_checkpoint() {
+    for (gone, with_checkpoint) in [(1, false), (1, true), (0, false), (0, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let all = small_segments(dir.path()).await;
+        if !with_checkpoint {
+            std::fs::remove_dir_all(dir.path().join("checkpoints")).unwrap();
+        }
+        std::fs::remove_file(&all[gone]).unwrap();
+        let before = snapshot(dir.path());
+
+        let (code, err) = start_refused(dir.path(), &["--segment_bytes", "4096"]);
+        let case = format!("segment {gone} gone, checkpoint {with_checkpoint}");
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "{case}: the server started: {err}"
+        );
+        assert!(err.contains("missing"), "{case}: {err}");
+        // The file named is the one after the hole.
+        assert!(err.contains(name(&all[gone + 1])), "{case}: {err}");
+        assert_eq!(
+            snapshot(dir.path()),
+            before,
+            "{case}: the start changed the log"
+        );
+
+        let (code, out, _) = verify(dir.path(), &[]);
+        assert_eq!(code, Some(1), "{case}: {out}");
+        assert!(out.contains("gap"), "{case}: {out}");
+    }
+}
