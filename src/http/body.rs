@@ -93,9 +93,40 @@ pub(crate) async fn parse_declared<T: DeserializeOwned>(
         .map_err(|_| ApiError::bad_request("request body missing"))?;
     let bytes = read_limited(body, limit).await.map_err(|e| match e {
         ReadError::TooLarge => too_large(),
+        ReadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string())
+        }
         ReadError::Io(e) => ApiError::bad_request(format!("could not read the request body: {e}")),
     })?;
     Ok(parse_json(&bytes)?)
+}
+
+/// Gives `req`'s body a deadline `after` from now: a read past it fails (`TimedOut`).
+///
+/// For requests the connection's own deadline cannot see through: over HTTP/2 the server's
+/// frames (SETTINGS, WINDOW_UPDATE, PING answers) count as answers to it, and after an HTTP/1.1
+/// `100 Continue` so does that line; a client could then send a body as slowly as it liked, or
+/// stop short of its end, and the server held the part it had.
+pub fn with_deadline(req: &mut Request, after: std::time::Duration) {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + after;
+    let frames = req.take_body().into_bytes_stream();
+    let bounded = futures_util::stream::unfold(Some(frames), move |frames| async move {
+        let mut frames = frames?;
+        match tokio::time::timeout_at(deadline, frames.next()).await {
+            Ok(Some(frame)) => Some((frame, Some(frames))),
+            Ok(None) => None,
+            // The body is dropped here: what it held goes with it.
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no complete request body within --request_timeout_secs",
+                )),
+                None,
+            )),
+        }
+    });
+    req.set_body(poem::Body::from_bytes_stream(bounded));
 }
 
 /// Why a body could not be read.

@@ -903,3 +903,160 @@ async fn catch_ups_and_history_pages_for_clients_that_never_read_hold_bounded_by
     assert_eq!(cursors, sorted, "newest first, each once");
     assert_eq!(cursors.len(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_requested_with_bare_lf_line_ends_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "lf", "pw", "t").await;
+    let jwt = login(&c, &s, "lf", "pw").await;
+    let mut conn = TcpStream::connect(addr(&s)).unwrap();
+    write!(
+        conn,
+        "GET /sse HTTP/1.1\nHost: 127.0.0.1\nAuthorization: Bearer {jwt}\n\n"
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the head is in (it used to wait for a CRLF CRLF until the request deadline).
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") && started.elapsed() < Duration::from_secs(5) {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("text/event-stream"), "{text}");
+}
+
+/// An insert whose body stops short of its `Content-Length`, over HTTP/2 (prior knowledge,
+/// as curl's `--http2-prior-knowledge`): the answer, or `None` if none came within `wait`.
+async fn h2_insert_that_stalls(s: &Server, jwt: &str, wait: Duration) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr(s)).await.unwrap();
+    // PINGs every 300 ms, as the review's client sent: each answer is a write of the server's.
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(300))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(4);
+    let body = http_body_util::StreamBody::new(Box::pin(tokio_stream_of(rx)));
+    let req = hyper::Request::post(format!("{}/insert", s.base))
+        .header("authorization", format!("Bearer {jwt}"))
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(body)
+        .unwrap();
+    tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+        b"{\"event\":\"slow\",\"data\":\"",
+    ))))
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(wait, async {
+        let resp = match send.send_request(req).await {
+            Ok(resp) => resp,
+            Err(e) => return Some((0, format!("no response: {e:?}"))),
+        };
+        let status = resp.status().as_u16();
+        let body = match resp.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Some((status, format!("body cut: {e:?}"))),
+        };
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    })
+    .await
+    .ok()
+    .flatten();
+    drop(tx);
+    answer
+}
+
+/// `rx` as a stream (tokio's receiver is not one itself).
+fn tokio_stream_of<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_stall_after_an_http2_head_or_a_100_continue_meet_the_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--request_timeout_secs", "2", "--metrics_token", "m"],
+    );
+    let c = client();
+    create_user(&c, &s, "slow", "pw", "t").await;
+    let jwt = login(&c, &s, "slow", "pw").await;
+
+    // HTTP/2: the server's own frames used to count as the answer to the connection's
+    // deadline, so the stalled body was held until the client went away.
+    let started = Instant::now();
+    let answer = h2_insert_that_stalls(&s, &jwt, Duration::from_secs(10)).await;
+    let (status, body) = answer.expect("no answer within 10 s to a body stalled for 2 s");
+    // hyper's client may report the stream the server ended (after its answer) before the
+    // answer itself; either way the server let go of it at the deadline, and answered 408.
+    assert!(status == 408 || status == 0, "{status} {body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .bearer_auth("m")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("broker_http_requests_total")
+                && l.contains("/insert")
+                && l.contains("408")),
+        "{metrics}"
+    );
+
+    // HTTP/1.1 with `Expect: 100-continue`: the `100 Continue` line used to clear the
+    // deadline, and a body sent 4 s later was stored.
+    let body = r#"{"event":"late","data":1}"#;
+    let mut conn = TcpStream::connect(addr(&s)).unwrap();
+    write!(
+        conn,
+        "POST /insert HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {jwt}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut continued = [0u8; 25];
+    conn.read_exact(&mut continued).unwrap();
+    assert!(
+        continued.starts_with(b"HTTP/1.1 100 Continue"),
+        "{continued:?}"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = conn.write_all(body.as_bytes());
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Nothing was stored.
+    let page = get_json(&c, &s, "/events?limit=10", &jwt).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0, "{page}");
+}

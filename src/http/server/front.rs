@@ -65,6 +65,12 @@ impl<E: Endpoint> Endpoint for Front<E> {
     /// into a fresh allocation per request (docs/performance.md).
     fn call(&self, mut req: Request) -> impl Future<Output = poem::Result<Response>> + Send {
         client::resolve(&mut req, &self.trusted);
+        // The connection's deadline does not see these bodies (see `body::with_deadline`).
+        if req.version() == poem::http::Version::HTTP_2
+            || req.headers().contains_key(poem::http::header::EXPECT)
+        {
+            crate::http::body::with_deadline(&mut req, self.app.config.limits.request_timeout);
+        }
         let started = Instant::now();
         let method = req.method().clone();
         let route = metrics::route_label(req.uri().path());

@@ -56,6 +56,16 @@ fn classify(head: &[u8]) -> Class {
     if !matches!(head[PREFIX.len()], b' ' | b'?') {
         return Class::Other;
     }
+    // Lines ended by a bare LF are HTTP/1.1 all the same (RFC 9112 §2.2 lets a server take
+    // them, and hyper does): such a head would never show a CRLF CRLF here, so it goes to
+    // hyper at once instead of waiting for one until the request deadline.
+    if head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
+        return Class::Other;
+    }
     let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if head.len() > MAX_HEAD {
             Class::Other
@@ -419,6 +429,9 @@ mod tests {
             classify(b"GET /sse HTTP/1.1\r\nhost: x\r\n"),
             Class::NeedMore
         );
+        // Bare LF line ends: hyper's, whole or not.
+        assert_eq!(classify(b"GET /sse HTTP/1.1\nhost: x\n\n"), Class::Other);
+        assert_eq!(classify(b"GET /sse HTTP/1.1\nhost"), Class::Other);
         let mut giant = b"GET /sse HTTP/1.1\r\nx: ".to_vec();
         giant.extend(std::iter::repeat_n(b'a', MAX_HEAD));
         assert_eq!(classify(&giant), Class::Other);
