@@ -406,6 +406,15 @@ impl Checkpoints {
         tenant_events: &TenantEvents,
         index_base: Cursor,
     ) -> Result<(), CheckpointError> {
+        // A save that fails late, after the writer went on (tests of the failure's pickup).
+        #[cfg(feature = "fault-injection")]
+        if crate::log::fault::fails_at("checkpoint:save") {
+            std::thread::sleep(std::time::Duration::from_millis(800));
+            return Err(CheckpointError::Io {
+                doing: "saving a checkpoint".into(),
+                source: std::io::Error::other("failpoint checkpoint:save"),
+            });
+        }
         // The index entries still go in without a state, or with a stale one: the writer
         // counts on them.
         let value = match state {

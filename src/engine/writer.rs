@@ -163,6 +163,12 @@ impl Writer {
             let upto = self.shares.published.read(|state| state.cursor);
             (None, upto, Vec::new())
         };
+        // A save that failed since the last batch (it runs on its own thread) is picked up
+        // here, before this one's range is set: picked up only when a batch was published,
+        // a save after it claimed the failed one's events, which the index never got.
+        if let Some(failed) = self.shares.index.take_failure() {
+            policy.index_base = policy.index_base.max(failed);
+        }
         let store = std::sync::Arc::clone(&policy.store);
         let events = std::mem::take(&mut policy.tenant_events);
         let base = policy.index_base;
@@ -498,9 +504,6 @@ impl Writer {
     /// Makes a durable batch visible (see [`Published::publish`]), then answers each command.
     fn publish(&mut self, accepted: Vec<(Option<Reply>, Vec<Record>)>) {
         if let Some(policy) = &mut self.checkpoints {
-            if let Some(failed) = self.shares.index.take_failure() {
-                policy.index_base = policy.index_base.max(failed);
-            }
             for record in accepted.iter().flat_map(|(_, r)| r) {
                 if let Some(tenant) = record.tenant() {
                     policy.tenant_events.push(tenant, record.cursor);

@@ -8,7 +8,8 @@
 //! batch is durable and nobody was answered yet, …). The file named
 //! by `BROKER_FAULT_FREE_BYTES_FILE` holds the free bytes the log's disk pretends to have.
 //! Failpoints that fail an operation instead of the process (`nats:create_consumer`: creating a
-//! consumer hangs; `nats:consumer_silent`: a consumer delivers nothing) are switched on by
+//! consumer hangs; `nats:consumer_silent`: a consumer delivers nothing; `checkpoint:save`: a
+//! checkpoint's save fails after 0.8 s) are switched on by
 //! `fail_at:<point>` in that file, or by [`switch`] in a test that runs the engine in-process.
 
 /// A disk fault the writer can be made to suffer.

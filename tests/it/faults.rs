@@ -197,3 +197,59 @@ async fn ready_is_503_with_the_reason_while_writes_would_fail() {
     let resp = c.head(s.url("/ready")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// Regression: a checkpoint whose save failed after the writer's last batch was not picked up
+/// by the next save, which then claimed the failed one's events for the per-tenant index:
+/// history and resumes read through the index missed them, after a restart too.
+#[tokio::test]
+async fn a_checkpoint_that_fails_late_leaves_no_event_out_of_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = dir.path().join("fault");
+    std::fs::write(&fault, "").unwrap();
+    let db = dir.path().join("db");
+    let env = [("BROKER_FAULT_FILE", fault.to_str().unwrap())];
+    let flags = ["--checkpoint_records", "1", "--sse_buffer", "1"];
+    let mut s = Server::start_env(&db, &flags, &env);
+    let c = client();
+    create_user(&c, &s, "f", "pw", "t").await;
+    let jwt = login(&c, &s, "f", "pw").await;
+    assert_eq!(insert(&c, &s, &jwt, "e", json!("first")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // This insert's checkpoint fails 0.8 s later; the next insert is published meanwhile.
+    std::fs::write(&fault, "fail_at:checkpoint:save").unwrap();
+    assert_eq!(insert(&c, &s, &jwt, "e", json!("failed-save")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(&fault, "").unwrap();
+    assert_eq!(insert(&c, &s, &jwt, "e", json!("after")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        wait_for_log(&s, "checkpoint not stored", WAIT).await,
+        "{}",
+        s.stderr()
+    );
+    // A clean stop stores a checkpoint (with the index) after the failure.
+    assert_eq!(s.terminate(), Some(0));
+
+    let s = Server::start_env(&db, &flags, &env);
+    let page = get_json(&c, &s, "/events?after=0&limit=10", &jwt).await;
+    let data: Vec<&serde_json::Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(
+        data,
+        [&json!("first"), &json!("failed-save"), &json!("after")],
+        "{page}"
+    );
+    let mut stream = Sse::open(&s, &jwt, Some("0")).await;
+    let mut resumed = Vec::new();
+    while let Some(frame) = stream.next_event(Duration::from_millis(700)).await {
+        resumed.push(frame.json());
+    }
+    assert_eq!(
+        resumed,
+        [json!("first"), json!("failed-save"), json!("after")]
+    );
+}
