@@ -213,9 +213,10 @@ async fn serve_limited(
     app: App,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let untaken = app.config.limits.sse_write_timeout;
     let endpoint = Arc::new(router(app));
     // Streams are served by `streams`, everything else by hyper (`conn`): one router for both.
-    let (connections, shutdown) = conn::pair();
+    let (connections, shutdown) = conn::pair(untaken);
     let accepting = tokio::spawn(streams::accept_loop(
         limited,
         connections,

@@ -1096,3 +1096,126 @@ async fn http2_streams_that_never_take_the_api_docs_hold_no_copy_of_them() {
     still_serving(&s).await;
     drop(waiting);
 }
+
+/// An HTTP/2 connection to `s` (prior knowledge) that answers PINGs; with `window` 0 it takes
+/// none of any answer.
+async fn h2_client(
+    s: &Server,
+    window: Option<u32>,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr(s)).await.unwrap();
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(300))
+        .keep_alive_while_idle(true);
+    if let Some(window) = window {
+        builder.initial_stream_window_size(window);
+    }
+    let (send, conn) = builder
+        .handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, conn)
+}
+
+fn h2_get(
+    s: &Server,
+    path: &str,
+    jwt: &str,
+) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::get(format!("{}{path}", s.base))
+        .header("authorization", format!("Bearer {jwt}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_answers_a_client_never_takes_are_cut_off_and_others_flow() {
+    use http_body_util::BodyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--sse_write_timeout_secs", "2"]);
+    let c = client();
+    create_user(&c, &s, "h2", "pw", "t").await;
+    let jwt = login(&c, &s, "h2", "pw").await;
+    big_events(&c, &s, &jwt, 8).await;
+
+    // A client that reads: the 4 MiB page comes whole (in slices), and an SSE stream that
+    // stays quiet longer than the timeout is not cut.
+    let (mut send, _conn) = h2_client(&s, None).await;
+    let page = send
+        .send_request(h2_get(&s, "/events?after=0&limit=1000", &jwt))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page: serde_json::Value =
+        serde_json::from_slice(&page.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        page["events"].as_array().unwrap().len() >= 4,
+        "{}",
+        page["next"]
+    );
+    let stream = send.send_request(h2_get(&s, "/sse", &jwt)).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.into_body();
+    // The snapshot of the 8 events, then quiet for longer than the timeout, then one more.
+    let mut snapshot = 0;
+    while snapshot < 8 * 1_000_000 {
+        let frame = tokio::time::timeout(WAIT, stream.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        snapshot += frame.into_data().map_or(0, |d| d.len());
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        insert(&c, &s, &jwt, "later", json!("after the quiet"))
+            .await
+            .0,
+        200
+    );
+    let mut seen = String::new();
+    while !seen.contains("after the quiet") {
+        let frame = tokio::time::timeout(WAIT, stream.frame())
+            .await
+            .expect("the quiet stream was cut")
+            .expect("the quiet stream ended")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(
+            &frame.into_data().unwrap_or_default(),
+        ));
+    }
+
+    // A client that takes nothing: its connection is closed once an answer waited 2 s.
+    let (mut send, conn) = h2_client(&s, Some(0)).await;
+    let before = rss_kib(s.pid());
+    let mut waiting = Vec::new();
+    for _ in 0..20 {
+        let req = h2_get(&s, "/events?after=0&limit=1000", &jwt);
+        let mut send = send.clone();
+        // Each answer is kept, unread: a dropped one would cancel its stream.
+        waiting.push(tokio::spawn(async move { send.send_request(req).await }));
+    }
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection of a client that takes nothing stayed open")
+        .unwrap();
+    eprintln!(
+        "closed after {:?}; RSS {} KiB before, {} KiB after",
+        started.elapsed(),
+        before,
+        rss_kib(s.pid())
+    );
+    assert!(send.send_request(h2_get(&s, "/", &jwt)).await.is_err());
+    still_serving(&s).await;
+    drop(waiting);
+}

@@ -35,6 +35,9 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 #[derive(Clone)]
 pub struct Connections {
     stops: Arc<Stops>,
+    /// How long an HTTP/2 answer may wait on its client (`--sse_write_timeout_secs`, see
+    /// [`super::stalls`]).
+    untaken: Duration,
 }
 
 /// The other side of [`Connections`]: says stop, then waits for the connections to end.
@@ -43,12 +46,14 @@ pub struct Shutdown {
     stops: Arc<Stops>,
 }
 
-/// A new pair: connections served under [`Connections`] end when [`Shutdown::drain`] says so.
-pub fn pair() -> (Connections, Shutdown) {
+/// A new pair: connections served under [`Connections`] end when [`Shutdown::drain`] says so;
+/// an HTTP/2 one also when an answer waited `untaken` on its client.
+pub fn pair(untaken: Duration) -> (Connections, Shutdown) {
     let stops = Arc::new(Stops::default());
     (
         Connections {
             stops: Arc::clone(&stops),
+            untaken,
         },
         Shutdown {
             stop: watch::Sender::new(false),
@@ -218,8 +223,12 @@ impl Connections {
             remote,
             scheme,
         });
+        let watch = super::stalls::Watch::new();
+        let watching = Arc::clone(&watch);
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let this = Arc::clone(&this);
+            // Only HTTP/2 answers can sit still while the socket moves (see `stalls`).
+            let watch = (req.version() == hyper::Version::HTTP_2).then(|| Arc::clone(&watching));
             let request = Request::from((
                 req,
                 this.local.clone(),
@@ -227,8 +236,12 @@ impl Connections {
                 this.scheme.clone(),
             ));
             async move {
-                let response = respond(&*this.endpoint, request).await;
-                Ok::<_, Infallible>(hyper::Response::<Body>::from(response))
+                let response =
+                    hyper::Response::<Body>::from(respond(&*this.endpoint, request).await);
+                Ok::<_, Infallible>(match watch {
+                    Some(watch) => response.map(|body| Body::new(watch.watch(body))),
+                    None => response,
+                })
             }
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -246,6 +259,11 @@ impl Connections {
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stop.stopped() => {}
+            // Dropping the connection frees every answer it held.
+            _ = watch.stalled(self.untaken) => {
+                tracing::debug!("an HTTP/2 answer waited on its client for --sse_write_timeout_secs; connection closed");
+                return;
+            }
         }
         // Requests in flight finish (bounded by `Shutdown::drain`); no new one is read.
         conn.as_mut().graceful_shutdown();
@@ -288,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn stop_closes_idle_keep_alive_connections_and_refuses_new_ones() {
-        let (connections, shutdown) = pair();
+        let (connections, shutdown) = pair(Duration::from_secs(30));
         let mut clients = Vec::new();
         let mut served = Vec::new();
         for _ in 0..3 {

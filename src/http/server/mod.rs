@@ -1,6 +1,7 @@
 //! What carries the routes: connection admission and deadlines ([`limits`]), TLS ([`tls`]),
 //! the client's address through trusted proxies ([`client`]), the other connections on hyper
-//! ([`conn`]), CORS and the browser rules
+//! ([`conn`]) with HTTP/2 answers a client leaves untaken cut off ([`stalls`]), CORS and the
+//! browser rules
 //! ([`cors`]), SSE connections served straight off the socket ([`streams`]), `/metrics`
 //! ([`metrics`]) and the audit log of refused requests ([`audit`]); [`front`] runs the
 //! per-request ones around every route as one layer.
@@ -17,5 +18,6 @@ pub mod cors;
 pub mod front;
 pub mod limits;
 pub mod metrics;
+pub mod stalls;
 pub mod streams;
 pub mod tls;
