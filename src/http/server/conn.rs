@@ -228,7 +228,10 @@ impl Connections {
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let this = Arc::clone(&this);
             // Only HTTP/2 answers can sit still while the socket moves (see `stalls`).
-            let watch = (req.version() == hyper::Version::HTTP_2).then(|| Arc::clone(&watching));
+            let watch = (req.version() == hyper::Version::HTTP_2).then(|| {
+                watching.live();
+                Arc::clone(&watching)
+            });
             let request = Request::from((
                 req,
                 this.local.clone(),

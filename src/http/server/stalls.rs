@@ -39,6 +39,9 @@ pub struct Watch {
     /// poll takes a lock.)
     armed: AtomicBool,
     waker: AtomicWaker,
+    /// Whether the connection has served an HTTP/2 request: until then the watchdog costs
+    /// one load each time its connection's task wakes, and registers nothing.
+    live: AtomicBool,
 }
 
 /// Since when an answer waits on the client, or 0.
@@ -54,7 +57,15 @@ impl Watch {
             answers: Mutex::new(Vec::new()),
             armed: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            live: AtomicBool::new(false),
         })
+    }
+
+    /// The connection serves an HTTP/2 request: the watchdog starts watching. Called on the
+    /// connection's own task (hyper calls the service there), which writes the answer's
+    /// head later and so polls the watchdog again.
+    pub fn live(&self) {
+        self.live.store(true, Ordering::Relaxed);
     }
 
     /// An answer waits on the client: wakes the watchdog if it sleeps without a timer.
@@ -125,6 +136,14 @@ impl Watch {
     /// Ready once an answer has waited on the client longer than `limit`: the connection is
     /// then closed. Sleeps without a timer while no answer waits.
     pub async fn stalled(&self, limit: Duration) {
+        std::future::poll_fn(|_| {
+            if self.live.load(Ordering::Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
         loop {
             while let Some(waited) = self.longest_wait() {
                 if waited >= limit {
@@ -237,8 +256,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_connection_without_http2_requests_is_never_watched() {
+        let watch = Watch::new();
+        let _untaken = watch.watch(Full::new(Bytes::from_static(b"page")));
+        let limit = Duration::from_secs(1);
+        let stalled = tokio::time::timeout(Duration::from_secs(60), watch.stalled(limit)).await;
+        assert!(
+            stalled.is_err(),
+            "a connection that never went live stalled"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_answer_left_untaken_stalls_the_connection_and_one_taken_does_not() {
         let watch = Watch::new();
+        watch.live();
         let limit = Duration::from_secs(5);
         // Taken whole: nothing waits on the client.
         let mut taken = watch.watch(Full::new(Bytes::from_static(b"ok")));
