@@ -1012,15 +1012,7 @@ async fn bodies_that_stall_after_an_http2_head_or_a_100_continue_meet_the_reques
         "{:?}",
         started.elapsed()
     );
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .bearer_auth("m")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&s).await;
     assert!(
         metrics
             .lines()

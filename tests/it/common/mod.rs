@@ -451,15 +451,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A `/metrics` gauge or counter of a server started with `--metrics_token m`.
 pub async fn metric(s: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(s.url("/metrics"))
-        .bearer_auth("m")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(s).await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(name)
@@ -467,6 +459,19 @@ pub async fn metric(s: &Server, name: &str) -> f64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+/// `/metrics` of a server started with `--metrics_token m`, as text.
+pub async fn metrics_text(s: &Server) -> String {
+    client()
+        .get(s.url("/metrics"))
+        .bearer_auth("m")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// The claims of a JWT, decoded without checking the signature.
