@@ -181,9 +181,7 @@ impl Reading<'_> {
 
     /// Where the next page starts when this one was cut by [`PAGE_BYTES`]: at its last event.
     fn cut_at(&self) -> Option<Cursor> {
-        self.cut
-            .then(|| self.found.last().map(|e| e.cursor))
-            .flatten()
+        self.found.last().filter(|_| self.cut).map(|e| e.cursor)
     }
 
     /// Keeps `record` if it is one of the tenant's events the filter allows.

@@ -90,6 +90,18 @@ pub struct SegmentScan {
     pub zeros: u64,
 }
 
+impl SegmentScan {
+    /// Where the next segment of one writer's log starts: after this one's last record, or
+    /// after the range a compacted one covers (its dropped records leave gaps inside it).
+    pub fn next_first(&self) -> Cursor {
+        if self.header.flags & FLAG_COMPACTED != 0 {
+            self.header.covers_upto.max(self.last_cursor) + 1
+        } else {
+            self.last_cursor + 1
+        }
+    }
+}
+
 /// What the bounded search after a bad frame found ([`search_after`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum After {
@@ -435,6 +447,7 @@ pub fn open_from(
         }
         segment::read_into(&path, segment_bytes, &mut bytes)?;
         let scan = scan_segment(&path, &bytes, codec, last_cursor, &mut visit)?;
+        let next_first = scan.next_first();
         let compacted = scan.header.flags & FLAG_COMPACTED != 0;
         let may_be_torn = i + 1 == count && !compacted;
         if scan.zeros > 0 {
@@ -466,11 +479,7 @@ pub fn open_from(
             }
         }
         last_cursor = scan.last_cursor;
-        expect = if compacted {
-            scan.header.covers_upto + 1
-        } else {
-            scan.last_cursor + 1
-        };
+        expect = next_first;
         horizon = horizon.max(scan.header.horizon);
         tail = (scan.frames, scan.valid_len);
         metas.push(SegmentMeta::closed(first, path, scan.index));

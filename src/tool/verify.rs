@@ -119,11 +119,7 @@ pub fn verify(log_dir: &Path) -> std::io::Result<Report> {
                 if scan.frames > 0 {
                     report.last_cursor = scan.last_cursor;
                 }
-                expect = Some(if compacted {
-                    scan.header.covers_upto.max(scan.last_cursor) + 1
-                } else {
-                    scan.last_cursor.max(scan.header.first_cursor - 1) + 1
-                });
+                expect = Some(scan.next_first());
                 if let Some((fault, after)) = &scan.fault {
                     let kind = match after {
                         After::Nothing if i + 1 == count && !compacted => {

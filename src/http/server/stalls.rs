@@ -34,9 +34,8 @@ pub struct Watch {
     base: Instant,
     answers: Mutex<Vec<Weak<Waiting>>>,
     /// Set when an answer starts waiting on the client while the watchdog sleeps without a
-    /// timer; `waker` wakes it. (A flag and a waker, not a `Notify`: the watchdog is polled
-    /// every time its connection's task wakes, on HTTP/1.1 connections too, and a `Notify`'s
-    /// poll takes a lock.)
+    /// timer; `waker` wakes it. (A flag and a waker, not a `Notify`: a live watchdog is
+    /// polled every time its connection's task wakes, and a `Notify`'s poll takes a lock.)
     armed: AtomicBool,
     waker: AtomicWaker,
     /// Whether the connection has served an HTTP/2 request: until then the watchdog costs
