@@ -144,7 +144,7 @@ pub fn decide_evolve(data: &[u8]) {
                     tenant: Some(format!("t{}", b % 3)),
                     ..Default::default()
                 },
-                password_hash: None,
+                password_hash: (b % 2 == 0).then(|| format!("u{b}")),
             },
             7 => Command::IssueResetCode {
                 username: user.clone(),

@@ -81,9 +81,8 @@ pub fn decide(
     command: Command,
     at_ms: i64,
 ) -> Result<Decision, Rejection> {
-    // At most two records, in a vector of exactly their number: it is the answer, and the
-    // insert's one allocation here (a vector of kinds mapped into records was two).
-    let (first, second) = match command {
+    // One record per command, so that a torn write keeps a command whole or drops it whole.
+    let kind = match command {
         Command::CreateUser(user) => {
             validate::username(&user.username)?;
             validate::tenant(&user.tenant)?;
@@ -96,7 +95,7 @@ pub fn decide(
             if state.user(&user.username).is_some() {
                 return Err(Rejection::UsernameTaken(user.username));
             }
-            (RecordKind::UserCreated(user), None)
+            RecordKind::UserCreated(user)
         }
         Command::InsertEvent {
             by,
@@ -150,7 +149,7 @@ pub fn decide(
             if names >= name_limit && !known_name {
                 return Err(Rejection::TooManyEventNames(name_limit));
             }
-            (RecordKind::EventInserted(inserted), None)
+            RecordKind::EventInserted(inserted)
         }
         Command::UpdateUser {
             update,
@@ -158,18 +157,21 @@ pub fn decide(
         } => {
             known(state, &update.username)?;
             validate::user_update(&update)?;
-            let changed = password_hash.map(|password_hash| RecordKind::PasswordChanged {
-                username: update.username.clone(),
-                password_hash,
-            });
-            (RecordKind::UserUpdated(update), changed)
+            // One record for both: a write torn between two would apply half an update.
+            match password_hash {
+                Some(password_hash) => RecordKind::UserUpdatedWithPassword {
+                    update,
+                    password_hash,
+                },
+                None => RecordKind::UserUpdated(update),
+            }
         }
         Command::UseLoginCode { username, step } => {
             let user = active(state, &username)?;
             if step <= user.last_login_step {
                 return Err(Rejection::CodeReused);
             }
-            (RecordKind::LoginCodeUsed { username, step }, None)
+            RecordKind::LoginCodeUsed { username, step }
         }
         Command::ResetPassword {
             username,
@@ -177,14 +179,11 @@ pub fn decide(
             code,
         } => {
             live_reset_code(state, &username, code, at_ms)?;
-            (
-                RecordKind::PasswordReset {
-                    username,
-                    password_hash,
-                    step: code,
-                },
-                None,
-            )
+            RecordKind::PasswordReset {
+                username,
+                password_hash,
+                step: code,
+            }
         }
         Command::IssueResetCode {
             username,
@@ -192,60 +191,46 @@ pub fn decide(
             expires_ms,
         } => {
             known(state, &username)?;
-            (
-                RecordKind::ResetCodeIssued {
-                    username,
-                    code_hash,
-                    expires_ms,
-                },
-                None,
-            )
+            RecordKind::ResetCodeIssued {
+                username,
+                code_hash,
+                expires_ms,
+            }
         }
         Command::FailResetCode { username, code } => {
             live_reset_code(state, &username, code, at_ms)?;
-            (RecordKind::ResetCodeFailed { username }, None)
+            RecordKind::ResetCodeFailed { username }
         }
         Command::RevokeUser { username } => {
             known(state, &username)?;
-            (RecordKind::UserRevoked { username }, None)
+            RecordKind::UserRevoked { username }
         }
         Command::UnrevokeUser { username } => {
             known(state, &username)?;
-            (RecordKind::UserUnrevoked { username }, None)
+            RecordKind::UserUnrevoked { username }
         }
         Command::DeleteUser { username } => {
             known(state, &username)?;
-            (RecordKind::UserDeleted { username }, None)
+            RecordKind::UserDeleted { username }
         }
         Command::ChangePassword {
             username,
             password_hash,
         } => {
             known(state, &username)?;
-            (
-                RecordKind::PasswordChanged {
-                    username,
-                    password_hash,
-                },
-                None,
-            )
+            RecordKind::PasswordChanged {
+                username,
+                password_hash,
+            }
         }
     };
-    let cursor = state.cursor() + 1;
-    let mut records = Vec::with_capacity(1 + usize::from(second.is_some()));
-    records.push(Record {
-        cursor,
+    // A vector of exactly one: it is the answer, and the insert's one allocation here.
+    let record = Record {
+        cursor: state.cursor() + 1,
         at_ms,
-        kind: first,
-    });
-    if let Some(kind) = second {
-        records.push(Record {
-            cursor: cursor + 1,
-            at_ms,
-            kind,
-        });
-    }
-    Ok(Decision::Append(records))
+        kind,
+    };
+    Ok(Decision::Append(vec![record]))
 }
 
 /// Whether `record`, decided on a view that may lag the log, still holds at the place the log

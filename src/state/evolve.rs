@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::projection::{LatestEvent, PasswordHash, RESET_CODE_TRIES, ResetCode, State, User};
-use super::record::{ArchivedRecord, ArchivedRecordKind, Record, RecordKind};
+use super::record::{ArchivedRecord, ArchivedRecordKind, Record, RecordKind, UserUpdated};
 use super::view::{Fold, Inserted};
 use crate::cursor::Cursor;
 
@@ -111,44 +111,7 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             let tenant = state.tenant(&u.tenant);
             state.add_user(User::created(u, tenant, cursor, record.at_ms));
         }
-        RecordKind::UserUpdated(update) => {
-            let mut tenant = update.tenant.as_deref().map(|t| state.tenant(t));
-            let mut left = None;
-            if let Some(user) = state.user_mut(&update.username) {
-                if let Some(moved) = tenant.take_if(|t| *t != user.tenant) {
-                    left = Some(std::mem::replace(&mut user.tenant, moved));
-                    user.credential_epoch = cursor;
-                }
-                if let Some(email) = &update.email {
-                    user.set_email(email.clone());
-                }
-                // A token's scopes are read at use, but a biscuit carries them: new scopes end
-                // every credential issued under the old ones.
-                // `null` and `[]` grant the same (nothing): only a different list does that.
-                if let Some(scopes) = &update.scopes {
-                    if scopes.as_deref().unwrap_or_default() != user.scope_list() {
-                        user.credential_epoch = cursor;
-                    }
-                    user.set_scopes(scopes.clone());
-                }
-                if let Some(data) = &update.data {
-                    user.set_data(data.clone());
-                }
-                if let Some(two_factor) = update.two_factor {
-                    // Turning two-factor on ends the sessions opened with the password alone.
-                    if two_factor && !user.two_factor {
-                        user.credential_epoch = cursor;
-                    }
-                    user.two_factor = two_factor;
-                }
-                user.version = cursor;
-                user.changed_ms = record.at_ms;
-            }
-            // The tenant the user left, and one named that nobody moved to, may be empty now.
-            for tenant in left.into_iter().chain(tenant) {
-                state.release_tenant(tenant);
-            }
-        }
+        RecordKind::UserUpdated(update) => update_user(state, update, cursor, record.at_ms),
         RecordKind::UserRevoked { username } => {
             if let Some(user) = state.user_mut(username) {
                 user.revoked = true;
@@ -167,14 +130,7 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
         RecordKind::PasswordChanged {
             username,
             password_hash,
-        } => {
-            if let Some(user) = state.user_mut(username) {
-                user.password_hash = PasswordHash::from_phc(password_hash);
-                user.credential_epoch = cursor;
-                user.version = cursor;
-                user.changed_ms = record.at_ms;
-            }
-        }
+        } => change_password(state, username, password_hash, cursor, record.at_ms),
         RecordKind::LoginCodeUsed { username, step } => {
             if let Some(user) = state.user_mut(username) {
                 user.last_login_step = user.last_login_step.max(*step);
@@ -237,6 +193,13 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             // cursor of its `UserCreated`), so the old user's tokens never match it.
             state.remove_user(username);
         }
+        RecordKind::UserUpdatedWithPassword {
+            update,
+            password_hash,
+        } => {
+            update_user(state, update, cursor, record.at_ms);
+            change_password(state, &update.username, password_hash, cursor, record.at_ms);
+        }
         RecordKind::EventInserted(e) => {
             state.remember_key(record, e);
             state.fold_latest(
@@ -253,6 +216,63 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
         }
     }
     state.advance(cursor);
+}
+
+/// Folds a [`UserUpdated`]: its fields, and a new credential epoch where a change must end
+/// earlier tokens.
+fn update_user(state: &mut impl Fold, update: &UserUpdated, cursor: Cursor, at_ms: i64) {
+    let mut tenant = update.tenant.as_deref().map(|t| state.tenant(t));
+    let mut left = None;
+    if let Some(user) = state.user_mut(&update.username) {
+        if let Some(moved) = tenant.take_if(|t| *t != user.tenant) {
+            left = Some(std::mem::replace(&mut user.tenant, moved));
+            user.credential_epoch = cursor;
+        }
+        if let Some(email) = &update.email {
+            user.set_email(email.clone());
+        }
+        // A token's scopes are read at use, but a biscuit carries them: new scopes end
+        // every credential issued under the old ones.
+        // `null` and `[]` grant the same (nothing): only a different list does that.
+        if let Some(scopes) = &update.scopes {
+            if scopes.as_deref().unwrap_or_default() != user.scope_list() {
+                user.credential_epoch = cursor;
+            }
+            user.set_scopes(scopes.clone());
+        }
+        if let Some(data) = &update.data {
+            user.set_data(data.clone());
+        }
+        if let Some(two_factor) = update.two_factor {
+            // Turning two-factor on ends the sessions opened with the password alone.
+            if two_factor && !user.two_factor {
+                user.credential_epoch = cursor;
+            }
+            user.two_factor = two_factor;
+        }
+        user.version = cursor;
+        user.changed_ms = at_ms;
+    }
+    // The tenant the user left, and one named that nobody moved to, may be empty now.
+    for tenant in left.into_iter().chain(tenant) {
+        state.release_tenant(tenant);
+    }
+}
+
+/// Folds a new password: earlier tokens stop working.
+fn change_password(
+    state: &mut impl Fold,
+    username: &str,
+    password_hash: &str,
+    cursor: Cursor,
+    at_ms: i64,
+) {
+    if let Some(user) = state.user_mut(username) {
+        user.password_hash = PasswordHash::from_phc(password_hash);
+        user.credential_epoch = cursor;
+        user.version = cursor;
+        user.changed_ms = at_ms;
+    }
 }
 
 #[cfg(test)]

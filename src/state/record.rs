@@ -86,6 +86,14 @@ pub enum RecordKind {
         /// Whose.
         username: String,
     },
+    /// Some of a user's fields and their password changed in one update: one record, so that
+    /// a write torn by a crash keeps both changes or neither. Earlier tokens stop working.
+    UserUpdatedWithPassword {
+        /// The fields, as in [`RecordKind::UserUpdated`].
+        update: UserUpdated,
+        /// Argon2id PHC string of the new password.
+        password_hash: String,
+    },
 }
 
 /// The fields of a new user.
@@ -281,7 +289,9 @@ impl Record {
     pub fn username(&self) -> Option<&str> {
         match &self.kind {
             RecordKind::UserCreated(u) => Some(&u.username),
-            RecordKind::UserUpdated(u) => Some(&u.username),
+            RecordKind::UserUpdated(u) | RecordKind::UserUpdatedWithPassword { update: u, .. } => {
+                Some(&u.username)
+            }
             RecordKind::UserRevoked { username }
             | RecordKind::UserUnrevoked { username }
             | RecordKind::PasswordChanged { username, .. }

@@ -182,6 +182,13 @@ pub fn record(kind: &RecordKind) -> Result<(), Invalid> {
     match kind {
         RecordKind::UserCreated(user) => user_created(user),
         RecordKind::UserUpdated(update) => user_updated(update),
+        RecordKind::UserUpdatedWithPassword {
+            update,
+            password_hash,
+        } => {
+            user_updated(update)?;
+            self::password_hash(password_hash)
+        }
         RecordKind::UserRevoked { username }
         | RecordKind::UserUnrevoked { username }
         | RecordKind::ResetCodeFailed { username }

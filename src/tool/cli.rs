@@ -30,7 +30,7 @@ pub enum LogCommand {
         tenant: Option<String>,
         /// Only this record kind (user_created, user_updated, user_revoked, user_unrevoked,
         /// password_changed, event_inserted, login_code_used, password_reset,
-        /// reset_code_issued, reset_code_failed, user_deleted).
+        /// reset_code_issued, reset_code_failed, user_deleted, user_updated_with_password).
         #[arg(long)]
         kind: Option<String>,
     },

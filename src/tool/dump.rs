@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::ToolError;
 use crate::log::LogError;
 use crate::log::recovery::scan_segment;
+use crate::state::record::UserUpdated;
 use crate::state::{Record, RecordKind};
 
 /// The snake_case name of a record kind, as `--kind` takes it.
@@ -24,11 +25,25 @@ pub fn kind_name(kind: &RecordKind) -> &'static str {
         RecordKind::ResetCodeIssued { .. } => "reset_code_issued",
         RecordKind::ResetCodeFailed { .. } => "reset_code_failed",
         RecordKind::UserDeleted { .. } => "user_deleted",
+        RecordKind::UserUpdatedWithPassword { .. } => "user_updated_with_password",
     }
 }
 
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::String(text.to_owned()))
+}
+
+/// A `UserUpdated`'s fields as JSON.
+fn update_fields(u: &UserUpdated) -> Value {
+    let mut fields = json!({
+        "username": u.username, "tenant": u.tenant, "email": u.email,
+        "data": u.data.as_ref().map(|d| d.as_deref().map(parse_json)), "two_factor": u.two_factor,
+    });
+    // Unchanged scopes are left out: `"scopes": null` is the update that cleared them.
+    if let Some(scopes) = &u.scopes {
+        fields["scopes"] = json!(scopes);
+    }
+    fields
 }
 
 /// One record as a JSON object; hashes and secrets are `"***"`.
@@ -39,15 +54,10 @@ pub fn to_json(record: &Record) -> Value {
             "email": u.email, "scopes": u.scopes, "data": u.data.as_deref().map(parse_json),
             "two_factor": u.two_factor, "password_hash": "***", "totp_secret": "***",
         }),
-        RecordKind::UserUpdated(u) => {
-            let mut fields = json!({
-                "username": u.username, "tenant": u.tenant, "email": u.email,
-                "data": u.data.as_ref().map(|d| d.as_deref().map(parse_json)), "two_factor": u.two_factor,
-            });
-            // Unchanged scopes are left out: `"scopes": null` is the update that cleared them.
-            if let Some(scopes) = &u.scopes {
-                fields["scopes"] = json!(scopes);
-            }
+        RecordKind::UserUpdated(u) => update_fields(u),
+        RecordKind::UserUpdatedWithPassword { update, .. } => {
+            let mut fields = update_fields(update);
+            fields["password_hash"] = json!("***");
             fields
         }
         RecordKind::UserRevoked { username } | RecordKind::UserUnrevoked { username } => {
@@ -144,4 +154,31 @@ pub fn run(
     let _ = out.flush();
     eprintln!("{}: {printed} records printed", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_with_a_password_shows_its_fields_and_masks_the_hash() {
+        let record = Record {
+            cursor: 3,
+            at_ms: 7,
+            kind: RecordKind::UserUpdatedWithPassword {
+                update: UserUpdated {
+                    username: "bob".into(),
+                    tenant: Some("moved".into()),
+                    ..UserUpdated::default()
+                },
+                password_hash: "$argon2id$secret".into(),
+            },
+        };
+        let line = to_json(&record);
+        assert_eq!(line["kind"], "user_updated_with_password");
+        assert_eq!(line["record"]["username"], "bob");
+        assert_eq!(line["record"]["tenant"], "moved");
+        assert_eq!(line["record"]["password_hash"], "***");
+        assert!(!line.to_string().contains("argon2"), "{line}");
+    }
 }

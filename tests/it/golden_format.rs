@@ -37,12 +37,13 @@ fn discriminant(kind: &RecordKind) -> u8 {
         RecordKind::ResetCodeIssued { .. } => 8,
         RecordKind::ResetCodeFailed { .. } => 9,
         RecordKind::UserDeleted { .. } => 10,
+        RecordKind::UserUpdatedWithPassword { .. } => 11,
     }
 }
 
-const KINDS: u8 = 11;
+const KINDS: u8 = 12;
 
-/// One record of every kind, cursors 1..=11, with fixed times, ids and secrets.
+/// One record of every kind, cursors 1..=12, with fixed times, ids and secrets.
 fn expected_records() -> Vec<Record> {
     let at = |cursor: u64| 1_700_000_000_000 + cursor as i64 * 1_000;
     let kinds = vec![
@@ -108,6 +109,17 @@ fn expected_records() -> Vec<Record> {
         },
         RecordKind::UserDeleted {
             username: "alice".into(),
+        },
+        RecordKind::UserUpdatedWithPassword {
+            update: UserUpdated {
+                username: "bob".into(),
+                tenant: Some("globex".into()),
+                email: Some(Some("bob@example.com".into())),
+                scopes: None,
+                data: None,
+                two_factor: None,
+            },
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$Ym9ic2FsdGJvYnNhbHQ$Ym9iaGFzaGJvYmhhc2hib2JoYXNoYm9iaGFzaGJvYg".into(),
         },
     ];
     kinds

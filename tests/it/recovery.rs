@@ -214,3 +214,85 @@ async fn zeros_after_the_records_of_an_older_segment_refuse_to_start() {
     assert!(out.contains("64 zero bytes") && out.contains(name), "{out}");
     assert_eq!(std::fs::read(first).unwrap(), bytes);
 }
+
+/// `POST /get_user` as the admin: the user's fields.
+async fn stored_user(c: &reqwest::Client, s: &Server, username: &str) -> serde_json::Value {
+    let (status, body) = post(
+        c,
+        s.url("/get_user"),
+        json!({"username": username, "admin_token": ADMIN}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// An update that moves a user and changes their password is one record: a crash that
+/// tears its write keeps both changes or neither, never a move under the old password.
+#[tokio::test]
+async fn an_update_with_a_password_torn_by_a_crash_applies_whole_or_not_at_all() {
+    let c = client();
+    // Where the update's frame starts and ends in the last segment.
+    let setup = |db: PathBuf| {
+        let c = c.clone();
+        async move {
+            let mut s = Server::start(&db, &[]);
+            assert_eq!(create_user(&c, &s, "u", "old password", "t").await, 200);
+            assert_eq!(s.terminate(), Some(0));
+            let last = segments(&db).pop().unwrap();
+            let start = records_end(&last, &std::fs::read(&last).unwrap());
+            let mut s = Server::start(&db, &[]);
+            let (status, body) = post(
+                &c,
+                s.url("/update_user"),
+                json!({"username": "u", "admin_token": ADMIN, "tenant_name": "moved",
+                       "email": "u@example.com", "password": "new password"}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(s.terminate(), Some(0));
+            let end = records_end(&last, &std::fs::read(&last).unwrap());
+            (last, start, end)
+        }
+    };
+
+    // Not torn: both changes hold after a restart.
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path().to_owned()).await;
+    let s = Server::start(dir.path(), &[]);
+    let user = stored_user(&c, &s, "u").await;
+    assert_eq!(user["tenant_name"], "moved", "{user}");
+    assert_eq!(user["email"], "u@example.com", "{user}");
+    login(&c, &s, "u", "new password").await;
+    drop(s);
+
+    // Torn anywhere in its write: neither change holds, and the old password still works.
+    for keep in [8, 60, usize::MAX] {
+        let dir = tempfile::tempdir().unwrap();
+        let (last, start, end) = setup(dir.path().to_owned()).await;
+        let cut = start + keep.min(end - start - 1);
+        let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+        file.set_len(cut as u64).unwrap();
+        drop(file);
+        let s = Server::start(dir.path(), &[]);
+        assert!(wait_for_log(&s, "torn tail", WAIT).await, "cut at {cut}");
+        let user = stored_user(&c, &s, "u").await;
+        assert_eq!(
+            user["tenant_name"], "t",
+            "cut at {cut} of {start}..{end}: {user}"
+        );
+        assert_eq!(
+            user["email"],
+            serde_json::Value::Null,
+            "cut at {cut}: {user}"
+        );
+        login(&c, &s, "u", "old password").await;
+        let (status, _) = post(
+            &c,
+            s.url("/login"),
+            json!({"username": "u", "password": "new password"}),
+        )
+        .await;
+        assert_eq!(status, 401, "cut at {cut}");
+    }
+}
