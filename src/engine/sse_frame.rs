@@ -104,6 +104,9 @@ pub enum CloseReason {
     Deleted,
     /// The server is stopping: reconnect (here or to another node) with `Last-Event-ID`.
     Shutdown,
+    /// The credential that opened the stream expired (a JWT's `exp`): reconnect with a fresh
+    /// one and `Last-Event-ID`.
+    Expired,
 }
 
 impl CloseReason {
@@ -114,6 +117,7 @@ impl CloseReason {
             CloseReason::Deleted => "deleted",
             CloseReason::CredentialsChanged => "credentials_changed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Expired => "expired",
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct Subscription {
     envelope: bool,
     /// Woken only by events of these names, if set (instead of by every event of the tenant).
     names: Option<NameWatch>,
+    /// When the credential that opened the stream expires: the stream then ends.
+    expires: Option<tokio::time::Instant>,
     /// The final frame was sent.
     ended: bool,
 }
@@ -157,8 +159,21 @@ impl Subscription {
             filter,
             envelope: false,
             names: None,
+            expires: None,
             ended: false,
         }
+    }
+
+    /// Ends the stream (`broker.closed`, `expired`) at `at`: when the credential that opened
+    /// it stops working, so a token that leaked cannot keep a stream past its expiry.
+    pub fn until(mut self, at: tokio::time::Instant) -> Self {
+        self.expires = Some(at);
+        self
+    }
+
+    fn expired(&self) -> bool {
+        self.expires
+            .is_some_and(|at| at <= tokio::time::Instant::now())
     }
 
     /// Wakes only for events named in `names` — a hint for a filtered subscription whose
@@ -187,7 +202,8 @@ impl Subscription {
 
     /// The next bytes to send: frames, or a keep-alive comment after `keep_alive` of
     /// silence. `None` when the stream must end, after one final `broker.closed` frame that
-    /// says why: the owner's credentials were invalidated, or the server is shutting down.
+    /// says why: the owner's credentials were invalidated or expired, or the server is
+    /// shutting down.
     pub async fn next(&mut self, keep_alive: Duration) -> Option<Bytes> {
         if self.ended {
             return None;
@@ -201,6 +217,9 @@ impl Subscription {
         loop {
             if *self.shutdown.borrow() {
                 return Some(self.end(CloseReason::Shutdown));
+            }
+            if self.expired() {
+                return Some(self.end(CloseReason::Expired));
             }
             if self
                 .credentials
@@ -234,6 +253,9 @@ impl Subscription {
                 },
                 Next::Idle => {}
             }
+            let idle = self.expires.map_or(keep_alive, |at| {
+                keep_alive.min(at.saturating_duration_since(tokio::time::Instant::now()))
+            });
             let invalidated = async {
                 match self.credentials.as_mut() {
                     Some(rx) => {
@@ -259,7 +281,13 @@ impl Subscription {
                     let reason = self.why_invalidated();
                     return Some(self.end(reason));
                 }
-                _ = tokio::time::sleep(keep_alive) => return Some(Bytes::from_static(sse_frame::KEEP_ALIVE)),
+                // One timer for both: the keep-alive, or the expiry if it comes first.
+                _ = tokio::time::sleep(idle) => {
+                    if self.expired() {
+                        return Some(self.end(CloseReason::Expired));
+                    }
+                    return Some(Bytes::from_static(sse_frame::KEEP_ALIVE));
+                }
             }
         }
     }

@@ -144,3 +144,35 @@ async fn shutdown_says_so_through_hyper_too_and_other_users_streams_stay_open() 
             .is_none()
     );
 }
+
+/// A stream ends when the token that opened it expires (`expired`), on both paths, with its
+/// events and keep-alives flowing until then.
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--jwt_expiry", "3", "--sse_keepalive_secs", "1"],
+    );
+    let c = client();
+    assert_eq!(create_user(&c, &s, "u", "pw", "t").await, 200);
+    for via_hyper in [false, true] {
+        let jwt = login(&c, &s, "u", "pw").await;
+        let opened = std::time::Instant::now();
+        let mut stream = open(&s, &jwt, via_hyper).await;
+        let (status, _) = insert(&c, &s, &jwt, "e", json!({"n": 1})).await;
+        assert_eq!(status, 200);
+        let last = tokio::time::timeout(Duration::from_secs(10), last_frame(&mut stream))
+            .await
+            .expect("the stream outlived its token by 7 s");
+        let lived = opened.elapsed();
+        assert_eq!(last.event.as_deref(), Some("broker.closed"), "{last:?}");
+        assert_eq!(last.json()["reason"], "expired", "via_hyper {via_hyper}");
+        // Resuming from here misses nothing: the insert is at or before the cursor.
+        assert!(last.json()["cursor"].as_u64().unwrap() >= 2, "{last:?}");
+        assert!(
+            lived >= Duration::from_secs(1) && lived < Duration::from_secs(6),
+            "ended after {lived:?} with a 3 s token"
+        );
+    }
+}

@@ -203,7 +203,7 @@ export type EventSourceConstructor = new (url: string) => EventSourceLike;
 type Listener<D> = (data: D, meta: { id: string; event: string }) => void;
 
 /** Why the server ended a stream (`broker.closed`); other strings may come from newer servers. */
-export type CloseReason = 'revoked' | 'deleted' | 'credentials_changed' | 'shutdown' | (string & {});
+export type CloseReason = 'revoked' | 'deleted' | 'credentials_changed' | 'shutdown' | 'expired' | (string & {});
 
 /** Reasons after which reconnecting is pointless: the credentials are void. */
 const FINAL_REASONS: ReadonlySet<string> = new Set(['revoked', 'deleted', 'credentials_changed']);
@@ -695,8 +695,9 @@ export class Subscription<E extends EventMap = EventMap, V extends boolean = fal
   }
 
   /**
-   * The server ended the stream (`broker.closed`) and said why: `shutdown` (the subscription
-   * reconnects and resumes), or `revoked`, `deleted`, `credentials_changed` (it ends: after
+   * The server ended the stream (`broker.closed`) and said why: `shutdown` or `expired` (the
+   * subscription reconnects, with the current JWT, and resumes), or `revoked`, `deleted`,
+   * `credentials_changed` (it ends: after
    * the listeners, `onError` gets a 401 with `willRetry` false and `done` resolves).
    * `cursor` is where a resume would start.
    */

@@ -23,6 +23,9 @@ pub enum CloseReason {
     CredentialsChanged,
     /// The server is shutting down; the subscription reconnects and resumes by itself.
     Shutdown,
+    /// The JWT that opened the stream expired; the subscription reconnects with the client's
+    /// current one (refreshed by itself, see [`Client::set_auto_refresh`]) and resumes.
+    Expired,
     /// A reason this client does not know (from a newer server); treated as final.
     Other(String),
 }
@@ -35,6 +38,7 @@ impl CloseReason {
             CloseReason::Deleted => "deleted",
             CloseReason::CredentialsChanged => "credentials_changed",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Expired => "expired",
             CloseReason::Other(s) => s,
         }
     }
@@ -45,6 +49,7 @@ impl CloseReason {
             "deleted" => CloseReason::Deleted,
             "credentials_changed" => CloseReason::CredentialsChanged,
             "shutdown" => CloseReason::Shutdown,
+            "expired" => CloseReason::Expired,
             other => CloseReason::Other(other.to_owned()),
         }
     }
@@ -202,8 +207,9 @@ impl State {
                 }
                 Ok(Frame::Closed { reason, cursor }) => {
                     self.frames = None;
-                    if reason == CloseReason::Shutdown {
-                        // Reconnect (after the restart, or to another node) and resume.
+                    if matches!(reason, CloseReason::Shutdown | CloseReason::Expired) {
+                        // Reconnect (after the restart, to another node, or with the
+                        // refreshed JWT) and resume.
                         self.failures = 1;
                         continue;
                     }

@@ -563,9 +563,13 @@ async fn a_jwt_is_refreshed_before_it_expires_and_a_client_without_refresh_is_re
     stale.set_auto_refresh(false);
     stale.login("fresh", "correct horse battery").await.unwrap();
     let mut sub = client.subscribe(quick(SubscribeOptions::default()));
+    // The stream opens now, with the first token.
+    let opened = client.insert("tick", json!(0)).await.unwrap();
+    assert_eq!(next(&mut sub).await.unwrap().cursor, opened.cursor);
 
     // Two lifetimes later the first token is dead, yet the client inserts and its
-    // subscription, opened with the first token, goes on.
+    // subscription, opened with the first token, goes on: the server ended that stream
+    // (`expired`) and the subscription resumed with the refreshed token.
     tokio::time::sleep(Duration::from_millis(6500)).await;
     let now = client.jwt().unwrap();
     assert_ne!(now, first, "the JWT was not refreshed");

@@ -1,5 +1,7 @@
 //! `GET /sse`: the caller's tenant's events as Server-Sent Events.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response};
@@ -341,6 +343,16 @@ async fn sse(
     let mut subscription = app
         .engine
         .subscribe(tenant, start_of(req), owner_of(&holder), filter);
+    if let Holder::User(caller) = &holder {
+        // A token's expiry ends its stream, so a leaked one is not good for longer on a
+        // stream than on a request; Basic's (now + --jwt_expiry) asks for the password again
+        // as often as a login's token would.
+        let left = Duration::from_secs(caller.expires.saturating_sub(app.clock.now_s()));
+        // A lifetime past what an Instant holds (a huge --jwt_expiry) is no deadline.
+        if let Some(at) = tokio::time::Instant::now().checked_add(left) {
+            subscription = subscription.until(at);
+        }
+    }
     if view.envelope {
         subscription = subscription.with_envelope();
     }
