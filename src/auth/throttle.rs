@@ -4,6 +4,9 @@
 //! Keys are fixed-size digests made by the caller (a username, an address, a pair of both):
 //! an attacker's 1 MB username costs 16 bytes here. Memory is bounded twice: expired entries
 //! are pruned every [`PRUNE_EVERY_MS`], and a full table evicts its oldest entry.
+//!
+//! Attempts in flight count too ([`Throttle::begin`], [`Throttle::has_room`]): a burst of
+//! concurrent guesses must not all pass the check while no failure has been counted yet.
 
 use std::collections::HashMap;
 
@@ -17,6 +20,8 @@ pub const PRUNE_EVERY_MS: i64 = 10_000;
 struct Window {
     first_ms: i64,
     failures: u32,
+    /// Attempts let in ([`Throttle::begin`]) whose outcome is not known yet.
+    pending: u32,
 }
 
 /// Failures per key within a window.
@@ -45,13 +50,47 @@ impl Throttle {
     /// `Err(retry_after_ms)` while `key` has used up its failures.
     pub fn check(&mut self, key: &Key, now_ms: i64) -> Result<(), i64> {
         self.prune_if_due(now_ms);
-        match self.windows.get(key) {
+        match self.windows.get_mut(key) {
             Some(w) if w.first_ms + self.window_ms <= now_ms => {
-                self.windows.remove(key);
+                if w.pending == 0 {
+                    self.windows.remove(key);
+                } else {
+                    w.failures = 0;
+                    w.first_ms = now_ms;
+                }
                 Ok(())
             }
             Some(w) if w.failures >= self.limit => Err(w.first_ms + self.window_ms - now_ms),
             _ => Ok(()),
+        }
+    }
+
+    /// Whether one more attempt on `key` could start now: its failures and the attempts
+    /// still pending stay under the limit even if every pending one fails.
+    pub fn has_room(&self, key: &Key) -> bool {
+        self.windows
+            .get(key)
+            .is_none_or(|w| w.failures.saturating_add(w.pending) < self.limit)
+    }
+
+    /// Counts an attempt on `key` as pending until [`Throttle::end`].
+    pub fn begin(&mut self, key: &Key, now_ms: i64) {
+        self.make_room(now_ms);
+        let w = self.windows.entry(*key).or_insert(Window {
+            first_ms: now_ms,
+            failures: 0,
+            pending: 0,
+        });
+        w.pending = w.pending.saturating_add(1);
+    }
+
+    /// Ends a pending attempt on `key` (count its failure with [`Throttle::fail`]).
+    pub fn end(&mut self, key: &Key) {
+        if let Some(w) = self.windows.get_mut(key) {
+            w.pending = w.pending.saturating_sub(1);
+            if w.pending == 0 && w.failures == 0 {
+                self.windows.remove(key);
+            }
         }
     }
 
@@ -60,15 +99,26 @@ impl Throttle {
         self.prune_if_due(now_ms);
         if let Some(w) = self.windows.get_mut(key) {
             if w.first_ms + self.window_ms <= now_ms {
-                *w = Window {
-                    first_ms: now_ms,
-                    failures: 1,
-                };
+                w.first_ms = now_ms;
+                w.failures = 1;
             } else {
                 w.failures = w.failures.saturating_add(1);
             }
             return;
         }
+        self.make_room(now_ms);
+        self.windows.insert(
+            *key,
+            Window {
+                first_ms: now_ms,
+                failures: 1,
+                pending: 0,
+            },
+        );
+    }
+
+    /// Before a new key goes in: sweeps a full table, and if it is still full evicts one.
+    fn make_room(&mut self, now_ms: i64) {
         if self.windows.len() >= self.max_keys {
             self.prune(now_ms);
         }
@@ -84,13 +134,6 @@ impl Throttle {
                 self.windows.remove(&oldest);
             }
         }
-        self.windows.insert(
-            *key,
-            Window {
-                first_ms: now_ms,
-                failures: 1,
-            },
-        );
     }
 
     /// Forgets the failures of `key` (after a success).
@@ -116,7 +159,8 @@ impl Throttle {
 
     fn prune(&mut self, now_ms: i64) {
         let window = self.window_ms;
-        self.windows.retain(|_, w| w.first_ms + window > now_ms);
+        self.windows
+            .retain(|_, w| w.first_ms + window > now_ms || w.pending > 0);
         self.last_prune_ms = now_ms;
     }
 }
@@ -147,6 +191,43 @@ mod tests {
         );
         t.clear(&BOB);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn pending_attempts_take_room_until_they_end() {
+        let mut t = Throttle::new(2, 60_000, 100);
+        assert!(t.has_room(&BOB));
+        t.begin(&BOB, 0);
+        t.begin(&BOB, 0);
+        assert!(!t.has_room(&BOB), "two pending could both fail");
+        assert_eq!(t.check(&BOB, 1), Ok(()), "but none failed yet");
+        t.end(&BOB);
+        t.fail(&BOB, 1);
+        assert!(!t.has_room(&BOB));
+        t.end(&BOB);
+        assert!(t.has_room(&BOB), "one failure of two");
+        t.fail(&ANN, 1);
+        t.begin(&ANN, 1);
+        t.end(&ANN);
+        assert_eq!(t.len(), 2, "a window with failures stays");
+        t.begin(&[3; 16], 2);
+        t.end(&[3; 16]);
+        assert_eq!(
+            t.len(),
+            2,
+            "an attempt that ended without failing leaves nothing"
+        );
+        // A window that expires while an attempt is pending keeps counting it.
+        t.begin(&BOB, 2);
+        assert_eq!(t.check(&BOB, 60_001), Ok(()));
+        assert!(t.has_room(&BOB));
+        t.begin(&BOB, 60_001);
+        assert!(!t.has_room(&BOB));
+        assert_eq!(t.check(&ANN, 10 * 60_000), Ok(()));
+        assert!(
+            t.windows.contains_key(&BOB),
+            "a pruned table keeps pending attempts"
+        );
     }
 
     #[test]

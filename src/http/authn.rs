@@ -384,8 +384,9 @@ async fn basic(
     });
     if !cached {
         // Only a cache miss costs Argon2, so only a miss is an attempt worth counting.
-        let attempt = app.throttle.attempt(&username, client);
-        app.throttle_check(&attempt)?;
+        let admitted = app
+            .throttle_admit(app.throttle.attempt(&username, client))
+            .await?;
         // Same work for unknown users as for real ones: timing tells no usernames apart.
         let hash = user.as_ref().map_or_else(
             || DUMMY_HASH.clone(),
@@ -393,9 +394,9 @@ async fn basic(
         );
         let matches = app.verify_password(password, hash).await?;
         match &user {
-            Some(user) if matches && usable(user) => app.throttle_clear(&attempt),
+            Some(user) if matches && usable(user) => admitted.succeed(),
             _ => {
-                app.throttle_fail(&attempt);
+                admitted.fail();
                 return Err(ApiError::unauthorized(BASIC_REFUSED));
             }
         }

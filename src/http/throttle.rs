@@ -33,6 +33,8 @@ const MAX_KEYS: usize = 100_000;
 pub(super) struct Throttles {
     salt: [u8; 16],
     buckets: Mutex<Buckets>,
+    /// Woken whenever an admitted attempt ends: attempts waiting for room look again.
+    ended: tokio::sync::Notify,
 }
 
 struct Buckets {
@@ -43,6 +45,7 @@ struct Buckets {
 }
 
 /// What one password attempt counts against.
+#[derive(Clone, Copy)]
 pub(super) struct Attempt {
     pair: Option<Key>,
     user: Option<Key>,
@@ -60,6 +63,7 @@ impl Throttles {
                 address: Throttle::new(config.limits.max_failures_per_address, window, MAX_KEYS),
                 admin: Throttle::new(config.limits.max_failures_per_address, window, MAX_KEYS),
             }),
+            ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -107,51 +111,131 @@ impl App {
         self.throttle.attempt(username, client::of(req).ip)
     }
 
-    /// 429 if any bucket of `attempt` used up its failures.
-    pub(super) fn throttle_check(&self, attempt: &Attempt) -> Result<(), ApiError> {
-        let now = self.clock.now_ms();
-        let mut b = self.throttle.lock();
-        let wait = [
-            attempt.pair.map(|k| b.pair.check(&k, now)),
-            attempt.user.map(|k| b.user.check(&k, now)),
-            Some(b.address.check(&attempt.address, now)),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(Result::err)
-        .max();
-        drop(b);
-        match wait {
-            None => Ok(()),
-            Some(wait) => {
+    /// Lets `attempt` in, or 429 if any of its buckets used up its failures. An attempt is
+    /// counted from when it is let in: checking the limit first and counting after the
+    /// password check let a burst of concurrent guesses all pass while the count was still
+    /// low (found by an attack review). While the attempts in flight could, if they all
+    /// failed, use up a bucket, a new one waits for one of them to end (an honest burst of
+    /// right passwords then goes on, a burst of guesses meets the limit) — at most
+    /// [`ADMIT_WAIT`], then 429.
+    pub(super) async fn throttle_admit(&self, attempt: Attempt) -> Result<Admitted<'_>, ApiError> {
+        let give_up = tokio::time::Instant::now() + ADMIT_WAIT;
+        loop {
+            let ended = self.throttle.ended.notified();
+            tokio::pin!(ended);
+            {
+                let now = self.clock.now_ms();
+                let mut b = self.throttle.lock();
+                let wait = [
+                    attempt.pair.map(|k| b.pair.check(&k, now)),
+                    attempt.user.map(|k| b.user.check(&k, now)),
+                    Some(b.address.check(&attempt.address, now)),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(Result::err)
+                .max();
+                if let Some(wait) = wait {
+                    drop(b);
+                    self.metrics.rate_limited.inc();
+                    return Err(ApiError::too_many(wait));
+                }
+                let room = attempt.pair.is_none_or(|k| b.pair.has_room(&k))
+                    && attempt.user.is_none_or(|k| b.user.has_room(&k))
+                    && b.address.has_room(&attempt.address);
+                if room {
+                    if let Some(k) = attempt.pair {
+                        b.pair.begin(&k, now);
+                    }
+                    if let Some(k) = attempt.user {
+                        b.user.begin(&k, now);
+                    }
+                    b.address.begin(&attempt.address, now);
+                    return Ok(Admitted {
+                        app: self,
+                        attempt,
+                        settled: false,
+                    });
+                }
+                // Registered before the lock is let go: an end in between still wakes us.
+                ended.as_mut().enable();
+            }
+            if tokio::time::timeout_at(give_up, ended).await.is_err() {
                 self.metrics.rate_limited.inc();
-                Err(ApiError::too_many(wait))
+                return Err(ApiError::too_many(1_000));
             }
         }
     }
+}
 
-    /// Counts a failed attempt in every bucket.
-    pub(super) fn throttle_fail(&self, attempt: &Attempt) {
-        self.metrics.auth_failures.inc();
-        let now = self.clock.now_ms();
-        let mut b = self.throttle.lock();
-        if let Some(k) = attempt.pair {
-            b.pair.fail(&k, now);
-        }
-        if let Some(k) = attempt.user {
-            b.user.fail(&k, now);
-        }
-        b.address.fail(&attempt.address, now);
+/// How long an attempt waits at most for the attempts in flight before it (see
+/// [`App::throttle_admit`]).
+const ADMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A password attempt let in by [`App::throttle_admit`]: pending in its buckets until
+/// [`Admitted::fail`] counts it as a failure or [`Admitted::succeed`] clears it. Dropped
+/// without either (a full hash queue, a refused new password, a client gone), it just ends:
+/// it tested no credential.
+#[must_use = "say how the attempt ended: fail() or succeed()"]
+pub(super) struct Admitted<'a> {
+    app: &'a App,
+    attempt: Attempt,
+    settled: bool,
+}
+
+impl Admitted<'_> {
+    /// The credential was wrong: a failure in every bucket.
+    pub(super) fn fail(mut self) {
+        self.app.metrics.auth_failures.inc();
+        self.end(true);
     }
 
-    /// After a success: the (username, address) pair starts afresh. The username's and the
-    /// address's counts stay, so a guesser cannot reset them by logging in to its own account.
-    pub(super) fn throttle_clear(&self, attempt: &Attempt) {
-        if let Some(k) = attempt.pair {
-            self.throttle.lock().pair.clear(&k);
+    /// The credential was right: the (username, address) pair starts afresh. The
+    /// username's and the address's earlier failures stay, so a guesser cannot reset them
+    /// by logging in to its own account.
+    pub(super) fn succeed(mut self) {
+        self.end(false);
+        if let Some(k) = self.attempt.pair {
+            self.app.throttle.lock().pair.clear(&k);
         }
     }
 
+    fn end(&mut self, failed: bool) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let now = self.app.clock.now_ms();
+        let mut b = self.app.throttle.lock();
+        let Attempt {
+            pair,
+            user,
+            address,
+        } = self.attempt;
+        let buckets = &mut *b;
+        for (bucket, key) in [
+            (&mut buckets.pair, pair),
+            (&mut buckets.user, user),
+            (&mut buckets.address, Some(address)),
+        ] {
+            if let Some(key) = key {
+                bucket.end(&key);
+                if failed {
+                    bucket.fail(&key, now);
+                }
+            }
+        }
+        drop(b);
+        self.app.throttle.ended.notify_waiters();
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
+impl App {
     /// 401 unless the request's admin token (the `X-Admin-Token` header or the body field
     /// `admin_token`, see [`AdminHeader::token`]) is the right one; wrong tokens count against
     /// the client's address in the admin bucket, whichever way they came. Browsers on other

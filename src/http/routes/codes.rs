@@ -264,8 +264,7 @@ const WRONG_CODE: &str =
     "wrong username or reset code (codes expire, work once, and five wrong tries void them)";
 
 async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result<(), ApiError> {
-    let attempt = app.attempt(&body.username, req);
-    app.throttle_check(&attempt)?;
+    let admitted = app.throttle_admit(app.attempt(&body.username, req)).await?;
     app.check_password(&body.password, &body.username)?;
     let now_ms = app.clock.now_ms();
     let live = app.engine.read(|s| {
@@ -274,11 +273,11 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
             .filter(|code| now_ms < code.expires_ms)
     });
     let Some(live) = live else {
-        app.throttle_fail(&attempt);
+        admitted.fail();
         return Err(ApiError::unauthorized(WRONG_CODE));
     };
     if !reset_code::matches(&body.username, &body.totp, &live.code_hash) {
-        app.throttle_fail(&attempt);
+        admitted.fail();
         // On record, so that the fifth wrong try voids the code on every node and after a
         // restart; a refusal only means the code changed meanwhile.
         let counted = app
@@ -304,12 +303,12 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
         .await;
     match outcome {
         Ok(_) => {
-            app.throttle_clear(&attempt);
+            admitted.succeed();
             Ok(())
         }
         // Used or replaced by a concurrent request since it was read.
         Err(EngineError::Rejected(Rejection::ResetCodeInvalid | Rejection::UnknownUser(_))) => {
-            app.throttle_fail(&attempt);
+            admitted.fail();
             Err(ApiError::unauthorized(WRONG_CODE))
         }
         Err(other) => Err(other.into()),

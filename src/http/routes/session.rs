@@ -175,9 +175,9 @@ async fn login(
     req: &Request,
     body: Login,
 ) -> Result<(Json<Session>, jwt::Claims), ApiError> {
-    // Checked before the password, so the attempt after the limit is refused even when right.
-    let attempt = app.attempt(&body.username, req);
-    app.throttle_check(&attempt)?;
+    // Let in (and counted) before the password is checked, so the attempt after the limit
+    // is refused even when right.
+    let admitted = app.throttle_admit(app.attempt(&body.username, req)).await?;
     let user = app.engine.read(|state| state.user(&body.username).cloned());
     let hash = user.as_ref().map_or_else(
         || DUMMY_HASH.clone(),
@@ -185,15 +185,14 @@ async fn login(
     );
     let matches = app.verify_password(body.password, hash).await?;
     let user = match user {
-        Some(user) if matches => user,
+        // A revoked user's right password gets the same answer as a wrong one: it tells
+        // nobody the password was right.
+        Some(user) if matches && !user.revoked => user,
         _ => {
-            app.throttle_fail(&attempt);
+            admitted.fail();
             return Err(ApiError::unauthorized("wrong username or password"));
         }
     };
-    if user.revoked {
-        return Err(ApiError::unauthorized("this user is revoked"));
-    }
     if user.two_factor {
         let Some(code) = body.totp else {
             return Err(ApiError::unauthorized(
@@ -202,7 +201,7 @@ async fn login(
         };
         let Some(step) = totp::check_login_code(&user.totp_secret, code.trim(), app.clock.now_s())
         else {
-            app.throttle_fail(&attempt);
+            admitted.fail();
             return Err(ApiError::unauthorized(
                 "totp: wrong or expired two-factor code",
             ));
@@ -216,11 +215,11 @@ async fn login(
             })
             .await;
         if let Err(e) = used {
-            app.throttle_fail(&attempt);
+            admitted.fail();
             return Err(e.into());
         }
     }
-    app.throttle_clear(&attempt);
+    admitted.succeed();
     // The token carries the epoch the password was checked in: if a revocation or password
     // change landed meanwhile, the token is already invalid at its first use.
     let epoch = user.credential_epoch;
