@@ -57,11 +57,22 @@ pub struct ServeFlags {
     /// are always known.
     #[arg(long, env = "BROKER_PUBLIC_ORIGIN")]
     pub public_origin: Option<String>,
-    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` are
-    /// believed (comma-separated addresses or CIDR blocks, e.g. `127.0.0.1,10.0.0.0/8`).
-    /// Headers from anyone else are ignored.
+    /// Reverse proxies whose forwarding header (--trusted_proxy_header) is believed
+    /// (comma-separated addresses or CIDR blocks, e.g. `127.0.0.1,10.0.0.0/8`). Headers from
+    /// anyone else are ignored.
     #[arg(long, env = "BROKER_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
+    /// The header the trusted proxies write the client into: `x-forwarded-for` (with
+    /// `X-Forwarded-Proto`; nginx, HAProxy, Caddy, Traefik, cloud load balancers) or
+    /// `forwarded` (RFC 7239). Only that one is read: the other passes through a proxy
+    /// untouched, as the client sent it.
+    #[arg(
+        long,
+        env = "BROKER_TRUSTED_PROXY_HEADER",
+        value_enum,
+        default_value_t = ProxyHeader::XForwardedFor
+    )]
+    pub trusted_proxy_header: ProxyHeader,
     /// Lifetime of a JWT issued at login, in seconds.
     #[arg(long, env = "BROKER_JWT_EXPIRY", default_value_t = 86_400)]
     pub jwt_expiry: u64,
@@ -285,6 +296,18 @@ pub struct ServeFlags {
     pub compact_interval_secs: u64,
 }
 
+/// Which forwarding header trusted proxies write (`--trusted_proxy_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For`, with `X-Forwarded-Proto`.
+    #[default]
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded` (`for=`, `proto=`).
+    #[value(name = "forwarded")]
+    Forwarded,
+}
+
 /// An address block such as `10.0.0.0/8`, `::1/128` or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -442,6 +465,8 @@ pub struct Listen {
     pub known_hosts: Vec<String>,
     /// `--trusted_proxies`.
     pub trusted_proxies: Vec<Cidr>,
+    /// `--trusted_proxy_header`.
+    pub trusted_proxy_header: ProxyHeader,
 }
 
 /// Tokens, secrets and password checks.
@@ -746,6 +771,7 @@ impl ServeFlags {
                 public_origins,
                 known_hosts,
                 trusted_proxies: self.trusted_proxies,
+                trusted_proxy_header: self.trusted_proxy_header,
             },
             identity: Identity {
                 jwt_expiry: self.jwt_expiry,

@@ -3,8 +3,11 @@
 //!
 //! Behind a reverse proxy every connection comes from the proxy, so one attacker would lock
 //! everyone out and the logs would name only the proxy. `--trusted_proxies` names the peers
-//! whose `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` headers are believed; from
-//! anyone else those headers are ignored, so a client cannot choose its own address.
+//! whose forwarding headers are believed; from anyone else those headers are ignored, so a
+//! client cannot choose its own address. Only the header the proxies write
+//! (`--trusted_proxy_header`) is read: a proxy passes the other through as the client sent
+//! it (an attack review chose its own address with a `Forwarded` header behind a proxy that
+//! appends to `X-Forwarded-For`).
 
 use std::net::IpAddr;
 
@@ -12,7 +15,7 @@ use poem::Request;
 use poem::http::HeaderMap;
 use poem::http::uri::Scheme;
 
-pub use crate::config::Cidr;
+pub use crate::config::{Cidr, ProxyHeader};
 
 /// The client of a request, resolved once per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +47,18 @@ pub fn block(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The peers whose forwarding headers are believed.
+/// The peers whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(pub Vec<Cidr>);
+pub struct TrustedProxies {
+    /// `--trusted_proxies`.
+    pub cidrs: Vec<Cidr>,
+    /// `--trusted_proxy_header`.
+    pub header: ProxyHeader,
+}
 
 impl TrustedProxies {
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|c| c.contains(ip))
+        self.cidrs.iter().any(|c| c.contains(ip))
     }
 
     /// The client of a request that arrived from `peer` over `tls` with `headers`.
@@ -62,7 +70,7 @@ impl TrustedProxies {
                 https: tls,
             };
         }
-        let (hops, protos) = forwarded_chain(headers);
+        let (hops, protos) = forwarded_chain(headers, self.header);
         // The chain grows rightwards, one hop per proxy: the rightmost address no trusted
         // proxy vouches for is the client. Anything left of it is the client's own claim.
         let mut client = Client {
@@ -87,9 +95,9 @@ impl TrustedProxies {
     }
 }
 
-/// The hops of `Forwarded` (RFC 7239) if present, else of `X-Forwarded-For`, with the
+/// The hops of `Forwarded` (RFC 7239) or of `X-Forwarded-For`, as `header` says, with the
 /// protocol each hop was reached by where known (`X-Forwarded-Proto` applies to the last).
-fn forwarded_chain(headers: &HeaderMap) -> (Vec<IpAddr>, Vec<Option<String>>) {
+fn forwarded_chain(headers: &HeaderMap, header: ProxyHeader) -> (Vec<IpAddr>, Vec<Option<String>>) {
     let values = |name: &str| -> Vec<String> {
         headers
             .get_all(name)
@@ -100,11 +108,10 @@ fn forwarded_chain(headers: &HeaderMap) -> (Vec<IpAddr>, Vec<Option<String>>) {
             .filter(|s| !s.is_empty())
             .collect()
     };
-    let forwarded = values("forwarded");
-    if !forwarded.is_empty() {
+    if header == ProxyHeader::Forwarded {
         let mut hops = Vec::new();
         let mut protos = Vec::new();
-        for element in forwarded {
+        for element in values("forwarded") {
             let mut ip = None;
             let mut proto = None;
             for pair in element.split(';') {
@@ -159,7 +166,7 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 /// Resolves [`Client`] once and keeps it in the request's extensions, when proxies are
 /// trusted; without them [`of`] reads the TCP peer itself and the request stays unallocated.
 pub fn resolve(req: &mut Request, trusted: &TrustedProxies) {
-    if trusted.0.is_empty() {
+    if trusted.cidrs.is_empty() {
         return;
     }
     let tls = *req.scheme() == Scheme::HTTPS;
@@ -230,7 +237,14 @@ mod tests {
 
     #[test]
     fn forwarding_headers_count_only_from_trusted_peers() {
-        let trusted = TrustedProxies(vec!["10.0.0.0/8".parse().unwrap()]);
+        let trusted = TrustedProxies {
+            cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            header: ProxyHeader::XForwardedFor,
+        };
+        let rfc_trusted = TrustedProxies {
+            header: ProxyHeader::Forwarded,
+            ..trusted.clone()
+        };
         let spoof = headers(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
@@ -260,7 +274,7 @@ mod tests {
             "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
         )]);
         assert_eq!(
-            trusted.client(ip("10.0.0.1"), false, &rfc),
+            rfc_trusted.client(ip("10.0.0.1"), false, &rfc),
             Client {
                 ip: ip("2001:db8::1"),
                 https: true
@@ -276,7 +290,7 @@ mod tests {
         );
         let unknown = headers(&[("forwarded", "for=unknown, for=5.6.7.8")]);
         assert_eq!(
-            trusted.client(ip("10.0.0.1"), false, &unknown).ip,
+            rfc_trusted.client(ip("10.0.0.1"), false, &unknown).ip,
             ip("5.6.7.8")
         );
         let huge = "9.9.9.9, ".repeat(10_000) + "1.2.3.4";
@@ -296,6 +310,45 @@ mod tests {
             Client {
                 ip: ip("10.0.0.1"),
                 https: true
+            }
+        );
+    }
+
+    #[test]
+    fn only_the_header_the_proxies_write_is_read() {
+        // The proxy appended the real peer to X-Forwarded-For and passed the client's own
+        // `Forwarded` (and, RFC-style, a proto) through untouched.
+        let both = headers(&[
+            ("forwarded", "for=198.51.100.7;proto=https"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        let xff = TrustedProxies {
+            cidrs: vec!["127.0.0.1".parse().unwrap()],
+            header: ProxyHeader::XForwardedFor,
+        };
+        assert_eq!(
+            xff.client(ip("127.0.0.1"), false, &both),
+            Client {
+                ip: ip("203.0.113.7"),
+                https: false
+            }
+        );
+        // And the other way round: a proxy that writes `Forwarded` passes a client's
+        // X-Forwarded-For and X-Forwarded-Proto through.
+        let both = headers(&[
+            ("forwarded", "for=203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let rfc = TrustedProxies {
+            header: ProxyHeader::Forwarded,
+            ..xff
+        };
+        assert_eq!(
+            rfc.client(ip("127.0.0.1"), false, &both),
+            Client {
+                ip: ip("203.0.113.7"),
+                https: false
             }
         );
     }

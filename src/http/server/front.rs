@@ -37,7 +37,10 @@ impl<E> Front<E> {
         Front {
             policy: app.config.listen.cors.clone(),
             site: cors::Site::of(&app.config),
-            trusted: client::TrustedProxies(app.config.listen.trusted_proxies.clone()),
+            trusted: client::TrustedProxies {
+                cidrs: app.config.listen.trusted_proxies.clone(),
+                header: app.config.listen.trusted_proxy_header,
+            },
             routes,
             app,
             allowed,
