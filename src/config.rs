@@ -296,6 +296,9 @@ pub struct ServeFlags {
     pub compact_interval_secs: u64,
 }
 
+/// The longest `--jwt_expiry`: ten years, in seconds.
+pub const MAX_JWT_EXPIRY: u64 = 10 * 365 * 86_400;
+
 /// Which forwarding header trusted proxies write (`--trusted_proxy_header`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ProxyHeader {
@@ -720,6 +723,13 @@ impl ServeFlags {
         if self.jwt_expiry == 0 {
             return Err(ConfigError("--jwt_expiry must be at least 1 second".into()));
         }
+        // Expiries are added to the clock as seconds and as instants: past ten years a huge
+        // value wrapped (every token born expired) or panicked (an attack review's finding).
+        if self.jwt_expiry > MAX_JWT_EXPIRY {
+            return Err(ConfigError(format!(
+                "--jwt_expiry must be at most {MAX_JWT_EXPIRY} seconds (ten years)"
+            )));
+        }
         const MAX_BODY: usize = 16 * 1024 * 1024;
         if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY {
             return Err(ConfigError(format!(
@@ -1076,6 +1086,23 @@ mod tests {
         assert_eq!(config.listen.addr.port(), 8080);
         assert_eq!(config.identity.jwt_expiry, 86_400);
         assert_eq!(config.identity.totp_duration, 300);
+    }
+
+    #[test]
+    fn jwt_expiry_is_bounded() {
+        let ten_years = MAX_JWT_EXPIRY.to_string();
+        assert!(
+            parse(&["--jwt_expiry", &ten_years])
+                .serve
+                .validate()
+                .is_ok()
+        );
+        for bad in ["0", "315360001", "18446744073709551615"] {
+            let Err(e) = parse(&["--jwt_expiry", bad]).serve.validate() else {
+                panic!("--jwt_expiry {bad} accepted");
+            };
+            assert!(e.0.contains("--jwt_expiry"), "{}", e.0);
+        }
     }
 
     #[test]

@@ -98,7 +98,12 @@ pub fn issue(
         .map_err(fail)?;
     let params = HashMap::from([(
         "expiry".to_owned(),
-        date(&(UNIX_EPOCH + Duration::from_secs(expiry_s))),
+        // A time past what the clock holds (a forged `exp`) is refused, not a panic.
+        date(
+            &UNIX_EPOCH
+                .checked_add(Duration::from_secs(expiry_s))
+                .ok_or_else(|| format!("the expiry {expiry_s} is out of range"))?,
+        ),
     )]);
     builder = builder
         .code_with_params(
@@ -108,4 +113,17 @@ pub fn issue(
         )
         .map_err(fail)?;
     builder.build(root).map_err(fail)?.to_vec().map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_past_the_clock_is_an_error_not_a_panic() {
+        let root = KeyPair::new();
+        assert!(issue(&root, "u", "t", &[], 1, 2_000_000_000).is_ok());
+        let far = issue(&root, "u", "t", &[], 1, u64::MAX).unwrap_err();
+        assert!(far.contains("out of range"), "{far}");
+    }
 }

@@ -28,14 +28,26 @@ pub fn check_login_code(secret: &[u8], code: &str, now_s: u64) -> Option<u64> {
     totp(secret.to_vec(), LOGIN_STEP, 1)?.check(code, now_s)
 }
 
+/// The longest issuer an enrolment URI takes, in bytes.
+pub const MAX_ISSUER_BYTES: usize = 128;
+
 /// The `otpauth://totp/<issuer>:<account>?secret=…&issuer=…&algorithm=SHA1&digits=6&period=30`
 /// URI authenticator apps enrol from.
 ///
 /// Every parameter is spelled out (totp-rs leaves the defaults implicit), because some apps
 /// only trust what the URI says.
 pub fn enrolment_uri(secret: &[u8], issuer: &str, account: &str) -> Result<String, String> {
-    if issuer.is_empty() || issuer.contains(':') || account.contains(':') {
-        return Err("issuer: must be non-empty and contain no ':'".to_owned());
+    // Bounded so that the URI always fits a QR code (an attack review's 1,500-byte issuer
+    // was a 500): 128 bytes, even percent-encoded twice, stay far below its 2,331.
+    if issuer.is_empty()
+        || issuer.len() > MAX_ISSUER_BYTES
+        || issuer.contains(':')
+        || issuer.chars().any(char::is_control)
+        || account.contains(':')
+    {
+        return Err(format!(
+            "issuer: must be 1 to {MAX_ISSUER_BYTES} bytes, with no ':' and no control characters"
+        ));
     }
     let base32 = Secret::from(secret.to_vec()).to_base32();
     let (issuer, account) = (percent_encode(issuer), percent_encode(account));
@@ -90,5 +102,12 @@ mod tests {
             "{spaced}"
         );
         assert!(super::enrolment_uri(&super::new_secret(), "A:B", "bob").is_err());
+        assert!(super::enrolment_uri(&super::new_secret(), "A\nB", "bob").is_err());
+        let longest = "€".repeat(42) + "xx";
+        assert_eq!(longest.len(), super::MAX_ISSUER_BYTES);
+        let uri = super::enrolment_uri(&super::new_secret(), &longest, &"ü".repeat(128)).unwrap();
+        crate::auth::qr::png(&uri).expect("the longest URI fits a QR code");
+        let over = longest + "x";
+        assert!(super::enrolment_uri(&super::new_secret(), &over, "bob").is_err());
     }
 }

@@ -249,12 +249,7 @@ impl App {
     ) -> Result<(), ApiError> {
         super::server::cors::refuse_foreign_admin(req)?;
         let Client { ip, .. } = client::of(req);
-        let key = self.throttle.address_key(ip);
-        let now = self.clock.now_ms();
-        if let Err(wait) = self.throttle.lock().admin.check(&key, now) {
-            self.metrics.rate_limited.inc();
-            return Err(ApiError::too_many(wait));
-        }
+        self.token_check(ip)?;
         let token = header.token(body).map_err(|e| match e {
             AdminTokenError::Missing => ApiError::unauthorized(e.to_string()),
             AdminTokenError::Conflicting | AdminTokenError::Repeated => {
@@ -265,9 +260,26 @@ impl App {
             tracing::info!(client = %ip, path = req.uri().path(), "admin action");
             Ok(())
         } else {
-            self.metrics.auth_failures.inc();
-            self.throttle.lock().admin.fail(&key, now);
+            self.token_fail(ip);
             Err(ApiError::unauthorized("admin_token: wrong admin token"))
         }
+    }
+
+    /// 429 while the client at `ip` has used up its wrong secret tokens (the admin token,
+    /// the metrics token: one bucket per address, apart from passwords).
+    pub(super) fn token_check(&self, ip: std::net::IpAddr) -> Result<(), ApiError> {
+        let key = self.throttle.address_key(ip);
+        if let Err(wait) = self.throttle.lock().admin.check(&key, self.clock.now_ms()) {
+            self.metrics.rate_limited.inc();
+            return Err(ApiError::too_many(wait));
+        }
+        Ok(())
+    }
+
+    /// Counts a wrong secret token of the client at `ip`.
+    pub(super) fn token_fail(&self, ip: std::net::IpAddr) {
+        self.metrics.auth_failures.inc();
+        let key = self.throttle.address_key(ip);
+        self.throttle.lock().admin.fail(&key, self.clock.now_ms());
     }
 }

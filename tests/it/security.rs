@@ -681,12 +681,65 @@ async fn the_session_cookie_opens_streams_only_and_is_secure_over_tls() {
     );
     let stream = c
         .get(s.url("/sse"))
+        .header("x-forwarded-proto", "https")
         .header("cookie", format!("__Host-broker_session={token}"))
         .send()
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
     drop(stream);
+    // A plain `broker_session` planted beside it (by a sibling domain, or a plain-HTTP
+    // answer) does not shadow it over TLS (found by an attack review: the stream was eve's).
+    create_user(&c, &s, "eve", "pw", "elsewhere").await;
+    let web_jwt = login(&c, &s, "web", "pw").await;
+    assert_eq!(insert(&c, &s, &web_jwt, "mine", json!(1)).await.0, 200);
+    let eve = c
+        .post(s.url("/login"))
+        .body(json!({"username": "eve", "password": "pw", "session_cookie": true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let planted = eve.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let planted = planted.split(';').next().unwrap().to_owned();
+    assert!(planted.starts_with("broker_session="), "{planted}");
+    let resp = c
+        .get(s.url("/sse"))
+        .header("x-forwarded-proto", "https")
+        .header(
+            "cookie",
+            format!("{planted}; __Host-broker_session={token}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = Sse::from_response(resp);
+    let first = stream.next_event(WAIT).await.expect("the snapshot");
+    assert_eq!(first.event.as_deref(), Some("mine"), "web's own stream");
+    drop(stream);
+    // Over TLS the plain cookie alone opens nothing; two different secure ones are refused.
+    let resp = c
+        .get(s.url("/sse"))
+        .header("x-forwarded-proto", "https")
+        .header("cookie", &planted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let eve_token = planted.split_once('=').unwrap().1;
+    let resp = c
+        .get(s.url("/sse"))
+        .header("x-forwarded-proto", "https")
+        .header(
+            "cookie",
+            format!("__Host-broker_session={eve_token}; __Host-broker_session={token}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("cookie"), "{body}");
     // Spoofed by a client that is not a trusted proxy: plain cookie.
     let s2 = Server::start(&dir.path().join("direct"), &[]);
     create_user(&c, &s2, "web", "pw", "t").await;
@@ -884,4 +937,48 @@ async fn only_the_header_the_proxy_writes_names_the_client() {
         );
         assert!(!s.stderr().contains("198.51.100."), "{}", s.stderr());
     }
+}
+
+/// Wrong `/metrics` tokens are limited like wrong admin tokens (an attack review sent 25
+/// and got 25 × 401), and never lock out logins.
+#[tokio::test]
+async fn wrong_metrics_tokens_meet_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--metrics_token",
+            "scrape-me",
+            "--max_failures_per_address",
+            "3",
+        ],
+    );
+    let c = client();
+    let scrape = |token: &'static str| {
+        let req = c.get(s.url("/metrics")).bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(scrape("scrape-me").await, 200);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(scrape("guess").await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    assert_eq!(
+        scrape("scrape-me").await,
+        429,
+        "past the limit, right or not"
+    );
+    assert_eq!(
+        create_user(&c, &s, "u", "pw", "t").await,
+        429,
+        "admin tokens share it"
+    );
+    let resp = c
+        .post(s.url("/login"))
+        .body(json!({"username": "nobody", "password": "pw"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "logins count apart");
 }

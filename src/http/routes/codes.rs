@@ -25,7 +25,9 @@ pub struct CreateQr {
     /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
     #[serde(default)]
     admin_token: Option<String>,
-    /// The name the authenticator app shows (no ':').
+    /// The name the authenticator app shows: 1 to 128 bytes, no ':' and no control
+    /// characters.
+    #[oai(validator(min_length = 1, max_length = 128))]
     issuer: String,
     /// Whose.
     username: String,
@@ -157,7 +159,9 @@ impl CodesApi {
         let secret = app.secret_of(&body.username)?;
         let uri = totp::enrolment_uri(&secret, &body.issuer, &body.username)
             .map_err(ApiError::bad_request)?;
-        let png = qr::png(&uri).map_err(ApiError::internal)?;
+        // The issuer's bound keeps every URI within a QR code's capacity; were one still
+        // too long, it is the request's doing.
+        let png = qr::png(&uri).map_err(ApiError::bad_request)?;
         Ok(Json(Qr {
             qr: base64::engine::general_purpose::STANDARD.encode(png),
             uri,

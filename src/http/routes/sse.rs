@@ -50,15 +50,37 @@ pub const SESSION_COOKIE: &str = "broker_session";
 /// The same cookie over TLS: `Secure`, and `__Host-` so no other host can set it.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-broker_session";
 
-fn session_cookie(req: &Request) -> Option<&str> {
-    req.headers()
+/// The session cookie's JWT: over TLS only `__Host-broker_session`, which no other host can
+/// set, so a plain `broker_session` planted by a sibling domain or a plain-HTTP answer cannot
+/// shadow it (found by an attack review); over plain HTTP only `broker_session`. Two
+/// different values under that name are refused: one of them was planted.
+fn session_cookie(req: &Request) -> Result<Option<&str>, ApiError> {
+    let name = if crate::http::server::client::of(req).https {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    };
+    let mut found = None;
+    let values = req
+        .headers()
         .get_all(poem::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE || *k == SECURE_SESSION_COOKIE)
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    for value in values {
+        match found {
+            Some(first) if first != value => {
+                return Err(ApiError::bad_request(format!(
+                    "cookie: two different {name} cookies; log out and log in again"
+                )));
+            }
+            _ => found = Some(value),
+        }
+    }
+    Ok(found)
 }
 
 /// Who opens the stream: `Authorization` (Bearer or Basic), a ticket from `POST /sse_ticket`,
@@ -68,13 +90,16 @@ async fn holder_of(app: &App, req: &Request) -> Result<Holder, ApiError> {
     let has_header = req
         .headers()
         .contains_key(poem::http::header::AUTHORIZATION);
-    match (query_param(req, "ticket"), has_header, session_cookie(req)) {
-        (Some(_), true, _) => Err(ApiError::bad_request(
+    match (query_param(req, "ticket"), has_header) {
+        (Some(_), true) => Err(ApiError::bad_request(
             "send either an Authorization header or ?ticket=, not both",
         )),
-        (Some(ticket), false, _) => app.redeem_ticket(&ticket),
-        (None, false, Some(jwt)) => stream_bearer(app, jwt).map(Holder::User),
-        (None, _, _) => authenticate(app, req).await.map(Holder::User),
+        (Some(ticket), false) => app.redeem_ticket(&ticket),
+        (None, false) => match session_cookie(req)? {
+            Some(jwt) => stream_bearer(app, jwt).map(Holder::User),
+            None => authenticate(app, req).await.map(Holder::User),
+        },
+        (None, true) => authenticate(app, req).await.map(Holder::User),
     }
 }
 

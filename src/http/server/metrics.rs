@@ -279,13 +279,21 @@ pub async fn metrics(app: Data<&App>, req: &Request) -> Response {
         )
         .into_response();
     };
+    // Wrong tokens count like wrong admin tokens: a guesser meets 429, not endless 401s.
+    let ip = super::client::of(req).ip;
+    if let Err(refused) = app.token_check(ip) {
+        return refused.into_response();
+    }
     let given = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !token_matches(given, expected) {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| token_matches(given, expected)) {
+        // Only a token tried is a guess; a scraper sent without one is not.
+        if given.is_some() {
+            app.token_fail(ip);
+        }
         return ApiError::unauthorized("metrics need Authorization: Bearer <--metrics_token>")
             .into_response();
     }
