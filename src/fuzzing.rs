@@ -96,7 +96,7 @@ pub fn decide_evolve(data: &[u8]) {
         let (kind, a, b) = (op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0));
         let user = NAMES[a as usize % NAMES.len()].to_owned();
         let epoch = live.user(&user).map_or(0, |u| u.credential_epoch);
-        let command = match kind % 11 {
+        let command = match kind % 12 {
             0 => Command::CreateUser(UserCreated {
                 id: [a; 16],
                 username: user.clone(),
@@ -159,6 +159,11 @@ pub fn decide_evolve(data: &[u8]) {
                 username: user.clone(),
                 password_hash: "r".into(),
                 code: u64::from(b),
+            },
+            10 => Command::ReplaceTotpSecret {
+                username: user.clone(),
+                // Up to 65 bytes: sometimes one too long, which must be refused.
+                totp_secret: vec![b; 16 + usize::from(b % 50)],
             },
             _ => Command::DeleteUser {
                 username: user.clone(),

@@ -424,6 +424,7 @@ fn user_of(command: &Command) -> &str {
         | Command::IssueResetCode { username, .. }
         | Command::FailResetCode { username, .. }
         | Command::ChangePassword { username, .. }
+        | Command::ReplaceTotpSecret { username, .. }
         | Command::DeleteUser { username } => username,
         Command::UpdateUser { update, .. } => &update.username,
     }

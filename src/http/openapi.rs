@@ -138,6 +138,37 @@ const ERRORS: &[(&str, u16, &str)] = &[
         "The log cannot write or the server is stopping: two-factor login was not turned on; send a fresh code again.",
     ),
     (
+        "/reset_two_factor",
+        400,
+        "`username` is missing or not a string, or the admin token's header and body field differ: the secret stays.",
+    ),
+    (
+        "/reset_two_factor",
+        401,
+        "No admin token or a wrong one: the secret stays.",
+    ),
+    (
+        "/reset_two_factor",
+        404,
+        "No user has this username: there is no secret to replace.",
+    ),
+    ("/reset_two_factor", 413, "A body over --max_body_bytes."),
+    (
+        "/reset_two_factor",
+        429,
+        "This address sent too many wrong admin tokens: the secret stays until retry-after seconds have passed and a right token comes.",
+    ),
+    (
+        "/reset_two_factor",
+        500,
+        "Storing the new secret failed in the server; logged with detail.",
+    ),
+    (
+        "/reset_two_factor",
+        503,
+        "The log cannot write or the server is stopping: the old secret stays; send the request again.",
+    ),
+    (
         "/get_user",
         400,
         "`username` is missing or not a string, or the admin token's header and body field differ.",

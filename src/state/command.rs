@@ -106,6 +106,13 @@ pub enum Command {
         /// Argon2id PHC string.
         password_hash: String,
     },
+    /// Replace the user's TOTP secret (already drawn).
+    ReplaceTotpSecret {
+        /// Whose.
+        username: String,
+        /// The new secret's bytes.
+        totp_secret: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -143,6 +150,9 @@ impl std::fmt::Debug for Command {
             }
             Command::ChangePassword { username, .. } => write!(f, "ChangePassword({username:?})"),
             Command::DeleteUser { username } => write!(f, "DeleteUser({username:?})"),
+            Command::ReplaceTotpSecret { username, .. } => {
+                write!(f, "ReplaceTotpSecret({username:?})")
+            }
         }
     }
 }

@@ -223,6 +223,17 @@ pub fn decide(
                 password_hash,
             }
         }
+        Command::ReplaceTotpSecret {
+            username,
+            totp_secret,
+        } => {
+            known(state, &username)?;
+            validate::totp_secret(&totp_secret)?;
+            RecordKind::TotpSecretReplaced {
+                username,
+                totp_secret,
+            }
+        }
     };
     // A vector of exactly one: it is the answer, and the insert's one allocation here.
     let record = Record {

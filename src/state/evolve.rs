@@ -193,6 +193,20 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             // cursor of its `UserCreated`), so the old user's tokens never match it.
             state.remove_user(username);
         }
+        RecordKind::TotpSecretReplaced {
+            username,
+            totp_secret,
+        } => {
+            if let Some(user) = state.user_mut(username) {
+                user.totp_secret = totp_secret.as_slice().into();
+                // Used steps are a secret's: the new one's first code may fall in the step
+                // the old one last logged in with, and no old code verifies against it.
+                user.last_login_step = 0;
+                user.credential_epoch = cursor;
+                user.version = cursor;
+                user.changed_ms = record.at_ms;
+            }
+        }
         RecordKind::UserUpdatedWithPassword {
             update,
             password_hash,

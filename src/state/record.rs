@@ -94,6 +94,14 @@ pub enum RecordKind {
         /// Argon2id PHC string of the new password.
         password_hash: String,
     },
+    /// The admin replaced the user's TOTP secret (a lost or exposed authenticator): codes
+    /// of the old one stop working, and so do earlier tokens.
+    TotpSecretReplaced {
+        /// Whose.
+        username: String,
+        /// The new secret's bytes.
+        totp_secret: Vec<u8>,
+    },
 }
 
 /// The fields of a new user.
@@ -299,7 +307,8 @@ impl Record {
             | RecordKind::PasswordReset { username, .. }
             | RecordKind::ResetCodeIssued { username, .. }
             | RecordKind::ResetCodeFailed { username }
-            | RecordKind::UserDeleted { username } => Some(username),
+            | RecordKind::UserDeleted { username }
+            | RecordKind::TotpSecretReplaced { username, .. } => Some(username),
             RecordKind::EventInserted(_) => None,
         }
     }

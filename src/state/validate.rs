@@ -189,6 +189,13 @@ pub fn record(kind: &RecordKind) -> Result<(), Invalid> {
             user_updated(update)?;
             self::password_hash(password_hash)
         }
+        RecordKind::TotpSecretReplaced {
+            username,
+            totp_secret,
+        } => {
+            self::username(username)?;
+            self::totp_secret(totp_secret)
+        }
         RecordKind::UserRevoked { username }
         | RecordKind::UserUnrevoked { username }
         | RecordKind::ResetCodeFailed { username }

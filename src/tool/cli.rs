@@ -30,7 +30,8 @@ pub enum LogCommand {
         tenant: Option<String>,
         /// Only this record kind (user_created, user_updated, user_revoked, user_unrevoked,
         /// password_changed, event_inserted, login_code_used, password_reset,
-        /// reset_code_issued, reset_code_failed, user_deleted, user_updated_with_password).
+        /// reset_code_issued, reset_code_failed, user_deleted, user_updated_with_password,
+        /// totp_secret_replaced).
         #[arg(long)]
         kind: Option<String>,
     },

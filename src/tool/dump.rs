@@ -26,6 +26,7 @@ pub fn kind_name(kind: &RecordKind) -> &'static str {
         RecordKind::ResetCodeFailed { .. } => "reset_code_failed",
         RecordKind::UserDeleted { .. } => "user_deleted",
         RecordKind::UserUpdatedWithPassword { .. } => "user_updated_with_password",
+        RecordKind::TotpSecretReplaced { .. } => "totp_secret_replaced",
     }
 }
 
@@ -55,6 +56,9 @@ pub fn to_json(record: &Record) -> Value {
             "two_factor": u.two_factor, "password_hash": "***", "totp_secret": "***",
         }),
         RecordKind::UserUpdated(u) => update_fields(u),
+        RecordKind::TotpSecretReplaced { username, .. } => {
+            json!({ "username": username, "totp_secret": "***" })
+        }
         RecordKind::UserUpdatedWithPassword { update, .. } => {
             let mut fields = update_fields(update);
             fields["password_hash"] = json!("***");

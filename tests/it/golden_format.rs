@@ -38,12 +38,13 @@ fn discriminant(kind: &RecordKind) -> u8 {
         RecordKind::ResetCodeFailed { .. } => 9,
         RecordKind::UserDeleted { .. } => 10,
         RecordKind::UserUpdatedWithPassword { .. } => 11,
+        RecordKind::TotpSecretReplaced { .. } => 12,
     }
 }
 
-const KINDS: u8 = 12;
+const KINDS: u8 = 13;
 
-/// One record of every kind, cursors 1..=12, with fixed times, ids and secrets.
+/// One record of every kind, cursors 1..=13, with fixed times, ids and secrets.
 fn expected_records() -> Vec<Record> {
     let at = |cursor: u64| 1_700_000_000_000 + cursor as i64 * 1_000;
     let kinds = vec![
@@ -120,6 +121,10 @@ fn expected_records() -> Vec<Record> {
                 two_factor: None,
             },
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$Ym9ic2FsdGJvYnNhbHQ$Ym9iaGFzaGJvYmhhc2hib2JoYXNoYm9iaGFzaGJvYg".into(),
+        },
+        RecordKind::TotpSecretReplaced {
+            username: "bob".into(),
+            totp_secret: (101u8..=120).collect(),
         },
     ];
     kinds

@@ -338,4 +338,118 @@ async fn two_factor_turns_on_only_with_a_code_from_the_app() {
     )
     .await;
     assert_eq!(status, 401, "two-factor is on: a code is needed");
+    // The code that proved the enrolment is used up: it neither enables again nor logs in.
+    let (status, reply) = admin(
+        &c,
+        &s,
+        "/enable_two_factor",
+        json!({"username": "eve", "totp": code}),
+    )
+    .await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("already used"),
+        "{reply}"
+    );
+    let (status, reply) = post(
+        &c,
+        s.url("/login"),
+        json!({"username": "eve", "password": "pw", "totp": code}),
+    )
+    .await;
+    assert_eq!(status, 401, "the enrolment's code logged in: {reply}");
+}
+
+/// A lost or exposed authenticator: `/reset_two_factor` draws a new secret; the old one's
+/// codes, the user's tokens and streams end, and the new QR code logs in (found by an attack
+/// review: the secret could never be replaced).
+#[tokio::test]
+async fn a_two_factor_secret_is_replaced_and_the_old_one_stops_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let (status, _) = post(
+        &c,
+        s.url("/create_user"),
+        json!({"admin_token": ADMIN, "username": "zed", "password": "pw", "tenant_name": "t", "two_factor": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let qr = |c: reqwest::Client| {
+        let url = s.url("/create_qr");
+        async move {
+            let (status, qr) = post(
+                &c,
+                url,
+                json!({"admin_token": ADMIN, "username": "zed", "issuer": "Broker"}),
+            )
+            .await;
+            assert_eq!(status, 200, "{qr}");
+            let uri = qr["uri"].as_str().unwrap().to_owned();
+            (totp_rs::Totp::from_url(&uri).unwrap(), uri)
+        }
+    };
+    let (old, old_uri) = qr(c.clone()).await;
+    let log_in = |code: String| {
+        post(
+            &c,
+            s.url("/login"),
+            json!({"username": "zed", "password": "pw", "totp": code}),
+        )
+    };
+    let (status, session) = log_in(old.generate_current().to_string()).await;
+    assert_eq!(status, 200, "{session}");
+    let jwt = session["jwt"].as_str().unwrap().to_owned();
+    let mut stream = Sse::open(&s, &jwt, None).await;
+
+    let (status, reply) = post(&c, s.url("/reset_two_factor"), json!({"username": "zed"})).await;
+    assert_eq!(status, 401, "{reply}");
+    let (status, reply) = admin(&c, &s, "/reset_two_factor", json!({"username": "nobody"})).await;
+    assert_eq!(status, 404, "{reply}");
+    let (status, zed) = admin(&c, &s, "/reset_two_factor", json!({"username": "zed"})).await;
+    assert_eq!(status, 200, "{zed}");
+    assert_eq!(zed["two_factor"], true, "two-factor stays on");
+    assert_eq!(zed["totp"], "***", "the new secret is not in the answer");
+
+    // The old secret's codes and the old token are refused, the stream ends.
+    let (status, _) = log_in(old.generate(next_step()).to_string()).await;
+    assert_eq!(status, 401);
+    assert_eq!(insert(&c, &s, &jwt, "e", json!(1)).await.0, 401);
+    let mut closed = None;
+    for _ in 0..10 {
+        match stream.next_frame(WAIT).await {
+            Some(frame) if frame.event.as_deref() == Some("broker.closed") => {
+                closed = Some(frame);
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let closed = closed.expect("the stream ended with broker.closed");
+    assert_eq!(closed.json()["reason"], "credentials_changed");
+
+    // The new QR holds another secret, whose current code logs in at once.
+    let (new, new_uri) = qr(c.clone()).await;
+    let secret = |uri: &str| {
+        uri.split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(secret(&new_uri), secret(&old_uri));
+    let (status, reply) = log_in(new.generate_current().to_string()).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// A time (Unix seconds) in the next 30-second step: a code no login used yet.
+fn next_step() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    now + 30
 }

@@ -78,6 +78,27 @@ pub struct EnableTwoFactor {
     totp: String,
 }
 
+/// `POST /reset_two_factor` body.
+#[derive(Debug, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
+pub struct ResetTwoFactor {
+    /// The server's --admin_token; may be left out when the `X-Admin-Token` header carries it.
+    #[serde(default)]
+    admin_token: Option<String>,
+    /// Whose.
+    username: String,
+}
+
+/// Swagger UI's example body (with the admin token from "Authorize", where one is needed).
+impl poem_openapi::types::Example for ResetTwoFactor {
+    fn example() -> Self {
+        ResetTwoFactor {
+            admin_token: None,
+            username: "alice".into(),
+        }
+    }
+}
+
 /// Swagger UI's example body (the admin token from "Authorize"; the code is the one `alice`'s
 /// app would show, so trying it as is answers 400 and changes nothing).
 impl poem_openapi::types::Example for EnableTwoFactor {
@@ -183,11 +204,36 @@ impl CodesApi {
         let body = body.0;
         app.require_admin(&admin, body.admin_token.as_deref(), req)?;
         let secret = app.secret_of(&body.username)?;
-        if totp::check_login_code(&secret, body.totp.trim(), app.clock.now_s()).is_none() {
+        let Some(step) = totp::check_login_code(&secret, body.totp.trim(), app.clock.now_s())
+        else {
             return Err(ApiError::bad_request(
                 "totp: wrong or expired code; two-factor login stays off (send the code the app shows now)",
             )
             .into());
+        };
+        // The code proves the enrolment once, and is then used up like a login's: replayed,
+        // it neither enables again nor logs in (found by an attack review).
+        let revoked = app
+            .engine
+            .read(|s| s.user(&body.username).is_some_and(|u| u.revoked));
+        if !revoked {
+            let used = app
+                .engine
+                .submit(Command::UseLoginCode {
+                    username: body.username.clone(),
+                    step,
+                })
+                .await;
+            match used {
+                Ok(_) => {}
+                Err(EngineError::Rejected(Rejection::CodeReused)) => {
+                    return Err(ApiError::bad_request(
+                        "totp: this code was already used; send the next one the app shows",
+                    )
+                    .into());
+                }
+                Err(other) => return Err(ApiError::from(other).into()),
+            }
         }
         let update = UserUpdated {
             username: body.username.clone(),
@@ -201,6 +247,32 @@ impl CodesApi {
             .submit(Command::UpdateUser {
                 update,
                 password_hash: None,
+            })
+            .await?;
+        Ok(app.user_view(&body.username).map(Json)?)
+    }
+
+    /// Replaces the user's TOTP secret with a new random one (admin): for a lost or exposed
+    /// authenticator. Codes of the old secret stop working at once, and so do the user's
+    /// tokens and streams. Two-factor login stays as it was: if it is on, the user logs in
+    /// again only with a code from the new secret, so enrol them with `/create_qr` (which now
+    /// shows the new secret) and check with `/enable_two_factor`. Returns the user.
+    ///
+    /// **Writes**: the example replaces `alice`'s secret. Authorize with `X-Admin-Token` first.
+    #[oai(path = "/reset_two_factor", method = "post")]
+    async fn reset_two_factor(
+        &self,
+        app: Data<&App>,
+        req: &Request,
+        admin: AdminHeader,
+        body: JsonBody<ResetTwoFactor>,
+    ) -> Result<Json<UserView>, AdminErrors> {
+        let body = body.0;
+        app.require_admin(&admin, body.admin_token.as_deref(), req)?;
+        app.engine
+            .submit(Command::ReplaceTotpSecret {
+                username: body.username.clone(),
+                totp_secret: totp::new_secret(),
             })
             .await?;
         Ok(app.user_view(&body.username).map(Json)?)

@@ -206,7 +206,7 @@ impl HttpMetrics {
 
 /// The route label: our fixed paths, everything else `other` (bounded label values).
 pub fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 29] = [
+    const ROUTES: [&str; 30] = [
         "/compact",
         "/",
         "/create_user",
@@ -224,6 +224,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/delete_user",
         "/create_qr",
         "/enable_two_factor",
+        "/reset_two_factor",
         "/create_totp",
         "/password_reset",
         "/metrics",
