@@ -796,8 +796,14 @@ pub fn swagger_ui<T: poem_openapi::OpenApi>(api: &OpenApiService<T, ()>, documen
     Route::new().at(
         "/",
         make_sync(move |_| {
+            // No other site may frame the page (clickjacking its "Execute" buttons), and
+            // the browser takes it for nothing but HTML.
             Response::builder()
                 .content_type("text/html; charset=utf-8")
+                .header("x-frame-options", "DENY")
+                .header("content-security-policy", "frame-ancestors 'none'")
+                .header("x-content-type-options", "nosniff")
+                .header("referrer-policy", "no-referrer")
                 .body(html.clone())
         }),
     )

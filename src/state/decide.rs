@@ -85,6 +85,7 @@ pub fn decide(
     let kind = match command {
         Command::CreateUser(user) => {
             validate::username(&user.username)?;
+            validate::new_username(&user.username)?;
             validate::tenant(&user.tenant)?;
             if let Some(scopes) = &user.scopes {
                 validate::scopes(scopes)?;

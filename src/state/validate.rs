@@ -62,6 +62,45 @@ pub fn username(value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// What a username must also be when it is created (not when a record is read back, so that
+/// logs written before keep opening): free of characters that show as nothing or reorder
+/// text — zero-width spaces and joiners, bidi controls, the byte-order mark, soft hyphens —
+/// with which `alice\u{200b}` or a right-to-left override passes for another user's name in
+/// the console and in events' `by` (found by an attack review).
+pub fn new_username(value: &str) -> Result<(), Invalid> {
+    if value.chars().any(invisible) {
+        return Err(invalid(
+            "username",
+            "must not contain invisible or text-direction characters (zero-width, bidi controls, BOM, soft hyphen)",
+        ));
+    }
+    Ok(())
+}
+
+/// Unicode format and filler characters that change no glyph but how text reads or compares.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
 /// `Idempotency-Key`s: 1–255 bytes of printable ASCII (space to `~`).
 pub fn idempotency_key(value: &str) -> Result<(), Invalid> {
     const FIELD: &str = "Idempotency-Key";
@@ -292,6 +331,25 @@ fn user_updated(update: &UserUpdated) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_usernames_show_what_they_are() {
+        for fine in ["alice", "ünïcode user", "José", "李雷", "a-b_c.d"] {
+            assert!(new_username(fine).is_ok(), "{fine}");
+        }
+        for hidden in [
+            "alice\u{200b}",
+            "\u{202e}ecila",
+            "a\u{feff}",
+            "al\u{00ad}ice",
+            "bob\u{2066}",
+            "x\u{e0041}",
+        ] {
+            assert!(new_username(hidden).is_err(), "{hidden:?}");
+            // A log that holds one still opens: only creation refuses it.
+            assert!(username(hidden).is_ok(), "{hidden:?}");
+        }
+    }
 
     #[test]
     fn event_names() {

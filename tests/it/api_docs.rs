@@ -237,15 +237,15 @@ async fn sse_explains_that_swagger_cannot_show_a_stream_and_gives_the_curl_line(
     );
     assert!(description.contains("curl -N"), "{description}");
     assert!(description.contains("/sse"), "{description}");
-    // Swagger UI's page holds the same document.
-    let page = client()
-        .get(s.url("/docs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Swagger UI's page holds the same document, and no other site may frame it.
+    let resp = client().get(s.url("/docs")).send().await.unwrap();
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert_eq!(
+        resp.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    let page = resp.text().await.unwrap();
     assert!(page.contains("SwaggerUIBundle"));
     assert!(page.contains("cannot show a stream"));
     assert!(page.contains("--max_sse_per_user"));

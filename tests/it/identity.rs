@@ -670,3 +670,33 @@ async fn create_qr_also_returns_the_otpauth_uri_as_text() {
         assert!(reply.get("uri").is_none());
     }
 }
+
+/// A new username that would show as another (an attack review created `alice\u{200b}` and
+/// one with a right-to-left override next to `alice`) is 400 naming the field.
+#[tokio::test]
+async fn invisible_characters_cannot_make_a_look_alike_username() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    assert_eq!(create_user(&c, &s, "alice", "pw", "t").await, 200);
+    for name in [
+        "alice\u{200b}",
+        "\u{202e}ecila",
+        "al\u{00ad}ice",
+        "\u{feff}alice",
+    ] {
+        let (status, reply) = create(
+            &c,
+            &s,
+            json!({"username": name, "password": "pw", "tenant_name": "t"}),
+        )
+        .await;
+        assert_eq!(status, 400, "{name:?}: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("username"),
+            "{reply}"
+        );
+    }
+    let (_, users) = admin(&c, &s, "/list_users", json!({})).await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");
+}
