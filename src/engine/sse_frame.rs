@@ -8,7 +8,14 @@ use crate::log::Cursor;
 ///
 /// Event names carry no control characters and `data` is compact JSON (no raw newline),
 /// so each field stays on its one line.
+///
+/// An event named like the server's own frames (`broker.…`, refused since, but possibly in a
+/// log written before) is no frame at all: streams pass over it as over a filtered event, so
+/// it can never pose as the server ending or resetting a stream. History still lists it.
 pub fn event(cursor: Cursor, name: &str, data: &str) -> Bytes {
+    if name.starts_with(crate::state::validate::RESERVED_EVENT_PREFIX) {
+        return Bytes::new();
+    }
     // Through `itoa`'s stack buffer: neither a string per event nor `fmt`'s machinery.
     let mut digits = itoa::Buffer::new();
     let cursor = digits.format(cursor);

@@ -129,9 +129,13 @@ impl Subscription {
                 // Under the lock the writer also takes: only reference counts, no bytes.
                 let (mut events, cursor) =
                     engine.read(|state| (state.snapshot(tenant), state.cursor));
-                if let Some(filter) = &filter {
-                    events.retain(|e| filter.allows(&e.event));
-                }
+                // An event named like the server's own frames (from a log written before
+                // they were refused) is never sent: see `sse_frame::event`.
+                events.retain(|e| {
+                    !e.event
+                        .starts_with(crate::state::validate::RESERVED_EVENT_PREFIX)
+                        && filter.as_ref().is_none_or(|f| f.allows(&e.event))
+                });
                 if other != Start::Snapshot {
                     let reason = match other {
                         Start::After(n) if n > cursor => "last_event_id is newer than this log",

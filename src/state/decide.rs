@@ -107,6 +107,7 @@ pub fn decide(
             idempotency_key,
         } => {
             validate::event_name(&event)?;
+            validate::new_event_name(&event)?;
             let (by, tenant) = match by {
                 Author::User {
                     username,

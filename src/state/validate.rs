@@ -123,6 +123,23 @@ pub fn event_name(value: &str) -> Result<(), Invalid> {
     name_like("event", value, MAX_EVENT_NAME)
 }
 
+/// The prefix of the names of the server's own SSE frames (`broker.closed`, `broker.reset`).
+pub const RESERVED_EVENT_PREFIX: &str = "broker.";
+
+/// What an event name must also be when the event is inserted (not when a record is read
+/// back, so that logs written before keep opening): not one of the server's own frame names,
+/// which a subscriber would take for the server ending or resetting its stream (found by an
+/// attack review: one user's `broker.closed` ended every stream of the tenant, for good).
+pub fn new_event_name(value: &str) -> Result<(), Invalid> {
+    if value.starts_with(RESERVED_EVENT_PREFIX) {
+        return Err(invalid(
+            "event",
+            format!("names starting with {RESERVED_EVENT_PREFIX:?} are the server's own"),
+        ));
+    }
+    Ok(())
+}
+
 /// Passwords: not empty (strength is checked separately when enabled).
 pub fn password(value: &str) -> Result<(), Invalid> {
     if value.is_empty() {

@@ -176,3 +176,75 @@ async fn a_stream_ends_when_its_token_expires() {
         );
     }
 }
+
+/// Event names like the server's own frames are refused (an attack review's user inserted
+/// `broker.closed` and ended every stream of the tenant, for good: the snapshot kept it), and
+/// one in a log written before never reaches a stream, live, in the snapshot or on resume.
+#[tokio::test]
+async fn no_event_can_pose_as_the_server_closing_the_stream() {
+    use broker::log::{frame, segment::Header};
+    use broker::state::record::{EventInserted, UserCreated};
+    use broker::state::{Record, RecordKind};
+    let dir = tempfile::tempdir().unwrap();
+    // A log from before the rule: alice, a forged `broker.closed`, then a real event.
+    let event = |name: &str, data: &str, id: u8| {
+        RecordKind::EventInserted(EventInserted {
+            id: [id; 16],
+            tenant: "t".into(),
+            event: name.into(),
+            data: data.into(),
+            by: Some("alice".into()),
+            idempotency_key: None,
+        })
+    };
+    let kinds = [
+        RecordKind::UserCreated(UserCreated {
+            id: [1; 16],
+            username: "alice".into(),
+            tenant: "t".into(),
+            password_hash: broker::auth::password::hash("pw").unwrap(),
+            email: None,
+            scopes: None,
+            data: None,
+            two_factor: false,
+            totp_secret: vec![7; 20],
+        }),
+        event("broker.closed", r#"{"reason":"revoked"}"#, 2),
+        event("real", "1", 3),
+    ];
+    let mut bytes = Header::new(1).encode().to_vec();
+    for (kind, cursor) in kinds.into_iter().zip(1u64..) {
+        let record = Record {
+            cursor,
+            at_ms: 1_700_000_000_000,
+            kind,
+        };
+        frame::encode_into(&mut bytes, &record.encode());
+    }
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
+    std::fs::write(dir.path().join("log/00000000000000000001.seg"), bytes).unwrap();
+
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    let jwt = login(&c, &s, "alice", "pw").await;
+    for event in ["broker.closed", "broker.reset", "broker.anything"] {
+        let (status, reply) = insert(&c, &s, &jwt, event, json!({"reason": "revoked"})).await;
+        assert_eq!(status, 400, "{event}: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("event"),
+            "{reply}"
+        );
+    }
+    // The snapshot, a resume from the start, and live events: never the forged frame.
+    for last_event_id in [None, Some("0")] {
+        let mut stream = Sse::open(&s, &jwt, last_event_id).await;
+        let first = stream.next_event(WAIT).await.expect("an event");
+        assert_eq!(first.event.as_deref(), Some("real"), "{last_event_id:?}");
+        assert_eq!(insert(&c, &s, &jwt, "after", json!(1)).await.0, 200);
+        let next = stream.next_event(WAIT).await.expect("the live event");
+        assert_eq!(next.event.as_deref(), Some("after"), "{last_event_id:?}");
+    }
+    // History still lists it: it is in the log.
+    let history = get_json(&c, &s, "/events?after=0", &jwt).await;
+    assert!(history.to_string().contains("broker.closed"), "{history}");
+}
