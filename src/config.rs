@@ -132,7 +132,14 @@ pub struct ServeFlags {
     pub fsync: FsyncPolicy,
     /// The log: `embedded` (the segmented log under --db) or `nats://host:4222[,nats://…]`,
     /// a NATS JetStream stream several broker nodes share (--db then holds this node's copy).
-    #[arg(long, env = "BROKER_LOG", default_value = "embedded")]
+    // Its value may carry a NATS user and password (`nats://user:pass@host`): `--help` must
+    // not print it from the environment (found by an attack review).
+    #[arg(
+        long,
+        env = "BROKER_LOG",
+        default_value = "embedded",
+        hide_env_values = true
+    )]
     pub log: String,
     /// The JetStream stream's name with `--log nats://…` (its subjects are `<name>.>`).
     #[arg(long, env = "BROKER_LOG_STREAM", default_value = "broker")]
@@ -296,7 +303,7 @@ pub struct ServeFlags {
     pub compact_interval_secs: u64,
 }
 
-/// The longest `--jwt_expiry`: ten years, in seconds.
+/// The longest `--jwt_expiry`, and any other duration flag: ten years, in seconds.
 pub const MAX_JWT_EXPIRY: u64 = 10 * 365 * 86_400;
 
 /// Which forwarding header trusted proxies write (`--trusted_proxy_header`).
@@ -723,12 +730,28 @@ impl ServeFlags {
         if self.jwt_expiry == 0 {
             return Err(ConfigError("--jwt_expiry must be at least 1 second".into()));
         }
-        // Expiries are added to the clock as seconds and as instants: past ten years a huge
-        // value wrapped (every token born expired) or panicked (an attack review's finding).
-        if self.jwt_expiry > MAX_JWT_EXPIRY {
-            return Err(ConfigError(format!(
-                "--jwt_expiry must be at most {MAX_JWT_EXPIRY} seconds (ten years)"
-            )));
+        // Durations are added to the clock as seconds and as instants: past ten years a huge
+        // value wrapped (every token born expired) or panicked on every connection (an attack
+        // review's findings).
+        for (flag, secs) in [
+            ("--jwt_expiry", self.jwt_expiry),
+            ("--totp_duration", self.totp_duration),
+            ("--sse_keepalive_secs", self.sse_keepalive_secs),
+            ("--sse_retry_ms", self.sse_retry_ms / 1000),
+            ("--failure_window_secs", self.failure_window_secs),
+            ("--ntp_interval_secs", self.ntp_interval_secs),
+            ("--request_timeout_secs", self.request_timeout_secs),
+            ("--sse_write_timeout_secs", self.sse_write_timeout_secs),
+            ("--idempotency_window_secs", self.idempotency_window_secs),
+            ("--idle_timeout_secs", self.idle_timeout_secs),
+            ("--checkpoint_secs", self.checkpoint_secs),
+            ("--compact_interval_secs", self.compact_interval_secs),
+        ] {
+            if secs > MAX_JWT_EXPIRY {
+                return Err(ConfigError(format!(
+                    "{flag} must be at most ten years ({MAX_JWT_EXPIRY} seconds)"
+                )));
+            }
         }
         const MAX_BODY: usize = 16 * 1024 * 1024;
         if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY {
@@ -1102,6 +1125,20 @@ mod tests {
                 panic!("--jwt_expiry {bad} accepted");
             };
             assert!(e.0.contains("--jwt_expiry"), "{}", e.0);
+        }
+        // Every duration: a huge timeout panicked on every connection.
+        for flag in [
+            "--request_timeout_secs",
+            "--idle_timeout_secs",
+            "--sse_write_timeout_secs",
+            "--totp_duration",
+            "--checkpoint_secs",
+            "--idempotency_window_secs",
+        ] {
+            let Err(e) = parse(&[flag, "9223372036854775807"]).serve.validate() else {
+                panic!("{flag} 2^63-1 accepted");
+            };
+            assert!(e.0.contains(flag), "{}", e.0);
         }
     }
 

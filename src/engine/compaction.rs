@@ -29,6 +29,9 @@ pub enum Retain {
     Younger(Duration),
 }
 
+/// The longest age `--retain` takes: a thousand years, in seconds.
+const MAX_RETAIN_SECS: u64 = 1000 * 365 * 86_400;
+
 impl std::str::FromStr for Retain {
     type Err = String;
     /// `7d`, `12h`, `30m`, `45s`, or a cursor (`123` / `cursor:123`).
@@ -47,7 +50,16 @@ impl std::str::FromStr for Retain {
             _ => 0,
         };
         match number.parse::<u64>() {
-            Ok(n) if seconds > 0 => Ok(Retain::Younger(Duration::from_secs(n * seconds))),
+            // An age past what a duration holds once multiplied wrapped to a short one and
+            // compacted nearly everything (found by an attack review): it is refused.
+            Ok(n) if seconds > 0 => match n.checked_mul(seconds) {
+                Some(secs) if secs <= MAX_RETAIN_SECS => {
+                    Ok(Retain::Younger(Duration::from_secs(secs)))
+                }
+                _ => Err(format!(
+                    "retain: {s:?} is longer than 1000 years; to keep everything, set no --retain"
+                )),
+            },
             _ => Err(format!(
                 "retain: {s:?} is neither an age (7d, 12h, 30m, 45s) nor a cursor"
             )),
@@ -136,7 +148,8 @@ impl Engine {
         let retain_cursor = match retain {
             Retain::From(cursor) => cursor.min(newest + 1),
             Retain::Younger(age) => {
-                let cutoff = now_ms - age.as_millis() as i64;
+                let cutoff =
+                    now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
                 let mut found = newest + 1;
                 self.log().read_after(0, newest, |cursor, payload| {
                     match Record::decode(payload) {
@@ -239,5 +252,19 @@ mod tests {
         assert_eq!("cursor:5".parse(), Ok(Retain::From(5)));
         assert!("soon".parse::<Retain>().is_err());
         assert!("7w".parse::<Retain>().is_err());
+        // Ages that wrapped when multiplied (an attack review's kept 17 of 121 records).
+        assert_eq!(
+            "365000d".parse(),
+            Ok(Retain::Younger(Duration::from_secs(365_000 * 86_400)))
+        );
+        for huge in [
+            "365001d",
+            "999999999999d",
+            "99999999999999h",
+            "30000000000000000m",
+        ] {
+            let refused = huge.parse::<Retain>().unwrap_err();
+            assert!(refused.contains("1000 years"), "{huge}: {refused}");
+        }
     }
 }

@@ -689,3 +689,36 @@ async fn a_quiet_tenant_resumes_through_its_index_without_scanning_the_busy_one(
     let mut busy_sse = Sse::open(&s, &busy, Some("1400")).await;
     assert_eq!(busy_sse.next_event(WAIT).await.unwrap().cursor(), 1401);
 }
+
+/// Found by an attack review: a huge `--retain` age wrapped to a short one and compacted
+/// nearly everything; a huge timeout was accepted and then panicked on every connection;
+/// `--help` printed a NATS password from `BROKER_LOG`. Each is refused or hidden now.
+#[test]
+fn huge_ages_and_timeouts_are_refused_and_help_hides_the_nats_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().to_str().unwrap();
+    let (code, _, err) = run_broker(&["log", "compact", "--db", db, "--retain", "999999999999d"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("1000 years"), "{err}");
+    for (flag, value) in [
+        ("--retain", "999999999999d"),
+        ("--request_timeout_secs", "9223372036854775000"),
+        ("--idle_timeout_secs", "9223372036854775807"),
+    ] {
+        let Err(err) = Server::try_start(dir.path(), &[flag, value]) else {
+            panic!("{flag} {value} started");
+        };
+        assert!(err.contains(flag.trim_start_matches("--")), "{flag}: {err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .arg("--help")
+        .env("BROKER_LOG", "nats://natsuser:NATSPASSWORD@127.0.0.1:4222")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--log"), "{help}");
+    assert!(
+        !help.contains("NATSPASSWORD"),
+        "--help printed the NATS password"
+    );
+}
