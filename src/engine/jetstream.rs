@@ -258,7 +258,22 @@ pub enum StreamError {
         /// The stream's last sequence.
         stream: Cursor,
     },
+    /// The nodes on the stream fold idempotency keys with another window than this node's.
+    #[error(
+        "stream {name:?} is shared by nodes with --idempotency_window_secs {theirs}; this node has {ours}: every node must use the same window, or they fold the same stream differently"
+    )]
+    WindowMismatch {
+        /// The stream.
+        name: String,
+        /// The window in the stream's metadata, seconds.
+        theirs: String,
+        /// This node's, seconds.
+        ours: i64,
+    },
 }
+
+/// The stream's metadata key for the nodes' idempotency window (seconds).
+const WINDOW_METADATA: &str = "broker_idempotency_window_secs";
 
 /// Attempts at a compare-and-set before the command is refused as contended.
 const MAX_ATTEMPTS: usize = 32;
@@ -646,6 +661,33 @@ fn keyed_answer(
     let RecordKind::EventInserted(event) = &ours.kind else {
         return None;
     };
+    // JetStream answers a message id it saw within its duplicate window (2 min) with the
+    // sequence of the message it kept, which after this node's shorter
+    // --idempotency_window_secs is an earlier use of the key: what is stored there, not our
+    // record, is the answer (found by an attack review: a 200 claimed an insert that no node
+    // had).
+    let mut stored = None;
+    let _ = engine
+        .log()
+        .read_after(ours.cursor - 1, ours.cursor, |_, payload| {
+            stored = Record::decode(payload).ok();
+            false
+        });
+    if let Some(stored) = stored
+        && let RecordKind::EventInserted(kept) = &stored.kind
+        && kept.id != event.id
+    {
+        let digest = crate::state::idempotency::request_digest;
+        return Some(
+            if digest(&kept.tenant, &kept.event, &kept.data)
+                == digest(&event.tenant, &event.event, &event.data)
+            {
+                Ok(vec![stored])
+            } else {
+                Err(Rejection::KeyReused.into())
+            },
+        );
+    }
     engine.read(|state| {
         let (cursor, used) = state.idempotency.live(caller, key, ours.at_ms)?;
         if cursor == ours.cursor && used.id == event.id {
@@ -859,6 +901,7 @@ pub(super) async fn attach(
         Err(e) => tracing::warn!(error = %e, "cannot follow the stream's leader elections"),
     }
     let stream = enable_features(&js, stream).await;
+    let stream = same_window(&js, stream, engine, &options.name).await?;
     let version = js.client().server_info().version;
     let direct = stream.cached_info().config.allow_direct && answers_batched_direct_gets(&version);
     tracing::info!(
@@ -924,6 +967,52 @@ async fn enable_features(
     }
     let _ = stream.info().await;
     stream
+}
+
+/// Checks that the nodes sharing the stream fold idempotency keys over the same window
+/// (`recheck` reads it: nodes with different windows kept different inserts of one stream,
+/// found by an attack review). The first node writes its window into the stream's metadata
+/// (nats-server 2.10+); a node with another one refuses to start. A server that keeps no
+/// metadata (2.9) cannot be checked: the node says so.
+async fn same_window(
+    js: &jetstream::Context,
+    mut stream: jetstream::stream::Stream,
+    engine: &Engine,
+    name: &str,
+) -> Result<jetstream::stream::Stream, StreamError> {
+    let ours = engine.read(|s| s.idempotency.window_ms) / 1000;
+    let config = stream.cached_info().config.clone();
+    match config.metadata.get(WINDOW_METADATA) {
+        Some(theirs) if theirs.parse::<i64>().ok() == Some(ours) => return Ok(stream),
+        Some(theirs) => {
+            return Err(StreamError::WindowMismatch {
+                name: name.to_owned(),
+                theirs: theirs.clone(),
+                ours,
+            });
+        }
+        None => {}
+    }
+    let mut metadata = config.metadata.clone();
+    metadata.insert(WINDOW_METADATA.to_owned(), ours.to_string());
+    let update = jetstream::stream::Config { metadata, ..config };
+    let written = matches!(
+        tokio::time::timeout(CREATE_WAIT, js.update_stream(update)).await,
+        Ok(Ok(_))
+    );
+    let _ = stream.info().await;
+    if !written
+        || !stream
+            .cached_info()
+            .config
+            .metadata
+            .contains_key(WINDOW_METADATA)
+    {
+        tracing::warn!(
+            "the stream keeps no metadata (nats-server before 2.10): nothing checks that every node has the same --idempotency_window_secs; give them the same"
+        );
+    }
+    Ok(stream)
 }
 
 /// Whether the local copy's record at `cursor` is the stream's: a copy made from another
