@@ -303,6 +303,15 @@ pub struct ServeFlags {
     pub compact_interval_secs: u64,
 }
 
+/// Checks that `path` is a regular file this process can open: a FIFO given as a certificate
+/// hung the start in its `open` (found by an attack review), so the type is checked first.
+fn readable_file(path: &std::path::Path) -> std::io::Result<()> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    std::fs::File::open(path).map(drop)
+}
+
 /// The longest `--jwt_expiry`, and any other duration flag: ten years, in seconds.
 pub const MAX_JWT_EXPIRY: u64 = 10 * 365 * 86_400;
 
@@ -684,7 +693,7 @@ impl ServeFlags {
                 ("--cert_path", &self.cert_path),
                 ("--key_path", &self.key_path),
             ] {
-                if let Err(e) = std::fs::File::open(path) {
+                if let Err(e) = readable_file(path) {
                     return Err(ConfigError(format!(
                         "{flag} {}: cannot read it ({e}); give a PEM file, or use --auto_cert true --domain <name>",
                         path.display()
@@ -946,7 +955,7 @@ fn shared_log(flags: &ServeFlags) -> Result<Option<crate::engine::StreamOptions>
         ("--log_tls_key", &flags.log_tls_key),
     ] {
         if let Some(path) = path
-            && let Err(e) = std::fs::File::open(path)
+            && let Err(e) = readable_file(path)
         {
             return Err(ConfigError(format!(
                 "{flag} {}: cannot read it ({e})",
@@ -1109,6 +1118,45 @@ mod tests {
         assert_eq!(config.listen.addr.port(), 8080);
         assert_eq!(config.identity.jwt_expiry, 86_400);
         assert_eq!(config.identity.totp_duration, 300);
+    }
+
+    #[test]
+    fn a_fifo_given_as_a_certificate_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("chain.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let fifo = fifo.to_str().unwrap().to_owned();
+        let secret = "0123456789abcdef0123456789abcdef".to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let args = [
+                "--secure",
+                "true",
+                "--auto_cert",
+                "false",
+                "--cert_path",
+                &fifo,
+                "--key_path",
+                &fifo,
+                "--jwt_secret",
+                &secret,
+                "--admin_token",
+                &secret,
+            ];
+            let _ = tx.send(parse(&args).serve.validate().err().map(|e| e.0));
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the check waited on the FIFO")
+            .expect("a FIFO accepted as a certificate");
+        assert!(
+            refused.contains("--cert_path") && refused.contains("not a regular file"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!   instead of scanning every tenant's records.
 //!
 //! Everything is written in one atomic fjall batch per checkpoint. It is only an
-//! optimisation: a store that is missing, corrupt, of another schema or ahead of the log is
-//! ignored (with a warning) and the log replayed in full. Deleting it loses nothing.
+//! optimisation: a store that is missing, corrupt, of another schema, ahead of the log or
+//! taken from another log (see [`Anchor`]) is ignored (with a warning) and the log replayed
+//! in full. Deleting it loses nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::{Archive, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::log::Cursor;
-use crate::state::State;
+use crate::log::frame::{self, FRAME_HEADER};
+use crate::log::sparse_index::SparseIndex;
+use crate::log::{Cursor, LogError, segment};
+use crate::state::{Record, State};
 
-/// Bumped whenever `Snapshot` changes shape: older checkpoints are then ignored.
-pub const SCHEMA: u32 = 6;
+/// Bumped whenever `Snapshot` changes shape: older checkpoints are then ignored. (7: the
+/// [`Anchor`]; a checkpoint stored before it is ignored once and rebuilt from the log.)
+pub const SCHEMA: u32 = 7;
 
 const KEY: &[u8] = b"newest";
 
@@ -152,11 +157,161 @@ struct Snapshot {
     segments: Vec<(Cursor, u64)>,
     /// The per-tenant index is complete for cursors above this one.
     index_base: Cursor,
+    /// The log this state was folded from; `None` only for the empty state (cursor 0).
+    anchor: Option<Anchor>,
+}
+
+/// What ties a checkpoint to the log it was taken from: the newest record of that log at or
+/// below the checkpoint's cursor, by cursor and the SHA-256 of its frame's payload.
+///
+/// Why: a store copied from another database whose log reached the same cursor passed every
+/// other check (schema, CRC, not ahead of the log) and was served, with the other database's
+/// users. A payload holds its record's time and random ids, so two logs never share one by
+/// chance; a start compares the anchor with the log before it trusts the projections.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+struct Anchor {
+    cursor: Cursor,
+    digest: [u8; 32],
+}
+
+impl Anchor {
+    /// The anchor of a state at `cursor` folded from the log in `log_dir`, found through
+    /// `segments` (first cursor, sparse index): `None` for the empty state at cursor 0.
+    fn of(
+        log_dir: &Path,
+        segments: &[(Cursor, &[(Cursor, u64)])],
+        cursor: Cursor,
+    ) -> Result<Option<Anchor>, String> {
+        if cursor == 0 {
+            return Ok(None);
+        }
+        match Self::find(log_dir, segments, cursor) {
+            Ok(Some(anchor)) => Ok(Some(anchor)),
+            Ok(None) => Err(format!(
+                "the log holds no record at or below cursor {cursor}"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Refuses a checkpoint at `cursor` whose `stored` anchor is not the log's, found through
+    /// the segments the checkpoint recorded. The log is read as it is on disk, before a start
+    /// opens it: anything that keeps the anchor from being found refuses the checkpoint.
+    fn check(
+        log_dir: &Path,
+        segments: &[(Cursor, &[(Cursor, u64)])],
+        cursor: Cursor,
+        stored: Option<Anchor>,
+    ) -> Result<(), CheckpointError> {
+        let found = Self::of(log_dir, segments, cursor);
+        let why = match (stored, found) {
+            (stored, Ok(found)) if stored == found => return Ok(()),
+            (None, _) => format!("it names no record of its log (its cursor is {cursor})"),
+            (Some(stored), Ok(Some(found))) if found.cursor == stored.cursor => format!(
+                "its record at cursor {} is not the log's record there (a checkpoint store copied from another database?)",
+                stored.cursor
+            ),
+            (Some(stored), Ok(_)) => format!(
+                "its newest record, at cursor {}, is not the log's newest at or below cursor {cursor}",
+                stored.cursor
+            ),
+            (Some(stored), Err(why)) => format!(
+                "its record at cursor {} cannot be read from the log: {why}",
+                stored.cursor
+            ),
+        };
+        Err(CheckpointError::OtherLog(why))
+    }
+
+    /// The newest record at or below `cursor` in the segments of `log_dir` listed (first
+    /// cursor, sparse index): each is sought through its index, so this reads at most about
+    /// [`crate::log::sparse_index::EVERY`] frames per segment, newest segment first (it holds
+    /// the record unless the log skips cursors, as a shared stream's local copy does).
+    /// `Ok(None)`: no record at or below `cursor` there.
+    fn find(
+        log_dir: &Path,
+        segments: &[(Cursor, &[(Cursor, u64)])],
+        cursor: Cursor,
+    ) -> Result<Option<Anchor>, LogError> {
+        let mut candidates: Vec<_> = segments
+            .iter()
+            .filter(|(first, _)| *first <= cursor)
+            .collect();
+        candidates.sort_unstable_by_key(|(first, _)| std::cmp::Reverse(*first));
+        for (first, index) in candidates {
+            let path = segment::path(log_dir, *first);
+            let from = SparseIndex::from_entries(index.to_vec()).start_after(cursor - 1);
+            if let Some(anchor) = Self::newest_in(&path, from, cursor)? {
+                return Ok(Some(anchor));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest record at or below `cursor` among the frames of `path` from byte `from` on.
+    fn newest_in(path: &Path, from: u64, cursor: Cursor) -> Result<Option<Anchor>, LogError> {
+        use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+        let damaged = |offset, reason: String| LogError::Damaged {
+            path: path.to_owned(),
+            offset,
+            reason,
+        };
+        let io = |e| LogError::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        let mut file = BufReader::with_capacity(64 * 1024, segment::open(path)?);
+        file.seek(SeekFrom::Start(from)).map_err(io)?;
+        let (mut frame, mut newest) = (Vec::new(), Vec::new());
+        let mut found = None;
+        let mut at = from;
+        loop {
+            let mut head = [0u8; FRAME_HEADER];
+            match file.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io(e)),
+            }
+            let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+            // Zeros the writer reserved ahead of its records: the end of them.
+            if len == 0 {
+                break;
+            }
+            if len > frame::MAX_PAYLOAD {
+                return Err(damaged(at, format!("impossible frame length {len}")));
+            }
+            frame.resize(FRAME_HEADER + len, 0);
+            frame[..FRAME_HEADER].copy_from_slice(&head);
+            match file.read_exact(&mut frame[FRAME_HEADER..]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io(e)),
+            }
+            let (payload, _) = frame::decode(&frame).map_err(|f| damaged(at, f.to_string()))?;
+            let Some(at_cursor) = Record::cursor_of(payload) else {
+                return Err(damaged(at, "frame holds no valid record".into()));
+            };
+            if at_cursor > cursor {
+                break;
+            }
+            found = Some(at_cursor);
+            // Only the newest payload is hashed: the frames before it may be large.
+            std::mem::swap(&mut frame, &mut newest);
+            at += (FRAME_HEADER + len) as u64;
+        }
+        Ok(found.map(|cursor| Anchor {
+            cursor,
+            digest: Sha256::digest(&newest[FRAME_HEADER..]).into(),
+        }))
+    }
 }
 
 /// The checkpoint store (a fjall database).
 pub struct Checkpoints {
     path: PathBuf,
+    /// The log it checkpoints: `log` beside the store, as everything that opens one lays
+    /// them out (`<db>/log` and `<db>/checkpoints`). Read to anchor a checkpoint to its log.
+    log_dir: PathBuf,
     // A std RwLock: saves and reads share it (fjall is thread-safe); only
     // [`Checkpoints::rewrite`] takes it alone, to close the database and replace its
     // directory. `None` only if reopening after a rewrite failed: the store then answers
@@ -283,6 +438,9 @@ pub enum CheckpointError {
     /// The stored checkpoint has another shape.
     #[error("the checkpoint has schema {0}, this build writes {SCHEMA}")]
     Schema(u32),
+    /// The stored checkpoint was not taken from this log (see [`Anchor`]).
+    #[error("the checkpoint does not match the log: {0}")]
+    OtherLog(String),
 }
 
 /// Deletes the directory a rewrite retired, if any, and makes that durable.
@@ -316,6 +474,7 @@ impl Checkpoints {
         remove_retired(path)?;
         Ok(Checkpoints {
             path: path.to_owned(),
+            log_dir: path.with_file_name("log"),
             store: RwLock::new(Some(Store::open(path)?)),
             floor: AtomicU64::new(0),
             snapshot_len: AtomicU64::new(0),
@@ -417,14 +576,32 @@ impl Checkpoints {
         }
         // The index entries still go in without a state, or with a stale one: the writer
         // counts on them.
-        let value = match state {
+        let anchored = match state {
             Some(state) if state.cursor >= self.floor.load(Ordering::Acquire) => {
+                let located: Vec<_> = segments
+                    .iter()
+                    .map(|s| (s.first, s.index.as_slice()))
+                    .collect();
+                match Anchor::of(&self.log_dir, &located, state.cursor) {
+                    Ok(anchor) => Some((state, anchor)),
+                    Err(why) => {
+                        // Unanchored, a start could not trust it: the stored one stays.
+                        tracing::warn!(%why, "checkpoint stored without the state");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let value = match anchored {
+            Some((state, anchor)) => {
                 let lengths = segments.iter().map(|s| (s.first, s.len)).collect();
                 let snapshot = Snapshot {
                     schema: SCHEMA,
                     state,
                     segments: lengths,
                     index_base,
+                    anchor,
                 };
                 let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
                     .map_err(CheckpointError::Encode)?;
@@ -433,7 +610,7 @@ impl Checkpoints {
                 value.extend_from_slice(&bytes);
                 Some(value)
             }
-            _ => None,
+            None => None,
         };
         self.with(|st| {
             let mut batch = st.db.batch().durability(Some(PersistMode::SyncAll));
@@ -562,12 +739,9 @@ impl Checkpoints {
             if snapshot.schema != SCHEMA {
                 return Err(CheckpointError::Schema(snapshot.schema));
             }
-            // Only a usable snapshot delays the next (a corrupt one is replaced at once).
-            self.snapshot_len
-                .store(value.len() as u64, Ordering::Release);
             let mut segments = HashMap::new();
             for (first, len) in &snapshot.segments {
-                let index = st
+                let index: Vec<(Cursor, u64)> = st
                     .offsets
                     .get(first.to_be_bytes())
                     .map_err(store("reading segment offsets"))?
@@ -585,6 +759,20 @@ impl Checkpoints {
                     .unwrap_or_default();
                 segments.insert(*first, (*len, index));
             }
+            let located: Vec<_> = segments
+                .iter()
+                .map(|(first, (_, index))| (*first, index.as_slice()))
+                .collect();
+            Anchor::check(
+                &self.log_dir,
+                &located,
+                snapshot.state.cursor,
+                snapshot.anchor,
+            )?;
+            // Only a usable snapshot delays the next (a corrupt or foreign one is replaced at
+            // once).
+            self.snapshot_len
+                .store(value.len() as u64, Ordering::Release);
             let index_base = snapshot.index_base;
             Ok(Some(Loaded {
                 state: snapshot.state,
@@ -607,6 +795,7 @@ mod ingestion_tests {
             cursor: 3 * INGEST_FROM as Cursor,
             ..State::default()
         };
+        let log = log_upto(dir.path(), state.cursor, "u");
         // Two tenants interleaved, unsorted by key, one entry repeated.
         let mut events: TenantEvents = (1..=state.cursor)
             .map(|c| (if c % 2 == 0 { "even" } else { "odd" }, c))
@@ -615,13 +804,11 @@ mod ingestion_tests {
         {
             let store = Checkpoints::open(&path).unwrap();
             store
-                .save(Some(state.clone()), Vec::new(), &events, 0)
+                .save(Some(state.clone()), log.clone(), &events, 0)
                 .unwrap();
             // A small save after it goes through the journal, as before.
             let more: TenantEvents = [("odd", state.cursor + 1)].into_iter().collect();
-            store
-                .save(Some(state.clone()), Vec::new(), &more, 0)
-                .unwrap();
+            store.save(Some(state.clone()), log, &more, 0).unwrap();
         }
         let store = Checkpoints::open(&path).unwrap();
         let odd = store
@@ -644,6 +831,76 @@ fn at(cursor: Cursor) -> State {
     }
 }
 
+/// For the store's tests: writes the log beside the store in `db` as one segment of records
+/// 1 to `upto` (each revoking `who`), and returns it as a checkpoint records it.
+#[cfg(test)]
+fn log_upto(db: &Path, upto: Cursor, who: &str) -> Vec<SegmentInfo> {
+    use crate::state::RecordKind;
+    let dir = db.join("log");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = segment::Header::new(1).encode().to_vec();
+    let mut index = SparseIndex::default();
+    for cursor in 1..=upto {
+        let record = Record {
+            cursor,
+            at_ms: cursor as i64,
+            kind: RecordKind::UserRevoked {
+                username: who.to_owned(),
+            },
+        };
+        index.note(cursor - 1, cursor, bytes.len() as u64);
+        frame::encode_into(&mut bytes, &record.encode());
+    }
+    std::fs::write(segment::path(&dir, 1), &bytes).unwrap();
+    vec![SegmentInfo {
+        first: 1,
+        len: bytes.len() as u64,
+        index: index.entries().to_vec(),
+    }]
+}
+
+#[cfg(test)]
+mod anchor_tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_loaded_from_its_own_log_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints");
+        let store = Checkpoints::open(&path).unwrap();
+        let log = log_upto(dir.path(), 200, "ann");
+        store
+            .save(Some(at(150)), log, &TenantEvents::default(), 0)
+            .unwrap();
+        assert_eq!(store.load().unwrap().unwrap().state.cursor, 150);
+        // The log grew after the checkpoint: still its own.
+        log_upto(dir.path(), 300, "ann");
+        assert_eq!(store.load().unwrap().unwrap().state.cursor, 150);
+
+        // Another log with the same cursors: refused, and it delays no snapshot.
+        drop(store);
+        let store = Checkpoints::open(&path).unwrap();
+        log_upto(dir.path(), 300, "eve");
+        let refused = store.load().unwrap_err();
+        assert!(
+            matches!(&refused, CheckpointError::OtherLog(why) if why.contains("cursor 150 is not the log's")),
+            "{refused}"
+        );
+        assert_eq!(store.snapshot_len(), 0);
+        // A log that does not reach it, and no log at all: refused too.
+        log_upto(dir.path(), 100, "ann");
+        assert!(matches!(store.load(), Err(CheckpointError::OtherLog(_))));
+        std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+        assert!(matches!(store.load(), Err(CheckpointError::OtherLog(_))));
+        // With no record to anchor it to, a state is not stored (the stored one stays).
+        store
+            .save(Some(at(7)), Vec::new(), &TenantEvents::default(), 0)
+            .unwrap();
+        log_upto(dir.path(), 300, "ann");
+        assert_eq!(store.load().unwrap().unwrap().state.cursor, 150);
+    }
+}
+
 #[cfg(test)]
 mod rewrite_tests {
     use super::*;
@@ -653,8 +910,9 @@ mod rewrite_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoints");
         let store = Checkpoints::open(&path).unwrap();
+        let log = log_upto(dir.path(), 5, "u");
         let events: TenantEvents = [("t", 1), ("t", 2)].into_iter().collect();
-        store.save(Some(at(2)), Vec::new(), &events, 0).unwrap();
+        store.save(Some(at(2)), log.clone(), &events, 0).unwrap();
         store.rewrite(5).unwrap();
         assert!(
             store.load().unwrap().is_none(),
@@ -665,7 +923,7 @@ mod rewrite_tests {
         store
             .save(
                 Some(at(4)),
-                Vec::new(),
+                log.clone(),
                 &[("t", 3)].into_iter().collect(),
                 0,
             )
@@ -673,7 +931,7 @@ mod rewrite_tests {
         assert!(store.load().unwrap().is_none());
         assert_eq!(store.tenant_cursors("t", 0, 10, 10).unwrap(), vec![1, 2, 3]);
         store
-            .save(Some(at(5)), Vec::new(), &TenantEvents::default(), 0)
+            .save(Some(at(5)), log, &TenantEvents::default(), 0)
             .unwrap();
         assert_eq!(store.load().unwrap().unwrap().state.cursor, 5);
         drop(store);
@@ -713,7 +971,7 @@ mod snapshot_tests {
         store
             .save(
                 Some(at(2)),
-                Vec::new(),
+                log_upto(dir.path(), 4, "u"),
                 &[("t", 1), ("t", 2)].into_iter().collect(),
                 0,
             )

@@ -613,14 +613,12 @@ pub fn zeros_in_closed(path: &Path, scan: &SegmentScan) -> LogError {
     }
 }
 
-/// The header of `path` if it reads and its CRC holds; `None` otherwise (the scan that
-/// follows reports why).
+/// The header of `path` if it reads and its CRC holds; `None` otherwise, also for what is no
+/// regular file (the scan that follows reports why).
 fn peek_header(path: &Path) -> Option<Header> {
     use std::io::Read;
     let mut head = [0u8; HEADER_LEN];
-    let n = fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .ok()?;
+    let n = segment::open(path).ok()?.read(&mut head).ok()?;
     Header::decode(&head[..n]).ok()
 }
 
@@ -628,8 +626,8 @@ fn peek_header(path: &Path) -> Option<Header> {
 fn read_header(path: &Path) -> Result<Header, LogError> {
     use std::io::Read;
     let mut head = [0u8; HEADER_LEN];
-    let n = fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
+    let n = segment::open(path)?
+        .read(&mut head)
         .map_err(|e| LogError::io(path, e))?;
     checked_header(path, &head[..n])
 }

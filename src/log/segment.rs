@@ -72,7 +72,8 @@ pub fn segment_bytes_for(len: u64) -> u64 {
         .max(MIN_SEGMENT_BYTES)
 }
 
-/// Reads a whole segment file, refusing one larger than [`max_len`]`(segment_bytes)`.
+/// Reads a whole segment file, refusing one larger than [`max_len`]`(segment_bytes)` and
+/// anything but a regular file ([`open`]).
 ///
 /// The size is checked before anything is read, and the read itself stops one byte past the
 /// limit, so a file that grows meanwhile cannot slip through either.
@@ -94,7 +95,7 @@ pub fn read_into(path: &Path, segment_bytes: u64, bytes: &mut Vec<u8>) -> Result
         limit,
         segment_bytes,
     };
-    let file = std::fs::File::open(path).map_err(|e| LogError::io(path, e))?;
+    let file = open(path)?;
     let len = file.metadata().map_err(|e| LogError::io(path, e))?.len();
     if len > limit {
         return Err(too_large(len));
@@ -108,6 +109,65 @@ pub fn read_into(path: &Path, segment_bytes: u64, bytes: &mut Vec<u8>) -> Result
         return Err(too_large(bytes.len() as u64));
     }
     Ok(())
+}
+
+/// Opens a segment file to read it, refusing anything but a regular file (with the path).
+///
+/// A FIFO named like a segment blocked the `open` until some process opened it for writing,
+/// so a start or a `broker log` tool hung without a word; a device or a socket is no segment
+/// either, and a symbolic link would make the log read (and a start cut) a file outside its
+/// directory. So the file is opened without following a link and without waiting
+/// (`O_NOFOLLOW | O_NONBLOCK`: a FIFO's open returns at once), and its type is checked on the
+/// open descriptor, so nothing can be swapped in between the check and the reads.
+/// `O_NONBLOCK` stays set: Linux ignores it for a regular file, whose reads never wait.
+pub fn open(path: &Path) -> Result<std::fs::File, LogError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => not_a_file(path, "a symbolic link"),
+            _ => LogError::io(path, e),
+        })?;
+    let kind = file
+        .metadata()
+        .map_err(|e| LogError::io(path, e))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(not_a_file(path, file_kind(&kind)));
+    }
+    Ok(file)
+}
+
+/// What a file that is not a regular one is, for an operator.
+pub fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
+}
+
+/// The refusal of a segment's name that holds no regular file: the log is not what this
+/// broker wrote, and nothing of it was read.
+fn not_a_file(path: &Path, what: &str) -> LogError {
+    LogError::Damaged {
+        path: path.to_owned(),
+        offset: 0,
+        reason: format!(
+            "it is {what}, not a regular file, so no segment of this log (nothing was read from it): move it away"
+        ),
+    }
 }
 
 /// The decoded fixed header of a segment.

@@ -95,13 +95,12 @@ pub fn migrate(log_dir: &Path) -> Result<Migrated, ToolError> {
 /// Runs the subcommand.
 pub fn run(db: &Path) -> Result<(), ToolError> {
     let dir = db.join("log");
-    // The server must not run meanwhile: take its lock.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))
-        .map_err(ToolError::io(&dir))?;
+    // The server must not run meanwhile: take its lock (the directory is not created: a
+    // mistyped --db is an error).
+    let lock = crate::log::lock::open(&dir).map_err(|e| match e {
+        crate::log::LogError::Io { path, source } => ToolError::Io { path, source },
+        e => e.into(),
+    })?;
     if lock.try_lock().is_err() {
         return Err(ToolError::Locked {
             path: dir,

@@ -1,6 +1,7 @@
 //! Checkpoints: a small state is snapshotted at every checkpoint, a large one only after
 //! records in proportion to its size (the tenant index still goes in every time), and a
-//! clean stop snapshots either, so the next start replays nothing.
+//! clean stop snapshots either, so the next start replays nothing. A checkpoint store of
+//! another database is never loaded.
 
 use std::time::Duration;
 
@@ -266,4 +267,58 @@ async fn a_stream_that_fell_behind_a_compaction_catches_up_through_the_index_wit
         frames.iter().any(|(cursor, _, _)| *cursor == last_big),
         "the kept big event ({last_big}) reaches the stream"
     );
+}
+
+/// Copies a directory tree (a fjall store: files and subdirectories).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Regression: a checkpoint store copied from another database whose log had reached the
+/// same cursor passed every check and was loaded: the start served the other database's
+/// users. It is ignored with a warning and the log replayed.
+#[tokio::test]
+async fn a_checkpoint_store_of_another_database_is_ignored_and_the_log_served() {
+    let c = client();
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (db, user) in [(ours.path(), "ann"), (theirs.path(), "eve")] {
+        let mut s = Server::start(db, &[]);
+        assert_eq!(create_user(&c, &s, user, "pw-same-123", "acme").await, 200);
+        let jwt = login(&c, &s, user, "pw-same-123").await;
+        assert_eq!(insert(&c, &s, &jwt, "e", json!(user)).await.0, 200);
+        // A clean stop stores a checkpoint at the last record: cursor 2 in both.
+        assert_eq!(s.terminate(), Some(0));
+    }
+    std::fs::remove_dir_all(ours.path().join("checkpoints")).unwrap();
+    copy_tree(
+        &theirs.path().join("checkpoints"),
+        &ours.path().join("checkpoints"),
+    );
+
+    let login_status = |s: &Server, user: &str| {
+        let (c, url) = (c.clone(), s.url("/login"));
+        let body = json!({"username": user, "password": "pw-same-123"});
+        async move { post(&c, url, body).await.0 }
+    };
+    let mut s = Server::start(ours.path(), &[]);
+    assert_eq!(login_status(&s, "ann").await, 200, "{}", s.stderr());
+    assert_eq!(login_status(&s, "eve").await, 401, "{}", s.stderr());
+    let err = s.stderr();
+    assert!(err.contains("checkpoint ignored"), "{err}");
+    assert!(err.contains("does not match the log"), "{err}");
+    // The next clean stop stores this log's own checkpoint, and a start uses it.
+    assert_eq!(s.terminate(), Some(0));
+    let s = start(ours.path()).await;
+    assert_eq!(replayed(&s), 0, "{}", s.stderr());
+    assert!(!s.stderr().contains("checkpoint ignored"), "{}", s.stderr());
+    assert_eq!(login_status(&s, "ann").await, 200);
 }

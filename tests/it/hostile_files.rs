@@ -1,7 +1,8 @@
 //! Hostile segment files: a crafted tail that made the search after a bad frame quadratic,
 //! a segment too large to read whole, and a compacted header that would have made the start
 //! delete the segments it claims to cover. Each is refused quickly, naming the file, and
-//! nothing is changed on disk.
+//! nothing is changed on disk. So are a FIFO named like a segment and a `LOCK` that is a
+//! symbolic link, which hung or misled the start and the tools.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -336,4 +337,122 @@ async fn a_missing_segment_refuses_the_start_with_or_without_a_checkpoint() {
         assert_eq!(code, Some(1), "{case}: {out}");
         assert!(out.contains("gap"), "{case}: {out}");
     }
+}
+
+/// How long a refusal may take: a debug build needs well under a second; a hang is what this
+/// catches.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// Regression: a FIFO named like a segment made the start and every `broker log` tool wait
+/// forever in its `open`, without a word (`dump` printed nothing). Each now refuses it at
+/// once, naming the file, and leaves it as it was.
+#[tokio::test]
+async fn a_fifo_named_like_a_segment_is_refused_at_once_by_the_start_and_every_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    assert_eq!(create_user(&client(), &s, "u", "pw", "t").await, 200);
+    assert_eq!(s.terminate(), Some(0));
+    let fifo = segment::path(&dir.path().join("log"), 2);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let db = dir.path().to_str().unwrap();
+
+    let started = Instant::now();
+    let (code, err) = start_refused(dir.path(), &[]);
+    let took = started.elapsed();
+    assert!(
+        code.is_some_and(|c| c != 0) && took < PROMPT,
+        "the start was not refused within {PROMPT:?} ({took:?}): {err}"
+    );
+    assert!(err.contains(name(&fifo)) && err.contains("FIFO"), "{err}");
+
+    for (tool, extra) in [
+        ("verify", &[][..]),
+        ("dump", &[][..]),
+        ("replay", &[][..]),
+        ("compact", &["--retain", "1"][..]),
+        ("migrate", &[][..]),
+    ] {
+        let mut args = vec!["log", tool, "--db", db];
+        args.extend(extra);
+        let (code, out, err, took) = run_within(&args, &[], PROMPT);
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "`broker log {tool}` exited {code:?} after {took:?}:\n{out}\n{err}"
+        );
+        let said = out + &err;
+        assert!(
+            said.contains(name(&fifo)) && said.contains("FIFO"),
+            "`broker log {tool}`: {said}"
+        );
+    }
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind));
+}
+
+/// Regression: a dangling symbolic link named `LOCK` in the log directory made the start
+/// create the file it points to (anywhere the server may write). It is refused, naming it.
+#[test]
+fn a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_never_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let target = dir.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, log.join("LOCK")).unwrap();
+
+    let (code, err) = start_refused(dir.path(), &[]);
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    assert!(
+        err.contains("LOCK") && err.contains("symbolic link"),
+        "{err}"
+    );
+    let db = dir.path().to_str().unwrap();
+    for tool in ["compact", "migrate"] {
+        let mut args = vec!["log", tool, "--db", db];
+        if tool == "compact" {
+            args.extend(["--retain", "1"]);
+        }
+        let (code, out, err, _) = run_within(&args, &[], PROMPT);
+        assert!(
+            code.is_some_and(|c| c != 0),
+            "`broker log {tool}`: {out}{err}"
+        );
+        assert!(
+            err.contains("LOCK") && err.contains("symbolic link"),
+            "`broker log {tool}`: {err}"
+        );
+    }
+    assert!(!target.exists(), "the link's target was created");
+    assert!(
+        std::fs::symlink_metadata(log.join("LOCK"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+/// A segment that is a symbolic link is refused like a FIFO: the start would otherwise read,
+/// zero-fill ahead of its records and cut a file outside the log directory.
+#[tokio::test]
+async fn a_segment_that_is_a_symbolic_link_is_refused_and_its_target_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    assert_eq!(create_user(&client(), &s, "u", "pw", "t").await, 200);
+    assert_eq!(s.terminate(), Some(0));
+    let path = segment::path(&dir.path().join("log"), 1);
+    let elsewhere = dir.path().join("elsewhere.seg");
+    std::fs::rename(&path, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+    let bytes = std::fs::read(&elsewhere).unwrap();
+
+    let (code, err) = start_refused(dir.path(), &[]);
+    assert!(code.is_some_and(|c| c != 0), "the server started: {err}");
+    assert!(
+        err.contains(name(&path)) && err.contains("symbolic link"),
+        "{err}"
+    );
+    let (code, out, _) = verify(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("symbolic link"), "{out}");
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), bytes);
 }

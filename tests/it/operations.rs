@@ -1,7 +1,7 @@
 //! Operations against the real binary: SIGTERM loses nothing and leaves a clean log, SSE
 //! streams get a final frame, HTTPS with a given certificate (curl as the client) and its
-//! reload, the clock following a skewed SNTP server, `/metrics` parsed as Prometheus text,
-//! JSON logs without secrets.
+//! reload (a FIFO in place of the file stalls nothing), the clock following a skewed SNTP
+//! server, `/metrics` parsed as Prometheus text, JSON logs without secrets.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -225,6 +225,70 @@ async fn https_with_a_given_certificate_and_its_reload() {
         s.stderr()
     );
     assert!(s.stderr().contains("TLS certificate reloaded"));
+}
+
+/// Regression: a FIFO put in place of the certificate file blocked the reload in its `open`,
+/// on a runtime worker, forever: HTTPS requests timed out and SIGTERM no longer stopped the
+/// server. The reload now refuses it at once (off the runtime) and keeps the served one.
+#[tokio::test]
+async fn a_fifo_in_place_of_the_certificate_stalls_neither_serving_nor_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_cert(certs.path(), "one");
+    let (chain, key) = (certs.path().join("chain.pem"), certs.path().join("key.pem"));
+    std::fs::copy(certs.path().join("one-chain.pem"), &chain).unwrap();
+    std::fs::copy(certs.path().join("one-key.pem"), &key).unwrap();
+    let (chain_flag, key_flag) = (chain.display().to_string(), key.display().to_string());
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--secure",
+            "true",
+            "--auto_cert",
+            "false",
+            "--cert_path",
+            &chain_flag,
+            "--key_path",
+            &key_flag,
+            "--jwt_secret",
+            "a-long-test-secret",
+            "--admin_token",
+            "test-admin",
+        ],
+    );
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(curl(port, "/", &ca, &[]).0, 0);
+
+    std::fs::remove_file(&chain).unwrap();
+    let made = Command::new("mkfifo").arg(&chain).status().expect("mkfifo");
+    assert!(made.success());
+    // SIGHUP reloads at once; the periodic check (every 5 s) comes within the wait too.
+    Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for _ in 0..3 {
+        let (code, body) = curl(port, "/", &ca, &[]);
+        assert_eq!(
+            code,
+            0,
+            "HTTPS stalled after the reload: {body}\n{}",
+            s.stderr()
+        );
+        assert!(body.contains("\"status\":\"ok\""), "{body}");
+    }
+    assert_eq!(
+        s.terminate(),
+        Some(0),
+        "SIGTERM did not stop it:\n{}",
+        s.stderr()
+    );
+    let err = s.stderr();
+    assert!(
+        err.contains("not reloaded") && err.contains("FIFO") && err.contains("chain.pem"),
+        "the reload did not refuse the FIFO: {err}"
+    );
 }
 
 /// A minimal SNTP server on a loopback UDP port that reports local time + `skew_s`.

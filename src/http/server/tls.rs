@@ -56,10 +56,59 @@ fn modified(paths: [&Path; 2]) -> Option<SystemTime> {
         .max()
 }
 
+/// The largest PEM file `--cert_path` or `--key_path` may name: a chain of a few certificates
+/// and a key take a few KiB, so this is generous, and a file that is not PEM cannot make a
+/// reload read it whole.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Reads the PEM file `flag` names, refusing anything but a regular file of at most
+/// [`MAX_PEM_BYTES`] (the error names the flag and the file).
+///
+/// Why: a FIFO put in place of the certificate blocked the reload's `open` forever. The open
+/// follows links (certbot's `live/` names are links) but never waits (`O_NONBLOCK`: a FIFO's
+/// open returns at once; Linux ignores it for a regular file), and the type and size are
+/// checked on the open descriptor.
+fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |why: String| format!("{flag} {}: {why}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail(format!(
+            "it is {}, not a regular file; nothing was read from it",
+            crate::log::segment::file_kind(&meta.file_type())
+        )));
+    }
+    let too_large = |len: u64| {
+        fail(format!(
+            "it is {len} bytes, more than the {MAX_PEM_BYTES} a PEM certificate chain or key may be; nothing was used from it"
+        ))
+    };
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Reads a PEM chain and a PEM key (PKCS#8, PKCS#1 RSA or SEC1 EC) into a certified key.
+///
+/// Blocking (file reads): [`FileCert::watch`] runs it on the blocking pool.
 pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|it| it.collect::<Result<_, _>>())
+    let chain = read_pem("--cert_path", cert_path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<_, _>>()
         .map_err(|e| format!("--cert_path {}: {e}", cert_path.display()))?;
     if certs.is_empty() {
         return Err(format!(
@@ -67,7 +116,7 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
             cert_path.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path)
+    let key = PrivateKeyDer::from_pem_slice(&read_pem("--key_path", key_path)?)
         .map_err(|e| format!("--key_path {}: {e}", key_path.display()))?;
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
@@ -93,8 +142,10 @@ impl FileCert {
         }))
     }
 
-    /// Re-reads the files if they changed (or always, with `force`). A broken new pair is
-    /// reported and the served certificate kept.
+    /// Re-reads the files if they changed (or always, with `force`). A broken new pair (no
+    /// regular file, too large, no usable PEM) is reported and the served certificate kept.
+    ///
+    /// Blocking (file reads): [`Self::watch`] runs it on the blocking pool.
     pub fn reload(&self, force: bool) {
         let stamp = modified([&self.cert_path, &self.key_path]);
         if !force && stamp == self.current.read().expect("cert lock").1 {
@@ -111,7 +162,10 @@ impl FileCert {
         }
     }
 
-    /// Watches the files (and SIGHUP) for the life of the process.
+    /// Watches the files (and SIGHUP) for the life of the process. Each reload runs on the
+    /// blocking pool: on a runtime worker, a read that blocked (a FIFO put in place of the
+    /// certificate did, before [`read_pem`]) stalled the tasks queued behind it, so HTTPS
+    /// requests timed out, and the stop waited for that worker forever.
     pub fn watch(self: &Arc<Self>) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -135,7 +189,10 @@ impl FileCert {
                     tokio::time::sleep(RELOAD_EVERY).await;
                     false
                 };
-                me.reload(forced);
+                let files = Arc::clone(&me);
+                if let Err(e) = tokio::task::spawn_blocking(move || files.reload(forced)).await {
+                    tracing::warn!(error = %e, "TLS certificate reload failed; still serving the previous one");
+                }
             }
         });
     }
