@@ -722,3 +722,24 @@ fn huge_ages_and_timeouts_are_refused_and_help_hides_the_nats_url() {
         "--help printed the NATS password"
     );
 }
+
+/// A stray segment named for cursor 0 is damage to `verify`, as it is to the start (an
+/// attack review saw `verify` call it a leftover "the next start removes" while the start
+/// refused it).
+#[tokio::test]
+async fn a_segment_named_for_cursor_zero_is_damage_to_verify_and_to_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &[]);
+    fill(&s, &["a"], 2).await;
+    assert_eq!(s.terminate(), Some(0));
+    let log = dir.path().join("log");
+    let first = log.join("00000000000000000001.seg");
+    std::fs::copy(&first, log.join("00000000000000000000.seg")).unwrap();
+    let (code, out, err) = run_broker(&["log", "verify", "--db", db_arg(dir.path())]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("the next start removes it"), "{out}");
+    assert!(
+        Server::try_start(dir.path(), &[]).is_err(),
+        "the start accepted it"
+    );
+}
