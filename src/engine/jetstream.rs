@@ -661,41 +661,15 @@ fn keyed_answer(
     let RecordKind::EventInserted(event) = &ours.kind else {
         return None;
     };
-    // JetStream answers a message id it saw within its duplicate window (2 min) with the
-    // sequence of the message it kept, which after this node's shorter
-    // --idempotency_window_secs is an earlier use of the key: what is stored there, not our
-    // record, is the answer (found by an attack review: a 200 claimed an insert that no node
-    // had).
-    let mut stored = None;
-    let _ = engine
-        .log()
-        .read_after(ours.cursor - 1, ours.cursor, |_, payload| {
-            stored = Record::decode(payload).ok();
-            false
-        });
-    if let Some(stored) = stored
-        && let RecordKind::EventInserted(kept) = &stored.kind
-        && kept.id != event.id
-    {
-        let digest = crate::state::idempotency::request_digest;
-        return Some(
-            if digest(&kept.tenant, &kept.event, &kept.data)
-                == digest(&event.tenant, &event.event, &event.data)
-            {
-                Ok(vec![stored])
-            } else {
-                Err(Rejection::KeyReused.into())
-            },
-        );
-    }
-    engine.read(|state| {
+    // `None`: the key is not live here. `Some(None)`: its live use is ours.
+    let verdict = engine.read(|state| {
         let (cursor, used) = state.idempotency.live(caller, key, ours.at_ms)?;
         if cursor == ours.cursor && used.id == event.id {
-            return None;
+            return Some(None);
         }
         let same = used.request
             == crate::state::idempotency::request_digest(&event.tenant, &event.event, &event.data);
-        Some(if same {
+        Some(Some(if same {
             Ok(vec![crate::state::idempotency::earlier_record(
                 cursor,
                 used,
@@ -703,8 +677,41 @@ fn keyed_answer(
             )])
         } else {
             Err(Rejection::KeyReused.into())
-        })
-    })
+        }))
+    });
+    if let Some(answer) = verdict {
+        return answer;
+    }
+    // Our insert, just folded, would have made the key live: the stream kept another one.
+    // JetStream answers a message id it saw within its duplicate window (2 min) with the
+    // sequence of the message it kept, which after this node's shorter
+    // --idempotency_window_secs is an earlier use of the key: what is stored there, not our
+    // record, is the answer (found by an attack review: a 200 claimed an insert that no node
+    // had). Only then is the log read, off the usual path of a keyed insert.
+    let mut stored = None;
+    let _ = engine
+        .log()
+        .read_after(ours.cursor - 1, ours.cursor, |_, payload| {
+            stored = Record::decode(payload).ok();
+            false
+        });
+    let stored = stored?;
+    let RecordKind::EventInserted(kept) = &stored.kind else {
+        return None;
+    };
+    if kept.id == event.id {
+        return None;
+    }
+    let digest = crate::state::idempotency::request_digest;
+    Some(
+        if digest(&kept.tenant, &kept.event, &kept.data)
+            == digest(&event.tenant, &event.event, &event.data)
+        {
+            Ok(vec![stored])
+        } else {
+            Err(Rejection::KeyReused.into())
+        },
+    )
 }
 
 impl LogBackend for JetStream {
