@@ -73,6 +73,11 @@ pub struct ServeFlags {
         default_value_t = ProxyHeader::XForwardedFor
     )]
     pub trusted_proxy_header: ProxyHeader,
+    /// With --secure: how long browsers must reach this host over HTTPS only
+    /// (`Strict-Transport-Security: max-age=<secs>`, this host only, no preload); 0 sends no
+    /// such header. A proxy that terminates TLS in front of Broker sends its own.
+    #[arg(long, env = "BROKER_HSTS_MAX_AGE_SECS", default_value_t = 31_536_000)]
+    pub hsts_max_age_secs: u64,
     /// Lifetime of a JWT issued at login, in seconds.
     #[arg(long, env = "BROKER_JWT_EXPIRY", default_value_t = 86_400)]
     pub jwt_expiry: u64,
@@ -486,6 +491,9 @@ pub struct Listen {
     pub trusted_proxies: Vec<Cidr>,
     /// `--trusted_proxy_header`.
     pub trusted_proxy_header: ProxyHeader,
+    /// The `Strict-Transport-Security` value every answer over our own TLS carries
+    /// (`--hsts_max_age_secs`; none when 0).
+    pub hsts: Option<String>,
 }
 
 /// Tokens, secrets and password checks.
@@ -755,6 +763,7 @@ impl ServeFlags {
             ("--idle_timeout_secs", self.idle_timeout_secs),
             ("--checkpoint_secs", self.checkpoint_secs),
             ("--compact_interval_secs", self.compact_interval_secs),
+            ("--hsts_max_age_secs", self.hsts_max_age_secs),
         ] {
             if secs > MAX_JWT_EXPIRY {
                 return Err(ConfigError(format!(
@@ -814,6 +823,8 @@ impl ServeFlags {
                 known_hosts,
                 trusted_proxies: self.trusted_proxies,
                 trusted_proxy_header: self.trusted_proxy_header,
+                hsts: (self.hsts_max_age_secs > 0)
+                    .then(|| format!("max-age={}", self.hsts_max_age_secs)),
             },
             identity: Identity {
                 jwt_expiry: self.jwt_expiry,

@@ -291,6 +291,135 @@ async fn a_fifo_in_place_of_the_certificate_stalls_neither_serving_nor_the_stop(
     );
 }
 
+/// The flags of an HTTPS server on the `one` pair of [`make_cert`] in `certs`.
+fn tls_flags(certs: &Path) -> Vec<String> {
+    [
+        "--secure",
+        "true",
+        "--auto_cert",
+        "false",
+        "--cert_path",
+        &certs.join("one-chain.pem").display().to_string(),
+        "--key_path",
+        &certs.join("one-key.pem").display().to_string(),
+        "--jwt_secret",
+        "a-long-test-secret",
+        "--admin_token",
+        "test-admin",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The `Strict-Transport-Security` values of a curl `-D -` dump (one per answer).
+fn hsts_values(dump: &str) -> Vec<String> {
+    dump.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("strict-transport-security"))
+        .map(|(_, value)| value.trim().to_owned())
+        .collect()
+}
+
+/// Every answer over Broker's own TLS carries HSTS (this host only): the router's, an
+/// error, the direct SSE path's refusal, HTTP/2; plain HTTP never does (a browser ignores
+/// it there, and behind a TLS proxy the proxy says what it serves), and 0 turns it off.
+#[tokio::test]
+async fn answers_over_our_own_tls_carry_hsts_and_plain_http_does_not() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_cert(certs.path(), "one");
+    let dir = tempfile::tempdir().unwrap();
+    let flags = tls_flags(certs.path());
+    let s = Server::start(
+        dir.path(),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    for (path, extra) in [
+        ("/", vec!["--http1.1"]),
+        ("/", vec!["--http2"]),
+        ("/no-such-route", vec!["--http1.1"]),
+        ("/sse", vec!["--http1.1"]),
+        ("/sse", vec!["--http2"]),
+    ] {
+        let mut args = vec!["-D", "-", "-o", "/dev/null"];
+        args.extend(extra.iter().copied());
+        let (code, dump) = curl(port, path, &ca, &args);
+        assert_eq!(code, 0, "{path} {extra:?}: {dump}");
+        assert_eq!(
+            hsts_values(&dump),
+            vec!["max-age=31536000".to_owned()],
+            "{path} {extra:?}: {dump}"
+        );
+    }
+
+    let off = tempfile::tempdir().unwrap();
+    let mut flags = tls_flags(certs.path());
+    flags.extend(["--hsts_max_age_secs".to_owned(), "0".to_owned()]);
+    let s = Server::start(
+        off.path(),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (code, dump) = curl(port, "/", &ca, &["-D", "-", "-o", "/dev/null"]);
+    assert_eq!(code, 0, "{dump}");
+    assert!(hsts_values(&dump).is_empty(), "{dump}");
+
+    let plain = tempfile::tempdir().unwrap();
+    let s = Server::start(plain.path(), &[]);
+    for path in ["/", "/sse"] {
+        let resp = client().get(s.url(path)).send().await.unwrap();
+        assert!(
+            !resp.headers().contains_key("strict-transport-security"),
+            "{path}: {:?}",
+            resp.headers()
+        );
+    }
+    let err = Server::try_start(plain.path(), &["--hsts_max_age_secs", "999999999999"])
+        .err()
+        .expect("a huge max-age must be refused");
+    assert!(err.contains("--hsts_max_age_secs"), "{err}");
+}
+
+/// A certificate file grown past 1 MiB is not read whole on reload: the served pair stays
+/// and the log says why.
+#[tokio::test]
+async fn an_oversized_certificate_file_is_not_reloaded() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = make_cert(certs.path(), "one");
+    let dir = tempfile::tempdir().unwrap();
+    let flags = tls_flags(certs.path());
+    let s = Server::start(
+        dir.path(),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(curl(port, "/", &ca, &[]).0, 0);
+
+    // A valid chain followed by 1 MiB of comment lines: still PEM, but too large.
+    let chain = certs.path().join("one-chain.pem");
+    let mut grown = std::fs::read_to_string(&chain).unwrap();
+    grown.push_str(&"# padding padding padding padding padding padding padding\n".repeat(20_000));
+    assert!(grown.len() > 1024 * 1024);
+    std::fs::write(&chain, grown).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_for_log(&s, "more than the 1048576", Duration::from_secs(10)).await,
+        "the reload did not refuse the large file:\n{}",
+        s.stderr()
+    );
+    let (code, body) = curl(port, "/", &ca, &[]);
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert!(
+        !s.stderr().contains("TLS certificate reloaded"),
+        "{}",
+        s.stderr()
+    );
+}
+
 /// A minimal SNTP server on a loopback UDP port that reports local time + `skew_s`.
 async fn skewed_sntp_server(skew_s: u64) -> std::net::SocketAddr {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -13,7 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use poem::http::Uri;
+use poem::http::uri::Scheme;
+use poem::http::{HeaderValue, Uri, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use super::{audit, client, cors, metrics};
@@ -29,6 +30,8 @@ pub struct Front<E> {
     site: cors::Site,
     trusted: client::TrustedProxies,
     allowed: AllowTable,
+    /// `Strict-Transport-Security` for answers over our own TLS (`--hsts_max_age_secs`).
+    hsts: Option<HeaderValue>,
 }
 
 impl<E> Front<E> {
@@ -41,6 +44,12 @@ impl<E> Front<E> {
                 cidrs: app.config.listen.trusted_proxies.clone(),
                 header: app.config.listen.trusted_proxy_header,
             },
+            hsts: app
+                .config
+                .listen
+                .hsts
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok()),
             routes,
             app,
             allowed,
@@ -74,6 +83,10 @@ impl<E: Endpoint> Endpoint for Front<E> {
         {
             crate::http::body::with_deadline(&mut req, self.app.config.limits.request_timeout);
         }
+        // Only our own TLS: behind a proxy that terminates it, the proxy says what it serves.
+        let hsts = (*req.scheme() == Scheme::HTTPS)
+            .then(|| self.hsts.clone())
+            .flatten();
         let started = Instant::now();
         let method = req.method().clone();
         let route = metrics::route_label(req.uri().path());
@@ -88,7 +101,7 @@ impl<E: Endpoint> Endpoint for Front<E> {
             }
         };
         async move {
-            let response = match next {
+            let mut response = match next {
                 Next::Answered(response) => response,
                 Next::Routed(routed, None) => routed
                     .await
@@ -97,6 +110,11 @@ impl<E: Endpoint> Endpoint for Front<E> {
                     cors::finish(routed.await, &self.policy, &origin)
                 }
             };
+            if let Some(hsts) = hsts {
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
             let status = response.status();
             let path = uri.as_ref().map_or(routes::events::PATH, |uri| uri.path());
             audit::record(&self.app.audit, status, path, client);
