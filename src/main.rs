@@ -60,10 +60,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Log lines to stderr, as text or JSON; levels from `RUST_LOG`.
+/// The most the NATS client may log, whatever `RUST_LOG` says: at debug it prints whole
+/// messages and requests (`{:?}`), at trace its `CONNECT` with the password; shared-log
+/// messages hold password hashes and TOTP secrets.
+const NATS_CLIENT_CAP: &str = "async_nats=info";
+
+/// Log lines to stderr, as text or JSON; levels from `RUST_LOG` (the NATS client's capped).
 fn init_logs(json: bool) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"))
+        .add_directive(NATS_CLIENT_CAP.parse().expect("a valid directive"));
     // Colours only for a person at a terminal: journald, files and tests get plain text.
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

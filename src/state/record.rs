@@ -21,7 +21,7 @@ pub struct Record {
 }
 
 /// What a record says happened.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub enum RecordKind {
     /// A user was created.
     UserCreated(UserCreated),
@@ -104,6 +104,75 @@ pub enum RecordKind {
     },
 }
 
+/// Shown in place of a secret by the `Debug` impls below.
+const REDACTED: &str = "***";
+
+impl std::fmt::Debug for RecordKind {
+    // Like the derived one, but password hashes, TOTP secrets and reset-code digests never
+    // reach a log line or a panic message, not even through `{:?}` (a six-digit code's
+    // digest falls to a brute force of a million hashes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use RecordKind::*;
+        match self {
+            UserCreated(created) => f.debug_tuple("UserCreated").field(created).finish(),
+            UserUpdated(update) => f.debug_tuple("UserUpdated").field(update).finish(),
+            UserRevoked { username } => f
+                .debug_struct("UserRevoked")
+                .field("username", username)
+                .finish(),
+            UserUnrevoked { username } => f
+                .debug_struct("UserUnrevoked")
+                .field("username", username)
+                .finish(),
+            PasswordChanged { username, .. } => f
+                .debug_struct("PasswordChanged")
+                .field("username", username)
+                .field("password_hash", &REDACTED)
+                .finish(),
+            EventInserted(event) => f.debug_tuple("EventInserted").field(event).finish(),
+            LoginCodeUsed { username, step } => f
+                .debug_struct("LoginCodeUsed")
+                .field("username", username)
+                .field("step", step)
+                .finish(),
+            PasswordReset { username, step, .. } => f
+                .debug_struct("PasswordReset")
+                .field("username", username)
+                .field("password_hash", &REDACTED)
+                .field("step", step)
+                .finish(),
+            ResetCodeIssued {
+                username,
+                expires_ms,
+                ..
+            } => f
+                .debug_struct("ResetCodeIssued")
+                .field("username", username)
+                .field("code_hash", &REDACTED)
+                .field("expires_ms", expires_ms)
+                .finish(),
+            ResetCodeFailed { username } => f
+                .debug_struct("ResetCodeFailed")
+                .field("username", username)
+                .finish(),
+            UserDeleted { username } => f
+                .debug_struct("UserDeleted")
+                .field("username", username)
+                .finish(),
+            UserUpdatedWithPassword { update, .. } => f
+                .debug_struct("UserUpdatedWithPassword")
+                .field("update", update)
+                .field("password_hash", &REDACTED)
+                .finish(),
+            TotpSecretReplaced { username, .. } => f
+                .debug_struct("TotpSecretReplaced")
+                .field("username", username)
+                .field("totp_secret", &REDACTED)
+                .finish(),
+        }
+    }
+}
+
 /// The fields of a new user.
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct UserCreated {
@@ -137,8 +206,8 @@ impl std::fmt::Debug for UserCreated {
             .field("email", &self.email)
             .field("scopes", &self.scopes)
             .field("two_factor", &self.two_factor)
-            .field("password_hash", &"***")
-            .field("totp_secret", &"***")
+            .field("password_hash", &REDACTED)
+            .field("totp_secret", &REDACTED)
             .finish_non_exhaustive()
     }
 }
@@ -325,6 +394,68 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_hash_a_secret_or_a_code_digest() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$SECRETHASH".to_owned();
+        let secret = b"TOTP-SECRET-BYTES".to_vec();
+        let kinds = [
+            RecordKind::UserCreated(UserCreated {
+                id: [1; 16],
+                username: "u".into(),
+                tenant: "t".into(),
+                password_hash: hash.clone(),
+                email: None,
+                scopes: None,
+                data: None,
+                two_factor: true,
+                totp_secret: secret.clone(),
+            }),
+            RecordKind::PasswordChanged {
+                username: "u".into(),
+                password_hash: hash.clone(),
+            },
+            RecordKind::PasswordReset {
+                username: "u".into(),
+                password_hash: hash.clone(),
+                step: 7,
+            },
+            RecordKind::ResetCodeIssued {
+                username: "u".into(),
+                code_hash: [0xab; 32],
+                expires_ms: 9,
+            },
+            RecordKind::UserUpdatedWithPassword {
+                update: UserUpdated {
+                    username: "u".into(),
+                    ..UserUpdated::default()
+                },
+                password_hash: hash.clone(),
+            },
+            RecordKind::TotpSecretReplaced {
+                username: "u".into(),
+                totp_secret: secret.clone(),
+            },
+        ];
+        // The bytes as `{:?}` prints a Vec<u8> or an array.
+        let secret_list = format!("{secret:?}");
+        let secret_inner = &secret_list[1..secret_list.len() - 1];
+        let digest = format!("{:?}", [0xabu8; 32]);
+        for kind in kinds {
+            let record = Record {
+                cursor: 1,
+                at_ms: 2,
+                kind,
+            };
+            for shown in [format!("{record:?}"), format!("{record:#?}")] {
+                assert!(shown.contains("\"u\""), "{shown}");
+                assert!(!shown.contains("SECRETHASH"), "{shown}");
+                assert!(!shown.contains(secret_inner), "{shown}");
+                assert!(!shown.contains(&digest[1..20]), "{shown}");
+                assert!(!shown.contains("171"), "{shown}");
+            }
+        }
+    }
 
     #[test]
     fn encode_decode_round_trip() {

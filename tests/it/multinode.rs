@@ -382,8 +382,8 @@ async fn a_password_in_a_nats_url_is_never_printed() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("nats://***@127.0.0.1:1/path"), "{err}");
 
-    // No NATS server answers: the node logs its attempts (async-nats' own debug lines
-    // included) and gives up, naming the server but not its password (which went from the
+    // No NATS server answers: the node logs its attempts (async-nats' own lines at most
+    // at info, whatever RUST_LOG asks) and gives up, naming the server but not its password (which went from the
     // URL to the credentials the client sends).
     let closed = free_port();
     let url = format!("nats://broker:hunter2@127.0.0.1:{closed}");
@@ -467,6 +467,34 @@ async fn nodes_authenticate_to_nats_with_a_url_password_a_token_or_a_client_cert
     let node = Server::start(&dir.path().join("user"), &["--log", &url]);
     assert_eq!(create_user(&c, &node, "ann", "pw", "acme").await, 200);
     assert!(!node.stderr().contains("s3cr3t-pass"), "{}", node.stderr());
+    drop(node);
+
+    // Not at the most verbose level either: async-nats logs its CONNECT (with the password)
+    // at trace and whole messages (hashes, TOTP secrets) at debug; it is capped at info.
+    let node = Server::start_env(
+        &dir.path().join("user-trace"),
+        &["--log", &url],
+        &[("RUST_LOG", "trace,async_nats=trace")],
+    );
+    assert_eq!(
+        create_user(&c, &node, "bob", "pw-of-bob", "acme").await,
+        200
+    );
+    let jwt = login(&c, &node, "bob", "pw-of-bob").await;
+    assert_eq!(
+        insert(&c, &node, &jwt, "e", json!("payload-marker"))
+            .await
+            .0,
+        200
+    );
+    let err = node.stderr();
+    assert!(
+        err.contains("TRACE"),
+        "RUST_LOG=trace was not in effect: {err}"
+    );
+    for secret in ["s3cr3t-pass", "$argon2id", "payload-marker"] {
+        assert!(!err.contains(secret), "{secret} in the logs: {err}");
+    }
     drop((node, nats));
 
     // A token, from the environment.
