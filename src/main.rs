@@ -31,6 +31,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
+    // A file-size limit (`ulimit -f`, systemd's LimitFSIZE=) reached by a log segment would
+    // kill the server mid-batch with SIGXFSZ; ignored, the write fails with EFBIG instead and
+    // is answered like a full disk (503, `/ready` not ready) while everything else goes on.
+    // SAFETY: signal(2) with SIG_IGN installs no handler of ours; it only sets the signal's
+    // disposition, before any other thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     // One crypto provider for every TLS user (server, ACME client), chosen before any is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

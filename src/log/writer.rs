@@ -233,12 +233,29 @@ impl LogWriter {
     }
 
     /// Whether the file can be written and synced now, tried without a record: the repair a
-    /// failed batch left pending, then an empty write and an fsync (under fault injection, the
-    /// injected fault, as a batch would meet it). Called between batches only.
+    /// failed batch left pending, zeros over the next [`RESERVE`] bytes the batches will
+    /// take, then an empty write and an fsync (under fault injection, the injected fault, as
+    /// a batch would meet it). Called between batches only.
+    ///
+    /// Why the zeros: an empty write succeeds on a full disk or an exhausted quota, so the
+    /// probe said "ready" while every insert failed. Zeros over the span ahead allocate what
+    /// of it is not yet allocated, failing as a batch there would; once they are written,
+    /// the batches that fit in that span need no new space.
     pub fn probe(&mut self) -> Result<(), LogError> {
         debug_assert!(self.batch.is_empty(), "a probe between batches only");
         if self.needs_repair {
             self.cut_back()?;
+        }
+        let target = (self.len + RESERVE).min(self.segment_bytes);
+        let mut at = self.len;
+        while at < target {
+            let piece = &ZEROS[..(target - at).min(ZEROS.len() as u64) as usize];
+            // Past the durable frames only: zeros there are what readers and recovery pass
+            // over, and `release_reserve` cuts them when the segment closes.
+            let written = self.file.write_all_at(piece, at);
+            self.reserved = self.reserved.max(at + piece.len() as u64);
+            written.map_err(|e| LogError::io(&self.path, e))?;
+            at += piece.len() as u64;
         }
         self.write_batch(true)
             .map_err(|e| LogError::io(&self.path, e))

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn writes_fail_cleanly_under_disk_faults_and_resume_when_they_clear() {
@@ -251,5 +251,52 @@ async fn a_checkpoint_that_fails_late_leaves_no_event_out_of_the_index() {
     assert_eq!(
         resumed,
         [json!("first"), json!("failed-save"), json!("after")]
+    );
+}
+
+/// Regression: when the log could not grow (a full disk past the space check's reach: a
+/// quota, `ulimit -f`), inserts failed with 503 but `/ready`'s probe, an empty write and an
+/// fsync, succeeded: the node said ready between every two failures. The probe now writes
+/// the span the next batches take, and stays 503 until that span can be written. And the
+/// limit's SIGXFSZ no longer kills the server.
+#[tokio::test]
+async fn ready_stays_503_while_the_log_cannot_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_file_size_limit(dir.path(), &[], 600 * 1024);
+    let c = client();
+    create_user(&c, &s, "g", "pw", "t").await;
+    let jwt = login(&c, &s, "g", "pw").await;
+    let data = "x".repeat(4000);
+    let mut acked = 0;
+    let mut refused = None;
+    for _ in 0..400 {
+        match insert(&c, &s, &jwt, "e", json!(data)).await {
+            (200, _) => acked += 1,
+            (status, body) => {
+                refused = Some((status, body));
+                break;
+            }
+        }
+    }
+    let (status, body) = refused.expect("the log reached the limit");
+    assert_eq!(status, 503, "{body}");
+    assert!(acked > 50, "only {acked} inserts before the limit");
+    // Over more than one probe interval: never ready, and every insert still refused.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let resp = reqwest::get(s.url("/ready")).await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 503, "ready while the log cannot grow: {body}");
+        assert_eq!(body["reason"], "log_fault", "{body}");
+        assert_eq!(insert(&c, &s, &jwt, "e", json!(data)).await.0, 503);
+    }
+    // Alive, and everything acknowledged is readable.
+    assert_eq!(reqwest::get(s.url("/")).await.unwrap().status(), 200);
+    let history = get_json(&c, &s, "/events?limit=1000", &jwt).await;
+    assert_eq!(
+        history["events"].as_array().map(Vec::len),
+        Some(acked),
+        "{history}"
     );
 }

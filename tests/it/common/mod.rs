@@ -68,7 +68,7 @@ impl Server {
 
     /// Starts another build of the server (the release binary) on `db` with extra flags.
     pub fn start_binary(binary: &Path, db: &Path, extra: &[&str]) -> Server {
-        Self::spawn_binary(binary, db, extra, &[], true)
+        Self::spawn_binary(binary, db, extra, &[], true, None)
             .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
@@ -84,7 +84,22 @@ impl Server {
             extra,
             env,
             name_listen,
+            None,
         )
+    }
+
+    /// A server that may write no file larger than `bytes` (`RLIMIT_FSIZE`, as `ulimit -f`
+    /// or systemd's `LimitFSIZE=` set it): a disk that refuses to grow the log.
+    pub fn start_with_file_size_limit(db: &Path, extra: &[&str], bytes: u64) -> Server {
+        Self::spawn_binary(
+            Path::new(env!("CARGO_BIN_EXE_broker")),
+            db,
+            extra,
+            &[],
+            true,
+            Some(bytes),
+        )
+        .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
     #[allow(clippy::zombie_processes)]
@@ -94,8 +109,27 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
         name_listen: bool,
+        file_size_limit: Option<u64>,
     ) -> Result<Server, String> {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(bytes) = file_size_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setrlimit(2), which is async-signal-safe, on a limit struct on its stack.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .arg("--db")
             .arg(db)
             .args(if name_listen {
