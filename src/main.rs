@@ -272,6 +272,7 @@ async fn run(config: Config) -> Result<(), StartError> {
     }
     let served = match (tls, files) {
         (Tls::Files { .. }, Some(files)) => {
+            app.metrics.serve_certificate(Arc::clone(&files));
             files.watch();
             http::serve_tls(
                 listener,

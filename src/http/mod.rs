@@ -97,7 +97,10 @@ impl App {
             streams: Default::default(),
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.identity.jwt_secret),
-            metrics: metrics::HttpMetrics::new(&engine),
+            metrics: metrics::HttpMetrics::new(
+                &engine,
+                matches!(config.listen.tls, crate::config::Tls::Files { .. }),
+            ),
             biscuit,
             engine,
             config,

@@ -97,6 +97,11 @@ async fn sigterm_during_inserts_loses_nothing_and_leaves_a_clean_log() {
 
 /// A CA and a leaf certificate for `localhost` signed by it, written as PEM files.
 fn make_cert(dir: &Path, name: &str) -> std::path::PathBuf {
+    make_cert_until(dir, name, None)
+}
+
+/// [`make_cert`], the leaf valid until `not_after` (year, month, day) when given.
+fn make_cert_until(dir: &Path, name: &str, not_after: Option<(i32, u8, u8)>) -> std::path::PathBuf {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -106,10 +111,12 @@ fn make_cert(dir: &Path, name: &str) -> std::path::PathBuf {
         .push(rcgen::DnType::CommonName, format!("test CA {name}"));
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    if let Some((y, m, d)) = not_after {
+        leaf_params.not_before = rcgen::date_time_ymd(y - 1, m, d);
+        leaf_params.not_after = rcgen::date_time_ymd(y, m, d);
+    }
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
     std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
     std::fs::write(
         dir.join(format!("{name}-chain.pem")),
@@ -378,6 +385,66 @@ async fn answers_over_our_own_tls_carry_hsts_and_plain_http_does_not() {
         .err()
         .expect("a huge max-age must be refused");
     assert!(err.contains("--hsts_max_age_secs"), "{err}");
+}
+
+/// An expired certificate from files is served as rustls serves any (clients refuse it),
+/// but the start says so in the log, and `/metrics` shows every served certificate's
+/// `notAfter` for alerting; a certificate with years left gets no warning.
+#[tokio::test]
+async fn an_expired_certificate_is_warned_about_and_every_expiry_is_a_metric() {
+    let certs = tempfile::tempdir().unwrap();
+    for (name, until, warned) in [("one", Some((2021, 1, 1)), true), ("two", None, false)] {
+        let ca = make_cert_until(certs.path(), name, until);
+        let dir = tempfile::tempdir().unwrap();
+        let chain = certs.path().join(format!("{name}-chain.pem"));
+        let key = certs.path().join(format!("{name}-key.pem"));
+        let (chain, key) = (chain.display().to_string(), key.display().to_string());
+        let s = Server::start(
+            dir.path(),
+            &[
+                "--secure",
+                "true",
+                "--auto_cert",
+                "false",
+                "--cert_path",
+                &chain,
+                "--key_path",
+                &key,
+                "--jwt_secret",
+                "a-long-test-secret",
+                "--admin_token",
+                "test-admin",
+                "--metrics_token",
+                "scrape-me",
+            ],
+        );
+        let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+        let expired = wait_for_log(&s, "expired", Duration::from_millis(500)).await;
+        assert_eq!(expired, warned, "{name}: {}", s.stderr());
+        // The expired one is refused by curl; the metric is read past the check.
+        let insecure: &[&str] = if warned { &["-k"] } else { &[] };
+        let mut args = vec!["-H", "Authorization: Bearer scrape-me"];
+        args.extend(insecure);
+        let (code, text) = curl(port, "/metrics", &ca, &args);
+        assert_eq!(code, 0, "{text}");
+        let shown: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("broker_tls_certificate_not_after_seconds "))
+            .unwrap_or_else(|| panic!("no expiry metric: {text}"))
+            .trim()
+            .parse()
+            .unwrap();
+        match until {
+            // 2021-01-01T00:00:00Z
+            Some(_) => assert_eq!(shown, 1_609_459_200.0, "{text}"),
+            // rcgen's default: 4096-01-01.
+            None => assert!(shown > 4e10, "{text}"),
+        }
+        if warned {
+            let (code, _) = curl(port, "/", &ca, &[]);
+            assert_ne!(code, 0, "curl accepted an expired certificate");
+        }
+    }
 }
 
 /// A certificate file grown past 1 MiB is not read whole on reload: the served pair stays

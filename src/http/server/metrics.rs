@@ -47,11 +47,15 @@ pub struct HttpMetrics {
     users: Gauge,
     idempotency_keys: Gauge,
     frames_read: Gauge,
+    /// With a certificate from files: its `notAfter`, read from [`Self::certificate`].
+    tls_not_after: Gauge,
+    certificate: std::sync::OnceLock<Arc<super::tls::FileCert>>,
 }
 
 impl HttpMetrics {
-    /// Registers our metrics and the engine's.
-    pub fn new(engine: &Engine) -> Arc<Self> {
+    /// Registers our metrics and the engine's (and, with `tls_files`, the served
+    /// certificate's expiry, once [`Self::serve_certificate`] names it).
+    pub fn new(engine: &Engine, tls_files: bool) -> Arc<Self> {
         let mut registry = Registry::with_prefix("broker");
         let m = HttpMetrics {
             requests: Family::default(),
@@ -67,8 +71,17 @@ impl HttpMetrics {
             users: Gauge::default(),
             idempotency_keys: Gauge::default(),
             frames_read: Gauge::default(),
+            tls_not_after: Gauge::default(),
+            certificate: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
+        if tls_files {
+            registry.register(
+                "tls_certificate_not_after_seconds",
+                "the served certificate's notAfter, Unix seconds (alert well before it; 0: unreadable)",
+                m.tls_not_after.clone(),
+            );
+        }
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -167,6 +180,11 @@ impl HttpMetrics {
         Arc::new(HttpMetrics { registry, ..m })
     }
 
+    /// The certificate (from files) whose expiry `/metrics` shows.
+    pub fn serve_certificate(&self, certificate: Arc<super::tls::FileCert>) {
+        let _ = self.certificate.set(certificate);
+    }
+
     /// Counts one answered request.
     pub fn request(&self, route: &'static str, status: u16) {
         let labels = RequestLabels { route, status };
@@ -197,6 +215,9 @@ impl HttpMetrics {
         self.users.set(users as i64);
         self.idempotency_keys.set(keys as i64);
         self.frames_read.set(engine.log().frames_read() as i64);
+        if let Some(certificate) = self.certificate.get() {
+            self.tls_not_after.set(certificate.not_after());
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -10,6 +10,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -33,12 +34,51 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often certificate files are checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
+/// How long before its expiry a served certificate is warned about, daily.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
 /// A certificate and key read from PEM files, swapped in place when the files change.
 pub struct FileCert {
     cert_path: PathBuf,
     key_path: PathBuf,
     // std RwLock: read once per handshake, written only on reload.
     current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
+    /// The served leaf certificate's `notAfter`, Unix seconds (0: unreadable).
+    not_after: AtomicI64,
+    /// The day (Unix seconds / 86,400) of the last expiry warning, so it comes once a day.
+    warned_on: AtomicI64,
+}
+
+/// The leaf certificate's `notAfter` in Unix seconds, if it parses as X.509.
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// What to say about a certificate expiring at `not_after` (Unix seconds) at `now`: nothing
+/// while it has more than [`EXPIRY_WARNING`] left.
+pub fn expiry_warning(not_after: i64, now: i64) -> Option<String> {
+    let left = not_after.saturating_sub(now);
+    if left <= 0 {
+        Some(format!(
+            "the served TLS certificate expired {} day(s) ago: clients refuse it; replace the files (a SIGHUP or the next check within 5 s picks them up)",
+            left.unsigned_abs() / 86_400
+        ))
+    } else if left <= EXPIRY_WARNING.as_secs() as i64 {
+        Some(format!(
+            "the served TLS certificate expires in {} day(s): renew it and replace the files",
+            left / 86_400
+        ))
+    } else {
+        None
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl fmt::Debug for FileCert {
@@ -135,11 +175,37 @@ impl FileCert {
     pub fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Arc<Self>, String> {
         let key = load_certified_key(&cert_path, &key_path)?;
         let stamp = modified([&cert_path, &key_path]);
-        Ok(Arc::new(FileCert {
+        let files = Arc::new(FileCert {
+            not_after: AtomicI64::new(not_after(&key).unwrap_or(0)),
+            warned_on: AtomicI64::new(i64::MIN),
             cert_path,
             key_path,
             current: RwLock::new((Arc::new(key), stamp)),
-        }))
+        });
+        files.check_expiry(unix_now());
+        Ok(files)
+    }
+
+    /// The served leaf certificate's `notAfter` (Unix seconds; 0 when it could not be read).
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+
+    /// Warns (once a day) when the served certificate has expired or expires within
+    /// [`EXPIRY_WARNING`]: rustls serves an expired certificate as any other, and only the
+    /// clients would say so.
+    fn check_expiry(&self, now: i64) {
+        let not_after = self.not_after();
+        if not_after == 0 {
+            return;
+        }
+        let Some(warning) = expiry_warning(not_after, now) else {
+            return;
+        };
+        let today = now.div_euclid(86_400);
+        if self.warned_on.swap(today, Ordering::Relaxed) != today {
+            tracing::warn!(cert = %self.cert_path.display(), not_after, "{warning}");
+        }
     }
 
     /// Re-reads the files if they changed (or always, with `force`). A broken new pair (no
@@ -149,17 +215,23 @@ impl FileCert {
     pub fn reload(&self, force: bool) {
         let stamp = modified([&self.cert_path, &self.key_path]);
         if !force && stamp == self.current.read().expect("cert lock").1 {
+            self.check_expiry(unix_now());
             return;
         }
         match load_certified_key(&self.cert_path, &self.key_path) {
             Ok(key) => {
+                self.not_after
+                    .store(not_after(&key).unwrap_or(0), Ordering::Relaxed);
                 *self.current.write().expect("cert lock") = (Arc::new(key), stamp);
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+                // A new pair is judged at once, not on the day's next check.
+                self.warned_on.store(i64::MIN, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TLS certificate not reloaded; still serving the previous one")
             }
         }
+        self.check_expiry(unix_now());
     }
 
     /// Watches the files (and SIGHUP) for the life of the process. Each reload runs on the
@@ -390,5 +462,29 @@ impl Acceptor for TlsAcceptor {
             )),
             None => Err(io::Error::other("the TLS accept loop stopped")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_warnings_start_fourteen_days_ahead_and_name_the_days() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        assert_eq!(expiry_warning(now + 15 * day, now), None);
+        assert_eq!(expiry_warning(now + 14 * day + 1, now), None);
+        let soon = expiry_warning(now + 14 * day, now).unwrap();
+        assert!(soon.contains("expires in 14 day(s)"), "{soon}");
+        let soon = expiry_warning(now + 1, now).unwrap();
+        assert!(soon.contains("expires in 0 day(s)"), "{soon}");
+        let gone = expiry_warning(now, now).unwrap();
+        assert!(gone.contains("expired 0 day(s) ago"), "{gone}");
+        let gone = expiry_warning(now - 3 * day - 5, now).unwrap();
+        assert!(gone.contains("expired 3 day(s) ago"), "{gone}");
+        // No overflow at the extremes.
+        assert!(expiry_warning(i64::MIN, i64::MAX).is_some());
+        assert_eq!(expiry_warning(i64::MAX, i64::MIN), None);
     }
 }
