@@ -20,7 +20,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rkyv::{Archive, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::log::frame::{self, FRAME_HEADER};
+use crate::log::reader::{CLOSED, FrameWalk, ZeroLength};
 use crate::log::sparse_index::SparseIndex;
 use crate::log::{Cursor, LogError, segment};
 use crate::state::{Record, State};
@@ -250,58 +250,30 @@ impl Anchor {
 
     /// The newest record at or below `cursor` among the frames of `path` from byte `from` on.
     fn newest_in(path: &Path, from: u64, cursor: Cursor) -> Result<Option<Anchor>, LogError> {
-        use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
-        let damaged = |offset, reason: String| LogError::Damaged {
-            path: path.to_owned(),
-            offset,
-            reason,
-        };
-        let io = |e| LogError::Io {
-            path: path.to_owned(),
-            source: e,
-        };
-        let mut file = BufReader::with_capacity(64 * 1024, segment::open(path)?);
-        file.seek(SeekFrom::Start(from)).map_err(io)?;
-        let (mut frame, mut newest) = (Vec::new(), Vec::new());
+        // Read before the log is open, so without the writer's flushed end: the zeros it
+        // reserved ahead of its records end the walk.
+        let mut frames = FrameWalk::new(path, segment::open(path)?, from, CLOSED, ZeroLength::End)?;
+        let mut newest = Vec::new();
         let mut found = None;
-        let mut at = from;
-        loop {
-            let mut head = [0u8; FRAME_HEADER];
-            match file.read_exact(&mut head) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(io(e)),
-            }
-            let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-            // Zeros the writer reserved ahead of its records: the end of them.
-            if len == 0 {
-                break;
-            }
-            if len > frame::MAX_PAYLOAD {
-                return Err(damaged(at, format!("impossible frame length {len}")));
-            }
-            frame.resize(FRAME_HEADER + len, 0);
-            frame[..FRAME_HEADER].copy_from_slice(&head);
-            match file.read_exact(&mut frame[FRAME_HEADER..]) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(io(e)),
-            }
-            let (payload, _) = frame::decode(&frame).map_err(|f| damaged(at, f.to_string()))?;
+        while let Some((at, payload)) = frames.next_frame()? {
             let Some(at_cursor) = Record::cursor_of(payload) else {
-                return Err(damaged(at, "frame holds no valid record".into()));
+                return Err(LogError::Damaged {
+                    path: path.to_owned(),
+                    offset: at,
+                    reason: "frame holds no valid record".into(),
+                });
             };
             if at_cursor > cursor {
                 break;
             }
             found = Some(at_cursor);
-            // Only the newest payload is hashed: the frames before it may be large.
-            std::mem::swap(&mut frame, &mut newest);
-            at += (FRAME_HEADER + len) as u64;
+            // Only the newest payload is hashed; the walk reuses its buffer.
+            newest.clear();
+            newest.extend_from_slice(payload);
         }
         Ok(found.map(|cursor| Anchor {
             cursor,
-            digest: Sha256::digest(&newest[FRAME_HEADER..]).into(),
+            digest: Sha256::digest(&newest).into(),
         }))
     }
 }
@@ -849,7 +821,7 @@ fn log_upto(db: &Path, upto: Cursor, who: &str) -> Vec<SegmentInfo> {
             },
         };
         index.note(cursor - 1, cursor, bytes.len() as u64);
-        frame::encode_into(&mut bytes, &record.encode());
+        crate::log::frame::encode_into(&mut bytes, &record.encode());
     }
     std::fs::write(segment::path(&dir, 1), &bytes).unwrap();
     vec![SegmentInfo {

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
@@ -189,38 +189,12 @@ impl LogReader {
                 })
                 .collect()
         };
-        let mut payload = Vec::new();
         for (path, offset, end) in plan {
             let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
-            let mut file = BufReader::with_capacity(64 * 1024, file);
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| LogError::io(&path, e))?;
-            let mut at = offset;
-            // Past `end`: zeros written ahead of the writer, or a batch not yet flushed.
-            while at < end {
-                let mut head = [0u8; FRAME_HEADER];
-                match file.read_exact(&mut head) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(LogError::io(&path, e)),
-                }
-                let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-                if len == 0 || len > frame::MAX_PAYLOAD {
-                    return Err(damaged(&path, at, format!("impossible frame length {len}")));
-                }
-                payload.resize(FRAME_HEADER + len, 0);
-                payload[..FRAME_HEADER].copy_from_slice(&head);
-                match file.read_exact(&mut payload[FRAME_HEADER..]) {
-                    Ok(()) => {}
-                    // A frame still being written: past anything a reader may ask for.
-                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => break,
-                    Err(e) => return Err(LogError::io(&path, e)),
-                }
-                let (body, _) =
-                    frame::decode(&payload).map_err(|f| damaged(&path, at, f.to_string()))?;
+            let mut frames = FrameWalk::new(&path, file, offset, end, ZeroLength::Damage)?;
+            while let Some((at, body)) = frames.next_frame()? {
                 let cursor = (self.codec)(body)
                     .ok_or_else(|| damaged(&path, at, "frame holds no valid record".into()))?;
-                at += (FRAME_HEADER + len) as u64;
                 self.frames_read
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if cursor <= after {
@@ -236,6 +210,91 @@ impl LogReader {
             }
         }
         Ok(last)
+    }
+}
+
+/// What a frame length of zero means to a [`FrameWalk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroLength {
+    /// Damage: the walk stops before the writer's flushed end, where no zeros can be.
+    Damage,
+    /// The end of the records: zeros the writer reserved ahead of them (a walk of a file
+    /// read without the writer's flushed end, as a checkpoint's anchor is found).
+    End,
+}
+
+/// The frames of one segment file, in order from a byte offset: the one frame walk the
+/// readers and the checkpoints' anchor share.
+pub struct FrameWalk<'p> {
+    path: &'p Path,
+    file: BufReader<File>,
+    /// The offset of the next frame.
+    at: u64,
+    /// Where the walk stops ([`CLOSED`]: the end of the file).
+    end: u64,
+    zero: ZeroLength,
+    frame: Vec<u8>,
+}
+
+impl<'p> FrameWalk<'p> {
+    /// A walk of `file` (the segment at `path`) from byte `from` up to byte `end`.
+    pub fn new(
+        path: &'p Path,
+        file: File,
+        from: u64,
+        end: u64,
+        zero: ZeroLength,
+    ) -> Result<Self, LogError> {
+        let mut file = BufReader::with_capacity(64 * 1024, file);
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| LogError::io(path, e))?;
+        Ok(FrameWalk {
+            path,
+            file,
+            at: from,
+            end,
+            zero,
+            frame: Vec::new(),
+        })
+    }
+
+    /// The next frame's offset and checked payload; `None` at `end`, at the end of the file,
+    /// in a frame still being written (past anything a reader may ask for), or at reserved
+    /// zeros ([`ZeroLength::End`]). A frame that fails its checks is [`LogError::Damaged`].
+    pub fn next_frame(&mut self) -> Result<Option<(u64, &[u8])>, LogError> {
+        // Past `end`: zeros written ahead of the writer, or a batch not yet flushed.
+        if self.at >= self.end {
+            return Ok(None);
+        }
+        let path = self.path;
+        let mut head = [0u8; FRAME_HEADER];
+        match self.file.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(LogError::io(path, e)),
+        }
+        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 && self.zero == ZeroLength::End {
+            return Ok(None);
+        }
+        if len == 0 || len > frame::MAX_PAYLOAD {
+            return Err(damaged(
+                path,
+                self.at,
+                format!("impossible frame length {len}"),
+            ));
+        }
+        self.frame.resize(FRAME_HEADER + len, 0);
+        self.frame[..FRAME_HEADER].copy_from_slice(&head);
+        match self.file.read_exact(&mut self.frame[FRAME_HEADER..]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(LogError::io(path, e)),
+        }
+        let at = self.at;
+        let (body, _) = frame::decode(&self.frame).map_err(|f| damaged(path, at, f.to_string()))?;
+        self.at += (FRAME_HEADER + len) as u64;
+        Ok(Some((at, body)))
     }
 }
 
