@@ -59,6 +59,8 @@ pub struct AppInner {
     inserts: quota::InsertRate,
     /// `--max_sse_per_user`, reserved per user (and for the admin's streams).
     streams: quota::StreamSlots,
+    /// `GET /events` pages in flight, per holder and in bytes.
+    pages: quota::PageBudget,
     basic_cache: authn::BasicCache,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
@@ -95,6 +97,7 @@ impl App {
             audit: Default::default(),
             inserts: quota::InsertRate::new(config.limits.max_inserts_per_sec),
             streams: Default::default(),
+            pages: Default::default(),
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.identity.jwt_secret),
             metrics: metrics::HttpMetrics::new(

@@ -133,6 +133,88 @@ impl StreamSlots {
     }
 }
 
+/// History pages one holder (a user, or the admin) may have in flight: built, or being sent.
+pub const PAGES_PER_HOLDER: usize = 4;
+
+/// All history pages in flight together may hold this many bytes (256 MiB): a backstop
+/// for many holders at once; one holder is bounded by [`PAGES_PER_HOLDER`] first.
+pub const PAGE_BUDGET_BYTES: usize = 256 * 1024 * 1024;
+
+/// How long a built page waits for room in [`PAGE_BUDGET_BYTES`] before a 503.
+pub const PAGE_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What bounds the memory of `GET /events` answers: each page is built whole (up to 4 MiB
+/// and one event) and held until its client has taken it, so a client that asks and never
+/// reads pinned a page per request — about 1 GB per HTTP/2 connection of one user (an
+/// attack review). Pages count per holder from before they are built, and their bytes
+/// against one budget once built, until their last byte is handed to the connection.
+/// (Pages being built are bounded by the engine's reading slots.)
+#[derive(Debug)]
+pub struct PageBudget {
+    holders: StreamSlots,
+    /// Permits are KiB.
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for PageBudget {
+    fn default() -> Self {
+        PageBudget {
+            holders: StreamSlots::default(),
+            bytes: Arc::new(tokio::sync::Semaphore::new(PAGE_BUDGET_BYTES / 1024)),
+        }
+    }
+}
+
+/// One page's place among its holder's, and once built its bytes' share of the budget;
+/// dropping it gives both back.
+#[derive(Debug)]
+pub struct PageShare {
+    _slot: StreamSlot,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl PageBudget {
+    /// A place for one more page of `holder`: 429 past [`PAGES_PER_HOLDER`].
+    pub fn reserve(&self, holder: &str) -> Result<PageShare, ApiError> {
+        let Some(slot) = self.holders.reserve(holder, PAGES_PER_HOLDER) else {
+            return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    poem::http::StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "already {PAGES_PER_HOLDER} history pages in flight for this caller; read them before asking for more"
+                    ),
+                )
+            });
+        };
+        Ok(PageShare {
+            _slot: slot,
+            permit: None,
+        })
+    }
+
+    /// Counts a built page of `bytes` against the budget: 503 when it has no room within
+    /// [`PAGE_BUDGET_WAIT`].
+    pub async fn admit(&self, share: &mut PageShare, bytes: usize) -> Result<(), ApiError> {
+        let kib = bytes.div_ceil(1024).clamp(1, PAGE_BUDGET_BYTES / 1024) as u32;
+        let permit = tokio::time::timeout(
+            PAGE_BUDGET_WAIT,
+            Arc::clone(&self.bytes).acquire_many_owned(kib),
+        )
+        .await;
+        match permit {
+            Ok(Ok(permit)) => {
+                share.permit = Some(permit);
+                Ok(())
+            }
+            _ => Err(ApiError::busy(
+                "history pages in flight fill the server's budget; retry shortly",
+                1,
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +235,39 @@ mod tests {
         assert!(quota.take("ann", 200).is_ok(), "one token back after 1/5 s");
         assert!(quota.take("ann", 200).is_err());
         assert!(InsertRate::new(0).take("ann", 0).is_ok());
+    }
+
+    #[tokio::test]
+    async fn page_shares_count_per_holder_and_bytes_against_one_budget() {
+        let budget = PageBudget::default();
+        let mut held = Vec::new();
+        for _ in 0..PAGES_PER_HOLDER {
+            held.push(budget.reserve("ann").unwrap());
+        }
+        let refused = budget.reserve("ann").unwrap_err();
+        assert_eq!(refused.status, 429, "{refused:?}");
+        // Another holder is not held back by ann's pages; ann is once one ends.
+        let mut bob = budget.reserve("bob").unwrap();
+        drop(held.pop());
+        held.push(budget.reserve("ann").unwrap());
+        // Bytes: 100 MiB and 150 MiB fit the 256 MiB budget; 10 MiB more waits, then 503.
+        budget.admit(&mut bob, 100 << 20).await.unwrap();
+        let mut carol = budget.reserve("carol").unwrap();
+        budget.admit(&mut carol, 150 << 20).await.unwrap();
+        let mut dave = budget.reserve("dave").unwrap();
+        tokio::time::pause();
+        let busy = budget.admit(&mut dave, 10 << 20).await.unwrap_err();
+        assert_eq!(busy.status, 503, "{busy:?}");
+        tokio::time::resume();
+        // Bob's page sent: room again.
+        drop(bob);
+        budget.admit(&mut dave, 10 << 20).await.unwrap();
+        drop((carol, dave, held));
+        assert_eq!(
+            budget.bytes.available_permits(),
+            PAGE_BUDGET_BYTES / 1024,
+            "every share given back"
+        );
     }
 
     #[test]

@@ -379,3 +379,91 @@ async fn events_compacted_away_are_absent_and_the_rest_walked_once() {
         s = Server::start(dir.path(), &args);
     }
 }
+
+/// Regression (attack review): each page is built whole and held until its client takes
+/// it, and nothing counted pages in flight, so one user asking on many connections and
+/// reading none pinned gigabytes. Now a caller has at most 4 pages in flight (a fifth is
+/// 429), another caller is not held back, and a page given up frees its place.
+#[tokio::test]
+async fn a_caller_that_reads_no_pages_holds_at_most_four() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max_body_bytes", "16777216"]);
+    let c = client();
+    create_user(&c, &s, "hoarder", "pw", "t").await;
+    create_user(&c, &s, "other", "pw", "t").await;
+    let jwt = login(&c, &s, "hoarder", "pw").await;
+    let other = login(&c, &s, "other", "pw").await;
+    // One event larger than what loopback socket buffers absorb: its page stays with us.
+    let big = "x".repeat(12 * 1024 * 1024);
+    assert_eq!(insert(&c, &s, &jwt, "big", json!(big)).await.0, 200);
+    drop(big);
+
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let request = format!(
+        "GET /events?after=0&limit=1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {jwt}\r\n\r\n"
+    );
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        silent.push(stream);
+    }
+    let bearer = |t: &str| format!("Bearer {t}");
+    // The fifth is refused (bounded wait for the four to be taken in).
+    let mut refused = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, body) = get(&c, &s, "after=0&limit=1", ("authorization", &bearer(&jwt))).await;
+        if status == 429 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(
+            status,
+            200,
+            "{}",
+            &body.to_string()[..200.min(body.to_string().len())]
+        );
+    }
+    if refused.is_none() {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 300];
+        let n = silent[0].read(&mut head).await.unwrap();
+        panic!(
+            "a fifth page in flight was served; the first answer: {}",
+            String::from_utf8_lossy(&head[..n])
+        );
+    }
+    let refused = refused.unwrap();
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("4 history pages in flight"),
+        "{refused}"
+    );
+    // Someone else reads as usual.
+    let (status, _) = get(
+        &c,
+        &s,
+        "after=0&limit=1",
+        ("authorization", &bearer(&other)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A silent client gone: its page's place comes back.
+    drop(silent.pop());
+    let mut served = false;
+    for _ in 0..100 {
+        let (status, _) = get(&c, &s, "after=0&limit=1", ("authorization", &bearer(&jwt))).await;
+        if status == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(served, "the closed connection's page was never given back");
+}

@@ -1211,3 +1211,61 @@ async fn http2_answers_a_client_never_takes_are_cut_off_and_others_flow() {
     still_serving(&s).await;
     drop(waiting);
 }
+
+/// Regression (attack review): bytes a client sent on an open stream were read 32 at a
+/// time and dropped, without end: 300 MB of junk cost the server 38 times the client's
+/// CPU. An EventSource sends nothing, so past 4 KiB the stream is closed.
+#[tokio::test]
+async fn a_stream_whose_client_keeps_sending_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "chatty", "pw", "t").await;
+    let jwt = login(&c, &s, "chatty", "pw").await;
+    let mut stream = silent_stream(&s, &jwt);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = stream.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    // A little is tolerated (a stray CRLF); the stream goes on.
+    stream.write_all(b"\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(still_open(&mut stream), "closed for two bytes");
+    // Then junk: the server closes the connection (bounded: 1 MiB at most).
+    let junk = vec![b'x'; 16 * 1024];
+    for _ in 0..64 {
+        if stream.write_all(&junk).is_err() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = false;
+    while Instant::now() < deadline {
+        if !still_open(&mut stream) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the stream stayed open while its client sent junk");
+    still_serving(&s).await;
+}
+
+/// Reads what the server sent (for at most the read timeout): false once it closed.
+fn still_open(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    match stream.read(&mut buf) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            true
+        }
+        Err(_) => false,
+    }
+}

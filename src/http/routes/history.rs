@@ -1,10 +1,13 @@
 //! `GET /events`: a tenant's past events, a page at a time, from the log.
 
-use poem::Request;
 use poem::web::Data;
+use poem::{Body, IntoResponse, Request, Response};
+use poem_openapi::ApiResponse;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
+use poem_openapi::registry::MetaResponses;
 use poem_openapi::registry::Registry;
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object, OpenApi};
 use serde_json::Value;
 
@@ -18,6 +21,7 @@ use crate::http::authn::{
     register_header_schemes,
 };
 use crate::http::error::{ApiError, HistoryErrors};
+use crate::http::quota::PageShare;
 
 /// Events per page when `limit` is not sent.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -144,7 +148,7 @@ impl HistoryApi {
         event: Query<Option<Vec<String>>>,
         /// The tenant to read: the admin only (with `X-Admin-Token`).
         tenant: Query<Option<String>>,
-    ) -> Result<Json<HistoryPage>, HistoryErrors> {
+    ) -> Result<PageAnswer, HistoryErrors> {
         let holder = match (caller.user, tenant.0) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::from(HistoryQueryError::TenantForUser).into());
@@ -167,8 +171,78 @@ impl HistoryApi {
             Holder::Admin { tenant } => tenant.as_str(),
         };
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
+        let key = match &holder {
+            Holder::User(user) => user.username.as_str(),
+            Holder::Admin { .. } => "\0admin",
+        };
+        // A place among the caller's pages before the page is built; its bytes once built.
+        let mut share = app.pages.reserve(key).inspect_err(|_| {
+            app.metrics.rate_limited.inc();
+        })?;
         let page = app.engine.history(tenant, direction, limit, filter).await?;
-        Ok(Json(view(page)))
+        let body = serde_json::to_vec(&view(page).to_json()).map_err(ApiError::internal)?;
+        app.pages.admit(&mut share, body.len()).await?;
+        Ok(PageAnswer {
+            body: bytes::Bytes::from(body),
+            share,
+        })
+    }
+}
+
+/// A page's JSON, sent in pieces that hold the page's [`PageShare`] until the last one is
+/// handed to the connection: a client that does not read keeps its share, and so counts
+/// against its allowance and the server's budget (`quota::PageBudget`).
+pub struct PageAnswer {
+    body: bytes::Bytes,
+    share: PageShare,
+}
+
+/// The pieces a page is handed to the connection in.
+const PIECE: usize = 64 * 1024;
+
+impl IntoResponse for PageAnswer {
+    fn into_response(self) -> Response {
+        let len = self.body.len();
+        let pieces = Pieces {
+            body: self.body,
+            share: Some(self.share),
+        };
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .header(poem::http::header::CONTENT_LENGTH, len)
+            .body(Body::from_bytes_stream(pieces))
+    }
+}
+
+impl ApiResponse for PageAnswer {
+    fn meta() -> MetaResponses {
+        <Json<HistoryPage> as ApiResponse>::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        <Json<HistoryPage> as ApiResponse>::register(registry);
+    }
+}
+
+/// The rest of a page's body, [`PIECE`] bytes at a time, and its share until the end.
+struct Pieces {
+    body: bytes::Bytes,
+    share: Option<PageShare>,
+}
+
+impl futures_util::Stream for Pieces {
+    type Item = Result<bytes::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.body.is_empty() {
+            self.share = None;
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.body.len().min(PIECE);
+        std::task::Poll::Ready(Some(Ok(self.body.split_to(n))))
     }
 }
 
