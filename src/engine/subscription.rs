@@ -206,6 +206,13 @@ impl Subscription {
         self
     }
 
+    /// Whether the owner's credentials changed since the stream was opened.
+    fn invalidated(&self) -> bool {
+        self.credentials
+            .as_ref()
+            .is_some_and(|c| c.has_changed().unwrap_or(true))
+    }
+
     /// The cursor up to which this subscriber has everything (the snapshot once sent).
     pub fn cursor(&self) -> Cursor {
         self.cursor
@@ -218,6 +225,12 @@ impl Subscription {
     pub async fn next(&mut self, keep_alive: Duration) -> Option<Bytes> {
         if self.ended {
             return None;
+        }
+        // Before the snapshot too: credentials invalidated while the stream was being opened
+        // (a Basic request waiting for Argon2, say) get none of the tenant's events.
+        if self.invalidated() {
+            let reason = self.why_invalidated();
+            return Some(self.end(reason));
         }
         if let Some(first) = self.first.take() {
             return Some(first);
@@ -232,11 +245,7 @@ impl Subscription {
             if self.expired() {
                 return Some(self.end(CloseReason::Expired));
             }
-            if self
-                .credentials
-                .as_ref()
-                .is_some_and(|c| c.has_changed().unwrap_or(true))
-            {
+            if self.invalidated() {
                 let reason = self.why_invalidated();
                 return Some(self.end(reason));
             }

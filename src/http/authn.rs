@@ -42,6 +42,19 @@ pub struct Principal {
     pub expires: u64,
 }
 
+impl Principal {
+    /// Refused (401) when the user was revoked, given new credentials or moved since this
+    /// principal was authenticated: for answers built after a wait (a history page).
+    pub fn still_valid(&self, app: &App) -> Result<(), ApiError> {
+        app.engine.read(|state| match state.user(&self.username) {
+            Some(user) if user.accepts(self.credential_epoch) && user.tenant == self.tenant => {
+                Ok(())
+            }
+            _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
+        })
+    }
+}
+
 /// OpenAPI name of `Authorization: Bearer <jwt>`.
 pub const BEARER_SCHEME: &str = "bearer";
 /// OpenAPI name of `Authorization: Basic <base64 user:password>`.
@@ -414,6 +427,18 @@ async fn basic(
         );
     }
     let user = user.ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?;
+    // The check may have waited seconds for Argon2: a user revoked, moved or given a new
+    // password meanwhile is refused, as a JWT of the old credentials is (an attack review
+    // had a revoked user's request served events written after the revocation).
+    let user = if cached {
+        user
+    } else {
+        app.engine
+            .read(|state| state.user(&user.username).cloned())
+            .filter(|now| usable(now) && now.credential_epoch == user.credential_epoch)
+            .filter(|now| now.tenant == user.tenant && now.password_hash == user.password_hash)
+            .ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?
+    };
     Ok(Principal {
         username: user.username.into(),
         tenant: user.tenant,

@@ -982,3 +982,93 @@ async fn wrong_metrics_tokens_meet_a_limit() {
         .unwrap();
     assert_eq!(resp.status(), 401, "logins count apart");
 }
+
+/// Regression (attack review): a Basic request read its user before waiting for Argon2 and
+/// built the caller from that copy, so a user revoked during the wait (seconds, with the
+/// hash queue filled by anyone's right logins) was still served — a history page and a
+/// stream snapshot holding events written after the revocation. The user is read again
+/// after the check now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_request_waiting_for_argon2_is_refused_once_its_user_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--hash_concurrency",
+            "1",
+            "--max_failures",
+            "1000",
+            "--max_failures_per_user",
+            "1000",
+            "--max_failures_per_address",
+            "1000",
+        ],
+    );
+    let c = client();
+    create_user(&c, &s, "filler", "filler pw", "zzz").await;
+    create_user(&c, &s, "victim", "victim pw", "acme").await;
+    // The queue: 60 right logins of someone else, each an Argon2 check, one at a time.
+    let fillers: Vec<_> = (0..60)
+        .map(|_| {
+            let (c, url) = (c.clone(), s.url("/login"));
+            tokio::spawn(async move {
+                post(&c, url, json!({"username": "filler", "password": "filler pw"})).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("victim:victim pw")
+    );
+    let page = {
+        let (c, url, basic) = (c.clone(), s.url("/events?limit=10"), basic.clone());
+        tokio::spawn(async move {
+            let resp = c.get(url).header("authorization", basic).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
+    };
+    let stream = {
+        let (c, url) = (c.clone(), s.url("/sse"));
+        tokio::spawn(async move {
+            let resp = c.get(url).header("authorization", basic).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let mut body = String::new();
+            let mut resp = resp;
+            // Bounded: whatever arrives in 3 s.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while let Ok(Ok(Some(chunk))) =
+                tokio::time::timeout_at(deadline, resp.chunk()).await
+            {
+                body.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            (status, body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = post(
+        &c,
+        s.url("/revoke_user"),
+        json!({"admin_token": ADMIN, "username": "victim"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(
+        &c,
+        s.url("/admin_insert"),
+        json!({"admin_token": ADMIN, "tenant_name": "acme", "event": "after-revocation", "data": "secret"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = page.await.unwrap();
+    assert_eq!(status, 401, "a revoked user's page was served: {body}");
+    let (status, body) = stream.await.unwrap();
+    assert!(
+        !body.contains("after-revocation"),
+        "a revoked user's stream carried a later event ({status}): {body}"
+    );
+    assert_eq!(status, 401, "{body}");
+    for filler in fillers {
+        assert_eq!(filler.await.unwrap().0, 200);
+    }
+}

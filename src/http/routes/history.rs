@@ -180,6 +180,11 @@ impl HistoryApi {
             app.metrics.rate_limited.inc();
         })?;
         let page = app.engine.history(tenant, direction, limit, filter).await?;
+        // The page may have waited for a reading slot: a user revoked or moved meanwhile
+        // gets none of it.
+        if let Holder::User(user) = &holder {
+            user.still_valid(&app)?;
+        }
         let body = serde_json::to_vec(&view(page).to_json()).map_err(ApiError::internal)?;
         app.pages.admit(&mut share, body.len()).await?;
         Ok(PageAnswer {
