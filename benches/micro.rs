@@ -419,6 +419,7 @@ fn rules(c: &mut Criterion) {
                         event: format!("sensor-{}.reading", seq as usize % NAMES_PER_TENANT),
                         data: format!(r#"{{"seq":{seq},"value":21.5,"unit":"C"}}"#),
                         name_limit: usize::MAX,
+                        snapshot_budget: usize::MAX,
                         idempotency_key: None,
                     }
                 };

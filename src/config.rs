@@ -274,6 +274,16 @@ pub struct ServeFlags {
     /// (existing names keep working). The snapshot and compaction keep one event per name.
     #[arg(long, env = "BROKER_MAX_EVENT_NAMES", default_value_t = 10_000)]
     pub max_event_names: usize,
+    /// Bytes of data a tenant's latest events (one per event name) may hold together, 1 to
+    /// 1 GiB; an insert that would bring them past it gets 413 (one that adds no bytes, such
+    /// as smaller data for an existing name, does not). They are kept in memory for good and
+    /// sent to every new stream of the tenant: this is what bounds a tenant's standing memory.
+    #[arg(
+        long,
+        env = "BROKER_MAX_TENANT_SNAPSHOT_BYTES",
+        default_value_t = 16 * 1024 * 1024
+    )]
+    pub max_tenant_snapshot_bytes: usize,
     /// How long an `Idempotency-Key` of /insert or /admin_insert answers retries with the
     /// first insert's id and cursor (per caller; at most 1000 keys per caller are kept).
     #[arg(long, env = "BROKER_IDEMPOTENCY_WINDOW_SECS", default_value_t = 86_400)]
@@ -540,6 +550,8 @@ pub struct Limits {
     pub max_sse_per_user: usize,
     /// Distinct event names per tenant.
     pub max_event_names: usize,
+    /// Bytes of data of a tenant's latest events, all names together.
+    pub max_tenant_snapshot_bytes: usize,
     /// How long an insert's `Idempotency-Key` answers retries.
     pub idempotency_window: Duration,
     /// Inserts per second per user, 0 = unlimited.
@@ -777,6 +789,12 @@ impl ServeFlags {
                 "--max_body_bytes must be between 1 and {MAX_BODY}"
             )));
         }
+        const MAX_SNAPSHOT: usize = 1 << 30;
+        if self.max_tenant_snapshot_bytes == 0 || self.max_tenant_snapshot_bytes > MAX_SNAPSHOT {
+            return Err(ConfigError(format!(
+                "--max_tenant_snapshot_bytes must be between 1 and {MAX_SNAPSHOT} (1 GiB): it is how many bytes of data a tenant's latest events (one per event name) may hold together"
+            )));
+        }
         let shared_log = shared_log(&self)?;
         if self.segment_bytes < 4096 {
             return Err(ConfigError("--segment_bytes must be at least 4096".into()));
@@ -850,6 +868,7 @@ impl ServeFlags {
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 max_sse_per_user: self.max_sse_per_user.max(1),
                 max_event_names: self.max_event_names.max(1),
+                max_tenant_snapshot_bytes: self.max_tenant_snapshot_bytes,
                 idempotency_window: Duration::from_secs(self.idempotency_window_secs),
                 max_inserts_per_sec: self.max_inserts_per_sec,
                 max_failures: self.max_failures.max(1),
@@ -1168,6 +1187,27 @@ mod tests {
             refused.contains("--cert_path") && refused.contains("not a regular file"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn the_tenant_snapshot_budget_is_bounded() {
+        let config = parse(&[]).serve.validate().unwrap();
+        assert_eq!(config.limits.max_tenant_snapshot_bytes, 16 * 1024 * 1024);
+        let gib = (1usize << 30).to_string();
+        let config = parse(&["--max_tenant_snapshot_bytes", &gib])
+            .serve
+            .validate()
+            .unwrap();
+        assert_eq!(config.limits.max_tenant_snapshot_bytes, 1 << 30);
+        for bad in ["0", "1073741825"] {
+            let Err(e) = parse(&["--max_tenant_snapshot_bytes", bad])
+                .serve
+                .validate()
+            else {
+                panic!("--max_tenant_snapshot_bytes {bad} accepted");
+            };
+            assert!(e.0.contains("--max_tenant_snapshot_bytes"), "{}", e.0);
+        }
     }
 
     #[test]

@@ -123,8 +123,9 @@ pub fn decide_evolve(data: &[u8]) {
                 id: [b; 16],
                 event: ["x", "y", "z\n"][b as usize % 3].into(),
                 data: b.to_string(),
-                // Small, so the fuzzer reaches the refusal of a new name.
+                // Small, so the fuzzer reaches the refusals of a new name and of more bytes.
                 name_limit: 2,
+                snapshot_budget: 4,
                 // Few keys, so retries and reuse with another body both happen.
                 idempotency_key: (b % 3 != 0).then(|| format!("k{}", b % 4)),
             },

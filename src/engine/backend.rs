@@ -332,6 +332,7 @@ mod tests {
             event: "e".into(),
             data: n.to_string(),
             name_limit: 10,
+            snapshot_budget: usize::MAX,
             idempotency_key: None,
         }
     }

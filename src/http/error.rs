@@ -172,6 +172,10 @@ impl From<EngineError> for ApiError {
                 Rejection::TooManyEventNames(_) => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, rejection.to_string())
                 }
+                // Not 429: waiting does not help, only smaller data does.
+                Rejection::SnapshotTooLarge(_) => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, rejection.to_string())
+                }
             },
             EngineError::Unavailable(detail) => {
                 tracing::error!(%detail, "write refused: log unavailable");
@@ -208,7 +212,7 @@ pub mod status {
     pub const UNAUTHORIZED: u16 = 1 << 1;
     /// 404: unknown username.
     pub const NOT_FOUND: u16 = 1 << 2;
-    /// 413: body over --max_body_bytes.
+    /// 413: body over --max_body_bytes, or an insert past --max_tenant_snapshot_bytes.
     pub const TOO_LARGE: u16 = 1 << 3;
     /// 429: too many failures, streams or tickets.
     pub const TOO_MANY: u16 = 1 << 4;
@@ -334,7 +338,11 @@ fn error_responses(set: u16) -> poem_openapi::registry::MetaResponses {
             "--enforce_scopes: the user lacks the scope for this event name (the message names it)",
         ),
         (NOT_FOUND, 404, "unknown username on an admin endpoint"),
-        (TOO_LARGE, 413, "body larger than --max_body_bytes"),
+        (
+            TOO_LARGE,
+            413,
+            "body larger than --max_body_bytes, or (inserts) data that would bring the tenant's latest events past --max_tenant_snapshot_bytes",
+        ),
         (
             UNPROCESSABLE,
             422,

@@ -40,6 +40,10 @@ pub enum Command {
         /// Distinct event names the tenant may hold (`--max_event_names`): a new name
         /// beyond it is refused, existing names keep working.
         name_limit: usize,
+        /// Bytes of data the tenant's latest events may hold together, one per name
+        /// (`--max_tenant_snapshot_bytes`): an insert that would bring them past it is
+        /// refused; one that adds no bytes is not.
+        snapshot_budget: usize,
         /// The client's `Idempotency-Key` (already checked: 1–255 printable ASCII bytes).
         idempotency_key: Option<String>,
     },

@@ -31,6 +31,12 @@ pub enum Rejection {
         "event: this tenant already has {0} distinct event names (--max_event_names); reuse an existing name"
     )]
     TooManyEventNames(usize),
+    /// The tenant's latest events (one per name, kept for good and sent to every new stream)
+    /// would hold more bytes of data than allowed.
+    #[error(
+        "event: with this insert, this tenant's latest events (one per event name, kept for every new stream) would hold more than {0} bytes of data (--max_tenant_snapshot_bytes); send smaller data, or replace an existing name's data with smaller data"
+    )]
+    SnapshotTooLarge(usize),
     /// A single-use code (two-factor login or password reset) was already used.
     #[error("totp: this code was already used; wait for the next one")]
     CodeReused,
@@ -104,6 +110,7 @@ pub fn decide(
             event,
             data,
             name_limit,
+            snapshot_budget,
             idempotency_key,
         } => {
             validate::event_name(&event)?;
@@ -133,7 +140,7 @@ pub fn decide(
                 by,
                 idempotency_key,
             };
-            // A retry is answered before the quota: it adds no name.
+            // A retry is answered before the quotas: it adds no name and no byte.
             if let Some(key) = &inserted.idempotency_key {
                 validate::idempotency_key(key)?;
                 if let Some((cursor, used)) = state.live_key(inserted.by.as_deref(), key, at_ms) {
@@ -146,10 +153,14 @@ pub fn decide(
                 }
             }
             // One latest event per name is kept forever (snapshot, compaction): the number
-            // of names is what bounds a tenant's memory.
+            // of names and the bytes of their data are what bound a tenant's memory.
             let (names, known_name) = state.event_names(&inserted.tenant, &inserted.event);
             if names >= name_limit && !known_name {
                 return Err(Rejection::TooManyEventNames(name_limit));
+            }
+            let (bytes, replaced) = state.snapshot_bytes(&inserted.tenant, &inserted.event);
+            if !fits(bytes, replaced, inserted.data.len(), snapshot_budget) {
+                return Err(Rejection::SnapshotTooLarge(snapshot_budget));
             }
             RecordKind::EventInserted(inserted)
         }
@@ -298,6 +309,15 @@ pub fn recheck(
         RecordKind::UserCreated(_) => Ok(()),
         _ => known(state, record.username().unwrap_or_default()),
     }
+}
+
+/// Whether a tenant whose latest events hold `bytes` of data may take `len` bytes as the
+/// latest of a name whose data is `replaced` bytes long now (`None`: a new name) within
+/// `budget`. An insert that adds no bytes always may: a tenant over the budget (a lower
+/// `--max_tenant_snapshot_bytes` than its log was written with) can still shrink.
+fn fits(bytes: usize, replaced: Option<usize>, len: usize, budget: usize) -> bool {
+    let replaced = replaced.unwrap_or(0);
+    len <= replaced || bytes.saturating_sub(replaced).saturating_add(len) <= budget
 }
 
 fn active<'a>(state: &'a (impl View + ?Sized), username: &str) -> Result<&'a User, Rejection> {

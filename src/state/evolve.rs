@@ -50,15 +50,13 @@ pub fn evolve_archived(
 
 /// Makes `e` the latest event of its name in its tenant (the whole state's [`Fold`]).
 pub(super) fn fold_latest(state: &mut State, cursor: Cursor, at_ms: i64, e: Inserted<'_>) {
-    // Most events replace the latest of a name the tenant already has: update in place,
-    // allocating the tenant and name keys only when they are new (replay and the writer
-    // both run this once per event).
-    match state
-        .latest
-        .get_mut(e.tenant)
-        .and_then(|names| names.get_mut(e.event))
-    {
-        Some(slot) => {
+    // Most events replace the latest of a name the tenant already has: updated in place,
+    // the tenant and name keys allocated only when new (replay and the writer both run this
+    // once per event). The tenant's byte count follows (`--max_tenant_snapshot_bytes`).
+    state.latest.fold(
+        e.tenant,
+        e.event,
+        |slot| {
             slot.cursor = cursor;
             slot.id = e.id;
             set_data(&mut slot.data, e.data);
@@ -67,24 +65,16 @@ pub(super) fn fold_latest(state: &mut State, cursor: Cursor, at_ms: i64, e: Inse
             if slot.by.as_deref() != e.by {
                 slot.by = e.by.map(Arc::from);
             }
-        }
-        None => {
-            let latest = LatestEvent {
-                cursor,
-                id: e.id,
-                event: Arc::from(e.event),
-                data: Arc::from(e.data),
-                at_ms,
-                by: e.by.map(Arc::from),
-            };
-            // The tenant key is allocated only for a tenant's first event name.
-            let names = match state.latest.get_mut(e.tenant) {
-                Some(names) => names,
-                None => state.latest.entry(e.tenant.to_owned()).or_default(),
-            };
-            names.insert(e.event.to_owned(), latest);
-        }
-    }
+        },
+        || LatestEvent {
+            cursor,
+            id: e.id,
+            event: Arc::from(e.event),
+            data: Arc::from(e.data),
+            at_ms,
+            by: e.by.map(Arc::from),
+        },
+    );
 }
 
 /// Replaces an event's data, writing over the old text where only this slot holds it and the
@@ -108,6 +98,11 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
     let cursor = record.cursor;
     match &record.kind {
         RecordKind::UserCreated(u) => {
+            // A new user starts with no `Idempotency-Key`s. The deletion of an earlier user of
+            // this name forgot theirs, but compaction may have dropped that `UserDeleted`
+            // while keeping their keyed inserts (the latest of their names): a replay of such
+            // a log remembers those keys again, and they must not answer for this user.
+            state.forget_keys(&u.username);
             let tenant = state.tenant(&u.tenant);
             state.add_user(User::created(u, tenant, cursor, record.at_ms));
         }
@@ -192,6 +187,10 @@ pub fn evolve_into(state: &mut impl Fold, record: &Record) {
             // A user created again under this name starts a new credential epoch (the
             // cursor of its `UserCreated`), so the old user's tokens never match it.
             state.remove_user(username);
+            // Their `Idempotency-Key`s go with them: kept by username, they would answer a
+            // user created again under this name (with the old insert, or a 422 telling
+            // which keys the old user had sent).
+            state.forget_keys(username);
         }
         RecordKind::TotpSecretReplaced {
             username,
@@ -366,6 +365,66 @@ mod tests {
             !owned.idempotency.is_empty(),
             "the keyed inserts were remembered"
         );
+    }
+
+    fn user(cursor: Cursor, username: &str, tenant: &str) -> Record {
+        Record {
+            cursor,
+            at_ms: 1_700_000_000_000 + 10 * cursor as i64,
+            kind: RecordKind::UserCreated(UserCreated {
+                id: [cursor as u8; 16],
+                username: username.into(),
+                tenant: tenant.into(),
+                password_hash: "hash".into(),
+                email: None,
+                scopes: None,
+                data: None,
+                two_factor: false,
+                totp_secret: vec![7; 20],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_deleted_users_idempotency_keys_go_with_them_even_from_a_compacted_log() {
+        let at = |cursor: Cursor| 1_700_000_000_000 + 10 * cursor as i64;
+        let deleted = Record {
+            cursor: 3,
+            at_ms: at(3),
+            kind: RecordKind::UserDeleted {
+                username: "bob".into(),
+            },
+        };
+        let log = [
+            user(1, "bob", "t"),
+            event(2, "t", "e", Some("bob"), Some("order-1")),
+            deleted,
+            user(4, "bob", "t"),
+        ];
+        let mut state = State::default();
+        for record in &log[..3] {
+            evolve(&mut state, record);
+        }
+        assert!(
+            state
+                .idempotency
+                .live(Some("bob"), "order-1", at(3))
+                .is_none()
+        );
+        assert!(state.idempotency.is_empty());
+        // Compaction keeps the insert (the latest of its name) but drops the deleted user's
+        // records, `UserDeleted` included: the user created again still has no key.
+        let mut replayed = State::default();
+        for record in [&log[1], &log[3]] {
+            evolve(&mut replayed, record);
+        }
+        assert!(
+            replayed
+                .idempotency
+                .live(Some("bob"), "order-1", at(4))
+                .is_none()
+        );
+        assert_eq!(replayed.latest["t"]["e"].cursor, 2, "the event stays");
     }
 
     #[test]

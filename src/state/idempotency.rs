@@ -115,6 +115,23 @@ impl IdempotencyKeys {
         remember(self, record, event);
     }
 
+    /// Forgets every key of the user called `username` (deleted, or created anew): found
+    /// through the user's own cursors, so it costs the user's keys (at most
+    /// [`KEYS_PER_CALLER`]), not everyone's.
+    pub(super) fn forget_user(&mut self, username: &str) {
+        let Some(mine) = self.per_caller.remove(caller(Some(username))) else {
+            return;
+        };
+        for cursor in mine {
+            if let Some(used) = self.uses.remove(&cursor) {
+                let index_key = index_key(used.by.as_deref(), &used.key);
+                if self.index.get(&index_key) == Some(&cursor) {
+                    self.index.remove(&index_key);
+                }
+            }
+        }
+    }
+
     fn forget(&mut self, cursor: Cursor) {
         let Some(used) = self.uses.remove(&cursor) else {
             return;
@@ -296,6 +313,32 @@ impl KeysOverlay {
             record,
             event,
         );
+    }
+}
+
+impl KeysOverlay {
+    /// Forgets every key of the user called `username` within the batch, exactly as
+    /// [`IdempotencyKeys::forget_user`] would after the batch's earlier records.
+    pub fn forget_user(&mut self, published: &IdempotencyKeys, username: &str) {
+        let who = caller(Some(username));
+        let mut layered = Layered {
+            published,
+            changes: self,
+        };
+        // The user's uses still kept: published ones the batch did not forget, and the
+        // batch's own. Most users have none: nothing is allocated for them.
+        let mut mine: Vec<Cursor> = published.per_caller.get(who).map_or_else(Vec::new, |p| {
+            p.iter()
+                .filter(|c| !layered.changes.forgotten.contains(c))
+                .copied()
+                .collect()
+        });
+        if let Some(changes) = layered.changes.callers.get(who) {
+            mine.extend(changes.added.iter().copied());
+        }
+        for cursor in mine {
+            KeyStore::forget(&mut layered, cursor);
+        }
     }
 }
 
@@ -596,6 +639,61 @@ mod tests {
             }
         }
         assert_eq!(whole.len(), 1, "the window emptied the oldest");
+    }
+
+    #[test]
+    fn forgetting_a_user_forgets_their_keys_and_no_one_elses() {
+        let mut keys = IdempotencyKeys::default();
+        fold(&mut keys, &insert(1, 0, Some("bob"), "k"));
+        fold(&mut keys, &insert(2, 0, Some("bob"), "k2"));
+        fold(&mut keys, &insert(3, 0, Some("ann"), "k"));
+        fold(&mut keys, &insert(4, 0, None, "k"));
+        keys.forget_user("bob");
+        assert!(keys.live(Some("bob"), "k", 0).is_none());
+        assert!(keys.live(Some("bob"), "k2", 0).is_none());
+        assert_eq!(keys.len_of(Some("bob")), 0);
+        assert_eq!(keys.live(Some("ann"), "k", 0).unwrap().0, 3);
+        assert_eq!(keys.live(None, "k", 0).unwrap().0, 4);
+        assert_eq!(keys.len(), 2);
+        keys.forget_user("nobody");
+        assert_eq!(keys.len(), 2);
+        // The name's next user starts afresh.
+        fold(&mut keys, &insert(5, 0, Some("bob"), "k"));
+        assert_eq!(keys.live(Some("bob"), "k", 0).unwrap().0, 5);
+    }
+
+    /// A batch that deletes a user forgets the user's published keys and those the batch
+    /// itself remembered, as the keys after the batch do.
+    #[test]
+    fn an_overlay_forgets_a_user_as_the_folded_keys() {
+        let mut published = IdempotencyKeys::default();
+        for (cursor, by, key) in [(1, "bob", "a"), (2, "bob", "b"), (3, "ann", "a")] {
+            fold(&mut published, &insert(cursor, 0, Some(by), key));
+        }
+        let mut whole = published.clone();
+        let mut overlay = KeysOverlay::default();
+        let step = |whole: &mut IdempotencyKeys, overlay: &mut KeysOverlay, r: &Record| {
+            let RecordKind::EventInserted(e) = &r.kind else {
+                unreachable!()
+            };
+            whole.remember(r, e);
+            overlay.remember(&published, r, e);
+        };
+        // The batch reuses one of bob's published keys and adds one, then forgets bob.
+        step(&mut whole, &mut overlay, &insert(4, 0, Some("bob"), "a"));
+        step(&mut whole, &mut overlay, &insert(5, 0, Some("bob"), "c"));
+        whole.forget_user("bob");
+        overlay.forget_user(&published, "bob");
+        step(&mut whole, &mut overlay, &insert(6, 0, Some("bob"), "b"));
+        for (by, key) in [("bob", "a"), ("bob", "b"), ("bob", "c"), ("ann", "a")] {
+            assert_eq!(
+                overlay.live(&published, Some(by), key, 0),
+                whole.live(Some(by), key, 0),
+                "{by} {key}"
+            );
+        }
+        assert_eq!(whole.len_of(Some("bob")), 1);
+        assert_eq!(whole.live(Some("bob"), "b", 0).unwrap().0, 6);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rkyv::rancor::Fallible;
 use rkyv::ser::{Allocator, Writer};
 use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::with::{ArchiveWith, DeserializeWith, SerializeWith};
-use rkyv::{Archive, Deserialize, Place, Serialize};
+use rkyv::{Archive, Archived, Deserialize, Place, Resolver, Serialize};
 
 use crate::cursor::Cursor;
 
@@ -32,8 +32,9 @@ pub struct State {
     /// Users by username (usernames are unique across tenants).
     #[rkyv(with = UserList)]
     pub users: Users,
-    /// Per tenant, the latest event of each event name.
-    pub latest: Map<String, Map<String, LatestEvent>>,
+    /// Per tenant, the latest event of each event name, and the bytes of their data.
+    #[rkyv(with = LatestMap)]
+    pub latest: Latest,
     /// The cursor of the last record folded in (0 before any).
     pub cursor: Cursor,
     /// Recent `Idempotency-Key`s of inserts, per caller: a retry is answered, not appended.
@@ -484,6 +485,142 @@ pub struct LatestEvent {
     pub by: Option<Arc<str>>,
 }
 
+/// Per tenant, the latest event of each name: what [`Latest`] reads as.
+pub type LatestByTenant = Map<String, Map<String, LatestEvent>>;
+
+/// The latest event of each name per tenant, with the bytes of data they hold per tenant.
+///
+/// Those bytes are what a tenant costs for good: compaction keeps one event per name, every
+/// restart folds them back and every new stream of the tenant is sent them all. `decide`
+/// bounds them (`--max_tenant_snapshot_bytes`), so every insert reads the sum: it is kept
+/// here, not summed over the names each time. Read as the map it holds (it derefs to it);
+/// changed only through [`Latest::fold`], which keeps the sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latest {
+    events: LatestByTenant,
+    /// Per tenant, the sum of its latest events' `data` lengths (no entry: 0).
+    bytes: Map<String, usize>,
+}
+
+impl Latest {
+    /// The bytes of data of `tenant`'s latest events, all names together.
+    pub fn data_bytes(&self, tenant: &str) -> usize {
+        self.bytes.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// The length of the data of `tenant`'s latest `event`, if the tenant has that name.
+    pub fn data_len(&self, tenant: &str, event: &str) -> Option<usize> {
+        Some(self.events.get(tenant)?.get(event)?.data.len())
+    }
+
+    /// Changes the latest `event` of `tenant` with `replace`, or makes it with `make` when
+    /// the tenant has no such name yet, and moves the tenant's byte count by the change.
+    /// The tenant and name keys are allocated only when new.
+    pub(super) fn fold(
+        &mut self,
+        tenant: &str,
+        event: &str,
+        replace: impl FnOnce(&mut LatestEvent),
+        make: impl FnOnce() -> LatestEvent,
+    ) {
+        let (before, after) = match self
+            .events
+            .get_mut(tenant)
+            .and_then(|names| names.get_mut(event))
+        {
+            Some(slot) => {
+                let before = slot.data.len();
+                replace(slot);
+                (before, slot.data.len())
+            }
+            None => {
+                let latest = make();
+                let after = latest.data.len();
+                let names = match self.events.get_mut(tenant) {
+                    Some(names) => names,
+                    None => self.events.entry(tenant.to_owned()).or_default(),
+                };
+                names.insert(event.to_owned(), latest);
+                (0, after)
+            }
+        };
+        if before != after {
+            match self.bytes.get_mut(tenant) {
+                // `before` is one of the lengths the count holds: no underflow.
+                Some(total) => *total = *total + after - before,
+                None => {
+                    self.bytes.insert(tenant.to_owned(), after);
+                }
+            }
+        }
+    }
+
+    /// The latest events as a checkpoint held them, their byte counts summed again.
+    fn from_events(events: LatestByTenant) -> Latest {
+        let bytes = events
+            .iter()
+            .map(|(tenant, names)| {
+                let sum = names.values().map(|e| e.data.len()).sum();
+                (tenant.clone(), sum)
+            })
+            .collect();
+        Latest { events, bytes }
+    }
+}
+
+impl std::ops::Deref for Latest {
+    type Target = LatestByTenant;
+
+    fn deref(&self) -> &LatestByTenant {
+        &self.events
+    }
+}
+
+impl<'a> IntoIterator for &'a Latest {
+    type Item = (&'a String, &'a Map<String, LatestEvent>);
+    type IntoIter = std::collections::hash_map::Iter<'a, String, Map<String, LatestEvent>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.iter()
+    }
+}
+
+/// Checkpoints store the latest events as the map they are (the shape they always had, so
+/// earlier checkpoints still load); the byte counts are summed again on load.
+pub struct LatestMap;
+
+impl ArchiveWith<Latest> for LatestMap {
+    type Archived = Archived<LatestByTenant>;
+    type Resolver = Resolver<LatestByTenant>;
+
+    fn resolve_with(field: &Latest, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        field.events.resolve(resolver, out);
+    }
+}
+
+impl<S> SerializeWith<Latest, S> for LatestMap
+where
+    S: Fallible + ?Sized,
+    LatestByTenant: Serialize<S>,
+{
+    fn serialize_with(field: &Latest, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        field.events.serialize(serializer)
+    }
+}
+
+impl<D> DeserializeWith<Archived<LatestByTenant>, Latest, D> for LatestMap
+where
+    D: Fallible + ?Sized,
+    Archived<LatestByTenant>: Deserialize<LatestByTenant, D>,
+{
+    fn deserialize_with(
+        field: &Archived<LatestByTenant>,
+        deserializer: &mut D,
+    ) -> Result<Latest, D::Error> {
+        field.deserialize(deserializer).map(Latest::from_events)
+    }
+}
+
 impl State {
     /// The latest event of each name of `tenant`, oldest cursor first (the SSE snapshot).
     pub fn snapshot(&self, tenant: &str) -> Vec<LatestEvent> {
@@ -665,6 +802,92 @@ mod tests {
         let (a, b) = (back.users.get("u0").unwrap(), back.users.get("u2").unwrap());
         assert!(Arc::ptr_eq(&a.tenant, &b.tenant));
         assert!(back.users.known_tenant("t1").is_some());
+    }
+
+    fn event(cursor: Cursor, tenant: &str, name: &str, len: usize) -> Record {
+        record(
+            cursor,
+            RecordKind::EventInserted(crate::state::record::EventInserted {
+                id: [cursor as u8; 16],
+                tenant: tenant.into(),
+                event: name.into(),
+                data: "x".repeat(len),
+                by: None,
+                idempotency_key: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_tenants_data_bytes_follow_new_names_growth_and_replacement() {
+        let mut state = State::default();
+        let mut cursor = 0;
+        let mut fold = |state: &mut State, tenant: &str, name: &str, len: usize| {
+            cursor += 1;
+            evolve(state, &event(cursor, tenant, name, len));
+        };
+        fold(&mut state, "t", "a", 100);
+        fold(&mut state, "t", "b", 20);
+        assert_eq!(state.latest.data_bytes("t"), 120);
+        // Replaced by longer data, by shorter, by as long: counted once, as it is now.
+        fold(&mut state, "t", "a", 250);
+        assert_eq!(state.latest.data_bytes("t"), 270);
+        fold(&mut state, "t", "a", 5);
+        assert_eq!(state.latest.data_bytes("t"), 25);
+        fold(&mut state, "t", "b", 20);
+        assert_eq!(state.latest.data_bytes("t"), 25);
+        assert_eq!(state.latest.data_len("t", "a"), Some(5));
+        assert_eq!(state.latest.data_len("t", "c"), None);
+        // Tenants are counted apart; a tenant with no event holds nothing.
+        fold(&mut state, "u", "a", 7);
+        assert_eq!(
+            (state.latest.data_bytes("t"), state.latest.data_bytes("u")),
+            (25, 7)
+        );
+        assert_eq!(state.latest.data_bytes("nobody"), 0);
+        // Deleting a user leaves their tenant's events, and so its bytes.
+        evolve(&mut state, &created(100, "bob", "t", "h"));
+        let gone = RecordKind::UserDeleted {
+            username: "bob".into(),
+        };
+        evolve(&mut state, &record(101, gone));
+        assert_eq!(state.latest.data_bytes("t"), 25);
+        let sum: usize = state.latest["t"].values().map(|e| e.data.len()).sum();
+        assert_eq!(sum, 25, "the count is the sum of the latest events' data");
+    }
+
+    /// The latest events are stored in checkpoints as the map they always were: a checkpoint
+    /// written before the byte counts existed loads, with its counts summed again.
+    #[test]
+    fn checkpoints_keep_the_shape_of_the_latest_events_and_their_counts_are_summed_on_load() {
+        #[derive(Archive, Serialize)]
+        struct Before {
+            #[rkyv(with = UserList)]
+            users: Users,
+            latest: LatestByTenant,
+            cursor: Cursor,
+            idempotency: IdempotencyKeys,
+        }
+        let mut state = State::default();
+        evolve(&mut state, &created(1, "ann", "t", "h"));
+        for (cursor, tenant, name, len) in [(2, "t", "a", 30), (3, "t", "b", 4), (4, "u", "a", 9)] {
+            evolve(&mut state, &event(cursor, tenant, name, len));
+        }
+        let before = Before {
+            users: state.users.clone(),
+            latest: state.latest.events.clone(),
+            cursor: state.cursor,
+            idempotency: state.idempotency.clone(),
+        };
+        let old = rkyv::to_bytes::<rkyv::rancor::Error>(&before).unwrap();
+        let now = rkyv::to_bytes::<rkyv::rancor::Error>(&state).unwrap();
+        assert_eq!(old.as_slice(), now.as_slice(), "the same bytes as before");
+        let back = rkyv::from_bytes::<State, rkyv::rancor::Error>(&old).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(
+            (back.latest.data_bytes("t"), back.latest.data_bytes("u")),
+            (34, 9)
+        );
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! The server holds the state once: the published state, which readers see and which holds
 //! only durable records. A batch is decided ahead of the disk, so the writer folds it into an
 //! [`Overlay`] — the users and idempotency keys it touched, faulted in from the published
-//! state on first touch and evolved there by the one `evolve`, and the event names it added —
-//! and decides every command against the overlay over the published state. Once the batch is
-//! published the overlay is dropped; a failed write drops it too, which is all it takes to
-//! forget what was decided but never written.
+//! state on first touch and evolved there by the one `evolve`, and what it changed of the
+//! latest events (their names, the lengths of their data) — and decides every command
+//! against the overlay over the published state. Once the batch is published the overlay is
+//! dropped; a failed write drops it too, which is all it takes to forget what was decided but
+//! never written.
 
 use std::sync::Arc;
 
@@ -23,6 +24,9 @@ pub trait View {
     fn cursor(&self) -> Cursor;
     /// How many distinct event names `tenant` has, and whether `event` is one of them.
     fn event_names(&self, tenant: &str, event: &str) -> (usize, bool);
+    /// The bytes of data of `tenant`'s latest events, and the length of its latest
+    /// `event`'s data if it has that name (`--max_tenant_snapshot_bytes`).
+    fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>);
     /// The use of `key` by `by` (`None`: the admin) that still answers retries at `at_ms`.
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)>;
 }
@@ -57,6 +61,8 @@ pub trait Fold {
     fn release_tenant(&mut self, tenant: Arc<str>);
     /// Remembers an insert's `Idempotency-Key`.
     fn remember_key(&mut self, record: &Record, event: &EventInserted);
+    /// Forgets every `Idempotency-Key` of the user called `username`.
+    fn forget_keys(&mut self, username: &str);
     /// Moves the cursor up to `cursor`.
     fn advance(&mut self, cursor: Cursor);
 }
@@ -74,6 +80,13 @@ impl View for State {
         self.latest
             .get(tenant)
             .map_or((0, false), |names| (names.len(), names.contains_key(event)))
+    }
+
+    fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>) {
+        (
+            self.latest.data_bytes(tenant),
+            self.latest.data_len(tenant, event),
+        )
     }
 
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)> {
@@ -110,6 +123,10 @@ impl Fold for State {
         self.idempotency.remember(record, event);
     }
 
+    fn forget_keys(&mut self, username: &str) {
+        self.idempotency.forget_user(username);
+    }
+
     fn advance(&mut self, cursor: Cursor) {
         self.cursor = self.cursor.max(cursor);
     }
@@ -123,11 +140,24 @@ pub struct Overlay {
     cursor: Cursor,
     /// Users the batch touched, as they are after it (`None`: there is none by that name).
     users: Map<String, Option<User>>,
-    /// Per tenant, the event names the batch added that the published state does not have:
-    /// all `decide` reads of events is which names a tenant has (`--max_event_names`), so
-    /// the events themselves are left to the published state, which gets them at publish.
-    new_names: Map<String, Map<String, ()>>,
+    /// Per tenant, what the batch changed of what `decide` reads of events: which names the
+    /// tenant has (`--max_event_names`) and the bytes of their data
+    /// (`--max_tenant_snapshot_bytes`). The events themselves are left to the published
+    /// state, which gets them at publish.
+    latest: Map<String, LatestChanges>,
     keys: KeysOverlay,
+}
+
+/// What a batch changed of one tenant's latest events, over the published state.
+#[derive(Debug, Default)]
+struct LatestChanges {
+    /// Names the batch added that the published state does not have.
+    new_names: usize,
+    /// Bytes of data the batch added to the published total (fewer, when negative).
+    bytes: isize,
+    /// The data length of the latest event of each name the batch added, or whose data
+    /// length it changed, as it is after the batch.
+    lens: Map<String, usize>,
 }
 
 impl Overlay {
@@ -136,7 +166,7 @@ impl Overlay {
         Overlay {
             cursor,
             users: Map::default(),
-            new_names: Map::default(),
+            latest: Map::default(),
             keys: KeysOverlay::default(),
         }
     }
@@ -152,7 +182,7 @@ impl Overlay {
     /// The batch was published: the published state now holds all of it.
     pub fn published(&mut self) {
         self.users.clear();
-        self.new_names.clear();
+        self.latest.clear();
         self.keys.clear();
     }
 
@@ -193,9 +223,23 @@ impl View for Layered<'_> {
 
     fn event_names(&self, tenant: &str, event: &str) -> (usize, bool) {
         let (published, has) = self.published.event_names(tenant, event);
-        match self.overlay.new_names.get(tenant) {
-            Some(added) => (published + added.len(), has || added.contains_key(event)),
+        match self.overlay.latest.get(tenant) {
+            Some(changes) => (
+                published + changes.new_names,
+                has || changes.lens.contains_key(event),
+            ),
             None => (published, has),
+        }
+    }
+
+    fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>) {
+        let (published, len) = self.published.snapshot_bytes(tenant, event);
+        match self.overlay.latest.get(tenant) {
+            Some(changes) => (
+                published.saturating_add_signed(changes.bytes),
+                changes.lens.get(event).copied().or(len),
+            ),
+            None => (published, len),
         }
     }
 
@@ -226,21 +270,28 @@ impl Fold for Layered<'_> {
     }
 
     fn fold_latest(&mut self, _: Cursor, _: i64, e: Inserted<'_>) {
-        // Most inserts are of a name the tenant has: nothing to note, nothing allocated.
-        if self.published.event_names(e.tenant, e.event).1 {
+        let len = e.data.len();
+        // A name the batch already noted: its length now.
+        if let Some(changes) = self.overlay.latest.get_mut(e.tenant)
+            && let Some(was) = changes.lens.get_mut(e.event)
+        {
+            changes.bytes += len as isize - *was as isize;
+            *was = len;
             return;
         }
-        let added = match self.overlay.new_names.get_mut(e.tenant) {
-            Some(added) => added,
-            None => self
-                .overlay
-                .new_names
-                .entry(e.tenant.to_owned())
-                .or_default(),
-        };
-        if !added.contains_key(e.event) {
-            added.insert(e.event.to_owned(), ());
+        // Most inserts are of a name the tenant has, with data as long as it was (values
+        // change, not lengths): nothing to note, nothing allocated.
+        let published = self.published.latest.data_len(e.tenant, e.event);
+        if published == Some(len) {
+            return;
         }
+        let changes = match self.overlay.latest.get_mut(e.tenant) {
+            Some(changes) => changes,
+            None => self.overlay.latest.entry(e.tenant.to_owned()).or_default(),
+        };
+        changes.new_names += usize::from(published.is_none());
+        changes.bytes += len as isize - published.unwrap_or(0) as isize;
+        changes.lens.insert(e.event.to_owned(), len);
     }
 
     fn tenant(&mut self, name: &str) -> Arc<str> {
@@ -257,6 +308,12 @@ impl Fold for Layered<'_> {
         self.overlay
             .keys
             .remember(&self.published.idempotency, record, event);
+    }
+
+    fn forget_keys(&mut self, username: &str) {
+        self.overlay
+            .keys
+            .forget_user(&self.published.idempotency, username);
     }
 
     fn advance(&mut self, cursor: Cursor) {
@@ -300,8 +357,8 @@ mod tests {
             evolve_into(&mut overlay.over(&published), record);
             evolve(&mut whole, record);
             if n == 0 {
-                // Only a name the published state lacks is noted.
-                assert!(overlay.new_names.is_empty());
+                // Only a name the published state lacks is noted (or a length that changed).
+                assert!(overlay.latest.is_empty());
             }
         }
         let layered = overlay.over(&published);
@@ -311,12 +368,66 @@ mod tests {
                 whole.event_names(tenant, event),
                 "{tenant}/{event}"
             );
+            assert_eq!(
+                layered.snapshot_bytes(tenant, event),
+                whole.snapshot_bytes(tenant, event),
+                "{tenant}/{event}"
+            );
         }
         assert_eq!(layered.event_names("t", "b"), (2, true));
         assert_eq!(layered.cursor(), 5);
         // Published, the overlay is empty again and the published state answers alone.
         overlay.published();
-        assert!(overlay.new_names.is_empty());
+        assert!(overlay.latest.is_empty());
         assert_eq!(overlay.over(&published).event_names("t", "b"), (1, false));
+    }
+
+    fn sized(cursor: Cursor, tenant: &str, event: &str, len: usize) -> Record {
+        let mut record = insert(cursor, tenant, event);
+        if let RecordKind::EventInserted(e) = &mut record.kind {
+            e.data = "7".repeat(len);
+        }
+        record
+    }
+
+    #[test]
+    fn a_batch_counts_the_bytes_of_data_it_adds_and_replaces() {
+        let mut published = State::default();
+        evolve(&mut published, &sized(1, "t", "a", 100));
+        evolve(&mut published, &sized(2, "t", "b", 10));
+        let mut overlay = Overlay::new(2);
+        let mut whole = published.clone();
+        // Grown, shrunk, a new name grown again, another tenant, a same-length replacement.
+        let batch = [
+            sized(3, "t", "a", 300),
+            sized(4, "t", "a", 50),
+            sized(5, "t", "c", 5),
+            sized(6, "t", "c", 70),
+            sized(7, "u", "a", 9),
+            sized(8, "t", "b", 10),
+        ];
+        for record in &batch {
+            evolve_into(&mut overlay.over(&published), record);
+            evolve(&mut whole, record);
+            let layered = overlay.over(&published);
+            for (tenant, event) in [("t", "a"), ("t", "b"), ("t", "c"), ("u", "a"), ("v", "a")] {
+                assert_eq!(
+                    layered.snapshot_bytes(tenant, event),
+                    whole.snapshot_bytes(tenant, event),
+                    "{tenant}/{event} after {}",
+                    record.cursor
+                );
+                assert_eq!(
+                    layered.event_names(tenant, event),
+                    whole.event_names(tenant, event)
+                );
+            }
+        }
+        assert_eq!(whole.snapshot_bytes("t", "c"), (50 + 10 + 70, Some(70)));
+        assert_eq!(whole.snapshot_bytes("u", "z"), (9, None));
+        assert!(
+            !overlay.latest["t"].lens.contains_key("b"),
+            "an unchanged length is not noted"
+        );
     }
 }

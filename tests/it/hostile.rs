@@ -837,6 +837,9 @@ async fn catch_ups_and_history_pages_for_clients_that_never_read_hold_bounded_by
         "1",
         "--sse_buffer",
         "1",
+        // 40 names of 1 MB: past the default budget of a tenant's latest events.
+        "--max_tenant_snapshot_bytes",
+        "100000000",
     ];
     let s = Server::start(dir.path(), &flags);
     let c = client();

@@ -72,6 +72,7 @@ fn insert(engine: &Engine, username: &str, i: u8) -> Command {
         event: "tick".into(),
         data: format!("{{\"i\":{i}}}"),
         name_limit: 10_000,
+        snapshot_budget: usize::MAX,
         idempotency_key: None,
     }
 }
@@ -818,6 +819,7 @@ fn keyed_pay(engine: &Engine, id: u8, data: &str) -> Command {
         event: "pay".into(),
         data: data.into(),
         name_limit: 100,
+        snapshot_budget: usize::MAX,
         idempotency_key: Some("pay-1".into()),
     }
 }

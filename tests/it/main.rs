@@ -36,6 +36,7 @@ mod retention;
 mod scopes;
 mod security;
 mod sse;
+mod standing_memory;
 mod stream_end;
 mod ts_client;
 mod user_deletion;

@@ -68,6 +68,7 @@ fn command(op: &Op, state: &State) -> Command {
             data: d.to_string(),
             // Two of the three valid names: the refusal of a third is exercised too.
             name_limit: 2,
+            snapshot_budget: usize::MAX,
             idempotency_key: None,
         },
         Op::Revoke(u) => Command::RevokeUser {

@@ -1012,7 +1012,12 @@ async fn a_basic_request_waiting_for_argon2_is_refused_once_its_user_is_revoked(
         .map(|_| {
             let (c, url) = (c.clone(), s.url("/login"));
             tokio::spawn(async move {
-                post(&c, url, json!({"username": "filler", "password": "filler pw"})).await
+                post(
+                    &c,
+                    url,
+                    json!({"username": "filler", "password": "filler pw"}),
+                )
+                .await
             })
         })
         .collect();
@@ -1024,22 +1029,30 @@ async fn a_basic_request_waiting_for_argon2_is_refused_once_its_user_is_revoked(
     let page = {
         let (c, url, basic) = (c.clone(), s.url("/events?limit=10"), basic.clone());
         tokio::spawn(async move {
-            let resp = c.get(url).header("authorization", basic).send().await.unwrap();
+            let resp = c
+                .get(url)
+                .header("authorization", basic)
+                .send()
+                .await
+                .unwrap();
             (resp.status().as_u16(), resp.text().await.unwrap())
         })
     };
     let stream = {
         let (c, url) = (c.clone(), s.url("/sse"));
         tokio::spawn(async move {
-            let resp = c.get(url).header("authorization", basic).send().await.unwrap();
+            let resp = c
+                .get(url)
+                .header("authorization", basic)
+                .send()
+                .await
+                .unwrap();
             let status = resp.status().as_u16();
             let mut body = String::new();
             let mut resp = resp;
             // Bounded: whatever arrives in 3 s.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while let Ok(Ok(Some(chunk))) =
-                tokio::time::timeout_at(deadline, resp.chunk()).await
-            {
+            while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, resp.chunk()).await {
                 body.push_str(&String::from_utf8_lossy(&chunk));
             }
             (status, body)

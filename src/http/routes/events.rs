@@ -315,6 +315,7 @@ fn submit(
         event,
         data: data.into_string(),
         name_limit: app.config.limits.max_event_names,
+        snapshot_budget: app.config.limits.max_tenant_snapshot_bytes,
         idempotency_key,
     });
     async move { answer(submitted.await?) }

@@ -41,6 +41,7 @@ fn insert(state: &State, username: &str, event: &str, name_limit: usize) -> Comm
         event: event.into(),
         data: "1".into(),
         name_limit,
+        snapshot_budget: usize::MAX,
         idempotency_key: None,
     }
 }
@@ -413,6 +414,7 @@ fn keyed(state: &State, username: Option<&str>, event: &str, key: &str, id: u8) 
         event: event.into(),
         data: "1".into(),
         name_limit: 10,
+        snapshot_budget: usize::MAX,
         idempotency_key: Some(key.into()),
     }
 }
@@ -482,6 +484,7 @@ fn the_admin_inserts_into_any_tenant_with_no_author() {
         event: "e".into(),
         data: "1".into(),
         name_limit: 10,
+        snapshot_budget: usize::MAX,
         idempotency_key: None,
     };
     assert!(matches!(
@@ -556,4 +559,156 @@ fn a_deletion_of_an_unknown_user_from_a_shared_log_does_not_hold() {
         recheck(&State::default(), &gone, None),
         Err(Rejection::UnknownUser("bob".into()))
     );
+}
+
+/// An insert of `len` bytes of data as `event`, by `username` (`None`: the admin, into
+/// tenant `t`), within a snapshot budget of `budget` bytes.
+fn sized(state: &State, username: Option<&str>, event: &str, len: usize, budget: usize) -> Command {
+    Command::InsertEvent {
+        by: match username {
+            Some(u) => Author::User {
+                username: u.into(),
+                credential_epoch: state.user(u).map_or(0, |u| u.credential_epoch),
+            },
+            None => Author::Admin { tenant: "t".into() },
+        },
+        id: [3; 16],
+        event: event.into(),
+        data: "7".repeat(len),
+        name_limit: 10,
+        snapshot_budget: budget,
+        idempotency_key: None,
+    }
+}
+
+/// Decides `command` and folds what it appends; the rejection if it is refused.
+fn apply(state: &mut State, command: Command) -> Result<(), Rejection> {
+    let decision = super::decide(state, command, 1_000)?;
+    fold(state, &decision);
+    Ok(())
+}
+
+/// [`apply`]s a [`sized`] insert.
+fn put(
+    state: &mut State,
+    username: Option<&str>,
+    event: &str,
+    len: usize,
+    budget: usize,
+) -> Result<(), Rejection> {
+    let command = sized(state, username, event, len, budget);
+    apply(state, command)
+}
+
+/// Finding A of an attack review: only the name count bounded what a tenant's latest events
+/// hold, so 10,000 names of 1 MiB each kept 10 GiB per tenant for good.
+#[test]
+fn the_bytes_of_a_tenants_latest_data_are_bounded_and_a_replacement_counts_once() {
+    let mut state = state_after([created("bob", "t"), created("ann", "u")]);
+    for name in ["a", "b"] {
+        put(&mut state, Some("bob"), name, 100, 300).unwrap();
+    }
+    assert_eq!(state.snapshot_bytes("t", "a"), (200, Some(100)));
+    // A new name past the budget, by a user or by the admin: refused, nothing changes.
+    for by in [Some("bob"), None] {
+        assert_eq!(
+            put(&mut state, by, "c", 101, 300),
+            Err(Rejection::SnapshotTooLarge(300)),
+            "{by:?}"
+        );
+    }
+    assert_eq!(state.snapshot_bytes("t", "c"), (200, None));
+    // Exactly at the budget is within it.
+    put(&mut state, None, "c", 100, 300).unwrap();
+    // A replacement counts the old data out: growing `a` by 1 would pass it, shrinking
+    // `a` makes room that a new name then takes.
+    assert_eq!(
+        put(&mut state, Some("bob"), "a", 101, 300),
+        Err(Rejection::SnapshotTooLarge(300))
+    );
+    put(&mut state, Some("bob"), "a", 40, 300).unwrap();
+    put(&mut state, Some("bob"), "d", 60, 300).unwrap();
+    assert_eq!(state.snapshot_bytes("t", "d"), (300, Some(60)));
+    assert_eq!(
+        put(&mut state, Some("bob"), "d", 61, 300),
+        Err(Rejection::SnapshotTooLarge(300))
+    );
+    // Another tenant has a budget of its own.
+    put(&mut state, Some("ann"), "a", 300, 300).unwrap();
+    assert_eq!(state.snapshot_bytes("u", "a"), (300, Some(300)));
+    // A retry of a keyed insert adds nothing: it is answered even at the budget.
+    let mut keyed = sized(&state, Some("ann"), "a", 300, 300);
+    if let Command::InsertEvent {
+        idempotency_key, ..
+    } = &mut keyed
+    {
+        *idempotency_key = Some("k".into());
+    }
+    let first = super::decide(&state, keyed.clone(), 2_000);
+    assert!(matches!(first, Ok(Decision::Append(_))), "{first:?}");
+    fold(&mut state, &first.unwrap());
+    let again = super::decide(&state, keyed, 2_001);
+    assert!(matches!(again, Ok(Decision::Duplicate(_))), "{again:?}");
+}
+
+#[test]
+fn a_tenant_over_its_budget_still_loads_and_may_shrink_but_not_grow() {
+    // Written under a larger budget (or before there was one): `evolve` never refuses.
+    let mut state = state_after([created("bob", "t")]);
+    for name in ["a", "b", "c"] {
+        put(&mut state, Some("bob"), name, 100, usize::MAX).unwrap();
+    }
+    assert_eq!(state.snapshot_bytes("t", "a").0, 300);
+    // Now the budget is 100: what adds bytes is refused, what adds none is not.
+    assert_eq!(
+        put(&mut state, Some("bob"), "d", 1, 100),
+        Err(Rejection::SnapshotTooLarge(100))
+    );
+    assert_eq!(
+        put(&mut state, Some("bob"), "a", 101, 100),
+        Err(Rejection::SnapshotTooLarge(100))
+    );
+    put(&mut state, Some("bob"), "a", 100, 100).unwrap();
+    put(&mut state, Some("bob"), "b", 10, 100).unwrap();
+    assert_eq!(state.snapshot_bytes("t", "a").0, 210);
+}
+
+/// Finding B of an attack review: keys were kept by username and outlived the user, so a
+/// user created again under the name was answered with the old user's insert (nothing
+/// stored), or got a 422 that told which keys the old user had sent.
+#[test]
+fn a_user_created_again_does_not_inherit_the_deleted_users_idempotency_keys() {
+    let mut state = state_after([created("bob", "t")]);
+    let bob_inserts = |state: &mut State, at_ms: i64, data: &str| {
+        let mut command = keyed(state, Some("bob"), "e", "order-1", 1);
+        if let Command::InsertEvent { data: d, .. } = &mut command {
+            *d = data.into();
+        }
+        let decision = super::decide(state, command, at_ms).unwrap();
+        fold(state, &decision);
+        decision
+    };
+    let first = bob_inserts(&mut state, 10, "1");
+    let Decision::Append(first) = first else {
+        panic!("not stored: {first:?}")
+    };
+    for command in [delete("bob"), created("bob", "t")] {
+        apply(&mut state, command).unwrap();
+    }
+    assert!(
+        state.idempotency.is_empty(),
+        "the deleted user's keys are gone"
+    );
+    // The same request: stored anew, not answered with the old user's insert.
+    let again = bob_inserts(&mut state, 20, "1");
+    let Decision::Append(again) = again else {
+        panic!("answered with the old user's insert: {again:?}")
+    };
+    assert!(again[0].cursor > first[0].cursor);
+    // Another tenant, another body: stored, not a 422 about the old user's key.
+    for command in [delete("bob"), created("bob", "other")] {
+        apply(&mut state, command).unwrap();
+    }
+    let elsewhere = bob_inserts(&mut state, 30, "2");
+    assert!(matches!(elsewhere, Decision::Append(_)), "{elsewhere:?}");
 }
