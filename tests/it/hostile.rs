@@ -1272,3 +1272,99 @@ fn still_open(stream: &mut TcpStream) -> bool {
         Err(_) => false,
     }
 }
+
+/// One HTTP/2 frame: length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// An HPACK string or integer length (7-bit prefix, no Huffman).
+fn hpack_len(out: &mut Vec<u8>, mut len: usize, prefix_bits: u32, first: u8) {
+    let max = (1usize << prefix_bits) - 1;
+    if len < max {
+        out.push(first | len as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    len -= max;
+    while len >= 128 {
+        out.push((len % 128 + 128) as u8);
+        len /= 128;
+    }
+    out.push(len as u8);
+}
+
+/// A header field "literal without indexing" with the static table's name `index`.
+fn hpack_field(out: &mut Vec<u8>, index: usize, value: &str) {
+    hpack_len(out, index, 4, 0x00);
+    hpack_len(out, value.len(), 7, 0x00);
+    out.extend(value.as_bytes());
+}
+
+/// Regression (attack review): over HTTP/2 hyper let each of 200 streams buffer 400 KiB of
+/// its answer while the client took nothing, so history pages that fit were handed over
+/// whole and their places among the caller's four given back at once: one user pinned
+/// 350 MB with pages nobody read. Now a stream buffers 64 KiB and a connection has 100: past
+/// what the kernel takes, four pages keep their places and the rest are refused (429).
+#[tokio::test]
+async fn http2_pages_a_client_never_takes_stay_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "h2hoarder", "pw", "t").await;
+    let jwt = login(&c, &s, "h2hoarder", "pw").await;
+    let data = "d".repeat(100_000);
+    for i in 0..3 {
+        assert_eq!(
+            insert(&c, &s, &jwt, &format!("e{i}"), json!(data)).await.0,
+            200
+        );
+    }
+    let before = rss_kib(s.pid());
+    // A client that opens every window wide, asks for 100 pages of 300 KB on one
+    // connection, and then reads nothing from its socket.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr(&s).parse().unwrap()).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    out.extend(h2_frame(0x4, 0x1, 0, &[]));
+    out.extend(h2_frame(0x8, 0, 0, &0x7fff_0000u32.to_be_bytes()));
+    conn.write_all(&out).await.unwrap();
+    // Four at a time, as places come back: a page handed over whole frees its place.
+    for i in 0..100u32 {
+        let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+        hpack_field(&mut block, 4, &format!("/events?limit=3&after=0&x={i}"));
+        hpack_field(&mut block, 1, &addr(&s));
+        hpack_field(&mut block, 23, &format!("Bearer {jwt}"));
+        conn.write_all(&h2_frame(0x1, 0x5, 1 + 2 * i, &block))
+            .await
+            .unwrap();
+        if i % 4 == 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let added = rss_kib(s.pid()).saturating_sub(before);
+    eprintln!("100 HTTP/2 pages of 300 KB nobody took added {added} KiB of RSS");
+    // 100 x 300 KB is 30 MB; before, ~26 MB of it stayed in hyper's buffers.
+    assert!(added < 16 * 1024, "{added} KiB for pages nobody took");
+    let resp = c
+        .get(s.url("/events?limit=3&after=0"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        429,
+        "the caller's pages in flight were not counted"
+    );
+    drop(conn);
+    still_serving(&s).await;
+}
