@@ -42,8 +42,20 @@ const FRAME_FIXED: &str = "id: \nevent: \ndata: \n\n";
 /// `{"id":"<uuid>","at":"<RFC 3339>","by":"<username>"|null,"data":<data>}`. `data` is
 /// compact JSON already, so it is spliced in, not parsed again.
 pub fn envelope(id: &[u8; 16], at_ms: i64, by: Option<&str>, data: &str) -> String {
+    let mut out = envelope_head(id, at_ms, by, data.len() + 1);
+    out.push_str(data);
+    out.push_str(ENVELOPE_TAIL);
+    out
+}
+
+/// What an envelope holds after its data.
+pub const ENVELOPE_TAIL: &str = "}";
+
+/// An envelope up to its data (`{"id":…,"data":`), with room for `more` bytes: a frame that
+/// spans chunks sends the data between this and [`ENVELOPE_TAIL`] without copying it.
+pub fn envelope_head(id: &[u8; 16], at_ms: i64, by: Option<&str>, more: usize) -> String {
     let by = serde_json::to_string(&by).expect("a string or null serializes");
-    let mut out = String::with_capacity(data.len() + by.len() + 90);
+    let mut out = String::with_capacity(more + by.len() + 90);
     out.push_str(r#"{"id":""#);
     out.push_str(
         uuid::Uuid::from_bytes(*id)
@@ -55,8 +67,6 @@ pub fn envelope(id: &[u8; 16], at_ms: i64, by: Option<&str>, data: &str) -> Stri
     out.push_str(r#"","by":"#);
     out.push_str(&by);
     out.push_str(r#","data":"#);
-    out.push_str(data);
-    out.push('}');
     out
 }
 
