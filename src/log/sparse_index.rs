@@ -1,6 +1,6 @@
-//! The sparse index of a segment: the cursor and byte offset of every [`EVERY`]th frame, so a
-//! reader starting after cursor N seeks near it instead of reading the segment from its
-//! header. Built by whoever lays frames down (the writer, recovery's scan, compaction) and
+//! The sparse index of a segment: the cursor and byte offset of every [`EVERY`]th frame, and
+//! of the first frame [`BYTES_EVERY`] or more past the last one indexed, so a reader starting
+//! after cursor N seeks near it instead of reading the segment from its header. Built by whoever lays frames down (the writer, recovery's scan, compaction) and
 //! read by the log's readers; checkpoints store it so a start need not rebuild it.
 
 use super::Cursor;
@@ -8,6 +8,11 @@ use super::segment::HEADER_LEN;
 
 /// One index entry every this many frames.
 pub const EVERY: u64 = 64;
+
+/// One index entry at least every this many bytes (1 MiB): with large events, 64 frames are
+/// many megabytes, and a reader seeking a cursor read them all (another tenant's 1 MB events
+/// made every history page read 40 MB, an attack review).
+pub const BYTES_EVERY: u64 = 1024 * 1024;
 
 /// `(cursor, offset)` of every [`EVERY`]th frame of one segment, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,9 +26,22 @@ impl SparseIndex {
 
     /// Notes the frame at `offset` holding `cursor`, the `nth` frame of its segment (from 0).
     pub fn note(&mut self, nth: u64, cursor: Cursor, offset: u64) {
-        if nth.is_multiple_of(EVERY) {
+        let previous = self.last_offset();
+        self.note_after(nth, cursor, offset, previous);
+    }
+
+    /// [`Self::note`] for an index that continues another (a batch's, after its segment's):
+    /// `previous` is the offset of the last entry before it.
+    pub fn note_after(&mut self, nth: u64, cursor: Cursor, offset: u64, previous: Option<u64>) {
+        let previous = self.last_offset().or(previous);
+        if nth.is_multiple_of(EVERY) || previous.is_some_and(|p| offset >= p + BYTES_EVERY) {
             self.0.push((cursor, offset));
         }
+    }
+
+    /// The offset of the last entry.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.0.last().map(|(_, offset)| *offset)
     }
 
     /// Moves `other`'s entries (a newer part of the same segment) to the end of this one.
@@ -52,6 +70,32 @@ impl SparseIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_frames_are_indexed_by_their_bytes_and_a_batch_continues_its_segment() {
+        // Frames of 600,000 bytes: every second one is 1 MiB past the last entry.
+        let mut index = SparseIndex::default();
+        for nth in 0..9u64 {
+            index.note(nth, 1 + nth, 48 + nth * 600_000);
+        }
+        let cursors: Vec<Cursor> = index.entries().iter().map(|(c, _)| *c).collect();
+        assert_eq!(cursors, [1, 3, 5, 7, 9]);
+        // A reader after cursor 7 starts at cursor 7's frame, at most one frame early.
+        assert_eq!(index.start_after(7), 48 + 6 * 600_000);
+        // A batch's own index continues from the segment's last entry, not from nothing.
+        let mut batch = SparseIndex::default();
+        let last = index.last_offset();
+        batch.note_after(9, 10, 48 + 9 * 600_000, last);
+        assert!(batch.is_empty(), "600,000 bytes past the last entry");
+        batch.note_after(10, 11, 48 + 10 * 600_000, last);
+        assert_eq!(batch.entries(), [(11, 48 + 10 * 600_000)]);
+        // Small frames: only every 64th.
+        let mut small = SparseIndex::default();
+        for nth in 0..200u64 {
+            small.note(nth, 1 + nth, 48 + nth * 100);
+        }
+        assert_eq!(small.entries().len(), 4);
+    }
 
     #[test]
     fn every_64th_frame_is_indexed_and_a_reader_starts_at_or_before_its_cursor() {

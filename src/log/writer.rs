@@ -51,6 +51,8 @@ pub struct LogWriter {
     batch: Vec<u8>,
     batch_frames: u64,
     batch_index: SparseIndex,
+    /// The offset of the active segment's last index entry (flushed batches only).
+    indexed_at: Option<u64>,
     segment_bytes: u64,
     segments: Arc<RwLock<Vec<SegmentMeta>>>,
     /// Set when a failed write could not be cut back; repaired before the next write.
@@ -74,7 +76,13 @@ impl LogWriter {
             .open(&path)
             .map_err(|e| LogError::io(&path, e))?;
         end.store(len, Ordering::Release);
+        let indexed_at = segments
+            .read()
+            .expect("segments lock")
+            .last()
+            .and_then(|active| active.index.last_offset());
         Ok(LogWriter {
+            indexed_at,
             dir,
             path,
             file,
@@ -99,10 +107,11 @@ impl LogWriter {
         if self.batch.is_empty() && self.len >= self.segment_bytes {
             self.rotate(cursor)?;
         }
-        self.batch_index.note(
+        self.batch_index.note_after(
             self.frames + self.batch_frames,
             cursor,
             self.len + self.batch.len() as u64,
+            self.indexed_at,
         );
         self.batch_frames += 1;
         frame::encode_into(&mut self.batch, payload);
@@ -152,6 +161,7 @@ impl LogWriter {
         self.batch_frames = 0;
         self.batch.clear();
         if !self.batch_index.is_empty() {
+            self.indexed_at = self.batch_index.last_offset();
             let mut segments = self.segments.write().expect("segments lock");
             if let Some(active) = segments.last_mut() {
                 active.index.extend(&mut self.batch_index);
@@ -333,6 +343,7 @@ impl LogWriter {
         self.len = len;
         self.reserved = len;
         self.end = end;
+        self.indexed_at = None;
         self.frames = 0;
         Ok(())
     }
