@@ -274,8 +274,8 @@ pub struct ServeFlags {
     /// (existing names keep working). The snapshot and compaction keep one event per name.
     #[arg(long, env = "BROKER_MAX_EVENT_NAMES", default_value_t = 10_000)]
     pub max_event_names: usize,
-    /// Bytes of data a tenant's latest events (one per event name) may hold together, 1 to
-    /// 1 GiB; an insert that would bring them past it gets 413 (one that adds no bytes, such
+    /// Bytes a tenant's latest events (one per event name) may hold together — their data,
+    /// and per name its length plus 64 — 1 to 1 GiB; an insert that would bring them past it gets 413 (one that adds no bytes, such
     /// as smaller data for an existing name, does not). They are kept in memory for good and
     /// sent to every new stream of the tenant: this is what bounds a tenant's standing memory.
     #[arg(

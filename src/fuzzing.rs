@@ -125,7 +125,9 @@ pub fn decide_evolve(data: &[u8]) {
                 data: b.to_string(),
                 // Small, so the fuzzer reaches the refusals of a new name and of more bytes.
                 name_limit: 2,
-                snapshot_budget: 4,
+                // Two one-letter names with a few bytes of data each: a third name, or
+                // data grown past that, is refused.
+                snapshot_budget: 2 * (1 + crate::state::projection::NAME_ENTRY_BYTES) + 4,
                 // Few keys, so retries and reuse with another body both happen.
                 idempotency_key: (b % 3 != 0).then(|| format!("k{}", b % 4)),
             },

@@ -34,7 +34,7 @@ pub enum Rejection {
     /// The tenant's latest events (one per name, kept for good and sent to every new stream)
     /// would hold more bytes of data than allowed.
     #[error(
-        "event: with this insert, this tenant's latest events (one per event name, kept for every new stream) would hold more than {0} bytes of data (--max_tenant_snapshot_bytes); send smaller data, or replace an existing name's data with smaller data"
+        "event: with this insert, this tenant's latest events (one per event name, kept for every new stream) would hold more than {0} bytes of data and names (--max_tenant_snapshot_bytes); send smaller data, or replace an existing name's data with smaller data"
     )]
     SnapshotTooLarge(usize),
     /// A single-use code (two-factor login or password reset) was already used.
@@ -159,7 +159,10 @@ pub fn decide(
                 return Err(Rejection::TooManyEventNames(name_limit));
             }
             let (bytes, replaced) = state.snapshot_bytes(&inserted.tenant, &inserted.event);
-            if !fits(bytes, replaced, inserted.data.len(), snapshot_budget) {
+            // A new name costs its own bytes too (see `projection::name_cost`).
+            let len = inserted.data.len()
+                + replaced.map_or_else(|| super::projection::name_cost(&inserted.event), |_| 0);
+            if !fits(bytes, replaced, len, snapshot_budget) {
                 return Err(Rejection::SnapshotTooLarge(snapshot_budget));
             }
             RecordKind::EventInserted(inserted)

@@ -485,6 +485,16 @@ pub struct LatestEvent {
     pub by: Option<Arc<str>>,
 }
 
+/// What a name of a tenant's latest events costs besides its data: the name itself (kept
+/// as a key and in the event) and this much for its entry, so that 10,000 names of 255 bytes
+/// with tiny data are not free (an attack review).
+pub const NAME_ENTRY_BYTES: usize = 64;
+
+/// What `event`, a name new to a tenant's latest events, adds to its bytes besides data.
+pub fn name_cost(event: &str) -> usize {
+    event.len() + NAME_ENTRY_BYTES
+}
+
 /// Per tenant, the latest event of each name: what [`Latest`] reads as.
 pub type LatestByTenant = Map<String, Map<String, LatestEvent>>;
 
@@ -503,7 +513,8 @@ pub struct Latest {
 }
 
 impl Latest {
-    /// The bytes of data of `tenant`'s latest events, all names together.
+    /// The bytes of `tenant`'s latest events, all names together: their data and, per name,
+    /// [`name_cost`].
     pub fn data_bytes(&self, tenant: &str) -> usize {
         self.bytes.get(tenant).copied().unwrap_or(0)
     }
@@ -541,7 +552,7 @@ impl Latest {
                     None => self.events.entry(tenant.to_owned()).or_default(),
                 };
                 names.insert(event.to_owned(), latest);
-                (0, after)
+                (0, after + name_cost(event))
             }
         };
         if before != after {
@@ -560,7 +571,10 @@ impl Latest {
         let bytes = events
             .iter()
             .map(|(tenant, names)| {
-                let sum = names.values().map(|e| e.data.len()).sum();
+                let sum = names
+                    .iter()
+                    .map(|(name, e)| e.data.len() + name_cost(name))
+                    .sum();
                 (tenant.clone(), sum)
             })
             .collect();
@@ -828,21 +842,23 @@ mod tests {
         };
         fold(&mut state, "t", "a", 100);
         fold(&mut state, "t", "b", 20);
-        assert_eq!(state.latest.data_bytes("t"), 120);
+        // Each name costs its length and NAME_ENTRY_BYTES besides its data.
+        let name = 1 + NAME_ENTRY_BYTES;
+        assert_eq!(state.latest.data_bytes("t"), 120 + 2 * name);
         // Replaced by longer data, by shorter, by as long: counted once, as it is now.
         fold(&mut state, "t", "a", 250);
-        assert_eq!(state.latest.data_bytes("t"), 270);
+        assert_eq!(state.latest.data_bytes("t"), 270 + 2 * name);
         fold(&mut state, "t", "a", 5);
-        assert_eq!(state.latest.data_bytes("t"), 25);
+        assert_eq!(state.latest.data_bytes("t"), 25 + 2 * name);
         fold(&mut state, "t", "b", 20);
-        assert_eq!(state.latest.data_bytes("t"), 25);
+        assert_eq!(state.latest.data_bytes("t"), 25 + 2 * name);
         assert_eq!(state.latest.data_len("t", "a"), Some(5));
         assert_eq!(state.latest.data_len("t", "c"), None);
         // Tenants are counted apart; a tenant with no event holds nothing.
         fold(&mut state, "u", "a", 7);
         assert_eq!(
             (state.latest.data_bytes("t"), state.latest.data_bytes("u")),
-            (25, 7)
+            (25 + 2 * name, 7 + name)
         );
         assert_eq!(state.latest.data_bytes("nobody"), 0);
         // Deleting a user leaves their tenant's events, and so its bytes.
@@ -851,9 +867,16 @@ mod tests {
             username: "bob".into(),
         };
         evolve(&mut state, &record(101, gone));
-        assert_eq!(state.latest.data_bytes("t"), 25);
-        let sum: usize = state.latest["t"].values().map(|e| e.data.len()).sum();
-        assert_eq!(sum, 25, "the count is the sum of the latest events' data");
+        assert_eq!(state.latest.data_bytes("t"), 25 + 2 * name);
+        let sum: usize = state.latest["t"]
+            .iter()
+            .map(|(n, e)| e.data.len() + name_cost(n))
+            .sum();
+        assert_eq!(
+            sum,
+            25 + 2 * name,
+            "the count is the sum over the latest events"
+        );
     }
 
     /// The latest events are stored in checkpoints as the map they always were: a checkpoint
@@ -886,7 +909,7 @@ mod tests {
         assert_eq!(back, state);
         assert_eq!(
             (back.latest.data_bytes("t"), back.latest.data_bytes("u")),
-            (34, 9)
+            (34 + 2 * (1 + NAME_ENTRY_BYTES), 9 + 1 + NAME_ENTRY_BYTES)
         );
     }
 

@@ -24,7 +24,7 @@ pub trait View {
     fn cursor(&self) -> Cursor;
     /// How many distinct event names `tenant` has, and whether `event` is one of them.
     fn event_names(&self, tenant: &str, event: &str) -> (usize, bool);
-    /// The bytes of data of `tenant`'s latest events, and the length of its latest
+    /// The bytes of `tenant`'s latest events (data and names), and the length of its latest
     /// `event`'s data if it has that name (`--max_tenant_snapshot_bytes`).
     fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>);
     /// The use of `key` by `by` (`None`: the admin) that still answers retries at `at_ms`.
@@ -290,7 +290,10 @@ impl Fold for Layered<'_> {
             None => self.overlay.latest.entry(e.tenant.to_owned()).or_default(),
         };
         changes.new_names += usize::from(published.is_none());
-        changes.bytes += len as isize - published.unwrap_or(0) as isize;
+        changes.bytes += match published {
+            Some(was) => len as isize - was as isize,
+            None => (len + super::projection::name_cost(e.event)) as isize,
+        };
         changes.lens.insert(e.event.to_owned(), len);
     }
 
@@ -423,8 +426,12 @@ mod tests {
                 );
             }
         }
-        assert_eq!(whole.snapshot_bytes("t", "c"), (50 + 10 + 70, Some(70)));
-        assert_eq!(whole.snapshot_bytes("u", "z"), (9, None));
+        let name = 1 + crate::state::projection::NAME_ENTRY_BYTES;
+        assert_eq!(
+            whole.snapshot_bytes("t", "c"),
+            (50 + 10 + 70 + 3 * name, Some(70))
+        );
+        assert_eq!(whole.snapshot_bytes("u", "z"), (9 + name, None));
         assert!(
             !overlay.latest["t"].lens.contains_key("b"),
             "an unchanged length is not noted"

@@ -604,40 +604,49 @@ fn put(
 /// hold, so 10,000 names of 1 MiB each kept 10 GiB per tenant for good.
 #[test]
 fn the_bytes_of_a_tenants_latest_data_are_bounded_and_a_replacement_counts_once() {
+    // Each name costs its length and NAME_ENTRY_BYTES besides its data.
+    let n = 1 + crate::state::projection::NAME_ENTRY_BYTES;
+    let budget = 300 + 3 * n;
     let mut state = state_after([created("bob", "t"), created("ann", "u")]);
     for name in ["a", "b"] {
-        put(&mut state, Some("bob"), name, 100, 300).unwrap();
+        put(&mut state, Some("bob"), name, 100, budget).unwrap();
     }
-    assert_eq!(state.snapshot_bytes("t", "a"), (200, Some(100)));
+    assert_eq!(state.snapshot_bytes("t", "a"), (200 + 2 * n, Some(100)));
     // A new name past the budget, by a user or by the admin: refused, nothing changes.
     for by in [Some("bob"), None] {
         assert_eq!(
-            put(&mut state, by, "c", 101, 300),
-            Err(Rejection::SnapshotTooLarge(300)),
+            put(&mut state, by, "c", 101, budget),
+            Err(Rejection::SnapshotTooLarge(budget)),
             "{by:?}"
         );
     }
-    assert_eq!(state.snapshot_bytes("t", "c"), (200, None));
+    assert_eq!(state.snapshot_bytes("t", "c"), (200 + 2 * n, None));
     // Exactly at the budget is within it.
-    put(&mut state, None, "c", 100, 300).unwrap();
+    put(&mut state, None, "c", 100, budget).unwrap();
     // A replacement counts the old data out: growing `a` by 1 would pass it, shrinking
-    // `a` makes room that a new name then takes.
+    // `a` makes room, but a new name needs room for itself too.
     assert_eq!(
-        put(&mut state, Some("bob"), "a", 101, 300),
-        Err(Rejection::SnapshotTooLarge(300))
+        put(&mut state, Some("bob"), "a", 101, budget),
+        Err(Rejection::SnapshotTooLarge(budget))
     );
-    put(&mut state, Some("bob"), "a", 40, 300).unwrap();
-    put(&mut state, Some("bob"), "d", 60, 300).unwrap();
-    assert_eq!(state.snapshot_bytes("t", "d"), (300, Some(60)));
+    put(&mut state, Some("bob"), "a", 40, budget).unwrap();
     assert_eq!(
-        put(&mut state, Some("bob"), "d", 61, 300),
-        Err(Rejection::SnapshotTooLarge(300))
+        put(&mut state, Some("bob"), "d", 60, budget),
+        Err(Rejection::SnapshotTooLarge(budget)),
+        "60 bytes of data freed, but the name costs more"
+    );
+    put(&mut state, Some("bob"), "b", 100 - n, budget).unwrap();
+    put(&mut state, Some("bob"), "d", 60, budget).unwrap();
+    assert_eq!(state.snapshot_bytes("t", "d"), (budget, Some(60)));
+    assert_eq!(
+        put(&mut state, Some("bob"), "d", 61, budget),
+        Err(Rejection::SnapshotTooLarge(budget))
     );
     // Another tenant has a budget of its own.
-    put(&mut state, Some("ann"), "a", 300, 300).unwrap();
-    assert_eq!(state.snapshot_bytes("u", "a"), (300, Some(300)));
+    put(&mut state, Some("ann"), "a", 300, 300 + n).unwrap();
+    assert_eq!(state.snapshot_bytes("u", "a"), (300 + n, Some(300)));
     // A retry of a keyed insert adds nothing: it is answered even at the budget.
-    let mut keyed = sized(&state, Some("ann"), "a", 300, 300);
+    let mut keyed = sized(&state, Some("ann"), "a", 300, 300 + n);
     if let Command::InsertEvent {
         idempotency_key, ..
     } = &mut keyed
@@ -651,14 +660,30 @@ fn the_bytes_of_a_tenants_latest_data_are_bounded_and_a_replacement_counts_once(
     assert!(matches!(again, Ok(Decision::Duplicate(_))), "{again:?}");
 }
 
+/// Finding 4 of another review: names were free, so 10,000 names of 255 bytes with one
+/// byte of data each were counted as 10,000 bytes.
+#[test]
+fn a_new_name_costs_its_length_and_its_entry() {
+    let mut state = state_after([created("bob", "t")]);
+    let long = "n".repeat(255);
+    let cost = 255 + crate::state::projection::NAME_ENTRY_BYTES;
+    put(&mut state, Some("bob"), &long, 1, 1 + cost).unwrap();
+    assert_eq!(state.snapshot_bytes("t", &long), (1 + cost, Some(1)));
+    assert_eq!(
+        put(&mut state, Some("bob"), "x", 1, 1 + cost + 65),
+        Err(Rejection::SnapshotTooLarge(1 + cost + 65))
+    );
+}
+
 #[test]
 fn a_tenant_over_its_budget_still_loads_and_may_shrink_but_not_grow() {
+    let n = 1 + crate::state::projection::NAME_ENTRY_BYTES;
     // Written under a larger budget (or before there was one): `evolve` never refuses.
     let mut state = state_after([created("bob", "t")]);
     for name in ["a", "b", "c"] {
         put(&mut state, Some("bob"), name, 100, usize::MAX).unwrap();
     }
-    assert_eq!(state.snapshot_bytes("t", "a").0, 300);
+    assert_eq!(state.snapshot_bytes("t", "a").0, 300 + 3 * n);
     // Now the budget is 100: what adds bytes is refused, what adds none is not.
     assert_eq!(
         put(&mut state, Some("bob"), "d", 1, 100),
@@ -670,7 +695,7 @@ fn a_tenant_over_its_budget_still_loads_and_may_shrink_but_not_grow() {
     );
     put(&mut state, Some("bob"), "a", 100, 100).unwrap();
     put(&mut state, Some("bob"), "b", 10, 100).unwrap();
-    assert_eq!(state.snapshot_bytes("t", "a").0, 210);
+    assert_eq!(state.snapshot_bytes("t", "a").0, 210 + 3 * n);
 }
 
 /// Finding B of an attack review: keys were kept by username and outlived the user, so a
