@@ -318,6 +318,16 @@ fn tls_flags(certs: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// An HTTPS server in `db` on the `one` pair of [`make_cert`] in `certs`, with `extra`
+/// flags, and its port.
+fn start_tls(db: &Path, certs: &Path, extra: &[&str]) -> (Server, u16) {
+    let mut flags = tls_flags(certs);
+    flags.extend(extra.iter().map(|f| (*f).to_owned()));
+    let s = Server::start(db, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let port = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    (s, port)
+}
+
 /// The `Strict-Transport-Security` values of a curl `-D -` dump (one per answer).
 fn hsts_values(dump: &str) -> Vec<String> {
     dump.lines()
@@ -335,12 +345,7 @@ async fn answers_over_our_own_tls_carry_hsts_and_plain_http_does_not() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_cert(certs.path(), "one");
     let dir = tempfile::tempdir().unwrap();
-    let flags = tls_flags(certs.path());
-    let s = Server::start(
-        dir.path(),
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (_server, port) = start_tls(dir.path(), certs.path(), &[]);
     for (path, extra) in [
         ("/", vec!["--http1.1"]),
         ("/", vec!["--http2"]),
@@ -360,13 +365,7 @@ async fn answers_over_our_own_tls_carry_hsts_and_plain_http_does_not() {
     }
 
     let off = tempfile::tempdir().unwrap();
-    let mut flags = tls_flags(certs.path());
-    flags.extend(["--hsts_max_age_secs".to_owned(), "0".to_owned()]);
-    let s = Server::start(
-        off.path(),
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (_server, port) = start_tls(off.path(), certs.path(), &["--hsts_max_age_secs", "0"]);
     let (code, dump) = curl(port, "/", &ca, &["-D", "-", "-o", "/dev/null"]);
     assert_eq!(code, 0, "{dump}");
     assert!(hsts_values(&dump).is_empty(), "{dump}");
@@ -454,12 +453,7 @@ async fn an_oversized_certificate_file_is_not_reloaded() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_cert(certs.path(), "one");
     let dir = tempfile::tempdir().unwrap();
-    let flags = tls_flags(certs.path());
-    let s = Server::start(
-        dir.path(),
-        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (s, port) = start_tls(dir.path(), certs.path(), &[]);
     assert_eq!(curl(port, "/", &ca, &[]).0, 0);
 
     // A valid chain followed by 1 MiB of comment lines: still PEM, but too large.
