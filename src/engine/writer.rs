@@ -492,20 +492,16 @@ impl Writer {
             return Err(EngineError::Unavailable(e.to_string()));
         }
         let records = accepted.iter().map(|(_, r)| r.len()).sum::<usize>();
-        let inserts = accepted
-            .iter()
-            .flat_map(|(_, r)| r)
-            .filter(|r| r.tenant().is_some())
-            .count();
-        metrics.batch_records.observe(records as f64);
-        let data_bytes: usize = accepted
+        // Inserts and their data bytes, in one pass.
+        let (inserts, data_bytes) = accepted
             .iter()
             .flat_map(|(_, r)| r)
             .filter_map(|r| match &r.kind {
                 crate::state::RecordKind::EventInserted(e) => Some(e.data.len()),
                 _ => None,
             })
-            .sum();
+            .fold((0usize, 0usize), |(n, bytes), len| (n + 1, bytes + len));
+        metrics.batch_records.observe(records as f64);
         self.since_checkpoint += records as u64;
         self.since_checkpoint_bytes += data_bytes as u64;
         self.since_snapshot += records as u64;

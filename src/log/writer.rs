@@ -190,21 +190,25 @@ impl LogWriter {
             return;
         }
         let target = (end + RESERVE).min(self.segment_bytes);
-        if target <= end {
-            return;
+        if let Err(e) = self.zero_fill(end, target) {
+            tracing::debug!(error = %e, "no zeros reserved ahead of the log");
+            // Not tried again for every batch of a full disk: only past `target`.
+            self.reserved = self.reserved.max(target);
         }
-        let mut at = end;
-        while at < target {
-            let piece = &ZEROS[..(target - at).min(ZEROS.len() as u64) as usize];
-            if let Err(e) = self.file.write_all_at(piece, at) {
-                tracing::debug!(error = %e, "no zeros reserved ahead of the log");
-                break;
-            }
+    }
+
+    /// Writes zeros over `[from, to)` of the active segment, past its durable frames.
+    /// `reserved` covers every piece tried, even one that failed (the file may reach its end
+    /// now), so `release_reserve` cuts whatever was reached before the segment is closed.
+    fn zero_fill(&mut self, from: u64, to: u64) -> std::io::Result<()> {
+        let mut at = from;
+        while at < to {
+            let piece = &ZEROS[..(to - at).min(ZEROS.len() as u64) as usize];
+            self.reserved = self.reserved.max(at + piece.len() as u64);
+            self.file.write_all_at(piece, at)?;
             at += piece.len() as u64;
         }
-        // Even after a failure: the file may reach `target` now, and `release_reserve`
-        // must cut whatever it reached before the segment is closed.
-        self.reserved = target;
+        Ok(())
     }
 
     /// The same, suffering the fault the test asks for (see [`super::fault`]).
@@ -256,17 +260,10 @@ impl LogWriter {
         if self.needs_repair {
             self.cut_back()?;
         }
+        // Past the durable frames only: zeros there are what readers and recovery pass over.
         let target = (self.len + RESERVE).min(self.segment_bytes);
-        let mut at = self.len;
-        while at < target {
-            let piece = &ZEROS[..(target - at).min(ZEROS.len() as u64) as usize];
-            // Past the durable frames only: zeros there are what readers and recovery pass
-            // over, and `release_reserve` cuts them when the segment closes.
-            let written = self.file.write_all_at(piece, at);
-            self.reserved = self.reserved.max(at + piece.len() as u64);
-            written.map_err(|e| LogError::io(&self.path, e))?;
-            at += piece.len() as u64;
-        }
+        self.zero_fill(self.len, target)
+            .map_err(|e| LogError::io(&self.path, e))?;
         self.write_batch(true)
             .map_err(|e| LogError::io(&self.path, e))
     }
