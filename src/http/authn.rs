@@ -46,10 +46,9 @@ impl Principal {
     /// Refused (401) when the user was revoked, given new credentials or moved since this
     /// principal was authenticated: for answers built after a wait (a history page).
     pub fn still_valid(&self, app: &App) -> Result<(), ApiError> {
+        // The epoch moves with every such change (revocation, password, tenant, two-factor).
         app.engine.read(|state| match state.user(&self.username) {
-            Some(user) if user.accepts(self.credential_epoch) && user.tenant == self.tenant => {
-                Ok(())
-            }
+            Some(user) if user.accepts(self.credential_epoch) => Ok(()),
             _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
         })
     }
@@ -435,8 +434,8 @@ async fn basic(
     } else {
         app.engine
             .read(|state| state.user(&user.username).cloned())
+            // The epoch moves with each of those changes.
             .filter(|now| usable(now) && now.credential_epoch == user.credential_epoch)
-            .filter(|now| now.tenant == user.tenant && now.password_hash == user.password_hash)
             .ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?
     };
     Ok(Principal {

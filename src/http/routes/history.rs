@@ -166,17 +166,10 @@ impl HistoryApi {
             (None, None) => Direction::Newest,
         };
         let filter = event_filter(&app, &holder, event.0.as_deref().unwrap_or_default())?;
-        let tenant = match &holder {
-            Holder::User(user) => &*user.tenant,
-            Holder::Admin { tenant } => tenant.as_str(),
-        };
+        let tenant = holder.tenant();
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
-        let key = match &holder {
-            Holder::User(user) => user.username.as_str(),
-            Holder::Admin { .. } => "\0admin",
-        };
         // A place among the caller's pages before the page is built; its bytes once built.
-        let mut share = app.pages.reserve(key).inspect_err(|_| {
+        let mut share = app.pages.reserve(holder.allowance()).inspect_err(|_| {
             app.metrics.rate_limited.inc();
         })?;
         let page = app.engine.history(tenant, direction, limit, filter).await?;

@@ -343,15 +343,8 @@ async fn sse(
     view: View,
 ) -> Result<EventStream, ApiError> {
     let filter = event_filter(app, &holder, &view.events)?;
-    let tenant = match &holder {
-        Holder::User(caller) => &*caller.tenant,
-        Holder::Admin { tenant } => tenant.as_str(),
-    };
-    // The admin's streams (the console's live views) share one allowance.
-    let key = match &holder {
-        Holder::User(caller) => caller.username.as_str(),
-        Holder::Admin { .. } => "\0admin",
-    };
+    let tenant = holder.tenant();
+    let key = holder.allowance();
     let Some(slot) = app.streams.reserve(key, app.config.limits.max_sse_per_user) else {
         app.metrics.rate_limited.inc();
         return Err(ApiError {

@@ -57,7 +57,24 @@ pub enum Holder {
 }
 
 impl Holder {
-    /// Whom the per-holder limit counts against.
+    /// The tenant whose events the holder reads.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Holder::User(caller) => &caller.tenant,
+            Holder::Admin { tenant } => tenant,
+        }
+    }
+
+    /// Whose allowance of streams and history pages this takes: the user's, or the admin's
+    /// (the console's views of every tenant together).
+    pub fn allowance(&self) -> &str {
+        match self {
+            Holder::User(caller) => &caller.username,
+            Holder::Admin { .. } => "\0admin",
+        }
+    }
+
+    /// Whom the per-holder limit of tickets counts against.
     fn key(&self) -> String {
         match self {
             Holder::User(p) => format!("user:{}", p.username),
