@@ -119,16 +119,12 @@ impl IdempotencyKeys {
     /// through the user's own cursors, so it costs the user's keys (at most
     /// [`KEYS_PER_CALLER`]), not everyone's.
     pub(super) fn forget_user(&mut self, username: &str) {
-        let Some(mine) = self.per_caller.remove(caller(Some(username))) else {
-            return;
-        };
+        let mine: Vec<Cursor> = self
+            .per_caller
+            .get(caller(Some(username)))
+            .map_or_else(Vec::new, |mine| mine.iter().copied().collect());
         for cursor in mine {
-            if let Some(used) = self.uses.remove(&cursor) {
-                let index_key = index_key(used.by.as_deref(), &used.key);
-                if self.index.get(&index_key) == Some(&cursor) {
-                    self.index.remove(&index_key);
-                }
-            }
+            self.forget(cursor);
         }
     }
 

@@ -298,32 +298,30 @@ async fn a_fifo_in_place_of_the_certificate_stalls_neither_serving_nor_the_stop(
     );
 }
 
-/// The flags of an HTTPS server on the `one` pair of [`make_cert`] in `certs`.
-fn tls_flags(certs: &Path) -> Vec<String> {
-    [
+/// An HTTPS server in `db` on the `name` pair of [`make_cert`] in `certs`, with `extra`
+/// flags, and its port.
+fn start_tls(db: &Path, certs: &Path, name: &str, extra: &[&str]) -> (Server, u16) {
+    let chain = certs
+        .join(format!("{name}-chain.pem"))
+        .display()
+        .to_string();
+    let key = certs.join(format!("{name}-key.pem")).display().to_string();
+    let mut flags = vec![
         "--secure",
         "true",
         "--auto_cert",
         "false",
         "--cert_path",
-        &certs.join("one-chain.pem").display().to_string(),
+        &chain,
         "--key_path",
-        &certs.join("one-key.pem").display().to_string(),
+        &key,
         "--jwt_secret",
         "a-long-test-secret",
         "--admin_token",
         "test-admin",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
-/// An HTTPS server in `db` on the `one` pair of [`make_cert`] in `certs`, with `extra`
-/// flags, and its port.
-fn start_tls(db: &Path, certs: &Path, extra: &[&str]) -> (Server, u16) {
-    let mut flags = tls_flags(certs);
-    flags.extend(extra.iter().map(|f| (*f).to_owned()));
-    let s = Server::start(db, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    ];
+    flags.extend(extra);
+    let s = Server::start(db, &flags);
     let port = s.base.rsplit(':').next().unwrap().parse().unwrap();
     (s, port)
 }
@@ -345,7 +343,7 @@ async fn answers_over_our_own_tls_carry_hsts_and_plain_http_does_not() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_cert(certs.path(), "one");
     let dir = tempfile::tempdir().unwrap();
-    let (_server, port) = start_tls(dir.path(), certs.path(), &[]);
+    let (_server, port) = start_tls(dir.path(), certs.path(), "one", &[]);
     for (path, extra) in [
         ("/", vec!["--http1.1"]),
         ("/", vec!["--http2"]),
@@ -365,7 +363,12 @@ async fn answers_over_our_own_tls_carry_hsts_and_plain_http_does_not() {
     }
 
     let off = tempfile::tempdir().unwrap();
-    let (_server, port) = start_tls(off.path(), certs.path(), &["--hsts_max_age_secs", "0"]);
+    let (_server, port) = start_tls(
+        off.path(),
+        certs.path(),
+        "one",
+        &["--hsts_max_age_secs", "0"],
+    );
     let (code, dump) = curl(port, "/", &ca, &["-D", "-", "-o", "/dev/null"]);
     assert_eq!(code, 0, "{dump}");
     assert!(hsts_values(&dump).is_empty(), "{dump}");
@@ -395,29 +398,12 @@ async fn an_expired_certificate_is_warned_about_and_every_expiry_is_a_metric() {
     for (name, until, warned) in [("one", Some((2021, 1, 1)), true), ("two", None, false)] {
         let ca = make_cert_until(certs.path(), name, until);
         let dir = tempfile::tempdir().unwrap();
-        let chain = certs.path().join(format!("{name}-chain.pem"));
-        let key = certs.path().join(format!("{name}-key.pem"));
-        let (chain, key) = (chain.display().to_string(), key.display().to_string());
-        let s = Server::start(
+        let (s, port) = start_tls(
             dir.path(),
-            &[
-                "--secure",
-                "true",
-                "--auto_cert",
-                "false",
-                "--cert_path",
-                &chain,
-                "--key_path",
-                &key,
-                "--jwt_secret",
-                "a-long-test-secret",
-                "--admin_token",
-                "test-admin",
-                "--metrics_token",
-                "scrape-me",
-            ],
+            certs.path(),
+            name,
+            &["--metrics_token", "scrape-me"],
         );
-        let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
         let expired = wait_for_log(&s, "expired", Duration::from_millis(500)).await;
         assert_eq!(expired, warned, "{name}: {}", s.stderr());
         // The expired one is refused by curl; the metric is read past the check.
@@ -453,7 +439,7 @@ async fn an_oversized_certificate_file_is_not_reloaded() {
     let certs = tempfile::tempdir().unwrap();
     let ca = make_cert(certs.path(), "one");
     let dir = tempfile::tempdir().unwrap();
-    let (s, port) = start_tls(dir.path(), certs.path(), &[]);
+    let (s, port) = start_tls(dir.path(), certs.path(), "one", &[]);
     assert_eq!(curl(port, "/", &ca, &[]).0, 0);
 
     // A valid chain followed by 1 MiB of comment lines: still PEM, but too large.

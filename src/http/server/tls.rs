@@ -75,10 +75,9 @@ pub fn expiry_warning(not_after: i64, now: i64) -> Option<String> {
     }
 }
 
+/// Unix seconds now: certificate validity, as clients judge it, by the machine's clock.
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::coarse_clock::unix_ms() / 1000
 }
 
 impl fmt::Debug for FileCert {
