@@ -154,15 +154,16 @@ pub fn decide(
             }
             // One latest event per name is kept forever (snapshot, compaction): the number
             // of names and the bytes of their data are what bound a tenant's memory.
-            let (names, known_name) = state.event_names(&inserted.tenant, &inserted.event);
-            if names >= name_limit && !known_name {
+            let latest = state.tenant_latest(&inserted.tenant, &inserted.event);
+            if latest.names >= name_limit && latest.replaced.is_none() {
                 return Err(Rejection::TooManyEventNames(name_limit));
             }
-            let (bytes, replaced) = state.snapshot_bytes(&inserted.tenant, &inserted.event);
             // A new name costs its own bytes too (see `projection::name_cost`).
             let len = inserted.data.len()
-                + replaced.map_or_else(|| super::projection::name_cost(&inserted.event), |_| 0);
-            if !fits(bytes, replaced, len, snapshot_budget) {
+                + latest
+                    .replaced
+                    .map_or_else(|| super::projection::name_cost(&inserted.event), |_| 0);
+            if !fits(latest.bytes, latest.replaced, len, snapshot_budget) {
                 return Err(Rejection::SnapshotTooLarge(snapshot_budget));
             }
             RecordKind::EventInserted(inserted)

@@ -495,6 +495,18 @@ pub fn name_cost(event: &str) -> usize {
     event.len() + NAME_ENTRY_BYTES
 }
 
+/// What a tenant's latest events hold, as `decide` bounds them for an insert of one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLatest {
+    /// How many distinct event names the tenant has (`--max_event_names`).
+    pub names: usize,
+    /// The bytes of its latest events, all names together: their data and, per name,
+    /// [`name_cost`] (`--max_tenant_snapshot_bytes`).
+    pub bytes: usize,
+    /// The length of the latest data of the inserted name, `None` if the name is new.
+    pub replaced: Option<usize>,
+}
+
 /// Per tenant, the latest event of each name: what [`Latest`] reads as.
 pub type LatestByTenant = Map<String, Map<String, LatestEvent>>;
 
@@ -513,10 +525,16 @@ pub struct Latest {
 }
 
 impl Latest {
-    /// The bytes of `tenant`'s latest events, all names together: their data and, per name,
-    /// [`name_cost`].
-    pub fn data_bytes(&self, tenant: &str) -> usize {
-        self.bytes.get(tenant).copied().unwrap_or(0)
+    /// What `tenant`'s latest events hold, and the length of its latest `event`'s data.
+    pub fn of(&self, tenant: &str, event: &str) -> TenantLatest {
+        let names = self.events.get(tenant);
+        TenantLatest {
+            names: names.map_or(0, |names| names.len()),
+            bytes: self.bytes.get(tenant).copied().unwrap_or(0),
+            replaced: names
+                .and_then(|names| names.get(event))
+                .map(|latest| latest.data.len()),
+        }
     }
 
     /// The length of the data of `tenant`'s latest `event`, if the tenant has that name.
@@ -844,30 +862,33 @@ mod tests {
         fold(&mut state, "t", "b", 20);
         // Each name costs its length and NAME_ENTRY_BYTES besides its data.
         let name = 1 + NAME_ENTRY_BYTES;
-        assert_eq!(state.latest.data_bytes("t"), 120 + 2 * name);
+        assert_eq!(state.latest.of("t", "").bytes, 120 + 2 * name);
         // Replaced by longer data, by shorter, by as long: counted once, as it is now.
         fold(&mut state, "t", "a", 250);
-        assert_eq!(state.latest.data_bytes("t"), 270 + 2 * name);
+        assert_eq!(state.latest.of("t", "").bytes, 270 + 2 * name);
         fold(&mut state, "t", "a", 5);
-        assert_eq!(state.latest.data_bytes("t"), 25 + 2 * name);
+        assert_eq!(state.latest.of("t", "").bytes, 25 + 2 * name);
         fold(&mut state, "t", "b", 20);
-        assert_eq!(state.latest.data_bytes("t"), 25 + 2 * name);
-        assert_eq!(state.latest.data_len("t", "a"), Some(5));
-        assert_eq!(state.latest.data_len("t", "c"), None);
+        assert_eq!(state.latest.of("t", "").bytes, 25 + 2 * name);
+        assert_eq!(state.latest.of("t", "a").replaced, Some(5));
+        assert_eq!(state.latest.of("t", "c").replaced, None);
         // Tenants are counted apart; a tenant with no event holds nothing.
         fold(&mut state, "u", "a", 7);
         assert_eq!(
-            (state.latest.data_bytes("t"), state.latest.data_bytes("u")),
+            (
+                state.latest.of("t", "").bytes,
+                state.latest.of("u", "").bytes
+            ),
             (25 + 2 * name, 7 + name)
         );
-        assert_eq!(state.latest.data_bytes("nobody"), 0);
+        assert_eq!(state.latest.of("nobody", "").bytes, 0);
         // Deleting a user leaves their tenant's events, and so its bytes.
         evolve(&mut state, &created(100, "bob", "t", "h"));
         let gone = RecordKind::UserDeleted {
             username: "bob".into(),
         };
         evolve(&mut state, &record(101, gone));
-        assert_eq!(state.latest.data_bytes("t"), 25 + 2 * name);
+        assert_eq!(state.latest.of("t", "").bytes, 25 + 2 * name);
         let sum: usize = state.latest["t"]
             .iter()
             .map(|(n, e)| e.data.len() + name_cost(n))
@@ -908,7 +929,7 @@ mod tests {
         let back = rkyv::from_bytes::<State, rkyv::rancor::Error>(&old).unwrap();
         assert_eq!(back, state);
         assert_eq!(
-            (back.latest.data_bytes("t"), back.latest.data_bytes("u")),
+            (back.latest.of("t", "").bytes, back.latest.of("u", "").bytes),
             (34 + 2 * (1 + NAME_ENTRY_BYTES), 9 + 1 + NAME_ENTRY_BYTES)
         );
     }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::idempotency::{KeyUse, KeysOverlay};
-use super::projection::{Map, State, User};
+use super::projection::{Map, State, TenantLatest, User};
 use super::record::{EventInserted, Record};
 use crate::cursor::Cursor;
 
@@ -22,11 +22,8 @@ pub trait View {
     fn user(&self, username: &str) -> Option<&User>;
     /// The cursor of the last record folded in.
     fn cursor(&self) -> Cursor;
-    /// How many distinct event names `tenant` has, and whether `event` is one of them.
-    fn event_names(&self, tenant: &str, event: &str) -> (usize, bool);
-    /// The bytes of `tenant`'s latest events (data and names), and the length of its latest
-    /// `event`'s data if it has that name (`--max_tenant_snapshot_bytes`).
-    fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>);
+    /// What `tenant`'s latest events hold, as an insert of `event` would change them.
+    fn tenant_latest(&self, tenant: &str, event: &str) -> TenantLatest;
     /// The use of `key` by `by` (`None`: the admin) that still answers retries at `at_ms`.
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)>;
 }
@@ -76,17 +73,8 @@ impl View for State {
         self.cursor
     }
 
-    fn event_names(&self, tenant: &str, event: &str) -> (usize, bool) {
-        self.latest
-            .get(tenant)
-            .map_or((0, false), |names| (names.len(), names.contains_key(event)))
-    }
-
-    fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>) {
-        (
-            self.latest.data_bytes(tenant),
-            self.latest.data_len(tenant, event),
-        )
+    fn tenant_latest(&self, tenant: &str, event: &str) -> TenantLatest {
+        self.latest.of(tenant, event)
     }
 
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)> {
@@ -221,25 +209,15 @@ impl View for Layered<'_> {
         self.overlay.cursor
     }
 
-    fn event_names(&self, tenant: &str, event: &str) -> (usize, bool) {
-        let (published, has) = self.published.event_names(tenant, event);
+    fn tenant_latest(&self, tenant: &str, event: &str) -> TenantLatest {
+        let published = self.published.tenant_latest(tenant, event);
         match self.overlay.latest.get(tenant) {
-            Some(changes) => (
-                published + changes.new_names,
-                has || changes.lens.contains_key(event),
-            ),
-            None => (published, has),
-        }
-    }
-
-    fn snapshot_bytes(&self, tenant: &str, event: &str) -> (usize, Option<usize>) {
-        let (published, len) = self.published.snapshot_bytes(tenant, event);
-        match self.overlay.latest.get(tenant) {
-            Some(changes) => (
-                published.saturating_add_signed(changes.bytes),
-                changes.lens.get(event).copied().or(len),
-            ),
-            None => (published, len),
+            Some(changes) => TenantLatest {
+                names: published.names + changes.new_names,
+                bytes: published.bytes.saturating_add_signed(changes.bytes),
+                replaced: changes.lens.get(event).copied().or(published.replaced),
+            },
+            None => published,
         }
     }
 
@@ -367,22 +345,19 @@ mod tests {
         let layered = overlay.over(&published);
         for (tenant, event) in [("t", "a"), ("t", "b"), ("t", "c"), ("u", "a"), ("v", "a")] {
             assert_eq!(
-                layered.event_names(tenant, event),
-                whole.event_names(tenant, event),
-                "{tenant}/{event}"
-            );
-            assert_eq!(
-                layered.snapshot_bytes(tenant, event),
-                whole.snapshot_bytes(tenant, event),
+                layered.tenant_latest(tenant, event),
+                whole.tenant_latest(tenant, event),
                 "{tenant}/{event}"
             );
         }
-        assert_eq!(layered.event_names("t", "b"), (2, true));
+        let latest = layered.tenant_latest("t", "b");
+        assert_eq!((latest.names, latest.replaced.is_some()), (2, true));
         assert_eq!(layered.cursor(), 5);
         // Published, the overlay is empty again and the published state answers alone.
         overlay.published();
         assert!(overlay.latest.is_empty());
-        assert_eq!(overlay.over(&published).event_names("t", "b"), (1, false));
+        let latest = overlay.over(&published).tenant_latest("t", "b");
+        assert_eq!((latest.names, latest.replaced.is_some()), (1, false));
     }
 
     fn sized(cursor: Cursor, tenant: &str, event: &str, len: usize) -> Record {
@@ -415,23 +390,21 @@ mod tests {
             let layered = overlay.over(&published);
             for (tenant, event) in [("t", "a"), ("t", "b"), ("t", "c"), ("u", "a"), ("v", "a")] {
                 assert_eq!(
-                    layered.snapshot_bytes(tenant, event),
-                    whole.snapshot_bytes(tenant, event),
+                    layered.tenant_latest(tenant, event),
+                    whole.tenant_latest(tenant, event),
                     "{tenant}/{event} after {}",
                     record.cursor
-                );
-                assert_eq!(
-                    layered.event_names(tenant, event),
-                    whole.event_names(tenant, event)
                 );
             }
         }
         let name = 1 + crate::state::projection::NAME_ENTRY_BYTES;
+        let latest = whole.tenant_latest("t", "c");
         assert_eq!(
-            whole.snapshot_bytes("t", "c"),
-            (50 + 10 + 70 + 3 * name, Some(70))
+            (latest.names, latest.bytes, latest.replaced),
+            (3, 50 + 10 + 70 + 3 * name, Some(70))
         );
-        assert_eq!(whole.snapshot_bytes("u", "z"), (9 + name, None));
+        let latest = whole.tenant_latest("u", "z");
+        assert_eq!((latest.bytes, latest.replaced), (9 + name, None));
         assert!(
             !overlay.latest["t"].lens.contains_key("b"),
             "an unchanged length is not noted"
