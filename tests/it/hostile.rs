@@ -1368,3 +1368,70 @@ async fn http2_pages_a_client_never_takes_stay_bounded() {
     drop(conn);
     still_serving(&s).await;
 }
+
+/// The 101st stream a connection opens while 100 are open is refused (`REFUSED_STREAM`,
+/// which a client may retry elsewhere), and the server says so in its SETTINGS: without the
+/// limit hyper took 200 streams per connection, each able to hold an answer (an attack
+/// review).
+#[tokio::test]
+async fn a_connections_101st_open_http2_stream_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let mut conn = tokio::net::TcpStream::connect(addr(&s)).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    out.extend(h2_frame(0x4, 0x1, 0, &[]));
+    // 101 inserts whose bodies never come: each stream stays open, waiting for its body.
+    for i in 0..101u32 {
+        let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+        hpack_field(&mut block, 4, "/insert");
+        hpack_field(&mut block, 1, &addr(&s));
+        hpack_field(&mut block, 31, "application/json");
+        out.extend(h2_frame(0x1, 0x4, 1 + 2 * i, &block));
+    }
+    conn.write_all(&out).await.unwrap();
+    let (mut max_streams, mut refused, mut other_resets) = (None, Vec::new(), 0);
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refused.is_empty() && Instant::now() < deadline {
+        let mut buf = [0u8; 16 * 1024];
+        let n = match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) => continue,
+        };
+        read.extend(&buf[..n]);
+        // Whole frames: length (3), type, flags, stream (4), payload.
+        while read.len() >= 9 {
+            let len = u32::from_be_bytes([0, read[0], read[1], read[2]]) as usize;
+            if read.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (read[3], read[4]);
+            let stream = u32::from_be_bytes(read[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            let payload = &read[9..9 + len];
+            if kind == 0x4 && flags & 0x1 == 0 {
+                for setting in payload.chunks_exact(6) {
+                    if u16::from_be_bytes([setting[0], setting[1]]) == 0x3 {
+                        max_streams = Some(u32::from_be_bytes(setting[2..6].try_into().unwrap()));
+                    }
+                }
+            }
+            if kind == 0x3 {
+                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                if code == 0x7 {
+                    refused.push(stream);
+                } else {
+                    other_resets += 1;
+                }
+            }
+            read.drain(..9 + len);
+        }
+    }
+    assert_eq!(max_streams, Some(100), "SETTINGS_MAX_CONCURRENT_STREAMS");
+    assert_eq!(refused, [201], "only the 101st stream is refused");
+    assert_eq!(other_resets, 0);
+    drop(conn);
+    still_serving(&s).await;
+}
