@@ -111,21 +111,39 @@ impl App {
         self.throttle.attempt(username, client::of(req).ip)
     }
 
-    /// Lets `attempt` in, or 429 if any of its buckets used up its failures. An attempt is
-    /// counted from when it is let in: checking the limit first and counting after the
-    /// password check let a burst of concurrent guesses all pass while the count was still
-    /// low (found by an attack review). While the attempts in flight could, if they all
-    /// failed, use up a bucket, a new one waits for one of them to end (an honest burst of
-    /// right passwords then goes on, a burst of guesses meets the limit) — at most
-    /// [`ADMIT_WAIT`], then 429.
+    /// Lets `attempt` in, or 429 if any of its buckets used up its failures (see
+    /// [`Throttles::admit`]).
     pub(super) async fn throttle_admit(&self, attempt: Attempt) -> Result<Admitted<'_>, ApiError> {
+        match self.throttle.admit(attempt, || self.clock.now_ms()).await {
+            Ok(()) => Ok(Admitted {
+                app: self,
+                attempt,
+                settled: false,
+            }),
+            Err(retry_after_ms) => {
+                self.metrics.rate_limited.inc();
+                Err(ApiError::too_many(retry_after_ms))
+            }
+        }
+    }
+}
+
+impl Throttles {
+    /// Counts `attempt` as pending in its buckets, or `Err(retry_after_ms)` if any of them
+    /// used up its failures. An attempt is counted from when it is let in: checking the
+    /// limit first and counting after the password check let a burst of concurrent guesses
+    /// all pass while the count was still low (found by an attack review). While the
+    /// attempts in flight could, if they all failed, use up a bucket, a new one waits for
+    /// one of them to [`Throttles::end`] (an honest burst of right passwords then goes on, a
+    /// burst of guesses meets the limit) — at most [`ADMIT_WAIT`], then `Err`.
+    async fn admit(&self, attempt: Attempt, now_ms: impl Fn() -> i64) -> Result<(), i64> {
         let give_up = tokio::time::Instant::now() + ADMIT_WAIT;
         loop {
-            let ended = self.throttle.ended.notified();
+            let ended = self.ended.notified();
             tokio::pin!(ended);
             {
-                let now = self.clock.now_ms();
-                let mut b = self.throttle.lock();
+                let now = now_ms();
+                let mut b = self.lock();
                 let wait = [
                     attempt.pair.map(|k| b.pair.check(&k, now)),
                     attempt.user.map(|k| b.user.check(&k, now)),
@@ -136,9 +154,7 @@ impl App {
                 .filter_map(Result::err)
                 .max();
                 if let Some(wait) = wait {
-                    drop(b);
-                    self.metrics.rate_limited.inc();
-                    return Err(ApiError::too_many(wait));
+                    return Err(wait);
                 }
                 let room = attempt.pair.is_none_or(|k| b.pair.has_room(&k))
                     && attempt.user.is_none_or(|k| b.user.has_room(&k))
@@ -151,26 +167,50 @@ impl App {
                         b.user.begin(&k, now);
                     }
                     b.address.begin(&attempt.address, now);
-                    return Ok(Admitted {
-                        app: self,
-                        attempt,
-                        settled: false,
-                    });
+                    return Ok(());
                 }
                 // Registered before the lock is let go: an end in between still wakes us.
                 ended.as_mut().enable();
             }
             if tokio::time::timeout_at(give_up, ended).await.is_err() {
-                self.metrics.rate_limited.inc();
-                return Err(ApiError::too_many(1_000));
+                return Err(ADMIT_WAIT_RETRY_MS);
             }
         }
+    }
+
+    /// Ends `attempt`, pending since [`Throttles::admit`], as a failure in every bucket or
+    /// not, and wakes the attempts waiting for room.
+    fn end(&self, attempt: Attempt, failed: bool, now_ms: i64) {
+        let mut b = self.lock();
+        let Attempt {
+            pair,
+            user,
+            address,
+        } = attempt;
+        let buckets = &mut *b;
+        for (bucket, key) in [
+            (&mut buckets.pair, pair),
+            (&mut buckets.user, user),
+            (&mut buckets.address, Some(address)),
+        ] {
+            if let Some(key) = key {
+                bucket.end(&key);
+                if failed {
+                    bucket.fail(&key, now_ms);
+                }
+            }
+        }
+        drop(b);
+        self.ended.notify_waiters();
     }
 }
 
 /// How long an attempt waits at most for the attempts in flight before it (see
 /// [`App::throttle_admit`]).
 const ADMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The `Retry-After` of an attempt that waited [`ADMIT_WAIT`] in vain.
+const ADMIT_WAIT_RETRY_MS: i64 = 1_000;
 
 /// A password attempt let in by [`App::throttle_admit`]: pending in its buckets until
 /// [`Admitted::fail`] counts it as a failure or [`Admitted::succeed`] clears it. Dropped
@@ -205,27 +245,7 @@ impl Admitted<'_> {
             return;
         }
         let now = self.app.clock.now_ms();
-        let mut b = self.app.throttle.lock();
-        let Attempt {
-            pair,
-            user,
-            address,
-        } = self.attempt;
-        let buckets = &mut *b;
-        for (bucket, key) in [
-            (&mut buckets.pair, pair),
-            (&mut buckets.user, user),
-            (&mut buckets.address, Some(address)),
-        ] {
-            if let Some(key) = key {
-                bucket.end(&key);
-                if failed {
-                    bucket.fail(&key, now);
-                }
-            }
-        }
-        drop(b);
-        self.app.throttle.ended.notify_waiters();
+        self.app.throttle.end(self.attempt, failed, now);
     }
 }
 
@@ -281,5 +301,66 @@ impl App {
         self.metrics.auth_failures.inc();
         let key = self.throttle.address_key(ip);
         self.throttle.lock().admin.fail(&key, self.clock.now_ms());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// The default limits: 5 failures per (username, address).
+    fn throttles() -> Arc<Throttles> {
+        let config = crate::config::Cli::try_parse_from(["broker"])
+            .unwrap()
+            .serve
+            .validate()
+            .unwrap();
+        Arc::new(Throttles::new(&config))
+    }
+
+    const NOW: i64 = 1_000_000;
+
+    /// Five attempts on bob from one address in flight: a sixth could make a sixth failure.
+    async fn five_in_flight(t: &Throttles) -> Attempt {
+        let attempt = t.attempt("bob", "192.0.2.1".parse().unwrap());
+        for _ in 0..5 {
+            t.admit(attempt, || NOW).await.unwrap();
+        }
+        attempt
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_waits_at_most_admit_wait_for_room_then_is_refused() {
+        let t = throttles();
+        let attempt = five_in_flight(&t).await;
+        let start = Instant::now();
+        assert_eq!(t.admit(attempt, || NOW).await, Err(ADMIT_WAIT_RETRY_MS));
+        assert_eq!(start.elapsed(), ADMIT_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_ends_right_lets_a_waiting_one_in_and_a_failure_does_not() {
+        let t = throttles();
+        let attempt = five_in_flight(&t).await;
+        let ender = Arc::clone(&t);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            // A failure leaves 1 failure + 4 pending: still no room for a sixth.
+            ender.end(attempt, true, NOW);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            ender.end(attempt, false, NOW);
+        });
+        let start = Instant::now();
+        assert_eq!(t.admit(attempt, || NOW).await, Ok(()));
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        // Another user's attempt from elsewhere never waited on bob's.
+        let other = t.attempt("alice", "192.0.2.2".parse().unwrap());
+        let start = Instant::now();
+        assert_eq!(t.admit(other, || NOW).await, Ok(()));
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }
