@@ -73,16 +73,11 @@ impl Engine {
         limit: usize,
         filter: Option<EventFilter>,
     ) -> Result<Page, EngineError> {
-        let turns = self.clone();
-        // The same turns as subscribers reading the segment files: history must not take
-        // every blocking thread either.
-        let _turn = turns
-            .catch_up_turn()
-            .await
-            .ok_or(EngineError::ShuttingDown)?;
+        // On the same reading threads as subscribers catching up: history must not take
+        // every blocking thread, nor the request path's CPU.
         let engine = self.clone();
         let tenant = tenant.to_owned();
-        tokio::task::spawn_blocking(move || {
+        self.read_files(move || {
             let head = engine.cursor();
             let reading = Reading {
                 engine: &engine,
@@ -112,7 +107,7 @@ impl Engine {
             Ok::<_, LogError>(Page { events, next, head })
         })
         .await
-        .map_err(|_| EngineError::ShuttingDown)?
+        .ok_or(EngineError::ShuttingDown)?
         .map_err(EngineError::from)
     }
 }

@@ -37,7 +37,8 @@ pub mod jetstream;
 pub mod metrics;
 mod open;
 pub mod published;
-mod sched;
+mod readers;
+pub(crate) mod sched;
 pub mod sse_frame;
 pub mod subscription;
 pub mod tenant_index;
@@ -177,7 +178,7 @@ impl NotReady {
 /// How often a readiness check may make the writer probe a faulty log, at most.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// Subscribers reading the segment files at once.
+/// Threads reading the segment files for history pages and subscribers catching up.
 const CATCH_UP_READERS: usize = 8;
 
 /// Tenant events of the replayed tail kept for the next checkpoint's index, at most (8 bytes
@@ -239,9 +240,9 @@ struct Inner {
     /// stream once [`Engine::attach_stream`] connected it.
     backend: std::sync::OnceLock<Arc<dyn LogBackend>>,
     clock: Stamp,
-    // A tokio semaphore: subscribers catching up from the segment files wait their turn
-    // instead of each taking a blocking-pool thread and its read buffer at once.
-    catch_up: tokio::sync::Semaphore,
+    /// Where history pages and subscribers catching up read the segment files: they wait
+    /// their turn instead of each taking a blocking-pool thread and its read buffer at once.
+    readers: readers::Readers,
     /// What the checkpoint store's per-tenant index covers.
     index: Arc<TenantIndex>,
     log: LogReader,
@@ -491,9 +492,13 @@ impl Engine {
         self.inner.index.usable()
     }
 
-    /// A turn to read the segment files for a subscriber.
-    pub(crate) async fn catch_up_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.inner.catch_up.acquire().await.ok()
+    /// Runs `read` of the segment files (a history page, a subscriber's catch-up) on a
+    /// reading thread once one is free; `None` if it panicked.
+    pub(crate) async fn read_files<R: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
+        self.inner.readers.run(read).await
     }
 
     pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {

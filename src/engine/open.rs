@@ -161,7 +161,8 @@ impl Engine {
             published: Arc::clone(&published),
             backend: std::sync::OnceLock::new(),
             clock: Arc::clone(&clock),
-            catch_up: tokio::sync::Semaphore::new(CATCH_UP_READERS),
+            readers: readers::Readers::start(CATCH_UP_READERS)
+                .map_err(|e| LogError::io(&options.dir, e))?,
             index: Arc::clone(&index),
             log: recovered.reader.clone(),
             shutdown: watch::Sender::new(false),

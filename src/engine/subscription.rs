@@ -347,134 +347,134 @@ impl Subscription {
     }
 
     async fn read_indexed(&mut self, until: Cursor) -> Option<Bytes> {
-        let turns = self.engine.clone();
-        let _turn = turns.catch_up_turn().await?;
         let engine = self.engine.clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;
         let filter = self.filter.clone();
         let envelope = self.envelope;
-        let read = tokio::task::spawn_blocking(move || -> Result<(Bytes, Cursor), String> {
-            let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
-            let cursors = store
-                .tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)
-                .map_err(|e| e.to_string())?;
-            let mut out = BytesMut::new();
-            // The last indexed cursor looked at, and whether the chunk is full: a chunk holds
-            // at most CATCH_UP_CHUNK_BYTES (or one larger frame), so a stream that does not
-            // read pins no more than hyper's 16 chunks of it however large its tenant's events.
-            let mut looked = after;
-            let mut full = false;
-            // Cursors close together are read in one pass (skipping the records between
-            // undecoded); far apart, each is a seek. One read per cursor made a busy
-            // tenant's catch-up 7x slower than scanning (broker-bench resume).
-            for run in cursors.chunk_by(|a, b| b - a <= CLOSE_CURSORS) {
-                let (first, last) = (run[0], run[run.len() - 1]);
-                let mut wanted = run.iter().peekable();
-                engine
-                    .log()
-                    .read_after(first - 1, last, |cursor, payload| {
-                        // An indexed cursor the log no longer holds (compaction dropped it)
-                        // is passed, not waited for: else the rest of its run was skipped.
-                        while wanted.next_if(|w| **w < cursor).is_some() {}
-                        if wanted.peek() != Some(&&cursor) {
-                            return true;
-                        }
-                        wanted.next();
-                        looked = cursor;
-                        // The index is a cache and may name a cursor another tenant's record
-                        // holds now (a tail lost with `--fsync never` and written again): only
-                        // the record itself says whose it is, as history's pages check too.
-                        if let Ok(record) = Record::decode(payload)
-                            && let RecordKind::EventInserted(e) = &record.kind
-                            && e.tenant == tenant
-                            && filter.as_ref().is_none_or(|f| f.allows(&e.event))
-                        {
-                            out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
-                            if out.len() >= CATCH_UP_CHUNK_BYTES {
-                                full = true;
-                                return false;
-                            }
-                        }
-                        wanted.peek().is_some()
-                    })
+        let read = self
+            .engine
+            .read_files(move || -> Result<(Bytes, Cursor), String> {
+                let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
+                let cursors = store
+                    .tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)
                     .map_err(|e| e.to_string())?;
-                if full {
-                    break;
+                let mut out = BytesMut::new();
+                // The last indexed cursor looked at, and whether the chunk is full: a chunk holds
+                // at most CATCH_UP_CHUNK_BYTES (or one larger frame), so a stream that does not
+                // read pins no more than hyper's 16 chunks of it however large its tenant's events.
+                let mut looked = after;
+                let mut full = false;
+                // Cursors close together are read in one pass (skipping the records between
+                // undecoded); far apart, each is a seek. One read per cursor made a busy
+                // tenant's catch-up 7x slower than scanning (broker-bench resume).
+                for run in cursors.chunk_by(|a, b| b - a <= CLOSE_CURSORS) {
+                    let (first, last) = (run[0], run[run.len() - 1]);
+                    let mut wanted = run.iter().peekable();
+                    engine
+                        .log()
+                        .read_after(first - 1, last, |cursor, payload| {
+                            // An indexed cursor the log no longer holds (compaction dropped it)
+                            // is passed, not waited for: else the rest of its run was skipped.
+                            while wanted.next_if(|w| **w < cursor).is_some() {}
+                            if wanted.peek() != Some(&&cursor) {
+                                return true;
+                            }
+                            wanted.next();
+                            looked = cursor;
+                            // The index is a cache and may name a cursor another tenant's record
+                            // holds now (a tail lost with `--fsync never` and written again): only
+                            // the record itself says whose it is, as history's pages check too.
+                            if let Ok(record) = Record::decode(payload)
+                                && let RecordKind::EventInserted(e) = &record.kind
+                                && e.tenant == tenant
+                                && filter.as_ref().is_none_or(|f| f.allows(&e.event))
+                            {
+                                out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
+                                if out.len() >= CATCH_UP_CHUNK_BYTES {
+                                    full = true;
+                                    return false;
+                                }
+                            }
+                            wanted.peek().is_some()
+                        })
+                        .map_err(|e| e.to_string())?;
+                    if full {
+                        break;
+                    }
                 }
-            }
-            let reached = match cursors.last() {
-                _ if full => looked,
-                Some(last) if cursors.len() == MAX_FRAMES_PER_CHUNK => *last,
-                _ => until,
-            };
-            Ok((out.freeze(), reached))
-        })
-        .await;
+                let reached = match cursors.last() {
+                    _ if full => looked,
+                    Some(last) if cursors.len() == MAX_FRAMES_PER_CHUNK => *last,
+                    _ => until,
+                };
+                Ok((out.freeze(), reached))
+            })
+            .await;
         match read {
-            Ok(Ok((bytes, reached))) => {
+            Some(Ok((bytes, reached))) => {
                 self.cursor = reached;
                 Some(bytes)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, tenant = %self.tenant, "the tenant index failed; scanning the log");
                 self.scan_log(until).await
             }
-            Err(_) => None,
+            None => None,
         }
     }
 
     /// Reads this tenant's events after our cursor, up to `upto`, scanning every record.
     async fn scan_log(&mut self, upto: Cursor) -> Option<Bytes> {
-        let turns = self.engine.clone();
-        let _turn = turns.catch_up_turn().await?;
         let log = self.engine.log().clone();
         let tenant = self.tenant.clone();
         let after = self.cursor;
         let filter = self.filter.clone();
         let envelope = self.envelope;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut out = BytesMut::new();
-            let mut frames = 0;
-            let mut last_event = after;
-            let scanned = log.read_after(after, upto, |cursor, payload| {
-                let Ok(record) = Record::decode(payload) else {
-                    return true;
-                };
-                if let RecordKind::EventInserted(e) = &record.kind
-                    && e.tenant == tenant
-                    && filter.as_ref().is_none_or(|f| f.allows(&e.event))
-                {
-                    out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
-                    frames += 1;
-                    last_event = cursor;
-                }
-                frames < MAX_FRAMES_PER_CHUNK && out.len() < super::fanout::MAX_CHUNK_BYTES
-            });
-            scanned.map(|scanned| {
-                // Full chunk: resume right after the last event sent; otherwise everything
-                // up to the last record scanned has been looked at.
-                let reached = if frames >= MAX_FRAMES_PER_CHUNK
-                    || out.len() >= super::fanout::MAX_CHUNK_BYTES
-                {
-                    last_event
-                } else {
-                    scanned.max(upto)
-                };
-                (out.freeze(), reached)
+        let read = self
+            .engine
+            .read_files(move || {
+                let mut out = BytesMut::new();
+                let mut frames = 0;
+                let mut last_event = after;
+                let scanned = log.read_after(after, upto, |cursor, payload| {
+                    let Ok(record) = Record::decode(payload) else {
+                        return true;
+                    };
+                    if let RecordKind::EventInserted(e) = &record.kind
+                        && e.tenant == tenant
+                        && filter.as_ref().is_none_or(|f| f.allows(&e.event))
+                    {
+                        out.extend_from_slice(&frame(cursor, record.at_ms, e, envelope));
+                        frames += 1;
+                        last_event = cursor;
+                    }
+                    frames < MAX_FRAMES_PER_CHUNK && out.len() < super::fanout::MAX_CHUNK_BYTES
+                });
+                scanned.map(|scanned| {
+                    // Full chunk: resume right after the last event sent; otherwise everything
+                    // up to the last record scanned has been looked at.
+                    let reached = if frames >= MAX_FRAMES_PER_CHUNK
+                        || out.len() >= super::fanout::MAX_CHUNK_BYTES
+                    {
+                        last_event
+                    } else {
+                        scanned.max(upto)
+                    };
+                    (out.freeze(), reached)
+                })
             })
-        })
-        .await;
+            .await;
         match read {
-            Ok(Ok((bytes, reached))) => {
+            Some(Ok((bytes, reached))) => {
                 self.cursor = reached;
                 Some(bytes)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::error!(error = %e, tenant = %self.tenant, "reading the log for a subscriber failed");
                 None
             }
-            Err(_) => None,
+            None => None,
         }
     }
 }
