@@ -41,7 +41,10 @@ impl std::str::FromStr for Retain {
         if let Ok(cursor) = digits.parse::<u64>() {
             return Ok(Retain::From(cursor));
         }
-        let (number, unit) = s.split_at(s.len().saturating_sub(1));
+        // Split before the last character, not the last byte: `7é` is refused, not a panic
+        // (an attack review).
+        let last = s.char_indices().last().map_or(0, |(at, _)| at);
+        let (number, unit) = s.split_at(last);
         let seconds = match unit {
             "d" => 86_400,
             "h" => 3_600,
@@ -252,6 +255,10 @@ mod tests {
         assert_eq!("cursor:5".parse(), Ok(Retain::From(5)));
         assert!("soon".parse::<Retain>().is_err());
         assert!("7w".parse::<Retain>().is_err());
+        // A last character of several bytes panicked (split on a byte, an attack review).
+        for odd in ["7é", "é", "1日", "d日", ""] {
+            assert!(odd.parse::<Retain>().is_err(), "{odd}");
+        }
         // Ages that wrapped when multiplied (an attack review's kept 17 of 121 records).
         assert_eq!(
             "365000d".parse(),
