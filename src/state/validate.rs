@@ -198,13 +198,16 @@ pub fn email(value: &str) -> Result<(), Invalid> {
 }
 
 /// Password hashes: an Argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), the
-/// only kind `auth::password` makes and verifies.
+/// only kind `auth::password` makes and verifies, of a cost it can afford to check.
 pub fn password_hash(value: &str) -> Result<(), Invalid> {
     // The message never quotes the value: it is a secret.
-    if !value.starts_with("$argon2id$") || argon2::PasswordHash::new(value).is_err() {
-        return Err(invalid("password_hash", "is not an Argon2id PHC string"));
+    match crate::auth::password::affordable(value) {
+        Ok(_) => Ok(()),
+        Err(why) => Err(invalid(
+            "password_hash",
+            format!("is not an Argon2id PHC string this server checks: it {why}"),
+        )),
     }
-    Ok(())
 }
 
 /// TOTP secrets: [`MIN_TOTP_SECRET`]–[`MAX_TOTP_SECRET`] bytes.
@@ -467,6 +470,8 @@ mod tests {
             "$argon2id$not-used-here",
             "$argon2i$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc",
             "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+            // A cost no check should run (a hash planted in a shared stream).
+            PHC.replacen("m=19456,t=2", "m=2097152,t=2", 1).as_str(),
         ] {
             let err = password_hash(bad).unwrap_err();
             assert_eq!(err.field, "password_hash");
