@@ -70,6 +70,8 @@ pub struct AppInner {
     pub biscuit: biscuit_auth::KeyPair,
     throttle: throttle::Throttles,
     tickets: ticket::Tickets,
+    /// Wrong `/password_reset` codes not yet written (see [`routes::codes::WrongCodes`]).
+    wrong_codes: routes::codes::WrongCodes,
     /// When this process started serving (the console shows the uptime).
     pub started: std::time::Instant,
     /// Counters and gauges of `/metrics`.
@@ -110,6 +112,7 @@ impl App {
             clock,
             basic_cache: Default::default(),
             tickets: Default::default(),
+            wrong_codes: Default::default(),
             started: std::time::Instant::now(),
             cache_key: *uuid::Uuid::new_v4().as_bytes(),
         }))

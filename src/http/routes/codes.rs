@@ -339,6 +339,67 @@ impl App {
 const WRONG_CODE: &str =
     "wrong username or reset code (codes expire, work once, and five wrong tries void them)";
 
+/// Wrong reset codes, counted in memory per code until they void it.
+///
+/// Each wrong code used to be written at once (`ResetCodeFailed`): then a wrong guess for a
+/// user with a live code moved the global cursor (shown to anyone by `GET /`) and was
+/// answered later (the record's fsync) than one for a user without, an anonymous yes/no on
+/// "does this user have a reset pending" (an attack review). Now only the try that voids the
+/// code is written, so before that a live code and none answer alike. Per node: a code
+/// tried on several nodes takes five wrong tries on one of them, or the written ones of all.
+#[derive(Default)]
+pub(crate) struct WrongCodes {
+    counts: std::sync::Mutex<std::collections::HashMap<(String, u64), WrongTries>>,
+}
+
+struct WrongTries {
+    tries: u8,
+    /// When the code expires: an entry is useless after it.
+    expires_ms: i64,
+}
+
+/// Codes counted at once at most: only live codes of real users are counted (the admin
+/// issues them), so this bounds an accident, not an attacker.
+const MAX_COUNTED_CODES: usize = 100_000;
+
+/// What to do with a wrong code.
+#[derive(Debug, PartialEq, Eq)]
+enum WrongCode {
+    /// Counted here; nothing to write.
+    Counted,
+    /// Write it (it voids the code, or there is no room to count it here).
+    Write,
+}
+
+impl WrongCodes {
+    /// Counts a wrong try at `code` (the username and its issue's cursor), which has
+    /// `written` wrong tries on record.
+    fn count(&self, code: (String, u64), written: u8, expires_ms: i64, now_ms: i64) -> WrongCode {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= MAX_COUNTED_CODES && !counts.contains_key(&code) {
+            counts.retain(|_, tries| tries.expires_ms > now_ms);
+            if counts.len() >= MAX_COUNTED_CODES {
+                return WrongCode::Write;
+            }
+        }
+        let entry = counts.entry(code).or_insert(WrongTries {
+            tries: 0,
+            expires_ms,
+        });
+        entry.tries = entry.tries.saturating_add(1);
+        if written.saturating_add(entry.tries) < crate::state::RESET_CODE_TRIES {
+            return WrongCode::Counted;
+        }
+        WrongCode::Write
+    }
+
+    /// Forgets the tries at the code `issued` of `username` (used, voided or replaced).
+    fn forget(&self, username: &str, issued: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.remove(&(username.to_owned(), issued));
+    }
+}
+
 async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result<(), ApiError> {
     let admitted = app.throttle_admit(app.attempt(&body.username, req)).await?;
     app.check_password(&body.password, &body.username)?;
@@ -354,19 +415,32 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
     };
     if !reset_code::matches(&body.username, &body.totp, &live.code_hash) {
         admitted.fail();
-        // On record, so that the fifth wrong try voids the code on every node and after a
-        // restart; a refusal only means the code changed meanwhile.
-        let counted = app
-            .engine
-            .submit(Command::FailResetCode {
-                username: body.username.clone(),
-                code: live.issued,
-            })
-            .await;
-        return match counted {
-            Ok(_) | Err(EngineError::Rejected(_)) => Err(ApiError::unauthorized(WRONG_CODE)),
-            Err(other) => Err(other.into()),
-        };
+        let code = (body.username.clone(), live.issued);
+        if app
+            .wrong_codes
+            .count(code, live.failures, live.expires_ms, now_ms)
+            == WrongCode::Counted
+        {
+            return Err(ApiError::unauthorized(WRONG_CODE));
+        }
+        // On record, so that the code is void on every node and after a restart: one record
+        // per wrong try still missing there (a refusal means the code is void or replaced).
+        app.wrong_codes.forget(&body.username, live.issued);
+        for _ in live.failures..crate::state::RESET_CODE_TRIES {
+            let counted = app
+                .engine
+                .submit(Command::FailResetCode {
+                    username: body.username.clone(),
+                    code: live.issued,
+                })
+                .await;
+            match counted {
+                Ok(_) => {}
+                Err(EngineError::Rejected(_)) => break,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        return Err(ApiError::unauthorized(WRONG_CODE));
     }
     let password_hash = app.hash_password(body.password).await?;
     let outcome = app
@@ -380,6 +454,7 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
     match outcome {
         Ok(_) => {
             admitted.succeed();
+            app.wrong_codes.forget(&body.username, live.issued);
             Ok(())
         }
         // Used or replaced by a concurrent request since it was read.
@@ -388,5 +463,58 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
             Err(ApiError::unauthorized(WRONG_CODE))
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_codes_are_written_only_when_they_void_the_code() {
+        let wrong = WrongCodes::default();
+        let bob = || ("bob".to_owned(), 7);
+        for _ in 1..crate::state::RESET_CODE_TRIES {
+            assert_eq!(wrong.count(bob(), 0, 1_000, 0), WrongCode::Counted);
+        }
+        assert_eq!(wrong.count(bob(), 0, 1_000, 0), WrongCode::Write);
+        // Tries on record (another node's, or before a restart) count too.
+        let ann = || ("ann".to_owned(), 9);
+        assert_eq!(wrong.count(ann(), 3, 1_000, 0), WrongCode::Counted);
+        assert_eq!(wrong.count(ann(), 3, 1_000, 0), WrongCode::Write);
+        // A replaced code starts afresh.
+        assert_eq!(
+            wrong.count(("ann".into(), 10), 0, 1_000, 0),
+            WrongCode::Counted
+        );
+        wrong.forget("ann", 10);
+        assert!(
+            wrong
+                .counts
+                .lock()
+                .unwrap()
+                .get(&("ann".into(), 10))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_full_count_drops_expired_codes_and_else_writes() {
+        let wrong = WrongCodes::default();
+        for n in 0..MAX_COUNTED_CODES as u64 {
+            // Half expire at 100.
+            let expires = if n % 2 == 0 { 100 } else { 1_000 };
+            assert_eq!(
+                wrong.count(("u".into(), n), 0, expires, 0),
+                WrongCode::Counted
+            );
+        }
+        let late = ("late".to_owned(), 1);
+        assert_eq!(wrong.count(late.clone(), 0, 1_000, 0), WrongCode::Write);
+        assert_eq!(wrong.count(late, 0, 1_000, 500), WrongCode::Counted);
+        assert_eq!(
+            wrong.counts.lock().unwrap().len(),
+            MAX_COUNTED_CODES / 2 + 1
+        );
     }
 }
