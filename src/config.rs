@@ -272,7 +272,7 @@ pub struct ServeFlags {
     pub sse_write_timeout_secs: u64,
     /// Distinct event names per tenant at most; an insert of a new name beyond it gets 429
     /// (existing names keep working). The snapshot and compaction keep one event per name.
-    #[arg(long, env = "BROKER_MAX_EVENT_NAMES", default_value_t = 10_000)]
+    #[arg(long, env = "BROKER_MAX_EVENT_NAMES", default_value_t = crate::state::TenantLimits::DEFAULT.event_names)]
     pub max_event_names: usize,
     /// Bytes a tenant's latest events (one per event name) may hold together — their data,
     /// and per name its length plus 64 — 1 to 1 GiB; an insert that would bring them past it gets 413 (one that adds no bytes, such
@@ -281,7 +281,7 @@ pub struct ServeFlags {
     #[arg(
         long,
         env = "BROKER_MAX_TENANT_SNAPSHOT_BYTES",
-        default_value_t = 16 * 1024 * 1024
+        default_value_t = crate::state::TenantLimits::DEFAULT.snapshot_bytes
     )]
     pub max_tenant_snapshot_bytes: usize,
     /// How long an `Idempotency-Key` of /insert or /admin_insert answers retries with the
@@ -654,6 +654,10 @@ impl Config {
             checkpoint_interval: self.storage.checkpoint_interval,
             idempotency_window_ms: i64::try_from(self.limits.idempotency_window.as_millis())
                 .unwrap_or(i64::MAX),
+            tenant_limits: crate::state::TenantLimits {
+                event_names: self.limits.max_event_names,
+                snapshot_bytes: self.limits.max_tenant_snapshot_bytes,
+            },
         }
     }
 

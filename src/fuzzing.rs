@@ -200,8 +200,8 @@ pub fn decide_evolve(data: &[u8]) {
                 assert_eq!(record.cursor, before + 1 + n as u64, "cursors rise by one");
                 let mut over = overlay.over(&published);
                 assert_eq!(
-                    recheck(&over, record, None),
-                    recheck(&live, record, None),
+                    recheck(&over, record, None, crate::state::TenantLimits::DEFAULT),
+                    recheck(&live, record, None, crate::state::TenantLimits::DEFAULT),
                     "the overlay rechecks as the whole state"
                 );
                 evolve_into(&mut over, record);

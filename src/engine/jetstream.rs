@@ -258,22 +258,32 @@ pub enum StreamError {
         /// The stream's last sequence.
         stream: Cursor,
     },
-    /// The nodes on the stream fold idempotency keys with another window than this node's.
+    /// The nodes on the stream fold it with another setting than this node's.
     #[error(
-        "stream {name:?} is shared by nodes with --idempotency_window_secs {theirs}; this node has {ours}: every node must use the same window, or they fold the same stream differently"
+        "stream {name:?} is shared by nodes with --{flag} {theirs}; this node has {ours}: every node must use the same value, or they fold the same stream differently"
     )]
-    WindowMismatch {
+    SettingMismatch {
         /// The stream.
         name: String,
-        /// The window in the stream's metadata, seconds.
+        /// The flag.
+        flag: &'static str,
+        /// Its value in the stream's metadata.
         theirs: String,
-        /// This node's, seconds.
-        ours: i64,
+        /// This node's.
+        ours: String,
     },
 }
 
-/// The stream's metadata key for the nodes' idempotency window (seconds).
-const WINDOW_METADATA: &str = "broker_idempotency_window_secs";
+/// The settings the fold reads, which every node of a stream must share: the flag, and the
+/// stream's metadata key for it.
+const FOLD_SETTINGS: [(&str, &str); 3] = [
+    ("idempotency_window_secs", "broker_idempotency_window_secs"),
+    ("max_event_names", "broker_max_event_names"),
+    (
+        "max_tenant_snapshot_bytes",
+        "broker_max_tenant_snapshot_bytes",
+    ),
+];
 
 /// Attempts at a compare-and-set before the command is refused as contended.
 const MAX_ATTEMPTS: usize = 32;
@@ -628,18 +638,29 @@ impl JetStream {
                     // Another node stored this key first (the fold dropped ours, or the
                     // stream took ours for a duplicate): answer as that node did.
                     return answer;
-                } else if credential_epoch.is_some() && engine.was_dropped(last.cursor) {
-                    // Stored in the stream, but after its author was revoked or moved: every
-                    // node drops it when folding, so it never happened.
-                    return Err(Rejection::CredentialsInvalid(user_of(&command).to_owned()).into());
-                } else if let Some(dropped) = stored.iter().find(|r| engine.was_dropped(r.cursor)) {
-                    // The compare-and-set keeps a node's own user records valid where they
-                    // land, so only a bug or a foreign publisher gets here; never claim a
-                    // change that no node folded.
-                    return Err(EngineError::Unavailable(format!(
-                        "the stream's record at {} was refused when folded; see the warning logged for it",
-                        dropped.cursor
-                    )));
+                } else if let Some((cursor, why)) = stored
+                    .iter()
+                    .find_map(|r| engine.dropped(r.cursor).map(|why| (r.cursor, why)))
+                {
+                    return Err(match why {
+                        // Another node's inserts, decided at the same time, took the tenant
+                        // to its limits first: every node drops this one when folding.
+                        Some(
+                            why
+                            @ (Rejection::TooManyEventNames(_) | Rejection::SnapshotTooLarge(_)),
+                        ) => why.into(),
+                        // Stored in the stream, but after its author was revoked or moved:
+                        // every node drops it when folding, so it never happened.
+                        _ if credential_epoch.is_some() => {
+                            Rejection::CredentialsInvalid(user_of(&command).to_owned()).into()
+                        }
+                        // The compare-and-set keeps a node's own user records valid where
+                        // they land, so only a bug or a foreign publisher gets here; never
+                        // claim a change that no node folded.
+                        _ => EngineError::Unavailable(format!(
+                            "the stream's record at {cursor} was refused when folded; see the warning logged for it"
+                        )),
+                    });
                 }
             }
             return Ok(stored);
@@ -908,7 +929,7 @@ pub(super) async fn attach(
         Err(e) => tracing::warn!(error = %e, "cannot follow the stream's leader elections"),
     }
     let stream = enable_features(&js, stream).await;
-    let stream = same_window(&js, stream, engine, &options.name).await?;
+    let stream = same_settings(&js, stream, engine, &options.name).await?;
     let version = js.client().server_info().version;
     let direct = stream.cached_info().config.allow_direct && answers_batched_direct_gets(&version);
     tracing::info!(
@@ -976,47 +997,59 @@ async fn enable_features(
     stream
 }
 
-/// Checks that the nodes sharing the stream fold idempotency keys over the same window
-/// (`recheck` reads it: nodes with different windows kept different inserts of one stream,
-/// found by an attack review). The first node writes its window into the stream's metadata
-/// (nats-server 2.10+); a node with another one refuses to start. A server that keeps no
-/// metadata (2.9) cannot be checked: the node says so.
-async fn same_window(
+/// Checks that the nodes sharing the stream fold it with the same [`FOLD_SETTINGS`]
+/// (`recheck` reads them: nodes with different idempotency windows kept different inserts of
+/// one stream, found by an attack review; different tenant limits would do the same). The
+/// first node writes its settings into the stream's metadata (nats-server 2.10+), and the
+/// first of a newer build adds those missing; a node with another value refuses to start. A
+/// server that keeps no metadata (2.9) cannot be checked: the node says so.
+async fn same_settings(
     js: &jetstream::Context,
     mut stream: jetstream::stream::Stream,
     engine: &Engine,
     name: &str,
 ) -> Result<jetstream::stream::Stream, StreamError> {
-    let ours = engine.read(|s| s.idempotency.window_ms) / 1000;
+    let limits = engine.tenant_limits();
+    let ours = [
+        (engine.read(|s| s.idempotency.window_ms) / 1000).to_string(),
+        limits.event_names.to_string(),
+        limits.snapshot_bytes.to_string(),
+    ];
     let config = stream.cached_info().config.clone();
-    match config.metadata.get(WINDOW_METADATA) {
-        Some(theirs) if theirs.parse::<i64>().ok() == Some(ours) => return Ok(stream),
-        Some(theirs) => {
-            return Err(StreamError::WindowMismatch {
-                name: name.to_owned(),
-                theirs: theirs.clone(),
-                ours,
-            });
-        }
-        None => {}
-    }
     let mut metadata = config.metadata.clone();
-    metadata.insert(WINDOW_METADATA.to_owned(), ours.to_string());
+    for ((flag, key), ours) in FOLD_SETTINGS.into_iter().zip(ours) {
+        match config.metadata.get(key) {
+            Some(theirs) if *theirs == ours => {}
+            Some(theirs) => {
+                return Err(StreamError::SettingMismatch {
+                    name: name.to_owned(),
+                    flag,
+                    theirs: theirs.clone(),
+                    ours,
+                });
+            }
+            None => {
+                metadata.insert(key.to_owned(), ours);
+            }
+        }
+    }
+    if metadata == config.metadata {
+        return Ok(stream);
+    }
     let update = jetstream::stream::Config { metadata, ..config };
     let written = matches!(
         tokio::time::timeout(CREATE_WAIT, js.update_stream(update)).await,
         Ok(Ok(_))
     );
     let _ = stream.info().await;
+    let kept = &stream.cached_info().config.metadata;
     if !written
-        || !stream
-            .cached_info()
-            .config
-            .metadata
-            .contains_key(WINDOW_METADATA)
+        || FOLD_SETTINGS
+            .iter()
+            .any(|(_, key)| !kept.contains_key(*key))
     {
         tracing::warn!(
-            "the stream keeps no metadata (nats-server before 2.10): nothing checks that every node has the same --idempotency_window_secs; give them the same"
+            "the stream keeps no metadata (nats-server before 2.10): nothing checks that every node has the same --idempotency_window_secs, --max_event_names and --max_tenant_snapshot_bytes; give them the same"
         );
     }
     Ok(stream)

@@ -89,6 +89,8 @@ pub struct EngineOptions {
     pub shared: bool,
     /// How long (record time) an insert's `Idempotency-Key` answers retries, in milliseconds.
     pub idempotency_window_ms: i64,
+    /// What a tenant's latest events may hold; a shared stream's fold applies them too.
+    pub tenant_limits: crate::state::TenantLimits,
 }
 
 /// What opening found.
@@ -240,6 +242,8 @@ struct Inner {
     /// stream once [`Engine::attach_stream`] connected it.
     backend: std::sync::OnceLock<Arc<dyn LogBackend>>,
     clock: Stamp,
+    /// `--max_event_names` and `--max_tenant_snapshot_bytes`.
+    tenant_limits: crate::state::TenantLimits,
     /// Where history pages and subscribers catching up read the segment files: they wait
     /// their turn instead of each taking a blocking-pool thread and its read buffer at once.
     readers: readers::Readers,
@@ -365,9 +369,15 @@ impl Engine {
         (self.inner.clock)()
     }
 
-    /// Shared log: whether the fold dropped the record at `cursor`.
-    pub(crate) fn was_dropped(&self, cursor: Cursor) -> bool {
-        self.inner.published.was_dropped(cursor)
+    /// Shared log: whether the fold dropped the record at `cursor`, and why (`Some(None)`:
+    /// as no valid record).
+    pub(crate) fn dropped(&self, cursor: Cursor) -> Option<Option<Rejection>> {
+        self.inner.published.dropped(cursor)
+    }
+
+    /// What a tenant's latest events may hold (the nodes of a shared stream must agree).
+    pub(crate) fn tenant_limits(&self) -> crate::state::TenantLimits {
+        self.inner.tenant_limits
     }
 
     /// A handle that does not keep the engine alive.

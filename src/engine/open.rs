@@ -161,6 +161,7 @@ impl Engine {
             published: Arc::clone(&published),
             backend: std::sync::OnceLock::new(),
             clock: Arc::clone(&clock),
+            tenant_limits: options.tenant_limits,
             readers: readers::Readers::start(CATCH_UP_READERS)
                 .map_err(|e| LogError::io(&options.dir, e))?,
             index: Arc::clone(&index),
@@ -187,6 +188,7 @@ impl Engine {
                 index,
                 reader: recovered.reader,
                 shared: options.shared,
+                tenant_limits: options.tenant_limits,
             },
             recovered.writer,
             options.fsync,

@@ -21,7 +21,7 @@ use super::credentials::CredentialWatch;
 use super::fanout::Fanout;
 use super::metrics::EngineMetrics;
 use crate::cursor::Cursor;
-use crate::state::{Record, State, evolve};
+use crate::state::{Record, Rejection, State, evolve};
 
 /// Dropped cursors remembered for the request that published them.
 const DROPPED_REMEMBERED: usize = 1024;
@@ -34,9 +34,9 @@ pub struct Published {
     // A watch: any number of requests wait for "committed up to N" without polling.
     committed: watch::Sender<Cursor>,
     credentials: CredentialWatch,
-    /// Shared log: cursors of recent records the fold dropped, so the node that published
-    /// one can refuse its request.
-    dropped: Mutex<VecDeque<Cursor>>,
+    /// Shared log: cursors of recent records the fold dropped, and why (`None`: no valid
+    /// record), so the node that published one can refuse its request.
+    dropped: Mutex<VecDeque<(Cursor, Option<Rejection>)>>,
     metrics: EngineMetrics,
     /// The writer's last write, fsync or probe of the log failed: writes are refused until
     /// one succeeds (`GET /ready` says so).
@@ -157,22 +157,26 @@ impl Published {
         self.write_fault.load(Ordering::Acquire)
     }
 
-    /// Shared log: the fold dropped the record at `cursor` (see `state::recheck`).
-    pub(super) fn note_dropped(&self, cursor: Cursor) {
+    /// Shared log: the fold dropped the record at `cursor` because `recheck` refused it
+    /// (`why`), or as no valid record (`None`).
+    pub(super) fn note_dropped(&self, cursor: Cursor, why: Option<Rejection>) {
         let mut dropped = self.dropped.lock().expect("dropped cursors");
         // Only a request waiting right now asks; racing inserts are rare, so a short memory
         // is plenty.
         if dropped.len() == DROPPED_REMEMBERED {
             dropped.pop_front();
         }
-        dropped.push_back(cursor);
+        dropped.push_back((cursor, why));
     }
 
-    /// Shared log: whether the fold dropped the record at `cursor`.
-    pub(super) fn was_dropped(&self, cursor: Cursor) -> bool {
+    /// Shared log: whether the fold dropped the record at `cursor`, and why (`Some(None)`:
+    /// as no valid record).
+    pub(super) fn dropped(&self, cursor: Cursor) -> Option<Option<Rejection>> {
         self.dropped
             .lock()
             .expect("dropped cursors")
-            .contains(&cursor)
+            .iter()
+            .find(|(at, _)| *at == cursor)
+            .map(|(_, why)| why.clone())
     }
 }

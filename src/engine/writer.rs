@@ -59,6 +59,8 @@ pub(super) struct Shares {
     /// Several nodes share the log: the writer only folds what the stream delivers
     /// (`fold.rs`).
     pub(super) shared: bool,
+    /// What a tenant's latest events may hold: the fold of a shared stream checks it.
+    pub(super) tenant_limits: crate::state::TenantLimits,
 }
 
 pub(super) struct Writer {

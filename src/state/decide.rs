@@ -154,18 +154,11 @@ pub fn decide(
             }
             // One latest event per name is kept forever (snapshot, compaction): the number
             // of names and the bytes of their data are what bound a tenant's memory.
-            let latest = state.tenant_latest(&inserted.tenant, &inserted.event);
-            if latest.names >= name_limit && latest.replaced.is_none() {
-                return Err(Rejection::TooManyEventNames(name_limit));
-            }
-            // A new name costs its own bytes too (see `projection::name_cost`).
-            let len = inserted.data.len()
-                + latest
-                    .replaced
-                    .map_or_else(|| super::projection::name_cost(&inserted.event), |_| 0);
-            if !fits(latest.bytes, latest.replaced, len, snapshot_budget) {
-                return Err(Rejection::SnapshotTooLarge(snapshot_budget));
-            }
+            let limits = TenantLimits {
+                event_names: name_limit,
+                snapshot_bytes: snapshot_budget,
+            };
+            within_limits(state, &inserted, limits)?;
             RecordKind::EventInserted(inserted)
         }
         Command::UpdateUser {
@@ -278,6 +271,10 @@ pub fn decide(
 /// it beside the record (a shared log does, as a message header); the check is then exactly
 /// `decide`'s. Without it, revocation and tenant are checked.
 ///
+/// An insert is also checked against the tenant limits `decide` applied, as of every earlier
+/// record: nodes that decided at once against their own folds may together have gone past
+/// them.
+///
 /// User records are checked for what `decide` always checks of them: a new user's name is
 /// free, and any other user record is about an existing user. The nodes' own user records
 /// always pass (each user's records are compared-and-set on the user's subject), so this only
@@ -286,6 +283,7 @@ pub fn recheck(
     state: &(impl View + ?Sized),
     record: &Record,
     credential_epoch: Option<u64>,
+    limits: TenantLimits,
 ) -> Result<(), Rejection> {
     match &record.kind {
         RecordKind::EventInserted(e) => {
@@ -300,12 +298,16 @@ pub fn recheck(
             }
             // Two nodes may both append a retry of one keyed insert: the later is dropped
             // everywhere, and its node answers with the earlier one (or 422).
-            match &e.idempotency_key {
-                Some(key) if state.live_key(e.by.as_deref(), key, record.at_ms).is_some() => {
-                    Err(Rejection::KeyReused)
-                }
-                _ => Ok(()),
+            if let Some(key) = &e.idempotency_key
+                && state.live_key(e.by.as_deref(), key, record.at_ms).is_some()
+            {
+                return Err(Rejection::KeyReused);
             }
+            // Each node decided against its own fold, so two may together add names or bytes
+            // past the limits; and a record someone else wrote to the stream was decided by
+            // nobody (an attack review held 270 MB of one tenant's latest events on every
+            // node this way). The nodes share the limits (the stream's metadata).
+            within_limits(state, e, limits)
         }
         RecordKind::UserCreated(user) if state.user(&user.username).is_some() => {
             Err(Rejection::UsernameTaken(user.username.clone()))
@@ -313,6 +315,46 @@ pub fn recheck(
         RecordKind::UserCreated(_) => Ok(()),
         _ => known(state, record.username().unwrap_or_default()),
     }
+}
+
+/// What a tenant's latest events may hold: one event per name is kept forever (snapshot,
+/// compaction), so the number of names and the bytes of their data bound a tenant's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Distinct event names (`--max_event_names`).
+    pub event_names: usize,
+    /// Bytes of data and names (`--max_tenant_snapshot_bytes`).
+    pub snapshot_bytes: usize,
+}
+
+impl TenantLimits {
+    /// The flags' defaults: 10,000 names, 16 MiB.
+    pub const DEFAULT: TenantLimits = TenantLimits {
+        event_names: 10_000,
+        snapshot_bytes: 16 * 1024 * 1024,
+    };
+}
+
+/// `inserted` is refused if it would take its tenant's latest events past `limits`: a new
+/// name past the name limit, or bytes past the budget (an insert that adds none passes).
+fn within_limits(
+    state: &(impl View + ?Sized),
+    inserted: &EventInserted,
+    limits: TenantLimits,
+) -> Result<(), Rejection> {
+    let latest = state.tenant_latest(&inserted.tenant, &inserted.event);
+    if latest.names >= limits.event_names && latest.replaced.is_none() {
+        return Err(Rejection::TooManyEventNames(limits.event_names));
+    }
+    // A new name costs its own bytes too (see `projection::name_cost`).
+    let len = inserted.data.len()
+        + latest
+            .replaced
+            .map_or_else(|| super::projection::name_cost(&inserted.event), |_| 0);
+    if !fits(latest.bytes, latest.replaced, len, limits.snapshot_bytes) {
+        return Err(Rejection::SnapshotTooLarge(limits.snapshot_bytes));
+    }
+    Ok(())
 }
 
 /// Whether a tenant whose latest events hold `bytes` of data may take `len` bytes as the

@@ -14,7 +14,7 @@ pub mod validate;
 pub mod view;
 
 pub use command::{Author, Command};
-pub use decide::{Decision, Rejection, decide, recheck};
+pub use decide::{Decision, Rejection, TenantLimits, decide, recheck};
 pub use evolve::{evolve, evolve_archived, evolve_into};
 pub use projection::{LatestEvent, RESET_CODE_TRIES, ResetCode, State, User};
 pub use record::{Record, RecordKind};

@@ -71,6 +71,7 @@ pub fn run(
         checkpoint_interval: std::time::Duration::MAX,
         shared: false,
         idempotency_window_ms: crate::state::idempotency::DEFAULT_WINDOW_MS,
+        tenant_limits: crate::state::TenantLimits::DEFAULT,
     };
     runtime.block_on(async {
         let now = || {

@@ -43,6 +43,7 @@ fn open_reporting(dir: &Path, shared: bool) -> (Engine, broker::engine::OpenRepo
         checkpoint_interval: Duration::from_secs(3600),
         shared,
         idempotency_window_ms: broker::state::idempotency::DEFAULT_WINDOW_MS,
+        tenant_limits: broker::state::TenantLimits::DEFAULT,
     };
     Engine::open(options, Arc::new(|| 1_700_000_000_000)).unwrap()
 }

@@ -853,3 +853,97 @@ async fn nodes_with_different_idempotency_windows_do_not_share_a_stream() {
         s.stderr()
     );
 }
+
+/// Records written to the stream by anyone but a node were decided by nobody: copies of one
+/// admin insert of 900 KB published under 300 new names held 270 MB of one tenant's latest
+/// events on every node, past `--max_tenant_snapshot_bytes` (seventh attack review). The
+/// fold checks the tenant limits too, as of every earlier record; and nodes with different
+/// limits cannot share a stream, since they would fold it differently.
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fold_keeps_a_tenants_limits_against_records_no_node_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(
+        &crate::common::tools::nats_server(),
+        &dir.path().join("nats"),
+        &[],
+    );
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let args = [
+        "--log",
+        &url,
+        "--log_stream",
+        "lim",
+        "--log_replicas",
+        "1",
+        "--max_tenant_snapshot_bytes",
+        "20000",
+    ];
+    let a = Server::start(&dir.path().join("a"), &args);
+    let c = client();
+    let data = "x".repeat(5_000);
+    let (status, body) = post(
+        &c,
+        a.url("/admin_insert"),
+        json!({"admin_token": ADMIN, "tenant_name": "t", "event": "n0", "data": data}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seq = body["cursor"].as_u64().unwrap();
+    // Ten copies under new names, straight to the stream: 55 KB against a budget of 20 KB.
+    let original = stream_messages(&url, "lim", seq).await.remove(0);
+    let nc = async_nats::connect(&url).await.unwrap();
+    for n in 1..=10 {
+        let mut record = broker::state::Record::decode(&original.payload).unwrap();
+        let broker::state::RecordKind::EventInserted(event) = &mut record.kind else {
+            panic!("not an insert");
+        };
+        event.event = format!("f{n}");
+        event.id = *uuid::Uuid::now_v7().as_bytes();
+        nc.publish(original.subject.clone(), record.encode().into())
+            .await
+            .unwrap();
+    }
+    nc.flush().await.unwrap();
+    let last = seq + 10;
+    let deadline = Instant::now() + WAIT;
+    let folded = async || -> Option<u64> {
+        let health: Value = c.get(a.url("/")).send().await.ok()?.json().await.ok()?;
+        health["cursor"].as_u64()
+    };
+    while folded().await < Some(last) {
+        assert!(
+            Instant::now() < deadline,
+            "the node never folded the copies"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page: Value = c
+        .get(a.url("/events?tenant=t&after=0&limit=100"))
+        .header("X-Admin-Token", ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    // n0 and two copies fit in 20,000 bytes (5,000 of data and 66 per name each).
+    assert_eq!(names, ["n0", "f1", "f2"], "the fold kept past the budget");
+    // The stream says what the nodes fold it with: a node with another budget is refused.
+    let mut other = args.to_vec();
+    *other.last_mut().unwrap() = "30000";
+    let Err(refused) = Server::try_start(&dir.path().join("b"), &other) else {
+        panic!("a node with another --max_tenant_snapshot_bytes started");
+    };
+    assert!(
+        refused.contains("--max_tenant_snapshot_bytes 20000")
+            && refused.contains("this node has 30000"),
+        "{refused}"
+    );
+}

@@ -150,6 +150,7 @@ fn open_with(dir: &std::path::Path, checkpoints: bool) -> Engine {
         checkpoint_interval: std::time::Duration::from_secs(3600),
         shared: false,
         idempotency_window_ms: broker::state::idempotency::DEFAULT_WINDOW_MS,
+        tenant_limits: broker::state::TenantLimits::DEFAULT,
     };
     Engine::open(options, Arc::new(|| 1_700_000_000_000))
         .unwrap()
@@ -184,7 +185,10 @@ proptest! {
                         // What one writer decided always holds where it is stored: a
                         // shared log's fold never drops it (`recheck`).
                         for r in &records {
-                            assert_eq!(recheck(&pure, r, epoch), Ok(()));
+                            assert_eq!(
+                                recheck(&pure, r, epoch, broker::state::TenantLimits::DEFAULT),
+                                Ok(())
+                            );
                             evolve(&mut pure, r);
                         }
                     }

@@ -49,17 +49,25 @@ impl Writer {
             let published = Arc::clone(&self.shares.published);
             let state = published.read_guard();
             let verdict = match validate::record(&record.kind) {
-                Ok(()) => recheck(&self.overlay.over(&state), &record, credential_epoch),
+                Ok(()) => recheck(
+                    &self.overlay.over(&state),
+                    &record,
+                    credential_epoch,
+                    self.shares.tenant_limits,
+                ),
                 Err(invalid) => Err(invalid.into()),
             };
             drop(state);
             match verdict {
                 Ok(()) => {}
-                Err(why @ (Rejection::CredentialsInvalid(_) | Rejection::KeyReused))
-                    if record.tenant().is_some() =>
-                {
-                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed or after the same Idempotency-Key");
-                    self.shares.published.note_dropped(record.cursor);
+                Err(
+                    why @ (Rejection::CredentialsInvalid(_)
+                    | Rejection::KeyReused
+                    | Rejection::TooManyEventNames(_)
+                    | Rejection::SnapshotTooLarge(_)),
+                ) if record.tenant().is_some() => {
+                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed, after the same Idempotency-Key, or past its tenant's limits");
+                    self.shares.published.note_dropped(record.cursor, Some(why));
                     self.shares.published.metrics().dropped_inserts.inc();
                     self.overlay.pass(record.cursor);
                     dropped_upto = Some(record.cursor);
@@ -114,7 +122,7 @@ impl Writer {
             %why,
             "skipped a message of the shared stream that is no valid record (is anything but broker nodes publishing to the stream?)"
         );
-        self.shares.published.note_dropped(cursor);
+        self.shares.published.note_dropped(cursor, None);
         self.shares.published.metrics().rejected_records.inc();
         self.overlay.pass(cursor);
     }

@@ -371,11 +371,19 @@ fn at(cursor: u64, kind: RecordKind) -> Record {
 fn a_user_record_that_decide_would_refuse_does_not_hold() {
     let mut state = State::default();
     let ann = at(1, created_record("ann"));
-    assert_eq!(recheck(&state, &ann, None), Ok(()));
+    assert_eq!(
+        recheck(&state, &ann, None, crate::state::TenantLimits::DEFAULT),
+        Ok(())
+    );
     evolve(&mut state, &ann);
     // A second creation of a taken name would replace the user wholesale.
     assert_eq!(
-        recheck(&state, &at(2, created_record("ann")), None),
+        recheck(
+            &state,
+            &at(2, created_record("ann")),
+            None,
+            crate::state::TenantLimits::DEFAULT
+        ),
         Err(Rejection::UsernameTaken("ann".into()))
     );
     let change = |username: &str| {
@@ -387,9 +395,22 @@ fn a_user_record_that_decide_would_refuse_does_not_hold() {
             },
         )
     };
-    assert_eq!(recheck(&state, &change("ann"), None), Ok(()));
     assert_eq!(
-        recheck(&state, &change("bob"), None),
+        recheck(
+            &state,
+            &change("ann"),
+            None,
+            crate::state::TenantLimits::DEFAULT
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        recheck(
+            &state,
+            &change("bob"),
+            None,
+            crate::state::TenantLimits::DEFAULT
+        ),
         Err(Rejection::UnknownUser("bob".into()))
     );
     let revoke_bob = at(
@@ -398,7 +419,15 @@ fn a_user_record_that_decide_would_refuse_does_not_hold() {
             username: "bob".into(),
         },
     );
-    assert!(recheck(&state, &revoke_bob, None).is_err());
+    assert!(
+        recheck(
+            &state,
+            &revoke_bob,
+            None,
+            crate::state::TenantLimits::DEFAULT
+        )
+        .is_err()
+    );
 }
 
 fn keyed(state: &State, username: Option<&str>, event: &str, key: &str, id: u8) -> Command {
@@ -501,9 +530,20 @@ fn a_duplicate_two_nodes_both_appended_does_not_hold() {
     let second = super::decide(&state, keyed(&state, Some("bob"), "e", "k", 2), 11).unwrap();
     let mut late = second.appended()[0].clone();
     late.cursor += 1;
-    assert_eq!(recheck(&state, &first.appended()[0], None), Ok(()));
+    assert_eq!(
+        recheck(
+            &state,
+            &first.appended()[0],
+            None,
+            crate::state::TenantLimits::DEFAULT
+        ),
+        Ok(())
+    );
     fold(&mut state, &first);
-    assert_eq!(recheck(&state, &late, None), Err(Rejection::KeyReused));
+    assert_eq!(
+        recheck(&state, &late, None, crate::state::TenantLimits::DEFAULT),
+        Err(Rejection::KeyReused)
+    );
 }
 
 fn delete(username: &str) -> Command {
@@ -556,7 +596,12 @@ fn a_deletion_of_an_unknown_user_from_a_shared_log_does_not_hold() {
         },
     );
     assert_eq!(
-        recheck(&State::default(), &gone, None),
+        recheck(
+            &State::default(),
+            &gone,
+            None,
+            crate::state::TenantLimits::DEFAULT
+        ),
         Err(Rejection::UnknownUser("bob".into()))
     );
 }
@@ -742,4 +787,59 @@ fn a_user_created_again_does_not_inherit_the_deleted_users_idempotency_keys() {
     }
     let elsewhere = bob_inserts(&mut state, 30, "2");
     assert!(matches!(elsewhere, Decision::Append(_)), "{elsewhere:?}");
+}
+
+/// An admin insert record of `len` bytes of data as `event` into tenant `t`, as a shared
+/// stream may deliver it, decided by no node (or by one against an older fold).
+fn stream_insert(cursor: u64, event: &str, len: usize) -> Record {
+    at(
+        cursor,
+        RecordKind::EventInserted(EventInserted {
+            id: [cursor as u8; 16],
+            tenant: "t".into(),
+            event: event.into(),
+            data: "7".repeat(len),
+            by: None,
+            idempotency_key: None,
+        }),
+    )
+}
+
+/// Seventh attack review: records published to a shared stream by anyone but a node took a
+/// tenant's latest events past both limits on every node. `recheck` holds them as `decide`
+/// does, as of every earlier record.
+#[test]
+fn a_stream_record_past_a_tenants_limits_does_not_hold() {
+    let limits = crate::state::TenantLimits {
+        event_names: 3,
+        snapshot_bytes: 1_000,
+    };
+    let n = crate::state::projection::NAME_ENTRY_BYTES + 2;
+    let mut state = State::default();
+    for (cursor, event) in [(1, "e1"), (2, "e2")] {
+        let record = stream_insert(cursor, event, 300);
+        assert_eq!(recheck(&state, &record, None, limits), Ok(()));
+        evolve(&mut state, &record);
+    }
+    // 600 + 2n held: a third name of 300 bytes would pass 1,000.
+    assert_eq!(
+        recheck(&state, &stream_insert(3, "e3", 300), None, limits),
+        Err(Rejection::SnapshotTooLarge(1_000))
+    );
+    // Within the budget it passes, and a replacement that adds nothing always does.
+    let fits = 1_000 - 600 - 3 * n;
+    assert_eq!(
+        recheck(&state, &stream_insert(3, "e3", fits), None, limits),
+        Ok(())
+    );
+    evolve(&mut state, &stream_insert(3, "e3", fits));
+    assert_eq!(
+        recheck(&state, &stream_insert(4, "e1", 300), None, limits),
+        Ok(())
+    );
+    // A fourth name is past the name limit, however small.
+    assert_eq!(
+        recheck(&state, &stream_insert(4, "e4", 0), None, limits),
+        Err(Rejection::TooManyEventNames(3))
+    );
 }
