@@ -30,6 +30,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod http;
 pub mod log;
+pub mod log_budget;
 pub mod ntp;
 pub mod state;
 pub mod tool;

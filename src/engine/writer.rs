@@ -92,7 +92,13 @@ pub(super) struct Writer {
     /// one returns the freed heap to the system (`engine::heap`). Later ones do not, so that
     /// no arena lock is taken away from requests while the server serves.
     trim_after_checkpoint: bool,
+    /// The fold's lines about records it passes over: anyone who can publish to a shared
+    /// stream causes them (20,000 junk messages wrote 20,000 lines, an attack review).
+    fold_lines: crate::log_budget::LogBudget,
 }
+
+/// Lines a second the fold writes about records it passes over, at most.
+const FOLD_LINES_PER_SECOND: u32 = 20;
 
 impl Writer {
     pub(super) fn new(
@@ -125,6 +131,7 @@ impl Writer {
             checkpointing: None,
             scratch: rkyv::util::AlignedVec::with_capacity(1024),
             trim_after_checkpoint: true,
+            fold_lines: crate::log_budget::LogBudget::new(FOLD_LINES_PER_SECOND),
         }
     }
 

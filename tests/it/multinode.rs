@@ -947,3 +947,45 @@ async fn the_fold_keeps_a_tenants_limits_against_records_no_node_decided() {
         "{refused}"
     );
 }
+
+/// Junk published to the stream is skipped by every node, and each skip was a log line:
+/// 20,000 junk messages wrote 20,000 lines (seventh attack review). At most 20 a second are
+/// written now, and the rest counted in one line.
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_the_stream_writes_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(
+        &crate::common::tools::nats_server(),
+        &dir.path().join("nats"),
+        &[],
+    );
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let args = ["--log", &url, "--log_stream", "junk", "--log_replicas", "1"];
+    let a = Server::start(&dir.path().join("a"), &args);
+    let c = client();
+    assert_eq!(create_user(&c, &a, "ann", "pw", "t").await, 200);
+    let subject = stream_messages(&url, "junk", 1).await.remove(0).subject;
+    let nc = async_nats::connect(&url).await.unwrap();
+    for n in 0..500usize {
+        nc.publish(subject.clone(), format!("junk {n}").into())
+            .await
+            .unwrap();
+    }
+    nc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // One more, a second later: it reports what was held back.
+    nc.publish(subject.clone(), "junk".into()).await.unwrap();
+    nc.flush().await.unwrap();
+    assert!(
+        wait_for_log(&a, "passed over in the last second", WAIT).await,
+        "{}",
+        a.stderr()
+    );
+    let lines = a.stderr().matches("skipped a message").count();
+    assert!(
+        (1..=60).contains(&lines),
+        "{lines} lines for 501 junk messages"
+    );
+    assert_eq!(create_user(&c, &a, "bob", "pw", "t").await, 200);
+}

@@ -66,7 +66,9 @@ impl Writer {
                     | Rejection::TooManyEventNames(_)
                     | Rejection::SnapshotTooLarge(_)),
                 ) if record.tenant().is_some() => {
-                    tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed, after the same Idempotency-Key, or past its tenant's limits");
+                    if self.may_log() {
+                        tracing::info!(cursor = record.cursor, %why, "dropped an insert the stream ordered after its author's credentials changed, after the same Idempotency-Key, or past its tenant's limits");
+                    }
                     self.shares.published.note_dropped(record.cursor, Some(why));
                     self.shares.published.metrics().dropped_inserts.inc();
                     self.overlay.pass(record.cursor);
@@ -117,13 +119,28 @@ impl Writer {
     /// cursor is then folded as far as the cursor goes, like a dropped insert's.
     fn skip(&mut self, cursor: crate::log::Cursor, why: &str) {
         // `why` names the rule and at most public values: validators never quote a secret.
-        tracing::warn!(
-            cursor,
-            %why,
-            "skipped a message of the shared stream that is no valid record (is anything but broker nodes publishing to the stream?)"
-        );
+        if self.may_log() {
+            tracing::warn!(
+                cursor,
+                %why,
+                "skipped a message of the shared stream that is no valid record (is anything but broker nodes publishing to the stream?)"
+            );
+        }
         self.shares.published.note_dropped(cursor, None);
         self.shares.published.metrics().rejected_records.inc();
         self.overlay.pass(cursor);
+    }
+
+    /// Whether a line about a record passed over may be written now (`FOLD_LINES_PER_SECOND`);
+    /// the lines held back in the second before are reported in one.
+    fn may_log(&self) -> bool {
+        let (write, held_back) = self.fold_lines.admit((self.clock)());
+        if held_back > 0 {
+            tracing::warn!(
+                held_back,
+                "more records of the shared stream passed over in the last second than the log writes lines for; the counters of /metrics have them all"
+            );
+        }
+        write
     }
 }
