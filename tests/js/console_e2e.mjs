@@ -257,6 +257,8 @@ try {
   await hostileEvent.waitFor();
   if ((await hostileEvent.locator('td').nth(1).textContent()) !== HOSTILE) fail('hostile event name');
   if (!(await hostileEvent.locator('td.data').textContent()).includes(HOSTILE)) fail('hostile data');
+  // An admin insert is shown apart from a user's: a user may be called "admin".
+  if ((await hostileEvent.locator('td.admin-insert em').textContent()) !== 'admin insert') fail('admin insert not shown apart');
   await noMarkupRan();
 
   step('history of acme: own times, authors, name filter, paging, chart');
@@ -281,6 +283,7 @@ try {
     .catch(() => fail('the name filter let other names through'));
   if ((await tempRow.locator('time').getAttribute('datetime')) !== temperature.at) fail('history row: not the event\'s own time');
   if ((await tempRow.locator('td').nth(3).textContent()) !== 'dave') fail('history row: author');
+  if (await tempRow.locator('td.admin-insert').count() !== 0) fail('a user\'s insert shown as the admin\'s');
   await page.getByLabel('Event names').fill('');
   await page.getByLabel('Per page').nth(1).selectOption('25');
   await page.getByRole('button', { name: 'Show newest' }).click();

@@ -503,13 +503,23 @@ async function loadHistory(older = false) {
   }
 }
 
+/** Who inserted an event: a username, or the admin (`null`), shown apart so that a user
+ * named "admin" cannot pass for the admin. */
+function author(by) {
+  if (by !== null && by !== undefined) return cut(by, 'wide');
+  const td = cut('', 'wide admin-insert');
+  td.title = 'inserted by the admin (no author)';
+  td.append(el('em', { textContent: 'admin insert' }));
+  return td;
+}
+
 /** A row of the history or the live tail: the event's own time and author. */
 function eventRow({ cursor, event, at, by, data }) {
   const row = el('tr', {},
     el('td', {}, el('code', { textContent: String(cursor) })),
     cut(event),
     el('td', {}, when(at)),
-    cut(by ?? 'admin', 'wide'),
+    author(by),
     el('td', { className: 'data' }, el('pre', { textContent: compactJson(data) })));
   row.dataset.cursor = String(cursor);
   return row;
