@@ -287,6 +287,8 @@ pub fn recheck(
 ) -> Result<(), Rejection> {
     match &record.kind {
         RecordKind::EventInserted(e) => {
+            // Names Broker keeps for itself (`broker.closed`), as `decide` refuses them.
+            validate::new_event_name(&e.event)?;
             if let Some(username) = &e.by {
                 match state.user(username) {
                     Some(user)
@@ -312,7 +314,9 @@ pub fn recheck(
         RecordKind::UserCreated(user) if state.user(&user.username).is_some() => {
             Err(Rejection::UsernameTaken(user.username.clone()))
         }
-        RecordKind::UserCreated(_) => Ok(()),
+        // What `decide` asks of a new name only (invisible and direction characters), which
+        // a record from the stream was not asked (an attack review).
+        RecordKind::UserCreated(user) => Ok(validate::new_username(&user.username)?),
         _ => known(state, record.username().unwrap_or_default()),
     }
 }

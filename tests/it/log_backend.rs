@@ -303,7 +303,9 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     // An insert decided on a stale view — here written straight to the stream after its
     // author's revocation, as a node that had not yet folded the revocation would — is
     // stored by JetStream but dropped by every node's fold: no projection, no local copy,
-    // no subscriber ever sees it.
+    // no subscriber ever sees it. It carries the epoch ann authenticated in, as every
+    // node's user insert does (one without is no record of a node's: see below).
+    let ann_epoch = a.read(|s| s.user("ann").unwrap().credential_epoch);
     let revoked = a
         .submit(Command::RevokeUser {
             username: "ann".into(),
@@ -319,7 +321,7 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     let client = async_nats::connect(&nats.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stale = raw_insert("ann", "{\"stale\":true}");
-    let seq = publish_raw(&js, &stale, None).await;
+    let seq = publish_raw(&js, &stale, Some(ann_epoch)).await;
     assert_eq!(seq, revoked + 1);
     // A later, valid insert by another user proves both nodes read past it.
     let bob = a.submit(create("bob", "acme")).await.unwrap()[0].cursor;
@@ -408,9 +410,21 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
     );
     assert_eq!(late.metrics().dropped_inserts.get(), 2);
 
+    // A user's insert without the epoch header was written by no node: skipped as no
+    // valid record (it was checked for revocation only, an attack review).
+    let bare = publish_raw(&js, &raw_insert("bob", "{\"bare\":true}"), None).await;
+    for node in [&a, &b, &late] {
+        tokio::time::timeout(WAIT, node.committed(bare))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.read(|s| s.latest["acme"]["tick"].cursor), kept);
+        assert_eq!(node.metrics().rejected_records.get(), 1);
+    }
+
     // The stream's newest record is one every node drops: the local copies end before it,
     // and the checkpoints stored at shutdown are at it.
-    let last = publish_raw(&js, &stale, None).await;
+    let last = publish_raw(&js, &stale, Some(ann_epoch)).await;
     for node in [&a, &b, &late] {
         tokio::time::timeout(WAIT, node.committed(last))
             .await

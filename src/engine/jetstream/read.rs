@@ -28,7 +28,7 @@ use super::{ATTEMPT_WAIT, EPOCH_HEADER, IDLE_CHECK, subject_of};
 use crate::engine::EngineError;
 use crate::engine::backend::{Entry, READ_BATCH};
 use crate::log::Cursor;
-use crate::state::Record;
+use crate::state::{Record, RecordKind};
 
 /// How long a new consumer may take before the reader reads by direct gets meanwhile: a
 /// healthy cluster creates one within milliseconds.
@@ -397,10 +397,20 @@ fn entry(
             why: format!("a record published under the wrong subject {subject:?}"),
         };
     }
-    // A header that does not parse is ignored: the fold then checks what it can.
     let credential_epoch = headers
         .and_then(|h| h.get(EPOCH_HEADER))
         .and_then(|v| v.as_str().parse().ok());
+    // Every node sends a user's insert with the epoch its author authenticated in: one
+    // without it (or with one that does not parse) was not written by a node, and would
+    // otherwise be checked for revocation only (an attack review).
+    if credential_epoch.is_none()
+        && matches!(&record.kind, RecordKind::EventInserted(e) if e.by.is_some())
+    {
+        return Entry::Unreadable {
+            cursor,
+            why: format!("a user's insert without a valid {EPOCH_HEADER} header"),
+        };
+    }
     Entry::Record {
         record,
         credential_epoch,

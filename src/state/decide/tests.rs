@@ -843,3 +843,26 @@ fn a_stream_record_past_a_tenants_limits_does_not_hold() {
         Err(Rejection::TooManyEventNames(3))
     );
 }
+
+/// Seventh attack review: a stream record could create a user whose name has invisible or
+/// direction characters, or insert an event under a name Broker keeps for itself; `decide`
+/// refuses both for new names, and now so does `recheck`.
+#[test]
+fn a_stream_record_with_a_name_decide_refuses_does_not_hold() {
+    let limits = crate::state::TenantLimits::DEFAULT;
+    let state = State::default();
+    for name in ["zero\u{200b}width", "bidi\u{202e}txt"] {
+        assert!(matches!(
+            recheck(&state, &at(1, created_record(name)), None, limits),
+            Err(Rejection::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        recheck(&state, &stream_insert(1, "broker.closed", 1), None, limits),
+        Err(Rejection::Invalid(_))
+    ));
+    assert_eq!(
+        recheck(&state, &stream_insert(1, "closed", 1), None, limits),
+        Ok(())
+    );
+}
