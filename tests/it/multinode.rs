@@ -907,26 +907,14 @@ async fn the_fold_keeps_a_tenants_limits_against_records_no_node_decided() {
     nc.flush().await.unwrap();
     let last = seq + 10;
     let deadline = Instant::now() + WAIT;
-    let folded = async || -> Option<u64> {
-        let health: Value = c.get(a.url("/")).send().await.ok()?.json().await.ok()?;
-        health["cursor"].as_u64()
-    };
-    while folded().await < Some(last) {
+    while get_public_json(&c, &a, "/").await["cursor"].as_u64() < Some(last) {
         assert!(
             Instant::now() < deadline,
             "the node never folded the copies"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let page: Value = c
-        .get(a.url("/events?tenant=t&after=0&limit=100"))
-        .header("X-Admin-Token", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_admin_json(&c, &a, "/events?tenant=t&after=0&limit=100").await;
     let names: Vec<&str> = page["events"]
         .as_array()
         .unwrap()

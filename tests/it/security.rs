@@ -250,19 +250,6 @@ fn derived_reset_code(totp_secret: &[u8], duration: u64) -> String {
     totp.generate(now_s()).to_string()
 }
 
-/// The cursor `GET /` shows anyone.
-async fn public_cursor(c: &reqwest::Client, s: &Server) -> u64 {
-    let health: Value = c
-        .get(s.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    health["cursor"].as_u64().unwrap()
-}
-
 #[tokio::test]
 async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misses() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,7 +325,9 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
     // code and not for one without, an anonymous yes/no on a pending reset (an attack review).
     let second = second["totp"].as_str().unwrap().to_owned();
     // The first code, tried above, was the first wrong try at the second.
-    let before = public_cursor(&c, &s).await;
+    let before = get_public_json(&c, &s, "/").await["cursor"]
+        .as_u64()
+        .unwrap();
     for wrong in ["00000000", "11111111", "22222222"] {
         let (status, _) = post(&c, s.url("/password_reset"), reset(wrong)).await;
         assert_eq!(status, 401);
@@ -346,14 +335,19 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
         assert_eq!(post(&c, s.url("/password_reset"), nobody).await.0, 401);
     }
     assert_eq!(
-        public_cursor(&c, &s).await,
+        get_public_json(&c, &s, "/").await["cursor"]
+            .as_u64()
+            .unwrap(),
         before,
         "a wrong code was written before the fifth"
     );
     let (status, _) = post(&c, s.url("/password_reset"), reset("33333333")).await;
     assert_eq!(status, 401);
     assert!(
-        public_cursor(&c, &s).await > before,
+        get_public_json(&c, &s, "/").await["cursor"]
+            .as_u64()
+            .unwrap()
+            > before,
         "the fifth wrong code is written"
     );
     assert_eq!(s.terminate(), Some(0));

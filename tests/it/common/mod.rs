@@ -320,6 +320,29 @@ pub async fn insert(
 }
 
 /// `GET path` with `jwt` as its bearer token; the answer's JSON, whatever its status.
+/// GET `path` with no credentials; its JSON answer.
+pub async fn get_public_json(c: &reqwest::Client, s: &Server, path: &str) -> Value {
+    c.get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// GET `path` with the admin token (`X-Admin-Token`); its JSON answer.
+pub async fn get_admin_json(c: &reqwest::Client, s: &Server, path: &str) -> Value {
+    c.get(s.url(path))
+        .header("X-Admin-Token", ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn get_json(c: &reqwest::Client, s: &Server, path: &str, jwt: &str) -> Value {
     c.get(s.url(path))
         .bearer_auth(jwt)
