@@ -319,7 +319,6 @@ pub async fn insert(
     .await
 }
 
-/// `GET path` with `jwt` as its bearer token; the answer's JSON, whatever its status.
 /// GET `path` with no credentials; its JSON answer.
 pub async fn get_public_json(c: &reqwest::Client, s: &Server, path: &str) -> Value {
     c.get(s.url(path))
@@ -343,6 +342,7 @@ pub async fn get_admin_json(c: &reqwest::Client, s: &Server, path: &str) -> Valu
         .unwrap()
 }
 
+/// `GET path` with `jwt` as its bearer token; the answer's JSON, whatever its status.
 pub async fn get_json(c: &reqwest::Client, s: &Server, path: &str, jwt: &str) -> Value {
     c.get(s.url(path))
         .bearer_auth(jwt)
