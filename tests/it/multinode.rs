@@ -907,7 +907,7 @@ async fn the_fold_keeps_a_tenants_limits_against_records_no_node_decided() {
     nc.flush().await.unwrap();
     let last = seq + 10;
     let deadline = Instant::now() + WAIT;
-    while get_public_json(&c, &a, "/").await["cursor"].as_u64() < Some(last) {
+    while admin_cursor(&c, &a).await < last {
         assert!(
             Instant::now() < deadline,
             "the node never folded the copies"

@@ -321,13 +321,12 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
     .await;
     assert_eq!(status, 401, "replaced");
     // Five wrong tries void the live code, for good. The first four are counted in memory
-    // and write nothing: a record for each moved the public cursor for a user with a live
-    // code and not for one without, an anonymous yes/no on a pending reset (an attack review).
+    // and write nothing: a record for each moved the cursor (then shown to anyone by GET /)
+    // for a user with a live code and not for one without, and took an fsync longer, an
+    // anonymous yes/no on a pending reset (an attack review).
     let second = second["totp"].as_str().unwrap().to_owned();
     // The first code, tried above, was the first wrong try at the second.
-    let before = get_public_json(&c, &s, "/").await["cursor"]
-        .as_u64()
-        .unwrap();
+    let before = admin_cursor(&c, &s).await;
     for wrong in ["00000000", "11111111", "22222222"] {
         let (status, _) = post(&c, s.url("/password_reset"), reset(wrong)).await;
         assert_eq!(status, 401);
@@ -335,19 +334,14 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
         assert_eq!(post(&c, s.url("/password_reset"), nobody).await.0, 401);
     }
     assert_eq!(
-        get_public_json(&c, &s, "/").await["cursor"]
-            .as_u64()
-            .unwrap(),
+        admin_cursor(&c, &s).await,
         before,
         "a wrong code was written before the fifth"
     );
     let (status, _) = post(&c, s.url("/password_reset"), reset("33333333")).await;
     assert_eq!(status, 401);
     assert!(
-        get_public_json(&c, &s, "/").await["cursor"]
-            .as_u64()
-            .unwrap()
-            > before,
+        admin_cursor(&c, &s).await > before,
         "the fifth wrong code is written"
     );
     assert_eq!(s.terminate(), Some(0));

@@ -319,15 +319,11 @@ pub async fn insert(
     .await
 }
 
-/// GET `path` with no credentials; its JSON answer.
-pub async fn get_public_json(c: &reqwest::Client, s: &Server, path: &str) -> Value {
-    c.get(s.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// The newest durable cursor, as the admin reads it (`/server_stats`).
+pub async fn admin_cursor(c: &reqwest::Client, s: &Server) -> u64 {
+    let (status, stats) = post(c, s.url("/server_stats"), json!({"admin_token": ADMIN})).await;
+    assert_eq!(status, 200, "{stats}");
+    stats["cursor"].as_u64().unwrap()
 }
 
 /// GET `path` with the admin token (`X-Admin-Token`); its JSON answer.
