@@ -421,6 +421,19 @@ async fn a_jetstream_stream_keeps_the_same_contract_and_drops_inserts_made_with_
         assert_eq!(node.read(|s| s.latest["acme"]["tick"].cursor), kept);
         assert_eq!(node.metrics().rejected_records.get(), 1);
     }
+    // One stamped far after the stream stored it was stamped by no node: skipped alike.
+    let bob_epoch = a.read(|s| s.user("bob").unwrap().credential_epoch);
+    let mut future = raw_insert("bob", "{\"future\":true}");
+    future.at_ms = i64::MAX;
+    let future = publish_raw(&js, &future, Some(bob_epoch)).await;
+    for node in [&a, &b, &late] {
+        tokio::time::timeout(WAIT, node.committed(future))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.read(|s| s.latest["acme"]["tick"].cursor), kept);
+        assert_eq!(node.metrics().rejected_records.get(), 2);
+    }
 
     // The stream's newest record is one every node drops: the local copies end before it,
     // and the checkpoints stored at shutdown are at it.

@@ -181,13 +181,15 @@ impl Reader<'_> {
             let mut entries = Vec::with_capacity(chunk.len());
             for message in chunk {
                 let message = message.map_err(|e| e.to_string())?;
-                let cursor = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                let info = message.info().map_err(|e| e.to_string())?;
+                let stored_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
                 entries.push(entry(
                     self.name,
-                    cursor,
+                    info.stream_sequence,
                     message.subject.as_str(),
                     &message.payload,
                     message.headers.as_ref(),
+                    Some(stored_ms),
                 ));
             }
             if !self.hand_on(entries).await {
@@ -355,12 +357,17 @@ pub(super) async fn direct_batch(
             return Ok(entries);
         }
         let subject = server_header(&message, "Nats-Subject").unwrap_or_default();
+        // The server's own time stamp (its header comes last, as `server_header` says).
+        let stored_ms = async_nats::jetstream::message::StreamMessage::try_from(message.clone())
+            .ok()
+            .map(|stored| (stored.time.unix_timestamp_nanos() / 1_000_000) as i64);
         entries.push(entry(
             name,
             cursor,
             subject,
             &message.payload,
             message.headers.as_ref(),
+            stored_ms,
         ));
     }
 }
@@ -373,14 +380,20 @@ fn server_header<'m>(message: &'m async_nats::Message, name: &str) -> Option<&'m
     headers.get_all(name).last().map(|v| v.as_str())
 }
 
-/// The message at `cursor` as the fold takes it: a record, or [`Entry::Unreadable`] when it
-/// is no record of this stream. It must not stop the fold, here or on any other node.
+/// How far a record's time may be ahead of when the stream stored it: a node stamps a record
+/// just before it publishes it, so only clocks set wrong by this much get there.
+const MAX_AHEAD_OF_STORED_MS: i64 = 60 * 60 * 1000;
+
+/// The message at `cursor`, which the stream stored at `stored_ms` (the server's clock), as
+/// the fold takes it: a record, or [`Entry::Unreadable`] when it is no record of this
+/// stream. It must not stop the fold, here or on any other node.
 fn entry(
     name: &str,
     cursor: Cursor,
     subject: &str,
     payload: &[u8],
     headers: Option<&async_nats::HeaderMap>,
+    stored_ms: Option<i64>,
 ) -> Entry {
     let record = match Record::decode(payload) {
         Ok(record) => Record { cursor, ..record },
@@ -395,6 +408,21 @@ fn entry(
         return Entry::Unreadable {
             cursor,
             why: format!("a record published under the wrong subject {subject:?}"),
+        };
+    }
+    // A record far ahead of when it was stored was stamped by no node: one keyed insert
+    // stamped in the year 292 million made every node forget every Idempotency-Key (their
+    // window is record time), and age-based retention would never drop it (an attack review).
+    // The stored time is the same on every node, so every node skips it alike.
+    if let Some(stored_ms) = stored_ms
+        && record.at_ms > stored_ms.saturating_add(MAX_AHEAD_OF_STORED_MS)
+    {
+        return Entry::Unreadable {
+            cursor,
+            why: format!(
+                "a record stamped {} ms after the stream stored it",
+                record.at_ms.saturating_sub(stored_ms)
+            ),
         };
     }
     let credential_epoch = headers
@@ -420,6 +448,48 @@ fn entry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::record::EventInserted;
+
+    /// An admin insert stamped `at_ms`, as the stream `s` would carry it.
+    fn stamped(at_ms: i64) -> (String, Vec<u8>) {
+        let record = Record {
+            cursor: 0,
+            at_ms,
+            kind: RecordKind::EventInserted(EventInserted {
+                id: [7; 16],
+                tenant: "t".into(),
+                event: "e".into(),
+                data: "1".into(),
+                by: None,
+                idempotency_key: None,
+            }),
+        };
+        (subject_of("s", &record), record.encode())
+    }
+
+    /// An attack review stamped a keyed insert in the year 292 million: every node then forgot
+    /// every Idempotency-Key. A record far ahead of when the stream stored it is skipped.
+    #[test]
+    fn a_record_stamped_far_after_it_was_stored_is_no_record() {
+        let stored = 1_700_000_000_000;
+        for (at_ms, kept) in [
+            (stored - 86_400_000, true),
+            (stored + 5_000, true),
+            (stored + MAX_AHEAD_OF_STORED_MS, true),
+            (stored + MAX_AHEAD_OF_STORED_MS + 1, false),
+            (i64::MAX, false),
+        ] {
+            let (subject, payload) = stamped(at_ms);
+            let read = entry("s", 9, &subject, &payload, None, Some(stored));
+            assert_eq!(matches!(read, Entry::Record { .. }), kept, "{at_ms}");
+        }
+        // No stored time to compare with (a server that sent none): nothing to check.
+        let (subject, payload) = stamped(i64::MAX);
+        assert!(matches!(
+            entry("s", 9, &subject, &payload, None, None),
+            Entry::Record { .. }
+        ));
+    }
 
     /// A chunk is what is already there, up to READ_BATCH; it waits only for its first item,
     /// and a stream's end comes after the last chunk, polled again without harm.
