@@ -63,15 +63,32 @@ pub fn username(value: &str) -> Result<(), Invalid> {
 }
 
 /// What a username must also be when it is created (not when a record is read back, so that
-/// logs written before keep opening): free of characters that show as nothing or reorder
-/// text — zero-width spaces and joiners, bidi controls, the byte-order mark, soft hyphens —
-/// with which `alice\u{200b}` or a right-to-left override passes for another user's name in
-/// the console and in events' `by` (found by an attack review).
+/// logs written before keep opening), so that one name cannot pass for another in the console
+/// and in events' `by` (found by attack reviews):
+/// - free of characters that show as nothing or reorder text — zero-width spaces and joiners,
+///   bidi controls, the byte-order mark, soft hyphens (`alice\u{200b}`);
+/// - of one script (Unicode TS 39 single-script, where Japanese may mix its scripts): a
+///   Cyrillic `а` in `pаypal` looks like the Latin one;
+/// - composed (NFC): `e` and a combining accent look like `é` but are another name.
 pub fn new_username(value: &str) -> Result<(), Invalid> {
+    use unicode_normalization::is_nfc;
+    use unicode_security::MixedScript;
     if value.chars().any(invisible) {
         return Err(invalid(
             "username",
             "must not contain invisible or text-direction characters (zero-width, bidi controls, BOM, soft hyphen)",
+        ));
+    }
+    if !value.is_single_script() {
+        return Err(invalid(
+            "username",
+            "must not mix letters of several scripts (such as Latin and Cyrillic), with which one name passes for another",
+        ));
+    }
+    if !is_nfc(value) {
+        return Err(invalid(
+            "username",
+            "must be in Unicode normalization form C (accents composed with their letters)",
         ));
     }
     Ok(())
@@ -354,8 +371,23 @@ mod tests {
 
     #[test]
     fn new_usernames_show_what_they_are() {
-        for fine in ["alice", "ünïcode user", "José", "李雷", "a-b_c.d"] {
+        for fine in [
+            "alice",
+            "ünïcode user",
+            "José",
+            "李雷",
+            "a-b_c.d",
+            "Мария_1987",
+            "やまだ太郎",
+            "ヤマダ",
+            "user@example.com",
+        ] {
             assert!(new_username(fine).is_ok(), "{fine}");
+        }
+        // Look-alikes: a Cyrillic а among Latin letters, a Greek ο, a decomposed é.
+        for alike in ["p\u{0430}ypal", "g\u{03bf}\u{03bf}gle", "Jose\u{0301}"] {
+            assert!(new_username(alike).is_err(), "{alike:?}");
+            assert!(username(alike).is_ok(), "{alike:?}");
         }
         for hidden in [
             "alice\u{200b}",
