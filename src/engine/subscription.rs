@@ -437,7 +437,11 @@ impl Subscription {
                 let mut out = BytesMut::new();
                 let mut frames = 0;
                 let mut last_event = after;
+                // Records looked at: a filter that matches nothing would otherwise read the
+                // whole log since the last checkpoint in one turn of a reading thread.
+                let mut looked = 0;
                 let scanned = log.read_after(after, upto, |cursor, payload| {
+                    looked += 1;
                     let Ok(record) = Record::decode(payload) else {
                         return true;
                     };
@@ -449,15 +453,20 @@ impl Subscription {
                         frames += 1;
                         last_event = cursor;
                     }
-                    frames < MAX_FRAMES_PER_CHUNK && out.len() < super::fanout::MAX_CHUNK_BYTES
+                    frames < MAX_FRAMES_PER_CHUNK
+                        && out.len() < super::fanout::MAX_CHUNK_BYTES
+                        && looked < SCAN_BUDGET
                 });
                 scanned.map(|scanned| {
-                    // Full chunk: resume right after the last event sent; otherwise everything
-                    // up to the last record scanned has been looked at.
+                    // Full chunk: resume right after the last event sent; cut by the budget:
+                    // after the last record looked at; otherwise everything up to `upto` has
+                    // been looked at.
                     let reached = if frames >= MAX_FRAMES_PER_CHUNK
                         || out.len() >= super::fanout::MAX_CHUNK_BYTES
                     {
                         last_event
+                    } else if looked >= SCAN_BUDGET {
+                        scanned
                     } else {
                         scanned.max(upto)
                     };
@@ -478,6 +487,11 @@ impl Subscription {
         }
     }
 }
+
+/// Records one turn of a reading thread looks at for a stream catching up by scanning, at
+/// most (a history page's budget): the stream goes on from there in its next turn, after the
+/// other readers queued meanwhile.
+const SCAN_BUDGET: u64 = super::history::LOOK_BUDGET;
 
 /// The frame of an event read from the log: bare or enveloped.
 fn frame(cursor: Cursor, at_ms: i64, e: &EventInserted, envelope: bool) -> Bytes {

@@ -1456,3 +1456,85 @@ async fn a_connections_101st_open_http2_stream_is_refused() {
     drop(conn);
     still_serving(&s).await;
 }
+
+/// Eighth attack review: one user opened and dropped 30,000 filtered resumes from the start
+/// of a large tenant in 5 s; each queued a read of the whole log on the shared reading
+/// threads, run although its client had gone, and another tenant's history page waited
+/// 70 s. A read whose caller has gone is skipped now, and a scan looks at 100,000 records
+/// per turn at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_resumes_do_not_hold_other_tenants_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    // No checkpoint, so no tenant index: a resume scans the log, as beyond the last one.
+    let flags = [
+        "--checkpoint_records",
+        "100000000",
+        "--checkpoint_secs",
+        "3600",
+    ];
+    let s = Server::start(dir.path(), &flags);
+    let c = client();
+    create_user(&c, &s, "mallory", "pw", "evil").await;
+    create_user(&c, &s, "victim", "pw", "good").await;
+    let evil = login(&c, &s, "mallory", "pw").await;
+    let good = login(&c, &s, "victim", "pw").await;
+    assert_eq!(insert(&c, &s, &good, "e", json!(1)).await.0, 200);
+    // 20,000 events of the attacker's own tenant, 50 at once.
+    let tasks: Vec<_> = (0..50)
+        .map(|t| {
+            let (c, s_url, evil) = (c.clone(), s.url("/insert"), evil.clone());
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    let resp = c
+                        .post(&s_url)
+                        .bearer_auth(&evil)
+                        .json(&json!({"event": format!("n{}", i % 50), "data": t}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Filtered resumes from the start, each dropped once its head is back, for 3 s.
+    let addr = addr(&s);
+    let head = format!(
+        "GET /sse?event=nothing HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {evil}\r\nLast-Event-ID: 0\r\n\r\n"
+    );
+    let until = Instant::now() + Duration::from_secs(3);
+    let droppers: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, head) = (addr.clone(), head.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut sent = 0;
+                while Instant::now() < until {
+                    if let Ok(mut conn) = TcpStream::connect(&addr) {
+                        // Until the stream's head is back (its catch-up has begun), then gone.
+                        let _ = conn.write_all(head.as_bytes());
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
+                        let _ = conn.read(&mut [0u8; 512]);
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for dropper in droppers {
+        sent += dropper.await.unwrap();
+    }
+    let asked = Instant::now();
+    let page = get_json(&c, &s, "/events?limit=10", &good).await;
+    let took = asked.elapsed();
+    eprintln!("after {sent} dropped resumes, another tenant's page took {took:?}");
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(1), "{page}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?} behind dropped resumes"
+    );
+}
