@@ -886,6 +886,12 @@ pub(super) async fn attach(
         // Direct gets are answered by followers too: the reader's way around a consumer that
         // cannot be created during a failover (see `read`).
         allow_direct: true,
+        // The settings the fold reads, written by the node that creates the stream in the
+        // same step: nodes that start at once cannot each write their own (`same_settings`).
+        metadata: fold_settings(engine)
+            .into_iter()
+            .map(|(_, key, ours)| (key.to_owned(), ours))
+            .collect(),
         ..Default::default()
     };
     // A cluster that is still starting has no JetStream leader yet: wait for it, bounded.
@@ -1009,50 +1015,71 @@ async fn same_settings(
     engine: &Engine,
     name: &str,
 ) -> Result<jetstream::stream::Stream, StreamError> {
-    let limits = engine.tenant_limits();
-    let ours = [
-        (engine.read(|s| s.idempotency.window_ms) / 1000).to_string(),
-        limits.event_names.to_string(),
-        limits.snapshot_bytes.to_string(),
-    ];
+    let ours = fold_settings(engine);
     let config = stream.cached_info().config.clone();
+    check_settings(&config.metadata, &ours, name)?;
     let mut metadata = config.metadata.clone();
-    for ((flag, key), ours) in FOLD_SETTINGS.into_iter().zip(ours) {
-        match config.metadata.get(key) {
-            Some(theirs) if *theirs == ours => {}
-            Some(theirs) => {
-                return Err(StreamError::SettingMismatch {
-                    name: name.to_owned(),
-                    flag,
-                    theirs: theirs.clone(),
-                    ours,
-                });
-            }
-            None => {
-                metadata.insert(key.to_owned(), ours);
-            }
-        }
+    for (_, key, value) in &ours {
+        metadata
+            .entry((*key).to_owned())
+            .or_insert_with(|| value.clone());
     }
     if metadata == config.metadata {
         return Ok(stream);
     }
+    // A stream made by an older build lacks some: add ours, then read back what the stream
+    // kept. Two nodes adding theirs at once both write; the one whose values were written
+    // over is refused below, as if it had come second.
     let update = jetstream::stream::Config { metadata, ..config };
     let written = matches!(
         tokio::time::timeout(CREATE_WAIT, js.update_stream(update)).await,
         Ok(Ok(_))
     );
     let _ = stream.info().await;
-    let kept = &stream.cached_info().config.metadata;
-    if !written
-        || FOLD_SETTINGS
-            .iter()
-            .any(|(_, key)| !kept.contains_key(*key))
-    {
+    let kept = stream.cached_info().config.metadata.clone();
+    if !written || ours.iter().any(|(_, key, _)| !kept.contains_key(*key)) {
         tracing::warn!(
             "the stream keeps no metadata (nats-server before 2.10): nothing checks that every node has the same --idempotency_window_secs, --max_event_names and --max_tenant_snapshot_bytes; give them the same"
         );
     }
+    check_settings(&kept, &ours, name)?;
     Ok(stream)
+}
+
+/// This node's values of [`FOLD_SETTINGS`]: the flag, the metadata key, the value.
+fn fold_settings(engine: &Engine) -> Vec<(&'static str, &'static str, String)> {
+    let limits = engine.tenant_limits();
+    let values = [
+        (engine.read(|s| s.idempotency.window_ms) / 1000).to_string(),
+        limits.event_names.to_string(),
+        limits.snapshot_bytes.to_string(),
+    ];
+    FOLD_SETTINGS
+        .into_iter()
+        .zip(values)
+        .map(|((flag, key), value)| (flag, key, value))
+        .collect()
+}
+
+/// Refuses `ours` where the stream's `metadata` holds another value.
+fn check_settings(
+    metadata: &std::collections::HashMap<String, String>,
+    ours: &[(&'static str, &'static str, String)],
+    name: &str,
+) -> Result<(), StreamError> {
+    for (flag, key, value) in ours {
+        if let Some(theirs) = metadata.get(*key)
+            && theirs != value
+        {
+            return Err(StreamError::SettingMismatch {
+                name: name.to_owned(),
+                flag,
+                theirs: theirs.clone(),
+                ours: value.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether the local copy's record at `cursor` is the stream's: a copy made from another

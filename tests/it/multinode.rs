@@ -977,3 +977,56 @@ async fn junk_on_the_stream_writes_a_bounded_number_of_lines() {
     );
     assert_eq!(create_user(&c, &a, "bob", "pw", "t").await, 200);
 }
+
+/// Eighth attack review: two nodes with different `--max_event_names` started at once on a
+/// new stream both joined: each wrote its own value into the metadata and checked only that
+/// the key was there, and the nodes then folded the same inserts differently. The creating
+/// node writes the settings with the stream, and a node reads back the values it wrote.
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_at_once_with_different_limits_do_not_both_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(
+        &crate::common::tools::nats_server(),
+        &dir.path().join("nats"),
+        &[],
+    );
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    for round in 0..3 {
+        let stream = format!("race{round}");
+        let start = |node: &str, names: &str| {
+            let (db, url, stream, names) = (
+                dir.path().join(format!("{node}{round}")),
+                url.clone(),
+                stream.clone(),
+                names.to_owned(),
+            );
+            std::thread::spawn(move || {
+                let args = [
+                    "--log",
+                    &url,
+                    "--log_stream",
+                    &stream,
+                    "--log_replicas",
+                    "1",
+                    "--max_event_names",
+                    &names,
+                ];
+                Server::try_start(&db, &args)
+            })
+        };
+        let (a, b) = (start("a", "1000"), start("b", "2"));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        match (&a, &b) {
+            (Ok(_), Err(refused)) | (Err(refused), Ok(_)) => assert!(
+                refused.contains("--max_event_names") && refused.contains("this node has"),
+                "{refused}"
+            ),
+            _ => panic!(
+                "round {round}: both or neither started: {:?} / {:?}",
+                a.as_ref().err(),
+                b.as_ref().err()
+            ),
+        }
+    }
+}
