@@ -325,6 +325,15 @@ async fn reset_codes_are_issued_by_the_server_work_once_and_die_after_five_misse
     // for a user with a live code and not for one without, and took an fsync longer, an
     // anonymous yes/no on a pending reset (an attack review).
     let second = second["totp"].as_str().unwrap().to_owned();
+    // A code longer than any is refused before any user is looked at: hashing 1 MB for a
+    // user with a live code (and nothing for one without) told them apart by time (an
+    // attack review).
+    for user in ["forgot", "nobody"] {
+        let long = json!({"username": user, "totp": "9".repeat(1_000_000), "password": "x"});
+        let (status, reply) = post(&c, s.url("/password_reset"), long).await;
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains("totp"), "{reply}");
+    }
     // The first code, tried above, was the first wrong try at the second.
     let before = admin_cursor(&c, &s).await;
     for wrong in ["00000000", "11111111", "22222222"] {

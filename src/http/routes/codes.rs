@@ -135,7 +135,9 @@ pub struct ResetCode {
 pub struct PasswordReset {
     /// Whose.
     username: String,
-    /// The code from /create_totp.
+    /// The code from /create_totp (8 digits; at most 32 bytes are taken: a long one made the
+    /// check's hashing, done only for a user with a live code, tell who had one).
+    #[oai(validator(max_length = 32))]
     totp: String,
     /// The new password.
     #[oai(validator(min_length = 1, max_length = 1024))]
@@ -336,6 +338,13 @@ impl App {
     }
 }
 
+/// The longest `totp` checked: longer ones are refused before any user is looked at.
+const MAX_CODE_BYTES: usize = 32;
+
+/// What a code is checked against for a user without a live one: no SHA-256 digest is all
+/// zeros (`validate::record` refuses such a record).
+const NO_LIVE_CODE: [u8; 32] = [0; 32];
+
 const WRONG_CODE: &str =
     "wrong username or reset code (codes expire, work once, and five wrong tries void them)";
 
@@ -401,6 +410,12 @@ impl WrongCodes {
 }
 
 async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result<(), ApiError> {
+    if body.totp.len() > MAX_CODE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "totp: at most {MAX_CODE_BYTES} bytes (a reset code has {} digits)",
+            reset_code::DIGITS
+        )));
+    }
     let admitted = app.throttle_admit(app.attempt(&body.username, req)).await?;
     app.check_password(&body.password, &body.username)?;
     let now_ms = app.clock.now_ms();
@@ -409,11 +424,18 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
             .and_then(|u| u.reset_code().cloned())
             .filter(|code| now_ms < code.expires_ms)
     });
+    // The code's digest is computed whether or not the user has a live code (against a
+    // digest no code has): its time must not tell anyone which users have one.
+    let matched = reset_code::matches(
+        &body.username,
+        &body.totp,
+        live.as_ref().map_or(&NO_LIVE_CODE, |live| &live.code_hash),
+    );
     let Some(live) = live else {
         admitted.fail();
         return Err(ApiError::unauthorized(WRONG_CODE));
     };
-    if !reset_code::matches(&body.username, &body.totp, &live.code_hash) {
+    if !matched {
         admitted.fail();
         let code = (body.username.clone(), live.issued);
         if app
