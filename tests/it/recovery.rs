@@ -34,14 +34,7 @@ async fn cursors_present(s: &Server) -> Vec<u64> {
     let jwt = login(&c, s, "u", "pw").await;
     let (_, health) = post_raw(&c, s.url("/login"), "{}".into(), None).await;
     let _ = health;
-    let newest: u64 = reqwest::get(s.url("/"))
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["cursor"]
-        .as_u64()
-        .unwrap();
+    let newest = admin_cursor(&c, s).await;
     let mut sse = Sse::open(s, &jwt, Some("0")).await;
     let mut out = Vec::new();
     while out.last().is_none_or(|c| *c < newest) {
