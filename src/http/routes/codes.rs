@@ -402,6 +402,16 @@ impl WrongCodes {
         WrongCode::Write
     }
 
+    /// Whether the code `issued` of `username`, with `written` wrong tries on record, has had
+    /// its last try here: it is being voided, and a right guess racing the records that void
+    /// it must not get in.
+    fn used_up(&self, username: &str, issued: u64, written: u8) -> bool {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .get(&(username.to_owned(), issued))
+            .is_some_and(|t| written.saturating_add(t.tries) >= crate::state::RESET_CODE_TRIES)
+    }
+
     /// Forgets the tries at the code `issued` of `username` (used, voided or replaced).
     fn forget(&self, username: &str, issued: u64) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -447,7 +457,7 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
         }
         // On record, so that the code is void on every node and after a restart: one record
         // per wrong try still missing there (a refusal means the code is void or replaced).
-        app.wrong_codes.forget(&body.username, live.issued);
+        // The count is forgotten only once they are written: meanwhile it refuses the code.
         for _ in live.failures..crate::state::RESET_CODE_TRIES {
             let counted = app
                 .engine
@@ -462,6 +472,14 @@ async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result
                 Err(other) => return Err(other.into()),
             }
         }
+        app.wrong_codes.forget(&body.username, live.issued);
+        return Err(ApiError::unauthorized(WRONG_CODE));
+    }
+    if app
+        .wrong_codes
+        .used_up(&body.username, live.issued, live.failures)
+    {
+        admitted.fail();
         return Err(ApiError::unauthorized(WRONG_CODE));
     }
     let password_hash = app.hash_password(body.password).await?;
@@ -509,7 +527,10 @@ mod tests {
             wrong.count(("ann".into(), 10), 0, 1_000, 0),
             WrongCode::Counted
         );
+        assert!(!wrong.used_up("ann", 10, 3));
+        assert!(wrong.used_up("ann", 10, 4));
         wrong.forget("ann", 10);
+        assert!(!wrong.used_up("ann", 10, 4));
         assert!(
             wrong
                 .counts
