@@ -347,6 +347,13 @@ async fn losing_a_nats_node_or_a_broker_node_loses_nothing() {
 
 /// One nats-server with JetStream on a loopback port, with `extra` flags (authorization,
 /// TLS), data under `dir`.
+/// A current nats-server of its own under `dir`, and its URL.
+fn current_nats(dir: &Path) -> (Nats, String) {
+    let nats = single_nats(&crate::common::tools::nats_server(), &dir.join("nats"), &[]);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    (nats, url)
+}
+
 fn single_nats(binary: &Path, dir: &Path, extra: &[&str]) -> Nats {
     let port = free_port();
     std::fs::create_dir_all(dir).unwrap();
@@ -802,12 +809,7 @@ async fn a_key_reused_inside_the_streams_duplicate_window_never_claims_a_lost_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_different_idempotency_windows_do_not_share_a_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = single_nats(
-        &crate::common::tools::nats_server(),
-        &dir.path().join("nats"),
-        &[],
-    );
-    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let (_nats, url) = current_nats(dir.path());
     let args = |window: &'static str| {
         vec![
             "--log".to_owned(),
@@ -863,12 +865,7 @@ async fn nodes_with_different_idempotency_windows_do_not_share_a_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fold_keeps_a_tenants_limits_against_records_no_node_decided() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = single_nats(
-        &crate::common::tools::nats_server(),
-        &dir.path().join("nats"),
-        &[],
-    );
-    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let (_nats, url) = current_nats(dir.path());
     let args = [
         "--log",
         &url,
@@ -943,12 +940,7 @@ async fn the_fold_keeps_a_tenants_limits_against_records_no_node_decided() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_on_the_stream_writes_a_bounded_number_of_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = single_nats(
-        &crate::common::tools::nats_server(),
-        &dir.path().join("nats"),
-        &[],
-    );
-    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let (_nats, url) = current_nats(dir.path());
     let args = ["--log", &url, "--log_stream", "junk", "--log_replicas", "1"];
     let a = Server::start(&dir.path().join("a"), &args);
     let c = client();
@@ -986,12 +978,7 @@ async fn junk_on_the_stream_writes_a_bounded_number_of_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_started_at_once_with_different_limits_do_not_both_join() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = single_nats(
-        &crate::common::tools::nats_server(),
-        &dir.path().join("nats"),
-        &[],
-    );
-    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let (_nats, url) = current_nats(dir.path());
     for round in 0..3 {
         let stream = format!("race{round}");
         let start = |node: &str, names: &str| {
