@@ -135,7 +135,7 @@ pub struct ResetCode {
 pub struct PasswordReset {
     /// Whose.
     username: String,
-    /// The code from /create_totp (8 digits; at most 32 bytes are taken: a long one made the
+    /// The code from /create_totp (8 digits; at most 32 characters are taken: a long one made the
     /// check's hashing, done only for a user with a live code, tell who had one).
     #[oai(validator(max_length = 32))]
     totp: String,
@@ -338,8 +338,9 @@ impl App {
     }
 }
 
-/// The longest `totp` checked: longer ones are refused before any user is looked at.
-const MAX_CODE_BYTES: usize = 32;
+/// The longest `totp` checked, in characters: longer ones are refused before any user is
+/// looked at.
+const MAX_CODE_CHARS: usize = 32;
 
 /// What a code is checked against for a user without a live one: no SHA-256 digest is all
 /// zeros (`validate::record` refuses such a record).
@@ -420,9 +421,10 @@ impl WrongCodes {
 }
 
 async fn password_reset(app: &App, req: &Request, body: PasswordReset) -> Result<(), ApiError> {
-    if body.totp.len() > MAX_CODE_BYTES {
+    // Characters, as the schema's maxLength counts: at most 128 bytes are hashed.
+    if body.totp.chars().nth(MAX_CODE_CHARS).is_some() {
         return Err(ApiError::bad_request(format!(
-            "totp: at most {MAX_CODE_BYTES} bytes (a reset code has {} digits)",
+            "totp: at most {MAX_CODE_CHARS} characters (a reset code has {} digits)",
             reset_code::DIGITS
         )));
     }
