@@ -76,8 +76,9 @@ impl Engine {
         // On the same reading threads as subscribers catching up: history must not take
         // every blocking thread, nor the request path's CPU.
         let engine = self.clone();
+        let key = tenant;
         let tenant = tenant.to_owned();
-        self.read_files(move || {
+        self.read_files(key, move || {
             let head = engine.cursor();
             let reading = Reading {
                 engine: &engine,

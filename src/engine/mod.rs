@@ -502,13 +502,14 @@ impl Engine {
         self.inner.index.usable()
     }
 
-    /// Runs `read` of the segment files (a history page, a subscriber's catch-up) on a
-    /// reading thread once one is free; `None` if it panicked.
+    /// Runs `read` of the segment files (a history page, a subscriber's catch-up) for
+    /// `tenant` on a reading thread, in the tenants' turns; `None` if it panicked.
     pub(crate) async fn read_files<R: Send + 'static>(
         &self,
+        tenant: &str,
         read: impl FnOnce() -> R + Send + 'static,
     ) -> Option<R> {
-        self.inner.readers.run(read).await
+        self.inner.readers.run(tenant, read).await
     }
 
     pub(crate) fn credentials(&self) -> &credentials::CredentialWatch {

@@ -354,7 +354,7 @@ impl Subscription {
         let envelope = self.envelope;
         let read = self
             .engine
-            .read_files(move || -> Result<(Bytes, Cursor), String> {
+            .read_files(&self.tenant, move || -> Result<(Bytes, Cursor), String> {
                 let (store, _, _) = engine.tenant_index().ok_or("the tenant index went away")?;
                 let cursors = store
                     .tenant_cursors(&tenant, after, until, MAX_FRAMES_PER_CHUNK)
@@ -433,7 +433,7 @@ impl Subscription {
         let envelope = self.envelope;
         let read = self
             .engine
-            .read_files(move || {
+            .read_files(&self.tenant, move || {
                 let mut out = BytesMut::new();
                 let mut frames = 0;
                 let mut last_event = after;
