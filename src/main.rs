@@ -210,8 +210,7 @@ async fn run(config: Config) -> Result<(), StartError> {
         ),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen.addr)
-        .await
+    let listener = http::server::limits::listen(config.listen.addr)
         .map_err(io(format!("cannot listen on {}", config.listen.addr)))?;
     let addr = listener
         .local_addr()
@@ -255,11 +254,9 @@ async fn run(config: Config) -> Result<(), StartError> {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
     if let Some(metrics_addr) = metrics_addr {
-        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
-            .await
-            .map_err(io(format!(
-                "cannot listen on --metrics_addr {metrics_addr}"
-            )))?;
+        let metrics_listener = http::server::limits::listen(metrics_addr).map_err(io(format!(
+            "cannot listen on --metrics_addr {metrics_addr}"
+        )))?;
         tracing::info!(addr = %metrics_addr, "serving /metrics");
         let acceptor = poem::listener::TcpAcceptor::from_tokio(metrics_listener)
             .map_err(io("--metrics_addr"))?;
