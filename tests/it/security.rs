@@ -68,6 +68,18 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
             ][..],
             "--jwt_secret",
         ),
+        // Ninth attack review: a one-character admin token was taken off loopback.
+        (
+            &[
+                "--listen",
+                "0.0.0.0",
+                "--jwt_secret",
+                SECRET,
+                "--admin_token",
+                "t",
+            ][..],
+            "--admin_token is 1 bytes; off loopback it must be at least 32",
+        ),
     ] {
         let db = dir.path().join("refused");
         let mut args = vec![
