@@ -6,7 +6,6 @@
 //! and the user's version, so any change to the user invalidates it.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -396,15 +395,14 @@ async fn basic(
     });
     if !cached {
         // Only a cache miss costs Argon2, so only a miss is an attempt worth counting.
-        let admitted = app
-            .throttle_admit(app.throttle.attempt(&username, client))
-            .await?;
+        let attempt = app.throttle.attempt(&username, client);
+        let admitted = app.throttle_admit(attempt).await?;
         // Same work for unknown users as for real ones: timing tells no usernames apart.
         let hash = user.as_ref().map_or_else(
             || DUMMY_HASH.clone(),
             |u| u.password_hash.phc().into_owned(),
         );
-        let matches = app.verify_password(password, hash).await?;
+        let matches = app.verify_password(password, hash, &attempt).await?;
         match &user {
             Some(user) if matches && usable(user) => admitted.succeed(),
             _ => {
@@ -446,26 +444,21 @@ async fn basic(
     })
 }
 
-/// A held place in the password-check queue, given back on drop.
-struct HashingSlot<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for HashingSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A valid hash of a random password, verified against for unknown usernames.
 pub(super) static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
     password::hash(&uuid::Uuid::new_v4().to_string()).expect("hashing a random password")
 });
 
 impl App {
-    /// Argon2 verification on the blocking pool, at most `--hash_concurrency` at once and
-    /// at most `--hash_queue` waiting (503 beyond).
-    pub async fn verify_password(&self, password: String, phc: String) -> Result<bool, ApiError> {
-        let _slot = self.hashing_slot()?;
-        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
+    /// Argon2 verification on the blocking pool, in the hash queue's order for `attempt`
+    /// (503 when the queue is full of checks that rank no higher).
+    pub(super) async fn verify_password(
+        &self,
+        password: String,
+        phc: String,
+        attempt: &super::throttle::Attempt,
+    ) -> Result<bool, ApiError> {
+        let _running = self.hashing_turn(&attempt.hash_keys()).await?;
         Ok(
             tokio::task::spawn_blocking(move || password::verify(&password, &phc))
                 .await
@@ -473,30 +466,29 @@ impl App {
         )
     }
 
-    /// Argon2 hashing on the blocking pool, bounded like [`App::verify_password`].
+    /// Argon2 hashing of a password the server vouches for (the admin's, or a reset whose
+    /// code was right): first in the hash queue's order.
     pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
-        let _slot = self.hashing_slot()?;
-        let _permit = self.hashing.acquire().await.map_err(ApiError::internal)?;
+        let _running = self.hashing_turn(&[]).await?;
         tokio::task::spawn_blocking(move || password::hash(&password))
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)
     }
 
-    /// A place among the password checks running or waiting, or 503 when they are full: a
-    /// flood of logins gets a quick refusal instead of an ever longer wait.
-    fn hashing_slot(&self) -> Result<HashingSlot<'_>, ApiError> {
-        let limit = self.config.identity.hash_concurrency + self.config.identity.hash_queue;
-        let load = &self.hashing_load;
-        if load.fetch_add(1, Ordering::AcqRel) >= limit {
-            load.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.rate_limited.inc();
-            return Err(ApiError::busy(
-                "too many password checks are waiting; retry shortly",
-                1,
-            ));
-        }
-        Ok(HashingSlot(load))
+    /// A running place in the hash queue, or 503 when it is full: a flood of logins gets a
+    /// quick refusal instead of an ever longer wait.
+    async fn hashing_turn(
+        &self,
+        keys: &[crate::auth::throttle::Key],
+    ) -> Result<super::hash_queue::Running<'_>, ApiError> {
+        self.hashing
+            .enter(keys, self.clock.now_ms())
+            .await
+            .map_err(|_| {
+                self.metrics.rate_limited.inc();
+                ApiError::busy("too many password checks are waiting; retry shortly", 1)
+            })
     }
 
     fn password_digest(&self, password: &str) -> [u8; 32] {

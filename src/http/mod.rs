@@ -10,6 +10,7 @@ pub mod authn;
 pub mod body;
 pub mod error;
 pub mod event_data;
+mod hash_queue;
 pub mod openapi;
 pub mod quota;
 pub mod routes;
@@ -28,7 +29,6 @@ use std::time::Duration;
 use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server};
 use poem_openapi::OpenApiService;
-use tokio::sync::Semaphore;
 
 use crate::auth::Clock;
 use crate::config::Config;
@@ -49,10 +49,9 @@ pub struct AppInner {
     pub config: Config,
     /// NTP-corrected time.
     pub clock: Clock,
-    // A tokio semaphore: waiting for a hashing slot must not hold a runtime thread.
-    hashing: Semaphore,
-    /// Password checks running or waiting for a slot; bounded by `--hash_queue`.
-    hashing_load: std::sync::atomic::AtomicUsize,
+    /// Password checks running and waiting (`--hash_concurrency`, `--hash_queue`), the
+    /// least served first.
+    hashing: hash_queue::HashQueue,
     /// Refused requests, logged with their client (rate-limited).
     pub audit: Arc<audit::Audit>,
     /// `--max_inserts_per_sec`.
@@ -94,8 +93,11 @@ impl App {
         biscuit: biscuit_auth::KeyPair,
     ) -> Self {
         App(Arc::new(AppInner {
-            hashing: Semaphore::new(config.identity.hash_concurrency),
-            hashing_load: Default::default(),
+            hashing: hash_queue::HashQueue::new(
+                config.identity.hash_concurrency,
+                config.identity.hash_queue,
+                config.limits.failure_window.as_millis() as i64,
+            ),
             audit: Default::default(),
             inserts: quota::InsertRate::new(config.limits.max_inserts_per_sec),
             streams: Default::default(),

@@ -52,6 +52,13 @@ pub(super) struct Attempt {
     address: Key,
 }
 
+impl Attempt {
+    /// What ranks the attempt's password check in the hash queue: its address and pair.
+    pub(super) fn hash_keys(&self) -> Vec<Key> {
+        self.pair.into_iter().chain([self.address]).collect()
+    }
+}
+
 impl Throttles {
     pub(super) fn new(config: &Config) -> Self {
         let window = config.limits.failure_window.as_millis() as i64;

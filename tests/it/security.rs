@@ -1122,3 +1122,94 @@ async fn a_basic_request_waiting_for_argon2_is_refused_once_its_user_is_revoked(
         assert_eq!(filler.await.unwrap().0, 200);
     }
 }
+
+/// Ninth attack review, F1: the password checks waited in one line, first come first
+/// served, and a 503 counted as no attempt. 200 addresses with wrong passwords, or 10 with
+/// the right passwords of accounts of their own, kept the line full: every other user's
+/// login got 503 (0 of 13) for as long as they went on. The line now serves first whoever
+/// started the fewest checks lately, and a newcomer of a lower rank takes the place of the
+/// highest-ranked waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_many_addresses_leaves_other_users_their_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &[
+            "--trusted_proxies",
+            "127.0.0.1",
+            "--hash_concurrency",
+            "1",
+            "--hash_queue",
+            "8",
+        ],
+    );
+    let c = client();
+    assert_eq!(
+        create_user(&c, &s, "mallory", "mallory pw", "evil").await,
+        200
+    );
+    for n in 0..6 {
+        assert_eq!(
+            create_user(&c, &s, &format!("user{n}"), "user pw", "good").await,
+            200
+        );
+    }
+    // 40 addresses, one login in flight each, for 5 s: half with mallory's right password
+    // (never a failure), half with wrong ones for names nobody has.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let flood: Vec<_> = (0..40)
+        .map(|a| {
+            let (c, url) = (c.clone(), s.url("/login"));
+            tokio::spawn(async move {
+                let address = format!("10.0.0.{a}");
+                let mut answers = [0u32; 3];
+                let mut i = 0;
+                while tokio::time::Instant::now() < until {
+                    let body = if a % 2 == 0 {
+                        json!({"username": "mallory", "password": "mallory pw"})
+                    } else {
+                        i += 1;
+                        json!({"username": format!("nobody{a}x{i}"), "password": "guess"})
+                    };
+                    let (status, _) = post_from(&c, url.clone(), &address, body).await;
+                    match status {
+                        200 | 401 => answers[0] += 1,
+                        503 => {
+                            answers[1] += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        _ => answers[2] += 1,
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    // The users log in once each, from addresses of their own, while the flood goes on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut users = Vec::new();
+    for n in 0..6 {
+        let (status, body) = post_from(
+            &c,
+            s.url("/login"),
+            &format!("10.1.0.{n}"),
+            json!({"username": format!("user{n}"), "password": "user pw"}),
+        )
+        .await;
+        users.push(status);
+        assert!(status == 200 || status == 503, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut answers = [0u32; 3];
+    for task in flood {
+        for (sum, n) in answers.iter_mut().zip(task.await.unwrap()) {
+            *sum += n;
+        }
+    }
+    eprintln!("the flood: {answers:?} (checked, 503, other); the users: {users:?}");
+    assert!(
+        answers[1] > 0,
+        "the flood never filled the line: {answers:?}"
+    );
+    assert_eq!(users, [200; 6], "the flood kept users from logging in");
+}

@@ -177,13 +177,14 @@ async fn login(
 ) -> Result<(Json<Session>, jwt::Claims), ApiError> {
     // Let in (and counted) before the password is checked, so the attempt after the limit
     // is refused even when right.
-    let admitted = app.throttle_admit(app.attempt(&body.username, req)).await?;
+    let attempt = app.attempt(&body.username, req);
+    let admitted = app.throttle_admit(attempt).await?;
     let user = app.engine.read(|state| state.user(&body.username).cloned());
     let hash = user.as_ref().map_or_else(
         || DUMMY_HASH.clone(),
         |u| u.password_hash.phc().into_owned(),
     );
-    let matches = app.verify_password(body.password, hash).await?;
+    let matches = app.verify_password(body.password, hash, &attempt).await?;
     let user = match user {
         // A revoked user's right password gets the same answer as a wrong one: it tells
         // nobody the password was right.
