@@ -4,15 +4,18 @@
 //! Failures are counted in four buckets, each a [`Throttle`]:
 //! - per (username, address), the hard limit `--max_failures`: a guesser at one address
 //!   gets a handful of tries per user;
-//! - per username across all addresses, `--max_failures_per_user` (higher), so that one
-//!   attacker cannot lock a user out from the user's own address, while a distributed
-//!   guess at one account is still stopped;
+//! - per username across all addresses, `--max_failures_per_user` (higher), so that a
+//!   distributed guess at one account is still stopped. It does not hold back the user's
+//!   own devices: a (username, address) pair that logged in within [`KNOWN_FOR_MS`] is let in
+//!   past it (an attack review locked any user out of every password path in 2 s from 10
+//!   addresses, again each minute);
 //! - per address, `--max_failures_per_address`, whatever the usernames;
 //! - admin tokens per address, apart, so that wrong admin tokens never lock out logins.
 //!
 //! Keys are keyed digests (a per-process salt): fixed size whatever the attacker sends.
 //! An IPv6 client is counted by its /64, the block one machine usually holds.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -42,6 +45,36 @@ struct Buckets {
     user: Throttle,
     address: Throttle,
     admin: Throttle,
+    /// Pairs that logged in, until when they are known (see [`KNOWN_FOR_MS`]).
+    known: HashMap<Key, i64, foldhash::quality::RandomState>,
+}
+
+/// How long a (username, address) pair that logged in is let in past the username's
+/// failure limit (in memory: a restart forgets).
+const KNOWN_FOR_MS: i64 = 30 * 24 * 3600 * 1000;
+
+impl Buckets {
+    fn known(&self, pair: &Key, now_ms: i64) -> bool {
+        self.known.get(pair).is_some_and(|&until| now_ms < until)
+    }
+
+    fn remember(&mut self, pair: Key, now_ms: i64) {
+        if self.known.len() >= MAX_KEYS && !self.known.contains_key(&pair) {
+            self.known.retain(|_, until| now_ms < *until);
+            if self.known.len() >= MAX_KEYS {
+                // All live: the one that expires first goes.
+                let first = self
+                    .known
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(k, _)| *k);
+                if let Some(first) = first {
+                    self.known.remove(&first);
+                }
+            }
+        }
+        self.known.insert(pair, now_ms + KNOWN_FOR_MS);
+    }
 }
 
 /// What one password attempt counts against.
@@ -69,6 +102,7 @@ impl Throttles {
                 user: Throttle::new(config.limits.max_failures_per_user, window, MAX_KEYS),
                 address: Throttle::new(config.limits.max_failures_per_address, window, MAX_KEYS),
                 admin: Throttle::new(config.limits.max_failures_per_address, window, MAX_KEYS),
+                known: HashMap::default(),
             }),
             ended: tokio::sync::Notify::new(),
         }
@@ -122,7 +156,7 @@ impl App {
     /// [`Throttles::admit`]).
     pub(super) async fn throttle_admit(&self, attempt: Attempt) -> Result<Admitted<'_>, ApiError> {
         match self.throttle.admit(attempt, || self.clock.now_ms()).await {
-            Ok(()) => Ok(Admitted {
+            Ok(attempt) => Ok(Admitted {
                 app: self,
                 attempt,
                 settled: false,
@@ -142,8 +176,9 @@ impl Throttles {
     /// all pass while the count was still low (found by an attack review). While the
     /// attempts in flight could, if they all failed, use up a bucket, a new one waits for
     /// one of them to [`Throttles::end`] (an honest burst of right passwords then goes on, a
-    /// burst of guesses meets the limit) — at most [`ADMIT_WAIT`], then `Err`.
-    async fn admit(&self, attempt: Attempt, now_ms: impl Fn() -> i64) -> Result<(), i64> {
+    /// burst of guesses meets the limit) — at most [`ADMIT_WAIT`], then `Err`. A pair that
+    /// logged in lately skips the username's bucket; the attempt as counted is returned.
+    async fn admit(&self, mut attempt: Attempt, now_ms: impl Fn() -> i64) -> Result<Attempt, i64> {
         let give_up = tokio::time::Instant::now() + ADMIT_WAIT;
         loop {
             let ended = self.ended.notified();
@@ -151,6 +186,9 @@ impl Throttles {
             {
                 let now = now_ms();
                 let mut b = self.lock();
+                if attempt.pair.is_some_and(|k| b.known(&k, now)) {
+                    attempt.user = None;
+                }
                 let wait = [
                     attempt.pair.map(|k| b.pair.check(&k, now)),
                     attempt.user.map(|k| b.user.check(&k, now)),
@@ -174,7 +212,7 @@ impl Throttles {
                         b.user.begin(&k, now);
                     }
                     b.address.begin(&attempt.address, now);
-                    return Ok(());
+                    return Ok(attempt);
                 }
                 // Registered before the lock is let go: an end in between still wakes us.
                 ended.as_mut().enable();
@@ -237,13 +275,17 @@ impl Admitted<'_> {
         self.end(true);
     }
 
-    /// The credential was right: the (username, address) pair starts afresh. The
-    /// username's and the address's earlier failures stay, so a guesser cannot reset them
-    /// by logging in to its own account.
+    /// The credential was right: the (username, address) pair starts afresh, and is known
+    /// (let in past the username's limit) for [`KNOWN_FOR_MS`]. The username's and the
+    /// address's earlier failures stay, so a guesser cannot reset them by logging in to its
+    /// own account.
     pub(super) fn succeed(mut self) {
         self.end(false);
         if let Some(k) = self.attempt.pair {
-            self.app.throttle.lock().pair.clear(&k);
+            let now = self.app.clock.now_ms();
+            let mut b = self.app.throttle.lock();
+            b.pair.clear(&k);
+            b.remember(k, now);
         }
     }
 
@@ -345,7 +387,10 @@ mod tests {
         let t = throttles();
         let attempt = five_in_flight(&t).await;
         let start = Instant::now();
-        assert_eq!(t.admit(attempt, || NOW).await, Err(ADMIT_WAIT_RETRY_MS));
+        assert_eq!(
+            t.admit(attempt, || NOW).await.err(),
+            Some(ADMIT_WAIT_RETRY_MS)
+        );
         assert_eq!(start.elapsed(), ADMIT_WAIT);
     }
 
@@ -362,12 +407,44 @@ mod tests {
             ender.end(attempt, false, NOW);
         });
         let start = Instant::now();
-        assert_eq!(t.admit(attempt, || NOW).await, Ok(()));
+        assert!(t.admit(attempt, || NOW).await.is_ok());
         assert_eq!(start.elapsed(), Duration::from_secs(4));
         // Another user's attempt from elsewhere never waited on bob's.
         let other = t.attempt("alice", "192.0.2.2".parse().unwrap());
         let start = Instant::now();
-        assert_eq!(t.admit(other, || NOW).await, Ok(()));
+        assert!(t.admit(other, || NOW).await.is_ok());
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    /// Ninth attack review, F2: 10 addresses used up a username's failures in 2 s and its
+    /// user could not log in from anywhere. A pair that logged in lately still can.
+    #[tokio::test(start_paused = true)]
+    async fn a_pair_that_logged_in_passes_the_usernames_used_up_failures() {
+        let t = throttles();
+        let home = t.attempt("bob", "192.0.2.1".parse().unwrap());
+        let counted = t.admit(home, || NOW).await.unwrap();
+        t.end(counted, false, NOW);
+        t.lock().remember(home.pair.unwrap(), NOW);
+        // 50 failures (the default per username) from ten other addresses.
+        for a in 0..10 {
+            let guess = t.attempt("bob", format!("198.51.100.{a}").parse().unwrap());
+            for _ in 0..5 {
+                let counted = t.admit(guess, || NOW).await.unwrap();
+                t.end(counted, true, NOW);
+            }
+        }
+        let fresh = t.attempt("bob", "203.0.113.9".parse().unwrap());
+        assert!(
+            t.admit(fresh, || NOW).await.is_err(),
+            "the username's limit holds"
+        );
+        let counted = t.admit(home, || NOW).await.expect("bob's own address");
+        // Let in past the username's bucket, and not counted there.
+        assert!(counted.user.is_none());
+        t.end(counted, false, NOW);
+        // Known for 30 days, not longer.
+        let later = NOW + KNOWN_FOR_MS;
+        assert!(!t.lock().known(&home.pair.unwrap(), later));
+        assert!(t.lock().known(&home.pair.unwrap(), later - 1));
     }
 }

@@ -506,9 +506,24 @@ async fn one_address_cannot_lock_a_user_out_from_another() {
         );
     }
     assert_eq!(
-        post_from(&c, s.url("/login"), "192.0.2.200", right).await.0,
+        post_from(&c, s.url("/login"), "192.0.2.200", right.clone())
+            .await
+            .0,
         429
     );
+    // Ninth attack review, F2: those addresses locked the user out everywhere, also where
+    // they had logged in. An address that logged in lately still does.
+    let (status, reply) = post_from(&c, s.url("/login"), "198.51.100.7", right.clone()).await;
+    assert_eq!(status, 200, "the user's own address is locked out: {reply}");
+    let basic = basic("victim", "right");
+    let resp = c
+        .get(s.url("/verify"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("authorization", &basic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "Basic from the user's own address");
 }
 
 #[tokio::test]
