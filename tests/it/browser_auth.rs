@@ -388,3 +388,185 @@ async fn the_console_is_embedded_with_a_strict_policy_and_stats_are_admin_only()
     assert!(stats["log_bytes"].as_u64().unwrap() > 0);
     assert_eq!(stats["log_segments"], 1);
 }
+
+/// `POST /login {"session_cookie": true}` for `username`: the cookie's stream-only token.
+async fn cookie_token(c: &reqwest::Client, s: &Server, username: &str) -> String {
+    let resp = c
+        .post(s.url("/login"))
+        .body(json!({"username": username, "password": "pw", "session_cookie": true}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.strip_prefix("broker_session=")
+        .unwrap_or_else(|| panic!("{set_cookie}"))
+        .to_owned()
+}
+
+/// `GET /sse` with the session cookie and `headers`.
+async fn sse_with_cookie(
+    c: &reqwest::Client,
+    s: &Server,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = c
+        .get(s.url("/sse"))
+        .header("cookie", format!("broker_session={token}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap()
+}
+
+/// F5 (security review): a page on another port of the same host (same site, so
+/// `SameSite=Strict` sends the cookie) opened streams as its visitor under the default
+/// `--origin *`. The cookie now counts only from the server's own pages, origins `--origin`
+/// names, and clients that are no browser page.
+#[tokio::test]
+async fn the_session_cookie_counts_only_from_pages_trusted_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "hal", "pw", "acme").await;
+    let jwt = login(&c, &s, "hal", "pw").await;
+    insert(&c, &s, &jwt, "mine", json!("hal's")).await;
+    let token = cookie_token(&c, &s, "hal").await;
+    let other_port = format!("http://127.0.0.1:{}", free_port());
+
+    // Pages of other origins: admitted by `*` to what needs no credentials, but the cookie
+    // is as if absent (the same 401 as no credentials at all).
+    for headers in [
+        &[("origin", other_port.as_str())][..],
+        &[
+            ("origin", other_port.as_str()),
+            ("sec-fetch-site", "same-site"),
+        ],
+        // A `no-cors` fetch sends no Origin; Sec-Fetch-Site gives the page away.
+        &[("sec-fetch-site", "same-site")],
+        &[("sec-fetch-site", "cross-site")],
+    ] {
+        let resp = sse_with_cookie(&c, &s, &token, headers).await;
+        assert_eq!(resp.status(), 401, "{headers:?}");
+    }
+    // A Bearer token from the same page still opens its stream.
+    let resp = c
+        .get(s.url("/sse"))
+        .header("origin", &other_port)
+        .header("cookie", format!("broker_session={token}"))
+        .header("authorization", format!("Bearer {jwt}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+
+    // The server's own pages, the user's own navigation, and clients that are no page.
+    for headers in [
+        &[("sec-fetch-site", "same-origin")][..],
+        &[("sec-fetch-site", "none")],
+        &[
+            ("origin", s.base.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        &[],
+    ] {
+        let resp = sse_with_cookie(&c, &s, &token, headers).await;
+        assert_eq!(resp.status(), 200, "{headers:?}");
+        let mut sse = Sse::from_response(resp);
+        assert_eq!(
+            sse.take(1, WAIT).await[0].json(),
+            json!("hal's"),
+            "{headers:?}"
+        );
+    }
+
+    // An origin `--origin` lists by name is trusted with credentials.
+    let dir = tempfile::tempdir().unwrap();
+    let listed = Server::start(dir.path(), &["--origin", &other_port]);
+    create_user(&c, &listed, "hal", "pw", "acme").await;
+    let token = cookie_token(&c, &listed, "hal").await;
+    let resp = sse_with_cookie(
+        &c,
+        &listed,
+        &token,
+        &[
+            ("origin", other_port.as_str()),
+            ("sec-fetch-site", "same-site"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        other_port.as_str()
+    );
+    drop(resp);
+    // Without an Origin the same page's `no-cors` request is still not trusted.
+    let resp = sse_with_cookie(&c, &listed, &token, &[("sec-fetch-site", "same-site")]).await;
+    assert_eq!(resp.status(), 401);
+}
+
+/// F5 (security review): a page on another port of this host planted `broker_session` at
+/// `Path=/`; sent to `/sse` beside the real one, it made every stream 400, and logout expired
+/// only the `Path=/sse` cookie. Logout now expires both.
+#[tokio::test]
+async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "ida", "pw", "acme").await;
+    let token = cookie_token(&c, &s, "ida").await;
+    // What the browser sends once a planted copy sits beside the real cookie.
+    let resp = c
+        .get(s.url("/sse"))
+        .header(
+            "cookie",
+            format!("broker_session=planted; broker_session={token}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, message) = error_of(resp).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("log out"), "{message}");
+
+    let out = c.post(s.url("/logout")).send().await.unwrap();
+    assert_eq!(out.status(), 200);
+    let mut expired: Vec<&str> = out
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    expired.sort();
+    assert_eq!(
+        expired,
+        [
+            "broker_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+            "broker_session=; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=0",
+        ]
+    );
+
+    // Over TLS (at a trusted proxy) only `__Host-` is read, and it can only have `Path=/`.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--trusted_proxies", "127.0.0.1"]);
+    let out = c
+        .post(s.url("/logout"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let expired: Vec<&str> = out
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        expired,
+        ["__Host-broker_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"]
+    );
+}

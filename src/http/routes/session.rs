@@ -65,17 +65,54 @@ pub enum LoginReply {
     ),
 }
 
-/// `POST /logout`'s answer: the cookie, expired.
+/// `POST /logout`'s answer: the session cookie, expired at every path a page of this host
+/// could have put it (see `expired_session_cookies`).
+pub struct LogoutReply {
+    /// `Set-Cookie` values, one per cookie to expire.
+    expired: Vec<String>,
+}
+
+/// What the OpenAPI document says of [`LogoutReply`]. A derived response sends one header of
+/// a name, so [`LogoutReply`] appends the other `Set-Cookie` values itself.
 #[derive(poem_openapi::ApiResponse)]
-pub enum LogoutReply {
+enum LogoutDoc {
     /// The browser forgets its session cookie.
     #[oai(status = 200)]
     Ok(
         Json<LoggedOut>,
-        /// `broker_session=; Path=/sse; Max-Age=0` (and the same attributes as at login).
+        /// `broker_session=; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=0`, then a second
+        /// `Set-Cookie` with `Path=/` (a copy another page of this host may have planted); over
+        /// TLS only `__Host-broker_session=; Path=/; Secure; …; Max-Age=0`.
         #[oai(header = "set-cookie")]
         String,
     ),
+}
+
+impl poem::IntoResponse for LogoutReply {
+    fn into_response(self) -> poem::Response {
+        let mut cookies = self.expired.into_iter();
+        let first = cookies.next().unwrap_or_default();
+        let mut response =
+            poem::IntoResponse::into_response(LogoutDoc::Ok(Json(LoggedOut { ok: true }), first));
+        for cookie in cookies {
+            if let Ok(value) = poem::http::HeaderValue::from_str(&cookie) {
+                response
+                    .headers_mut()
+                    .append(poem::http::header::SET_COOKIE, value);
+            }
+        }
+        response
+    }
+}
+
+impl poem_openapi::ApiResponse for LogoutReply {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        LogoutDoc::meta()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        LogoutDoc::register(registry);
+    }
 }
 
 /// Acknowledges `POST /logout`.
@@ -141,19 +178,22 @@ impl SessionApi {
         Ok(Json(Session { jwt: token }))
     }
 
-    /// Ends the browser's cookie session: expires the `broker_session` cookie. (The JWT
-    /// itself stays valid until it expires; revoke the user or change the password to end
-    /// every session at once.)
+    /// Ends the browser's cookie session: expires the `broker_session` cookie, at `Path=/sse`
+    /// and at `Path=/`. (The JWT itself stays valid until it expires; revoke the user or
+    /// change the password to end every session at once.)
     #[oai(path = "/logout", method = "post")]
     async fn logout(&self, req: &Request) -> LogoutReply {
         let https = crate::http::server::client::of(req).https;
-        LogoutReply::Ok(Json(LoggedOut { ok: true }), session_cookie(https, "", 0))
+        LogoutReply {
+            expired: expired_session_cookies(https),
+        }
     }
 }
 
 /// The `Set-Cookie` value of the session cookie. Its token is stream-only (every route but
 /// `/sse` refuses it), so no write can ever be made with it, and `SameSite=Strict` keeps
-/// other sites' pages from streaming with it. Over TLS it is `Secure` with the `__Host-`
+/// other sites' pages from streaming with it (and `/sse` ignores it from this site's pages of
+/// other origins: `cors::cookie_authenticates`). Over TLS it is `Secure` with the `__Host-`
 /// prefix (no other host or plain-HTTP page can set or shadow it), which requires `Path=/`;
 /// on plain HTTP `Path=/sse` keeps it off the other routes' requests.
 fn session_cookie(https: bool, jwt: &str, max_age: u64) -> String {
@@ -163,11 +203,32 @@ fn session_cookie(https: bool, jwt: &str, max_age: u64) -> String {
             super::sse::SECURE_SESSION_COOKIE
         )
     } else {
-        format!(
-            "{}={jwt}; Path=/sse; HttpOnly; SameSite=Strict; Max-Age={max_age}",
-            super::sse::SESSION_COOKIE
-        )
+        plain_session_cookie(super::sse::PATH, jwt, max_age)
     }
+}
+
+/// The plain-HTTP session cookie at `path`.
+fn plain_session_cookie(path: &str, jwt: &str, max_age: u64) -> String {
+    format!(
+        "{}={jwt}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}",
+        super::sse::SESSION_COOKIE
+    )
+}
+
+/// The `Set-Cookie` values that expire the session cookie at every path from which a
+/// browser would send it to `/sse`. On plain HTTP cookies are not isolated by port: a page
+/// on another port of this host can run `document.cookie = "broker_session=…; path=/"`, and
+/// that copy, sent to `/sse` beside ours, made every stream 400 ("two different … cookies")
+/// while logout expired only `Path=/sse` (finding F5). A browser deletes a cookie by name
+/// and path, so both paths that cover `/sse` are expired. A `__Host-` cookie can only have
+/// `Path=/`: one suffices.
+fn expired_session_cookies(https: bool) -> Vec<String> {
+    if https {
+        return vec![session_cookie(true, "", 0)];
+    }
+    [super::sse::PATH, "/"]
+        .map(|path| plain_session_cookie(path, "", 0))
+        .into()
 }
 
 async fn login(

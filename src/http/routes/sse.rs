@@ -45,7 +45,8 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
 
 /// The session cookie `POST /login {"session_cookie": true}` sets on plain HTTP: a
 /// stream-only JWT, sent by browsers only to `/sse` (its `Path`) and only from same-site pages
-/// (`SameSite=Strict`).
+/// (`SameSite=Strict`), and counted only from the server's own pages and origins `--origin`
+/// names (`session_cookie`).
 pub const SESSION_COOKIE: &str = "broker_session";
 /// The same cookie over TLS: `Secure`, and `__Host-` so no other host can set it.
 pub const SECURE_SESSION_COOKIE: &str = "__Host-broker_session";
@@ -53,8 +54,14 @@ pub const SECURE_SESSION_COOKIE: &str = "__Host-broker_session";
 /// The session cookie's JWT: over TLS only `__Host-broker_session`, which no other host can
 /// set, so a plain `broker_session` planted by a sibling domain or a plain-HTTP answer cannot
 /// shadow it (found by an attack review); over plain HTTP only `broker_session`. Two
-/// different values under that name are refused: one of them was planted.
+/// different values under that name are refused: one of them was planted. None at all from
+/// a page the server does not trust with credentials (`cors::cookie_authenticates`): a page
+/// on another port of this host is same-site, so `SameSite=Strict` still sends it the
+/// visitor's cookie.
 fn session_cookie(req: &Request) -> Result<Option<&str>, ApiError> {
+    if !crate::http::server::cors::cookie_authenticates(req) {
+        return Ok(None);
+    }
     let name = if crate::http::server::client::of(req).https {
         SECURE_SESSION_COOKIE
     } else {
@@ -153,7 +160,7 @@ impl<'a> poem_openapi::ApiExtractor<'a> for StreamCaller {
             MetaSecurityScheme {
                 ty: "apiKey",
                 description: Some(
-                    "The JWT as the broker_session cookie, set by POST /login with session_cookie: true (HttpOnly, SameSite=Strict, Path=/sse).",
+                    "The JWT as the broker_session cookie, set by POST /login with session_cookie: true (HttpOnly, SameSite=Strict, Path=/sse). A browser page's request counts it only from the server's own origin or an origin --origin lists by name (never through --origin *); otherwise it is as if absent (401).",
                 ),
                 name: Some(SESSION_COOKIE),
                 key_in: Some("cookie"),

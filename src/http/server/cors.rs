@@ -22,6 +22,9 @@
 //!   `…+json`), else 415. A browser can send `text/plain` cross-site without asking first (a
 //!   CORS "simple request"); JSON forces a preflight, which `--origin` then decides. Requests
 //!   without `Origin` (curl, servers, 15.x clients) keep the any-Content-Type rule.
+//! - The session cookie authenticates only requests of pages trusted with credentials (the
+//!   server's own, or an origin `--origin` names) or of no page at all
+//!   ([`cookie_authenticates`]).
 
 use poem::http::header::{self, HeaderValue};
 use poem::http::{Method, StatusCode};
@@ -105,6 +108,35 @@ pub fn refuse_foreign_admin(req: &Request) -> Result<(), ApiError> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Whether the session cookie may authenticate `req`: only for a page this server trusts with
+/// credentials (its own pages, or an origin `--origin` lists by name), or for no page at all.
+/// When not, the route treats the request as carrying no cookie. Read after [`admit`], whose
+/// verdict on the origin it reuses.
+///
+/// Why (finding F5): `SameSite=Strict` does not stop a page on another port of the same host
+/// (same site, another origin). Under the default `--origin *` such a page opened streams
+/// authenticated by its visitor's cookie (`fetch(…, {mode: 'no-cors', credentials:
+/// 'include'})`: unreadable to it, but counted as the visitor's streams). So:
+/// - `Origin` sent: the server's own, or [`Admitted::Listed`]; never [`Admitted::Wildcard`].
+/// - No `Origin` (a browser's `GET` in `no-cors` mode sends none): `Sec-Fetch-Site` must be
+///   `same-origin`, or `none` (the user typed the address).
+/// - Neither header: no browser page (curl, native clients); the cookie counts as before.
+pub fn cookie_authenticates(req: &Request) -> bool {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        return match req.extensions().get::<Admitted>() {
+            Some(Admitted::Listed) => true,
+            Some(Admitted::Wildcard) => false,
+            // `admit` refuses every other origin (403), so one let through without
+            // `Admitted` is the server's own, unless it was not text, which `admit` treats as
+            // absent and no browser sends: no cookie for that.
+            None => origin.to_str().is_ok(),
+        };
+    }
+    req.headers()
+        .get(SEC_FETCH_SITE)
+        .is_none_or(|site| matches!(site.as_bytes(), b"same-origin" | b"none"))
 }
 
 /// `Sec-Fetch-Site`, prepared once: a name given as `&str` is parsed again on every lookup,
@@ -376,8 +408,23 @@ mod tests {
         "ok"
     }
 
+    /// Whether the route would let the session cookie authenticate the request.
+    #[handler]
+    fn cookie(req: &Request) -> &'static str {
+        if cookie_authenticates(req) {
+            "counts"
+        } else {
+            "ignored"
+        }
+    }
+
     /// Calls a route behind the middleware with `flag` as `--origin`.
     async fn call(flag: &str, method: Method, headers: &[(&str, &str)]) -> Response {
+        call_at("/x", flag, method, headers).await
+    }
+
+    /// [`call`] for the route at `path`.
+    async fn call_at(path: &str, flag: &str, method: Method, headers: &[(&str, &str)]) -> Response {
         let policy = Arc::new(CorsPolicy::from_flag(flag));
         let site = Arc::new(Site {
             own_origins: vec!["https://broker.example".into()],
@@ -385,6 +432,7 @@ mod tests {
         });
         let ep = poem::Route::new()
             .at("/x", poem::get(ok).post(ok))
+            .at("/cookie", poem::get(cookie))
             .around(move |ep, req| {
                 let (policy, site) = (Arc::clone(&policy), Arc::clone(&site));
                 async move {
@@ -394,7 +442,7 @@ mod tests {
                     .await
                 }
             });
-        let mut req = Request::builder().method(method).uri_str("/x");
+        let mut req = Request::builder().method(method).uri_str(path);
         if !headers.iter().any(|(name, _)| *name == "host") {
             req = req.header("host", "127.0.0.1:8080");
         }
@@ -530,6 +578,45 @@ mod tests {
         // curl with any Host is no browser: untouched.
         let r = call("*", Method::GET, &[("host", "evil.example")]).await;
         assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    /// F5: under `--origin *` a page on another port of this host (same site: the browser
+    /// sends it the `SameSite=Strict` cookie) opened streams as its visitor.
+    #[tokio::test]
+    async fn the_cookie_counts_only_from_pages_trusted_with_credentials() {
+        for (flag, headers, expected) in [
+            ("*", &[("origin", "http://127.0.0.1:9999")][..], "ignored"),
+            ("*", &[("origin", "https://anywhere.example")], "ignored"),
+            ("*", &[("sec-fetch-site", "same-site")], "ignored"),
+            ("*", &[("sec-fetch-site", "cross-site")], "ignored"),
+            ("*", &[("sec-fetch-site", "same-origin")], "counts"),
+            ("*", &[("sec-fetch-site", "none")], "counts"),
+            ("*", &[("origin", "http://127.0.0.1:8080")], "counts"),
+            (
+                "*",
+                &[
+                    ("host", "broker.example"),
+                    ("origin", "https://broker.example"),
+                ],
+                "counts",
+            ),
+            ("*", &[], "counts"),
+            (
+                "https://app.example",
+                &[("origin", "https://app.example")],
+                "counts",
+            ),
+            (
+                "https://app.example",
+                &[("sec-fetch-site", "cross-site")],
+                "ignored",
+            ),
+        ] {
+            let r = call_at("/cookie", flag, Method::GET, headers).await;
+            assert_eq!(r.status(), StatusCode::OK, "{flag} {headers:?}");
+            let verdict = r.into_body().into_string().await.unwrap();
+            assert_eq!(verdict, expected, "{flag} {headers:?}");
+        }
     }
 
     #[tokio::test]
