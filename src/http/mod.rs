@@ -14,6 +14,7 @@ mod hash_queue;
 pub mod openapi;
 pub mod quota;
 pub mod routes;
+pub mod second_factor;
 pub mod server;
 mod throttle;
 
@@ -71,6 +72,8 @@ pub struct AppInner {
     tickets: ticket::Tickets,
     /// Wrong `/password_reset` codes not yet written (see [`routes::codes::WrongCodes`]).
     wrong_codes: routes::codes::WrongCodes,
+    /// Wrong two-factor codes in a row, per user (see [`second_factor`]).
+    wrong_factors: second_factor::WrongFactors,
     /// When this process started serving (the console shows the uptime).
     pub started: std::time::Instant,
     /// Counters and gauges of `/metrics`.
@@ -115,6 +118,7 @@ impl App {
             basic_cache: Default::default(),
             tickets: Default::default(),
             wrong_codes: Default::default(),
+            wrong_factors: Default::default(),
             started: std::time::Instant::now(),
             cache_key: *uuid::Uuid::new_v4().as_bytes(),
         }))

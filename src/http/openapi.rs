@@ -441,7 +441,7 @@ const ERRORS: &[(&str, u16, &str)] = &[
     (
         "/login",
         429,
-        "Too many failed logins for this username (from this address or from all) or from this address; retry after retry-after seconds, even with the right password.",
+        "Too many failed logins for this username (from this address or from all) or from this address, or for a two-factor user with the right password, too many wrong codes in a row (5: the user's two-factor login is locked for a minute, doubling at each further 5, up to a day); retry after retry-after seconds, even with the right password.",
     ),
     (
         "/login",

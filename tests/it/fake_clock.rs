@@ -337,3 +337,85 @@ async fn refresh_refuses_revoked_outdated_basic_and_forged_tokens() {
     }
     r.engine.shutdown().await;
 }
+
+/// Ninth attack review, F3: a wrong two-factor code after the right password was just a
+/// login failure, so the holder of a password could try 50 codes a minute for ever (~78 %
+/// odds within a week). Five wrong codes in a row now lock the user's two-factor login for
+/// a minute, twice as long at each further five; a right code clears the count.
+#[tokio::test]
+async fn wrong_two_factor_codes_in_a_row_lock_the_second_factor_for_longer_each_time() {
+    let r = start(&[
+        "--max_failures",
+        "1000",
+        "--max_failures_per_user",
+        "1000",
+        "--max_failures_per_address",
+        "1000",
+    ])
+    .await;
+    create(&r.base, "ann", json!({"two_factor": true})).await;
+    let secret = r
+        .engine
+        .read(|s| s.user("ann").unwrap().totp_secret.clone());
+    let code_at = |offset_ms: i64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .checked_add_signed(offset_ms / 1000)
+            .unwrap();
+        broker::auth::totp::login_code(&secret, now).unwrap()
+    };
+    let login = |totp: String, password: &str| json!({"username": "ann", "password": password, "totp": totp});
+    // A code no step of the last minutes had.
+    let wrong = |offset_ms: i64| {
+        let mut code = 0;
+        while [-60_000, -30_000, 0, 30_000, 60_000]
+            .iter()
+            .any(|d| code_at(offset_ms + d) == format!("{code:06}"))
+        {
+            code += 1;
+        }
+        format!("{code:06}")
+    };
+    let mut offset = 0;
+    for round in 1..=2 {
+        for n in 1..=5 {
+            let (status, reply) =
+                post(&r.base, "/login", login(wrong(offset), "right"), None).await;
+            let expected = if n < 5 { 401 } else { 429 };
+            assert_eq!(status, expected, "round {round}, wrong code {n}: {reply}");
+        }
+        let lock_ms = 60_000 << (round - 1);
+        let (status, reply) = post(&r.base, "/login", login(code_at(offset), "right"), None).await;
+        assert_eq!(status, 429, "the right code while locked: {reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("two-factor"),
+            "{reply}"
+        );
+        // Without the password nothing tells of the lock.
+        let (status, _) = post(&r.base, "/login", login(code_at(offset), "wrong"), None).await;
+        assert_eq!(status, 401);
+        offset += lock_ms - 5_000;
+        r.clock.set_offset_ms(offset);
+        let (status, _) = post(&r.base, "/login", login(code_at(offset), "right"), None).await;
+        assert_eq!(
+            status, 429,
+            "round {round}: still locked 5 s before the end"
+        );
+        offset += 6_000;
+        r.clock.set_offset_ms(offset);
+    }
+    let (status, reply) = post(&r.base, "/login", login(code_at(offset), "right"), None).await;
+    assert_eq!(status, 200, "the lock lifted: {reply}");
+    // The right code cleared the count: four wrong ones lock nothing.
+    offset += 30_000;
+    r.clock.set_offset_ms(offset);
+    for _ in 0..4 {
+        let (status, _) = post(&r.base, "/login", login(wrong(offset), "right"), None).await;
+        assert_eq!(status, 401);
+    }
+    let (status, reply) = post(&r.base, "/login", login(code_at(offset), "right"), None).await;
+    assert_eq!(status, 200, "{reply}");
+    r.engine.shutdown().await;
+}

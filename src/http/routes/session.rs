@@ -231,6 +231,16 @@ fn expired_session_cookies(https: bool) -> Vec<String> {
         .into()
 }
 
+/// 429 while a user's two-factor login is locked after too many wrong codes in a row.
+fn second_factor_locked(retry_after_ms: i64) -> ApiError {
+    let mut error = ApiError::too_many(retry_after_ms);
+    error.message = format!(
+        "totp: too many wrong two-factor codes in a row ({} or more); two-factor login is locked for this user, retry after the retry-after seconds",
+        crate::http::second_factor::PER_LOCK
+    );
+    error
+}
+
 async fn login(
     app: &App,
     req: &Request,
@@ -261,9 +271,17 @@ async fn login(
                 "totp: this user has two-factor login; send the current code as totp",
             ));
         };
+        // Checked once the password was right: nobody else learns of the lock.
+        let now_ms = app.clock.now_ms();
+        if let Err(wait) = app.wrong_factors.check(&user.username, now_ms) {
+            return Err(second_factor_locked(wait));
+        }
         let Some(step) = totp::check_login_code(&user.totp_secret, code.trim(), app.clock.now_s())
         else {
             admitted.fail();
+            if let Some(lock) = app.wrong_factors.wrong(&user.username, now_ms) {
+                return Err(second_factor_locked(lock));
+            }
             return Err(ApiError::unauthorized(
                 "totp: wrong or expired two-factor code",
             ));
@@ -280,6 +298,9 @@ async fn login(
             admitted.fail();
             return Err(e.into());
         }
+    }
+    if user.two_factor {
+        app.wrong_factors.right(&user.username);
     }
     admitted.succeed();
     // The token carries the epoch the password was checked in: if a revocation or password
