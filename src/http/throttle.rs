@@ -83,12 +83,18 @@ pub(super) struct Attempt {
     pair: Option<Key>,
     user: Option<Key>,
     address: Key,
+    /// The address's network ([`client::network`]): ranks the password check, never limits.
+    network: Key,
 }
 
 impl Attempt {
-    /// What ranks the attempt's password check in the hash queue: its address and pair.
+    /// What ranks the attempt's password check in the hash queue: its address, its pair and
+    /// its address's network.
     pub(super) fn hash_keys(&self) -> Vec<Key> {
-        self.pair.into_iter().chain([self.address]).collect()
+        self.pair
+            .into_iter()
+            .chain([self.address, self.network])
+            .collect()
     }
 }
 
@@ -134,10 +140,15 @@ impl Throttles {
     pub(super) fn attempt(&self, username: &str, ip: IpAddr) -> Attempt {
         let address = self.address_key(ip);
         let valid = crate::state::validate::username(username).is_ok();
+        let network = match client::network(ip) {
+            IpAddr::V4(v4) => self.key(b"net", &[&v4.octets()]),
+            IpAddr::V6(v6) => self.key(b"net", &[&v6.octets()]),
+        };
         Attempt {
             pair: valid.then(|| self.key(b"pair", &[username.as_bytes(), &address])),
             user: valid.then(|| self.key(b"user", &[username.as_bytes()])),
             address,
+            network,
         }
     }
 
@@ -231,6 +242,7 @@ impl Throttles {
             pair,
             user,
             address,
+            ..
         } = attempt;
         let buckets = &mut *b;
         for (bucket, key) in [
@@ -446,5 +458,24 @@ mod tests {
         let later = NOW + KNOWN_FOR_MS;
         assert!(!t.lock().known(&home.pair.unwrap(), later));
         assert!(t.lock().known(&home.pair.unwrap(), later - 1));
+    }
+
+    /// Fresh addresses of one network rank with it in the password-check line: the network
+    /// is one of an attempt's keys there, beside the address and the pair.
+    #[test]
+    fn addresses_of_one_network_share_a_rank_key() {
+        let t = throttles();
+        let keys = |ip: &str| t.attempt("bob", ip.parse().unwrap()).hash_keys();
+        let (a, b, c) = (keys("10.0.0.1"), keys("10.0.0.2"), keys("10.0.1.1"));
+        assert_eq!(a.len(), 3);
+        let shared = |x: &[Key], y: &[Key]| x.iter().filter(|k| y.contains(k)).count();
+        assert_eq!(shared(&a, &b), 1, "the /24 only");
+        assert_eq!(shared(&a, &c), 0);
+        let v6 = |ip: &str| t.attempt("bob", ip.parse().unwrap()).hash_keys();
+        assert_eq!(
+            shared(&v6("2001:db8:1:2::1"), &v6("2001:db8:1:3::1")),
+            1,
+            "the /48"
+        );
     }
 }

@@ -47,6 +47,24 @@ pub fn block(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The network `ip` is likely one of many addresses of: its IPv4 /24, its IPv6 /48 (what
+/// one site or one cloud customer is commonly given). The password-check line ranks by it
+/// too, so that a flood from many addresses of one network does not rank as fresh.
+pub fn network(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[6..].fill(0);
+            IpAddr::from(octets)
+        }
+        IpAddr::V4(v4) => {
+            let mut octets = v4.octets();
+            octets[3] = 0;
+            IpAddr::from(octets)
+        }
+    }
+}
+
 /// The peers whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
@@ -216,6 +234,13 @@ mod tests {
         assert_eq!(block(ip("1.2.3.4")), ip("1.2.3.4"));
         assert_eq!(block(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
         assert_eq!(block(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn a_network_is_an_ipv4_24_or_an_ipv6_48() {
+        assert_eq!(network(ip("1.2.3.4")), ip("1.2.3.0"));
+        assert_eq!(network(ip("::ffff:1.2.3.4")), ip("1.2.3.0"));
+        assert_eq!(network(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1::"));
     }
 
     #[test]
