@@ -39,30 +39,48 @@ impl Tally {
     }
 }
 
+/// What [`WrongFactors::try_code`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tried<T> {
+    /// The code was right.
+    Right(T),
+    /// The code was wrong, and counted.
+    Wrong,
+    /// The code was wrong, and locked the login for this many milliseconds.
+    WrongAndLocked(i64),
+    /// The login was locked for this many more milliseconds: the code was not looked at.
+    Locked(i64),
+}
+
+type Users = HashMap<Box<str>, Tally, foldhash::quality::RandomState>;
+
 /// The wrong two-factor codes of every user (see the module comment).
 #[derive(Default)]
 pub struct WrongFactors {
-    users: Mutex<HashMap<Box<str>, Tally, foldhash::quality::RandomState>>,
+    users: Mutex<Users>,
 }
 
 impl WrongFactors {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Tally, foldhash::quality::RandomState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Users> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `Err(retry_after_ms)` while `username`'s two-factor login is locked.
-    pub fn check(&self, username: &str, now_ms: i64) -> Result<(), i64> {
-        match self.lock().get(username) {
-            Some(t) if t.locked_until_ms > now_ms => Err(t.locked_until_ms - now_ms),
+    #[cfg(test)]
+    fn check(&self, username: &str, now_ms: i64) -> Result<(), i64> {
+        match self.try_code(username, now_ms, || Some(())) {
+            Tried::Locked(wait) => Err(wait),
             _ => Ok(()),
         }
     }
 
     /// Counts a wrong code of `username`; the lock's length if this one locked the login.
-    pub fn wrong(&self, username: &str, now_ms: i64) -> Option<i64> {
-        let mut users = self.lock();
+    #[cfg(test)]
+    fn wrong(&self, username: &str, now_ms: i64) -> Option<i64> {
+        Self::count_wrong(&mut self.lock(), username, now_ms)
+    }
+
+    fn count_wrong(users: &mut Users, username: &str, now_ms: i64) -> Option<i64> {
         if users.len() >= MAX_USERS && !users.contains_key(username) {
             users.retain(|_, t| !t.stale(now_ms));
             if users.len() >= MAX_USERS {
@@ -92,6 +110,30 @@ impl WrongFactors {
         let lock_ms = (FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS);
         tally.locked_until_ms = now_ms + lock_ms;
         Some(lock_ms)
+    }
+
+    /// `check`s a code of `username` unless its two-factor login is locked, with the count
+    /// held meanwhile, so that codes sent at once cannot all pass a lock none of them has
+    /// counted yet.
+    pub fn try_code<T>(
+        &self,
+        username: &str,
+        now_ms: i64,
+        check: impl FnOnce() -> Option<T>,
+    ) -> Tried<T> {
+        let mut users = self.lock();
+        if let Some(t) = users.get(username)
+            && t.locked_until_ms > now_ms
+        {
+            return Tried::Locked(t.locked_until_ms - now_ms);
+        }
+        if let Some(right) = check() {
+            return Tried::Right(right);
+        }
+        match Self::count_wrong(&mut users, username, now_ms) {
+            Some(lock_ms) => Tried::WrongAndLocked(lock_ms),
+            None => Tried::Wrong,
+        }
     }
 
     /// A right code of `username`: its count is forgotten.
@@ -144,5 +186,38 @@ mod tests {
         // A day after the last wrong code, the count starts afresh.
         assert_eq!(w.wrong("bob", FORGET_AFTER_MS), None);
         assert_eq!(w.lock()["bob"].wrong, 1);
+    }
+
+    /// Codes sent at once: each is checked and counted under one lock, so of 40 wrong
+    /// codes on 8 threads exactly 5 are looked at before the lock (checked first, counted
+    /// after, they could all pass a lock none had counted yet).
+    #[test]
+    fn codes_sent_at_once_meet_the_lock_together() {
+        let w = std::sync::Arc::new(WrongFactors::default());
+        let looked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (w, looked, barrier) = (w.clone(), looked.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..5 {
+                        w.try_code("bob", 0, || {
+                            looked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::yield_now();
+                            None::<()>
+                        });
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(looked.load(std::sync::atomic::Ordering::SeqCst), PER_LOCK);
+        assert_eq!(
+            w.try_code("bob", 1, || Some(())),
+            Tried::Locked(FIRST_LOCK_MS - 1)
+        );
     }
 }

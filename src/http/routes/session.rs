@@ -11,6 +11,7 @@ use crate::http::App;
 use crate::http::authn::{BearerCaller, DUMMY_HASH};
 use crate::http::body::JsonBody;
 use crate::http::error::{ApiError, RefreshErrors, WriteErrors};
+use crate::http::second_factor::Tried;
 use crate::state::Command;
 
 /// `POST /login` body.
@@ -272,19 +273,25 @@ async fn login(
             ));
         };
         // Checked once the password was right: nobody else learns of the lock.
-        let now_ms = app.clock.now_ms();
-        if let Err(wait) = app.wrong_factors.check(&user.username, now_ms) {
-            return Err(second_factor_locked(wait));
-        }
-        let Some(step) = totp::check_login_code(&user.totp_secret, code.trim(), app.clock.now_s())
-        else {
-            admitted.fail();
-            if let Some(lock) = app.wrong_factors.wrong(&user.username, now_ms) {
-                return Err(second_factor_locked(lock));
+        let checked = app
+            .wrong_factors
+            .try_code(&user.username, app.clock.now_ms(), || {
+                totp::check_login_code(&user.totp_secret, code.trim(), app.clock.now_s())
+            });
+        let step = match checked {
+            Tried::Right(step) => step,
+            Tried::Wrong => {
+                admitted.fail();
+                return Err(ApiError::unauthorized(
+                    "totp: wrong or expired two-factor code",
+                ));
             }
-            return Err(ApiError::unauthorized(
-                "totp: wrong or expired two-factor code",
-            ));
+            Tried::WrongAndLocked(wait) => {
+                admitted.fail();
+                return Err(second_factor_locked(wait));
+            }
+            // No code was tried: no failure either.
+            Tried::Locked(wait) => return Err(second_factor_locked(wait)),
         };
         // A code logs in once: the writer refuses a step that was already accepted.
         let used = app
