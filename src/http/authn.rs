@@ -458,22 +458,27 @@ impl App {
         phc: String,
         attempt: &super::throttle::Attempt,
     ) -> Result<bool, ApiError> {
-        let _running = self.hashing_turn(&attempt.hash_keys()).await?;
-        Ok(
-            tokio::task::spawn_blocking(move || password::verify(&password, &phc))
-                .await
-                .unwrap_or(false),
-        )
+        let running = self.hashing_turn(&attempt.hash_keys()).await?;
+        Ok(tokio::task::spawn_blocking(move || {
+            // The place is held until Argon2 is done, whether or not the request still waits.
+            let _running = running;
+            password::verify(&password, &phc)
+        })
+        .await
+        .unwrap_or(false))
     }
 
     /// Argon2 hashing of a password the server vouches for (the admin's, or a reset whose
     /// code was right): first in the hash queue's order.
     pub async fn hash_password(&self, password: String) -> Result<String, ApiError> {
-        let _running = self.hashing_turn(&[]).await?;
-        tokio::task::spawn_blocking(move || password::hash(&password))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)
+        let running = self.hashing_turn(&[]).await?;
+        tokio::task::spawn_blocking(move || {
+            let _running = running;
+            password::hash(&password)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
     }
 
     /// A running place in the hash queue, or 503 when it is full: a flood of logins gets a
@@ -481,7 +486,7 @@ impl App {
     async fn hashing_turn(
         &self,
         keys: &[crate::auth::throttle::Key],
-    ) -> Result<super::hash_queue::Running<'_>, ApiError> {
+    ) -> Result<super::hash_queue::Running, ApiError> {
         self.hashing
             .enter(keys, self.clock.now_ms())
             .await

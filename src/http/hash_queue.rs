@@ -5,9 +5,9 @@
 //! so a few dozen checks a second fill any queue. An attack review held the queue full from
 //! 200 addresses with wrong passwords, or from 10 with the right passwords of three accounts
 //! of its own (which no failure limit counts): every other user's login got 503, for as long
-//! as the flood went on. Here each waiting check has a rank — how many checks its address,
-//! and its (username, address) pair, started within the failure window — and the lowest rank
-//! runs next; when the queue is full, a newcomer of a lower rank takes the place of the
+//! as the flood went on. Here each waiting check has a rank — how many checks its address, or
+//! its address's network (IPv4 /24, IPv6 /48), started within the failure window, refused
+//! ones included — and the lowest rank runs next; when the queue is full, a newcomer of a lower rank takes the place of the
 //! highest-ranked waiter, which gets the 503 instead. A flood's addresses rank higher with
 //! every check they send; a user's occasional login ranks near zero and gets the next turn.
 //! Checks the server itself vouches for (the admin's new passwords, a reset whose code was
@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -60,31 +60,34 @@ struct Work {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Full;
 
-/// A running check's place, handed to the next waiter when dropped.
-pub(super) struct Running<'a> {
-    queue: &'a HashQueue,
+/// A running check's place, handed to the next waiter when dropped. It goes into the
+/// blocking task with the check itself: held by the request's future, it was freed when a
+/// client cancelled the request (an HTTP/2 `RST_STREAM`) while Argon2 ran on, and an attack
+/// review ran 15-35 checks at once where 1 was allowed, 580 MB of Argon2 memory.
+pub(super) struct Running {
+    queue: Arc<HashQueue>,
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         self.queue.release();
     }
 }
 
 /// Where [`HashQueue::join`] put a check.
-enum Entry<'a> {
-    Now(Running<'a>),
-    Later(Waiting<'a>),
+enum Entry {
+    Now(Running),
+    Later(Waiting),
 }
 
 /// A check waiting in line: if it is dropped after its turn came (its client hung up at that
 /// very moment), the place it was handed goes on to the next.
-struct Waiting<'a> {
-    queue: &'a HashQueue,
+struct Waiting {
+    queue: Arc<HashQueue>,
     turn: Option<oneshot::Receiver<()>>,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(mut turn) = self.turn.take() {
             turn.close();
@@ -115,10 +118,10 @@ impl HashQueue {
     /// the server vouches for) once its turn comes, or [`Full`]. The check joins the line
     /// when this is called, not when the future is first polled.
     pub(super) fn enter(
-        &self,
+        self: &Arc<Self>,
         keys: &[Key],
         now_ms: i64,
-    ) -> impl Future<Output = Result<Running<'_>, Full>> + '_ {
+    ) -> impl Future<Output = Result<Running, Full>> + 'static {
         let entry = self.join(keys, now_ms);
         async move {
             let mut waiting = match entry {
@@ -129,13 +132,15 @@ impl HashQueue {
             let outcome = waiting.turn.as_mut().expect("set by join").await;
             waiting.turn = None;
             match outcome {
-                Ok(()) => Ok(Running { queue: self }),
+                Ok(()) => Ok(Running {
+                    queue: Arc::clone(&waiting.queue),
+                }),
                 Err(_) => Err(Full),
             }
         }
     }
 
-    fn join(&self, keys: &[Key], now_ms: i64) -> Result<Entry<'_>, Full> {
+    fn join(self: &Arc<Self>, keys: &[Key], now_ms: i64) -> Result<Entry, Full> {
         let mut inner = self.lock();
         let rank = keys
             .iter()
@@ -145,7 +150,9 @@ impl HashQueue {
         if inner.running < self.concurrency {
             inner.running += 1;
             inner.count(keys, now_ms, self.window_ms);
-            return Ok(Entry::Now(Running { queue: self }));
+            return Ok(Entry::Now(Running {
+                queue: Arc::clone(self),
+            }));
         }
         // Waiters whose clients left hold no place.
         inner.waiting.retain(|w| !w.go.is_closed());
@@ -163,7 +170,13 @@ impl HashQueue {
                     // Dropping its sender answers it `Full`.
                     inner.waiting.swap_remove(at);
                 }
-                _ => return Err(Full),
+                _ => {
+                    // Counted all the same: else an address refused at the door stayed
+                    // fresh (rank 0) for its next try, and an attack review kept a full line
+                    // of rank-0 checks from a few hundred addresses used again and again.
+                    inner.count(keys, now_ms, self.window_ms);
+                    return Err(Full);
+                }
             }
         }
         inner.count(keys, now_ms, self.window_ms);
@@ -172,7 +185,7 @@ impl HashQueue {
         inner.next_seq += 1;
         inner.waiting.push(Waiter { rank, seq, go });
         Ok(Entry::Later(Waiting {
-            queue: self,
+            queue: Arc::clone(self),
             turn: Some(turn),
         }))
     }
@@ -216,6 +229,11 @@ impl Inner {
     fn count(&mut self, keys: &[Key], now_ms: i64, window_ms: i64) {
         if self.work.len() + keys.len() > MAX_KEYS {
             self.work.retain(|_, w| now_ms - w.since_ms < window_ms);
+            // Never all at once (every flooding address would rank 0 again): first the keys
+            // of one check, which rank nobody above a newcomer.
+            if self.work.len() + keys.len() > MAX_KEYS {
+                self.work.retain(|_, w| w.checks > 1);
+            }
             if self.work.len() + keys.len() > MAX_KEYS {
                 self.work.clear();
             }
@@ -247,7 +265,7 @@ mod tests {
     }
 
     /// Runs a check for `keys` to its end at once (to give the keys a rank).
-    async fn past_checks(queue: &HashQueue, keys: &[Key], n: usize) {
+    async fn past_checks(queue: &Arc<HashQueue>, keys: &[Key], n: usize) {
         for _ in 0..n {
             drop(queue.enter(keys, 0).await.unwrap());
         }
@@ -255,7 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_lowest_rank_runs_next_and_the_oldest_among_equals() {
-        let queue = HashQueue::new(1, 8, WINDOW);
+        let queue = Arc::new(HashQueue::new(1, 8, WINDOW));
         past_checks(&queue, &[key(1)], 5).await;
         past_checks(&queue, &[key(2)], 2).await;
         let running = queue.enter(&[key(9)], 0).await.unwrap();
@@ -284,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_takes_a_lower_rank_in_place_of_the_highest() {
-        let queue = HashQueue::new(1, 2, WINDOW);
+        let queue = Arc::new(HashQueue::new(1, 2, WINDOW));
         past_checks(&queue, &[key(1)], 3).await;
         let _running = queue.enter(&[key(1)], 0).await.unwrap();
         // The flood's address fills the places.
@@ -313,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn ranks_count_within_the_window_and_the_highest_key_counts() {
-        let queue = HashQueue::new(1, 4, WINDOW);
+        let queue = Arc::new(HashQueue::new(1, 4, WINDOW));
         past_checks(&queue, &[key(1)], 3).await;
         let _running = queue.enter(&[key(9)], WINDOW).await.unwrap();
         // A window later key 1 ranks 0 again, as a fresh key does, and counts afresh.
@@ -328,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gone_at_its_turn_hands_the_place_on() {
-        let queue = HashQueue::new(1, 4, WINDOW);
+        let queue = Arc::new(HashQueue::new(1, 4, WINDOW));
         let running = queue.enter(&[key(1)], 0).await.unwrap();
         let mut gone = Box::pin(queue.enter(&[key(2)], 0));
         let mut next = Box::pin(queue.enter(&[key(3)], 0));
@@ -346,5 +364,35 @@ mod tests {
         drop(left);
         drop(running);
         assert_eq!(queue.load(), (0, 0));
+    }
+
+    /// Tenth attack review: a check refused at the door was not counted, so its address
+    /// stayed fresh and came back at rank 0, again and again.
+    #[tokio::test]
+    async fn a_check_refused_at_the_door_counts_too() {
+        let queue = Arc::new(HashQueue::new(1, 1, WINDOW));
+        let _running = queue.enter(&[key(1)], 0).await.unwrap();
+        let mut waiting = Box::pin(queue.enter(&[key(2)], 0));
+        assert!(futures_util::poll!(&mut waiting).is_pending());
+        assert_eq!(queue.enter(&[key(3)], 0).await.err(), Some(Full));
+        assert_eq!(queue.lock().checks(&key(3), 0, WINDOW), 1);
+        drop(waiting);
+    }
+
+    /// A full table of counts drops the keys of one check first, not every count at once
+    /// (after which every flooding address ranked 0 again).
+    #[test]
+    fn a_full_table_keeps_the_counts_that_rank_someone() {
+        let mut inner = Inner::default();
+        inner.count(&[key(1)], 0, WINDOW);
+        inner.count(&[key(1)], 0, WINDOW);
+        for n in 0..MAX_KEYS as u32 {
+            let mut k = [0; 16];
+            k[..4].copy_from_slice(&n.to_le_bytes());
+            k[15] = 0xff;
+            inner.count(&[k], 0, WINDOW);
+        }
+        assert_eq!(inner.checks(&key(1), 0, WINDOW), 2);
+        assert!(inner.work.len() < MAX_KEYS);
     }
 }

@@ -52,7 +52,7 @@ pub struct AppInner {
     pub clock: Clock,
     /// Password checks running and waiting (`--hash_concurrency`, `--hash_queue`), the
     /// least served first.
-    hashing: hash_queue::HashQueue,
+    hashing: Arc<hash_queue::HashQueue>,
     /// Refused requests, logged with their client (rate-limited).
     pub audit: Arc<audit::Audit>,
     /// `--max_inserts_per_sec`.
@@ -96,11 +96,11 @@ impl App {
         biscuit: biscuit_auth::KeyPair,
     ) -> Self {
         App(Arc::new(AppInner {
-            hashing: hash_queue::HashQueue::new(
+            hashing: Arc::new(hash_queue::HashQueue::new(
                 config.identity.hash_concurrency,
                 config.identity.hash_queue,
                 config.limits.failure_window.as_millis() as i64,
-            ),
+            )),
             audit: Default::default(),
             inserts: quota::InsertRate::new(config.limits.max_inserts_per_sec),
             streams: Default::default(),

@@ -1594,3 +1594,83 @@ async fn a_stream_nobody_reads_holds_a_bounded_kernel_send_buffer() {
     drop(stalled);
     still_serving(&s).await;
 }
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Tenth attack review: a login cancelled over HTTP/2 (`RST_STREAM` 30 ms after it was sent)
+/// freed its place in the password-check line while its Argon2 check ran on, so the next one
+/// started: 15-35 checks at once where `--hash_concurrency` allowed 1, 580 MB of Argon2
+/// memory, both cores busy. The place now stays with the check until Argon2 is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_logins_hold_their_argon2_place_until_the_check_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--hash_concurrency", "1"]);
+    let c = client();
+    create_user(&c, &s, "someone", "pw", "t").await;
+    login(&c, &s, "someone", "pw").await;
+    let before = peak_rss_kib(s.pid());
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let cancellers: Vec<_> = (0..6)
+        .map(|n| {
+            let (addr, base) = (addr(&s), s.base.clone());
+            tokio::spawn(async move {
+                let mut cancelled = 0;
+                while tokio::time::Instant::now() < until {
+                    let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+                        continue;
+                    };
+                    let Ok((mut send, conn)) = hyper::client::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .handshake::<_, http_body_util::Full<bytes::Bytes>>(
+                        hyper_util::rt::TokioIo::new(tcp),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    let conn = tokio::spawn(conn);
+                    // Until the server closes this connection (too many resets), then anew.
+                    while tokio::time::Instant::now() < until && send.ready().await.is_ok() {
+                        let body =
+                            json!({"username": format!("ghost{n}x{cancelled}"), "password": "x"});
+                        let req = hyper::Request::post(format!("{base}/login"))
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(
+                                body.to_string(),
+                            )))
+                            .unwrap();
+                        let answer = send.send_request(req);
+                        // Dropped unanswered: the stream is reset.
+                        if tokio::time::timeout(Duration::from_millis(30), answer)
+                            .await
+                            .is_err()
+                        {
+                            cancelled += 1;
+                        }
+                    }
+                    conn.abort();
+                }
+                cancelled
+            })
+        })
+        .collect();
+    let mut cancelled = 0;
+    for task in cancellers {
+        cancelled += task.await.unwrap();
+    }
+    let grown_mib = peak_rss_kib(s.pid()).saturating_sub(before) / 1024;
+    eprintln!("{cancelled} logins cancelled; peak RSS grew by {grown_mib} MiB");
+    assert!(cancelled > 20, "few logins were cancelled: {cancelled}");
+    // One check at a time is 19 MiB of Argon2 memory.
+    assert!(grown_mib < 80, "peak RSS grew by {grown_mib} MiB");
+    still_serving(&s).await;
+}
