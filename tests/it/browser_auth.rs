@@ -549,6 +549,48 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
             "broker_session=; Path=/sse; HttpOnly; SameSite=Strict; Max-Age=0",
         ]
     );
+    // Tenth attack review: a page on another port of `broker.test` set the cookie with
+    // `Domain=broker.test`, a cookie apart from the host-only one, and it outlived logout
+    // (as would `Domain=example` from a sibling subdomain). Each is expired now.
+    let out = c
+        .post(s.url("/logout"))
+        .header("host", "app.broker.test:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    let mut expired: Vec<&str> = out
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    expired.sort();
+    let cookie =
+        |rest: &str| format!("broker_session=; {rest}HttpOnly; SameSite=Strict; Max-Age=0");
+    let mut wanted = Vec::new();
+    for path in ["Path=/; ", "Path=/sse; "] {
+        wanted.push(cookie(path));
+        for domain in ["app.broker.test", "broker.test"] {
+            wanted.push(format!("{}; Domain={domain}", cookie(path)));
+        }
+    }
+    wanted.sort();
+    assert_eq!(expired, wanted);
+    // A `Host` that is no plain name adds nothing (it is the client's, and reaches a header).
+    for host in ["127.0.0.1:9", "localhost", "x.example;Domain=evil"] {
+        let out = c
+            .post(s.url("/logout"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.headers().get_all("set-cookie").iter().count(),
+            2,
+            "{host}"
+        );
+    }
 
     // Over TLS (at a trusted proxy) only `__Host-` is read, and it can only have `Path=/`.
     let dir = tempfile::tempdir().unwrap();

@@ -185,8 +185,13 @@ impl SessionApi {
     #[oai(path = "/logout", method = "post")]
     async fn logout(&self, req: &Request) -> LogoutReply {
         let https = crate::http::server::client::of(req).https;
+        let host = req
+            .headers()
+            .get(poem::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
         LogoutReply {
-            expired: expired_session_cookies(https),
+            expired: expired_session_cookies(https, host),
         }
     }
 }
@@ -220,16 +225,54 @@ fn plain_session_cookie(path: &str, jwt: &str, max_age: u64) -> String {
 /// browser would send it to `/sse`. On plain HTTP cookies are not isolated by port: a page
 /// on another port of this host can run `document.cookie = "broker_session=…; path=/"`, and
 /// that copy, sent to `/sse` beside ours, made every stream 400 ("two different … cookies")
-/// while logout expired only `Path=/sse` (finding F5). A browser deletes a cookie by name
-/// and path, so both paths that cover `/sse` are expired. A `__Host-` cookie can only have
-/// `Path=/`: one suffices.
-fn expired_session_cookies(https: bool) -> Vec<String> {
+/// while logout expired only `Path=/sse` (finding F5). A browser deletes a cookie by name,
+/// path and domain, so both paths that cover `/sse` are expired, host-only and for the
+/// request's host name and each parent domain of it (a page on another port can set
+/// `Domain=<host>`, and a sibling subdomain `Domain=<parent>`: a separate cookie each, which
+/// outlived the host-only expiry in the tenth attack review). A `__Host-` cookie can only
+/// have `Path=/` and no domain: one suffices.
+fn expired_session_cookies(https: bool, host: Option<&str>) -> Vec<String> {
     if https {
         return vec![session_cookie(true, "", 0)];
     }
-    [super::sse::PATH, "/"]
-        .map(|path| plain_session_cookie(path, "", 0))
-        .into()
+    let mut domains = vec![None];
+    domains.extend(cookie_domains(host).into_iter().map(Some));
+    let mut cookies = Vec::new();
+    for domain in &domains {
+        for path in [super::sse::PATH, "/"] {
+            let cookie = plain_session_cookie(path, "", 0);
+            cookies.push(match domain {
+                Some(domain) => format!("{cookie}; Domain={domain}"),
+                None => cookie,
+            });
+        }
+    }
+    cookies
+}
+
+/// The domains a cookie sent to `host` may have been set for: the name itself and each
+/// parent with at least two labels (`a.b.example` → `a.b.example`, `b.example`), at most
+/// four. None for an address, `localhost` or anything but a plain DNS name: the `Host`
+/// header is the client's, and nothing of it may reach a header unchecked.
+fn cookie_domains(host: Option<&str>) -> Vec<String> {
+    let Some(host) = host.map(crate::config::host_without_port) else {
+        return Vec::new();
+    };
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    let plain = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && name.split('.').all(|label| !label.is_empty());
+    if !plain || name.parse::<std::net::Ipv4Addr>().is_ok() || !name.contains('.') {
+        return Vec::new();
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    (0..labels.len() - 1)
+        .map(|from| labels[from..].join("."))
+        .take(4)
+        .collect()
 }
 
 /// 429 while a user's two-factor login is locked after too many wrong codes in a row.
