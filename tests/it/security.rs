@@ -105,6 +105,18 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
         s.stderr()
     );
     drop(s);
+    // Behind a reverse proxy on this machine the network reaches a loopback server: the
+    // warning says so, as an error (tenth attack review: nothing told the operator).
+    let s = Server::start(
+        &dir.path().join("proxied"),
+        &["--trusted_proxies", "127.0.0.1"],
+    );
+    assert!(
+        wait_for_log(&s, "default secrets behind a reverse proxy", WAIT).await,
+        "{}",
+        s.stderr()
+    );
+    drop(s);
     // A JWT forged with the old default secret is refused once a real one is set.
     let s = Server::start(&dir.path().join("real"), &["--jwt_secret", SECRET]);
     let c = client();
