@@ -5,9 +5,10 @@
 //! so a few dozen checks a second fill any queue. An attack review held the queue full from
 //! 200 addresses with wrong passwords, or from 10 with the right passwords of three accounts
 //! of its own (which no failure limit counts): every other user's login got 503, for as long
-//! as the flood went on. Here each waiting check has a rank — how many checks its address, or
-//! its address's network (IPv4 /24, IPv6 /48), started within the failure window, refused
-//! ones included — and the lowest rank runs next; when the queue is full, a newcomer of a lower rank takes the place of the
+//! as the flood went on. Here each waiting check has a rank — how many checks its address
+//! started within the failure window (one refused at a full line counts once a window), and
+//! for ties how many its address's network (IPv4 /24, IPv6 /48) started — and the lowest rank
+//! runs next; when the queue is full, a newcomer of a lower rank takes the place of the
 //! highest-ranked waiter, which gets the 503 instead. A flood's addresses rank higher with
 //! every check they send; a user's occasional login ranks near zero and gets the next turn.
 //! Checks the server itself vouches for (the admin's new passwords, a reset whose code was
@@ -43,7 +44,7 @@ struct Inner {
 }
 
 struct Waiter {
-    rank: u32,
+    rank: Rank,
     seq: u64,
     /// Sent `()` when the check may run (the running place is handed over); dropped when
     /// a newcomer of a lower rank took its place.
@@ -55,6 +56,11 @@ struct Work {
     since_ms: i64,
     checks: u32,
 }
+
+/// A check's rank: the checks each of its keys started in the window, compared key by key
+/// (the address's count first, the network's breaks its ties). Empty for checks the server
+/// vouches for, which go first.
+type Rank = Vec<u32>;
 
 /// The queue is full of checks that rank no higher than this one: 503.
 #[derive(Debug, PartialEq, Eq)]
@@ -142,11 +148,10 @@ impl HashQueue {
 
     fn join(self: &Arc<Self>, keys: &[Key], now_ms: i64) -> Result<Entry, Full> {
         let mut inner = self.lock();
-        let rank = keys
+        let rank: Rank = keys
             .iter()
             .map(|k| inner.checks(k, now_ms, self.window_ms))
-            .max()
-            .unwrap_or(0);
+            .collect();
         if inner.running < self.concurrency {
             inner.running += 1;
             inner.count(keys, now_ms, self.window_ms);
@@ -163,18 +168,20 @@ impl HashQueue {
                 .waiting
                 .iter()
                 .enumerate()
-                .max_by_key(|(_, w)| (w.rank, w.seq))
-                .map(|(at, w)| (at, w.rank));
+                .max_by_key(|(_, w)| (&w.rank, w.seq))
+                .map(|(at, w)| (at, w.rank.clone()));
             match worst {
                 Some((at, worst)) if worst > rank => {
                     // Dropping its sender answers it `Full`.
                     inner.waiting.swap_remove(at);
                 }
                 _ => {
-                    // Counted all the same: else an address refused at the door stayed
-                    // fresh (rank 0) for its next try, and an attack review kept a full line
-                    // of rank-0 checks from a few hundred addresses used again and again.
-                    inner.count(keys, now_ms, self.window_ms);
+                    // Seen, though not counted: an address refused at the door stayed fresh
+                    // (rank 0) for its next try, and an attack review kept a full line of
+                    // rank-0 checks from a few hundred addresses used again and again. Only
+                    // once a window: a page in a user's browser sent 8,000 refused logins
+                    // from the user's own address, each counted, and ranked the user last.
+                    inner.see(keys, now_ms, self.window_ms);
                     return Err(Full);
                 }
             }
@@ -199,7 +206,7 @@ impl HashQueue {
                 .waiting
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, w)| (w.rank, w.seq))
+                .min_by_key(|(_, w)| (&w.rank, w.seq))
                 .map(|(at, _)| at);
             let Some(at) = best else { break };
             let waiter = inner.waiting.swap_remove(at);
@@ -224,6 +231,16 @@ impl Inner {
             .get(key)
             .filter(|w| now_ms - w.since_ms < window_ms)
             .map_or(0, |w| w.checks)
+    }
+
+    /// Marks `keys` as seen in this window: a count of at least 1.
+    fn see(&mut self, keys: &[Key], now_ms: i64, window_ms: i64) {
+        let unseen: Vec<Key> = keys
+            .iter()
+            .filter(|k| self.checks(k, now_ms, window_ms) == 0)
+            .copied()
+            .collect();
+        self.count(&unseen, now_ms, window_ms);
     }
 
     fn count(&mut self, keys: &[Key], now_ms: i64, window_ms: i64) {
@@ -313,7 +330,7 @@ mod tests {
         // One more of the flood: no place, and it outranks nobody.
         assert_eq!(queue.enter(&[key(1)], 0).await.err(), Some(Full));
         // A user's first check takes the newest flood check's place.
-        let mut user = Box::pin(queue.enter(&[key(7), key(8)], 0));
+        let mut user = Box::pin(queue.enter(&[key(7)], 0));
         assert!(futures_util::poll!(&mut user).is_pending());
         assert_eq!(second.await.err(), Some(Full));
         assert!(futures_util::poll!(&mut first).is_pending());
@@ -330,7 +347,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ranks_count_within_the_window_and_the_highest_key_counts() {
+    async fn ranks_count_within_the_window() {
         let queue = Arc::new(HashQueue::new(1, 4, WINDOW));
         past_checks(&queue, &[key(1)], 3).await;
         let _running = queue.enter(&[key(9)], WINDOW).await.unwrap();
@@ -339,7 +356,7 @@ mod tests {
         assert!(futures_util::poll!(&mut stale).is_pending());
         let inner = queue.lock();
         assert_eq!(inner.checks(&key(1), WINDOW, WINDOW), 1);
-        assert_eq!(inner.waiting[0].rank, 0);
+        assert_eq!(inner.waiting[0].rank, [0]);
         drop(inner);
         drop(stale);
     }
@@ -376,7 +393,46 @@ mod tests {
         assert!(futures_util::poll!(&mut waiting).is_pending());
         assert_eq!(queue.enter(&[key(3)], 0).await.err(), Some(Full));
         assert_eq!(queue.lock().checks(&key(3), 0, WINDOW), 1);
+        // Once a window: a page in a user's browser sending thousands of refused logins
+        // from the user's address ranked the user last (eleventh attack review).
+        for _ in 0..100 {
+            assert_eq!(queue.enter(&[key(3)], 0).await.err(), Some(Full));
+        }
+        assert_eq!(queue.lock().checks(&key(3), 0, WINDOW), 1);
         drop(waiting);
+    }
+
+    /// The address's count ranks first and the network's breaks ties: a fresh address in a
+    /// busy network goes before an address that already checked, however quiet its network
+    /// (a flood from inside a user's /24 ranked the user with the flood: 0 of 24 logins).
+    #[tokio::test]
+    async fn the_address_ranks_first_and_its_network_breaks_ties() {
+        let queue = Arc::new(HashQueue::new(1, 2, WINDOW));
+        // The user's network (key 10) is busy; the flood's address (key 1) checked once.
+        past_checks(&queue, &[key(2), key(10)], 30).await;
+        past_checks(&queue, &[key(1), key(11)], 1).await;
+        let _running = queue.enter(&[key(9), key(19)], 0).await.unwrap();
+        let mut flood_a = Box::pin(queue.enter(&[key(1), key(11)], 0));
+        let mut flood_b = Box::pin(queue.enter(&[key(1), key(11)], 0));
+        assert!(futures_util::poll!(&mut flood_a).is_pending());
+        assert!(futures_util::poll!(&mut flood_b).is_pending());
+        // A fresh address of the busy network: [0, 30] < [2, 3].
+        let mut user = Box::pin(queue.enter(&[key(3), key(10)], 0));
+        assert!(futures_util::poll!(&mut user).is_pending());
+        assert_eq!(flood_b.await.err(), Some(Full));
+        // Another fresh address of a quiet network goes first among rank-0 addresses.
+        let mut quiet = Box::pin(queue.enter(&[key(4), key(12)], 0));
+        assert!(futures_util::poll!(&mut quiet).is_pending());
+        assert_eq!(flood_a.await.err(), Some(Full));
+        let order = {
+            let inner = queue.lock();
+            let mut ranks: Vec<Rank> = inner.waiting.iter().map(|w| w.rank.clone()).collect();
+            ranks.sort();
+            ranks
+        };
+        assert_eq!(order, [vec![0, 0], vec![0, 30]]);
+        drop(user);
+        drop(quiet);
     }
 
     /// A full table of counts drops the keys of one check first, not every count at once
