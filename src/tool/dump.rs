@@ -47,6 +47,32 @@ fn update_fields(u: &UserUpdated) -> Value {
     fields
 }
 
+/// `json` with the characters a terminal acts on or that reorder text escaped as `\uXXXX`:
+/// serde_json escapes only U+0000–U+001F, and anyone's event data, event and tenant names
+/// reach this output — U+009B starts a terminal command in one byte, U+202E shows a line
+/// backwards (eleventh attack review). Inside JSON strings the escape reads back the same.
+pub fn terminal_safe(json: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        ) || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(c, '\u{2028}' | '\u{2029}')
+    };
+    if !json.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// One record as a JSON object; hashes and secrets are `"***"`.
 pub fn to_json(record: &Record) -> Value {
     let fields = match &record.kind {
@@ -144,7 +170,7 @@ pub fn run(
                     return;
                 }
             }
-            let _ = writeln!(out, "{}", to_json(&record));
+            let _ = writeln!(out, "{}", terminal_safe(&to_json(&record).to_string()));
             printed += 1;
         });
         match scan {
@@ -163,6 +189,22 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_terminal_acts_on_is_escaped_and_reads_back_the_same() {
+        let value = serde_json::json!({"data": "a\u{9b}2J b\u{202e}c \u{85}d \u{7f}", "n": 1});
+        let text = value.to_string();
+        let safe = terminal_safe(&text);
+        assert!(
+            !safe.chars().any(|c| !c.is_ascii() || c.is_ascii_control()),
+            "{safe}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&safe).unwrap(), value);
+        assert!(matches!(
+            terminal_safe("{\"a\":\"é日\"}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn an_update_with_a_password_shows_its_fields_and_masks_the_hash() {

@@ -554,7 +554,7 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
     // (as would `Domain=example` from a sibling subdomain). Each is expired now.
     let out = c
         .post(s.url("/logout"))
-        .header("host", "app.broker.test:8080")
+        .header("host", "app.b.c.d.e.broker.test:8080")
         .send()
         .await
         .unwrap();
@@ -571,7 +571,14 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
     let mut wanted = Vec::new();
     for path in ["Path=/; ", "Path=/sse; "] {
         wanted.push(cookie(path));
-        for domain in ["app.broker.test", "broker.test"] {
+        for domain in [
+            "app.b.c.d.e.broker.test",
+            "b.c.d.e.broker.test",
+            "c.d.e.broker.test",
+            "d.e.broker.test",
+            "e.broker.test",
+            "broker.test",
+        ] {
             wanted.push(format!("{}; Domain={domain}", cookie(path)));
         }
     }

@@ -251,8 +251,9 @@ fn expired_session_cookies(https: bool, host: Option<&str>) -> Vec<String> {
 }
 
 /// The domains a cookie sent to `host` may have been set for: the name itself and each
-/// parent with at least two labels (`a.b.example` → `a.b.example`, `b.example`), at most
-/// four. None for an address, `localhost` or anything but a plain DNS name: the `Host`
+/// parent with at least two labels (`a.b.example` → `a.b.example`, `b.example`), every one
+/// of them (a cap of four left `e.example` of `a.b.c.d.e.example`: eleventh attack review;
+/// a name's 253 bytes bound how many there are). None for an address, `localhost` or anything but a plain DNS name: the `Host`
 /// header is the client's, and nothing of it may reach a header unchecked.
 fn cookie_domains(host: Option<&str>) -> Vec<String> {
     let Some(host) = host.map(crate::config::host_without_port) else {
@@ -271,7 +272,6 @@ fn cookie_domains(host: Option<&str>) -> Vec<String> {
     let labels: Vec<&str> = name.split('.').collect();
     (0..labels.len() - 1)
         .map(|from| labels[from..].join("."))
-        .take(4)
         .collect()
 }
 
