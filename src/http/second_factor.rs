@@ -84,9 +84,10 @@ impl WrongFactors {
         if users.len() >= MAX_USERS && !users.contains_key(username) {
             users.retain(|_, t| !t.stale(now_ms));
             if users.len() >= MAX_USERS {
+                // Stalest by its last wrong code or the end of its lock: a live lock stays.
                 let stalest = users
                     .iter()
-                    .min_by_key(|(_, t)| t.last_ms)
+                    .min_by_key(|(_, t)| t.last_ms.max(t.locked_until_ms))
                     .map(|(name, _)| name.clone());
                 if let Some(name) = stalest {
                     users.remove(&name);
@@ -219,5 +220,20 @@ mod tests {
             w.try_code("bob", 1, || Some(())),
             Tried::Locked(FIRST_LOCK_MS - 1)
         );
+    }
+
+    /// At most `MAX_USERS` counts: a full table drops the stalest, not a live lock.
+    #[test]
+    fn the_table_is_bounded_and_keeps_live_locks() {
+        let w = WrongFactors::default();
+        for _ in 0..PER_LOCK {
+            w.wrong("locked", 0);
+        }
+        for n in 0..MAX_USERS {
+            w.wrong(&format!("u{n}"), 1 + n as i64);
+        }
+        assert!(w.lock().len() <= MAX_USERS);
+        assert!(w.check("locked", 1).is_err(), "the live lock was dropped");
+        assert!(!w.lock().contains_key("u0"), "the stalest count stays");
     }
 }
