@@ -126,9 +126,13 @@ impl Throttles {
     }
 
     fn address_key(&self, ip: IpAddr) -> Key {
-        match client::block(ip) {
-            IpAddr::V4(v4) => self.key(b"ip", &[&v4.octets()]),
-            IpAddr::V6(v6) => self.key(b"ip", &[&v6.octets()]),
+        self.ip_key(b"ip", client::block(ip))
+    }
+
+    fn ip_key(&self, tag: &[u8], ip: IpAddr) -> Key {
+        match ip {
+            IpAddr::V4(v4) => self.key(tag, &[&v4.octets()]),
+            IpAddr::V6(v6) => self.key(tag, &[&v6.octets()]),
         }
     }
 
@@ -137,10 +141,7 @@ impl Throttles {
     pub(super) fn attempt(&self, username: &str, ip: IpAddr) -> Attempt {
         let address = self.address_key(ip);
         let valid = crate::state::validate::username(username).is_ok();
-        let network = match client::network(ip) {
-            IpAddr::V4(v4) => self.key(b"net", &[&v4.octets()]),
-            IpAddr::V6(v6) => self.key(b"net", &[&v6.octets()]),
-        };
+        let network = self.ip_key(b"net", client::network(ip));
         Attempt {
             pair: valid.then(|| self.key(b"pair", &[username.as_bytes(), &address])),
             user: valid.then(|| self.key(b"user", &[username.as_bytes()])),
@@ -474,5 +475,22 @@ mod tests {
             1,
             "the /48"
         );
+    }
+
+    /// At most `MAX_KEYS` known pairs: a full table drops the one that expires first.
+    #[test]
+    fn the_known_pairs_are_bounded() {
+        let t = throttles();
+        let mut b = t.lock();
+        for n in 0..=MAX_KEYS as u32 {
+            let mut pair = [0; 16];
+            pair[..4].copy_from_slice(&n.to_le_bytes());
+            b.remember(pair, NOW + i64::from(n));
+        }
+        assert_eq!(b.known.len(), MAX_KEYS);
+        assert!(!b.known(&[0; 16], NOW), "the first to expire went");
+        let mut last = [0; 16];
+        last[..4].copy_from_slice(&(MAX_KEYS as u32).to_le_bytes());
+        assert!(b.known(&last, NOW));
     }
 }

@@ -17,10 +17,15 @@ fn addr(s: &Server) -> String {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:` for the peak).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
@@ -1595,16 +1600,6 @@ async fn a_stream_nobody_reads_holds_a_bounded_kernel_send_buffer() {
     still_serving(&s).await;
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// Tenth attack review: a login cancelled over HTTP/2 (`RST_STREAM` 30 ms after it was sent)
 /// freed its place in the password-check line while its Argon2 check ran on, so the next one
 /// started: 15-35 checks at once where `--hash_concurrency` allowed 1, 580 MB of Argon2
@@ -1616,7 +1611,7 @@ async fn cancelled_logins_hold_their_argon2_place_until_the_check_ends() {
     let c = client();
     create_user(&c, &s, "someone", "pw", "t").await;
     login(&c, &s, "someone", "pw").await;
-    let before = peak_rss_kib(s.pid());
+    let before = status_kib(s.pid(), "VmHWM:");
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     let cancellers: Vec<_> = (0..6)
         .map(|n| {
@@ -1667,7 +1662,7 @@ async fn cancelled_logins_hold_their_argon2_place_until_the_check_ends() {
     for task in cancellers {
         cancelled += task.await.unwrap();
     }
-    let grown_mib = peak_rss_kib(s.pid()).saturating_sub(before) / 1024;
+    let grown_mib = status_kib(s.pid(), "VmHWM:").saturating_sub(before) / 1024;
     eprintln!("{cancelled} logins cancelled; peak RSS grew by {grown_mib} MiB");
     assert!(cancelled > 20, "few logins were cancelled: {cancelled}");
     // One check at a time is 19 MiB of Argon2 memory.
