@@ -1056,7 +1056,8 @@ const DEFAULT_ADMIN_TOKEN: &str = "letmein";
 const MIN_SECRET: usize = 32;
 
 /// Refuses default or short secrets where the network can reach them; returns the flags
-/// still at their defaults (on loopback, where they are only warned about).
+/// still at their defaults (on loopback with no proxy in front, where they are only warned
+/// about).
 fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
     let mut defaults = Vec::new();
     if flags.jwt_secret == DEFAULT_JWT_SECRET {
@@ -1065,31 +1066,46 @@ fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
     if flags.admin_token == DEFAULT_ADMIN_TOKEN {
         defaults.push("--admin_token");
     }
+    // A reverse proxy on this machine forwards the network to a loopback server, which
+    // `--listen` cannot tell; these flags say so (an attack review: nginx in front of a
+    // loopback Broker with `--jwt_secret secret` let anyone forge any user's JWT, and a
+    // logged error was all it got).
+    let exposed = if !flags.listen.is_loopback() {
+        format!("--listen {} serves the network", flags.listen)
+    } else if !flags.trusted_proxies.is_empty() {
+        "--trusted_proxies says a reverse proxy forwards the network to this server".to_owned()
+    } else if flags.public_origin.is_some() {
+        "--public_origin says the network reaches this server through a proxy".to_owned()
+    } else {
+        return Ok(defaults);
+    };
     let make = "make one with `openssl rand -hex 32`";
-    if !flags.listen.is_loopback() {
-        if let Some(flag) = defaults.first() {
+    if let Some(flag) = defaults.first() {
+        let fix = if flags.listen.is_loopback() {
+            ""
+        } else {
+            ", or listen on 127.0.0.1"
+        };
+        return Err(ConfigError(format!(
+            "{exposed}, but {flag} is still the well-known default: set {flag} (or BROKER_{}) to a long random value ({make}){fix}",
+            flag.trim_start_matches('-').to_ascii_uppercase()
+        )));
+    }
+    // The admin and metrics tokens too: their wrong guesses are limited per address only,
+    // and an attack review made 4,000 guesses in 1.3 s from 200 addresses; a one-character
+    // token was accepted.
+    for (flag, secret) in [
+        ("--jwt_secret", Some(&flags.jwt_secret)),
+        ("--admin_token", Some(&flags.admin_token)),
+        ("--metrics_token", flags.metrics_token.as_ref()),
+    ] {
+        if let Some(secret) = secret
+            && secret.len() < MIN_SECRET
+        {
             return Err(ConfigError(format!(
-                "--listen {} serves the network, but {flag} is still the well-known default: set {flag} (or BROKER_{}) to a long random value ({make}), or listen on 127.0.0.1",
-                flags.listen,
-                flag.trim_start_matches('-').to_ascii_uppercase()
+                "{flag} is {} bytes; where the network reaches the server it must be at least {MIN_SECRET} ({exposed}; {make})",
+                secret.len()
             )));
-        }
-        // The admin and metrics tokens too: their wrong guesses are limited per address
-        // only, and an attack review made 4,000 guesses in 1.3 s from 200 addresses; a
-        // one-character token was accepted.
-        for (flag, secret) in [
-            ("--jwt_secret", Some(&flags.jwt_secret)),
-            ("--admin_token", Some(&flags.admin_token)),
-            ("--metrics_token", flags.metrics_token.as_ref()),
-        ] {
-            if let Some(secret) = secret
-                && secret.len() < MIN_SECRET
-            {
-                return Err(ConfigError(format!(
-                    "{flag} is {} bytes; off loopback it must be at least {MIN_SECRET} ({make})",
-                    secret.len()
-                )));
-            }
         }
     }
     Ok(defaults)
@@ -1316,6 +1332,32 @@ mod tests {
         assert!(ok.identity.default_secrets.is_empty());
         // On loopback a short secret is allowed (tests, trials) but still reported.
         assert!(parse(&["--jwt_secret", "s"]).serve.validate().is_ok());
+        // Behind a reverse proxy the network reaches a loopback server: the same rules.
+        for proxy in [
+            &["--trusted_proxies", "127.0.0.1"][..],
+            &["--public_origin", "https://broker.example"][..],
+        ] {
+            for (secrets, needle) in [
+                (&[][..], "--jwt_secret is still the well-known default"),
+                (
+                    &["--jwt_secret", long][..],
+                    "--admin_token is still the well-known default",
+                ),
+                (
+                    &["--jwt_secret", long, "--admin_token", "t"][..],
+                    "--admin_token is 1 bytes",
+                ),
+            ] {
+                let args = [proxy, secrets].concat();
+                let err = parse(&args).serve.validate().unwrap_err();
+                assert!(err.0.contains(needle), "{args:?}: {err}");
+                assert!(err.0.contains(proxy[0]), "{args:?}: {err}");
+                assert!(!err.0.contains("listen on 127.0.0.1"), "{err}");
+            }
+            let args = [proxy, &["--jwt_secret", long, "--admin_token", long][..]].concat();
+            let ok = parse(&args).serve.validate().unwrap();
+            assert!(ok.identity.default_secrets.is_empty());
+        }
     }
 
     #[test]
@@ -1325,6 +1367,10 @@ mod tests {
             "https://Broker.example, http://10.0.0.5:8080",
             "--trusted_proxies",
             "127.0.0.1,10.0.0.0/8",
+            "--jwt_secret",
+            "0123456789abcdef0123456789abcdef",
+            "--admin_token",
+            "0123456789abcdef0123456789abcdef",
         ])
         .serve
         .validate()

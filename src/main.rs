@@ -152,21 +152,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 
 async fn run(config: Config) -> Result<(), StartError> {
     if !config.identity.default_secrets.is_empty() {
-        // Off loopback these are refused at validation; here only this machine can call —
-        // unless a reverse proxy on it forwards the network, which `--listen` cannot tell
-        // (an attack review: nginx in front of a loopback Broker with `--jwt_secret secret`
-        // lets anyone forge any user's JWT). Trusted proxies or a public origin say so.
-        if config.listen.trusted_proxies.is_empty() && config.listen.public_origins.is_empty() {
-            tracing::warn!(
-                flags = %config.identity.default_secrets.join(", "),
-                "serving with well-known default secrets: fine on this machine only; set them (openssl rand -hex 32) before listening on the network"
-            );
-        } else {
-            tracing::error!(
-                flags = %config.identity.default_secrets.join(", "),
-                "serving with well-known default secrets behind a reverse proxy (--trusted_proxies or --public_origin is set): whatever the proxy forwards can forge any user's token and act as the admin; set them (openssl rand -hex 32) now"
-            );
-        }
+        // Refused at validation wherever the network reaches the server (off loopback, or
+        // behind a proxy that `--trusted_proxies` or `--public_origin` tells of).
+        tracing::warn!(
+            flags = %config.identity.default_secrets.join(", "),
+            "serving with well-known default secrets: fine on this machine only; set them (openssl rand -hex 32) before the network can reach this server"
+        );
     }
     broker::files::prepare_data_dir(&config.storage.db).map_err(StartError::DataDir)?;
     if config.storage.shared_log.is_none() && broker::log::is_shared(&config.log_dir()) {

@@ -680,7 +680,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     let mut expired = jwt_claims(bearer.trim_start_matches("Bearer "));
     expired["iat"] = json!(1);
     expired["exp"] = json!(2);
-    let expired = forge_jwt(b"secret", expired);
+    let expired = forge_jwt(JWT_SECRET.as_bytes(), expired);
     expect_error(
         insert_raw(ok_body.clone(), Some(format!("Bearer {expired}"))).await,
         401,

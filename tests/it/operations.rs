@@ -759,7 +759,8 @@ async fn json_logs_carry_requests_and_no_secrets() {
         "wrong-secret-pw",
         "$argon2",
         jwt.as_str(),
-        "letmein",
+        ADMIN,
+        JWT_SECRET,
     ] {
         assert!(!logs.contains(secret), "a secret reached the log: {secret}");
     }

@@ -174,7 +174,8 @@ fn run(blocks: &[&Block], flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let server = Server::start_binary(&release_binary(), &dir.path().join("db"), flags);
+    let server =
+        Server::start_binary_with_default_secrets(&release_binary(), &dir.path().join("db"), flags);
     let port = server.base.rsplit(':').next().unwrap().to_owned();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();

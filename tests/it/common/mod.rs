@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 
 pub mod tools;
 
-pub const ADMIN: &str = "letmein";
+/// The admin token every test server gets (unless a test names its own): long and not the
+/// well-known default, which a server behind a proxy refuses.
+pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
+/// The JWT secret every test server gets (unless a test names its own).
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
 
 /// A running server process.
 pub struct Server {
@@ -22,18 +26,76 @@ pub struct Server {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-/// Runs the binary with `args` to completion and returns (exit code, stdout, stderr).
+/// Runs the binary with `args` to completion and returns (exit code, stdout, stderr). A
+/// run past a minute (a server that started where it should have refused) is killed and
+/// returns code -1.
 pub fn run_broker(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_broker"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
         .args(args)
         .env("RUST_LOG", "info")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run broker");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for broker") {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, out.join().unwrap(), err.join().unwrap())
+}
+
+/// `--jwt_secret` and `--admin_token` for a test server, each unless `extra` or `env` set it.
+fn secret_flags(extra: &[&str], env: &[(&str, &str)], launch: Launch) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if launch.as_documented {
+        return flags;
+    }
+    for (flag, var, value) in [
+        ("--jwt_secret", "BROKER_JWT_SECRET", JWT_SECRET),
+        ("--admin_token", "BROKER_ADMIN_TOKEN", ADMIN),
+    ] {
+        if !extra.contains(&flag) && !env.iter().any(|(k, _)| *k == var) {
+            flags.extend([flag, value]);
+        }
+    }
+    flags
+}
+
+/// How a test server is started, beyond its flags.
+#[derive(Clone, Copy)]
+struct Launch {
+    /// Whether `--listen 127.0.0.1` is named (else the default address is used).
+    name_listen: bool,
+    /// Whether the secrets stay at their well-known defaults, as a user's first run has them.
+    as_documented: bool,
+}
+
+impl Launch {
+    const TEST: Launch = Launch {
+        name_listen: true,
+        as_documented: false,
+    };
+    const DOCUMENTED: Launch = Launch {
+        name_listen: false,
+        as_documented: true,
+    };
 }
 
 impl Server {
@@ -57,18 +119,29 @@ impl Server {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, String> {
-        Self::spawn(db, extra, env, true)
+        Self::spawn(db, extra, env, Launch::TEST)
     }
 
     /// Starts a server without naming `--listen`: where the default puts it.
     pub fn start_default_listen(db: &Path) -> Server {
-        Self::spawn(db, &[], &[], false)
+        Self::spawn(db, &[], &[], Launch::DOCUMENTED)
             .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
     /// Starts another build of the server (the release binary) on `db` with extra flags.
     pub fn start_binary(binary: &Path, db: &Path, extra: &[&str]) -> Server {
-        Self::spawn_binary(binary, db, extra, &[], true, None)
+        Self::spawn_binary(binary, db, extra, &[], Launch::TEST, None)
+            .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+    }
+
+    /// Like [`Server::start_binary`], with the secrets left at their defaults, as the
+    /// README's walk-throughs run it (on loopback, named by `--listen`).
+    pub fn start_binary_with_default_secrets(binary: &Path, db: &Path, extra: &[&str]) -> Server {
+        let launch = Launch {
+            name_listen: true,
+            as_documented: true,
+        };
+        Self::spawn_binary(binary, db, extra, &[], launch, None)
             .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
@@ -76,14 +149,14 @@ impl Server {
         db: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
-        name_listen: bool,
+        launch: Launch,
     ) -> Result<Server, String> {
         Self::spawn_binary(
             Path::new(env!("CARGO_BIN_EXE_broker")),
             db,
             extra,
             env,
-            name_listen,
+            launch,
             None,
         )
     }
@@ -96,7 +169,7 @@ impl Server {
             db,
             extra,
             &[],
-            true,
+            Launch::TEST,
             Some(bytes),
         )
         .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
@@ -108,7 +181,7 @@ impl Server {
         db: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
-        name_listen: bool,
+        launch: Launch,
         file_size_limit: Option<u64>,
     ) -> Result<Server, String> {
         let mut command = Command::new(binary);
@@ -132,7 +205,7 @@ impl Server {
         let mut child = command
             .arg("--db")
             .arg(db)
-            .args(if name_listen {
+            .args(if launch.name_listen {
                 &["--listen", "127.0.0.1"][..]
             } else {
                 &[][..]
@@ -149,6 +222,9 @@ impl Server {
             } else {
                 &["--ntp", "false"][..]
             })
+            // Secrets as an operator sets them, unless the test names its own or starts
+            // the server as the README does.
+            .args(secret_flags(extra, env, launch))
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
