@@ -250,7 +250,8 @@ pub struct ServeFlags {
     /// Serve `/metrics` to requests bearing this token (`Authorization: Bearer <token>`).
     #[arg(long, env = "BROKER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
-    /// Serve `/metrics` on this separate address (plain HTTP, e.g. 127.0.0.1:9090).
+    /// Serve `/metrics` on this separate address (plain HTTP, e.g. 127.0.0.1:9090): open on
+    /// loopback, else it needs --metrics_token; with the token set, it is asked for there too.
     #[arg(long, env = "BROKER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Open connections at most (TLS handshakes in progress included); more are closed at
@@ -750,6 +751,18 @@ impl ServeFlags {
         if let Tls::Acme { domains, .. } = &tls {
             known_hosts.extend(domains.iter().map(|d| d.to_ascii_lowercase()));
         }
+        // A block as wide as the private ranges at most: a wider one believes what any
+        // client writes into the header, so each could rotate its address past every limit.
+        if let Some(wide) = self
+            .trusted_proxies
+            .iter()
+            .find(|c| c.prefix < if c.net.is_ipv4() { 8 } else { 7 })
+        {
+            return Err(ConfigError(format!(
+                "--trusted_proxies {}/{} would believe any client's forwarding header, so every client could name its own address; name your proxies' addresses or their network (at most a /8, or /7 for IPv6)",
+                wide.net, wide.prefix
+            )));
+        }
         let default_secrets = check_secrets(&self)?;
         if self.metrics_token.as_deref() == Some("") {
             return Err(ConfigError("--metrics_token must not be empty".into()));
@@ -1066,6 +1079,7 @@ fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
     if flags.admin_token == DEFAULT_ADMIN_TOKEN {
         defaults.push("--admin_token");
     }
+    check_metrics_listener(flags)?;
     // A reverse proxy on this machine forwards the network to a loopback server, which
     // `--listen` cannot tell; these flags say so (an attack review: nginx in front of a
     // loopback Broker with `--jwt_secret secret` let anyone forge any user's JWT, and a
@@ -1093,22 +1107,85 @@ fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
     }
     // The admin and metrics tokens too: their wrong guesses are limited per address only,
     // and an attack review made 4,000 guesses in 1.3 s from 200 addresses; a one-character
-    // token was accepted.
-    for (flag, secret) in [
+    // token was accepted. The next review's were 32 of one letter, or a word repeated.
+    let secrets = [
         ("--jwt_secret", Some(&flags.jwt_secret)),
         ("--admin_token", Some(&flags.admin_token)),
         ("--metrics_token", flags.metrics_token.as_ref()),
-    ] {
-        if let Some(secret) = secret
-            && secret.len() < MIN_SECRET
-        {
+    ];
+    for (flag, secret) in secrets {
+        let Some(secret) = secret else { continue };
+        if secret.len() < MIN_SECRET {
             return Err(ConfigError(format!(
                 "{flag} is {} bytes; where the network reaches the server it must be at least {MIN_SECRET} ({exposed}; {make})",
                 secret.len()
             )));
         }
+        if looks_made_up(secret.as_bytes()) {
+            return Err(ConfigError(format!(
+                "{flag} has fewer than {MIN_DISTINCT_BYTES} different characters: a random one has 14 or more ({exposed}; {make})"
+            )));
+        }
+    }
+    // One secret in two places: whoever reads the scraper's token, or a leaked JWT secret,
+    // would also hold the admin API.
+    for (i, (flag, secret)) in secrets.iter().enumerate() {
+        for (other, other_secret) in &secrets[i + 1..] {
+            if secret.is_some() && secret == other_secret {
+                return Err(ConfigError(format!(
+                    "{flag} and {other} are the same; each must be a secret of its own ({make})"
+                )));
+            }
+        }
+    }
+    if let Some(hex) = &flags.biscuit_private_key
+        && looks_made_up(hex.trim().to_ascii_lowercase().as_bytes())
+    {
+        return Err(ConfigError(format!(
+            "--biscuit_private_key has fewer than {MIN_DISTINCT_BYTES} different hex digits (such as all zeros): anyone could mint biscuits with it ({exposed}; leave it unset and Broker makes one in <db>/biscuit.key)"
+        )));
     }
     Ok(defaults)
+}
+
+/// Different bytes a secret must have where the network reaches the server: 32 random hex
+/// digits have fewer than 8 different ones less than once in 20 million.
+const MIN_DISTINCT_BYTES: usize = 8;
+
+/// Whether `secret` is long and varied enough that no limit on wrong guesses is needed to
+/// keep it: what the network may be served with.
+pub fn unguessable(secret: &str) -> bool {
+    secret.len() >= MIN_SECRET && !looks_made_up(secret.as_bytes())
+}
+
+/// Whether `secret` has too few different bytes to be random (`aaaa…`, a word repeated).
+fn looks_made_up(secret: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for &b in secret {
+        seen[usize::from(b)] = true;
+    }
+    seen.iter().filter(|&&s| s).count() < MIN_DISTINCT_BYTES
+}
+
+/// Refuses a `--metrics_addr` the network reaches without a long `--metrics_token`: the
+/// metrics tell anyone the write rate, the users' count and the failed logins.
+fn check_metrics_listener(flags: &ServeFlags) -> Result<(), ConfigError> {
+    let Some(addr) = flags.metrics_addr else {
+        return Ok(());
+    };
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    match &flags.metrics_token {
+        None => Err(ConfigError(format!(
+            "--metrics_addr {addr} serves the network: set --metrics_token (or BROKER_METRICS_TOKEN; make one with `openssl rand -hex 32`), which scrapers send as `Authorization: Bearer`, or serve metrics on 127.0.0.1"
+        ))),
+        Some(token) if token.len() < MIN_SECRET => Err(ConfigError(format!(
+            "--metrics_token is {} bytes; where the network reaches the server it must be at least {MIN_SECRET} (--metrics_addr {addr} serves the network; make one with `openssl rand -hex 32`)",
+            token.len()
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// `localhost:8080` → `localhost`, `[::1]:8080` → `[::1]`.
@@ -1322,9 +1399,9 @@ mod tests {
             "--jwt_secret",
             long,
             "--admin_token",
-            long,
+            "fedcba9876543210fedcba9876543210",
             "--metrics_token",
-            long,
+            "0123456789abcdeffedcba9876543210",
         ])
         .serve
         .validate()
@@ -1332,6 +1409,80 @@ mod tests {
         assert!(ok.identity.default_secrets.is_empty());
         // On loopback a short secret is allowed (tests, trials) but still reported.
         assert!(parse(&["--jwt_secret", "s"]).serve.validate().is_ok());
+        // A metrics listener the network reaches needs a long token.
+        for (args, refused) in [
+            (
+                &["--metrics_addr", "0.0.0.0:9090"][..],
+                Some("--metrics_token"),
+            ),
+            (
+                &["--metrics_addr", "[::]:9090", "--metrics_token", "short"][..],
+                Some("--metrics_token is 5 bytes"),
+            ),
+            (
+                &["--metrics_addr", "0.0.0.0:9090", "--metrics_token", long][..],
+                None,
+            ),
+            (&["--metrics_addr", "127.0.0.1:9090"][..], None),
+        ] {
+            match (parse(args).serve.validate(), refused) {
+                (Err(e), Some(needle)) => assert!(e.0.contains(needle), "{args:?}: {e}"),
+                (Ok(_), None) => {}
+                (other, _) => panic!("{args:?}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Long but made up, or one secret in two places (a later attack review).
+        let exposed = ["--listen", "0.0.0.0"];
+        let other = "fedcba9876543210fedcba9876543210";
+        for (secrets, needle) in [
+            (
+                vec!["--jwt_secret", &"a".repeat(40), "--admin_token", long],
+                "--jwt_secret has fewer than 8 different characters",
+            ),
+            (
+                vec!["--jwt_secret", long, "--admin_token", &"secret".repeat(6)],
+                "--admin_token has fewer than 8 different characters",
+            ),
+            (
+                vec!["--jwt_secret", long, "--admin_token", long],
+                "--jwt_secret and --admin_token are the same",
+            ),
+            (
+                vec![
+                    "--jwt_secret",
+                    long,
+                    "--admin_token",
+                    other,
+                    "--metrics_token",
+                    other,
+                ],
+                "--admin_token and --metrics_token are the same",
+            ),
+            (
+                vec![
+                    "--jwt_secret",
+                    long,
+                    "--admin_token",
+                    other,
+                    "--biscuit_private_key",
+                    &"00".repeat(32),
+                ],
+                "--biscuit_private_key has fewer than 8 different hex digits",
+            ),
+        ] {
+            let args = [&exposed[..], &secrets[..]].concat();
+            let err = parse(&args).serve.validate().unwrap_err();
+            assert!(err.0.contains(needle), "{args:?}: {err}");
+        }
+        assert!(unguessable(long) && unguessable(other));
+        assert!(!unguessable("letmein") && !unguessable(&"ab".repeat(20)));
+        // On loopback with nothing in front, they are allowed (tests, trials).
+        assert!(
+            parse(&["--jwt_secret", long, "--admin_token", long])
+                .serve
+                .validate()
+                .is_ok()
+        );
         // Behind a reverse proxy the network reaches a loopback server: the same rules.
         for proxy in [
             &["--trusted_proxies", "127.0.0.1"][..],
@@ -1354,7 +1505,7 @@ mod tests {
                 assert!(err.0.contains(proxy[0]), "{args:?}: {err}");
                 assert!(!err.0.contains("listen on 127.0.0.1"), "{err}");
             }
-            let args = [proxy, &["--jwt_secret", long, "--admin_token", long][..]].concat();
+            let args = [proxy, &["--jwt_secret", long, "--admin_token", other][..]].concat();
             let ok = parse(&args).serve.validate().unwrap();
             assert!(ok.identity.default_secrets.is_empty());
         }
@@ -1370,7 +1521,7 @@ mod tests {
             "--jwt_secret",
             "0123456789abcdef0123456789abcdef",
             "--admin_token",
-            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
         ])
         .serve
         .validate()
@@ -1386,6 +1537,25 @@ mod tests {
                 .contains("--public_origin")
         );
         assert!(Cli::try_parse_from(["broker", "--trusted_proxies", "10.0.0.0/40"]).is_err());
+        // A block wider than the private ranges believes any client's header.
+        for wide in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "fc00::/6"] {
+            let err = parse(&["--trusted_proxies", wide])
+                .serve
+                .validate()
+                .unwrap_err();
+            assert!(err.0.contains("any client"), "{wide}: {err}");
+        }
+        let long = "0123456789abcdef0123456789abcdef";
+        let secrets = [
+            "--jwt_secret",
+            long,
+            "--admin_token",
+            "fedcba9876543210fedcba9876543210",
+        ];
+        for narrow in ["10.0.0.0/8", "fc00::/7", "127.0.0.1"] {
+            let args = [&["--trusted_proxies", narrow][..], &secrets[..]].concat();
+            assert!(parse(&args).serve.validate().is_ok(), "{narrow}");
+        }
         assert_eq!(host_without_port("[::1]:80"), "[::1]");
         assert_eq!(host_without_port("a.example:80"), "a.example");
         assert_eq!(host_without_port("a.example"), "a.example");

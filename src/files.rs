@@ -65,6 +65,19 @@ pub fn open_paths(db: &Path) -> Vec<OpenPath> {
     open
 }
 
+/// Logs a warning if the file `path` holding `what` lets group or others in (an attack
+/// review: a TLS key of mode 0644 went unremarked).
+pub fn warn_if_open(path: &Path, what: &str) {
+    if let Some(mode) = mode_of(path).filter(|m| m & OPEN_TO_OTHERS != 0) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:o}"),
+            "{what} is readable or writable by group or others: run `chmod 600 {}`",
+            path.display()
+        );
+    }
+}
+
 /// Permission bits of `path`, or None if it does not exist (or on a system without them).
 fn mode_of(path: &Path) -> Option<u32> {
     #[cfg(unix)]

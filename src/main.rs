@@ -205,10 +205,13 @@ async fn run(config: Config) -> Result<(), StartError> {
         Tls::Files {
             cert_path,
             key_path,
-        } => Some(
-            http::tls::FileCert::load(cert_path.clone(), key_path.clone())
-                .map_err(StartError::Certificate)?,
-        ),
+        } => {
+            broker::files::warn_if_open(key_path, "the TLS private key");
+            Some(
+                http::tls::FileCert::load(cert_path.clone(), key_path.clone())
+                    .map_err(StartError::Certificate)?,
+            )
+        }
         _ => None,
     };
     let listener = http::server::limits::listen(config.listen.addr)

@@ -76,6 +76,9 @@ pub struct AppInner {
     wrong_factors: second_factor::WrongFactors,
     /// When this process started serving (the console shows the uptime).
     pub started: std::time::Instant,
+    /// Whether `--admin_token` is long and varied enough that its right value may pass a
+    /// locked bucket (see [`App::require_admin`]).
+    admin_token_unguessable: bool,
     /// Counters and gauges of `/metrics`.
     pub metrics: Arc<metrics::HttpMetrics>,
 }
@@ -107,6 +110,7 @@ impl App {
             pages: Default::default(),
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.identity.jwt_secret),
+            admin_token_unguessable: crate::config::unguessable(&config.identity.admin_token),
             metrics: metrics::HttpMetrics::new(
                 &engine,
                 matches!(config.listen.tls, crate::config::Tls::Files { .. }),
@@ -142,7 +146,7 @@ pub fn router(app: App) -> impl Endpoint<Output = poem::Response> {
     front::Front::new(routes, app, allowed)
 }
 
-/// The `--metrics_addr` listener's routes: `/metrics` only, no token.
+/// The `--metrics_addr` listener's routes: `/metrics` only, with `--metrics_token` if set.
 pub fn metrics_router(app: App) -> impl Endpoint {
     let allowed = Arc::new(allow::AllowTable::of("{}"));
     Route::new()

@@ -245,6 +245,9 @@ async fn a_fifo_in_place_of_the_certificate_stalls_neither_serving_nor_the_stop(
     let (chain, key) = (certs.path().join("chain.pem"), certs.path().join("key.pem"));
     std::fs::copy(certs.path().join("one-chain.pem"), &chain).unwrap();
     std::fs::copy(certs.path().join("one-key.pem"), &key).unwrap();
+    // A key others may read is warned about (an attack review: 0644 went unremarked).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (chain_flag, key_flag) = (chain.display().to_string(), key.display().to_string());
     let mut s = Server::start(
         dir.path(),
@@ -265,6 +268,12 @@ async fn a_fifo_in_place_of_the_certificate_stalls_neither_serving_nor_the_stop(
     );
     let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
     assert_eq!(curl(port, "/", &ca, &[]).0, 0);
+    assert!(
+        s.stderr()
+            .contains("the TLS private key is readable or writable by group or others"),
+        "{}",
+        s.stderr()
+    );
 
     std::fs::remove_file(&chain).unwrap();
     let made = Command::new("mkfifo").arg(&chain).status().expect("mkfifo");
@@ -710,12 +719,40 @@ async fn metrics_are_protected_parse_as_prometheus_text_and_move() {
             .any(|k| k.starts_with("broker_commit_batch_records")),
         "no batch histogram"
     );
-    // The separate listener serves the same without a token.
-    let open = reqwest::get(format!("http://{metrics_addr}/metrics"))
+    // The separate listener asks for the token too (an attack review: it served anyone
+    // who reached it, while operators took --metrics_token to guard metrics).
+    let separate = format!("http://{metrics_addr}/metrics");
+    let bare = reqwest::get(&separate).await.unwrap();
+    assert_eq!(bare.status(), 401);
+    let scraped = c
+        .get(&separate)
+        .bearer_auth("scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scrape(&scraped.text().await.unwrap()).contains_key("broker_inserts_total{}"));
+    drop(s);
+    // Without a token it is open, which only a loopback address may be.
+    let open_addr = format!("127.0.0.1:{}", free_port());
+    let s = Server::start(&dir.path().join("open"), &["--metrics_addr", &open_addr]);
+    let open = reqwest::get(format!("http://{open_addr}/metrics"))
         .await
         .unwrap();
     assert_eq!(open.status(), 200);
-    assert!(scrape(&open.text().await.unwrap()).contains_key("broker_inserts_total{}"));
+    drop(s);
+    let (code, _, stderr) = run_broker(&[
+        "--db",
+        dir.path().join("exposed").to_str().unwrap(),
+        "--ntp",
+        "false",
+        "--port",
+        "0",
+        "--metrics_addr",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--metrics_token"), "{stderr}");
 }
 
 #[tokio::test]

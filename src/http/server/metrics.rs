@@ -301,17 +301,27 @@ pub async fn metrics(app: Data<&App>, req: &Request) -> Response {
         )
         .into_response();
     };
+    with_token(&app, req, expected)
+}
+
+/// The exposition for a request bearing `expected`, else 401 (429 for a guesser).
+fn with_token(app: &App, req: &Request, expected: &str) -> Response {
     // Wrong tokens count like wrong admin tokens: a guesser meets 429, not endless 401s.
+    // The right one passes a locked bucket if it is unguessable, as the admin token does
+    // (see `App::require_admin`).
     let ip = super::client::of(req).ip;
-    if let Err(refused) = app.token_check(ip) {
-        return refused.into_response();
-    }
     let given = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|given| token_matches(given, expected)) {
+    let right = given.is_some_and(|given| token_matches(given, expected));
+    if !(right && crate::config::unguessable(expected))
+        && let Err(refused) = app.token_check(ip)
+    {
+        return refused.into_response();
+    }
+    if !right {
         // Only a token tried is a guess; a scraper sent without one is not.
         if given.is_some() {
             app.token_fail(ip);
@@ -319,7 +329,7 @@ pub async fn metrics(app: Data<&App>, req: &Request) -> Response {
         return ApiError::unauthorized("metrics need Authorization: Bearer <--metrics_token>")
             .into_response();
     }
-    exposition(&app)
+    exposition(app)
 }
 
 /// Whether `given` is the metrics token. Digests of equal length are compared, in constant
@@ -330,10 +340,16 @@ fn token_matches(given: &str, expected: &str) -> bool {
     bool::from(given.ct_eq(&expected))
 }
 
-/// `GET /metrics` on the separate `--metrics_addr` listener.
+/// `GET /metrics` on the separate `--metrics_addr` listener: with `--metrics_token` set it
+/// needs the token there too (an attack review: operators took the flag to guard metrics,
+/// while the separate listener served them to anyone who reached it); without, it is open,
+/// which the configuration allows on loopback only.
 #[handler]
-pub async fn open_metrics(app: Data<&App>) -> Response {
-    exposition(&app)
+pub async fn open_metrics(app: Data<&App>, req: &Request) -> Response {
+    match app.config.metrics.metrics_token.as_deref() {
+        Some(expected) => with_token(&app, req, expected),
+        None => exposition(&app),
+    }
 }
 
 fn exposition(app: &App) -> Response {
