@@ -177,6 +177,13 @@ pub struct ServeFlags {
     /// Largest request body accepted, in bytes (larger: 413).
     #[arg(long, env = "BROKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Bytes of request bodies the server holds at once while awaiting their rest (bodies
+    /// that arrive whole hold none); a body past it gets 503 with retry-after.
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes_in_flight: usize,
+    /// The same per client address (IPv6: per /64), at least --max_body_bytes; past it, 429.
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES_PER_IP", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes_per_ip: usize,
     /// Send an SSE keep-alive comment after this many idle seconds.
     #[arg(long, env = "BROKER_SSE_KEEPALIVE_SECS", default_value_t = 15)]
     pub sse_keepalive_secs: u64,
@@ -537,6 +544,10 @@ pub struct Identity {
 pub struct Limits {
     /// Body limit.
     pub max_body_bytes: usize,
+    /// Bytes of bodies held while their rest is awaited, in all and per address.
+    pub max_body_bytes_in_flight: usize,
+    /// See `max_body_bytes_in_flight`.
+    pub max_body_bytes_per_ip: usize,
     /// Connection cap.
     pub max_connections: usize,
     /// Connection cap per client address, 0 = none.
@@ -763,6 +774,14 @@ impl ServeFlags {
                 wide.net, wide.prefix
             )));
         }
+        if self.max_body_bytes_per_ip < self.max_body_bytes
+            || self.max_body_bytes_in_flight < self.max_body_bytes_per_ip
+        {
+            return Err(ConfigError(format!(
+                "--max_body_bytes_per_ip ({}) must be at least --max_body_bytes ({}), and --max_body_bytes_in_flight ({}) at least --max_body_bytes_per_ip: else a body of the largest size could never arrive slowly",
+                self.max_body_bytes_per_ip, self.max_body_bytes, self.max_body_bytes_in_flight
+            )));
+        }
         let default_secrets = check_secrets(&self)?;
         if self.metrics_token.as_deref() == Some("") {
             return Err(ConfigError("--metrics_token must not be empty".into()));
@@ -878,6 +897,8 @@ impl ServeFlags {
             },
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
+                max_body_bytes_in_flight: self.max_body_bytes_in_flight,
+                max_body_bytes_per_ip: self.max_body_bytes_per_ip,
                 max_connections: self.max_connections.max(1),
                 max_connections_per_ip: self.max_connections_per_ip,
                 request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),

@@ -9,6 +9,7 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde::de::DeserializeOwned;
 
+use super::body_budget::BodyCharge;
 use super::error::ApiError;
 
 /// A JSON request body of type `T`: documented in the OpenAPI schema through `T: Type`,
@@ -51,17 +52,15 @@ pub(crate) async fn parse<T: DeserializeOwned>(
     body: &mut RequestBody,
 ) -> poem::Result<T> {
     // No silent default: a route reached without its App is a bug, not a 1 MiB limit.
-    let limit = super::authn::app_of(req)?.config.limits.max_body_bytes;
-    parse_limited(req, body, limit).await
-}
-
-/// Reads and decodes a JSON body of at most `limit` bytes.
-pub(crate) async fn parse_limited<T: DeserializeOwned>(
-    req: &Request,
-    body: &mut RequestBody,
-    limit: usize,
-) -> poem::Result<T> {
-    parse_declared(declared_length(req), body, limit).await
+    let app = super::authn::app_of(req)?;
+    let charge = app.bodies.charge(super::server::client::of(req).ip);
+    parse_declared(
+        declared_length(req),
+        body,
+        app.config.limits.max_body_bytes,
+        charge,
+    )
+    .await
 }
 
 /// The request's `Content-Length`, if it gives a number.
@@ -72,12 +71,14 @@ pub(crate) fn declared_length(req: &Request) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// [`parse_limited`] of a body whose request declared `declared` bytes (its head need not be
-/// kept while the body is read).
+/// Reads and decodes a JSON body of at most `limit` bytes, whose request declared `declared`
+/// bytes (its head need not be kept while the body is read); what it holds while awaiting
+/// more is held against `charge`.
 pub(crate) async fn parse_declared<T: DeserializeOwned>(
     declared: Option<u64>,
     body: &mut RequestBody,
     limit: usize,
+    mut charge: BodyCharge<'_>,
 ) -> poem::Result<T> {
     let too_large = || {
         ApiError::new(
@@ -91,13 +92,18 @@ pub(crate) async fn parse_declared<T: DeserializeOwned>(
     let body = body
         .take()
         .map_err(|_| ApiError::bad_request("request body missing"))?;
-    let bytes = read_limited(body, limit).await.map_err(|e| match e {
-        ReadError::TooLarge => too_large(),
-        ReadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string())
-        }
-        ReadError::Io(e) => ApiError::bad_request(format!("could not read the request body: {e}")),
-    })?;
+    let bytes = read_limited(body, limit, &mut charge)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => too_large(),
+            ReadError::OverBudget(refused) => refused,
+            ReadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string())
+            }
+            ReadError::Io(e) => {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
     Ok(parse_json(&bytes)?)
 }
 
@@ -132,6 +138,8 @@ pub fn with_deadline(req: &mut Request, after: std::time::Duration) {
 /// Why a body could not be read.
 enum ReadError {
     TooLarge,
+    /// Holding more of it would pass the bodies' budget (see [`super::body_budget`]).
+    OverBudget(ApiError),
     Io(std::io::Error),
 }
 
@@ -141,13 +149,28 @@ enum ReadError {
 /// future, which made every request's future over 5 KB — zeroed, then copied whole each time
 /// the future was moved (a quarter of an insert's instructions). A body of one frame, what
 /// small JSON bodies are, is kept as it came, without a copy.
-async fn read_limited(body: poem::Body, limit: usize) -> Result<Bytes, ReadError> {
-    use futures_util::StreamExt;
+///
+/// Before each wait for more of it, the bytes it holds are held against `charge`: a body that
+/// has come whole holds nothing there.
+async fn read_limited(
+    body: poem::Body,
+    limit: usize,
+    charge: &mut BodyCharge<'_>,
+) -> Result<Bytes, ReadError> {
+    use futures_util::{FutureExt, StreamExt};
     let mut frames = std::pin::pin!(body.into_bytes_stream());
     let mut first: Option<Bytes> = None;
     let mut more = BytesMut::new();
     let mut len = 0usize;
-    while let Some(frame) = frames.next().await {
+    loop {
+        let next = match frames.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                charge.hold(len).map_err(ReadError::OverBudget)?;
+                frames.next().await
+            }
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(ReadError::Io)?;
         len = len.saturating_add(frame.len());
         if len > limit {
@@ -239,26 +262,62 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_of_several_frames_are_joined_and_the_limit_holds() {
+        let budget = crate::http::body_budget::BodyBudget::new(100, 100);
+        let mut charge = budget.charge("192.0.2.1".parse().unwrap());
+        let charge = &mut charge;
         let frames = futures_util::stream::iter(
             ["{\"a\":", "[1,", "2]}"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
         );
         let body = poem::Body::from_bytes_stream(frames);
-        let bytes = read_limited(body, 100).await.ok().unwrap();
+        let bytes = read_limited(body, 100, charge).await.ok().unwrap();
         assert_eq!(&bytes[..], b"{\"a\":[1,2]}");
         let frames = futures_util::stream::iter(
             ["12345", "67890", "x"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
         );
         let body = poem::Body::from_bytes_stream(frames);
         assert!(matches!(
-            read_limited(body, 10).await,
+            read_limited(body, 10, charge).await,
             Err(ReadError::TooLarge)
         ));
         let body = poem::Body::from_bytes_stream(futures_util::stream::iter(
             ["1234567890"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
         ));
         assert_eq!(
-            &read_limited(body, 10).await.ok().unwrap()[..],
+            &read_limited(body, 10, charge).await.ok().unwrap()[..],
             b"1234567890"
         );
+    }
+
+    #[tokio::test]
+    async fn only_bytes_kept_across_a_wait_are_charged() {
+        let budget = crate::http::body_budget::BodyBudget::new(8, 8);
+        let ip = "192.0.2.1".parse().unwrap();
+        // Ready at once, whatever its size: nothing charged.
+        let whole = futures_util::stream::iter(
+            ["12345", "67890"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
+        );
+        let mut charge = budget.charge(ip);
+        let body = poem::Body::from_bytes_stream(whole);
+        assert!(read_limited(body, 100, &mut charge).await.is_ok());
+        // Five bytes, then a wait: five charged; then five more and a wait: refused.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (frame, rx))
+        });
+        let body = poem::Body::from_bytes_stream(frames);
+        tx.send(Ok(Bytes::from("12345"))).await.unwrap();
+        let mut charge = budget.charge(ip);
+        {
+            let mut read = std::pin::pin!(read_limited(body, 100, &mut charge));
+            assert!(futures_util::poll!(read.as_mut()).is_pending());
+            assert_eq!(budget.held(ip), (5, 5));
+            tx.send(Ok(Bytes::from("67890"))).await.unwrap();
+            match read.await {
+                Err(ReadError::OverBudget(refused)) => assert_eq!(refused.status, 429),
+                other => panic!("{:?}", other.map(|b| b.len()).map_err(|_| ())),
+            }
+        }
+        drop(charge);
+        assert_eq!(budget.held(ip), (0, 0));
     }
 }

@@ -8,6 +8,7 @@
 pub mod allow;
 pub mod authn;
 pub mod body;
+pub mod body_budget;
 pub mod error;
 pub mod event_data;
 mod hash_queue;
@@ -61,6 +62,8 @@ pub struct AppInner {
     streams: quota::StreamSlots,
     /// `GET /events` pages in flight, per holder and in bytes.
     pages: quota::PageBudget,
+    /// Bytes of request bodies held while their rest is awaited.
+    pub bodies: body_budget::BodyBudget,
     basic_cache: authn::BasicCache,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
@@ -108,6 +111,10 @@ impl App {
             inserts: quota::InsertRate::new(config.limits.max_inserts_per_sec),
             streams: Default::default(),
             pages: Default::default(),
+            bodies: body_budget::BodyBudget::new(
+                config.limits.max_body_bytes_in_flight,
+                config.limits.max_body_bytes_per_ip,
+            ),
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.identity.jwt_secret),
             admin_token_unguessable: crate::config::unguessable(&config.identity.admin_token),

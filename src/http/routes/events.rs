@@ -188,10 +188,12 @@ pub(crate) fn insert_direct(
     let declared = crate::http::body::declared_length(&req);
     let presented = Presented::of(app, &req);
     let key = idempotency_key(&req);
+    let charge = app.bodies.charge(crate::http::server::client::of(&req).ip);
     drop(req);
     async move {
         let limit = app.config.limits.max_body_bytes;
-        let parsed: Insert = crate::http::body::parse_declared(declared, &mut body, limit).await?;
+        let parsed: Insert =
+            crate::http::body::parse_declared(declared, &mut body, limit, charge).await?;
         let caller = presented.check(app).await?;
         Ok(insert(app, caller, parsed, key?)?.await?.0.to_response())
     }
