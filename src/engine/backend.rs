@@ -115,6 +115,12 @@ pub trait LogBackend: Send + Sync {
     fn reachable(&self) -> bool {
         true
     }
+
+    /// Why this node must not write to the log though it reaches it (a shared stream that
+    /// was deleted, or replaced by another), if so.
+    fn broken(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An append the log took at once ([`LogBackend::try_append`]): its answer, to await. No
@@ -287,6 +293,10 @@ fn read_batch(
 pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) {
     use futures_util::StreamExt;
     let mut stop = engine.shutdown_signal();
+    // One warning per reason every 10 s: a stream gone for good failed ten times a second,
+    // each a line (an attack review).
+    let mut warned: Option<(String, std::time::Instant)> = None;
+    let mut quiet = 0u64;
     loop {
         let from = engine.committed_cursor();
         let mut batches = log.read_from(from);
@@ -311,7 +321,16 @@ pub(super) async fn follow(engine: Engine, log: std::sync::Arc<dyn LogBackend>) 
             return;
         }
         let at = engine.committed_cursor();
-        tracing::warn!(%why, from, at, "reading the shared log failed; reading again from `at`");
+        let repeat = warned.as_ref().is_some_and(|(last, when)| {
+            *last == why && when.elapsed() < std::time::Duration::from_secs(10)
+        });
+        if repeat {
+            quiet += 1;
+        } else {
+            tracing::warn!(%why, from, at, also_failed_since_last_line = quiet, "reading the shared log failed; reading again from `at`");
+            warned = Some((why, std::time::Instant::now()));
+            quiet = 0;
+        }
         tokio::select! {
             // Short: after a NATS election the next attempt is the one that succeeds.
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}

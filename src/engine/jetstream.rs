@@ -358,6 +358,20 @@ pub struct JetStream {
     /// The engine whose state decides and whose fold a reply waits for. Weak: the engine
     /// holds this log, and a strong handle back would keep both alive for ever.
     engine: super::WeakEngine,
+    /// Why the node must not write to the stream though it reaches it, if so (see
+    /// [`watch_stream`]).
+    broken: std::sync::Mutex<Option<Broken>>,
+}
+
+/// What happened to the stream under a running node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Broken {
+    /// It is gone: writes could not be stored until it comes back.
+    Missing(String),
+    /// It was replaced by another (deleted and created again): its sequences are not the
+    /// cursors this node folded, so nothing may be written or folded until the node starts
+    /// again on a fresh copy. For good.
+    Replaced(String),
 }
 
 /// Subject tokens may not hold `.`, `*`, `>` or spaces: names are hex-encoded.
@@ -464,6 +478,9 @@ impl JetStream {
     /// Publishes one record; `Ok(None)` when the compare-and-set lost. A failed publish is
     /// retried with the same message id until `patience` runs out: JetStream's duplicate
     /// window stores the record once however often it arrives.
+    /// Publishes `record`: its sequence in the stream, and whether the stream took it for a
+    /// duplicate of a message with the same id; `None` if `expected` was not the subject's
+    /// last sequence.
     async fn publish(
         &self,
         record: &Record,
@@ -471,7 +488,7 @@ impl JetStream {
         expected: Option<Cursor>,
         patience: Duration,
         credential_epoch: Option<Cursor>,
-    ) -> Result<Option<Cursor>, EngineError> {
+    ) -> Result<Option<(Cursor, bool)>, EngineError> {
         let subject = self.subject_of(record);
         let payload = bytes::Bytes::from(record.encode());
         let deadline = tokio::time::Instant::now() + patience;
@@ -515,7 +532,7 @@ impl JetStream {
             };
             send_now = false;
             match answer {
-                Some(Ok(ack)) => return Ok(Some(ack.sequence)),
+                Some(Ok(ack)) => return Ok(Some((ack.sequence, ack.duplicate))),
                 Some(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return Ok(None);
                 }
@@ -583,6 +600,12 @@ impl JetStream {
             } else {
                 None
             };
+            if let Some(why) = self.broken_now() {
+                return Err(EngineError::Unavailable(why));
+            }
+            // Every sequence the stream gives a new message is past what this node folded,
+            // unless the stream is another one than the node folded.
+            let folded = engine.committed_cursor();
             let at_ms = engine.now_ms();
             let record = match engine.read(|state| decide(state, command.clone(), at_ms))? {
                 Decision::Append(records) => match <[Record; 1]>::try_from(records) {
@@ -608,7 +631,20 @@ impl JetStream {
                 )
                 .await?
             {
-                Some(cursor) => vec![Record { cursor, ..record }],
+                Some((cursor, duplicate)) if duplicate || cursor > folded => {
+                    vec![Record { cursor, ..record }]
+                }
+                Some((cursor, _)) => {
+                    // An attack review: after the stream was deleted and created again, an
+                    // insert was answered 200 at cursor 1, which this node had folded long
+                    // before, so the wait below passed at once and no node ever showed it.
+                    let why = format!(
+                        "stream {:?} gave a new message the sequence {cursor}, which this node folded before (up to {folded}): the stream was deleted and created again; restart the node on a fresh data directory",
+                        self.name
+                    );
+                    self.set_broken(Broken::Replaced(why.clone()));
+                    return Err(EngineError::Unavailable(why));
+                }
                 // Another node wrote to this user meanwhile: fold it, decide again.
                 None => continue,
             };
@@ -735,9 +771,81 @@ fn keyed_answer(
     )
 }
 
+impl JetStream {
+    /// Why writes are refused now, if they are.
+    fn broken_now(&self) -> Option<String> {
+        match &*self.broken.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Broken::Missing(why) | Broken::Replaced(why)) => Some(why.clone()),
+            None => None,
+        }
+    }
+
+    /// Records what happened to the stream: a replaced stream stays so, and is logged once.
+    fn set_broken(&self, now: Broken) {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*broken, Some(Broken::Replaced(_))) || broken.as_ref() == Some(&now) {
+            return;
+        }
+        match &now {
+            Broken::Replaced(why) => {
+                tracing::error!(%why, "writes and reads of the stream stopped");
+                // The reader stops at once: it must fold nothing of the new stream.
+                self.replace_reader.notify_waiters();
+            }
+            Broken::Missing(why) => tracing::warn!(%why, "writes are refused until it is back"),
+        }
+        *broken = Some(now);
+    }
+
+    /// Clears a missing stream's mark once it answers again as the same stream.
+    fn set_found(&self) {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*broken, Some(Broken::Missing(_))) {
+            tracing::info!(stream = %self.name, "the stream answers again; writes resume");
+            *broken = None;
+        }
+    }
+}
+
+/// How often a node checks that its stream is still the one it attached to.
+const STREAM_CHECK: Duration = Duration::from_secs(1);
+
+/// Checks, every [`STREAM_CHECK`], that the stream exists and is the one the node attached
+/// to (by its creation time), for as long as the log lives. An attack review deleted the
+/// stream under running nodes: they stayed ready while every write waited 10 s for a 503,
+/// and once it was created again they answered inserts 200 that no node ever showed.
+async fn watch_stream(log: std::sync::Weak<JetStream>, created: String) {
+    loop {
+        tokio::time::sleep(STREAM_CHECK).await;
+        let Some(log) = log.upgrade() else { return };
+        let mut stream = log.stream.clone();
+        let Ok(info) = tokio::time::timeout(ATTEMPT_WAIT, stream.info()).await else {
+            // No answer: the connection's own state tells (`reachable`).
+            continue;
+        };
+        match info {
+            Ok(info) if info.created.to_string() != created => log.set_broken(Broken::Replaced(format!(
+                "stream {:?} was deleted and created again while this node ran (created {}, the node attached to one created {}): its sequences are not this node's cursors; restart the node on a fresh data directory",
+                log.name, info.created, created
+            ))),
+            Ok(_) => log.set_found(),
+            Err(e) if e.to_string().to_ascii_lowercase().contains("stream not found") => log
+                .set_broken(Broken::Missing(format!(
+                    "stream {:?} is gone from JetStream: writes are refused until it is back",
+                    log.name
+                ))),
+            Err(_) => {}
+        }
+    }
+}
+
 impl LogBackend for JetStream {
     fn reachable(&self) -> bool {
         self.js.client().connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.broken_now()
     }
 
     fn kind(&self) -> &'static str {
@@ -753,6 +861,16 @@ impl LogBackend for JetStream {
     }
 
     fn read_from(&self, after: Cursor) -> Batches {
+        if let Some(Broken::Replaced(why)) = &*self.broken.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            // Another stream's messages are not this node's history.
+            let failed = Err(EngineError::Unavailable(why.clone()));
+            return Box::pin(futures_util::stream::once(async move {
+                // Not at once: the follower would ask again in a loop.
+                tokio::time::sleep(STREAM_CHECK).await;
+                failed
+            }));
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let stream = self.stream.clone();
         let client = self.js.client();
@@ -951,7 +1069,13 @@ pub(super) async fn attach(
         replace_reader,
         connections,
         engine: engine.downgrade(),
+        broken: std::sync::Mutex::new(None),
     });
+    // Compared as text: the timestamp's type is the NATS client's choice.
+    tokio::spawn(watch_stream(
+        Arc::downgrade(&log),
+        log.stream.cached_info().created.to_string(),
+    ));
     let last = log.committed(0).await.map_err(|e| stream_error(&e))?;
     let local = engine.committed_cursor();
     if local > last || (local > 0 && !same_record(engine, &log.stream, local).await) {

@@ -164,6 +164,9 @@ pub enum NotReady {
     /// A shared-log node that is not attached to its stream, or whose connection is down.
     #[error("the shared log (NATS JetStream) is not reachable from this node")]
     SharedLogUnreachable,
+    /// A shared-log node whose stream is gone or was replaced while it ran.
+    #[error("{0}")]
+    SharedLogBroken(String),
 }
 
 impl NotReady {
@@ -172,7 +175,7 @@ impl NotReady {
         match self {
             NotReady::LogFault => "log_fault",
             NotReady::DiskLow { .. } => "disk_low",
-            NotReady::SharedLogUnreachable => "shared_log",
+            NotReady::SharedLogUnreachable | NotReady::SharedLogBroken(_) => "shared_log",
         }
     }
 }
@@ -317,7 +320,11 @@ impl Engine {
     /// its readiness without a write coming in.
     pub async fn readiness(&self) -> Result<(), NotReady> {
         match self.backend() {
-            Ok(backend) if backend.reachable() => {}
+            Ok(backend) if backend.reachable() => {
+                if let Some(why) = backend.broken() {
+                    return Err(NotReady::SharedLogBroken(why));
+                }
+            }
             _ => return Err(NotReady::SharedLogUnreachable),
         }
         if let Some(free) = self.inner.space.low() {

@@ -1017,3 +1017,115 @@ async fn nodes_started_at_once_with_different_limits_do_not_both_join() {
         }
     }
 }
+
+/// A stream deleted under running nodes makes them not ready and refuses writes at once;
+/// one created again in its place is never taken for the old one. An attack review: the
+/// nodes stayed ready while every write waited 10 s for a 503, logged a warning ten times a
+/// second, and once the stream was back they answered inserts 200 at cursors 1 and 2, which
+/// they had folded long before, and no node or stream ever showed those events.
+#[ignore = "needs nats-server (scripts/test.sh installs it and runs this)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_or_replaced_under_running_nodes_takes_no_write() {
+    let binary = crate::common::tools::nats_server();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = single_nats(&binary, &dir.path().join("nats"), &[]);
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let c = client();
+    // Replaced between two of the node's checks of the stream: the first insert's sequence
+    // tells, as it is one the node folded before.
+    let q = Server::start(
+        &dir.path().join("q"),
+        &["--log", &url, "--log_stream", "swift"],
+    );
+    assert_eq!(create_user(&c, &q, "q", "pw", "t").await, 200);
+    let jwt = login(&c, &q, "q", "pw").await;
+    for i in 0..5 {
+        assert_eq!(insert(&c, &q, &jwt, "e", json!(i)).await.0, 200);
+    }
+    let config = js
+        .get_stream("swift")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert!(js.delete_stream("swift").await.unwrap().success);
+    js.create_stream(config).await.unwrap();
+    let (status, body) = insert(&c, &q, &jwt, "e", json!("into the new stream")).await;
+    assert_eq!(status, 503, "{body}");
+    drop(q);
+
+    let flags = ["--log", &url, "--log_stream", "gone"];
+    let a = Server::start(&dir.path().join("a"), &flags);
+    let b = Server::start(&dir.path().join("b"), &flags);
+    assert_eq!(create_user(&c, &a, "u", "pw", "t").await, 200);
+    let jwt = login_when_known(&c, &b, "u").await;
+    for i in 0..5 {
+        let (status, _) = insert(&c, &a, &jwt, "e", json!(i)).await;
+        assert_eq!(status, 200);
+    }
+    let ready = |s: &Server| {
+        let url = s.url("/ready");
+        async move {
+            let resp = reqwest::get(url).await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(ready(&b).await.0, 200);
+    let config = js
+        .get_stream("gone")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert!(js.delete_stream("gone").await.unwrap().success);
+    // Gone: not ready, and a write is refused at once.
+    for s in [&a, &b] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = ready(s).await;
+            if status == 503 {
+                assert_eq!(body["reason"], "shared_log", "{body}");
+                assert!(body["error"].as_str().unwrap().contains("gone"), "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "still ready: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let started = Instant::now();
+    let (status, body) = insert(&c, &b, &jwt, "e", json!("while gone")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Created again, empty, by someone else: never the stream the nodes folded.
+    js.create_stream(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for s in [&a, &b] {
+        let (status, body) = ready(s).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("created again"),
+            "{body}"
+        );
+        for i in 0..3 {
+            let (status, body) = insert(&c, s, &jwt, "e", json!(format!("replaced {i}"))).await;
+            assert_eq!(status, 503, "an insert into the new stream: {body}");
+        }
+    }
+    // The warning of a failing read is not a line each time it is retried.
+    for s in [&a, &b] {
+        let lines = s
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("reading the shared log failed"))
+            .count();
+        assert!(lines <= 6, "{lines} lines:\n{}", s.stderr());
+    }
+}
