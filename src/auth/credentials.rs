@@ -41,6 +41,10 @@ pub enum CredentialsError {
     /// An empty bearer token.
     #[error("empty Bearer token")]
     EmptyBearer,
+    /// The header more than once: which one counts is a guess a proxy and the server could
+    /// make differently (an attack review saw the first taken, silently).
+    #[error("Authorization: sent more than once; send one")]
+    Repeated,
 }
 
 /// The bearer scheme with the one space that ends it, as nearly every client sends it.

@@ -173,6 +173,14 @@ fn check_times(claims: &Claims, now_s: u64) -> Result<(), JwtError> {
     if claims.iat > now_s.saturating_add(MAX_IAT_SKEW_S) {
         return Err(JwtError::FromTheFuture);
     }
+    // Later than any token this server issues could expire: not one of ours (an expiry of
+    // 2^64 - 1 failed further on, as a 500 from /verify).
+    let latest = now_s
+        .saturating_add(crate::config::MAX_JWT_EXPIRY)
+        .saturating_add(MAX_IAT_SKEW_S);
+    if claims.exp > latest {
+        return Err(JwtError::Invalid);
+    }
     Ok(())
 }
 
@@ -279,6 +287,20 @@ mod tests {
             verify(b"k", &skewed, 1_000).is_ok(),
             "a minute of clock skew is fine"
         );
+    }
+
+    #[test]
+    fn an_expiry_later_than_any_token_issued_is_refused() {
+        let now = 1_000;
+        let latest = now + crate::config::MAX_JWT_EXPIRY + MAX_IAT_SKEW_S;
+        assert!(verify(b"k", &issue(b"k", &claims(latest)), now).is_ok());
+        for exp in [latest + 1, u64::MAX] {
+            assert_eq!(
+                verify(b"k", &issue(b"k", &claims(exp)), now),
+                Err(JwtError::Invalid),
+                "{exp}"
+            );
+        }
     }
 
     #[test]

@@ -42,11 +42,15 @@ pub fn enrolment_uri(secret: &[u8], issuer: &str, account: &str) -> Result<Strin
     if issuer.is_empty()
         || issuer.len() > MAX_ISSUER_BYTES
         || issuer.contains(':')
-        || issuer.chars().any(char::is_control)
+        || issuer
+            .chars()
+            .any(|c| c.is_control() || crate::state::validate::invisible(c))
         || account.contains(':')
     {
+        // Invisible and direction characters too: an authenticator app shows `A\u{202e}B`
+        // reversed (an attack review).
         return Err(format!(
-            "issuer: must be 1 to {MAX_ISSUER_BYTES} bytes, with no ':' and no control characters"
+            "issuer: must be 1 to {MAX_ISSUER_BYTES} bytes, with no ':' and no control, invisible or text-direction characters"
         ));
     }
     let base32 = Secret::from(secret.to_vec()).to_base32();
@@ -75,6 +79,23 @@ pub fn login_code(secret: &[u8], now_s: u64) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_that_show_otherwise_than_they_read_are_refused() {
+        assert!(enrolment_uri(b"0123456789", "Acme", "bob").is_ok());
+        for bad in [
+            "A\u{202e}B",
+            "Ac\u{200b}me",
+            "\u{feff}Acme",
+            "A:B",
+            "A\nB",
+            "",
+        ] {
+            assert!(enrolment_uri(b"0123456789", bad, "bob").is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn generated_codes_check() {
         let secret = super::new_secret();

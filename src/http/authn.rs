@@ -243,7 +243,7 @@ impl<'a> ApiExtractor<'a> for BearerCaller {
         _: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
         let app = app_of(req)?;
-        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        let header = authorization(req).map_err(ApiError::from)?;
         match credentials::parse(header).map_err(ApiError::from)? {
             Credentials::Bearer(token) => Ok(BearerCaller {
                 principal: bearer(app, token)?,
@@ -254,6 +254,16 @@ impl<'a> ApiExtractor<'a> for BearerCaller {
             .into()),
         }
     }
+}
+
+/// The request's one `Authorization` header, if any; an error if it came more than once.
+fn authorization(req: &Request) -> Result<Option<&[u8]>, credentials::CredentialsError> {
+    let mut all = req.headers().get_all(AUTHORIZATION).iter();
+    let first = all.next().map(|v| v.as_bytes());
+    if all.next().is_some() {
+        return Err(credentials::CredentialsError::Repeated);
+    }
+    Ok(first)
 }
 
 /// The shared [`App`] every route is given.
@@ -304,8 +314,7 @@ pub enum Presented {
 impl Presented {
     /// The `Authorization` header of `req`, a bearer token verified against `app`.
     pub fn of(app: &App, req: &Request) -> Self {
-        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-        match credentials::parse(header) {
+        match authorization(req).and_then(credentials::parse) {
             Ok(Credentials::Bearer(token)) => Presented::Bearer(bearer(app, token)),
             Ok(Credentials::Basic { username, password }) => Presented::Basic {
                 username,

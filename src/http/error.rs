@@ -137,7 +137,10 @@ impl From<MissingScope> for ApiError {
 
 impl From<CredentialsError> for ApiError {
     fn from(e: CredentialsError) -> Self {
-        ApiError::unauthorized(e.to_string())
+        match e {
+            CredentialsError::Repeated => ApiError::bad_request(e.to_string()),
+            _ => ApiError::unauthorized(e.to_string()),
+        }
     }
 }
 

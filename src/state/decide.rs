@@ -93,6 +93,7 @@ pub fn decide(
             validate::username(&user.username)?;
             validate::new_username(&user.username)?;
             validate::tenant(&user.tenant)?;
+            validate::new_tenant(&user.tenant)?;
             if let Some(scopes) = &user.scopes {
                 validate::scopes(scopes)?;
             }
@@ -129,6 +130,7 @@ pub fn decide(
                 },
                 Author::Admin { tenant } => {
                     validate::tenant(&tenant)?;
+                    validate::new_tenant(&tenant)?;
                     (None, tenant)
                 }
             };

@@ -94,8 +94,31 @@ pub fn new_username(value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// What a tenant name must also be when a user or an event brings it (not when a record is
+/// read back): free of invisible and text-direction characters, without spaces at its ends,
+/// and composed (NFC), so that one tenant cannot pass for another in the console and
+/// `/list_tenants` (an attack review made `acme `, `acme\u{200b}` and `e\u{301}` beside `é`).
+pub fn new_tenant(value: &str) -> Result<(), Invalid> {
+    if value.chars().any(invisible) {
+        return Err(invalid(
+            "tenant_name",
+            "must not contain invisible or text-direction characters (zero-width, bidi controls, BOM, soft hyphen)",
+        ));
+    }
+    if value.trim() != value {
+        return Err(invalid("tenant_name", "must not start or end with spaces"));
+    }
+    if !unicode_normalization::is_nfc(value) {
+        return Err(invalid(
+            "tenant_name",
+            "must be in Unicode normalization form C (accents composed with their letters)",
+        ));
+    }
+    Ok(())
+}
+
 /// Unicode format and filler characters that change no glyph but how text reads or compares.
-fn invisible(c: char) -> bool {
+pub fn invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
@@ -484,6 +507,28 @@ mod tests {
             assert_eq!(
                 idempotency_key(&bad).expect_err(&bad).field,
                 "Idempotency-Key"
+            );
+        }
+    }
+
+    #[test]
+    fn new_tenant_names_cannot_pass_for_others() {
+        for ok in ["acme", "Acme Corp", "é", "東京", "a-b_c.d"] {
+            assert!(new_tenant(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "acme ",
+            "\u{a0}acme",
+            "ac\u{202e}me",
+            "acme\u{200b}",
+            "e\u{301}",
+            "\u{feff}",
+            " ",
+        ] {
+            assert_eq!(
+                new_tenant(bad).expect_err(bad).field,
+                "tenant_name",
+                "{bad:?}"
             );
         }
     }

@@ -128,14 +128,15 @@ pub fn run(
     kind: Option<&str>,
 ) -> Result<(), ToolError> {
     let dir = db.join("log");
-    let walk = super::Walk::new(&dir, "dumping").map_err(ToolError::io(&dir))?;
+    let mut walk = super::Walk::new(&dir, "dumping").map_err(ToolError::io(&dir))?;
     let (from, to) = (from.unwrap_or(0), to.unwrap_or(u64::MAX));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut printed, mut prev) = (0u64, 0);
     // Users of the tenant, to show their records with --tenant (by their tenant at the time).
     let mut tenant_users = std::collections::HashSet::new();
-    for segment in walk {
+    while let Some(segment) = walk.next() {
+        let last = walk.is_empty();
         let path = segment.path;
         let bytes = match segment.bytes {
             Ok(b) => b,
@@ -174,7 +175,17 @@ pub fn run(
             printed += 1;
         });
         match scan {
-            Ok(scan) => prev = scan.last_cursor,
+            Ok(scan) => {
+                prev = scan.last_cursor;
+                match super::fault_of(&scan, &bytes, last) {
+                    Ok(Some(note)) => eprintln!("{note}"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = out.flush();
+                        return Err(e);
+                    }
+                }
+            }
             Err(e) => {
                 let _ = out.flush();
                 return Err(e.into());

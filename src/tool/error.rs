@@ -37,6 +37,16 @@ pub enum ToolError {
         /// What the decoder said.
         why: String,
     },
+    /// A segment is damaged where a reading command needs it whole.
+    #[error("{} @ {offset}: {reason}: the log is damaged here; `broker log verify` reports every fault", path.display())]
+    Damaged {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the bad frame.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// `verify` found faults (each printed above).
     #[error("{0} faults found")]
     Faults(usize),

@@ -138,3 +138,34 @@ impl Drop for Walk {
         self.bar.finish_and_clear();
     }
 }
+
+/// What a reading command (`dump`, `replay`) makes of the fault a segment's scan stopped at:
+/// nothing if none; a note for a torn tail of the log's last segment (what a crash leaves,
+/// and the server cuts away at its next start: the records before it are the log); an
+/// error for damage anywhere else, so the command does not end as if the log were whole
+/// (an attack review: both exited 0 on a log `verify` called damaged).
+pub fn fault_of(
+    scan: &crate::log::recovery::SegmentScan,
+    bytes: &[u8],
+    last: bool,
+) -> Result<Option<String>, ToolError> {
+    use crate::log::recovery::After;
+    let Some((fault, after)) = &scan.fault else {
+        return Ok(None);
+    };
+    let compacted = crate::log::segment::Header::decode(bytes)
+        .is_ok_and(|h| h.flags & crate::log::segment::FLAG_COMPACTED != 0);
+    match after {
+        After::Nothing | After::Unwritten if last && !compacted => Ok(Some(format!(
+            "note: {} @ {}: torn tail ({}); the records before it are the log, and the server cuts it away at its next start",
+            fault.path.display(),
+            fault.offset,
+            fault.reason
+        ))),
+        _ => Err(ToolError::Damaged {
+            path: fault.path.clone(),
+            offset: fault.offset,
+            reason: format!("{} ({after})", fault.reason),
+        }),
+    }
+}

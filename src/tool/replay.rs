@@ -14,12 +14,13 @@ pub fn fold(
     to: Option<u64>,
     idempotency_window_ms: i64,
 ) -> Result<(State, u64), ToolError> {
-    let walk = super::Walk::new(log_dir, "replaying").map_err(ToolError::io(log_dir))?;
+    let mut walk = super::Walk::new(log_dir, "replaying").map_err(ToolError::io(log_dir))?;
     let mut state = State::default();
     state.idempotency.window_ms = idempotency_window_ms;
     let (mut records, mut prev) = (0u64, 0);
     let to = to.unwrap_or(u64::MAX);
-    for segment in walk {
+    while let Some(segment) = walk.next() {
+        let last = walk.is_empty();
         let (path, bytes) = (segment.path, segment.bytes?);
         let mut bad = None;
         let scan = scan_segment(&path, &bytes, Record::cursor_of, prev, |cursor, payload| {
@@ -42,6 +43,9 @@ pub fn fold(
         })?;
         if let Some(bad) = bad {
             return Err(bad);
+        }
+        if let Some(note) = super::fault_of(&scan, &bytes, last)? {
+            eprintln!("{note}");
         }
         prev = scan.last_cursor;
         if prev >= to {

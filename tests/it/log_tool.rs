@@ -94,6 +94,23 @@ async fn verify_finds_flips_truncation_missing_segments_and_gaps() {
         "flipped byte",
         &segs[1].file_name().unwrap().to_string_lossy(),
     );
+    // The reading commands do not end as if the log were whole (an attack review: both
+    // exited 0 here).
+    for command in ["dump", "replay"] {
+        let (code, _, err) = run_broker(&["log", command, "--db", db_arg(dir.path())]);
+        assert_ne!(code, 0, "{command}: {err}");
+        assert!(err.contains("the log is damaged here"), "{command}: {err}");
+    }
+    restore();
+    // A torn tail of the last segment is what a crash leaves: they read up to it, and say so.
+    let last = segs.len() - 1;
+    std::fs::write(&segs[last], &original[last][..original[last].len() - 3]).unwrap();
+    for command in ["dump", "replay"] {
+        let (code, out, err) = run_broker(&["log", command, "--db", db_arg(dir.path())]);
+        assert_eq!(code, 0, "{command}: {err}");
+        assert!(err.contains("torn tail"), "{command}: {err}");
+        assert!(!out.is_empty(), "{command}");
+    }
     restore();
 
     // A truncated (older) segment.

@@ -1299,3 +1299,37 @@ async fn a_login_flood_from_many_addresses_leaves_other_users_their_logins() {
     );
     assert_eq!(users, [200; 6], "the flood kept users from logging in");
 }
+
+/// Two `Authorization` headers are refused, not one of them picked: a proxy and the server
+/// could pick differently (an attack review saw the first taken silently).
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]);
+    let c = client();
+    create_user(&c, &s, "alice", "pw", "t").await;
+    create_user(&c, &s, "bob", "pw", "t").await;
+    let alice = login(&c, &s, "alice", "pw").await;
+    let bob = login(&c, &s, "bob", "pw").await;
+    for (path, get) in [("/verify", true), ("/insert", false), ("/refresh", false)] {
+        let mut req = if get {
+            c.get(s.url(path))
+        } else {
+            c.post(s.url(path))
+                .body(json!({"event": "e", "data": 1}).to_string())
+        };
+        req = req
+            .header("authorization", format!("Bearer {alice}"))
+            .header("authorization", format!("Bearer {bob}"));
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("more than once"),
+            "{path}: {body}"
+        );
+    }
+    // One is fine.
+    let (status, _) = get_auth(&c, s.url("/verify"), &format!("Bearer {alice}")).await;
+    assert_eq!(status, 200);
+}

@@ -662,6 +662,7 @@ async fn update_user(app: &App, body: UpdateUser) -> Result<Json<UserView>, ApiE
     app.user_view(&body.username)?;
     if let Some(tenant) = &body.tenant_name {
         validate::tenant(tenant)?;
+        validate::new_tenant(tenant)?;
     }
     if let MaybeUndefined::Value(email) = &body.email {
         app.check_email(email)?;
