@@ -33,10 +33,47 @@ pub struct Claims {
     /// The user's credential epoch when issued; a later password or tenant change or a
     /// revocation moves the epoch and so invalidates the token.
     pub epoch: u64,
+    /// The user's id (random at creation), as 32 hex digits: a token names this user of this
+    /// deployment, not any user of the same name. An attack review logged in to a staging
+    /// server and used the token on production, which shared the JWT secret: name, epoch
+    /// and issuer all matched. A token without it (from an earlier version) names nobody.
+    #[serde(default, with = "uid_hex")]
+    pub uid: [u8; 16],
     /// [`STREAM_AUDIENCE`] for a token that may only open `/sse` (the session cookie's);
     /// absent on the login JWT, which every route takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+}
+
+/// [`Claims::uid`] as 32 lowercase hex digits; absent or malformed reads as all zeros, which
+/// no user's id is (a random UUID).
+mod uid_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(uid: &[u8; 16], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(32);
+        for b in uid {
+            text.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            text.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 16], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let mut uid = [0u8; 16];
+        if text.len() != 32 {
+            return Ok([0; 16]);
+        }
+        for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => uid[i] = (hi * 16 + lo) as u8,
+                _ => return Ok([0; 16]),
+            }
+        }
+        Ok(uid)
+    }
 }
 
 /// The audience of stream-only tokens.
@@ -262,6 +299,7 @@ mod tests {
             iss: ISSUER.into(),
             tenant: "t".into(),
             epoch: 1,
+            uid: [7; 16],
             aud: None,
         }
     }

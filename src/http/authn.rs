@@ -36,6 +36,8 @@ pub struct Principal {
     pub tenant: Arc<str>,
     /// The credential epoch they authenticated in (see [`crate::state::User`]).
     pub credential_epoch: Cursor,
+    /// The user's id.
+    pub user_id: [u8; 16],
     /// When the credential stops working, Unix seconds: a JWT's `exp`; for Basic, now +
     /// `--jwt_expiry`. Anything derived from it (a biscuit) expires no later.
     pub expires: u64,
@@ -371,10 +373,11 @@ pub(super) fn stream_bearer(app: &App, token: &str) -> Result<Principal, ApiErro
 /// through `Display` and a formatter, a measurable part of every request.)
 fn principal_of(app: &App, claims: &jwt::Claims) -> Result<Principal, ApiError> {
     app.engine.read(|state| match state.user(&claims.sub) {
-        Some(user) if user.accepts(claims.epoch) => Ok(Principal {
+        Some(user) if user.accepts(claims.epoch) && user.id == claims.uid => Ok(Principal {
             username: String::from(&*user.username),
             tenant: Arc::clone(&user.tenant),
             credential_epoch: user.credential_epoch,
+            user_id: user.id,
             expires: claims.exp,
         }),
         _ => Err(ApiError::unauthorized(REVOKED_OR_CHANGED)),
@@ -449,6 +452,7 @@ async fn basic(
         username: user.username.into(),
         tenant: user.tenant,
         credential_epoch: user.credential_epoch,
+        user_id: user.id,
         expires: app.clock.now_s() + app.config.identity.jwt_expiry,
     })
 }

@@ -1333,3 +1333,40 @@ async fn two_authorization_headers_are_refused() {
     let (status, _) = get_auth(&c, s.url("/verify"), &format!("Bearer {alice}")).await;
     assert_eq!(status, 200);
 }
+
+/// A token names one user of one deployment: two servers sharing a JWT secret (every test
+/// server here does, as staging and production copied from one configuration would) do not
+/// take each other's tokens for their own user of the same name. An attack review's staging
+/// token inserted as production's `ops`: name, epoch and issuer matched.
+#[tokio::test]
+async fn a_token_from_another_deployment_with_the_same_secret_names_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Server::start(&dir.path().join("staging"), &[]);
+    let production = Server::start(&dir.path().join("production"), &[]);
+    let c = client();
+    for s in [&staging, &production] {
+        assert_eq!(create_user(&c, s, "ops", "pw", "t").await, 200);
+    }
+    let from_staging = login(&c, &staging, "ops", "pw").await;
+    let mine = login(&c, &production, "ops", "pw").await;
+    let claims = (jwt_claims(&from_staging), jwt_claims(&mine));
+    assert_eq!(claims.0["epoch"], claims.1["epoch"], "the epochs match");
+    assert_ne!(claims.0["uid"], claims.1["uid"]);
+    let (status, _) = get_auth(
+        &c,
+        production.url("/verify"),
+        &format!("Bearer {from_staging}"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = insert(&c, &production, &from_staging, "e", json!(1)).await;
+    assert_eq!(status, 401);
+    let (status, _) = get_auth(&c, production.url("/verify"), &format!("Bearer {mine}")).await;
+    assert_eq!(status, 200);
+    // A token without the user's id (an earlier version's) names nobody either.
+    let mut old = claims.1.clone();
+    old.as_object_mut().unwrap().remove("uid");
+    let old = forge_jwt(JWT_SECRET.as_bytes(), old);
+    let (status, _) = get_auth(&c, production.url("/verify"), &format!("Bearer {old}")).await;
+    assert_eq!(status, 401);
+}

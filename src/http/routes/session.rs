@@ -173,6 +173,7 @@ impl SessionApi {
             iss: jwt::ISSUER.into(),
             tenant: String::from(&*who.tenant),
             epoch: who.credential_epoch,
+            uid: who.user_id,
             aud: None,
         };
         let token = jwt::issue(&app.config.identity.jwt_secret, &claims);
@@ -364,6 +365,7 @@ async fn login(
         iss: jwt::ISSUER.into(),
         tenant: String::from(&*user.tenant),
         epoch,
+        uid: user.id,
         aud: None,
     };
     let token = jwt::issue(&app.config.identity.jwt_secret, &claims);
