@@ -166,9 +166,9 @@ impl From<EngineError> for ApiError {
                 Rejection::CredentialsInvalid(_)
                 | Rejection::CodeReused
                 | Rejection::ResetCodeInvalid => ApiError::unauthorized(rejection.to_string()),
-                Rejection::Invalid(_) | Rejection::UsernameTaken(_) => {
-                    ApiError::bad_request(rejection.to_string())
-                }
+                Rejection::Invalid(_)
+                | Rejection::UsernameTaken(_)
+                | Rejection::UsernameLookalike(_) => ApiError::bad_request(rejection.to_string()),
                 Rejection::KeyReused => {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, rejection.to_string())
                 }

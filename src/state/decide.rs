@@ -20,6 +20,11 @@ pub enum Rejection {
     /// The username is already taken (in any tenant).
     #[error("username: {0:?} is already taken")]
     UsernameTaken(String),
+    /// A user's name reads as this one ([`super::lookalike`]).
+    #[error(
+        "username: {0:?} reads as the name of an existing user (the same letters in another case, width, font or script); choose another"
+    )]
+    UsernameLookalike(String),
     /// No user has this username.
     #[error("username: no user is called {0:?}")]
     UnknownUser(String),
@@ -102,6 +107,9 @@ pub fn decide(
             }
             if state.user(&user.username).is_some() {
                 return Err(Rejection::UsernameTaken(user.username));
+            }
+            if state.lookalikes(&user.username) > 0 {
+                return Err(Rejection::UsernameLookalike(user.username));
             }
             RecordKind::UserCreated(user)
         }

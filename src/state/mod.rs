@@ -8,6 +8,7 @@ pub mod command;
 pub mod decide;
 pub mod evolve;
 pub mod idempotency;
+pub mod lookalike;
 pub mod projection;
 pub mod record;
 pub mod validate;

@@ -264,6 +264,10 @@ pub struct Users {
     hasher: foldhash::quality::RandomState,
     /// Every tenant some user is in, once.
     tenants: HashSet<Arc<str>, foldhash::quality::RandomState>,
+    /// How many users' names have each look-alike key ([`super::lookalike`]), built when a
+    /// new username is first decided (not at load: a key is ~1 µs for a non-ASCII name, and a
+    /// restart should not pay it for every user) and kept up to date from then on.
+    lookalikes: std::sync::OnceLock<HashMap<u64, u32>>,
 }
 
 impl Users {
@@ -280,6 +284,39 @@ impl Users {
     /// Every user, in no particular order.
     pub fn iter(&self) -> std::slice::Iter<'_, User> {
         self.list.iter()
+    }
+
+    /// How many users have a name that reads as `username` (itself included).
+    pub fn lookalikes(&self, username: &str) -> u32 {
+        let counts = self.lookalikes.get_or_init(|| {
+            let mut counts = HashMap::with_capacity(self.list.len());
+            for user in &self.list {
+                *counts
+                    .entry(super::lookalike::key(&user.username))
+                    .or_insert(0) += 1;
+            }
+            counts
+        });
+        counts
+            .get(&super::lookalike::key(username))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts `username` in or out of the look-alike keys, if they were built.
+    fn count_lookalike(&mut self, username: &str, added: bool) {
+        let Some(counts) = self.lookalikes.get_mut() else {
+            return;
+        };
+        let key = super::lookalike::key(username);
+        if added {
+            *counts.entry(key).or_insert(0) += 1;
+        } else if let Some(n) = counts.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&key);
+            }
+        }
     }
 
     fn position(&self, username: &str) -> Option<usize> {
@@ -314,6 +351,7 @@ impl Users {
         }
         let at = u32::try_from(self.list.len()).expect("fewer than 2^32 users");
         let hash = self.hasher.hash_one(&*user.username);
+        self.count_lookalike(&user.username, true);
         self.list.push(user);
         let (list, hasher) = (&self.list, &self.hasher);
         self.index.insert_unique(hash, at, |&at| {
@@ -334,6 +372,7 @@ impl Users {
         let at = *entry.get() as usize;
         entry.remove();
         let user = self.list.swap_remove(at);
+        self.count_lookalike(&user.username, false);
         // The last user moved into the hole: its position changes.
         if let Some(moved) = self.list.get(at) {
             let was = self.list.len() as u32;

@@ -26,6 +26,8 @@ pub trait View {
     fn tenant_latest(&self, tenant: &str, event: &str) -> TenantLatest;
     /// The use of `key` by `by` (`None`: the admin) that still answers retries at `at_ms`.
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)>;
+    /// How many users have a name that reads as `username` ([`super::lookalike`]).
+    fn lookalikes(&self, username: &str) -> u32;
 }
 
 /// What the projections keep of an inserted event, owned or archived.
@@ -79,6 +81,10 @@ impl View for State {
 
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)> {
         self.idempotency.live(by, key, at_ms)
+    }
+
+    fn lookalikes(&self, username: &str) -> u32 {
+        self.users.lookalikes(username)
     }
 }
 
@@ -225,6 +231,25 @@ impl View for Layered<'_> {
         self.overlay
             .keys
             .live(&self.published.idempotency, by, key, at_ms)
+    }
+
+    fn lookalikes(&self, username: &str) -> u32 {
+        // The published count, with the users the batch added or removed (few: look only
+        // at names of the same key).
+        let key = super::lookalike::key(username);
+        let mut count = i64::from(self.published.users.lookalikes(username));
+        for (name, now) in &self.overlay.users {
+            if super::lookalike::key(name) != key {
+                continue;
+            }
+            let before = self.published.users.contains(name);
+            match (before, now.is_some()) {
+                (false, true) => count += 1,
+                (true, false) => count -= 1,
+                _ => {}
+            }
+        }
+        count.max(0) as u32
     }
 }
 

@@ -61,6 +61,64 @@ fn usernames_are_unique_across_tenants() {
 }
 
 #[test]
+fn a_name_that_reads_as_an_existing_users_is_refused() {
+    let mut state = state_after([created("admin.ops", "a")]);
+    for alike in ["Admin.ops", "ａdmin.ops", "admın.ops", "𝐚dmin.ops"] {
+        assert_eq!(
+            decide(&state, created(alike, "b"), 0),
+            Err(Rejection::UsernameLookalike(alike.into())),
+            "{alike}"
+        );
+    }
+    assert!(decide(&state, created("admins.ops", "a"), 0).is_ok());
+    // Once the user is gone, the name is free in any form; taken again, the keys count it.
+    apply(
+        &mut state,
+        Command::DeleteUser {
+            username: "admin.ops".into(),
+        },
+    )
+    .unwrap();
+    apply(&mut state, created("Admin.ops", "a")).unwrap();
+    assert_eq!(
+        decide(&state, created("admin.ops", "a"), 0),
+        Err(Rejection::UsernameLookalike("admin.ops".into()))
+    );
+    // Within one batch (decided over an overlay before any of it is published), the second
+    // of two look-alike names is refused, and a name deleted earlier in it is free again.
+    let published = state_after([created("ann", "a")]);
+    let mut overlay = crate::state::view::Overlay::new(published.cursor);
+    let mut batch = overlay.over(&published);
+    let mut cursor = published.cursor;
+    for command in [
+        created("bob", "a"),
+        Command::DeleteUser {
+            username: "ann".into(),
+        },
+        created("Ann", "a"),
+    ] {
+        for record in super::decide(&batch, command, 0).unwrap().appended() {
+            cursor += 1;
+            crate::state::evolve_into(
+                &mut batch,
+                &Record {
+                    cursor,
+                    ..record.clone()
+                },
+            );
+        }
+    }
+    assert_eq!(
+        super::decide(&batch, created("BOB", "a"), 0).map(|_| ()),
+        Err(Rejection::UsernameLookalike("BOB".into()))
+    );
+    assert_eq!(
+        super::decide(&batch, created("ANN", "a"), 0).map(|_| ()),
+        Err(Rejection::UsernameLookalike("ANN".into()))
+    );
+}
+
+#[test]
 fn a_new_user_needs_valid_fields() {
     let state = State::default();
     assert!(matches!(
