@@ -178,12 +178,14 @@ pub struct ServeFlags {
     #[arg(long, env = "BROKER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Bytes of request bodies the server holds at once while awaiting their rest (bodies
-    /// that arrive whole hold none); a body past it gets 503 with retry-after.
-    #[arg(long, env = "BROKER_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024)]
-    pub max_body_bytes_in_flight: usize,
+    /// that arrive whole hold none); a body past it gets 503 with retry-after. Default: 64 MiB,
+    /// or 16 × --max_body_bytes if larger.
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES_IN_FLIGHT")]
+    pub max_body_bytes_in_flight: Option<usize>,
     /// The same per client address (IPv6: per /64), at least --max_body_bytes; past it, 429.
-    #[arg(long, env = "BROKER_MAX_BODY_BYTES_PER_IP", default_value_t = 4 * 1024 * 1024)]
-    pub max_body_bytes_per_ip: usize,
+    /// Default: 4 MiB, or --max_body_bytes if larger.
+    #[arg(long, env = "BROKER_MAX_BODY_BYTES_PER_IP")]
+    pub max_body_bytes_per_ip: Option<usize>,
     /// Send an SSE keep-alive comment after this many idle seconds.
     #[arg(long, env = "BROKER_SSE_KEEPALIVE_SECS", default_value_t = 15)]
     pub sse_keepalive_secs: u64,
@@ -774,12 +776,16 @@ impl ServeFlags {
                 wide.net, wide.prefix
             )));
         }
-        if self.max_body_bytes_per_ip < self.max_body_bytes
-            || self.max_body_bytes_in_flight < self.max_body_bytes_per_ip
-        {
+        let per_ip = self
+            .max_body_bytes_per_ip
+            .unwrap_or((4 << 20).max(self.max_body_bytes));
+        let in_flight = self
+            .max_body_bytes_in_flight
+            .unwrap_or((64 << 20).max(self.max_body_bytes.saturating_mul(16)));
+        if per_ip < self.max_body_bytes || in_flight < per_ip {
             return Err(ConfigError(format!(
-                "--max_body_bytes_per_ip ({}) must be at least --max_body_bytes ({}), and --max_body_bytes_in_flight ({}) at least --max_body_bytes_per_ip: else a body of the largest size could never arrive slowly",
-                self.max_body_bytes_per_ip, self.max_body_bytes, self.max_body_bytes_in_flight
+                "--max_body_bytes_per_ip ({per_ip}) must be at least --max_body_bytes ({}), and --max_body_bytes_in_flight ({in_flight}) at least --max_body_bytes_per_ip: else a body of the largest size could never arrive slowly",
+                self.max_body_bytes
             )));
         }
         let default_secrets = check_secrets(&self)?;
@@ -897,8 +903,8 @@ impl ServeFlags {
             },
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
-                max_body_bytes_in_flight: self.max_body_bytes_in_flight,
-                max_body_bytes_per_ip: self.max_body_bytes_per_ip,
+                max_body_bytes_in_flight: in_flight,
+                max_body_bytes_per_ip: per_ip,
                 max_connections: self.max_connections.max(1),
                 max_connections_per_ip: self.max_connections_per_ip,
                 request_timeout: Duration::from_secs(self.request_timeout_secs.max(1)),

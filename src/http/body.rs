@@ -53,7 +53,9 @@ pub(crate) async fn parse<T: DeserializeOwned>(
 ) -> poem::Result<T> {
     // No silent default: a route reached without its App is a bug, not a 1 MiB limit.
     let app = super::authn::app_of(req)?;
-    let charge = app.bodies.charge(super::server::client::of(req).ip);
+    // The routes read here carry their credentials in the body, or are checked after it:
+    // their senders are not known yet.
+    let charge = app.bodies.charge(super::server::client::of(req).ip, false);
     parse_declared(
         declared_length(req),
         body,
@@ -263,7 +265,7 @@ mod tests {
     #[tokio::test]
     async fn bodies_of_several_frames_are_joined_and_the_limit_holds() {
         let budget = crate::http::body_budget::BodyBudget::new(100, 100);
-        let mut charge = budget.charge("192.0.2.1".parse().unwrap());
+        let mut charge = budget.charge("192.0.2.1".parse().unwrap(), false);
         let charge = &mut charge;
         let frames = futures_util::stream::iter(
             ["{\"a\":", "[1,", "2]}"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
@@ -296,7 +298,7 @@ mod tests {
         let whole = futures_util::stream::iter(
             ["12345", "67890"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
         );
-        let mut charge = budget.charge(ip);
+        let mut charge = budget.charge(ip, true);
         let body = poem::Body::from_bytes_stream(whole);
         assert!(read_limited(body, 100, &mut charge).await.is_ok());
         // Five bytes, then a wait: five charged; then five more and a wait: refused.
@@ -306,7 +308,7 @@ mod tests {
         });
         let body = poem::Body::from_bytes_stream(frames);
         tx.send(Ok(Bytes::from("12345"))).await.unwrap();
-        let mut charge = budget.charge(ip);
+        let mut charge = budget.charge(ip, true);
         {
             let mut read = std::pin::pin!(read_limited(body, 100, &mut charge));
             assert!(futures_util::poll!(read.as_mut()).is_pending());

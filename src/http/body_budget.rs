@@ -8,6 +8,11 @@
 //! connections of 100 streams held 210 MB. A body that has come whole when it is first read
 //! (what nearly every request's body is) holds nothing here: only bytes kept across a wait
 //! for more are counted, so the cost falls on the bodies that arrive slowly.
+//!
+//! Bodies whose sender has not been authenticated yet (no bearer token verified at the head:
+//! a login, an admin call, anyone at all) may hold half the server's budget at most, so that
+//! callers with a verified token always have the other half (the next review filled the
+//! whole budget from 16 addresses without an account, and a user's 30 KB inserts got 503).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +30,8 @@ pub struct BodyBudget {
 #[derive(Default)]
 struct Held {
     total: usize,
+    /// Of `total`, what bodies of unauthenticated senders hold.
+    unverified: usize,
     /// Only addresses holding bytes: an entry goes when its count reaches zero.
     by_address: HashMap<IpAddr, usize>,
 }
@@ -33,6 +40,8 @@ struct Held {
 pub struct BodyCharge<'a> {
     budget: &'a BodyBudget,
     address: IpAddr,
+    /// Whether the sender was authenticated at the request's head.
+    verified: bool,
     held: usize,
 }
 
@@ -46,11 +55,13 @@ impl BodyBudget {
         }
     }
 
-    /// A charge for one body from the client at `address`; it holds nothing yet.
-    pub fn charge(&self, address: IpAddr) -> BodyCharge<'_> {
+    /// A charge for one body from the client at `address`, `verified` if a bearer token
+    /// authenticated it at the request's head; it holds nothing yet.
+    pub fn charge(&self, address: IpAddr, verified: bool) -> BodyCharge<'_> {
         BodyCharge {
             budget: self,
             address: super::server::client::block(address),
+            verified,
             held: 0,
         }
     }
@@ -85,7 +96,9 @@ impl BodyCharge<'_> {
                 )
             });
         }
-        if held.total.saturating_add(more) > budget.max_total {
+        if held.total.saturating_add(more) > budget.max_total
+            || (!self.verified && held.unverified.saturating_add(more) > budget.max_total / 2)
+        {
             return Err(ApiError::busy(
                 format!(
                     "too many request bodies arriving at once (over {} bytes, --max_body_bytes_in_flight); retry shortly",
@@ -95,6 +108,9 @@ impl BodyCharge<'_> {
             ));
         }
         held.total += more;
+        if !self.verified {
+            held.unverified += more;
+        }
         *held.by_address.entry(self.address).or_insert(0) += more;
         self.held = bytes;
         Ok(())
@@ -108,6 +124,9 @@ impl Drop for BodyCharge<'_> {
         }
         let mut held = self.budget.held.lock().unwrap_or_else(|e| e.into_inner());
         held.total = held.total.saturating_sub(self.held);
+        if !self.verified {
+            held.unverified = held.unverified.saturating_sub(self.held);
+        }
         if let Some(mine) = held.by_address.get_mut(&self.address) {
             *mine = mine.saturating_sub(self.held);
             if *mine == 0 {
@@ -128,7 +147,7 @@ mod tests {
     #[test]
     fn bodies_hold_within_their_address_share_and_the_server_budget() {
         let budget = BodyBudget::new(100, 40);
-        let mut a1 = budget.charge(ip("192.0.2.1"));
+        let mut a1 = budget.charge(ip("192.0.2.1"), true);
         a1.hold(30).unwrap();
         a1.hold(20).unwrap();
         assert_eq!(
@@ -139,17 +158,17 @@ mod tests {
         // 50 in all is 20 more: past the address's 40, refused, and nothing changes.
         assert_eq!(a1.hold(50).unwrap_err().status, 429);
         assert_eq!(budget.held(ip("192.0.2.1")), (30, 30));
-        let mut a2 = budget.charge(ip("192.0.2.1"));
+        let mut a2 = budget.charge(ip("192.0.2.1"), true);
         assert_eq!(a2.hold(11).unwrap_err().status, 429, "the address's share");
         a2.hold(10).unwrap();
         // One IPv6 /64 is one address.
-        let mut b1 = budget.charge(ip("2001:db8::1"));
+        let mut b1 = budget.charge(ip("2001:db8::1"), true);
         b1.hold(40).unwrap();
-        let mut b2 = budget.charge(ip("2001:db8::2"));
+        let mut b2 = budget.charge(ip("2001:db8::2"), true);
         assert_eq!(b2.hold(1).unwrap_err().status, 429);
-        let mut c = budget.charge(ip("198.51.100.7"));
+        let mut c = budget.charge(ip("198.51.100.7"), true);
         c.hold(20).unwrap();
-        let mut d = budget.charge(ip("203.0.113.9"));
+        let mut d = budget.charge(ip("203.0.113.9"), true);
         let busy = d.hold(1).unwrap_err();
         assert_eq!(busy.status, 503, "the server's budget");
         assert_eq!(busy.retry_after, Some(1));
@@ -161,5 +180,23 @@ mod tests {
         drop((b1, b2, c, d));
         assert_eq!(budget.held(ip("192.0.2.1")), (0, 0));
         assert!(budget.held.lock().unwrap().by_address.is_empty());
+    }
+
+    #[test]
+    fn unauthenticated_bodies_hold_half_the_budget_at_most() {
+        let budget = BodyBudget::new(100, 40);
+        let mut anonymous = Vec::new();
+        for n in 1..=2 {
+            let mut charge = budget.charge(ip(&format!("192.0.2.{n}")), false);
+            charge.hold(25).unwrap();
+            anonymous.push(charge);
+        }
+        let mut third = budget.charge(ip("192.0.2.3"), false);
+        assert_eq!(third.hold(1).unwrap_err().status, 503, "half is theirs");
+        // The other half is left to callers a token authenticated.
+        let mut user = budget.charge(ip("198.51.100.3"), true);
+        user.hold(40).unwrap();
+        drop(anonymous);
+        third.hold(25).unwrap();
     }
 }

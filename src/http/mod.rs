@@ -65,6 +65,9 @@ pub struct AppInner {
     /// Bytes of request bodies held while their rest is awaited.
     pub bodies: body_budget::BodyBudget,
     basic_cache: authn::BasicCache,
+    /// Basic checks running, by username, password digest and user version: the same
+    /// credentials sent at once wait for one Argon2 check (see [`authn::BasicChecks`]).
+    basic_checks: authn::BasicChecks,
     /// Random per process: cached Basic digests mean nothing outside this process.
     cache_key: [u8; 16],
     /// `--jwt_secret`'s verification key, prepared once.
@@ -127,6 +130,7 @@ impl App {
             config,
             clock,
             basic_cache: Default::default(),
+            basic_checks: Default::default(),
             tickets: Default::default(),
             wrong_codes: Default::default(),
             wrong_factors: Default::default(),

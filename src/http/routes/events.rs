@@ -188,7 +188,12 @@ pub(crate) fn insert_direct(
     let declared = crate::http::body::declared_length(&req);
     let presented = Presented::of(app, &req);
     let key = idempotency_key(&req);
-    let charge = app.bodies.charge(crate::http::server::client::of(&req).ip);
+    // A bearer token is verified at the head: its body may use the half of the budget that
+    // unauthenticated bodies cannot.
+    let verified = matches!(presented, Presented::Bearer(Ok(_)));
+    let charge = app
+        .bodies
+        .charge(crate::http::server::client::of(&req).ip, verified);
     drop(req);
     async move {
         let limit = app.config.limits.max_body_bytes;

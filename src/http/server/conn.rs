@@ -34,6 +34,13 @@ pub const H2_SEND_BUFFER: usize = 64 * 1024;
 /// HTTP/2 streams a connection may have open at once.
 pub const H2_MAX_STREAMS: u32 = 100;
 
+/// The most an HTTP/1.1 connection buffers of what it reads: a request head must fit (a
+/// larger one gets 431), and a body is read through it in pieces. hyper's default (~400 KiB)
+/// let a head held open pin that much per connection, uncounted: an attack review held
+/// 3,000 such heads, 1.1 GB, without an account. 32 KiB is twice what the direct SSE path
+/// takes of a head.
+pub const H1_MAX_BUF: usize = 32 * 1024;
+
 /// What hyper sends back: poem's body, boxed.
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
@@ -262,7 +269,7 @@ impl Connections {
         // write, not at once. A stream opened as a connection's first request is served in
         // `streams`, which watches for the close; one opened on a reused HTTP/1.1 connection
         // is served here, and a vanished client is seen within two `--sse_keepalive_secs`.
-        builder.http1().half_close(true);
+        builder.http1().half_close(true).max_buf_size(H1_MAX_BUF);
         // HTTP/2: hyper's defaults let each of 200 streams buffer 400 KiB of its answer in
         // user space while the client takes nothing, so answers that fit were handed over
         // whole and left every count of what is in flight (history pages, stream chunks):

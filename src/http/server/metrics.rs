@@ -38,6 +38,8 @@ pub struct HttpMetrics {
     pub auth_failures: Counter,
     /// Requests answered 429.
     pub rate_limited: Counter,
+    /// Argon2 password checks run (logins, Basic, resets, password changes' checks).
+    pub password_checks: Counter,
     subscribers: Gauge,
     tenants_streaming: Gauge,
     tenant_feeds: Gauge,
@@ -61,6 +63,7 @@ impl HttpMetrics {
             requests: Family::default(),
             inserted: std::sync::OnceLock::new(),
             auth_failures: Counter::default(),
+            password_checks: Counter::default(),
             rate_limited: Counter::default(),
             subscribers: Gauge::default(),
             tenants_streaming: Gauge::default(),
@@ -91,6 +94,11 @@ impl HttpMetrics {
             "auth_failures",
             "failed logins, password resets and admin tokens",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "password_checks",
+            "Argon2 password checks run",
+            m.password_checks.clone(),
         );
         registry.register(
             "rate_limited",
