@@ -776,6 +776,25 @@ impl ServeFlags {
                 wide.net, wide.prefix
             )));
         }
+        // The blocks together too (a review listed all 256 /8s): at most two /8s' worth of
+        // IPv4 addresses (10/8 and 127/8, say), and two /7s' of IPv6.
+        let (mut v4, mut v6) = (0u64, 0u128);
+        for block in &self.trusted_proxies {
+            if block.net.is_ipv4() {
+                v4 = v4.saturating_add(1u64 << (32 - u32::from(block.prefix)));
+            } else {
+                v6 = v6.saturating_add(
+                    1u128
+                        .checked_shl(128 - u32::from(block.prefix))
+                        .unwrap_or(u128::MAX),
+                );
+            }
+        }
+        if v4 > 1 << 25 || v6 > 1 << 122 {
+            return Err(ConfigError(
+                "--trusted_proxies together span more than two /8s of IPv4 addresses (or two /7s of IPv6): they would believe most clients' forwarding headers, so those clients could name their own addresses; name your proxies' addresses or their network".into(),
+            ));
+        }
         let per_ip = self
             .max_body_bytes_per_ip
             .unwrap_or((4 << 20).max(self.max_body_bytes));
@@ -1134,13 +1153,29 @@ fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
     }
     // The admin and metrics tokens too: their wrong guesses are limited per address only,
     // and an attack review made 4,000 guesses in 1.3 s from 200 addresses; a one-character
-    // token was accepted. The next review's were 32 of one letter, or a word repeated.
+    // token was accepted. The next reviews' were 32 of one letter, a word repeated,
+    // `0123456789abcdef` twice, and one secret with an `x` added as another.
     let secrets = [
-        ("--jwt_secret", Some(&flags.jwt_secret)),
-        ("--admin_token", Some(&flags.admin_token)),
-        ("--metrics_token", flags.metrics_token.as_ref()),
+        ("--jwt_secret", Some(flags.jwt_secret.as_str())),
+        ("--admin_token", Some(flags.admin_token.as_str())),
+        ("--metrics_token", flags.metrics_token.as_deref()),
     ];
-    for (flag, secret) in secrets {
+    check_strong(&secrets, &exposed)?;
+    if let Some(hex) = &flags.biscuit_private_key
+        && !strong(hex.trim())
+    {
+        return Err(ConfigError(format!(
+            "--biscuit_private_key follows a pattern (such as all zeros, or a sequence): anyone could guess it and mint biscuits ({exposed}; leave it unset and Broker makes one in <db>/biscuit.key)"
+        )));
+    }
+    Ok(defaults)
+}
+
+/// Refuses secrets (`(flag, value)`) that are short, follow a pattern, or are one another
+/// (or one holds the other, in any case): `exposed` says why they must be strong.
+fn check_strong(secrets: &[(&str, Option<&str>)], exposed: &str) -> Result<(), ConfigError> {
+    let make = "make one with `openssl rand -hex 32`";
+    for &(flag, secret) in secrets {
         let Some(secret) = secret else { continue };
         if secret.len() < MIN_SECRET {
             return Err(ConfigError(format!(
@@ -1148,54 +1183,54 @@ fn check_secrets(flags: &ServeFlags) -> Result<Vec<&'static str>, ConfigError> {
                 secret.len()
             )));
         }
-        if looks_made_up(secret.as_bytes()) {
+        if !strong(secret) {
             return Err(ConfigError(format!(
-                "{flag} has fewer than {MIN_DISTINCT_BYTES} different characters: a random one has 14 or more ({exposed}; {make})"
+                "{flag} follows a pattern a guesser tries early (words, repeats, sequences; zxcvbn estimates fewer than 10^{STRONG_GUESSES_LOG10} guesses) ({exposed}; {make})"
             )));
         }
     }
     // One secret in two places: whoever reads the scraper's token, or a leaked JWT secret,
     // would also hold the admin API.
-    for (i, (flag, secret)) in secrets.iter().enumerate() {
-        for (other, other_secret) in &secrets[i + 1..] {
-            if secret.is_some() && secret == other_secret {
+    for (i, &(flag, secret)) in secrets.iter().enumerate() {
+        for &(other, other_secret) in &secrets[i + 1..] {
+            let (Some(a), Some(b)) = (secret, other_secret) else {
+                continue;
+            };
+            let (a, b) = (a.to_lowercase(), b.to_lowercase());
+            if a.contains(&b) || b.contains(&a) {
                 return Err(ConfigError(format!(
-                    "{flag} and {other} are the same; each must be a secret of its own ({make})"
+                    "{flag} and {other} are the same, or one holds the other; each must be a secret of its own ({make})"
                 )));
             }
         }
     }
-    if let Some(hex) = &flags.biscuit_private_key
-        && looks_made_up(hex.trim().to_ascii_lowercase().as_bytes())
-    {
-        return Err(ConfigError(format!(
-            "--biscuit_private_key has fewer than {MIN_DISTINCT_BYTES} different hex digits (such as all zeros): anyone could mint biscuits with it ({exposed}; leave it unset and Broker makes one in <db>/biscuit.key)"
-        )));
-    }
-    Ok(defaults)
+    Ok(())
 }
 
-/// Different bytes a secret must have where the network reaches the server: 32 random hex
-/// digits have fewer than 8 different ones less than once in 20 million.
-const MIN_DISTINCT_BYTES: usize = 8;
+/// zxcvbn's estimate of the guesses a secret takes, as a power of ten, below which it is
+/// refused: its estimates stop at 10^19.3 (2^64), which 32 random hex digits reach and
+/// patterns (`changeme` ×4: 10^8; `0123456789abcdef` ×2: 10^4.5) are far from.
+const STRONG_GUESSES_LOG10: u32 = 19;
 
-/// Whether `secret` is long and varied enough that no limit on wrong guesses is needed to
-/// keep it: what the network may be served with.
+/// Whether `secret` is long and unpatterned enough that no limit on wrong guesses is needed
+/// to keep it: what the network may be served with.
 pub fn unguessable(secret: &str) -> bool {
-    secret.len() >= MIN_SECRET && !looks_made_up(secret.as_bytes())
+    secret.len() >= MIN_SECRET && strong(secret)
 }
 
-/// Whether `secret` has too few different bytes to be random (`aaaa…`, a word repeated).
-fn looks_made_up(secret: &[u8]) -> bool {
-    let mut seen = [false; 256];
-    for &b in secret {
-        seen[usize::from(b)] = true;
+/// Whether zxcvbn estimates `secret` at 10^[`STRONG_GUESSES_LOG10`] guesses or more. Only
+/// the first 256 bytes are looked at (its cost grows with the length), on a character
+/// boundary: a longer secret is at least as strong as its start.
+fn strong(secret: &str) -> bool {
+    let mut end = secret.len().min(256);
+    while !secret.is_char_boundary(end) {
+        end -= 1;
     }
-    seen.iter().filter(|&&s| s).count() < MIN_DISTINCT_BYTES
+    zxcvbn::zxcvbn(&secret[..end], &[]).guesses_log10() >= f64::from(STRONG_GUESSES_LOG10)
 }
 
-/// Refuses a `--metrics_addr` the network reaches without a long `--metrics_token`: the
-/// metrics tell anyone the write rate, the users' count and the failed logins.
+/// Refuses a `--metrics_addr` the network reaches without a strong `--metrics_token` of its
+/// own: the metrics tell anyone the write rate, the users' count and the failed logins.
 fn check_metrics_listener(flags: &ServeFlags) -> Result<(), ConfigError> {
     let Some(addr) = flags.metrics_addr else {
         return Ok(());
@@ -1203,15 +1238,29 @@ fn check_metrics_listener(flags: &ServeFlags) -> Result<(), ConfigError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
+    let exposed = format!("--metrics_addr {addr} serves the network");
     match &flags.metrics_token {
         None => Err(ConfigError(format!(
-            "--metrics_addr {addr} serves the network: set --metrics_token (or BROKER_METRICS_TOKEN; make one with `openssl rand -hex 32`), which scrapers send as `Authorization: Bearer`, or serve metrics on 127.0.0.1"
+            "{exposed}: set --metrics_token (or BROKER_METRICS_TOKEN; make one with `openssl rand -hex 32`), which scrapers send as `Authorization: Bearer`, or serve metrics on 127.0.0.1"
         ))),
-        Some(token) if token.len() < MIN_SECRET => Err(ConfigError(format!(
-            "--metrics_token is {} bytes; where the network reaches the server it must be at least {MIN_SECRET} (--metrics_addr {addr} serves the network; make one with `openssl rand -hex 32`)",
-            token.len()
-        ))),
-        Some(_) => Ok(()),
+        Some(token) => {
+            check_strong(&[("--metrics_token", Some(token.as_str()))], &exposed)?;
+            // Not checked for strength here (on loopback they may be weak), only for being
+            // the token: whoever reads the scraper's configuration must not hold them.
+            let lower = token.to_lowercase();
+            for (flag, other) in [
+                ("--admin_token", &flags.admin_token),
+                ("--jwt_secret", &flags.jwt_secret),
+            ] {
+                let other = other.to_lowercase();
+                if lower.contains(&other) || other.contains(&lower) {
+                    return Err(ConfigError(format!(
+                        "--metrics_token and {flag} are the same, or one holds the other; each must be a secret of its own (make one with `openssl rand -hex 32`)"
+                    )));
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -1296,7 +1345,7 @@ mod tests {
             .unwrap();
         assert!(made.success());
         let fifo = fifo.to_str().unwrap().to_owned();
-        let secret = "0123456789abcdef0123456789abcdef".to_owned();
+        let secret = "9f86d081884c7d659a2feaa0c55ad015".to_owned();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let args = [
@@ -1385,7 +1434,7 @@ mod tests {
             config.identity.default_secrets,
             ["--jwt_secret", "--admin_token"]
         );
-        let long = "0123456789abcdef0123456789abcdef";
+        let long = "9f86d081884c7d659a2feaa0c55ad015";
         for (args, needle) in [
             (&["--listen", "0.0.0.0"][..], "--jwt_secret"),
             (
@@ -1426,9 +1475,9 @@ mod tests {
             "--jwt_secret",
             long,
             "--admin_token",
-            "fedcba9876543210fedcba9876543210",
+            "3a7bd3e2360a3d29eea436fcfb7e44c7",
             "--metrics_token",
-            "0123456789abcdeffedcba9876543210",
+            "c3ab8ff13720e8ad9047dd39466b3c89",
         ])
         .serve
         .validate()
@@ -1460,15 +1509,15 @@ mod tests {
         }
         // Long but made up, or one secret in two places (a later attack review).
         let exposed = ["--listen", "0.0.0.0"];
-        let other = "fedcba9876543210fedcba9876543210";
+        let other = "3a7bd3e2360a3d29eea436fcfb7e44c7";
         for (secrets, needle) in [
             (
                 vec!["--jwt_secret", &"a".repeat(40), "--admin_token", long],
-                "--jwt_secret has fewer than 8 different characters",
+                "--jwt_secret follows a pattern",
             ),
             (
                 vec!["--jwt_secret", long, "--admin_token", &"secret".repeat(6)],
-                "--admin_token has fewer than 8 different characters",
+                "--admin_token follows a pattern",
             ),
             (
                 vec!["--jwt_secret", long, "--admin_token", long],
@@ -1494,7 +1543,7 @@ mod tests {
                     "--biscuit_private_key",
                     &"00".repeat(32),
                 ],
-                "--biscuit_private_key has fewer than 8 different hex digits",
+                "--biscuit_private_key follows a pattern",
             ),
         ] {
             let args = [&exposed[..], &secrets[..]].concat();
@@ -1503,6 +1552,62 @@ mod tests {
         }
         assert!(unguessable(long) && unguessable(other));
         assert!(!unguessable("letmein") && !unguessable(&"ab".repeat(20)));
+        // What the next review started with: patterns that pass a count of characters, one
+        // secret as another with a letter added or in upper case, a patterned biscuit key,
+        // and a metrics listener with a weak or shared token beside a loopback main port.
+        for pattern in [
+            "0123456789abcdef0123456789abcdef",
+            "changeme-changeme-changeme-changeme",
+            "passwordpasswordpassword12345678",
+            "abcdefghijklmnopqrstuvwxyzabcdefgh",
+        ] {
+            assert!(!unguessable(pattern), "{pattern}");
+            let args = [
+                &exposed[..],
+                &["--jwt_secret", pattern, "--admin_token", other],
+            ]
+            .concat();
+            let err = parse(&args).serve.validate().unwrap_err();
+            assert!(err.0.contains("follows a pattern"), "{pattern}: {err}");
+        }
+        let upper = long.to_uppercase();
+        let longer = format!("{long}x");
+        for admin in [upper.as_str(), longer.as_str()] {
+            let args = [
+                &exposed[..],
+                &["--jwt_secret", long, "--admin_token", admin],
+            ]
+            .concat();
+            let err = parse(&args).serve.validate().unwrap_err();
+            assert!(err.0.contains("one holds the other"), "{admin}: {err}");
+        }
+        let key = format!("{}{}", "0".repeat(57), "1234567");
+        let args = [
+            &exposed[..],
+            &[
+                "--jwt_secret",
+                long,
+                "--admin_token",
+                other,
+                "--biscuit_private_key",
+                &key,
+            ],
+        ]
+        .concat();
+        assert!(parse(&args).serve.validate().is_err());
+        for token in [&"a".repeat(32), long, other] {
+            let args = [
+                "--jwt_secret",
+                long,
+                "--admin_token",
+                other,
+                "--metrics_addr",
+                "[::ffff:127.0.0.1]:9090",
+                "--metrics_token",
+                token,
+            ];
+            assert!(parse(&args).serve.validate().is_err(), "{token}");
+        }
         // On loopback with nothing in front, they are allowed (tests, trials).
         assert!(
             parse(&["--jwt_secret", long, "--admin_token", long])
@@ -1546,9 +1651,9 @@ mod tests {
             "--trusted_proxies",
             "127.0.0.1,10.0.0.0/8",
             "--jwt_secret",
-            "0123456789abcdef0123456789abcdef",
+            "9f86d081884c7d659a2feaa0c55ad015",
             "--admin_token",
-            "fedcba9876543210fedcba9876543210",
+            "3a7bd3e2360a3d29eea436fcfb7e44c7",
         ])
         .serve
         .validate()
@@ -1564,6 +1669,13 @@ mod tests {
                 .contains("--public_origin")
         );
         assert!(Cli::try_parse_from(["broker", "--trusted_proxies", "10.0.0.0/40"]).is_err());
+        // Blocks that together span more than a /8 do too.
+        let every_8: Vec<String> = (0..=255).map(|a| format!("{a}.0.0.0/8")).collect();
+        let err = parse(&["--trusted_proxies", &every_8.join(",")])
+            .serve
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("together"), "{err}");
         // A block wider than the private ranges believes any client's header.
         for wide in ["0.0.0.0/0", "10.0.0.0/7", "::/0", "fc00::/6"] {
             let err = parse(&["--trusted_proxies", wide])
@@ -1572,12 +1684,12 @@ mod tests {
                 .unwrap_err();
             assert!(err.0.contains("any client"), "{wide}: {err}");
         }
-        let long = "0123456789abcdef0123456789abcdef";
+        let long = "9f86d081884c7d659a2feaa0c55ad015";
         let secrets = [
             "--jwt_secret",
             long,
             "--admin_token",
-            "fedcba9876543210fedcba9876543210",
+            "3a7bd3e2360a3d29eea436fcfb7e44c7",
         ];
         for narrow in ["10.0.0.0/8", "fc00::/7", "127.0.0.1"] {
             let args = [&["--trusted_proxies", narrow][..], &secrets[..]].concat();

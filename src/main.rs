@@ -219,6 +219,16 @@ async fn run(config: Config) -> Result<(), StartError> {
     let addr = listener
         .local_addr()
         .map_err(io("cannot read the listening address"))?;
+    // Bound before the line below, which says the server is ready: scrapers may come at once.
+    let metrics_listener = match config.metrics.metrics_addr {
+        Some(metrics_addr) => Some((
+            metrics_addr,
+            http::server::limits::listen(metrics_addr).map_err(io(format!(
+                "cannot listen on --metrics_addr {metrics_addr}"
+            )))?,
+        )),
+        None => None,
+    };
     // Tests and scripts read this line to learn the port (with --port 0).
     let scheme = if matches!(config.listen.tls, Tls::Off) {
         "http"
@@ -243,7 +253,6 @@ async fn run(config: Config) -> Result<(), StartError> {
         );
     }
     let tls = config.listen.tls.clone();
-    let metrics_addr = config.metrics.metrics_addr;
     let app = App::new(engine.clone(), config, clock, biscuit);
     // Every listener stops on the same signal; SSE streams get their final frame first.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -257,10 +266,7 @@ async fn run(config: Config) -> Result<(), StartError> {
     let stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    if let Some(metrics_addr) = metrics_addr {
-        let metrics_listener = http::server::limits::listen(metrics_addr).map_err(io(format!(
-            "cannot listen on --metrics_addr {metrics_addr}"
-        )))?;
+    if let Some((metrics_addr, metrics_listener)) = metrics_listener {
         tracing::info!(addr = %metrics_addr, "serving /metrics");
         let acceptor = poem::listener::TcpAcceptor::from_tokio(metrics_listener)
             .map_err(io("--metrics_addr"))?;

@@ -40,6 +40,7 @@ pub fn enrolment_uri(secret: &[u8], issuer: &str, account: &str) -> Result<Strin
     // Bounded so that the URI always fits a QR code (an attack review's 1,500-byte issuer
     // was a 500): 128 bytes, even percent-encoded twice, stay far below its 2,331.
     if issuer.is_empty()
+        || issuer.trim() != issuer
         || issuer.len() > MAX_ISSUER_BYTES
         || issuer.contains(':')
         || issuer
@@ -50,7 +51,7 @@ pub fn enrolment_uri(secret: &[u8], issuer: &str, account: &str) -> Result<Strin
         // Invisible and direction characters too: an authenticator app shows `A\u{202e}B`
         // reversed (an attack review).
         return Err(format!(
-            "issuer: must be 1 to {MAX_ISSUER_BYTES} bytes, with no ':' and no control, invisible or text-direction characters"
+            "issuer: must be 1 to {MAX_ISSUER_BYTES} bytes, with no ':', no surrounding spaces and no control, invisible, line-separator or text-direction characters"
         ));
     }
     let base32 = Secret::from(secret.to_vec()).to_base32();
@@ -85,6 +86,9 @@ mod tests {
     fn issuers_that_show_otherwise_than_they_read_are_refused() {
         assert!(enrolment_uri(b"0123456789", "Acme", "bob").is_ok());
         for bad in [
+            " Acme",
+            "Acme\u{a0}",
+            "Ac\u{2028}me",
             "A\u{202e}B",
             "Ac\u{200b}me",
             "\u{feff}Acme",

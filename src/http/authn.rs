@@ -268,6 +268,46 @@ fn authorization(req: &Request) -> Result<Option<&[u8]>, credentials::Credential
     Ok(first)
 }
 
+/// Remembers verified Basic credentials of `user` (see [`BasicCache`]).
+fn remember(app: &App, username: &str, digest: [u8; 32], user: Option<&crate::state::User>) {
+    let mut cache = app.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= BASIC_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(
+        username.to_owned(),
+        CachedBasic {
+            digest,
+            version: user.map_or(0, |u| u.version),
+            expires: Instant::now() + BASIC_CACHE_TTL,
+        },
+    );
+}
+
+/// A request's share of a Basic check in [`BasicChecks`]; the check leaves the table with
+/// the first of its requests to finish.
+struct InFlight<'a> {
+    app: &'a App,
+    key: (String, [u8; 32], Cursor),
+    check: Arc<tokio::sync::OnceCell<bool>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut checks = self
+            .app
+            .basic_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if checks
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.check))
+        {
+            checks.remove(&self.key);
+        }
+    }
+}
+
 /// The shared [`App`] every route is given.
 pub(super) fn app_of(req: &Request) -> Result<&App, ApiError> {
     req.data::<App>()
@@ -406,14 +446,17 @@ async fn basic(
     let digest = app.password_digest(&password);
     let user = app.engine.read(|state| state.user(&username).cloned());
     let usable = |u: &crate::state::User| !u.revoked && !u.two_factor;
-    let cached = user.as_ref().filter(|u| usable(u)).is_some_and(|user| {
-        let cache = app.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.get(&username).is_some_and(|c| {
-            c.version == user.version
-                && c.expires > Instant::now()
-                && bool::from(c.digest.ct_eq(&digest))
+    let in_cache = || {
+        user.as_ref().filter(|u| usable(u)).is_some_and(|user| {
+            let cache = app.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&username).is_some_and(|c| {
+                c.version == user.version
+                    && c.expires > Instant::now()
+                    && bool::from(c.digest.ct_eq(&digest))
+            })
         })
-    });
+    };
+    let cached = in_cache();
     if !cached {
         // Only a cache miss costs Argon2, so only a miss is an attempt worth counting.
         let attempt = app.throttle.attempt(&username, client);
@@ -428,24 +471,35 @@ async fn basic(
             digest,
             user.as_ref().map_or(0, |u| u.version),
         );
-        let check = Arc::clone(
-            app.basic_checks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(key.clone())
-                .or_default(),
-        );
-        let matches = check
-            .get_or_try_init(|| app.verify_password(password, hash, &attempt))
-            .await
-            .copied();
-        {
+        let check = {
             let mut checks = app.basic_checks.lock().unwrap_or_else(|e| e.into_inner());
-            if checks.get(&key).is_some_and(|c| Arc::ptr_eq(c, &check)) {
-                checks.remove(&key);
+            // A check of these credentials may have ended while this request waited to be
+            // let in: it filled the cache before it left the table (under this lock).
+            if in_cache() {
+                None
+            } else {
+                Some(Arc::clone(checks.entry(key.clone()).or_default()))
             }
-        }
-        let matches = matches?;
+        };
+        let matches = match check {
+            None => true,
+            Some(check) => {
+                // Leaves the table when this request is done with it: after the cache below
+                // is filled, so that a request coming meanwhile finds one or the other.
+                let _in_flight = InFlight {
+                    app,
+                    key,
+                    check: Arc::clone(&check),
+                };
+                let matches = *check
+                    .get_or_try_init(|| app.verify_password(password, hash, &attempt))
+                    .await?;
+                if matches && user.as_ref().is_some_and(usable) {
+                    remember(app, &username, digest, user.as_ref());
+                }
+                matches
+            }
+        };
         match &user {
             Some(user) if matches && usable(user) => admitted.succeed(),
             _ => {
@@ -453,18 +507,6 @@ async fn basic(
                 return Err(ApiError::unauthorized(BASIC_REFUSED));
             }
         }
-        let mut cache = app.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= BASIC_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(
-            username,
-            CachedBasic {
-                digest,
-                version: user.as_ref().map_or(0, |u| u.version),
-                expires: Instant::now() + BASIC_CACHE_TTL,
-            },
-        );
     }
     let user = user.ok_or_else(|| ApiError::unauthorized(BASIC_REFUSED))?;
     // The check may have waited seconds for Argon2: a user revoked, moved or given a new

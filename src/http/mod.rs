@@ -85,6 +85,8 @@ pub struct AppInner {
     /// Whether `--admin_token` is long and varied enough that its right value may pass a
     /// locked bucket (see [`App::require_admin`]).
     admin_token_unguessable: bool,
+    /// The same of `--metrics_token` (see `server::metrics`).
+    pub(crate) metrics_token_unguessable: bool,
     /// Counters and gauges of `/metrics`.
     pub metrics: Arc<metrics::HttpMetrics>,
 }
@@ -121,6 +123,11 @@ impl App {
             throttle: throttle::Throttles::new(&config),
             jwt_key: crate::auth::jwt::JwtKey::new(&config.identity.jwt_secret),
             admin_token_unguessable: crate::config::unguessable(&config.identity.admin_token),
+            metrics_token_unguessable: config
+                .metrics
+                .metrics_token
+                .as_deref()
+                .is_some_and(crate::config::unguessable),
             metrics: metrics::HttpMetrics::new(
                 &engine,
                 matches!(config.listen.tls, crate::config::Tls::Files { .. }),

@@ -108,10 +108,12 @@ pub fn new_tenant(value: &str) -> Result<(), Invalid> {
     if value.trim() != value {
         return Err(invalid("tenant_name", "must not start or end with spaces"));
     }
-    if !unicode_normalization::is_nfc(value) {
+    // NFKC, not only NFC: a tenant name is an identifier, and `ﬁ` (a ligature) or fullwidth
+    // letters read as the plain ones (a review's second look).
+    if !unicode_normalization::is_nfkc(value) {
         return Err(invalid(
             "tenant_name",
-            "must be in Unicode normalization form C (accents composed with their letters)",
+            "must be in Unicode normalization form KC (accents composed, no ligatures or fullwidth forms)",
         ));
     }
     Ok(())
@@ -130,8 +132,9 @@ pub fn invisible(c: char) -> bool {
             | '\u{17B5}'
             | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
+            | '\u{1D173}'..='\u{1D17A}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
@@ -524,6 +527,10 @@ mod tests {
             "e\u{301}",
             "\u{feff}",
             " ",
+            "acme\u{1d173}",
+            "\u{fb01}rm",
+            "ａcme",
+            "ac\u{2028}me",
         ] {
             assert_eq!(
                 new_tenant(bad).expect_err(bad).field,

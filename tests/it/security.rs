@@ -1078,7 +1078,7 @@ async fn wrong_metrics_tokens_meet_a_limit() {
     assert_eq!(resp.status(), 401, "logins count apart");
     drop(s);
     // A long, random metrics token passes the lock as the admin's does.
-    let token = "metrics-0123456789abcdefghijklmnop";
+    let token = "metrics-k3Jq9xV2mT7pLw4ZrB8nYc5HdF6s";
     let s = Server::start(
         &dir.path().join("long"),
         &["--metrics_token", token, "--max_failures_per_address", "3"],

@@ -14,9 +14,9 @@ pub mod tools;
 
 /// The admin token every test server gets (unless a test names its own): long and not the
 /// well-known default, which a server behind a proxy refuses.
-pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
+pub const ADMIN: &str = "test-admin-9f86d081884c7d659a2feaa0c55ad015";
 /// The JWT secret every test server gets (unless a test names its own).
-pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
+pub const JWT_SECRET: &str = "test-jwt-3a7bd3e2360a3d29eea436fcfb7e44c7";
 
 /// A running server process.
 pub struct Server {
