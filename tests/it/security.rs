@@ -47,6 +47,22 @@ async fn post_from(c: &reqwest::Client, url: String, client: &str, body: Value) 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Runs the server on `db` with `flags` (and no test secrets), expecting it to refuse to
+/// start: its exit code and stderr.
+fn start_refused(db: &std::path::Path, flags: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "--db",
+        db.to_str().unwrap(),
+        "--ntp",
+        "false",
+        "--port",
+        "0",
+    ];
+    args.extend(flags);
+    let (code, _, stderr) = run_broker(&args);
+    (code, stderr)
+}
+
 #[tokio::test]
 async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,17 +97,7 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
             "--admin_token is 1 bytes; where the network reaches the server it must be at least 32",
         ),
     ] {
-        let db = dir.path().join("refused");
-        let mut args = vec![
-            "--db",
-            db.to_str().unwrap(),
-            "--ntp",
-            "false",
-            "--port",
-            "0",
-        ];
-        args.extend(flags);
-        let (code, _, stderr) = run_broker(&args);
+        let (code, stderr) = start_refused(&dir.path().join("refused"), flags);
         assert_eq!(code, 2, "{flags:?} started: {stderr}");
         assert!(stderr.contains(needle), "{stderr}");
         assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
@@ -113,23 +119,13 @@ async fn default_secrets_never_reach_the_network_and_forged_default_jwts_are_ref
         ["--public_origin", "https://broker.example"],
     ] {
         let db = dir.path().join("proxied");
-        let mut args = vec![
-            "--db",
-            db.to_str().unwrap(),
-            "--ntp",
-            "false",
-            "--port",
-            "0",
-        ];
-        args.extend(proxy);
-        let (code, _, stderr) = run_broker(&args);
+        let (code, stderr) = start_refused(&db, &proxy);
         assert_eq!(code, 2, "{proxy:?} started: {stderr}");
         assert!(
             stderr.contains(proxy[0]) && stderr.contains("--jwt_secret is still the well-known"),
             "{stderr}"
         );
-        args.extend(["--jwt_secret", SECRET]);
-        let (code, _, stderr) = run_broker(&args);
+        let (code, stderr) = start_refused(&db, &[proxy[0], proxy[1], "--jwt_secret", SECRET]);
         assert_eq!(code, 2, "{proxy:?} started: {stderr}");
         assert!(
             stderr.contains("--admin_token is still the well-known"),
@@ -1402,15 +1398,7 @@ async fn the_same_basic_credentials_at_once_cost_one_password_check() {
     let auth = basic("basic", "right-pw");
     let all = (0..40).map(|_| {
         let (c, url, auth) = (c.clone(), s.url("/verify"), auth.clone());
-        tokio::spawn(async move {
-            c.get(url)
-                .header("authorization", auth)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
+        tokio::spawn(async move { get_auth(&c, url, &auth).await.0 })
     });
     let statuses: Vec<u16> = futures_util::future::join_all(all)
         .await
