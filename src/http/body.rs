@@ -99,9 +99,10 @@ pub(crate) async fn parse_declared<T: DeserializeOwned>(
         .map_err(|e| match e {
             ReadError::TooLarge => too_large(),
             ReadError::OverBudget(refused) => refused,
-            ReadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string())
-            }
+            ReadError::Io(e) if timed_out(&e) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "no complete request body within --request_timeout_secs",
+            ),
             ReadError::Io(e) => {
                 ApiError::bad_request(format!("could not read the request body: {e}"))
             }
@@ -135,6 +136,23 @@ pub fn with_deadline(req: &mut Request, after: std::time::Duration) {
         }
     });
     req.set_body(poem::Body::from_bytes_stream(bounded));
+}
+
+/// Whether reading failed for a deadline: the body's own (`with_deadline`), or the
+/// connection's, which reaches here wrapped in hyper's error (a slow HTTP/1.1 body got 400
+/// for it, an attack review noticed, where HTTP/2's got 408).
+fn timed_out(e: &std::io::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Why a body could not be read.

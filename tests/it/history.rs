@@ -245,6 +245,12 @@ async fn history_parameters_are_checked_and_tenants_kept_apart() {
     let (_, page) = get(&c, &s, "tenant=nobody", ("x-admin-token", ADMIN)).await;
     assert_eq!(page["events"], json!([]));
     assert!(page["next"].is_null());
+    // A name no tenant can have is 400, not an empty page.
+    for bad in ["tenant=", "tenant=a%0Ab"] {
+        let (status, body) = get(&c, &s, bad, ("x-admin-token", ADMIN)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("tenant"), "{body}");
+    }
     // Another tenant's user sees none of it.
     let (status, _) = post(
         &c,

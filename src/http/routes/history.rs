@@ -154,7 +154,12 @@ impl HistoryApi {
                 return Err(ApiError::from(HistoryQueryError::TenantForUser).into());
             }
             (Some(user), None) => Holder::User(user),
-            (None, Some(tenant)) => Holder::Admin { tenant },
+            (None, Some(tenant)) => {
+                // A name no tenant can have (empty, too long, control characters) is a
+                // mistake to say, not an empty page (an attack review).
+                crate::state::validate::tenant(&tenant).map_err(ApiError::from)?;
+                Holder::Admin { tenant }
+            }
             (None, None) => return Err(ApiError::from(HistoryQueryError::TenantMissing).into()),
         };
         let direction = match (after.0, before.0) {
