@@ -55,7 +55,10 @@ pub(crate) async fn parse<T: DeserializeOwned>(
     let app = super::authn::app_of(req)?;
     // The routes read here carry their credentials in the body, or are checked after it:
     // their senders are not known yet.
-    let charge = app.bodies.charge(super::server::client::of(req).ip, false);
+    let charge = app
+        .bodies
+        .charge(super::server::client::of(req).ip, None)
+        .with_head(head_bytes(req));
     parse_declared(
         declared_length(req),
         body,
@@ -136,6 +139,18 @@ pub fn with_deadline(req: &mut Request, after: std::time::Duration) {
         }
     });
     req.set_body(poem::Body::from_bytes_stream(bounded));
+}
+
+/// About what a request's head takes in memory while its body is awaited: its target and
+/// headers, and a few bytes a header for the separators.
+pub(crate) fn head_bytes(req: &Request) -> usize {
+    req.uri().path().len()
+        + req.uri().query().map_or(0, str::len)
+        + req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
 }
 
 /// Whether reading failed for a deadline: the body's own (`with_deadline`), or the
@@ -283,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn bodies_of_several_frames_are_joined_and_the_limit_holds() {
         let budget = crate::http::body_budget::BodyBudget::new(100, 100);
-        let mut charge = budget.charge("192.0.2.1".parse().unwrap(), false);
+        let mut charge = budget.charge("192.0.2.1".parse().unwrap(), None);
         let charge = &mut charge;
         let frames = futures_util::stream::iter(
             ["{\"a\":", "[1,", "2]}"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
@@ -310,13 +325,13 @@ mod tests {
 
     #[tokio::test]
     async fn only_bytes_kept_across_a_wait_are_charged() {
-        let budget = crate::http::body_budget::BodyBudget::new(8, 8);
+        let budget = crate::http::body_budget::BodyBudget::new(16, 8);
         let ip = "192.0.2.1".parse().unwrap();
         // Ready at once, whatever its size: nothing charged.
         let whole = futures_util::stream::iter(
             ["12345", "67890"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
         );
-        let mut charge = budget.charge(ip, true);
+        let mut charge = budget.charge(ip, None);
         let body = poem::Body::from_bytes_stream(whole);
         assert!(read_limited(body, 100, &mut charge).await.is_ok());
         // Five bytes, then a wait: five charged; then five more and a wait: refused.
@@ -326,7 +341,7 @@ mod tests {
         });
         let body = poem::Body::from_bytes_stream(frames);
         tx.send(Ok(Bytes::from("12345"))).await.unwrap();
-        let mut charge = budget.charge(ip, true);
+        let mut charge = budget.charge(ip, None);
         {
             let mut read = std::pin::pin!(read_limited(body, 100, &mut charge));
             assert!(futures_util::poll!(read.as_mut()).is_pending());

@@ -1687,19 +1687,25 @@ async fn cancelled_logins_hold_their_argon2_place_until_the_check_ends() {
     still_serving(&s).await;
 }
 
-/// A connection that sends all of a 1 MiB `/insert` body but its last 100 bytes, with
+/// A connection that sends all of a 1 MiB `/insert` body but its last 2,000 bytes, with
 /// `X-Forwarded-For` naming `client` (believed from a trusted proxy), and then waits. Returns
 /// the socket if it is still waiting, else what it was answered at once (empty if the
 /// connection was reset before the answer could be read).
 fn held_body(s: &Server, client: &str) -> Result<TcpStream, String> {
+    held_body_as(s, client, "")
+}
+
+/// [`held_body`] with extra header lines (`auth`, each ending in CRLF).
+fn held_body_as(s: &Server, client: &str, auth: &str) -> Result<TcpStream, String> {
     let size = 1 << 20;
     let mut conn = TcpStream::connect(addr(s)).unwrap();
     let head = format!(
-        "POST /insert HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+        "POST /insert HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n{auth}Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
     );
     conn.write_all(head.as_bytes()).unwrap();
     // A refused body is answered while it is still being sent: the write may then fail.
-    let _ = conn.write_all(&vec![b' '; size - 100]);
+    // (2,000 bytes short: what is held, head included, stays under 1 MiB.)
+    let _ = conn.write_all(&vec![b' '; size - 2000]);
     conn.set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
     let mut answer = [0u8; 1024];
@@ -1787,6 +1793,21 @@ async fn bodies_awaiting_their_rest_are_bounded_per_address_and_in_all() {
             .unwrap();
         assert_eq!(resp.status(), 200, "from {from}");
     }
+    // One account holds its own share whatever its addresses: four bodies, then 429 (the
+    // next review held the authenticated half from 8 addresses with one account).
+    let mallory_auth = format!("Authorization: Bearer {jwt}\r\n");
+    let mut mine = Vec::new();
+    for i in 0..6 {
+        match held_body_as(&s, &format!("203.0.113.{}", 100 + i), &mallory_auth) {
+            Ok(conn) => mine.push(conn),
+            Err(answer) => assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 429"),
+                "{answer}"
+            ),
+        }
+    }
+    assert_eq!(mine.len(), 4, "the user's share");
+    drop(mine);
     // A user's insert that arrives slowly uses the half left to authenticated callers (a
     // later review: 16 addresses without an account filled the whole budget, and a user's
     // inserts of 30 KB and more got 503).

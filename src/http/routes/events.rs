@@ -189,11 +189,15 @@ pub(crate) fn insert_direct(
     let presented = Presented::of(app, &req);
     let key = idempotency_key(&req);
     // A bearer token is verified at the head: its body may use the half of the budget that
-    // unauthenticated bodies cannot.
-    let verified = matches!(presented, Presented::Bearer(Ok(_)));
+    // unauthenticated bodies cannot, in its user's share.
+    let user = match &presented {
+        Presented::Bearer(Ok(principal)) => Some(principal.username.as_str()),
+        _ => None,
+    };
     let charge = app
         .bodies
-        .charge(crate::http::server::client::of(&req).ip, verified);
+        .charge(crate::http::server::client::of(&req).ip, user)
+        .with_head(crate::http::body::head_bytes(&req));
     drop(req);
     async move {
         let limit = app.config.limits.max_body_bytes;
