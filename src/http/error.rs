@@ -168,7 +168,8 @@ impl From<EngineError> for ApiError {
                 | Rejection::ResetCodeInvalid => ApiError::unauthorized(rejection.to_string()),
                 Rejection::Invalid(_)
                 | Rejection::UsernameTaken(_)
-                | Rejection::UsernameLookalike(_) => ApiError::bad_request(rejection.to_string()),
+                | Rejection::UsernameLookalike(_)
+                | Rejection::TenantLookalike(_) => ApiError::bad_request(rejection.to_string()),
                 Rejection::KeyReused => {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, rejection.to_string())
                 }

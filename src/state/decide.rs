@@ -25,6 +25,11 @@ pub enum Rejection {
         "username: {0:?} reads as the name of an existing user (the same letters in another case, width, font or script); choose another"
     )]
     UsernameLookalike(String),
+    /// A tenant's name reads as this new one ([`super::lookalike`]).
+    #[error(
+        "tenant_name: {0:?} reads as the name of an existing tenant (the same letters in another case, width, font or script); use that tenant's exact name, or another"
+    )]
+    TenantLookalike(String),
     /// No user has this username.
     #[error("username: no user is called {0:?}")]
     UnknownUser(String),
@@ -99,6 +104,9 @@ pub fn decide(
             validate::new_username(&user.username)?;
             validate::tenant(&user.tenant)?;
             validate::new_tenant(&user.tenant)?;
+            if state.tenant_taken_alike(&user.tenant) {
+                return Err(Rejection::TenantLookalike(user.tenant));
+            }
             if let Some(scopes) = &user.scopes {
                 validate::scopes(scopes)?;
             }

@@ -268,6 +268,8 @@ pub struct Users {
     /// new username is first decided (not at load: a key is ~1 µs for a non-ASCII name, and a
     /// restart should not pay it for every user) and kept up to date from then on.
     lookalikes: std::sync::OnceLock<HashMap<u64, u32>>,
+    /// The same for the tenants' names (of the tenants users are in).
+    tenant_lookalikes: std::sync::OnceLock<HashMap<u64, u32>>,
 }
 
 impl Users {
@@ -392,9 +394,27 @@ impl Users {
             None => {
                 let tenant: Arc<str> = Arc::from(name);
                 self.tenants.insert(Arc::clone(&tenant));
+                if let Some(counts) = self.tenant_lookalikes.get_mut() {
+                    *counts.entry(super::lookalike::key(name)).or_insert(0) += 1;
+                }
                 tenant
             }
         }
+    }
+
+    /// Whether `name` is no tenant's yet but reads as one's ([`super::lookalike`]).
+    pub fn tenant_taken_alike(&self, name: &str) -> bool {
+        if self.tenants.contains(name) {
+            return false;
+        }
+        let counts = self.tenant_lookalikes.get_or_init(|| {
+            let mut counts = HashMap::with_capacity(self.tenants.len());
+            for tenant in &self.tenants {
+                *counts.entry(super::lookalike::key(tenant)).or_insert(0) += 1;
+            }
+            counts
+        });
+        counts.contains_key(&super::lookalike::key(name))
     }
 
     /// The tenant called `name`, if some user is in it.
@@ -405,8 +425,17 @@ impl Users {
     /// A user left `tenant` (moved or deleted): the tenant is forgotten with its last user.
     pub fn release(&mut self, tenant: Arc<str>) {
         // Held by the table and by `tenant` alone: no user is in it any more.
-        if Arc::strong_count(&tenant) <= 2 {
-            self.tenants.remove(&*tenant);
+        if Arc::strong_count(&tenant) <= 2
+            && self.tenants.remove(&*tenant)
+            && let Some(counts) = self.tenant_lookalikes.get_mut()
+        {
+            let key = super::lookalike::key(&tenant);
+            if let Some(n) = counts.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&key);
+                }
+            }
         }
     }
 

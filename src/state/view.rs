@@ -28,6 +28,9 @@ pub trait View {
     fn live_key(&self, by: Option<&str>, key: &str, at_ms: i64) -> Option<(Cursor, &KeyUse)>;
     /// How many users have a name that reads as `username` ([`super::lookalike`]).
     fn lookalikes(&self, username: &str) -> u32;
+    /// Whether `tenant` is no tenant's yet but reads as one's (of the published state: two
+    /// such tenants new in one batch are not compared).
+    fn tenant_taken_alike(&self, tenant: &str) -> bool;
 }
 
 /// What the projections keep of an inserted event, owned or archived.
@@ -85,6 +88,10 @@ impl View for State {
 
     fn lookalikes(&self, username: &str) -> u32 {
         self.users.lookalikes(username)
+    }
+
+    fn tenant_taken_alike(&self, tenant: &str) -> bool {
+        self.users.tenant_taken_alike(tenant)
     }
 }
 
@@ -250,6 +257,10 @@ impl View for Layered<'_> {
             }
         }
         count.max(0) as u32
+    }
+
+    fn tenant_taken_alike(&self, tenant: &str) -> bool {
+        self.published.users.tenant_taken_alike(tenant)
     }
 }
 

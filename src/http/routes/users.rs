@@ -663,6 +663,10 @@ async fn update_user(app: &App, body: UpdateUser) -> Result<Json<UserView>, ApiE
     if let Some(tenant) = &body.tenant_name {
         validate::tenant(tenant)?;
         validate::new_tenant(tenant)?;
+        if app.engine.read(|s| s.users.tenant_taken_alike(tenant)) {
+            let refused = crate::state::Rejection::TenantLookalike(tenant.clone());
+            return Err(ApiError::bad_request(refused.to_string()));
+        }
     }
     if let MaybeUndefined::Value(email) = &body.email {
         app.check_email(email)?;

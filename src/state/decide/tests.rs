@@ -119,6 +119,32 @@ fn a_name_that_reads_as_an_existing_users_is_refused() {
 }
 
 #[test]
+fn a_new_tenant_that_reads_as_an_existing_one_is_refused() {
+    let mut state = state_after([created("ann", "acme")]);
+    for alike in ["ACME", "аcme", "acrne"] {
+        assert_eq!(
+            decide(&state, created("bob", alike), 0),
+            Err(Rejection::TenantLookalike(alike.into())),
+            "{alike}"
+        );
+    }
+    // The tenant itself, exactly, and another: fine.
+    apply(&mut state, created("bob", "acme")).unwrap();
+    apply(&mut state, created("cy", "acne corp")).unwrap();
+    // Once its last user is gone, its name is free in any form.
+    for user in ["ann", "bob"] {
+        apply(
+            &mut state,
+            Command::DeleteUser {
+                username: user.into(),
+            },
+        )
+        .unwrap();
+    }
+    assert!(decide(&state, created("dee", "ACME"), 0).is_ok());
+}
+
+#[test]
 fn a_new_user_needs_valid_fields() {
     let state = State::default();
     assert!(matches!(
