@@ -1189,20 +1189,24 @@ fn check_strong(secrets: &[(&str, Option<&str>)], exposed: &str) -> Result<(), C
             )));
         }
     }
-    // One secret in two places: whoever reads the scraper's token, or a leaked JWT secret,
-    // would also hold the admin API.
     for (i, &(flag, secret)) in secrets.iter().enumerate() {
         for &(other, other_secret) in &secrets[i + 1..] {
-            let (Some(a), Some(b)) = (secret, other_secret) else {
-                continue;
-            };
-            let (a, b) = (a.to_lowercase(), b.to_lowercase());
-            if a.contains(&b) || b.contains(&a) {
-                return Err(ConfigError(format!(
-                    "{flag} and {other} are the same, or one holds the other; each must be a secret of its own ({make})"
-                )));
+            if let (Some(a), Some(b)) = (secret, other_secret) {
+                check_apart((flag, a), (other, b))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses two secrets of which one holds the other, in any case: whoever reads the
+/// scraper's token, or a leaked JWT secret, would also hold the admin API.
+fn check_apart((flag, a): (&str, &str), (other, b): (&str, &str)) -> Result<(), ConfigError> {
+    let (a, b) = (a.to_lowercase(), b.to_lowercase());
+    if a.contains(&b) || b.contains(&a) {
+        return Err(ConfigError(format!(
+            "{flag} and {other} are the same, or one holds the other; each must be a secret of its own (make one with `openssl rand -hex 32`)"
+        )));
     }
     Ok(())
 }
@@ -1247,17 +1251,11 @@ fn check_metrics_listener(flags: &ServeFlags) -> Result<(), ConfigError> {
             check_strong(&[("--metrics_token", Some(token.as_str()))], &exposed)?;
             // Not checked for strength here (on loopback they may be weak), only for being
             // the token: whoever reads the scraper's configuration must not hold them.
-            let lower = token.to_lowercase();
-            for (flag, other) in [
-                ("--admin_token", &flags.admin_token),
-                ("--jwt_secret", &flags.jwt_secret),
+            for other in [
+                ("--admin_token", flags.admin_token.as_str()),
+                ("--jwt_secret", flags.jwt_secret.as_str()),
             ] {
-                let other = other.to_lowercase();
-                if lower.contains(&other) || other.contains(&lower) {
-                    return Err(ConfigError(format!(
-                        "--metrics_token and {flag} are the same, or one holds the other; each must be a secret of its own (make one with `openssl rand -hex 32`)"
-                    )));
-                }
+                check_apart(("--metrics_token", token), other)?;
             }
             Ok(())
         }
@@ -1640,6 +1638,45 @@ mod tests {
             let args = [proxy, &["--jwt_secret", long, "--admin_token", other][..]].concat();
             let ok = parse(&args).serve.validate().unwrap();
             assert!(ok.identity.default_secrets.is_empty());
+        }
+    }
+
+    #[test]
+    fn body_budgets_follow_the_body_limit_and_never_undercut_it() {
+        let limits = parse(&[]).serve.validate().unwrap().limits;
+        assert_eq!(
+            (
+                limits.max_body_bytes_per_ip,
+                limits.max_body_bytes_in_flight
+            ),
+            (4 << 20, 64 << 20)
+        );
+        // A larger body limit raises the defaults with it.
+        let limits = parse(&["--max_body_bytes", "16777216"])
+            .serve
+            .validate()
+            .unwrap()
+            .limits;
+        assert_eq!(
+            (
+                limits.max_body_bytes_per_ip,
+                limits.max_body_bytes_in_flight
+            ),
+            (16 << 20, 256 << 20)
+        );
+        // Set below what one body may be, they are refused, naming the flags.
+        for args in [
+            &["--max_body_bytes_per_ip", "1000"][..],
+            &["--max_body_bytes_in_flight", "1000"][..],
+            &[
+                "--max_body_bytes",
+                "8388608",
+                "--max_body_bytes_per_ip",
+                "4194304",
+            ][..],
+        ] {
+            let err = parse(args).serve.validate().unwrap_err();
+            assert!(err.0.contains("--max_body_bytes_per_ip"), "{args:?}: {err}");
         }
     }
 

@@ -328,6 +328,25 @@ mod tests {
     }
 
     #[test]
+    fn a_uid_that_is_no_32_hex_digits_reads_as_nobody() {
+        let with = |uid: serde_json::Value| {
+            let mut claims = serde_json::to_value(claims(10_000)).unwrap();
+            claims["uid"] = uid;
+            serde_json::from_value::<Claims>(claims).unwrap().uid
+        };
+        assert_eq!(with(serde_json::json!("07".repeat(16))), [7; 16]);
+        for bad in [
+            "",
+            "07",
+            "zz".repeat(16).as_str(),
+            "0".repeat(33).as_str(),
+            "é".repeat(16).as_str(),
+        ] {
+            assert_eq!(with(serde_json::json!(bad)), [0; 16], "{bad:?}");
+        }
+    }
+
+    #[test]
     fn an_expiry_later_than_any_token_issued_is_refused() {
         let now = 1_000;
         let latest = now + crate::config::MAX_JWT_EXPIRY + MAX_IAT_SKEW_S;

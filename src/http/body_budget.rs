@@ -90,7 +90,8 @@ impl BodyBudget {
         }
     }
 
-    /// Bytes held by all bodies, and by the address's (tests, metrics).
+    /// Bytes held by all bodies, and by the address's.
+    #[cfg(test)]
     pub fn held(&self, address: IpAddr) -> (usize, usize) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let key = Holder::Address(super::server::client::block(address));

@@ -535,13 +535,7 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
 
     let out = c.post(s.url("/logout")).send().await.unwrap();
     assert_eq!(out.status(), 200);
-    let mut expired: Vec<&str> = out
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    expired.sort();
+    let expired = set_cookies(&out);
     assert_eq!(
         expired,
         [
@@ -559,13 +553,7 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
         .await
         .unwrap();
     assert_eq!(out.status(), 200);
-    let mut expired: Vec<&str> = out
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    expired.sort();
+    let expired = set_cookies(&out);
     let cookie =
         |rest: &str| format!("broker_session=; {rest}HttpOnly; SameSite=Strict; Max-Age=0");
     let mut wanted = Vec::new();
@@ -592,11 +580,7 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            out.headers().get_all("set-cookie").iter().count(),
-            2,
-            "{host}"
-        );
+        assert_eq!(set_cookies(&out).len(), 2, "{host}");
     }
 
     // Over TLS (at a trusted proxy) only `__Host-` is read, and it can only have `Path=/`.
@@ -608,14 +592,20 @@ async fn logout_expires_the_session_cookie_at_both_paths_that_reach_sse() {
         .send()
         .await
         .unwrap();
-    let expired: Vec<&str> = out
+    assert_eq!(
+        set_cookies(&out),
+        ["__Host-broker_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"]
+    );
+}
+
+/// The `Set-Cookie` headers of `resp`, sorted.
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    let mut cookies: Vec<String> = resp
         .headers()
         .get_all("set-cookie")
         .iter()
-        .map(|v| v.to_str().unwrap())
+        .map(|v| v.to_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        expired,
-        ["__Host-broker_session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"]
-    );
+    cookies.sort();
+    cookies
 }
